@@ -1,0 +1,216 @@
+"""The model manifest: everything a device needs to verify, load, test and monitor an artifact.
+
+The converter drafts it (schema, labels, parity, reference profile, smoke tests), the controller's
+registry completes it (version number), and it travels to the agent inside the desired state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edge_agent.protocol.errors import SchemaError
+from edge_agent.protocol.validation import (
+    get_dict,
+    get_float,
+    get_int,
+    get_list,
+    get_str,
+)
+
+MANIFEST_SCHEMA = 1
+DEFAULT_CHUNK_SIZE = 64 * 1024
+MAX_ARTIFACT_SIZE = 512 * 1024 * 1024
+
+FORMATS = ("onnx", "tflite")
+TASKS = ("classification", "regression")
+
+Scalar = int | float | str
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name, e.g. "float32"
+    shape: tuple[int | None, ...]  # None for a free (batch) dimension
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], ctx: str) -> TensorSpec:
+        shape = get_list(d, "shape", ctx, max_items=16)
+        for dim in shape:
+            if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 0):
+                raise SchemaError(f"{ctx}.shape must hold non-negative integers or null")
+        return cls(get_str(d, "name", ctx), get_str(d, "dtype", ctx), tuple(shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """Content address of an artifact and the per-chunk hashes used to resume a transfer."""
+
+    sha256: str
+    size: int
+    chunk_size: int
+    chunk_sha256: tuple[str, ...]
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self.chunk_sha256)
+
+    def chunk_length(self, index: int) -> int:
+        if index == self.chunk_count - 1:
+            return self.size - index * self.chunk_size
+        return self.chunk_size
+
+    @classmethod
+    def describe(cls, data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> ArtifactRef:
+        chunks = tuple(
+            hashlib.sha256(data[i : i + chunk_size]).hexdigest()
+            for i in range(0, max(len(data), 1), chunk_size)
+        )
+        return cls(hashlib.sha256(data).hexdigest(), len(data), chunk_size, chunks)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], ctx: str) -> ArtifactRef:
+        sha = get_str(d, "sha256", ctx, max_len=64)
+        size = get_int(d, "size", ctx, minimum=1)
+        chunk_size = get_int(d, "chunk_size", ctx, minimum=1024)
+        hashes = get_list(d, "chunk_sha256", ctx)
+        if size > MAX_ARTIFACT_SIZE:
+            raise SchemaError(f"{ctx}.size {size} exceeds the limit of {MAX_ARTIFACT_SIZE} bytes")
+        expected = (size + chunk_size - 1) // chunk_size
+        if len(hashes) != expected:
+            raise SchemaError(
+                f"{ctx}.chunk_sha256 has {len(hashes)} entries, expected {expected} "
+                f"for {size} bytes in chunks of {chunk_size}"
+            )
+        if not all(isinstance(h, str) and len(h) == 64 for h in hashes):
+            raise SchemaError(f"{ctx}.chunk_sha256 must hold 64-character hex digests")
+        return cls(sha, size, chunk_size, tuple(hashes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sha256": self.sha256,
+            "size": self.size,
+            "chunk_size": self.chunk_size,
+            "chunk_sha256": list(self.chunk_sha256),
+        }
+
+
+@dataclass(frozen=True)
+class SmokeTest:
+    """A batch of inputs and the outputs the converted artifact gave for them."""
+
+    inputs: list[list[float]]
+    expected_labels: list[Scalar]
+    expected_scores: list[list[float]] | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], ctx: str) -> SmokeTest:
+        inputs = get_list(d, "inputs", ctx, max_items=1000)
+        labels = get_list(d, "expected_labels", ctx, max_items=1000)
+        scores = get_list(d, "expected_scores", ctx, optional=True, max_items=1000)
+        if len(inputs) != len(labels) or (scores is not None and len(scores) != len(inputs)):
+            raise SchemaError(f"{ctx}: inputs, expected_labels and expected_scores differ in length")
+        return cls(inputs, labels, scores)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"inputs": self.inputs, "expected_labels": self.expected_labels}
+        if self.expected_scores is not None:
+            d["expected_scores"] = self.expected_scores
+        return d
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model: str
+    version: int  # 0 until the registry assigns one
+    format: str
+    task: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    label_output: str  # output holding predicted labels (classification) or values (regression)
+    score_output: str | None  # output holding class probabilities, if any
+    class_labels: tuple[Scalar, ...] | None
+    feature_names: tuple[str, ...]
+    artifact: ArtifactRef
+    smoke_tests: tuple[SmokeTest, ...]
+    smoke_tolerance: float
+    precision: str = "float32"
+    source: dict[str, Any] = field(default_factory=dict)
+    opset: dict[str, int] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    reference_profile: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    schema: int = MANIFEST_SCHEMA
+
+    @property
+    def n_features(self) -> int:
+        shape = self.inputs[0].shape
+        last = shape[-1] if shape else None
+        return int(last) if last is not None else len(self.feature_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["inputs"] = [t.to_dict() for t in self.inputs]
+        d["outputs"] = [t.to_dict() for t in self.outputs]
+        d["artifact"] = self.artifact.to_dict()
+        d["smoke_tests"] = [s.to_dict() for s in self.smoke_tests]
+        d["class_labels"] = list(self.class_labels) if self.class_labels is not None else None
+        d["feature_names"] = list(self.feature_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, ctx: str = "manifest") -> Manifest:
+        if not isinstance(d, dict):
+            raise SchemaError(f"{ctx} must be an object")
+        schema = get_int(d, "schema", ctx)
+        if schema != MANIFEST_SCHEMA:
+            raise SchemaError(f"{ctx}.schema {schema} is not supported (this agent knows {MANIFEST_SCHEMA})")
+        fmt = get_str(d, "format", ctx)
+        if fmt not in FORMATS:
+            raise SchemaError(f"{ctx}.format {fmt!r} is not one of {FORMATS}")
+        task = get_str(d, "task", ctx)
+        if task not in TASKS:
+            raise SchemaError(f"{ctx}.task {task!r} is not one of {TASKS}")
+        inputs = tuple(TensorSpec.from_dict(t, f"{ctx}.inputs[{i}]")
+                       for i, t in enumerate(get_list(d, "inputs", ctx, max_items=64)))
+        outputs = tuple(TensorSpec.from_dict(t, f"{ctx}.outputs[{i}]")
+                        for i, t in enumerate(get_list(d, "outputs", ctx, max_items=64)))
+        if not inputs or not outputs:
+            raise SchemaError(f"{ctx} needs at least one input and one output")
+        output_names = {o.name for o in outputs}
+        label_output = get_str(d, "label_output", ctx)
+        score_output = get_str(d, "score_output", ctx, optional=True)
+        for name in (label_output, score_output):
+            if name is not None and name not in output_names:
+                raise SchemaError(f"{ctx}: output {name!r} is not among {sorted(output_names)}")
+        labels = get_list(d, "class_labels", ctx, optional=True)
+        if labels is not None and not all(isinstance(x, (int, float, str)) for x in labels):
+            raise SchemaError(f"{ctx}.class_labels must hold numbers or strings")
+        return cls(
+            model=get_str(d, "model", ctx, max_len=128),
+            version=get_int(d, "version", ctx, minimum=0),
+            format=fmt,
+            task=task,
+            inputs=inputs,
+            outputs=outputs,
+            label_output=label_output,
+            score_output=score_output,
+            class_labels=tuple(labels) if labels is not None else None,
+            feature_names=tuple(str(x) for x in get_list(d, "feature_names", ctx)),
+            artifact=ArtifactRef.from_dict(get_dict(d, "artifact", ctx), f"{ctx}.artifact"),
+            smoke_tests=tuple(SmokeTest.from_dict(s, f"{ctx}.smoke_tests[{i}]")
+                              for i, s in enumerate(get_list(d, "smoke_tests", ctx, max_items=16))),
+            smoke_tolerance=get_float(d, "smoke_tolerance", ctx),
+            precision=get_str(d, "precision", ctx),
+            source=get_dict(d, "source", ctx, optional=True) or {},
+            opset=get_dict(d, "opset", ctx, optional=True) or {},
+            parity=get_dict(d, "parity", ctx, optional=True) or {},
+            reference_profile=get_dict(d, "reference_profile", ctx, optional=True) or {},
+            created_at=get_str(d, "created_at", ctx, optional=True) or "",
+            schema=schema,
+        )

@@ -1,0 +1,304 @@
+"""Typed, versioned message schemas shared by the agent and the controller.
+
+Every JSON message is an object with ``"schema": 1`` and a ``"type"``; :func:`decode` checks the
+size bound *before* parsing, then the JSON, then the schema, and raises a precise
+:class:`ProtocolError` subclass. Artifact chunks are raw bytes and are not decoded here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from edge_agent.protocol.errors import PayloadTooLarge, SchemaError
+from edge_agent.protocol.manifest import Manifest
+from edge_agent.protocol.validation import (
+    get_bool,
+    get_float,
+    get_int,
+    get_list,
+    get_str,
+    get_str_map,
+)
+
+SCHEMA_VERSION = 1
+
+# Size bounds, checked before a payload is parsed. A manifest with smoke tests and a reference
+# profile is a few tens of KiB; a telemetry batch of 500 records about 100 KiB.
+MAX_CONTROL_BYTES = 1024 * 1024
+MAX_TELEMETRY_BYTES = 4 * 1024 * 1024
+
+UPDATE_STATES = (
+    "idle",
+    "downloading",
+    "verifying",
+    "activating",
+    "active",
+    "failed",
+)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    model: str
+    version: int
+    sha256: str
+
+    @classmethod
+    def from_dict(cls, d: Any, ctx: str) -> ModelRef:
+        if not isinstance(d, dict):
+            raise SchemaError(f"{ctx} must be an object")
+        return cls(get_str(d, "model", ctx, max_len=128), get_int(d, "version", ctx, minimum=0),
+                   get_str(d, "sha256", ctx, max_len=64))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, "sha256": self.sha256}
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.version}"
+
+
+M = TypeVar("M", bound="Message")
+
+
+class Message:
+    TYPE: ClassVar[str]
+    MAX_BYTES: ClassVar[int] = MAX_CONTROL_BYTES
+
+    def body(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_body(cls: type[M], d: dict[str, Any]) -> M:
+        raise NotImplementedError
+
+
+def now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True)
+class Presence(Message):
+    """Retained on ``presence``; the offline form is the agent's last will."""
+
+    TYPE: ClassVar[str] = "presence"
+    online: bool
+    ts: float = field(default_factory=now)
+    agent_version: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {"online": self.online, "ts": self.ts, "agent_version": self.agent_version}
+
+    @classmethod
+    def from_body(cls, d: dict[str, Any]) -> Presence:
+        return cls(get_bool(d, "online"), get_float(d, "ts"),
+                   get_str(d, "agent_version", optional=True) or "")
+
+
+@dataclass(frozen=True)
+class Desired(Message):
+    """The device's desired model (retained). ``manifest`` None means: run no model."""
+
+    TYPE: ClassVar[str] = "desired"
+    deployment_id: str
+    manifest: Manifest | None
+    ts: float = field(default_factory=now)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "deployment_id": self.deployment_id,
+            "manifest": self.manifest.to_dict() if self.manifest else None,
+            "ts": self.ts,
+        }
+
+    @classmethod
+    def from_body(cls, d: dict[str, Any]) -> Desired:
+        raw = d.get("manifest")
+        return cls(get_str(d, "deployment_id", max_len=128),
+                   Manifest.from_dict(raw) if raw is not None else None,
+                   get_float(d, "ts"))
+
+
+@dataclass(frozen=True)
+class Reported(Message):
+    """What the agent runs and where its update stands (retained)."""
+
+    TYPE: ClassVar[str] = "reported"
+    state: str
+    active: ModelRef | None
+    target: ModelRef | None = None
+    deployment_id: str | None = None
+    last_error: str | None = None
+    progress: tuple[int, int] | None = None  # chunks received, chunks total
+    labels: dict[str, str] = field(default_factory=dict)
+    agent_version: str = ""
+    ts: float = field(default_factory=now)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "active": self.active.to_dict() if self.active else None,
+            "target": self.target.to_dict() if self.target else None,
+            "deployment_id": self.deployment_id,
+            "last_error": self.last_error,
+            "progress": list(self.progress) if self.progress else None,
+            "labels": self.labels,
+            "agent_version": self.agent_version,
+            "ts": self.ts,
+        }
+
+    @classmethod
+    def from_body(cls, d: dict[str, Any]) -> Reported:
+        state = get_str(d, "state")
+        if state not in UPDATE_STATES:
+            raise SchemaError(f"field 'state' {state!r} is not one of {UPDATE_STATES}")
+        progress = get_list(d, "progress", optional=True, max_items=2)
+        if progress is not None and (len(progress) != 2 or not all(
+                isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in progress)):
+            raise SchemaError("field 'progress' must be [received, total]")
+        active = d.get("active")
+        target = d.get("target")
+        return cls(
+            state=state,
+            active=ModelRef.from_dict(active, "active") if active is not None else None,
+            target=ModelRef.from_dict(target, "target") if target is not None else None,
+            deployment_id=get_str(d, "deployment_id", optional=True, max_len=128),
+            last_error=get_str(d, "last_error", optional=True),
+            progress=(progress[0], progress[1]) if progress else None,
+            labels=get_str_map(d, "labels"),
+            agent_version=get_str(d, "agent_version", optional=True) or "",
+            ts=get_float(d, "ts"),
+        )
+
+
+RECORD_KINDS = ("prediction", "feedback", "error")
+
+
+@dataclass(frozen=True)
+class TelemetryBatch(Message):
+    """Records from the agent's outbox. Record ``seq`` numbers are unique per device and
+    increasing; the controller stores each (device, seq) once and acknowledges the batch."""
+
+    TYPE: ClassVar[str] = "telemetry"
+    MAX_BYTES: ClassVar[int] = MAX_TELEMETRY_BYTES
+    first_seq: int
+    last_seq: int
+    records: list[dict[str, Any]]
+    dropped_total: int = 0  # records this device ever dropped on outbox overflow
+    ts: float = field(default_factory=now)
+
+    def body(self) -> dict[str, Any]:
+        return {"first_seq": self.first_seq, "last_seq": self.last_seq, "records": self.records,
+                "dropped_total": self.dropped_total, "ts": self.ts}
+
+    @classmethod
+    def from_body(cls, d: dict[str, Any]) -> TelemetryBatch:
+        first = get_int(d, "first_seq", minimum=1)
+        last = get_int(d, "last_seq", minimum=first)
+        records = get_list(d, "records", max_items=10_000)
+        for i, r in enumerate(records):
+            ctx = f"records[{i}]"
+            if not isinstance(r, dict):
+                raise SchemaError(f"{ctx} must be an object")
+            seq = get_int(r, "seq", ctx)
+            if not first <= seq <= last:
+                raise SchemaError(f"{ctx}.seq {seq} is outside [{first}, {last}]")
+            kind = get_str(r, "kind", ctx)
+            if kind not in RECORD_KINDS:
+                raise SchemaError(f"{ctx}.kind {kind!r} is not one of {RECORD_KINDS}")
+            get_float(r, "ts", ctx)
+        return cls(first, last, records, get_int(d, "dropped_total", minimum=0), get_float(d, "ts"))
+
+
+@dataclass(frozen=True)
+class Ack(Message):
+    """Controller -> agent: records first_seq..last_seq are committed; the agent may delete them."""
+
+    TYPE: ClassVar[str] = "ack"
+    first_seq: int
+    last_seq: int
+
+    def body(self) -> dict[str, Any]:
+        return {"first_seq": self.first_seq, "last_seq": self.last_seq}
+
+    @classmethod
+    def from_body(cls, d: dict[str, Any]) -> Ack:
+        first = get_int(d, "first_seq", minimum=1)
+        return cls(first, get_int(d, "last_seq", minimum=first))
+
+
+@dataclass(frozen=True)
+class ArtifactRequest(Message):
+    """Agent -> controller: please (re)publish these chunk ranges ([start, end), end exclusive)."""
+
+    TYPE: ClassVar[str] = "art_req"
+    sha256: str
+    ranges: tuple[tuple[int, int], ...]
+
+    def body(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "ranges": [list(r) for r in self.ranges]}
+
+    @classmethod
+    def from_body(cls, d: dict[str, Any]) -> ArtifactRequest:
+        sha = get_str(d, "sha256", max_len=64)
+        ranges = []
+        for r in get_list(d, "ranges", max_items=10_000):
+            if (not isinstance(r, list) or len(r) != 2
+                    or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+                    or not 0 <= r[0] < r[1]):
+                raise SchemaError(f"range {r!r} must be [start, end) with 0 <= start < end")
+            ranges.append((r[0], r[1]))
+        return cls(sha, tuple(ranges))
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls for cls in (Presence, Desired, Reported, TelemetryBatch, Ack, ArtifactRequest)
+}
+
+
+def encode(message: Message) -> bytes:
+    payload = {"schema": SCHEMA_VERSION, "type": message.TYPE, **message.body()}
+    data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    if len(data) > message.MAX_BYTES:
+        raise PayloadTooLarge(f"{message.TYPE} message of {len(data)} bytes exceeds {message.MAX_BYTES}")
+    return data
+
+
+def decode(payload: bytes, expected: type[M]) -> M:
+    """Decode ``payload`` as a message of type ``expected`` or raise a ProtocolError."""
+    if len(payload) > expected.MAX_BYTES:
+        raise PayloadTooLarge(
+            f"{expected.TYPE} payload of {len(payload)} bytes exceeds the bound of {expected.MAX_BYTES}"
+        )
+    if not payload:
+        raise SchemaError(f"empty payload where a {expected.TYPE} message was expected")
+    try:
+        obj = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaError(f"payload is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise SchemaError("payload must be a JSON object")
+    schema = get_int(obj, "schema")
+    if schema != SCHEMA_VERSION:
+        raise SchemaError(f"schema version {schema} is not supported (expected {SCHEMA_VERSION})")
+    kind = get_str(obj, "type", max_len=32)
+    if kind != expected.TYPE:
+        raise SchemaError(f"message type {kind!r} where {expected.TYPE!r} was expected")
+    return expected.from_body(obj)
+
+
+__all__ = [
+    "Ack",
+    "ArtifactRequest",
+    "Desired",
+    "Manifest",
+    "Message",
+    "ModelRef",
+    "Presence",
+    "Reported",
+    "TelemetryBatch",
+    "decode",
+    "encode",
+]

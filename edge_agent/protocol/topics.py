@@ -1,0 +1,114 @@
+"""The one place where Edgewise topic strings are built and parsed.
+
+Nothing else in the code base formats a topic inline: both the agent and the
+controller call these functions, so a change of layout is a change here only.
+
+Layout (root ``ew/v1``)::
+
+    ew/v1/dev/{device_id}/desired      controller -> agent   retained
+    ew/v1/dev/{device_id}/reported     agent -> controller   retained
+    ew/v1/dev/{device_id}/presence     agent -> controller   retained, last will
+    ew/v1/dev/{device_id}/telemetry    agent -> controller
+    ew/v1/dev/{device_id}/ack          controller -> agent
+    ew/v1/dev/{device_id}/art/req      agent -> controller
+    ew/v1/art/{sha256}/{chunk_index}   controller -> agents (broadcast)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from edge_agent.protocol.errors import TopicError
+
+ROOT = "ew/v1"
+
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class DeviceChannel(str, Enum):
+    """The per-device topics, named by what travels on them."""
+
+    DESIRED = "desired"
+    REPORTED = "reported"
+    PRESENCE = "presence"
+    TELEMETRY = "telemetry"
+    ACK = "ack"
+    ARTIFACT_REQUEST = "art/req"
+
+
+def validate_device_id(device_id: str) -> str:
+    """Return ``device_id`` if it is safe to put in a topic and a file name."""
+    if not isinstance(device_id, str) or not _DEVICE_ID.match(device_id):
+        raise TopicError(
+            f"invalid device id {device_id!r}: use 1-64 characters of letters, digits, "
+            "'_', '-' or '.', starting with a letter or digit"
+        )
+    return device_id
+
+
+def validate_sha256(sha256: str) -> str:
+    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        raise TopicError(f"invalid sha256 {sha256!r}: expected 64 lower-case hex digits")
+    return sha256
+
+
+def device_topic(device_id: str, channel: DeviceChannel) -> str:
+    return f"{ROOT}/dev/{validate_device_id(device_id)}/{channel.value}"
+
+
+def device_wildcard(channel: DeviceChannel) -> str:
+    """Subscription filter for one channel of every device (used by the controller)."""
+    return f"{ROOT}/dev/+/{channel.value}"
+
+
+def chunk_topic(sha256: str, index: int) -> str:
+    if index < 0:
+        raise TopicError(f"chunk index must be >= 0, got {index}")
+    return f"{ROOT}/art/{validate_sha256(sha256)}/{index}"
+
+
+def chunk_wildcard(sha256: str) -> str:
+    """Subscription filter for every chunk of one artifact (used by an agent downloading it)."""
+    return f"{ROOT}/art/{validate_sha256(sha256)}/+"
+
+
+def shared(group: str, topic_filter: str) -> str:
+    """An MQTT shared-subscription filter, to spread a topic over several controller replicas."""
+    return f"$share/{group}/{topic_filter}"
+
+
+@dataclass(frozen=True)
+class DeviceTopic:
+    device_id: str
+    channel: DeviceChannel
+
+
+@dataclass(frozen=True)
+class ChunkTopic:
+    sha256: str
+    index: int
+
+
+_CHANNELS = {c.value: c for c in DeviceChannel}
+
+
+def parse_topic(topic: str) -> DeviceTopic | ChunkTopic:
+    """Parse an Edgewise topic; raise :class:`TopicError` for anything else."""
+    prefix = ROOT + "/"
+    if not topic.startswith(prefix):
+        raise TopicError(f"topic {topic!r} is not under {ROOT}/")
+    parts = topic[len(prefix) :].split("/")
+    if len(parts) >= 3 and parts[0] == "dev":
+        channel = _CHANNELS.get("/".join(parts[2:]))
+        if channel is None:
+            raise TopicError(f"unknown device channel in topic {topic!r}")
+        return DeviceTopic(validate_device_id(parts[1]), channel)
+    if len(parts) == 3 and parts[0] == "art":
+        sha = validate_sha256(parts[1])
+        if not parts[2].isdigit():
+            raise TopicError(f"chunk index in topic {topic!r} is not a number")
+        return ChunkTopic(sha, int(parts[2]))
+    raise TopicError(f"unknown topic layout {topic!r}")

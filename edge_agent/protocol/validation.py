@@ -1,0 +1,102 @@
+"""Small typed accessors used by the message decoders.
+
+Each raises :class:`SchemaError` naming the field and what was expected, so a dropped message
+is logged with a reason an operator can act on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from edge_agent.protocol.errors import SchemaError
+
+T = TypeVar("T")
+
+_MISSING = object()
+
+
+def _where(obj: Mapping[str, Any], key: str, ctx: str) -> str:
+    return f"{ctx}.{key}" if ctx else key
+
+
+def get_str(obj: Mapping[str, Any], key: str, ctx: str = "", *, optional: bool = False,
+            max_len: int = 4096) -> Any:
+    value = obj.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        if optional:
+            return None
+        raise SchemaError(f"missing field {_where(obj, key, ctx)!r}")
+    if not isinstance(value, str):
+        raise SchemaError(f"field {_where(obj, key, ctx)!r} must be a string, got {type(value).__name__}")
+    if len(value) > max_len:
+        raise SchemaError(f"field {_where(obj, key, ctx)!r} is longer than {max_len} characters")
+    return value
+
+
+def get_int(obj: Mapping[str, Any], key: str, ctx: str = "", *, optional: bool = False,
+            minimum: int | None = None) -> Any:
+    value = obj.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        if optional:
+            return None
+        raise SchemaError(f"missing field {_where(obj, key, ctx)!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SchemaError(f"field {_where(obj, key, ctx)!r} must be an integer, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise SchemaError(f"field {_where(obj, key, ctx)!r} must be >= {minimum}, got {value}")
+    return value
+
+
+def get_float(obj: Mapping[str, Any], key: str, ctx: str = "", *, optional: bool = False) -> Any:
+    value = obj.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        if optional:
+            return None
+        raise SchemaError(f"missing field {_where(obj, key, ctx)!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SchemaError(f"field {_where(obj, key, ctx)!r} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise SchemaError(f"field {_where(obj, key, ctx)!r} must be finite")
+    return float(value)
+
+
+def get_bool(obj: Mapping[str, Any], key: str, ctx: str = "") -> bool:
+    value = obj.get(key, _MISSING)
+    if not isinstance(value, bool):
+        raise SchemaError(f"field {_where(obj, key, ctx)!r} must be true or false")
+    return value
+
+
+def get_dict(obj: Mapping[str, Any], key: str, ctx: str = "", *, optional: bool = False) -> Any:
+    value = obj.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        if optional:
+            return None
+        raise SchemaError(f"missing field {_where(obj, key, ctx)!r}")
+    if not isinstance(value, dict):
+        raise SchemaError(f"field {_where(obj, key, ctx)!r} must be an object")
+    return value
+
+
+def get_list(obj: Mapping[str, Any], key: str, ctx: str = "", *, optional: bool = False,
+             max_items: int = 100_000) -> Any:
+    value = obj.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        if optional:
+            return None
+        raise SchemaError(f"missing field {_where(obj, key, ctx)!r}")
+    if not isinstance(value, list):
+        raise SchemaError(f"field {_where(obj, key, ctx)!r} must be a list")
+    if len(value) > max_items:
+        raise SchemaError(f"field {_where(obj, key, ctx)!r} has more than {max_items} items")
+    return value
+
+
+def get_str_map(obj: Mapping[str, Any], key: str, ctx: str = "") -> dict[str, str]:
+    value = get_dict(obj, key, ctx, optional=True) or {}
+    for k, v in value.items():
+        if not isinstance(v, str):
+            raise SchemaError(f"field {_where(obj, key, ctx)}.{k} must be a string")
+    return dict(value)
