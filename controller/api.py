@@ -1,0 +1,118 @@
+"""The controller's REST API (FastAPI). Thin: each endpoint is one call into ``Controller``.
+
+Library exceptions become status codes here and nowhere else: NotFound 404, Conflict 409,
+Validation 422, Storage 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from controller.errors import (
+    ConflictError,
+    EdgewiseError,
+    NotFoundError,
+    StorageError,
+    ValidationError,
+)
+from controller.service import Controller
+from edge_agent import __version__
+from edge_agent.protocol import Manifest, SchemaError
+
+API = "/api/v1"
+MAX_ARTIFACT_UPLOAD = 512 * 1024 * 1024
+
+
+class DeploymentRequest(BaseModel):
+    model: str = Field(min_length=1, max_length=128)
+    version: int | None = Field(default=None, ge=1, description="default: the latest version")
+    devices: list[str] | None = Field(default=None, description="default: every known device")
+
+
+_STATUS = {NotFoundError: 404, ConflictError: 409, ValidationError: 422, StorageError: 503}
+
+
+def create_app(controller: Controller) -> FastAPI:
+    app = FastAPI(title="Edgewise controller", version=__version__,
+                  description="Model registry, fleet state and deployments for Edgewise.")
+    token = controller.config.api_token
+
+    @app.exception_handler(EdgewiseError)
+    async def _edgewise_error(request: Request, exc: EdgewiseError) -> JSONResponse:
+        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+        if token is None:
+            return
+        if authorization is None or not authorization.startswith("Bearer "):
+            raise HTTPException(401, "this call needs an API token: Authorization: Bearer TOKEN")
+        if not secrets.compare_digest(authorization.removeprefix("Bearer "), token):
+            raise HTTPException(403, "the API token is not valid")
+
+    @app.get(f"{API}/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "mqtt_connected": controller.bridge.link.connected,
+                "bridge": dict(controller.bridge.stats), "chunks": dict(controller.bridge.chunks.stats)}
+
+    @app.get(f"{API}/models")
+    def list_models() -> list[dict[str, Any]]:
+        return controller.registry.list_models()
+
+    @app.get(f"{API}/models/{{name}}")
+    def get_model(name: str) -> dict[str, Any]:
+        versions = controller.registry.list_versions(name)
+        if not versions:
+            raise NotFoundError("model", name)
+        return {"name": name, "versions": versions}
+
+    @app.get(f"{API}/models/{{name}}/versions/{{version}}/manifest")
+    def get_manifest(name: str, version: int) -> dict[str, Any]:
+        return controller.registry.get_manifest(name, version).to_dict()
+
+    @app.post(f"{API}/models/{{name}}/versions", status_code=201,
+              dependencies=[Depends(require_token)])
+    async def push_version(name: str, manifest: Annotated[str, Form()],
+                           artifact: Annotated[UploadFile, File()]) -> dict[str, Any]:
+        try:
+            parsed = Manifest.from_dict(json.loads(manifest))
+        except (json.JSONDecodeError, SchemaError) as exc:
+            raise HTTPException(422, f"manifest is not valid: {exc}") from None
+        if parsed.model != name:
+            raise HTTPException(422, f"manifest is for model {parsed.model!r}, not {name!r}")
+        data = await artifact.read(MAX_ARTIFACT_UPLOAD + 1)
+        if len(data) > MAX_ARTIFACT_UPLOAD:
+            raise HTTPException(413, f"artifact larger than {MAX_ARTIFACT_UPLOAD} bytes")
+        stored = await asyncio.to_thread(controller.push_model, parsed, data)
+        return {"model": stored.model, "version": stored.version,
+                "sha256": stored.artifact.sha256, "size": stored.artifact.size}
+
+    @app.get(f"{API}/devices")
+    def list_devices() -> list[dict[str, Any]]:
+        return controller.fleet.list_devices()
+
+    @app.get(f"{API}/devices/{{device_id}}")
+    def get_device(device_id: str) -> dict[str, Any]:
+        return controller.fleet.get(device_id)
+
+    @app.get(f"{API}/deployments")
+    def list_deployments() -> list[dict[str, Any]]:
+        return controller.fleet.list_deployments()
+
+    @app.post(f"{API}/deployments", status_code=201, dependencies=[Depends(require_token)])
+    async def create_deployment(body: DeploymentRequest) -> dict[str, Any]:
+        # async: publishing must happen on the loop that drives the MQTT connection
+        return await controller.deploy(body.model, body.version, body.devices)
+
+    @app.get(f"{API}/telemetry/count")
+    def telemetry_count(device_id: str | None = None, kind: str | None = None) -> dict[str, int]:
+        return {"count": controller.telemetry.count(device_id, kind)}
+
+    return app

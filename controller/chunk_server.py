@@ -1,0 +1,99 @@
+"""Serves artifact chunks over MQTT: broadcast once per wave, repair on request.
+
+Agents subscribe to ``ew/v1/art/{sha}/+`` first, then ask for the ranges they miss. Requests for
+one artifact are merged into a single *pending* set, and a broadcaster publishes each pending
+chunk once on the shared topic, so a thousand agents asking at about the same time cost one
+broadcast, and an agent that joined late or lost chunks gets exactly what it asked for.
+A chunk asked for while it is still pending is not queued twice; a chunk asked for after it was
+sent is sent again, since the asking agent's subscription may have come after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from edge_agent.mqtt_link import MqttLink
+from edge_agent.protocol.manifest import ArtifactRef
+from edge_agent.protocol.messages import ArtifactRequest
+from edge_agent.protocol.topics import chunk_topic
+
+log = logging.getLogger("edgewise.controller.chunks")
+
+ReadChunk = Callable[[str, int, int], bytes]  # (sha256, offset, length) -> bytes
+ResolveRef = Callable[[str], ArtifactRef | None]
+
+
+class ChunkServer:
+    def __init__(self, link: MqttLink, read_chunk: ReadChunk, resolve: ResolveRef, *,
+                 coalesce_s: float = 0.2) -> None:
+        self._link = link
+        self._read = read_chunk
+        self._resolve = resolve
+        self._coalesce_s = coalesce_s
+        self._refs: dict[str, ArtifactRef] = {}
+        self._pending: dict[str, set[int]] = {}
+        self._broadcasters: dict[str, asyncio.Task[None]] = {}
+        self.stats: Counter[str] = Counter()
+
+    def offer(self, ref: ArtifactRef) -> None:
+        """Make an artifact servable without a database look-up (a rollout knows its ref)."""
+        self._refs[ref.sha256] = ref
+
+    def broadcast(self, sha256: str) -> None:
+        """Queue every chunk of an artifact (a rollout wave starting)."""
+        ref = self._refs.get(sha256)
+        if ref is not None:
+            self._enqueue(ref, [(0, ref.chunk_count)])
+
+    def handle_request(self, device_id: str, request: ArtifactRequest) -> None:
+        ref = self._refs.get(request.sha256) or self._resolve(request.sha256)
+        if ref is None:
+            self.stats["unknown_artifact"] += 1
+            log.warning("%s asked for unknown artifact %s; dropped", device_id, request.sha256[:12])
+            return
+        self._refs[ref.sha256] = ref
+        if any(end > ref.chunk_count for _, end in request.ranges):
+            self.stats["bad_range"] += 1
+            log.warning("%s asked for chunks beyond the %d of %s; dropped", device_id,
+                        ref.chunk_count, ref.sha256[:12])
+            return
+        self.stats["requests"] += 1
+        self._enqueue(ref, list(request.ranges))
+
+    def _enqueue(self, ref: ArtifactRef, ranges: list[tuple[int, int]]) -> None:
+        pending = self._pending.setdefault(ref.sha256, set())
+        for start, end in ranges:
+            pending.update(range(start, end))
+        task = self._broadcasters.get(ref.sha256)
+        if task is None or task.done():
+            self._broadcasters[ref.sha256] = asyncio.get_running_loop().create_task(
+                self._broadcast(ref))
+
+    async def _broadcast(self, ref: ArtifactRef) -> None:
+        # let requests from agents that got the desired state at the same moment pile up first
+        await asyncio.sleep(self._coalesce_s)
+        pending = self._pending[ref.sha256]
+        try:
+            while pending:
+                index = min(pending)
+                pending.discard(index)
+                data = self._read(ref.sha256, index * ref.chunk_size, ref.chunk_length(index))
+                try:
+                    # waiting for each PUBACK paces the broadcast to what the broker takes in
+                    await self._link.publish_and_wait(chunk_topic(ref.sha256, index), data)
+                except (TimeoutError, ConnectionError) as exc:
+                    pending.add(index)
+                    log.warning("chunk broadcast of %s paused: %s", ref.sha256[:12], exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                self.stats["chunks_sent"] += 1
+                self.stats["bytes_sent"] += len(data)
+        except Exception:
+            log.exception("chunk broadcast of %s failed", ref.sha256[:12])
+
+    async def stop(self) -> None:
+        for task in self._broadcasters.values():
+            task.cancel()

@@ -1,0 +1,63 @@
+"""Rollout decision logic: selectors, specs and wave plans, gates, the engine, conflicts.
+
+Pure code: no database, no MQTT, no clock (time is an argument). The controller's adapters
+read observations, call :func:`decide`, act on the decision and persist :func:`apply`'s state.
+"""
+
+from controller.rollouts.conflicts import ConflictError, Preemption, check_conflict
+from controller.rollouts.engine import (
+    Abort,
+    Advance,
+    Complete,
+    Decision,
+    Fail,
+    Pause,
+    RolloutState,
+    Status,
+    TransitionError,
+    Wait,
+    admit_late_joiners,
+    apply,
+    decide,
+    initial_state,
+    late_joiners,
+    operator_abort,
+    operator_pause,
+    release_devices,
+    resume,
+)
+from controller.rollouts.gates import (
+    DeviceObservation,
+    GateResult,
+    ModelVersion,
+    Observations,
+    evaluate_gates,
+)
+from controller.rollouts.selectors import (
+    LabelError,
+    Selector,
+    SelectorError,
+    parse_selector,
+    validate_labels,
+)
+from controller.rollouts.spec import (
+    FailureBudget,
+    Gates,
+    RolloutSpec,
+    SpecError,
+    WaveSize,
+    parse_waves,
+    plan_waves,
+    spec_from_dict,
+    validate,
+)
+
+__all__ = [
+    "Abort", "Advance", "Complete", "ConflictError", "Decision", "DeviceObservation", "Fail",
+    "FailureBudget", "GateResult", "Gates", "LabelError", "ModelVersion", "Observations", "Pause",
+    "Preemption", "RolloutSpec", "RolloutState", "Selector", "SelectorError", "SpecError",
+    "Status", "TransitionError", "Wait", "WaveSize", "admit_late_joiners", "apply",
+    "check_conflict", "decide", "evaluate_gates", "initial_state", "late_joiners",
+    "operator_abort", "operator_pause", "parse_selector", "parse_waves", "plan_waves",
+    "release_devices", "resume", "spec_from_dict", "validate", "validate_labels",
+]

@@ -1,0 +1,164 @@
+"""What the devices of a wave report, and the gates judged from it.
+
+:func:`evaluate_gates` is separate from the engine so the CLI and the dashboard can show every
+gate's value against its threshold while a wave is in flight. A gate is in one of three
+states: passed, failed (definitively: waiting longer cannot make it pass), or pending (not
+enough evidence yet). The engine turns "pending for too long" into a failure; this module never
+looks at a clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from controller.rollouts.spec import Gates
+
+REPORTING = "reporting"
+FAILED_ACTIVATIONS = "failed_activations"
+ACCURACY_DROP = "accuracy_drop"
+P95_LATENCY = "p95_latency_ms"
+DRIFT = "drift_psi"
+
+# Agent update states that mean "this device tried the version and gave up on it".
+FAILED_UPDATE_STATES = frozenset({"failed", "rolled_back"})
+_EPS = 1e-9  # 0.90 - 0.85 is 0.05000000000000004; a threshold is not missed by float noise
+
+
+class ModelVersion(NamedTuple):
+    """A model and version a device runs; what an abort restores (a device runs one model)."""
+
+    model: str
+    version: int
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.version}"
+
+
+@dataclass(frozen=True)
+class DeviceObservation:
+    """One device as the controller last saw it.
+
+    ``active`` and ``update_state`` come from the retained reported state. The metric fields
+    describe the *rollout's* version on this device (ignored unless it runs it);
+    ``baseline_accuracy`` is the accuracy the device measured for its previous version.
+    ``accuracy`` is over ``labelled`` samples with ground truth.
+    """
+
+    active: ModelVersion | None = None
+    update_state: str = "idle"
+    online: bool = True
+    accuracy: float | None = None
+    labelled: int = 0
+    p95_latency_ms: float | None = None
+    drift_psi: float | None = None
+    baseline_accuracy: float | None = None
+
+    def runs(self, target: ModelVersion) -> bool:
+        """Whether the device reports ``target`` active (not merely staged or failed)."""
+        return self.active == target and self.update_state == "active"
+
+
+Observations = Mapping[str, DeviceObservation]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate against its threshold. ``value`` is None when nothing was measured yet."""
+
+    name: str
+    value: float | None
+    threshold: float
+    passed: bool
+    pending: bool = False
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return not self.passed and not self.pending
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "threshold": self.threshold,
+                "passed": self.passed, "pending": self.pending, "detail": self.detail}
+
+
+def evaluate_gates(gates: Gates, wave_devices: Sequence[str], observations: Observations,
+                   target: ModelVersion) -> list[GateResult]:
+    """Judge one wave's devices; gates switched off (``None``) are left out.
+
+    Order: failed activations, reporting, accuracy drop, p95 latency, drift: the engine acts on
+    the first failure, and a failed activation is the most direct evidence.
+    Metric gates use only devices running ``target``. They fail as soon as the evidence is
+    over the threshold, but pass only once enough of the wave has contributed: the labelled
+    count for accuracy, and ``min_reporting_share`` of the wave for latency and drift.
+    """
+    seen = [observations.get(d, DeviceObservation()) for d in wave_devices]
+    running = [o for o in seen if o.runs(target)]
+    size = len(seen)
+    failed = sum(1 for o in seen if o.update_state in FAILED_UPDATE_STATES)
+    enough = math.ceil(gates.min_reporting_share * size - _EPS)
+    results = [_failures(gates, failed, size), _reporting(gates, len(running), failed, size)]
+    if gates.max_accuracy_drop is not None:
+        results.append(_accuracy(gates.max_accuracy_drop, gates.min_labelled, running))
+    if gates.max_p95_latency_ms is not None:
+        results.append(_worst(P95_LATENCY, gates.max_p95_latency_ms, enough,
+                              [o.p95_latency_ms for o in running]))
+    if gates.max_drift_psi is not None:
+        results.append(_worst(DRIFT, gates.max_drift_psi, enough, [o.drift_psi for o in running]))
+    return results
+
+
+def _failures(gates: Gates, failed: int, size: int) -> GateResult:
+    budget = gates.max_failed_activations
+    if budget.share is not None:
+        value, threshold = (failed / size if size else 0.0), budget.share
+    else:
+        value, threshold = float(failed), float(budget.count or 0)
+    return GateResult(FAILED_ACTIVATIONS, value, threshold, value <= threshold + _EPS,
+                      detail=f"{failed} of {size} devices failed to activate")
+
+
+def _reporting(gates: Gates, running: int, failed: int, size: int) -> GateResult:
+    share = running / size if size else 1.0
+    threshold = gates.min_reporting_share
+    passed = share >= threshold - _EPS
+    # Failed devices will not report the version, so past a point waiting cannot help.
+    reachable = size == 0 or (size - failed) / size >= threshold - _EPS
+    return GateResult(REPORTING, share, threshold, passed, pending=not passed and reachable,
+                      detail=f"{running} of {size} devices report the version active")
+
+
+def _accuracy(max_drop: float, min_labelled: int,
+              running: Sequence[DeviceObservation]) -> GateResult:
+    """Label-weighted accuracy of the new version against the same devices' baseline."""
+    rows = [o for o in running if o.accuracy is not None and o.labelled > 0
+            and o.baseline_accuracy is not None]
+    labelled = sum(o.labelled for o in rows)
+    if not rows:
+        why = ("no labelled feedback yet" if not any(o.labelled for o in running)
+               else "no baseline accuracy for the previous version")
+        return GateResult(ACCURACY_DROP, None, max_drop, False, pending=True,
+                          detail=f"{why} (need {min_labelled} labels)")
+    new = sum(o.accuracy * o.labelled for o in rows if o.accuracy is not None) / labelled
+    base = sum(o.baseline_accuracy * o.labelled for o in rows
+               if o.baseline_accuracy is not None) / labelled
+    drop = base - new
+    detail = f"accuracy {new:.3f} vs baseline {base:.3f} over {labelled} labels"
+    if labelled < min_labelled:
+        return GateResult(ACCURACY_DROP, drop, max_drop, False, pending=True,
+                          detail=f"{detail}; need {min_labelled} labels")
+    return GateResult(ACCURACY_DROP, drop, max_drop, drop <= max_drop + _EPS, detail=detail)
+
+
+def _worst(name: str, threshold: float, enough: int, values: Sequence[float | None]) -> GateResult:
+    """The worst device decides: one overheating Pi is what this gate exists to catch."""
+    measured = [v for v in values if v is not None]
+    worst = max(measured) if measured else None
+    detail = f"worst of {len(measured)} devices (need {enough})"
+    if worst is not None and worst > threshold + _EPS:
+        return GateResult(name, worst, threshold, False, detail=detail)
+    if len(measured) < enough:
+        return GateResult(name, worst, threshold, False, pending=True, detail=detail)
+    return GateResult(name, worst, threshold, True, detail=detail)

@@ -1,0 +1,31 @@
+"""`edgewise controller serve`: the REST API and the MQTT bridge on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+
+from controller.api import create_app
+from controller.config import ControllerConfig
+from controller.service import Controller
+
+log = logging.getLogger("edgewise.controller")
+
+
+async def serve(config: ControllerConfig) -> None:
+    controller = Controller(config)
+    app = create_app(controller)
+    server = uvicorn.Server(uvicorn.Config(app, host=config.http_host, port=config.http_port,
+                                           log_level="warning", lifespan="off"))
+    await controller.start()
+    log.info("controller API on http://%s:%d", config.http_host, config.http_port)
+    try:
+        await server.serve()  # returns on SIGINT/SIGTERM
+    finally:
+        await controller.stop()
+
+
+def run(config: ControllerConfig) -> None:
+    asyncio.run(serve(config))

@@ -1,0 +1,72 @@
+"""The controller as a library: registry, fleet, telemetry and the MQTT bridge, wired together.
+
+The REST API and the CLI are thin layers over this class; tests can drive it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from controller.artifact_store import ArtifactStore
+from controller.bridge import ControllerBridge
+from controller.config import ControllerConfig
+from controller.db import Database
+from controller.errors import ConflictError
+from controller.fleet_store import FleetStore
+from controller.registry import ModelRegistry
+from controller.telemetry_store import TelemetryStore
+from edge_agent.protocol import Desired, Manifest
+
+log = logging.getLogger("edgewise.controller")
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(config.database_url)
+        self.db.migrate()
+        self.store = ArtifactStore(config.data_dir / "artifacts")
+        self.registry = ModelRegistry(self.db, self.store)
+        self.fleet = FleetStore(self.db)
+        self.telemetry = TelemetryStore(self.db)
+        self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry, self.registry,
+                                       share_group=config.share_group)
+
+    async def start(self) -> None:
+        await self.bridge.start()
+        log.info("controller connected to broker %s, database %s", self.config.broker, self.db)
+
+    async def stop(self) -> None:
+        await self.bridge.stop()
+        self.db.dispose()
+
+    def push_model(self, manifest: Manifest, artifact: bytes) -> Manifest:
+        return self.registry.register(manifest, artifact)
+
+    async def deploy(self, model: str, version: int | None = None,
+                     device_ids: list[str] | None = None) -> dict[str, Any]:
+        """Set the desired model of the given devices (default: every known device) and publish
+        it. Must run on the bridge's event loop: paho is driven by that loop alone."""
+        manifest = await asyncio.to_thread(self.registry.get_manifest, model, version)
+        if device_ids is None:
+            devices = await asyncio.to_thread(self.fleet.list_devices)
+            device_ids = sorted(d["device_id"] for d in devices)
+        if not device_ids:
+            raise ConflictError("no devices are registered yet: start the agents (or "
+                                "`edgewise simulate`) so they connect, then roll out")
+        deployment_id = f"dep-{manifest.model}-{manifest.version}-{os.urandom(3).hex()}"
+        await asyncio.to_thread(self.fleet.create_deployment, deployment_id, manifest.model,
+                                manifest.version, None)
+        await asyncio.to_thread(self.fleet.set_desired, device_ids, manifest.model,
+                                manifest.version, deployment_id)
+        desired = Desired(deployment_id, manifest)
+        for device_id in device_ids:
+            self.bridge.publish_desired(device_id, desired)
+        log.info("deployment %s: %s:%s to %d devices", deployment_id, manifest.model,
+                 manifest.version, len(device_ids))
+        return {"deployment_id": deployment_id, "model": manifest.model,
+                "version": manifest.version, "devices": device_ids}
