@@ -78,8 +78,8 @@ def convert_sklearn(estimator: Any, sample: np.ndarray, *, name: str,
     if truth is not None:
         parity.update(quality_figures(task, truth, source_pred, artifact_pred))
 
-    class_labels = (tuple(np.asarray(estimator.classes_).tolist())
-                    if task == "classification" else None)
+    class_labels = _class_labels(estimator, outputs, label_output) if task == "classification" \
+        else None
     rows = np.unique(np.linspace(0, n_rows - 1, min(smoke_count, n_rows)).round().astype(int))
     # The smoke batch is run on its own, exactly as the device will run it.
     smoke_pred, smoke_proba = _split(runner.run(sample32[rows], wanted))
@@ -224,6 +224,21 @@ def _to_onnx(estimator: Any, n_features: int, description: str,
                   or "MissingConverter" in type(exc).__name__ else "skl2onnx failed")
         raise UnsupportedModelError(description, f"{reason} ({type(exc).__name__}: {first_line})"
                                     ) from exc
+
+
+def _class_labels(estimator: Any, outputs: Sequence[TensorSpec],
+                  label_output: str) -> tuple[Any, ...]:
+    """``classes_`` as plain Python values, typed like the artifact's label output.
+
+    skl2onnx emits int64 labels for float or bool classes (scikit-learn only accepts integral
+    floats as classes), so those become ints: the device compares what the artifact emits with
+    this list, and 0 == False only holds in some languages.
+    """
+    classes = np.asarray(estimator.classes_)
+    dtype = next(o.dtype for o in outputs if o.name == label_output)
+    if dtype == "int64" and classes.dtype.kind in "bf":
+        classes = classes.astype(np.int64)
+    return tuple(classes.tolist())
 
 
 def _split(results: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -29,7 +29,13 @@ from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.download import ArtifactDownload
 from edge_agent.mqtt_link import MqttLink, Will
-from edge_agent.outbox import OutboxError, OverflowPolicy, TelemetryOutbox
+from edge_agent.outbox import (
+    OutboxCorruptError,
+    OutboxError,
+    OverflowPolicy,
+    TelemetryOutbox,
+    move_aside,
+)
 from edge_agent.protocol import (
     Ack,
     Desired,
@@ -167,11 +173,12 @@ class EdgeAgent:
         try:
             return TelemetryOutbox(self._outbox_path, max_records=self.config.outbox_max_records,
                                    overflow=policy)
-        except OutboxError as exc:
-            # A corrupt outbox must not keep the device from serving: keep it for inspection.
-            aside = self._outbox_path.with_suffix(f".corrupt-{int(time.time())}")
-            log.error("%s: outbox unusable (%s); moved to %s", self.device_id, exc, aside)
-            self._outbox_path.rename(aside)
+        except OutboxCorruptError as exc:
+            # A corrupt outbox must not keep the device from serving: keep it (with its WAL)
+            # for inspection and start an empty one. Other errors (locked, permissions) are
+            # not corruption and are raised.
+            aside = move_aside(self._outbox_path)
+            log.error("%s: outbox corrupt (%s); moved to %s", self.device_id, exc, aside)
             return TelemetryOutbox(self._outbox_path, max_records=self.config.outbox_max_records,
                                    overflow=policy)
 

@@ -6,10 +6,12 @@ Tests that need to kill or restart the broker use ``fresh_broker`` (their own in
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from simulator.broker import BrokerProcess, find_mosquitto, mosquitto_broker
 
@@ -39,3 +41,36 @@ def fresh_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     process.start()
     yield process
     process.kill()
+
+
+PG_ADMIN_URL = os.environ.get(
+    "EDGEWISE_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[sa.Engine]:
+    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT",
+                              connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as e:  # any failure to connect means "no server"
+        engine.dispose()
+        reason = f"PostgreSQL unreachable at {PG_ADMIN_URL}: {type(e).__name__}: {e}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def pg_module_url(pg_admin: sa.Engine) -> Iterator[str]:
+    """A fresh database for this test module, dropped (even with open connections) after."""
+    name = f"ew_test_{secrets.token_hex(6)}"
+    with pg_admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield pg_admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with pg_admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -48,7 +48,7 @@ class TransitionError(EdgewiseError):
     """A decision was applied to a state it does not belong to (e.g. advancing an ABORTED one)."""
 
 
-class Status(str, Enum):
+class Status(Enum):
     PENDING = "pending"
     RUNNING = "running"  # the current wave was sent; waiting for it to report
     SOAKING = "soaking"  # the wave reports the version; waiting out soak time and gates

@@ -15,14 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.monitoring.labels import Label, canonical_label, label_sort_key
-
-
-def _as_list(values: Any) -> list[Any]:
-    """A flat Python list from a scalar, a sequence or an array of any shape."""
-    if isinstance(values, (str, bytes)) or np.ndim(values) == 0:
-        return [values]
-    return list(np.asarray(values, dtype=object).reshape(-1))
+from edge_agent.monitoring.labels import Label, as_flat_list, canonical_label, label_sort_key
 
 
 class ClassificationScore:
@@ -41,7 +34,7 @@ class ClassificationScore:
 
     def update(self, predicted: Any, truth: Any) -> None:
         """Count (prediction, truth) pairs: two scalars, or two sequences of equal length."""
-        p, t = _as_list(predicted), _as_list(truth)
+        p, t = as_flat_list(predicted), as_flat_list(truth)
         if len(p) != len(t):
             raise ValueError(f"{len(p)} predictions but {len(t)} true labels")
         self.pairs.update((canonical_label(a), canonical_label(b)) for a, b in zip(p, t, strict=True))

@@ -3,8 +3,8 @@
 Labels arrive late or never, but every prediction of a classifier comes with class
 probabilities. For a *calibrated* model, the probability of the predicted class is the chance
 that the prediction is right, so the mean of the max-probabilities over a window estimates the
-window's accuracy ("average confidence", AC; Guillory et al. 2021 and Garg et al. 2022's ATC
-refine it). When the inputs drift away from the training data, the estimate follows the
+window's accuracy: the "average confidence" (AC) baseline that Guillory et al. 2021 (DoC) and
+Garg et al. 2022 (ATC) refine. When the inputs drift away from the training data, the estimate follows the
 model's confidence, which is the point: a drop flags trouble before any label arrives.
 
 **It is an estimate, not a measurement.** It is only as good as the model's calibration, and

@@ -16,6 +16,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 Label = int | float | str
 
 
@@ -48,3 +50,10 @@ def label_sort_key(label: Label) -> tuple[int, float, str]:
 def sorted_labels(labels: Iterable[Label]) -> list[Label]:
     """Distinct canonical labels in the stable order used for every JSON output."""
     return sorted({canonical_label(x) for x in labels}, key=label_sort_key)
+
+
+def as_flat_list(values: Any) -> list[Any]:
+    """A flat Python list from a scalar, a sequence or an array of any shape."""
+    if isinstance(values, (str, bytes)) or np.ndim(values) == 0:
+        return [values]
+    return list(np.asarray(values, dtype=object).reshape(-1))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from sklearn.semi_supervised import LabelSpreading
 from sklearn.svm import SVC
 
 from converters import (
+    ConversionError,
     ConversionResult,
     ParityError,
     SampleDataError,
@@ -267,3 +270,37 @@ def test_bad_arguments_raise_value_error(kwargs: dict[str, Any],
                                          fitted_iris: BaseEstimator) -> None:
     with pytest.raises(ValueError):
         convert_sklearn(fitted_iris, load_iris().data, **kwargs)
+
+
+@pytest.mark.parametrize("cast", [float, bool])
+def test_float_and_bool_classes_are_listed_as_the_ints_onnx_emits(cast: type) -> None:
+    X, y = load_breast_cancer(return_X_y=True)
+    est = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y.astype(cast))
+    m = convert_sklearn(est, X, name="bc").manifest
+    assert m.class_labels == (0, 1) and all(type(c) is int for c in m.class_labels)
+    assert set(m.smoke_tests[0].expected_labels) <= {0, 1}
+
+
+def test_fitted_feature_names_are_used_when_none_given(
+        iris: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = iris
+    est = LogisticRegression(max_iter=1000).fit(X, y)
+    est.feature_names_in_ = np.array(["a", "b", "c", "d"], dtype=object)  # as if fit on a frame
+    m = convert_sklearn(est, X, name="iris").manifest
+    assert m.feature_names == ("a", "b", "c", "d")
+    assert [f["name"] for f in m.reference_profile["features"]] == ["a", "b", "c", "d"]
+
+
+def test_missing_skl2onnx_says_what_to_install(monkeypatch: pytest.MonkeyPatch,
+                                               fitted_iris: BaseEstimator) -> None:
+    monkeypatch.setitem(sys.modules, "skl2onnx", None)  # makes `import skl2onnx` fail
+    with pytest.raises(ConversionError, match=r"pip install 'edgewise\[controller\]'"):
+        convert_sklearn(fitted_iris, load_iris().data, name="x")
+
+
+def test_importing_converters_is_cheap() -> None:
+    code = ("import sys, converters; "
+            "print(sorted(m for m in ('sklearn', 'skl2onnx', 'onnx', 'onnxruntime', 'joblib') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -31,9 +31,13 @@ def _convert_iris():  # type: ignore[no-untyped-def]
     return convert_sklearn(model, data.features, name="iris", labels=data.target)
 
 
-@pytest.fixture
-def controller(broker: BrokerProcess, tmp_path: Path):  # type: ignore[no-untyped-def]
-    proc, url = start_controller(tmp_path / "controller", broker)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def controller(request: pytest.FixtureRequest, broker: BrokerProcess, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A controller process on an SQLite file, or on a fresh PostgreSQL database."""
+    extra = []
+    if request.param == "postgres":
+        extra = ["--db-url", request.getfixturevalue("pg_module_url")]
+    proc, url = start_controller(tmp_path / "controller", broker, extra_args=extra)
     yield proc, url
     stop_process(proc)
 
