@@ -152,7 +152,10 @@ def models_push(ctx: click.Context, model_file: Path, sample_file: Path, labels_
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def models_list(ctx: click.Context, as_json: bool) -> None:
-    """List registered models and their latest versions."""
+    """List registered models and their latest versions.
+
+    Example: edgewise models list --json
+    """
     try:
         rows = _client(ctx).list_models()
     except ControllerClientError as exc:
@@ -232,7 +235,10 @@ def _follow(client: ControllerClient, model: str, version: int, devices: set[str
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def fleet(ctx: click.Context, as_json: bool) -> None:
-    """Show every device: online, model version, last seen, predictions, accuracy."""
+    """Show every device: online, model version, last seen, predictions, accuracy.
+
+    Example: edgewise --controller http://ctl:8700 fleet
+    """
     try:
         rows = _client(ctx).list_devices()
     except ControllerClientError as exc:
@@ -303,7 +309,10 @@ def simulate(devices: int, broker: str, data_dir: Path, dataset: str, rate: floa
               help="How long the fleet serves predictions after the rollout.")
 def demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float) -> None:
     """Everything on this machine: broker, controller, a simulated fleet, a model trained,
-    converted, pushed, rolled out and monitored; then a clean shutdown."""
+    converted, pushed, rolled out and monitored; then a clean shutdown.
+
+    Example: edgewise demo --devices 50 --dir /tmp/edgewise-demo
+    """
     from simulator.demo import run_demo
 
     sys.exit(run_demo(devices, workdir, broker_kind, serve_seconds))

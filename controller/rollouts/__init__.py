@@ -5,17 +5,20 @@ read observations, call :func:`decide`, act on the decision and persist :func:`a
 """
 
 from controller.rollouts.conflicts import ConflictError, Preemption, check_conflict
-from controller.rollouts.engine import (
+from controller.rollouts.decisions import (
     Abort,
     Advance,
     Complete,
     Decision,
     Fail,
     Pause,
+    Wait,
+    decision_to_dict,
+)
+from controller.rollouts.engine import (
     RolloutState,
     Status,
     TransitionError,
-    Wait,
     admit_late_joiners,
     apply,
     decide,
@@ -57,7 +60,7 @@ __all__ = [
     "FailureBudget", "GateResult", "Gates", "LabelError", "ModelVersion", "Observations", "Pause",
     "Preemption", "RolloutSpec", "RolloutState", "Selector", "SelectorError", "SpecError",
     "Status", "TransitionError", "Wait", "WaveSize", "admit_late_joiners", "apply",
-    "check_conflict", "decide", "evaluate_gates", "initial_state", "late_joiners",
+    "check_conflict", "decide", "decision_to_dict", "evaluate_gates", "initial_state", "late_joiners",
     "operator_abort", "operator_pause", "parse_selector", "parse_waves", "plan_waves",
     "release_devices", "resume", "spec_from_dict", "validate", "validate_labels",
 ]

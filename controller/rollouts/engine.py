@@ -29,9 +29,10 @@ import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any
 
 from controller.errors import EdgewiseError, ValidationError
+from controller.rollouts.decisions import Abort, Advance, Complete, Decision, Fail, Pause, Wait
 from controller.rollouts.gates import (
     REPORTING,
     GateResult,
@@ -60,73 +61,6 @@ class Status(Enum):
 
 
 @dataclass(frozen=True)
-class Wait:
-    """Nothing to do now; ``why`` is for humans, ``soaking`` tells RUNNING from SOAKING."""
-
-    why: str
-    soaking: bool = False
-    kind: ClassVar[str] = "wait"
-
-
-@dataclass(frozen=True)
-class Advance:
-    """Send the rollout's version to ``devices`` as wave ``wave`` (0-based).
-
-    ``previous`` is what each device ran before, recorded so an abort can put it back. When
-    ``wave`` is the current wave this is a top-up for late joiners and the wave clock keeps
-    running.
-    """
-
-    wave: int
-    devices: tuple[str, ...]
-    previous: Mapping[str, ModelVersion | None]
-    kind: ClassVar[str] = "advance"
-
-
-@dataclass(frozen=True)
-class Complete:
-    """All waves passed (or, while ABORTING, every revert is confirmed)."""
-
-    why: str
-    kind: ClassVar[str] = "complete"
-
-
-@dataclass(frozen=True)
-class Pause:
-    """A gate failed and the policy is to stop and ask a human (``gate="operator"`` if asked)."""
-
-    gate: str
-    value: float | None
-    threshold: float | None
-    detail: str = ""
-    kind: ClassVar[str] = "pause"
-
-
-@dataclass(frozen=True)
-class Abort:
-    """Stop and put every moved device back: ``revert`` maps device -> its previous model."""
-
-    gate: str
-    value: float | None
-    threshold: float | None
-    detail: str
-    revert: Mapping[str, ModelVersion | None]
-    kind: ClassVar[str] = "abort"
-
-
-@dataclass(frozen=True)
-class Fail:
-    """An abort timed out with devices that never confirmed their revert."""
-
-    why: str
-    unconfirmed: tuple[str, ...]
-    kind: ClassVar[str] = "fail"
-
-
-Decision = Wait | Advance | Complete | Pause | Abort | Fail
-
-
-@dataclass(frozen=True)
 class RolloutState:
     """Everything the engine remembers between ticks; persisted as :meth:`to_dict`.
 
@@ -137,6 +71,7 @@ class RolloutState:
     status: Status = Status.PENDING
     wave: int = -1
     wave_started_at: float | None = None
+    soak_started_at: float | None = None
     wave_count: int = 0
     assignment: Mapping[str, int] = field(default_factory=dict)
     previous: Mapping[str, ModelVersion | None] = field(default_factory=dict)
@@ -156,6 +91,7 @@ class RolloutState:
             "status": self.status.value,
             "wave": self.wave,
             "wave_started_at": self.wave_started_at,
+            "soak_started_at": self.soak_started_at,
             "wave_count": self.wave_count,
             "assignment": dict(self.assignment),
             "previous": {d: _mv_out(mv) for d, mv in self.previous.items()},
@@ -173,6 +109,7 @@ class RolloutState:
                 status=Status(d["status"]),
                 wave=int(d["wave"]),
                 wave_started_at=_opt_float(d["wave_started_at"]),
+                soak_started_at=_opt_float(d["soak_started_at"]),
                 wave_count=int(d["wave_count"]),
                 assignment={str(k): int(v) for k, v in d["assignment"].items()},
                 previous={str(k): _mv_in(v) for k, v in d["previous"].items()},
@@ -212,17 +149,25 @@ def apply(state: RolloutState, decision: Decision, now: float) -> RolloutState:
     if isinstance(decision, Wait):
         if state.status in (Status.RUNNING, Status.SOAKING):
             status = Status.SOAKING if decision.soaking else Status.RUNNING
-            return state if status is state.status else replace(state, status=status)
+            if status is state.status:
+                return state
+            return replace(state, status=status,
+                           soak_started_at=now if decision.soaking else None)
         return state
     status = _next_status(state.status, decision.kind)
     if isinstance(decision, Advance):
-        top_up = decision.wave == state.wave
+        if decision.wave < state.wave:
+            raise TransitionError(f"cannot go back from wave {state.wave + 1} "
+                                  f"to wave {decision.wave + 1}")
         previous = {**state.previous, **decision.previous}
-        what = "late joiners added to" if top_up else "started"
+        if decision.wave == state.wave:  # late joiners topping up a wave: its clocks run on
+            return replace(state, previous=previous, reasons=state.reasons + (
+                f"wave {decision.wave + 1}/{state.wave_count}: {len(decision.devices)} "
+                "late joiners sent",))
         return replace(state, status=status, wave=decision.wave, previous=previous,
-                       wave_started_at=state.wave_started_at if top_up else now,
+                       wave_started_at=now, soak_started_at=None,
                        reasons=state.reasons + (
-                           f"wave {decision.wave + 1}/{state.wave_count} {what}: "
+                           f"wave {decision.wave + 1}/{state.wave_count} started: "
                            f"{len(decision.devices)} devices",))
     if isinstance(decision, Abort):
         return replace(state, status=status, abort_started_at=now, reasons=state.reasons + (
@@ -240,7 +185,8 @@ def resume(state: RolloutState, now: float, why: str = "resumed by operator") ->
     status = _next_status(state.status, "resume")
     if state.wave < 0:
         status = Status.PENDING
-    return replace(state, status=status, wave_started_at=now, reasons=state.reasons + (why,))
+    return replace(state, status=status, wave_started_at=now, soak_started_at=None,
+                   reasons=state.reasons + (why,))
 
 
 def operator_pause(why: str) -> Pause:
@@ -335,20 +281,23 @@ def _judge_wave(spec: RolloutSpec, state: RolloutState, observations: Observatio
     unsent = state.unsent_in(state.wave)
     if unsent:
         return _advance(state.wave, unsent, observations)
-    started = state.wave_started_at if state.wave_started_at is not None else now
-    elapsed = now - started
+    timeout = spec.wave_timeout_seconds
     reporting = next(r for r in results if r.name == REPORTING)
     if not reporting.passed:
-        if elapsed >= spec.wave_timeout_seconds:
+        started = state.wave_started_at if state.wave_started_at is not None else now
+        if now - started >= timeout:
             return _gate_failed(spec, state, replace(reporting, pending=False, detail=(
-                f"{reporting.detail} after the {spec.wave_timeout_seconds:g}s wave timeout")))
+                f"{reporting.detail} after the {timeout:g}s wave timeout")))
         return Wait(f"{label}: {reporting.detail}, need {reporting.threshold:.0%}")
+    # The soak runs from the moment the wave reports, so slow downloads do not eat into it.
+    soak_start = state.soak_started_at
+    soaked = now - soak_start if state.status is Status.SOAKING and soak_start is not None else 0.0
     soak = spec.soak_for(state.wave)
-    if elapsed < soak:
-        return Wait(f"{label}: soaking, {soak - elapsed:.0f}s left", soaking=True)
+    if soaked < soak:
+        return Wait(f"{label}: soaking, {soak - soaked:.0f}s left", soaking=True)
     pending = [r for r in results if r.pending]
     if pending:
-        if elapsed >= max(soak, spec.wave_timeout_seconds):
+        if soaked >= max(soak, timeout):
             first = pending[0]
             return _gate_failed(spec, state, replace(first, pending=False, detail=(
                 f"still pending after the wave timeout: {first.detail}")))

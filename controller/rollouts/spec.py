@@ -93,8 +93,10 @@ class Gates:
 class RolloutSpec:
     """One model version going to the devices a selector picks, wave by wave.
 
-    ``soak_seconds`` is one value for every wave, or one per wave (a longer canary soak).
-    ``wave_timeout_seconds`` bounds how long a wave may wait for devices to report.
+    ``soak_seconds`` is one value for every wave, or one per wave (a longer canary soak); the
+    soak starts once the wave reports the version. ``wave_timeout_seconds`` bounds two waits:
+    for the wave to report (from the wave's start) and for gates still short of evidence (from
+    the soak's start, if longer than the soak). Either running out is a gate failure.
     """
 
     model: str

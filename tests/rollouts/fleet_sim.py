@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from controller.rollouts.engine import (
+from controller.rollouts.decisions import (
     Abort,
     Advance,
     Decision,
+)
+from controller.rollouts.engine import (
     RolloutState,
     Status,
     apply,

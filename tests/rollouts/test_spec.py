@@ -1,6 +1,7 @@
 import json
 import tomllib
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -103,7 +104,7 @@ def test_plan_refuses_a_plan_that_cannot_cover() -> None:
 
 # --- validate ------------------------------------------------------------------------------
 
-def spec(**changes: object) -> RolloutSpec:
+def spec(**changes: Any) -> RolloutSpec:
     return replace(RolloutSpec(model="cam", version=3, selector="site=berlin"), **changes)
 
 
@@ -159,7 +160,7 @@ def test_a_good_spec_validates() -> None:
         ({"gates": Gates(min_labelled=-1)}, 100, "gates.min_labelled: must be >= 0"),
     ],
 )
-def test_validation_errors(changes: dict[str, object], fleet: int, message: str) -> None:
+def test_validation_errors(changes: dict[str, Any], fleet: int, message: str) -> None:
     assert message in problem(spec(**changes), fleet)
 
 

@@ -1,0 +1,80 @@
+"""`edgewise-agent`: the device daemon. One agent, one event loop, until SIGTERM.
+
+Uses argparse, not click: the agent installs with as few packages as possible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.config import AgentConfig, ConfigError, load_config
+from edge_agent.mqtt_link import BrokerAddress
+
+log = logging.getLogger("edgewise.agent")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="edgewise-agent",
+        description="Edgewise edge agent: follows the model the controller assigns to this device, "
+                    "serves predictions and sends telemetry.",
+        epilog="Example: edgewise-agent --config /etc/edgewise/agent.toml")
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument("--device-id", help="overrides device_id from the file")
+    parser.add_argument("--broker", help="MQTT broker HOST:PORT, overrides [broker] from the file")
+    parser.add_argument("--data-dir", type=Path, help="overrides data_dir from the file")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> AgentConfig:
+    if args.config is not None:
+        config = load_config(args.config)
+        overrides = {}
+        if args.device_id:
+            overrides["device_id"] = args.device_id
+        if args.data_dir:
+            overrides["data_dir"] = args.data_dir
+        if args.broker:
+            overrides["broker"] = BrokerAddress.parse(args.broker)
+        return config.with_overrides(**overrides) if overrides else config
+    if not (args.device_id and args.data_dir):
+        raise ConfigError("give --config FILE, or at least --device-id and --data-dir")
+    broker = BrokerAddress.parse(args.broker) if args.broker else BrokerAddress()
+    return AgentConfig(device_id=args.device_id, data_dir=args.data_dir, broker=broker)
+
+
+async def run_agent(config: AgentConfig) -> None:
+    agent = EdgeAgent(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # do not wait for the broker: the agent serves its last model while the link comes up
+    await agent.start(wait_connected=False)
+    log.info("agent %s started (broker %s, data %s, model %s)", config.device_id, config.broker,
+             config.data_dir, agent.active or "none yet")
+    await stop.wait()
+    await agent.stop(drain_timeout=2.0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose == 0 else logging.DEBUG,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = build_config(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"edgewise-agent: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    asyncio.run(run_agent(config))
+
+
+if __name__ == "__main__":
+    main()
