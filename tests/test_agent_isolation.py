@@ -48,3 +48,13 @@ def test_importing_every_agent_module_loads_nothing_forbidden() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_shipped_example_config_loads() -> None:
+    from edge_agent.config import load_config
+
+    example = Path(__file__).parents[1] / "deploy" / "agent.toml.example"
+    config = load_config(example)
+    assert config.device_id == "pi-berlin-01"
+    assert config.labels == {"site": "berlin", "hw": "pi4"}
+    assert config.broker.host == "mqtt.example.net"
