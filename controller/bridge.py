@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.chunk_server import ChunkServer
+from controller.errors import ValidationError
 from controller.fleet_store import FleetStore
 from controller.registry import ModelRegistry
 from controller.telemetry_store import TelemetryStore
@@ -43,6 +44,8 @@ from edge_agent.protocol.topics import (
 )
 
 log = logging.getLogger("edgewise.controller.bridge")
+
+_STORE_ATTEMPTS = 30
 
 _INGESTED = (DeviceChannel.REPORTED, DeviceChannel.PRESENCE, DeviceChannel.TELEMETRY,
              DeviceChannel.ARTIFACT_REQUEST)
@@ -154,14 +157,22 @@ class ControllerBridge:
             items = [await self._queue.get()]
             while len(items) < self._batch_limit and not self._queue.empty():
                 items.append(self._queue.get_nowait())
-            try:
-                acks = await asyncio.to_thread(self._store, items)
-            except Exception:
-                # the database is down or refused: nothing is acknowledged, agents send again
-                log.exception("storing %d messages failed; they will be re-sent", len(items))
-                self.stats["store_failures"] += 1
-                await asyncio.sleep(1.0)
-                continue
+            acks: list[tuple[str, Ack]] = []
+            for attempt in range(1, _STORE_ATTEMPTS + 1):
+                try:
+                    acks = await asyncio.to_thread(self._store, items)
+                    break
+                except Exception:
+                    # the database is down or refused: keep the items and try again; nothing
+                    # is acknowledged meanwhile, so agents keep their telemetry too
+                    log.exception("storing %d messages failed (attempt %d of %d)", len(items),
+                                  attempt, _STORE_ATTEMPTS)
+                    self.stats["store_failures"] += 1
+                    await asyncio.sleep(1.0)
+            else:
+                # unacknowledged telemetry is sent again by the agents; state updates come again
+                # with the next report
+                self.stats["dropped_store_failed"] += len(items)
             for device_id, ack in acks:
                 self.link.publish(device_topic(device_id, DeviceChannel.ACK), encode(ack))
 
@@ -170,17 +181,23 @@ class ControllerBridge:
         acks: list[tuple[str, Ack]] = []
         for item in items:
             message = item.message
-            if isinstance(message, TelemetryBatch):
-                inserted = self.telemetry.store_batch(item.device_id, message, item.received_at)
-                self.stats["records_stored"] += inserted
-                self.stats["records_duplicate"] += len(message.records) - inserted
-                self.stats["batches"] += 1
-                acks.append((item.device_id, Ack(message.first_seq, message.last_seq)))
-            elif isinstance(message, Reported):
-                self.fleet.set_reported(item.device_id, message)
-            elif isinstance(message, Presence):
-                self.fleet.set_presence(item.device_id, message.online, message.ts,
-                                        message.agent_version)
+            try:
+                if isinstance(message, TelemetryBatch):
+                    inserted = self.telemetry.store_batch(item.device_id, message,
+                                                          item.received_at)
+                    self.stats["records_stored"] += inserted
+                    self.stats["records_duplicate"] += len(message.records) - inserted
+                    self.stats["batches"] += 1
+                    acks.append((item.device_id, Ack(message.first_seq, message.last_seq)))
+                elif isinstance(message, Reported):
+                    self.fleet.set_reported(item.device_id, message)
+                elif isinstance(message, Presence):
+                    self.fleet.set_presence(item.device_id, message.online, message.ts,
+                                            message.agent_version)
+            except ValidationError as exc:
+                # this one message can never be stored; the others in the round still are
+                self.stats["dropped_invalid"] += 1
+                log.warning("dropped %s from %s: %s", type(message).__name__, item.device_id, exc)
         return acks
 
     def _resolve_artifact(self, sha256: str) -> ArtifactRef | None:

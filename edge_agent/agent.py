@@ -323,6 +323,10 @@ class EdgeAgent:
             return  # the retained desired state again (reconnect): the update goes on
         if self._update_task is not None and not self._update_task.done():
             self._update_task.cancel()
+        if self.download is not None:  # a newer target replaces the one being downloaded
+            if self.link.connected:
+                self.link.unsubscribe(chunk_wildcard(self.download.ref.sha256))
+            self.download = None
         self.target = manifest
         self.deployment_id = desired.deployment_id
         self.last_error = None

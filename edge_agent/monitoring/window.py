@@ -128,7 +128,7 @@ class MonitoringWindow:
     def observe(
         self,
         features: npt.ArrayLike | None,
-        predictions: npt.ArrayLike,
+        predictions: npt.ArrayLike | None,
         max_probs: npt.ArrayLike | None = None,
         latency_ms: float | npt.ArrayLike | None = None,
         error: bool = False,
@@ -136,25 +136,28 @@ class MonitoringWindow:
         """Account for one inference call on a batch.
 
         ``features``: (rows x n_features), or one row as a 1-D array; ``None`` skips feature
-        drift. ``predictions``: one label or value per row. ``max_probs``: the predicted class's
+        drift. ``predictions``: one label or value per row (may be ``None`` for a failed call). ``max_probs``: the predicted class's
         probability per row, or the (rows x classes) probability matrix. ``latency_ms``: one
         number for the whole call (one latency observation), or one per row. ``error=True``
         records a failed call: its rows count as ``errors`` and nothing else is recorded, so
         every other figure describes successful predictions.
         """
         x = None if features is None else np.asarray(features)
-        pred = np.asarray(predictions)
-        if pred.ndim == 0 or (pred.ndim == 2 and pred.shape[1] == 1):
+        pred = None if predictions is None else np.asarray(predictions)
+        if pred is not None and (pred.ndim == 0 or (pred.ndim == 2 and pred.shape[1] == 1)):
             pred = pred.reshape(-1)
         if x is not None:
             rows = 1 if x.ndim == 1 else int(x.shape[0])
+        elif pred is not None:
+            rows = int(pred.shape[0])
         else:
-            rows = int(pred.shape[0]) if pred.ndim else 1
+            raise ValueError("observe() needs features or predictions")
         if error:
             self.errors += rows
             return
-        if pred.ndim != 1 or pred.shape[0] != rows:
-            raise ValueError(f"{rows} rows of features but predictions of shape {pred.shape}")
+        if pred is None or pred.ndim != 1 or pred.shape[0] != rows:
+            shape = None if pred is None else pred.shape
+            raise ValueError(f"{rows} rows of features but predictions of shape {shape}")
         if self.features is not None and x is not None:
             self.features.add(x)
         if self.prediction is not None:

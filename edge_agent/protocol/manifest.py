@@ -12,10 +12,12 @@ from typing import Any
 
 from edge_agent.protocol.errors import SchemaError
 from edge_agent.protocol.validation import (
+    SHA256_HEX,
     get_dict,
     get_float,
     get_int,
     get_list,
+    get_sha256,
     get_str,
 )
 
@@ -36,7 +38,9 @@ class TensorSpec:
     shape: tuple[int | None, ...]  # None for a free (batch) dimension
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], ctx: str) -> TensorSpec:
+    def from_dict(cls, d: Any, ctx: str) -> TensorSpec:
+        if not isinstance(d, dict):
+            raise SchemaError(f"{ctx} must be an object")
         shape = get_list(d, "shape", ctx, max_items=16)
         for dim in shape:
             if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 0):
@@ -75,7 +79,7 @@ class ArtifactRef:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], ctx: str) -> ArtifactRef:
-        sha = get_str(d, "sha256", ctx, max_len=64)
+        sha = get_sha256(d, "sha256", ctx)
         size = get_int(d, "size", ctx, minimum=1)
         chunk_size = get_int(d, "chunk_size", ctx, minimum=1024)
         hashes = get_list(d, "chunk_sha256", ctx)
@@ -87,7 +91,7 @@ class ArtifactRef:
                 f"{ctx}.chunk_sha256 has {len(hashes)} entries, expected {expected} "
                 f"for {size} bytes in chunks of {chunk_size}"
             )
-        if not all(isinstance(h, str) and len(h) == 64 for h in hashes):
+        if not all(isinstance(h, str) and SHA256_HEX.match(h) for h in hashes):
             raise SchemaError(f"{ctx}.chunk_sha256 must hold 64-character hex digests")
         return cls(sha, size, chunk_size, tuple(hashes))
 
@@ -109,7 +113,9 @@ class SmokeTest:
     expected_scores: list[list[float]] | None = None
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], ctx: str) -> SmokeTest:
+    def from_dict(cls, d: Any, ctx: str) -> SmokeTest:
+        if not isinstance(d, dict):
+            raise SchemaError(f"{ctx} must be an object")
         inputs = get_list(d, "inputs", ctx, max_items=1000)
         labels = get_list(d, "expected_labels", ctx, max_items=1000)
         scores = get_list(d, "expected_scores", ctx, optional=True, max_items=1000)

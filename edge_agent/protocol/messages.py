@@ -19,6 +19,7 @@ from edge_agent.protocol.validation import (
     get_float,
     get_int,
     get_list,
+    get_sha256,
     get_str,
     get_str_map,
 )
@@ -51,7 +52,7 @@ class ModelRef:
         if not isinstance(d, dict):
             raise SchemaError(f"{ctx} must be an object")
         return cls(get_str(d, "model", ctx, max_len=128), get_int(d, "version", ctx, minimum=0),
-                   get_str(d, "sha256", ctx, max_len=64))
+                   get_sha256(d, "sha256", ctx))
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "version": self.version, "sha256": self.sha256}
@@ -242,7 +243,7 @@ class ArtifactRequest(Message):
 
     @classmethod
     def from_body(cls, d: dict[str, Any]) -> ArtifactRequest:
-        sha = get_str(d, "sha256", max_len=64)
+        sha = get_sha256(d, "sha256")
         ranges = []
         for r in get_list(d, "ranges", max_items=10_000):
             if (not isinstance(r, list) or len(r) != 2
@@ -266,6 +267,11 @@ def encode(message: Message) -> bytes:
     return data
 
 
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; Python's parser would accept them and poison the stores
+    raise ValueError(f"{name} is not allowed")
+
+
 def decode(payload: bytes, expected: type[M]) -> M:
     """Decode ``payload`` as a message of type ``expected`` or raise a ProtocolError."""
     if len(payload) > expected.MAX_BYTES:
@@ -275,9 +281,11 @@ def decode(payload: bytes, expected: type[M]) -> M:
     if not payload:
         raise SchemaError(f"empty payload where a {expected.TYPE} message was expected")
     try:
-        obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = json.loads(payload, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise SchemaError(f"payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise SchemaError("payload is nested too deeply") from None
     if not isinstance(obj, dict):
         raise SchemaError("payload must be a JSON object")
     schema = get_int(obj, "schema")

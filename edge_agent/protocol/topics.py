@@ -26,6 +26,7 @@ ROOT = "ew/v1"
 
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK_INDEX = re.compile(r"^[0-9]{1,9}$")
 
 
 class DeviceChannel(str, Enum):
@@ -108,7 +109,7 @@ def parse_topic(topic: str) -> DeviceTopic | ChunkTopic:
         return DeviceTopic(validate_device_id(parts[1]), channel)
     if len(parts) == 3 and parts[0] == "art":
         sha = validate_sha256(parts[1])
-        if not parts[2].isdigit():
+        if not _CHUNK_INDEX.match(parts[2]):
             raise TopicError(f"chunk index in topic {topic!r} is not a number")
         return ChunkTopic(sha, int(parts[2]))
     raise TopicError(f"unknown topic layout {topic!r}")

@@ -7,6 +7,7 @@ is logged with a reason an operator can act on.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -15,6 +16,9 @@ from edge_agent.protocol.errors import SchemaError
 T = TypeVar("T")
 
 _MISSING = object()
+
+# content addresses end up in file names and topics: only lower-case hex is let through
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _where(obj: Mapping[str, Any], key: str, ctx: str) -> str:
@@ -100,3 +104,10 @@ def get_str_map(obj: Mapping[str, Any], key: str, ctx: str = "") -> dict[str, st
         if not isinstance(v, str):
             raise SchemaError(f"field {_where(obj, key, ctx)}.{k} must be a string")
     return dict(value)
+
+
+def get_sha256(obj: Mapping[str, Any], key: str, ctx: str = "") -> str:
+    value = get_str(obj, key, ctx, max_len=64)
+    if not SHA256_HEX.match(value):
+        raise SchemaError(f"field {_where(obj, key, ctx)!r} must be 64 lower-case hex digits")
+    return str(value)

@@ -1,10 +1,11 @@
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 
-from edge_agent.monitoring.errors import IncompatibleAggregates
 from edge_agent.monitoring import histogram
+from edge_agent.monitoring.errors import IncompatibleAggregates
 from edge_agent.monitoring.histogram import BinnedCounts, FeatureCounts
 
 
@@ -97,7 +98,7 @@ def test_merge_refuses_different_bins() -> None:
 
 def test_feature_counts_agree_with_per_feature_searchsorted() -> None:
     rng = np.random.default_rng(7)
-    edges = [np.sort(rng.normal(size=9)), [], [0.0, 0.0, 1.0], [0.5], np.sort(rng.normal(size=30))]
+    edges: list[Any] = [np.sort(rng.normal(size=9)), [], [0.0, 0.0, 1.0], [0.5], np.sort(rng.normal(size=30))]
     x = rng.normal(size=(3000, len(edges)))
     x[rng.random(x.shape) < 0.01] = np.nan
     x[::13, 2] = 0.0

@@ -165,3 +165,32 @@ def test_artifact_request_ranges_are_validated() -> None:
     body = {"schema": 1, "type": "art_req", "sha256": SHA, "ranges": [[3, 3]]}
     with pytest.raises(SchemaError, match="start < end"):
         decode(json.dumps(body).encode(), ArtifactRequest)
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"schema": 1, "type": "art_req", "sha256": "../../etc", "ranges": [[0, 1]]}',
+    b'{"schema": 1, "type": "art_req", "sha256": "' + b"A" * 64 + b'", "ranges": [[0, 1]]}',
+    b'{"schema": 1, "type": "ack", "first_seq": NaN, "last_seq": 2}',
+    b"[" * 100_000 + b"]" * 100_000,
+])
+def test_hostile_payloads_are_schema_errors(payload: bytes) -> None:
+    with pytest.raises(SchemaError):
+        decode(payload, ArtifactRequest if b"art_req" in payload else Ack)
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d["inputs"].append("not an object"),
+    lambda d: d["smoke_tests"].append(7),
+    lambda d: d["artifact"].update(sha256="../" + "a" * 61),
+    lambda d: d["artifact"]["chunk_sha256"].__setitem__(0, "Z" * 64),
+])
+def test_manifest_type_confusion_is_a_schema_error(mutate) -> None:  # type: ignore[no-untyped-def]
+    d = json.loads(json.dumps(make_manifest().to_dict()))
+    mutate(d)
+    with pytest.raises(SchemaError):
+        Manifest.from_dict(d)
+
+
+def test_unicode_digits_are_not_chunk_indexes() -> None:
+    with pytest.raises(TopicError):
+        parse_topic(f"ew/v1/art/{SHA}/\u00b2")
