@@ -21,6 +21,7 @@ neural nets; a large one means the estimate should not be trusted at all.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,13 @@ class ConfidenceEstimate:
         counted in the histogram's ``other`` bucket and left out of the mean.
         """
         p = np.asarray(max_probs, dtype=np.float64)
+        if p.size == 1:  # one prediction: plain Python is several times cheaper
+            value = float(p.reshape(-1)[0])
+            self.histogram.add(value)
+            if math.isfinite(value):
+                self.count += 1
+                self.sum += value
+            return
         if p.ndim == 2:
             p = p.max(axis=1)
         p = p.reshape(-1)

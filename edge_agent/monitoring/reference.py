@@ -150,5 +150,8 @@ def profile_id(profile: dict[str, Any]) -> str:
     The JSON is canonical (sorted keys, no spaces), and Python floats round-trip through JSON
     exactly, so the device and the controller compute the same id from the same manifest.
     """
-    blob = json.dumps(profile, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    try:
+        blob = json.dumps(profile, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ProfileError(f"a reference profile must be plain, finite JSON: {exc}") from exc
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]

@@ -8,10 +8,39 @@ accuracy) is recomputed from the additive parts by :func:`derive`, never added. 
 :func:`merge_summaries` lets the controller aggregate windows, devices and fleets with no raw data,
 and the figures of a merged summary are those a single window seeing everything would report.
 
-Each summary also carries what is needed to recompute its figures: the reference proportions
-(``"expected"``) next to each histogram, the reference sample size and the drift settings.
-The bin edges of features are not repeated (they are in the manifest's profile), but
-``profile_id`` fingerprints the profile, and summaries with different ids are never added.
+Each summary carries what is needed to recompute its figures: the reference sample size, the
+drift settings and, by default, the reference proportions (``"expected"``) next to each
+histogram. Those proportions are most of a summary's size (about 200 bytes per feature), so a
+window can leave them out (``embed_reference=False``); whoever merges such summaries then passes
+the profile from the manifest (``merge_summaries(summaries, profile=...)``). Bin edges of
+features are never repeated: ``profile_id`` fingerprints the profile, summaries with different
+ids are never added, and a profile passed in must have the summaries' id.
+
+Format (``SUMMARY_SCHEMA`` 1); undefined figures are ``null``, never NaN::
+
+    schema, task ("classification" | "regression"), profile_id (str | null), reference_n (int),
+    params: {drift_base, drift_factor, psi_eps, min_rows_per_bin, calibration_offset},
+    start_ts, end_ts (float), count (rows predicted), errors (rows of failed calls),
+    latency: {scheme, counts[70], count, sum, min, max}          (milliseconds)
+    features: [{name, expected?[bins], counts[bins], other}]     (other = NaN values)
+    prediction: {kind: "categorical", labels, expected?, counts, other}
+              | {kind: "numeric", edges, expected?, counts, other} | null
+    score: {pairs: [[predicted, truth, count], ...]}                       (classification)
+         | {n, sum_abs_err, sum_sq_err, sum_err}                           (regression)
+    confidence: {sum, count, counts[10], other} | null   (max-probabilities; classification)
+    concept_drift_detections (int: ADWIN alarms on the feedback error stream)
+    derived: {
+      error_rate, latency_ms: {mean, p50, p95, p99, max},
+      drift: {features: [{name, psi, threshold, n, drifted}],
+              prediction: {psi, threshold, n, drifted} | null,
+              drifted_features: [name, ...], any_drift: bool},
+      score: {n, accuracy, macro_f1} | {n, mae, rmse, bias},
+      estimated_accuracy: {value, is_estimate: true, method: "average-confidence",
+                           mean_confidence, calibration_offset, n} | null,
+      concept_drift: bool}
+
+``psi``/``threshold``/``drifted`` are ``null`` while a histogram holds fewer than
+``min_rows_per_bin`` rows per reference bin (see :mod:`edge_agent.monitoring.psi`).
 """
 
 from __future__ import annotations
@@ -27,6 +56,7 @@ from edge_agent.monitoring.confidence import ConfidenceEstimate
 from edge_agent.monitoring.errors import IncompatibleAggregates
 from edge_agent.monitoring.latency import LatencyHistogram
 from edge_agent.monitoring.psi import DriftVerdict, drift_verdict
+from edge_agent.monitoring.reference import ReferenceProfile
 
 SUMMARY_SCHEMA = 1
 
@@ -58,8 +88,21 @@ def _verdict_dict(
     return verdict.to_dict()
 
 
-def derive(summary: dict[str, Any]) -> dict[str, Any]:
-    """The convenience figures of a summary, computed from its additive parts only."""
+def _expected(
+    entry: dict[str, Any] | None, fallback: tuple[float, ...] | None
+) -> Sequence[float] | None:
+    if entry is None:
+        return None
+    embedded = entry.get("expected")
+    return embedded if embedded is not None else fallback
+
+
+def derive(summary: dict[str, Any], profile: ReferenceProfile | None = None) -> dict[str, Any]:
+    """The convenience figures of a summary, computed from its additive parts only.
+
+    Reference proportions come from the summary's ``"expected"`` fields, or else from
+    ``profile``; without either, the drift figures are ``None``.
+    """
     params = summary["params"]
     reference_n = int(summary["reference_n"])
     count, errors = int(summary["count"]), int(summary["errors"])
@@ -74,14 +117,17 @@ def derive(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
     feature_drift = []
-    for f in summary["features"]:
-        entry = _verdict_dict(f["expected"], f["counts"], f["other"], reference_n, params)
+    for j, f in enumerate(summary["features"]):
+        ref = profile.features[j].proportions if profile is not None else None
+        entry = _verdict_dict(_expected(f, ref), f["counts"], f["other"], reference_n, params)
         feature_drift.append({"name": f["name"], **entry})
     prediction_drift = None
     pred = summary["prediction"]
-    if pred is not None and pred["expected"] is not None:
+    pred_ref = profile.prediction.proportions if profile and profile.prediction else None
+    pred_expected = _expected(pred, pred_ref)
+    if pred is not None and pred_expected is not None:
         prediction_drift = _verdict_dict(
-            pred["expected"], pred["counts"], pred["other"], reference_n, params
+            pred_expected, pred["counts"], pred["other"], reference_n, params
         )
     drifted = [f["name"] for f in feature_drift if f["drifted"]]
     any_drift = bool(drifted) or bool(prediction_drift and prediction_drift["drifted"])
@@ -140,17 +186,26 @@ def _add_counts(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def merge_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def merge_summaries(
+    summaries: Sequence[dict[str, Any]], profile: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Add window summaries (of one model and profile) and recompute the derived figures.
 
     The result has the same format as its inputs, so merging is associative: windows into a
     device-hour, device-hours into a fleet-day. ``start_ts``/``end_ts`` become the earliest
-    start and latest end. Raises :class:`IncompatibleAggregates` when the summaries come from
-    different tasks, profiles, features or drift settings.
+    start and latest end. ``profile`` (the manifest's reference profile) is only needed for
+    summaries made with ``embed_reference=False``. Raises :class:`IncompatibleAggregates` when
+    the summaries come from different tasks, profiles, features or drift settings, or when
+    ``profile`` is not the one they were counted against.
     """
     if not summaries:
         raise ValueError("nothing to merge")
     first = summaries[0]
+    reference = None
+    if profile is not None:
+        reference = ReferenceProfile.from_dict(profile)
+        if reference.profile_id != first.get("profile_id"):
+            raise IncompatibleAggregates("the profile given is not the summaries' profile")
     for s in summaries[1:]:
         for key in _IDENTITY_KEYS:
             if s.get(key) != first.get(key):
@@ -202,5 +257,5 @@ def merge_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out["confidence"] = conf.to_dict()
 
     out["concept_drift_detections"] = sum(int(s["concept_drift_detections"]) for s in summaries)
-    out["derived"] = derive(out)
+    out["derived"] = derive(out, reference)
     return out

@@ -23,6 +23,7 @@ error stream, so :meth:`reset` keeps it; each window reports how many changes it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,8 @@ class MonitoringWindow:
     the drift statistics). ``class_labels`` (classification) gives the prediction histogram its
     bins when the profile has none. ``calibration_offset`` is ``accuracy - mean confidence`` on
     the converter's labelled sample (see :mod:`edge_agent.monitoring.confidence`).
+    ``embed_reference=False`` leaves the reference proportions out of summaries (about 200
+    bytes per feature); merging them then needs the profile (:func:`merge_summaries`).
     """
 
     def __init__(
@@ -72,10 +75,12 @@ class MonitoringWindow:
         drift_factor: float = DEFAULT_FACTOR,
         psi_eps: float = DEFAULT_EPS,
         min_rows_per_bin: int = MIN_ROWS_PER_BIN,
+        embed_reference: bool = True,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, not {task!r}")
         self.task = task
+        self.embed_reference = embed_reference
         self.reference = ReferenceProfile.from_dict(profile)
         self.params: dict[str, Any] = {
             "drift_base": float(drift_base),
@@ -136,11 +141,15 @@ class MonitoringWindow:
         """Account for one inference call on a batch.
 
         ``features``: (rows x n_features), or one row as a 1-D array; ``None`` skips feature
-        drift. ``predictions``: one label or value per row (may be ``None`` for a failed call). ``max_probs``: the predicted class's
-        probability per row, or the (rows x classes) probability matrix. ``latency_ms``: one
-        number for the whole call (one latency observation), or one per row. ``error=True``
-        records a failed call: its rows count as ``errors`` and nothing else is recorded, so
-        every other figure describes successful predictions.
+        drift. ``predictions``: one label or value per row (``None`` allowed for a failed call).
+        ``max_probs``: the predicted class's probability per row, or the (rows x classes)
+        probability matrix. ``latency_ms``: one number for the whole call (one latency
+        observation), or one per row. ``error=True`` records a failed call: its rows count as
+        ``errors`` and nothing else is recorded, so every other figure describes successful
+        predictions.
+
+        Everything is checked before anything is counted: a ``ValueError`` leaves the window
+        as it was.
         """
         x = None if features is None else np.asarray(features)
         pred = None if predictions is None else np.asarray(predictions)
@@ -158,18 +167,26 @@ class MonitoringWindow:
         if pred is None or pred.ndim != 1 or pred.shape[0] != rows:
             shape = None if pred is None else pred.shape
             raise ValueError(f"{rows} rows of features but predictions of shape {shape}")
+        if self.prediction is not None and self.prediction.kind == "numeric":
+            pred = pred.astype(np.float64)
+        probs = None
+        if max_probs is not None and self.confidence is not None:
+            probs = np.asarray(max_probs, dtype=np.float64)
+            if probs.ndim == 2:
+                probs = probs.max(axis=1)
+            if probs.size != rows:
+                raise ValueError(f"{rows} predictions but {probs.size} confidences")
+        lat = None if latency_ms is None else _checked_latency(latency_ms, rows)
         if self.features is not None and x is not None:
-            self.features.add(x)
+            self.features.add(x)  # checks the shape before counting
         if self.prediction is not None:
             self.prediction.add(pred)
-        if max_probs is not None and self.confidence is not None:
-            self.confidence.add(max_probs)
-        if latency_ms is not None:
-            lat = np.asarray(latency_ms, dtype=np.float64)
-            if lat.ndim == 0:
-                self.latency.record(float(lat))
-            else:
-                self.latency.record_many(lat)
+        if probs is not None and self.confidence is not None:
+            self.confidence.add(probs)
+        if isinstance(lat, float):
+            self.latency.record(lat)
+        elif lat is not None:
+            self.latency.record_many(lat)
         self.count += rows
 
     def observe_feedback(self, predicted: Any, truth: Any) -> bool:
@@ -205,14 +222,12 @@ class MonitoringWindow:
         features = []
         if self.features is not None:
             for f_ref, counts in zip(ref.features, self.features.columns(), strict=True):
-                features.append(
-                    {
-                        "name": f_ref.name,
-                        "expected": list(f_ref.proportions),
-                        "counts": [int(c) for c in counts.counts],
-                        "other": counts.other,
-                    }
-                )
+                entry: dict[str, Any] = {"name": f_ref.name}
+                if self.embed_reference:
+                    entry["expected"] = list(f_ref.proportions)
+                entry["counts"] = [int(c) for c in counts.counts]
+                entry["other"] = counts.other
+                features.append(entry)
         prediction: dict[str, Any] | None = None
         if self.prediction is not None:
             h = self.prediction
@@ -221,9 +236,10 @@ class MonitoringWindow:
                 prediction["labels"] = list(h.labels or ())
             else:
                 prediction["edges"] = list(h.edges or ())
-            prediction["expected"] = (
-                list(ref.prediction.proportions) if ref.prediction is not None else None
-            )
+            if self.embed_reference:
+                prediction["expected"] = (
+                    list(ref.prediction.proportions) if ref.prediction is not None else None
+                )
             prediction["counts"] = [int(c) for c in h.counts]
             prediction["other"] = h.other
         out: dict[str, Any] = {
@@ -243,5 +259,21 @@ class MonitoringWindow:
             "confidence": self.confidence.to_dict() if self.confidence is not None else None,
             "concept_drift_detections": self.concept_drift_detections,
         }
-        out["derived"] = derive(out)
+        out["derived"] = derive(out, ref)
         return out
+
+
+def _checked_latency(latency_ms: float | npt.ArrayLike, rows: int) -> float | npt.NDArray[np.float64]:
+    """One latency (a float) or one per row (an array), refused unless finite and >= 0."""
+    lat = np.asarray(latency_ms, dtype=np.float64)
+    if lat.ndim == 0:
+        value = float(lat)
+        if not (math.isfinite(value) and value >= 0.0):
+            raise ValueError(f"latency must be a finite, non-negative number of ms, not {value}")
+        return value
+    lat = lat.reshape(-1)
+    if lat.size != rows:
+        raise ValueError(f"give one latency per call or one per row ({rows}), not {lat.size}")
+    if not np.all(np.isfinite(lat)) or (lat < 0).any():
+        raise ValueError("latencies must be finite, non-negative numbers of ms")
+    return lat

@@ -133,3 +133,41 @@ def test_feature_counts_chunking_and_merge(monkeypatch: pytest.MonkeyPatch) -> N
         whole.add(rng.normal(size=(3, 5)))
     with pytest.raises(IncompatibleAggregates):
         whole.merge(FeatureCounts(edges[:3]))
+
+
+def test_single_value_path_agrees_with_vectorised_path() -> None:
+    rng = np.random.default_rng(9)
+    edges = [-1.0, 0.0, 0.0, 2.5]
+    values = np.concatenate([rng.normal(size=200), edges, [np.nan, np.inf, -np.inf]])
+    one, many = BinnedCounts.numeric(edges), BinnedCounts.numeric(edges)
+    for v in values:
+        one.add(v)
+    many.add(values)
+    assert one == many
+    labels: list[Any] = [3, 1.5, "a"]
+    items: list[Any] = [3, 3.0, np.int64(3), 1.5, "a", "b", "3", None, np.nan, 7]
+    one, many = BinnedCounts.categorical(labels), BinnedCounts.categorical(labels)
+    for item in items:
+        one.add(np.array([item], dtype=object))
+    many.add(np.array(items, dtype=object))
+    assert one == many
+    assert one.counts.tolist() == [3, 1, 1] and one.other == 5
+    ints, floats = BinnedCounts.categorical([0, 1]), BinnedCounts.categorical([0, 1])
+    for v in (0, 1, 1, 5):
+        ints.add(np.array([v], dtype=np.int64))
+    floats.add(np.array([0, 1, 1, 5], dtype=np.int64))
+    assert ints == floats
+
+
+def test_feature_counts_single_rows_with_non_finite_values() -> None:
+    edges: list[Any] = [[0.0, 1.0], [], [0.5]]
+    rows = np.array([[np.nan, np.inf, -np.inf], [1.0, np.nan, 0.5], [np.inf, 2.0, np.nan]])
+    one, many = FeatureCounts(edges), FeatureCounts(edges)
+    for row in rows:
+        one.add(row)
+    many.add(rows)
+    assert np.array_equal(one.counts, many.counts)
+    for j, e in enumerate(edges):
+        h = BinnedCounts.numeric(e)
+        h.add(rows[:, j])
+        assert one.column(j) == h

@@ -182,3 +182,38 @@ def test_bad_input_is_refused(profile: dict[str, Any], rng: np.random.Generator)
         window.observe(rng.normal(size=(5, 3)), np.zeros(5))  # 3 features, profile has 4
     with pytest.raises(ValueError):
         window.observe(rng.normal(size=(5, 4)), np.zeros(4))
+    before = window.summary(1.0)
+    x, labels = rng.normal(size=(5, 4)), np.zeros(5, dtype=np.int64)
+    for bad in (
+        {"latency_ms": -1.0},
+        {"latency_ms": [1.0, 2.0]},
+        {"latency_ms": [1.0, 2.0, 3.0, 4.0, float("nan")]},
+        {"max_probs": [0.9, 0.8]},
+    ):
+        with pytest.raises(ValueError):
+            window.observe(x, labels, **bad)
+    assert window.summary(1.0) == before  # a refused call counts nothing
+
+
+def test_summaries_without_embedded_reference(profile: dict[str, Any]) -> None:
+    full = MonitoringWindow(profile, "classification", LABELS)
+    lean = MonitoringWindow(profile, "classification", LABELS, embed_reference=False)
+    for window in (full, lean):
+        _feed(window, np.random.default_rng(11), 1500, shift=0.6)
+    s_full, s_lean = full.summary(1.0), lean.summary(1.0)
+    assert "expected" not in s_lean["features"][0] and "expected" not in s_lean["prediction"]
+    assert len(json.dumps(s_lean)) < len(json.dumps(s_full))
+    # The device has the profile, so its own figures are complete.
+    assert_close(s_lean["derived"], s_full["derived"])
+    # Merging needs the profile back; without it the drift figures are unknown, not wrong.
+    blind = merge_summaries([s_lean, s_lean])
+    assert blind["derived"]["drift"]["features"][0]["psi"] is None
+    assert blind["derived"]["drift"]["prediction"] is None
+    assert blind["derived"]["score"] == merge_summaries([s_full, s_full])["derived"]["score"]
+    informed = merge_summaries([s_lean, s_lean], profile=profile)
+    assert_close(informed["derived"], merge_summaries([s_full, s_full])["derived"])
+    other = dict(profile, n=profile["n"] + 1)
+    with pytest.raises(IncompatibleAggregates):
+        merge_summaries([s_lean], profile=other)
+    with pytest.raises(IncompatibleAggregates):
+        merge_summaries([s_lean, s_full])
