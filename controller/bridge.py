@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.chunk_server import ChunkServer
-from controller.errors import ValidationError
+from controller.errors import StorageError
 from controller.fleet_store import FleetStore
 from controller.registry import ModelRegistry
 from controller.telemetry_store import TelemetryStore
@@ -194,7 +194,9 @@ class ControllerBridge:
                 elif isinstance(message, Presence):
                     self.fleet.set_presence(item.device_id, message.online, message.ts,
                                             message.agent_version)
-            except ValidationError as exc:
+            except StorageError:
+                raise  # the database itself: the whole round is retried
+            except Exception as exc:
                 # this one message can never be stored; the others in the round still are
                 self.stats["dropped_invalid"] += 1
                 log.warning("dropped %s from %s: %s", type(message).__name__, item.device_id, exc)

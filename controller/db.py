@@ -8,6 +8,7 @@ semantics that differ between the two backends live here and nowhere else.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -229,8 +230,18 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         try:
-            cur.execute("PRAGMA busy_timeout=5000")
-            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=15000")
+            # Switching a fresh file to WAL needs an exclusive lock and SQLite answers "database
+            # is locked" at once, without the busy handler, while another process holds a lock
+            # (several replicas starting together): retry a few times.
+            for attempt in range(50):
+                try:
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError:
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.05)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
         finally:

@@ -119,7 +119,8 @@ def _row(device_id: str, r: Any, received_at: float, index: int) -> dict[str, An
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    # bounded to BIGINT: a larger number would fail the whole insert, not just this column
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
 
 
 def _number(v: Any) -> float | None:

@@ -381,10 +381,10 @@ class EdgeAgent:
     async def _finish_update(self) -> None:
         download, manifest = self.download, self.target
         assert download is not None and manifest is not None
+        suffix = "onnx" if manifest.format == "onnx" else "tflite"
         try:
             self.state = "verifying"
             self._report()
-            suffix = "onnx" if manifest.format == "onnx" else "tflite"
             path = await asyncio.to_thread(
                 download.finalize, self._models_dir / f"{manifest.artifact.sha256}.{suffix}")
             self.download = None
@@ -405,6 +405,11 @@ class EdgeAgent:
         except Exception as exc:
             self.download = None
             download.discard()
+            # a verified file that failed to load or to pass its smoke test must not linger in
+            # models/, where pruning would keep it instead of the model to roll back to
+            bad = self._models_dir / f"{manifest.artifact.sha256}.{suffix}"
+            if self.active is None or self.active.sha256 != manifest.artifact.sha256:
+                bad.unlink(missing_ok=True)
             self._fail(str(exc))
 
     def _fail(self, reason: str) -> None:

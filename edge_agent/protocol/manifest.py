@@ -91,7 +91,7 @@ class ArtifactRef:
                 f"{ctx}.chunk_sha256 has {len(hashes)} entries, expected {expected} "
                 f"for {size} bytes in chunks of {chunk_size}"
             )
-        if not all(isinstance(h, str) and SHA256_HEX.match(h) for h in hashes):
+        if not all(isinstance(h, str) and SHA256_HEX.fullmatch(h) for h in hashes):
             raise SchemaError(f"{ctx}.chunk_sha256 must hold 64-character hex digests")
         return cls(sha, size, chunk_size, tuple(hashes))
 

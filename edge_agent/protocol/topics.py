@@ -42,7 +42,7 @@ class DeviceChannel(str, Enum):
 
 def validate_device_id(device_id: str) -> str:
     """Return ``device_id`` if it is safe to put in a topic and a file name."""
-    if not isinstance(device_id, str) or not _DEVICE_ID.match(device_id):
+    if not isinstance(device_id, str) or not _DEVICE_ID.fullmatch(device_id):
         raise TopicError(
             f"invalid device id {device_id!r}: use 1-64 characters of letters, digits, "
             "'_', '-' or '.', starting with a letter or digit"
@@ -51,7 +51,7 @@ def validate_device_id(device_id: str) -> str:
 
 
 def validate_sha256(sha256: str) -> str:
-    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise TopicError(f"invalid sha256 {sha256!r}: expected 64 lower-case hex digits")
     return sha256
 
@@ -109,7 +109,7 @@ def parse_topic(topic: str) -> DeviceTopic | ChunkTopic:
         return DeviceTopic(validate_device_id(parts[1]), channel)
     if len(parts) == 3 and parts[0] == "art":
         sha = validate_sha256(parts[1])
-        if not _CHUNK_INDEX.match(parts[2]):
+        if not _CHUNK_INDEX.fullmatch(parts[2]):
             raise TopicError(f"chunk index in topic {topic!r} is not a number")
         return ChunkTopic(sha, int(parts[2]))
     raise TopicError(f"unknown topic layout {topic!r}")

@@ -17,6 +17,9 @@ T = TypeVar("T")
 
 _MISSING = object()
 
+# every integer on the wire must fit the databases' BIGINT and SQLite's INTEGER
+MAX_INT = 2**63 - 1
+
 # content addresses end up in file names and topics: only lower-case hex is let through
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -50,6 +53,8 @@ def get_int(obj: Mapping[str, Any], key: str, ctx: str = "", *, optional: bool =
         raise SchemaError(f"field {_where(obj, key, ctx)!r} must be an integer, got {type(value).__name__}")
     if minimum is not None and value < minimum:
         raise SchemaError(f"field {_where(obj, key, ctx)!r} must be >= {minimum}, got {value}")
+    if value > MAX_INT:
+        raise SchemaError(f"field {_where(obj, key, ctx)!r} exceeds the 64-bit range")
     return value
 
 
@@ -61,7 +66,11 @@ def get_float(obj: Mapping[str, Any], key: str, ctx: str = "", *, optional: bool
         raise SchemaError(f"missing field {_where(obj, key, ctx)!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SchemaError(f"field {_where(obj, key, ctx)!r} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite:
         raise SchemaError(f"field {_where(obj, key, ctx)!r} must be finite")
     return float(value)
 
@@ -108,6 +117,6 @@ def get_str_map(obj: Mapping[str, Any], key: str, ctx: str = "") -> dict[str, st
 
 def get_sha256(obj: Mapping[str, Any], key: str, ctx: str = "") -> str:
     value = get_str(obj, key, ctx, max_len=64)
-    if not SHA256_HEX.match(value):
+    if not SHA256_HEX.fullmatch(value):
         raise SchemaError(f"field {_where(obj, key, ctx)!r} must be 64 lower-case hex digits")
     return str(value)

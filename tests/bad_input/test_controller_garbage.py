@@ -318,8 +318,9 @@ def test_valid_traffic_after_garbage_is_stored_acknowledged_and_served(
 
 def test_unstorable_messages_are_dropped_and_do_not_block_other_devices(
         broker: BrokerProcess, tmp_path: Path, iris_models: IrisModels) -> None:
-    """Messages that pass the schema but cannot be stored (integers past SQL's 64-bit range)
-    must be dropped and counted, not retried forever nor take other devices' messages along."""
+    """Integers past SQL's 64-bit range: in protocol fields (seq, versions) they are malformed
+    and dropped; in a free-form record field the record is kept with that column empty (the
+    value stays in its JSON payload). Neither is retried forever nor blocks other devices."""
     ctl = _start(broker, tmp_path / "controller", iris_models)
     probe = MqttProbe(broker)
     try:
@@ -341,11 +342,11 @@ def test_unstorable_messages_are_dropped_and_do_not_block_other_devices(
         ack = decode(probe.expect(f"ew/v1/dev/{good}/ack", timeout=10), Ack)
         assert (ack.first_seq, ack.last_seq) == (1, 1)
         assert ctl.client.telemetry_count(good) == 1
-        assert ctl.client.telemetry_count("ctl-poison") == 0
+        assert ctl.client.telemetry_count("ctl-poison") == 1  # the record with the huge version
 
         counted = ctl.counters() - before
         drops = sum(v for k, v in counted.items() if k.startswith("bridge.dropped_"))
-        assert drops == 3 and counted["bridge.store_failures"] == 0, dict(counted)
+        assert drops == 2 and counted["bridge.store_failures"] == 0, dict(counted)
         ctl.assert_alive()
     finally:
         probe.close()

@@ -44,7 +44,10 @@ def test_cli_says_what_to_do_when_the_controller_is_down() -> None:
     assert "edgewise controller serve" in result.output
 
 
-def test_push_rollout_and_fleet_from_the_cli(broker: BrokerProcess, tmp_path: Path) -> None:
+def test_push_rollout_and_fleet_from_the_cli(fresh_broker: BrokerProcess, tmp_path: Path) -> None:
+    # a broker of its own: `rollout start` targets every device the controller knows, and the
+    # shared broker holds retained state of other tests' devices
+    broker = fresh_broker
     from sklearn.datasets import load_wine
     from sklearn.ensemble import RandomForestClassifier
 
@@ -75,11 +78,15 @@ def test_push_rollout_and_fleet_from_the_cli(broker: BrokerProcess, tmp_path: Pa
 
         for _ in range(100):  # the daemon registers on first contact
             fleet = json.loads(runner.invoke(cli, [*base, "fleet", "--json"]).output)
-            if fleet:
+            if [d for d in fleet if d["device_id"] == "pi-cli-1"]:
                 break
             time.sleep(0.1)
         rolled = runner.invoke(cli, [*base, "rollout", "start", "wine", "--wait", "--timeout", "60"])
-        assert rolled.exit_code == 0, rolled.output
+        if rolled.exit_code != 0:
+            agent.terminate()
+            detail = agent.stdout.read().decode()[-3000:] if agent.stdout else ""
+            state = runner.invoke(cli, [*base, "fleet", "--json"]).output
+            pytest.fail(f"rollout did not finish: {rolled.output[-300:]}\n{state}\n{detail}")
         assert "1/1 active" in rolled.output
 
         table = runner.invoke(cli, [*base, "fleet"])

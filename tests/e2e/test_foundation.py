@@ -54,11 +54,13 @@ def test_ten_agents_receive_v1_and_every_record_is_stored_once(
     async def scenario() -> tuple[SimulatedFleet, Workload]:
         fleet = SimulatedFleet(broker.address, 10, tmp_path / "devices", prefix="e2e")
         await fleet.start()
-        for _ in range(100):
-            if len(await asyncio.to_thread(client.list_devices)) == 10:
+        ours = {a.device_id for a in fleet.agents}
+        for _ in range(100):  # the broker is shared with other tests: count our devices only
+            known = {d["device_id"] for d in await asyncio.to_thread(client.list_devices)}
+            if ours <= known:
                 break
             await asyncio.sleep(0.1)
-        deployment = await asyncio.to_thread(client.deploy, "iris", 1)
+        deployment = await asyncio.to_thread(client.deploy, "iris", 1, sorted(ours))
         assert len(deployment["devices"]) == 10
         assert await fleet.wait_for_version("iris", 1, timeout=60)
         workload = Workload(fleet, load_dataset("iris"), rate_per_device=20, feedback_delay_s=0.2)
