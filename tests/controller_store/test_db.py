@@ -26,7 +26,7 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
             pragma = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
                       for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")}
         assert pragma == {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1,
-                          "busy_timeout": 5000}
+                          "busy_timeout": 15000}
     finally:
         db.dispose()
 
