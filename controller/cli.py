@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,23 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Edgewise(click.Group):
+    """Turns the library's errors into one line and exit code 1, for every command at once."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from converters import ConversionError
+
+        try:
+            return super().invoke(ctx)
+        except (ControllerClientError, ConversionError) as exc:
+            _fail(str(exc))
+
+
+def _emit(rows: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    click.echo(json.dumps(rows, indent=2) if as_json else render(rows))
+
+
+@click.group(cls=_Edgewise, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--controller", "url", envvar="EDGEWISE_URL", default=DEFAULT_URL, show_default=True,
               help="Base URL of the controller's REST API (env EDGEWISE_URL).")
 @click.option("--token", envvar="EDGEWISE_API_TOKEN", default=None,
@@ -118,32 +135,18 @@ def models_push(ctx: click.Context, model_file: Path, sample_file: Path, labels_
 
     Example: edgewise models push iris.joblib --sample X.npy --labels y.npy --name iris
     """
-    from converters import (
-        ConversionError,
-        convert_sklearn,
-        load_labels_file,
-        load_model_file,
-        load_sample_file,
-    )
+    from converters import convert_sklearn, load_labels_file, load_model_file, load_sample_file
 
-    try:
-        estimator = load_model_file(model_file)
-        sample = load_sample_file(sample_file)
-        labels = load_labels_file(labels_file) if labels_file else None
-        click.echo(f"converting {model_file.name} ({type(estimator).__name__}) to ONNX ...")
-        result = convert_sklearn(estimator, sample, name=name or model_file.stem, labels=labels,
-                                 tolerance=tolerance)
-    except ConversionError as exc:
-        _fail(str(exc))
-        return
+    estimator = load_model_file(model_file)
+    sample = load_sample_file(sample_file)
+    labels = load_labels_file(labels_file) if labels_file else None
+    click.echo(f"converting {model_file.name} ({type(estimator).__name__}) to ONNX ...")
+    result = convert_sklearn(estimator, sample, name=name or model_file.stem, labels=labels,
+                             tolerance=tolerance)
     parity = result.manifest.parity
     click.echo(f"parity on {parity.get('n')} rows: max |diff| {parity.get('max_abs_diff', 0):.2e}, "
                f"label agreement {parity.get('label_agreement', 1.0):.2%}")
-    try:
-        stored = _client(ctx).push_version(result.manifest, result.artifact)
-    except ControllerClientError as exc:
-        _fail(str(exc))
-        return
+    stored = _client(ctx).push_version(result.manifest, result.artifact)
     click.echo(f"registered {stored['model']}:{stored['version']} "
                f"({stored['size']} bytes, sha256 {stored['sha256'][:12]})")
 
@@ -156,16 +159,9 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
 
     Example: edgewise models list --json
     """
-    try:
-        rows = _client(ctx).list_models()
-    except ControllerClientError as exc:
-        _fail(str(exc))
-        return
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    _table(["MODEL", "TASK", "VERSIONS", "LATEST"],
-           [[r["name"], r["task"], r["versions"], r["latest_version"]] for r in rows])
+    _emit(_client(ctx).list_models(), as_json, lambda rows: _format_table(
+        ["MODEL", "TASK", "VERSIONS", "LATEST"],
+        [[r["name"], r["task"], r["versions"], r["latest_version"]] for r in rows]))
 
 
 # -- rollout ----------------------------------------------------------------------------------
@@ -192,11 +188,7 @@ def rollout_start(ctx: click.Context, target: str, wait: bool, timeout: float) -
     if version_text and not version_text.isdigit():
         _fail(f"version in {target!r} must be a number, e.g. {name}:2")
     client = _client(ctx)
-    try:
-        result = client.deploy(name, int(version_text) if version_text else None)
-    except ControllerClientError as exc:
-        _fail(str(exc))
-        return
+    result = client.deploy(name, int(version_text) if version_text else None)
     devices = set(result["devices"])
     click.echo(f"deployment {result['deployment_id']}: {result['model']}:{result['version']} "
                f"to {len(devices)} devices")
@@ -239,15 +231,7 @@ def fleet(ctx: click.Context, as_json: bool) -> None:
 
     Example: edgewise --controller http://ctl:8700 fleet
     """
-    try:
-        rows = _client(ctx).list_devices()
-    except ControllerClientError as exc:
-        _fail(str(exc))
-        return
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    click.echo(format_fleet_table(rows))
+    _emit(_client(ctx).list_devices(), as_json, format_fleet_table)
 
 
 def format_fleet_table(rows: list[dict[str, Any]]) -> str:
@@ -269,10 +253,6 @@ def _format_table(header: list[str], rows: list[list[Any]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> None:
-    click.echo(_format_table(header, rows))
 
 
 # -- simulator and demo -----------------------------------------------------------------------

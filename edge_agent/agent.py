@@ -138,7 +138,7 @@ class EdgeAgent:
         """Stop cleanly: flush telemetry to disk, optionally wait until it is acknowledged."""
         if self._closed:
             return
-        self._flush_to_outbox()
+        self.flush()
         deadline = time.monotonic() + drain_timeout
         while drain_timeout and self.outbox and self.outbox.stats().pending and \
                 time.monotonic() < deadline:
@@ -459,7 +459,8 @@ class EdgeAgent:
 
     # -- telemetry ---------------------------------------------------------------------------
 
-    def _flush_to_outbox(self) -> None:
+    def flush(self) -> None:
+        """Write the telemetry held in memory to the outbox now (normally every flush interval)."""
         if not self._pending_records or self.outbox is None:
             return
         records, self._pending_records = self._pending_records, []
@@ -499,7 +500,7 @@ class EdgeAgent:
         while True:
             await asyncio.sleep(self.config.telemetry_flush_interval_s)
             try:
-                self._flush_to_outbox()
+                self.flush()
                 self._send_batches()
             except Exception:
                 log.exception("%s: telemetry loop error", self.device_id)

@@ -82,7 +82,7 @@ class SimulatedFleet:
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             for agent in self.agents:
-                agent._flush_to_outbox()
+                agent.flush()
             if all(a.outbox is not None and a.outbox.stats().pending == 0 for a in self.agents):
                 return True
             await asyncio.sleep(0.2)
