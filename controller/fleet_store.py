@@ -129,6 +129,12 @@ class FleetStore:
             raise NotFoundError("device", device_id)
         return rows[0]
 
+    def device_ids(self) -> list[str]:
+        """Every registered device, without the telemetry aggregates of :meth:`list_devices`."""
+        with self.db.read() as conn:
+            return list(conn.execute(sa.select(devices.c.device_id)
+                                     .order_by(devices.c.device_id)).scalars())
+
     def list_devices(self) -> list[dict[str, Any]]:
         return self._query(None)
 

@@ -53,8 +53,7 @@ class Controller:
         it. Must run on the bridge's event loop: paho is driven by that loop alone."""
         manifest = await asyncio.to_thread(self.registry.get_manifest, model, version)
         if device_ids is None:
-            devices = await asyncio.to_thread(self.fleet.list_devices)
-            device_ids = sorted(d["device_id"] for d in devices)
+            device_ids = await asyncio.to_thread(self.fleet.device_ids)
         if not device_ids:
             raise ConflictError("no devices are registered yet: start the agents (or "
                                 "`edgewise simulate`) so they connect, then roll out")

@@ -120,3 +120,13 @@ def test_dropped_total_is_monotonic(fleet: FleetStore) -> None:
     fleet.set_dropped_total("d1", 5)
     fleet.set_dropped_total("d1", 3)
     assert fleet.get("d1")["dropped_total"] == 5
+
+
+def test_device_ids_lists_every_registered_device_in_order(db) -> None:  # type: ignore[no-untyped-def]
+    from controller.fleet_store import FleetStore
+
+    fleet = FleetStore(db)
+    for device_id in ("pi-2", "pi-1", "pi-3"):
+        fleet.touch(device_id, 1.0)
+    assert fleet.device_ids() == ["pi-1", "pi-2", "pi-3"]
+    assert fleet.device_ids() == [d["device_id"] for d in fleet.list_devices()]
