@@ -68,6 +68,8 @@ from edge_agent.runtime import (
 
 log = logging.getLogger("edgewise.agent")
 
+SUPPORTED_FORMATS = ("onnx", "tflite")
+
 
 class NoActiveModel(RuntimeError):
     """The device has no verified model yet; predictions are refused, not guessed."""
@@ -330,7 +332,7 @@ class EdgeAgent:
         self.target = manifest
         self.deployment_id = desired.deployment_id
         self.last_error = None
-        if manifest.format != "onnx":
+        if manifest.format not in SUPPORTED_FORMATS:
             self._fail(f"model format {manifest.format!r} is not supported by this agent")
             return
         self._clean_partials(keep=sha)

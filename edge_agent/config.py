@@ -34,6 +34,9 @@ class AgentConfig:
     # an update asks again for missing chunks when none arrived for this long
     chunk_repair_interval_s: float = 3.0
     feedback_memory: int = 20_000  # how many recent predictions feedback can still refer to
+    # localhost HTTP API for applications on the device (predict, feedback, health); None: off
+    http_port: int | None = None
+    http_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)

@@ -58,9 +58,17 @@ async def run_agent(config: AgentConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     # do not wait for the broker: the agent serves its last model while the link comes up
     await agent.start(wait_connected=False)
+    local_api = None
+    if config.http_port is not None:
+        from edge_agent.local_api import LocalApi
+
+        local_api = LocalApi(agent, config.http_host, config.http_port)
+        await local_api.start()
     log.info("agent %s started (broker %s, data %s, model %s)", config.device_id, config.broker,
              config.data_dir, agent.active or "none yet")
     await stop.wait()
+    if local_api is not None:
+        await local_api.stop()
     await agent.stop(drain_timeout=2.0)
 
 

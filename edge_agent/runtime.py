@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -93,11 +93,104 @@ def prepare_features(features: object, manifest: Manifest) -> np.ndarray:
     return array
 
 
+def _tflite_interpreter_class() -> Any:
+    """ai-edge-litert first (runs every current op version, works with numpy 2), then the
+    frozen tflite-runtime 2.14 (needs numpy < 2, misses newer quantized op versions)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        raise RuntimeLoadError(
+            "no TFLite interpreter is installed: pip install ai-edge-litert "
+            "(or tflite-runtime on numpy < 2)") from None
+
+
+class TfliteModel:
+    """A TFLite artifact in the LiteRT interpreter.
+
+    Quantized inputs and outputs are converted with the tensors' own scale and zero point, so
+    callers always pass and get float values. A classifier whose manifest names the same
+    tensor as label and score output gets its labels by arg-max over ``class_labels``: TFLite
+    graphs converted from Keras or PyTorch emit probabilities only.
+    """
+
+    def __init__(self, path: Path, manifest: Manifest, *, threads: int = 1) -> None:
+        interpreter_class = _tflite_interpreter_class()
+        self.manifest = manifest
+        try:
+            self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+            self._interpreter.allocate_tensors()
+        except Exception as exc:
+            raise RuntimeLoadError(f"the TFLite interpreter cannot load {path.name}: {exc}") from exc
+        inputs = self._interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise RuntimeLoadError(f"TFLite model has {len(inputs)} inputs; Edgewise serves one")
+        self._input = inputs[0]
+        outputs = {d["name"]: d for d in self._interpreter.get_output_details()}
+        self._label = self._output(outputs, manifest.label_output)
+        self._score = self._output(outputs, manifest.score_output) if manifest.score_output else None
+        self._batch = int(self._input["shape"][0])
+
+    @staticmethod
+    def _output(outputs: dict[str, Any], name: str) -> Any:
+        if name in outputs:
+            return outputs[name]
+        if len(outputs) == 1:  # a single output: its internal name need not match
+            return next(iter(outputs.values()))
+        raise RuntimeLoadError(f"manifest output {name!r} is not in the model's outputs {sorted(outputs)}")
+
+    def run(self, features: np.ndarray) -> RuntimeOutput:
+        rows = features.shape[0]
+        if rows != self._batch:
+            self._interpreter.resize_tensor_input(self._input["index"], [rows, *features.shape[1:]])
+            self._interpreter.allocate_tensors()
+            self._batch = rows
+        self._interpreter.set_tensor(self._input["index"], _quantize(features, self._input))
+        self._interpreter.invoke()
+        raw = _dequantize(self._interpreter.get_tensor(self._label["index"]), self._label)
+        scores = None
+        if self._score is not None:
+            scores = _dequantize(self._interpreter.get_tensor(self._score["index"]), self._score)
+        if self.manifest.task == "classification" and self._score is not None and \
+                self._score["index"] == self._label["index"]:
+            labels = np.asarray(self.manifest.class_labels or range(raw.shape[1]))[raw.argmax(axis=1)]
+        else:
+            labels = raw[:, 0] if raw.ndim == 2 and raw.shape[1] == 1 else raw
+        return RuntimeOutput(labels=np.asarray(labels), scores=scores)
+
+
+def _quantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.floating):
+        return values.astype(dtype, copy=False)
+    scale, zero_point = detail["quantization"]
+    if not scale:
+        return values.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(values.dtype, np.floating) or not scale:
+        return np.array(values)  # a copy: the interpreter reuses its buffers
+    return (values.astype(np.float32) - zero_point) * scale
+
+
 def load_runtime(path: Path, manifest: Manifest) -> InferenceRuntime:
     """Load ``path`` in the runtime for the manifest's format."""
     if manifest.format == "onnx":
         return OnnxRuntimeModel(path, manifest)
-    raise RuntimeLoadError(f"format {manifest.format!r} is not supported by this agent yet")
+    if manifest.format == "tflite":
+        return TfliteModel(path, manifest)
+    raise RuntimeLoadError(f"format {manifest.format!r} is not supported by this agent")
 
 
 def smoke_test(runtime: InferenceRuntime) -> None:

@@ -232,18 +232,20 @@ def test_retained_garbage_desired_at_start_is_dropped_and_the_agent_comes_up(
     asyncio.run(scenario())
 
 
-def test_unsupported_format_fails_clearly_and_the_previous_model_keeps_serving(
+def test_a_model_its_runtime_cannot_load_fails_clearly_and_the_previous_model_keeps_serving(
         broker: BrokerProcess, tmp_path: Path, iris_models: IrisModels) -> None:
     import dataclasses
 
+    # ONNX bytes announced as TFLite: verified, then refused by the TFLite interpreter
     tflite = dataclasses.replace(iris_models.c.manifest, format="tflite")
 
     async def scenario() -> None:
         async with agent_and_controller(broker, tmp_path / "agent") as (agent, ctl):
             await activate(agent, ctl, iris_models.a)
+            ctl.serve(tflite.artifact, iris_models.c.data)
             await ctl.publish_desired(tflite)
-            await wait_until(lambda: agent.state == "failed", 5, "state 'failed'")
-            assert agent.last_error is not None and "'tflite' is not supported" in agent.last_error
+            await wait_until(lambda: agent.state == "failed", 10, "state 'failed'")
+            assert agent.last_error is not None and "TFLite interpreter cannot load" in agent.last_error
             await wait_until(lambda: ctl.last_reported is not None
                              and ctl.last_reported.state == "failed", 5, "reported 'failed'")
             assert ctl.last_reported is not None
