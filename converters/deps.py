@@ -13,13 +13,26 @@ from converters.errors import ConversionError
 
 INSTALL_HINT = "pip install 'edgewise[controller]'"
 
+# The extra that brings each heavy framework (see [project.optional-dependencies]).
+EXTRAS = {"keras": "keras", "tensorflow": "keras", "tf2onnx": "keras", "torch": "torch",
+          "onnxscript": "torch", "ai_edge_litert": "tflite"}
 
-def require(module: str) -> ModuleType:
-    """Import ``module`` or raise ConversionError telling the operator what to install."""
+
+def install_hint(extra: str = "controller") -> str:
+    return f"pip install 'edgewise[{extra}]'"
+
+
+def require(module: str, extra: str | None = None) -> ModuleType:
+    """Import ``module`` or raise ConversionError naming the extra to install.
+
+    ``extra`` defaults to the one that provides the module's top-level package (``keras``,
+    ``torch``, ``tflite``), else ``controller``.
+    """
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        extra = extra or EXTRAS.get(module.split(".")[0], "controller")
         raise ConversionError(
-            f"{module} is needed to convert models but is not installed ({exc}); "
-            f"run: {INSTALL_HINT}"
+            f"{module} is needed for this conversion but is not installed ({exc}); "
+            f"run: {install_hint(extra)}"
         ) from exc

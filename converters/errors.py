@@ -35,22 +35,26 @@ class ParityError(ConversionError):
     """The artifact does not reproduce the source model on the sample closely enough."""
 
     def __init__(self, max_abs_diff: float, label_agreement: float, tolerance: float, n: int,
-                 hint: str = "") -> None:
+                 hint: str = "", min_label_agreement: float = 1.0, precision: str = "") -> None:
         self.max_abs_diff = max_abs_diff
         self.label_agreement = label_agreement
         self.tolerance = tolerance
+        self.min_label_agreement = min_label_agreement
         self.n = n
+        self.precision = precision
+        what = f"converted {precision} model" if precision else "converted model"
         message = (
-            f"converted model disagrees with the source on {n} sample rows: "
+            f"{what} disagrees with the source on {n} sample rows: "
             f"max_abs_diff={max_abs_diff:.3g} (tolerance {tolerance:.3g}), "
-            f"label_agreement={label_agreement:.4f} (required 1.0)"
+            f"label_agreement={label_agreement:.4f} (required {min_label_agreement:g})"
         )
         super().__init__(f"{message}. {hint}" if hint else message)
 
     def figures(self) -> dict[str, float | int]:
         """The numbers behind the failure, for a report or an API response."""
         return {"n": self.n, "max_abs_diff": self.max_abs_diff,
-                "label_agreement": self.label_agreement, "tolerance": self.tolerance}
+                "label_agreement": self.label_agreement, "tolerance": self.tolerance,
+                "min_label_agreement": self.min_label_agreement}
 
 
 class SampleDataError(ConversionError):

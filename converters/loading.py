@@ -74,6 +74,25 @@ def load_sample_file(path: str | Path) -> np.ndarray:
     return check_sample(raw, what=str(path))
 
 
+def load_array_file(path: str | Path) -> np.ndarray:
+    """A sample for any model: like load_sample_file, but a ``.npy`` may also hold rows of a
+    shape (e.g. images, rows x 8 x 8 x 1) for network models, which flatten them themselves."""
+    path = _data_path(path, "sample")
+    if path.suffix.lower() != ".npy":
+        return load_sample_file(path)
+    array = np.asarray(_load_npy(path, "sample"))
+    if array.ndim <= 2:
+        return check_sample(array, what=str(path))
+    if array.dtype.kind not in "biuf":
+        raise SampleDataError(f"{path}: sample must be numeric, got dtype {array.dtype}")
+    if array.shape[0] == 0:
+        raise SampleDataError(f"{path}: sample is empty")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise SampleDataError(f"{path}: sample must be finite: found NaN or infinity")
+    return array
+
+
 def load_labels_file(path: str | Path) -> np.ndarray:
     """Read labels (one per sample row) from ``.npy`` or a one-column ``.csv``.
 

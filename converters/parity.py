@@ -13,6 +13,8 @@ import numpy as np
 
 from converters.errors import ParityError
 
+TIE_MARGIN = 1e-3  # the widest gap between a row's two best classes that still counts as a tie
+
 
 @dataclass(frozen=True)
 class ParityFigures:
@@ -23,28 +25,34 @@ class ParityFigures:
     label_agreement: float  # after the tie rule; always 1.0 for regression
     tolerance: float
     ties: int = 0  # label disagreements excused by the tie rule
+    min_label_agreement: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         """The manifest's ``parity`` entries."""
-        return {"n": self.n, "max_abs_diff": self.max_abs_diff,
-                "label_agreement": self.label_agreement, "tolerance": self.tolerance}
+        d: dict[str, Any] = {"n": self.n, "max_abs_diff": self.max_abs_diff,
+                             "label_agreement": self.label_agreement, "tolerance": self.tolerance}
+        if self.min_label_agreement < 1.0:
+            d["min_label_agreement"] = self.min_label_agreement
+        return d
 
     def enforce(self, hint: str = "") -> None:
         """Raise ParityError when the figures are outside the tolerance."""
-        if self.max_abs_diff > self.tolerance or self.label_agreement < 1.0:
+        if self.max_abs_diff > self.tolerance or self.label_agreement < self.min_label_agreement:
             raise ParityError(self.max_abs_diff, self.label_agreement, self.tolerance, self.n,
-                              hint=hint)
+                              hint=hint, min_label_agreement=self.min_label_agreement)
 
 
 def classifier_parity(source_labels: np.ndarray, artifact_labels: np.ndarray,
                       source_proba: np.ndarray | None, artifact_proba: np.ndarray | None,
-                      tolerance: float) -> ParityFigures:
+                      tolerance: float, min_label_agreement: float = 1.0) -> ParityFigures:
     """Label agreement and max probability difference between source and artifact.
 
     Exact-tie caveat: where the labels differ but the source's two highest probabilities are
-    within ``tolerance`` of each other, float32 rounding legitimately picks the other class, so
+    within ``tolerance`` (at most TIE_MARGIN: a loose int8 tolerance must not excuse real
+    flips) of each other, float32 rounding legitimately picks the other class, so
     the row counts as agreeing. Without probabilities there is no tie rule and ``max_abs_diff``
-    is 0.0 (only labels are compared).
+    is 0.0 (only labels are compared). ``min_label_agreement`` below 1.0 accepts that share of
+    flips (quantized artifacts).
     """
     source_labels = np.asarray(source_labels).ravel()
     artifact_labels = np.asarray(artifact_labels).ravel()
@@ -57,15 +65,17 @@ def classifier_parity(source_labels: np.ndarray, artifact_labels: np.ndarray,
         artifact_proba = np.asarray(artifact_proba, dtype=np.float64)
         if source_proba.shape != artifact_proba.shape:
             raise ParityError(float("inf"), float(agree.mean()), tolerance, n,
+                              min_label_agreement=min_label_agreement,
                               hint=f"probability shapes differ: source {source_proba.shape}, "
                                    f"artifact {artifact_proba.shape}")
         max_abs_diff = float(np.max(np.abs(source_proba - artifact_proba)))
         if source_proba.shape[1] >= 2:
             top2 = np.sort(source_proba, axis=1)[:, -2:]
-            tied = (top2[:, 1] - top2[:, 0]) < tolerance
+            tied = (top2[:, 1] - top2[:, 0]) < min(tolerance, TIE_MARGIN)
             ties = int(np.count_nonzero(~agree & tied))
             agree = agree | tied
-    figures = ParityFigures(int(n), max_abs_diff, float(agree.mean()), float(tolerance), ties)
+    figures = ParityFigures(int(n), max_abs_diff, float(agree.mean()), float(tolerance), ties,
+                            float(min_label_agreement))
     figures.enforce()
     return figures
 
