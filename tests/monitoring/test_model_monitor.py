@@ -1,0 +1,71 @@
+"""The agent's window keeper: windows per model version, rolled on time, never breaking a call."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from edge_agent.model_monitor import ModelMonitor
+from tests.controller_store.conftest import build_manifest
+from tests.monitoring.helpers import make_profile
+
+REF = np.random.default_rng(0).normal(size=(1000, 2))
+MANIFEST = dataclasses.replace(build_manifest(b"m"), version=1,
+                               reference_profile=make_profile(REF, (REF[:, 0] > 0).astype(int),
+                                                              labels=[0, 1]))
+
+
+def observe(monitor: ModelMonitor, n: int) -> None:
+    x = np.random.default_rng(1).normal(size=(n, 2)).astype(np.float32)
+    pred = (x[:, 0] > 0).astype(np.int64)
+    monitor.observe(x, pred, np.column_stack([1.0 - pred, pred]).astype(np.float32), 0.5)
+
+
+def test_no_window_without_a_model_and_one_per_switch() -> None:
+    monitor = ModelMonitor(60.0)
+    assert monitor.close(0.0) is None and not monitor.due(1e9)
+    assert monitor.switch(MANIFEST, now=100.0, mono=0.0) is None
+    observe(monitor, 10)
+    record = monitor.switch(dataclasses.replace(MANIFEST, version=2), now=130.0, mono=30.0)
+    assert record is not None and record["kind"] == "metrics"
+    assert (record["model"], record["version"]) == ("iris", 1)
+    assert record["summary"]["count"] == 10 and record["summary"]["end_ts"] == 130.0
+    assert monitor.version == 2 and monitor.window is not None and monitor.window.count == 0
+
+
+def test_roll_on_time_keeps_windows_contiguous() -> None:
+    monitor = ModelMonitor(60.0)
+    monitor.switch(MANIFEST, now=0.0, mono=0.0)
+    assert not monitor.due(59.9) and monitor.due(60.0)
+    observe(monitor, 5)
+    first = monitor.roll(now=60.0, mono=60.0)
+    observe(monitor, 3)
+    second = monitor.roll(now=120.0, mono=120.0)
+    assert first is not None and second is not None
+    assert (first["summary"]["count"], second["summary"]["count"]) == (5, 3)
+    assert first["summary"]["end_ts"] == second["summary"]["start_ts"] == 60.0
+    assert not monitor.due(179.0) and monitor.due(180.0)
+
+
+def test_calls_and_labels_it_cannot_account_for_are_counted_not_raised() -> None:
+    monitor = ModelMonitor(60.0)
+    monitor.switch(MANIFEST, now=0.0, mono=0.0)
+    monitor.observe(np.zeros((3, 5)), np.zeros(3), None, 1.0)  # 5 features, profile has 2
+    monitor.observe_feedback("iris", 1, 1, {"not": "a label"})
+    monitor.observe_feedback("iris", 9, 1, 1)  # a prediction of another version
+    assert monitor.stats["calls_not_monitored"] == 1
+    assert monitor.stats["feedback_not_scored"] == 1
+    assert monitor.stats["feedback_other_version"] == 1
+    assert monitor.window is not None and monitor.window.count == 0
+
+
+def test_an_unusable_profile_still_gives_windows_without_drift() -> None:
+    broken = dataclasses.replace(MANIFEST, reference_profile={"n": "many"})
+    monitor = ModelMonitor(60.0)
+    monitor.switch(broken, now=0.0, mono=0.0)
+    assert monitor.stats["warning_profile"] == 1
+    observe(monitor, 4)
+    record = monitor.close(1.0)
+    assert record is not None and record["summary"]["count"] == 4
+    assert record["summary"]["features"] == []
