@@ -1,0 +1,218 @@
+"""``GET /metrics``: fleet health in the Prometheus text format (prometheus-client).
+
+Computed from the stores at scrape time by a collector registered on a registry of this app's
+own (never the process-wide default, so two apps in one process do not collide). ``group`` is
+the value of one device label, ``site`` unless the scrape asks ``/metrics?group_by=hw``.
+
+- from the devices table: ``edgewise_devices``, ``edgewise_devices_running``,
+  ``edgewise_devices_failed``;
+- from telemetry, all time (counters): ``edgewise_predictions_total``,
+  ``edgewise_labelled_predictions_total``, ``edgewise_correct_predictions_total``,
+  ``edgewise_prediction_errors_total``; over the last ``window`` seconds (gauges):
+  ``edgewise_accuracy``, ``edgewise_latency_mean_ms``;
+- from the agents' metrics windows (merged per group and version by the metrics store):
+  ``edgewise_latency_p95_ms``, ``edgewise_drift_psi``, ``edgewise_drifted_features``;
+- from the alert store: ``edgewise_alerts_firing``;
+- from the MQTT bridge: ``edgewise_bridge_events_total``.
+
+A figure that was not measured is left out, never reported as 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response
+
+from controller.web.health import DEFAULT_GROUP_LABEL, FleetHealth, by_group_and_version
+from controller.web.rollup import DeviceFacts, Sums
+
+try:  # an optional dependency of the controller: without it /metrics says what to install
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+except ImportError:  # pragma: no cover - exercised only on an incomplete install
+    CounterMetricFamily = GaugeMetricFamily = None  # type: ignore[assignment,misc]
+
+log = logging.getLogger("edgewise.controller.metrics")
+
+GROUP = "group"
+VERSION_LABELS = [GROUP, "model", "version"]
+
+
+class FleetCollector:
+    """A prometheus-client collector over :class:`FleetHealth` (and the metrics store)."""
+
+    def __init__(self, health: FleetHealth, metrics_store: Any | None,
+                 bridge_stats: Callable[[], Mapping[str, int]], group_by: str,
+                 window: float) -> None:
+        self.health = health
+        self.metrics_store = metrics_store
+        self.bridge_stats = bridge_stats
+        self.group_by = group_by
+        self.window = window
+
+    def collect(self) -> Iterator[Any]:
+        now = time.time()
+        facts = self.health.device_facts()
+        group_of = {f.device_id: f.labels.get(self.group_by, "") for f in facts}
+        yield from self._devices(facts, group_of)
+        yield from self._telemetry(facts, group_of, now)
+        yield from self._window_figures(now, sorted({(f.model, f.version) for f in facts
+                                                     if f.model is not None
+                                                     and f.version is not None}))
+        yield from self._alerts(group_of)
+        bridge = CounterMetricFamily("edgewise_bridge_events", "MQTT bridge events: records "
+                                     "stored, duplicates, messages dropped by reason.",
+                                     labels=["event"])
+        for event, n in sorted(self.bridge_stats().items()):
+            bridge.add_metric([event], n)
+        yield bridge
+
+    def _devices(self, facts: list[DeviceFacts], group_of: dict[str, str]) -> Iterator[Any]:
+        devices = GaugeMetricFamily("edgewise_devices", "Devices the controller knows, by "
+                                    "label group and presence.", labels=[GROUP, "online"])
+        running = GaugeMetricFamily("edgewise_devices_running", "Devices whose active model is "
+                                    "this version.", labels=VERSION_LABELS)
+        failed = GaugeMetricFamily("edgewise_devices_failed", "Devices whose last update "
+                                   "failed.", labels=[GROUP])
+        presence: dict[tuple[str, str], int] = defaultdict(int)
+        runs: dict[tuple[str, str, str], int] = defaultdict(int)
+        fails: dict[str, int] = defaultdict(int)
+        for f in facts:
+            group = group_of[f.device_id]
+            presence[(group, "true" if f.online else "false")] += 1
+            if f.model is not None:
+                runs[(group, f.model, str(f.version))] += 1
+            fails[group] += int(f.state == "failed")
+        for pkey, n in sorted(presence.items()):
+            devices.add_metric(list(pkey), n)
+        for rkey, n in sorted(runs.items()):
+            running.add_metric(list(rkey), n)
+        for group, n in sorted(fails.items()):
+            failed.add_metric([group], n)
+        yield from (devices, running, failed)
+
+    def _telemetry(self, facts: list[DeviceFacts], group_of: dict[str, str],
+                   now: float) -> Iterator[Any]:
+        by = ("device_id", "model", "version")
+        all_time = by_group_and_version(facts, self.group_by, self.health.window_sums(None, by=by))
+        windowed = by_group_and_version(facts, self.group_by,
+                                        self.health.window_sums(now - self.window, by=by))
+        predictions = CounterMetricFamily("edgewise_predictions", "Prediction records stored.",
+                                          labels=VERSION_LABELS)
+        labelled = CounterMetricFamily("edgewise_labelled_predictions", "Predictions whose true "
+                                       "label came back.", labels=VERSION_LABELS)
+        correct = CounterMetricFamily("edgewise_correct_predictions", "Labelled predictions "
+                                      "that were right.", labels=VERSION_LABELS)
+        for key, parts in sorted(all_time.items()):
+            s = _total(parts)
+            labels = [key[0], key[1], str(key[2])]
+            predictions.add_metric(labels, s.predictions)
+            labelled.add_metric(labels, s.labelled)
+            correct.add_metric(labels, s.hits)
+        yield from (predictions, labelled, correct)
+
+        errors = CounterMetricFamily("edgewise_prediction_errors", "Inference error records "
+                                     "stored (invalid input, runtime errors).", labels=[GROUP])
+        per_group: dict[str, int] = defaultdict(int)
+        for (device_id,), s in self.health.window_sums(None).items():
+            if device_id in group_of:
+                per_group[group_of[device_id]] += s.errors
+        for group, n in sorted(per_group.items()):
+            errors.add_metric([group], n)
+        yield errors
+
+        accuracy = GaugeMetricFamily("edgewise_accuracy", f"Accuracy on the predictions labelled "
+                                     f"in the last {self.window:.0f} s.", labels=VERSION_LABELS)
+        latency = GaugeMetricFamily("edgewise_latency_mean_ms", f"Mean inference latency in the "
+                                    f"last {self.window:.0f} s.", labels=VERSION_LABELS)
+        for key, parts in sorted(windowed.items()):
+            s = _total(parts)
+            labels = [key[0], key[1], str(key[2])]
+            if s.accuracy is not None:
+                accuracy.add_metric(labels, s.accuracy)
+            if s.mean_latency_ms is not None:
+                latency.add_metric(labels, s.mean_latency_ms)
+        yield from (accuracy, latency)
+
+    def _alerts(self, group_of: dict[str, str]) -> Iterator[Any]:
+        alerts = self.health.firing_alerts()
+        if not alerts["available"]:
+            return
+        firing = GaugeMetricFamily("edgewise_alerts_firing", "Alerts firing now, by kind.",
+                                   labels=["kind", GROUP])
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for a in alerts["firing"]:
+            counts[(str(a.get("kind", "")), group_of.get(str(a.get("device_id")), ""))] += 1
+        for key, n in sorted(counts.items()):
+            firing.add_metric(list(key), n)
+        yield firing
+
+    def _window_figures(self, now: float, versions: list[tuple[str, int]]) -> Iterator[Any]:
+        """p95 latency and drift per group and version, merged from the metrics windows."""
+        if self.metrics_store is None:
+            return
+        p95 = GaugeMetricFamily("edgewise_latency_p95_ms", "95th percentile inference latency "
+                                "from the agents' metrics windows.", labels=VERSION_LABELS)
+        drift = GaugeMetricFamily("edgewise_drift_psi", "Worst PSI (features and prediction) "
+                                  "of the merged metrics windows.", labels=VERSION_LABELS)
+        drifted = GaugeMetricFamily("edgewise_drifted_features", "Features judged drifted in "
+                                    "the merged metrics windows.", labels=VERSION_LABELS)
+        for model, version in versions:
+            try:
+                groups = self.metrics_store.group_aggregate(model, version, self.group_by,
+                                                            since=now - self.window)
+            except Exception:  # one version's bad summaries must not take /metrics down
+                log.exception("metrics windows of %s:%s could not be aggregated", model, version)
+                continue
+            for value, agg in groups.items():
+                figures = agg.get("figures") or {}
+                labels = [value, model, str(version)]
+                latency = figures.get("latency_ms") or {}
+                if latency.get("p95") is not None:
+                    p95.add_metric(labels, latency["p95"])
+                if figures.get("drift_psi") is not None:
+                    drift.add_metric(labels, figures["drift_psi"])
+                if figures.get("drifted_features") is not None:
+                    drifted.add_metric(labels, len(figures["drifted_features"]))
+        yield p95
+        yield drift
+        yield drifted
+
+
+def _total(parts: list[Sums]) -> Sums:
+    total = Sums()
+    for s in parts:
+        total.add(s)
+    return total
+
+
+def metrics_router(health: FleetHealth, metrics_store: Any | None,
+                   bridge_stats: Callable[[], Mapping[str, int]]) -> APIRouter:
+    router = APIRouter(tags=["metrics"])
+
+    @router.get("/metrics", response_class=Response, responses={200: {
+        "content": {"text/plain": {}}, "description": "Prometheus text exposition format"}})
+    async def metrics(
+        group_by: Annotated[str, Query(min_length=1, max_length=63,
+                                       pattern=r"^[A-Za-z0-9_./-]+$")] = DEFAULT_GROUP_LABEL,
+        window: Annotated[float, Query(ge=60, le=86400)] = 300,
+    ) -> Response:
+        """Fleet health for Prometheus: devices, versions, predictions, accuracy, latency,
+        drift and alerts per label group and model version."""
+        try:
+            from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        except ImportError:
+            raise HTTPException(503, "prometheus-client is not installed on this controller: "
+                                     "pip install 'edgewise[controller]'") from None
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(FleetCollector(health, metrics_store, bridge_stats, group_by, window))
+        body = await asyncio.to_thread(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,1 @@
+"""The dashboard's files (package data: HTML, JS, CSS)."""

@@ -1,0 +1,591 @@
+// Edgewise dashboard: a hash-routed page over the controller's REST API, refreshed by polling.
+// Pages: #/ fleet overview, #/devices/ID, #/models, #/models/NAME, #/rollouts, #/rollouts/ID.
+// Everything from the API is inserted as text (never as HTML).
+"use strict";
+
+(function () {
+  const API = "/api/v1";
+  const REFRESH_MS = 5000;
+  const COLORS = { blue: "#2563eb", green: "#16a34a", red: "#dc2626", amber: "#d97706",
+    violet: "#7c3aed", teal: "#0d9488", gray: "#94a3b8", pink: "#db2777" };
+  const PALETTE = [COLORS.blue, COLORS.teal, COLORS.violet, COLORS.amber, COLORS.pink, COLORS.green];
+  const WINDOWS = [[900, "15 min"], [3600, "1 hour"], [21600, "6 hours"], [86400, "24 hours"]];
+  const DRIFT_LINE = 0.1;  // PSI; docs/monitoring.md argues for 0.1 at n >= 500
+
+  const state = {
+    token: sessionStorage.getItem("edgewise-token") || "",
+    paused: false,
+    page: null,
+    window: Number(sessionStorage.getItem("edgewise-window")) || 3600,
+    groupBy: sessionStorage.getItem("edgewise-group") || "site",
+    fleet: { limit: 25, offset: 0, q: "", online: "", model: "", selector: "" },
+  };
+
+  // -- helpers -------------------------------------------------------------------------------
+
+  function h(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      node.appendChild(typeof c === "string" || typeof c === "number" ? document.createTextNode(String(c)) : c);
+    }
+    return node;
+  }
+
+  const fmt = {
+    int: (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US")),
+    pct: (v, digits = 1) => (v === null || v === undefined ? "–" : `${(v * 100).toFixed(digits)}%`),
+    ms: (v) => (v === null || v === undefined ? "–" : v < 10 ? `${v.toFixed(2)} ms` : `${v.toFixed(0)} ms`),
+    psi: (v) => (v === null || v === undefined ? "–" : v.toFixed(3)),
+    version: (m, v) => (m ? `${m}:${v}` : "–"),
+    time(ts) {
+      if (!ts) return "–";
+      const d = new Date(ts * 1000), p = (n) => String(n).padStart(2, "0");
+      return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+    },
+    bytes: (n) => (n >= 1048576 ? `${(n / 1048576).toFixed(1)} MiB` : `${(n / 1024).toFixed(0)} KiB`),
+    ago(ts) {
+      if (!ts) return "never";
+      const s = Math.max(0, Date.now() / 1000 - ts);
+      if (s < 90) return `${Math.round(s)}s ago`;
+      if (s < 5400) return `${Math.round(s / 60)}m ago`;
+      if (s < 129600) return `${Math.round(s / 3600)}h ago`;
+      return `${Math.round(s / 86400)}d ago`;
+    },
+    span(seconds) {
+      const w = WINDOWS.find((x) => x[0] === seconds);
+      return w ? w[1] : `${Math.round(seconds / 60)} min`;
+    },
+  };
+
+  class ApiError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  async function api(path, params) {
+    const url = new URL(API + path, window.location.origin);
+    for (const [k, v] of Object.entries(params || {})) {
+      if (v !== "" && v !== null && v !== undefined) url.searchParams.set(k, v);
+    }
+    const headers = { Accept: "application/json" };
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    let response;
+    try {
+      response = await fetch(url, { headers, cache: "no-store" });
+    } catch (err) {
+      throw new ApiError(0, "the controller cannot be reached");
+    }
+    if (response.status === 401 || response.status === 403) {
+      showAuth(response.status === 403 ? "That token may not read here." : "This controller needs a token to show its views.");
+      throw new ApiError(response.status, "a token is needed");
+    }
+    let body = null;
+    try { body = await response.json(); } catch (err) { body = null; }
+    if (!response.ok) {
+      const detail = body && body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : response.statusText;
+      throw new ApiError(response.status, detail);
+    }
+    return { body, total: Number(response.headers.get("X-Total-Count")) };
+  }
+
+  function pill(text, kind) { return h("span", { class: `pill ${kind || ""}`, text }); }
+  function statePill(s) {
+    const kind = { active: "ok", failed: "bad", downloading: "busy", verifying: "busy", activating: "busy" }[s] || "";
+    return pill(s || "unknown", kind);
+  }
+  function presencePill(online, seen) {
+    return online ? pill("online", "ok") : pill(seen === false ? "never seen" : "offline", "bad");
+  }
+  function card(title, attrs, ...children) {
+    return h("section", { class: `card ${attrs.class || ""}`, id: attrs.id, "data-testid": attrs.testid },
+      title ? h("header", { class: "card-head" }, h("h2", { text: title }), attrs.tools || null) : null,
+      h("div", { class: "card-body" }, ...children));
+  }
+  function kpi(label, value, note, kind, testid) {
+    return h("div", { class: `kpi ${kind || ""}`, "data-testid": testid },
+      h("div", { class: "kpi-label", text: label }), h("div", { class: "kpi-value", text: value }),
+      note ? h("div", { class: "kpi-note", text: note }) : null);
+  }
+  function table(head, rows, opts) {
+    opts = opts || {};
+    return h("table", { class: `grid ${opts.class || ""}`, "data-testid": opts.testid },
+      h("thead", {}, h("tr", {}, head.map((c) => (Array.isArray(c) ? h("th", { class: c[1], text: c[0] }) : h("th", { text: c }))))),
+      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { class: "muted", colspan: head.length, text: opts.empty || "Nothing to show." }))));
+  }
+  function td(content, cls) {
+    return h("td", { class: cls }, content === null || content === undefined ? "–" : content);
+  }
+  function link(href, text) { return h("a", { href, text }); }
+  function meter(value, total, kind) {
+    const bar = h("span", { class: `meter-fill ${kind || ""}` });
+    bar.style.width = total ? `${Math.max(0, Math.min(100, (value / total) * 100))}%` : "0%";
+    return h("span", { class: "meter" }, bar);
+  }
+  function fill(el, ...children) { el.textContent = ""; for (const c of children.flat()) if (c) el.appendChild(c); }
+  function notAvailable(text) { return h("p", { class: "muted not-available", text }); }
+  function windowPicker(onChange) {
+    const box = h("div", { class: "segmented", role: "group", "aria-label": "time range" });
+    for (const [s, label] of WINDOWS) {
+      box.appendChild(h("button", {
+        class: s === state.window ? "on" : "", type: "button", text: label, "data-window": s,
+        onclick: () => {
+          state.window = s;
+          sessionStorage.setItem("edgewise-window", String(s));
+          for (const b of box.children) b.classList.toggle("on", Number(b.dataset.window) === s);
+          onChange().catch(() => {});
+        },
+      }));
+    }
+    return box;
+  }
+  function series(points, key) { return points.map((p) => [p.ts, p[key]]); }
+
+  // -- live status and auth --------------------------------------------------------------------
+
+  function setLive(ok, text) {
+    const el = document.getElementById("live");
+    el.className = `live ${ok ? "ok" : "bad"}${state.paused ? " paused" : ""}`;
+    document.getElementById("live-text").textContent = text;
+  }
+
+  function showAuth(message) {
+    const bar = document.getElementById("auth");
+    document.getElementById("auth-message").textContent = message;
+    bar.hidden = false;
+  }
+
+  function setupChrome() {
+    document.getElementById("pause").addEventListener("click", (ev) => {
+      state.paused = !state.paused;
+      ev.target.textContent = state.paused ? "Resume" : "Pause";
+      setLive(true, state.paused ? "paused" : "live");
+    });
+    document.getElementById("auth-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      state.token = document.getElementById("auth-token").value.trim();
+      sessionStorage.setItem("edgewise-token", state.token);
+      document.getElementById("auth").hidden = true;
+      route();
+    });
+    window.addEventListener("hashchange", route);
+    let resizeTimer = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => state.page && state.page.refresh().catch(() => {}), 250);
+    });
+    setInterval(() => {
+      if (!state.paused && !document.hidden && state.page) state.page.refresh().catch(() => {});
+    }, REFRESH_MS);
+  }
+
+  async function guarded(fn) {
+    try {
+      await fn();
+      setLive(true, `live · updated ${new Date().toLocaleTimeString([], { hour12: false })}`);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 0) setLive(false, "controller unreachable, retrying");
+      else if (err instanceof ApiError && (err.status === 401 || err.status === 403)) setLive(false, "token needed");
+      else { setLive(false, "error"); console.error(err); throw err; }
+    }
+  }
+
+  // -- fleet overview --------------------------------------------------------------------------
+
+  function fleetPage(root) {
+    const kpis = h("div", { class: "kpis", "data-testid": "fleet-kpis" });
+    const activity = h("div", { class: "chart-slot", "data-testid": "fleet-activity" });
+    const accuracy = h("div", { class: "chart-slot" });
+    const versions = h("div", { "data-testid": "versions-in-use" });
+    const groups = h("div", {});
+    const alerts = h("div", { "data-testid": "alerts" });
+    const devices = h("div", { "data-testid": "device-table" });
+    const groupSelect = h("select", { "aria-label": "group by", onchange: (ev) => {
+      state.groupBy = ev.target.value; sessionStorage.setItem("edgewise-group", state.groupBy); refresh();
+    } });
+    const f = state.fleet;
+    const search = h("input", { type: "search", placeholder: "device id…", value: f.q, "aria-label": "search devices" });
+    const online = h("select", { "aria-label": "presence" }, h("option", { value: "", text: "all devices" }),
+      h("option", { value: "true", text: "online" }), h("option", { value: "false", text: "offline" }));
+    online.value = f.online;
+    const modelFilter = h("select", { "aria-label": "model" }, h("option", { value: "", text: "any model" }));
+    const selector = h("input", { type: "text", placeholder: "selector, e.g. site=berlin", value: f.selector, class: "wide", "aria-label": "label selector" });
+    const filterError = h("span", { class: "error-text" });
+    let debounce = null;
+    const refilter = () => { f.offset = 0; clearTimeout(debounce); debounce = setTimeout(loadDevices, 250); };
+    search.addEventListener("input", () => { f.q = search.value.trim(); refilter(); });
+    online.addEventListener("change", () => { f.online = online.value; refilter(); });
+    modelFilter.addEventListener("change", () => { f.model = modelFilter.value; refilter(); });
+    selector.addEventListener("change", () => { f.selector = selector.value.trim(); refilter(); });
+    const pager = h("div", { class: "pager" });
+
+    fill(root,
+      h("div", { class: "page-head" }, h("h1", { text: "Fleet" }), windowPicker(refresh)),
+      kpis,
+      h("div", { class: "row" },
+        card("Activity", { class: "span-2" }, activity),
+        card("Accuracy", { class: "span-1" }, accuracy),
+        card("Versions in use", { class: "span-1" }, versions)),
+      h("div", { class: "row" },
+        card("Health by group", { class: "span-3", tools: h("label", { class: "tool" }, "group by ", groupSelect) }, groups),
+        card("Alerts", { class: "span-1" }, alerts)),
+      card("Devices", { tools: h("div", { class: "filters" }, search, online, modelFilter, selector, filterError) }, devices, pager));
+
+    async function loadDevices() {
+      let page;
+      try {
+        page = await api("/fleet/devices", { limit: f.limit, offset: f.offset, q: f.q, online: f.online, model: f.model, selector: f.selector });
+        filterError.textContent = "";
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 422) { filterError.textContent = err.message; return; }
+        throw err;
+      }
+      const { items, total } = page.body;
+      const rows = items.map((d) => h("tr", {},
+        td(link(`#/devices/${encodeURIComponent(d.device_id)}`, d.device_id), "mono"),
+        td(presencePill(d.online)), td(fmt.version(d.active_model, d.active_version), "mono"),
+        td(statePill(d.state)), td(fmt.ago(d.last_seen)),
+        td(Object.entries(d.labels || {}).map(([k, v]) => h("span", { class: "chip", text: `${k}=${v}` }))),
+        td(fmt.int(d.predictions), "num"), td(fmt.pct(d.accuracy), "num")));
+      fill(devices, table(["Device", "Status", "Model", "State", "Last seen", "Labels", ["Predictions", "num"], ["Accuracy", "num"]], rows,
+        { testid: "devices", empty: total ? "No device on this page." : "No devices match." }));
+      const last = Math.min(f.offset + items.length, total);
+      fill(pager,
+        h("span", { class: "muted", text: total ? `${fmt.int(f.offset + 1)}–${fmt.int(last)} of ${fmt.int(total)} devices` : "0 devices" }),
+        h("button", { type: "button", text: "‹ Prev", disabled: f.offset === 0, onclick: () => { f.offset = Math.max(0, f.offset - f.limit); loadDevices(); } }),
+        h("button", { type: "button", text: "Next ›", disabled: last >= total, onclick: () => { f.offset += f.limit; loadDevices(); } }));
+    }
+
+    async function refresh() {
+      await guarded(async () => {
+        const [ov, fs] = await Promise.all([
+          api("/fleet/overview", { window: state.window, group_by: state.groupBy }),
+          api("/fleet/series", { window: state.window, buckets: 60 }),
+        ]);
+        const o = ov.body, s = fs.body;
+        const fig = o.figures;
+        fill(kpis,
+          kpi("Devices", fmt.int(o.devices), `${Object.keys(o.states).length ? Object.entries(o.states).map(([k, v]) => `${v} ${k}`).join(" · ") : "none yet"}`, "", "kpi-devices"),
+          (() => { const k = kpi("Online", fmt.int(o.online), `${fmt.int(o.offline)} offline`, o.offline ? "" : "ok", "kpi-online");
+            const d = h("div", { class: "kpi-donut" }); k.appendChild(d);
+            EwCharts.donut(d, { parts: [{ value: o.online, color: COLORS.green }, { value: o.offline, color: COLORS.red }] }); return k; })(),
+          kpi("Versions in use", fmt.int(o.versions.length), o.versions.map((v) => `${v.model}:${v.version}`).join(", ") || "no model running", "", "kpi-versions"),
+          kpi(`Predictions · ${fmt.span(o.window_s)}`, fmt.int(fig.predictions), `${fmt.int(fig.errors)} errors`, ""),
+          kpi("Accuracy", fmt.pct(fig.accuracy), `on ${fmt.int(fig.labelled)} labels`, ""),
+          kpi("Latency", fmt.ms(fig.mean_latency_ms), "mean per prediction", ""),
+          kpi("Drift", o.drift_available ? fmt.psi(fig.drift_psi) : "–", !o.drift_available ? "no metrics windows yet" : fig.drifting ? `${fmt.int(fig.drifting)} devices drifting` : "worst group PSI", fig.drifting ? "bad" : "", "kpi-drift"),
+          kpi("Alerts", o.alerts.available ? fmt.int(o.alerts.count) : "–", o.alerts.available ? (o.alerts.count ? "firing now" : "none firing") : "not available", o.alerts.count ? "bad" : "ok"));
+
+        EwCharts.bars(activity, { start: s.start, end: s.end, bucket: s.bucket_s, height: 200, yFormat: (v) => fmt.int(v),
+          series: [{ name: "predictions", color: COLORS.blue, points: series(s.points, "predictions") },
+            { name: "errors", color: COLORS.red, points: series(s.points, "errors") }],
+          empty: "No predictions in this time range yet." });
+        EwCharts.line(accuracy, { start: s.start, end: s.end, height: 200, yMin: 0, yMax: 1, yFormat: (v) => fmt.pct(v, 0), left: 40,
+          series: [{ name: "accuracy", color: COLORS.green, points: series(s.points, "accuracy"), area: true }],
+          empty: "No labels came back in this time range." });
+
+        const most = Math.max(1, ...o.versions.map((v) => v.devices));
+        fill(versions, o.versions.length ? h("ul", { class: "hbars" }, o.versions.map((v, i) => h("li", {},
+          h("div", { class: "hbar-label" }, link(`#/models/${encodeURIComponent(v.model)}`, `${v.model}:${v.version}`),
+            h("span", { class: "muted", text: `${fmt.int(v.devices)} devices · ${fmt.int(v.online)} online` })),
+          (() => { const b = h("div", { class: "hbar" }); const fillEl = h("span", {}); fillEl.style.width = `${(v.devices / most) * 100}%`;
+            fillEl.style.background = PALETTE[i % PALETTE.length]; b.appendChild(fillEl); return b; })()))) : notAvailable("No device runs a model yet."));
+
+        groupSelect.textContent = "";
+        for (const key of new Set([state.groupBy, ...o.label_keys])) groupSelect.appendChild(h("option", { value: key, text: key }));
+        groupSelect.value = state.groupBy;
+        fill(groups, table(["Group", ["Devices", "num"], "Online", "Versions", ["Predictions", "num"], ["Accuracy", "num"], ["Latency", "num"], ["Drift (PSI)", "num"], ["Failed", "num"]],
+          o.groups.map((g) => h("tr", {},
+            td(g.group || h("span", { class: "muted", text: `(no ${o.group_by})` })),
+            td(fmt.int(g.devices), "num"),
+            td(h("span", { class: "meter-cell" }, meter(g.online, g.devices, g.offline ? "warn" : "ok"), ` ${g.online}/${g.devices}`)),
+            td(Object.entries(g.versions).map(([v, n]) => h("span", { class: "chip", text: `${v} ×${n}` }))),
+            td(fmt.int(g.predictions), "num"), td(fmt.pct(g.accuracy), "num"), td(fmt.ms(g.mean_latency_ms), "num"),
+            td(g.drift_psi === null ? "–" : h("span", { class: g.drifting ? "bad-text" : "", text: fmt.psi(g.drift_psi) + (g.drifting ? ` · ${g.drifting} drifting` : "") }), "num"),
+            td(g.failed ? h("span", { class: "bad-text", text: String(g.failed) }) : "0", "num"))),
+          { testid: "groups", empty: "No devices yet." }));
+
+        if (!o.alerts.available) fill(alerts, notAvailable("Alerts are not available on this controller."));
+        else if (!o.alerts.firing.length) fill(alerts, h("p", { class: "all-clear", text: "✓ No alerts firing." }));
+        else fill(alerts, h("ul", { class: "alerts" }, o.alerts.firing.slice(0, 12).map((a) => h("li", {},
+          pill(a.kind, "bad"), " ", link(`#/devices/${encodeURIComponent(a.device_id)}`, a.device_id),
+          h("div", { class: "muted small", text: `${a.detail || ""} ${a.since ? "since " + fmt.ago(a.since) : ""}` })))),
+          o.alerts.firing.length > 12 ? h("p", { class: "muted", text: `and ${o.alerts.firing.length - 12} more` }) : null);
+
+        const models = [...new Set(o.versions.map((v) => v.model))];
+        const current = modelFilter.value;
+        fill(modelFilter, h("option", { value: "", text: "any model" }),
+          ...o.versions.map((v) => h("option", { value: `${v.model}:${v.version}`, text: `${v.model}:${v.version}` })),
+          ...models.map((m) => h("option", { value: m, text: `${m} (any version)` })));
+        modelFilter.value = current;
+        await loadDevices();
+      });
+    }
+    return { refresh };
+  }
+
+  // -- device page -----------------------------------------------------------------------------
+
+  function devicePage(root, deviceId) {
+    const head = h("div", { class: "device-head" });
+    const kpis = h("div", { class: "kpis" });
+    const latency = h("div", { class: "chart-slot", "data-testid": "latency-chart" });
+    const accuracy = h("div", { class: "chart-slot", "data-testid": "accuracy-chart" });
+    const drift = h("div", { class: "chart-slot", "data-testid": "drift-chart" });
+    const volume = h("div", { class: "chart-slot", "data-testid": "volume-chart" });
+    const history = h("div", {});
+    const errors = h("div", {});
+    fill(root,
+      h("div", { class: "page-head" }, h("div", { class: "crumbs" }, link("#/", "Fleet"), " / ", h("span", { text: deviceId })), windowPicker(refresh)),
+      head, kpis,
+      h("div", { class: "row" }, card("Latency", { class: "span-2" }, latency), card("Accuracy", { class: "span-2" }, accuracy)),
+      h("div", { class: "row" }, card("Drift (PSI, worst feature or prediction)", { class: "span-2" }, drift), card("Predictions and errors", { class: "span-2" }, volume)),
+      h("div", { class: "row" }, card("Version history", { class: "span-2", testid: "history" }, history), card("Last errors", { class: "span-2" }, errors)));
+
+    async function refresh() {
+      await guarded(async () => {
+        let dev;
+        try {
+          dev = (await api(`/devices/${encodeURIComponent(deviceId)}`)).body;
+        } catch (err) {
+          if (err instanceof ApiError && err.status === 404) { fill(root, card("Device not found", {}, notAvailable(err.message))); return; }
+          throw err;
+        }
+        const [se, hi, er] = await Promise.all([
+          api(`/devices/${encodeURIComponent(deviceId)}/series`, { window: state.window, buckets: 60 }),
+          api(`/devices/${encodeURIComponent(deviceId)}/history`, { limit: 50 }),
+          api(`/devices/${encodeURIComponent(deviceId)}/errors`, { limit: 20 }),
+        ]);
+        const s = se.body, pts = s.points;
+        fill(head,
+          h("div", { class: "device-title" }, h("h1", { text: dev.device_id }), presencePill(dev.online, dev.seen), statePill(dev.state)),
+          h("dl", { class: "facts" },
+            h("dt", { text: "Runs" }), h("dd", { class: "mono" }, dev.active_model ? link(`#/models/${encodeURIComponent(dev.active_model)}`, fmt.version(dev.active_model, dev.active_version)) : "–"),
+            h("dt", { text: "Desired" }), h("dd", { class: "mono", text: fmt.version(dev.desired_model, dev.desired_version) }),
+            h("dt", { text: "Last seen" }), h("dd", { text: fmt.ago(dev.last_seen) }),
+            h("dt", { text: "Agent" }), h("dd", { text: dev.agent_version || "–" }),
+            h("dt", { text: "Labels" }), h("dd", {}, Object.entries(dev.labels || {}).map(([k, v]) => h("span", { class: "chip", text: `${k}=${v}` }))),
+            dev.last_error ? h("dt", { text: "Last error" }) : null, dev.last_error ? h("dd", { class: "bad-text", text: dev.last_error }) : null));
+        const sum = (k) => pts.reduce((a, p) => a + (p[k] || 0), 0);
+        const labelled = sum("labelled");
+        const hits = pts.reduce((a, p) => a + (p.accuracy === null ? 0 : p.accuracy * p.labelled), 0);
+        const latN = pts.filter((p) => p.mean_latency_ms !== null);
+        const meanLat = latN.length ? latN.reduce((a, p) => a + p.mean_latency_ms * p.predictions, 0) / Math.max(1, latN.reduce((a, p) => a + p.predictions, 0)) : null;
+        const p95 = pts.filter((p) => p.p95_latency_ms !== null).map((p) => p.p95_latency_ms);
+        const psi = pts.filter((p) => p.drift_psi !== null).map((p) => p.drift_psi);
+        const worst = psi.length ? Math.max(...psi) : null;
+        fill(kpis,
+          kpi(`Predictions · ${fmt.span(state.window)}`, fmt.int(sum("predictions")), `${fmt.int(dev.predictions)} all time`),
+          kpi("Accuracy", fmt.pct(labelled ? hits / labelled : null), `${fmt.int(labelled)} labelled`),
+          kpi("Latency", fmt.ms(meanLat), p95.length ? `p95 up to ${fmt.ms(Math.max(...p95))}` : "mean per prediction"),
+          kpi("Drift", s.drift_available ? fmt.psi(worst) : "–", s.drift_available ? "worst PSI in range" : "no metrics windows yet", worst !== null && worst > DRIFT_LINE ? "bad" : ""),
+          kpi("Errors", fmt.int(sum("errors")), `${fmt.int(dev.dropped_total)} records dropped`, sum("errors") ? "bad" : ""));
+        EwCharts.line(latency, { start: s.start, end: s.end, yMin: 0, yFormat: (v) => fmt.ms(v), left: 58, series: [
+          { name: "mean", color: COLORS.blue, points: series(pts, "mean_latency_ms"), area: true },
+          { name: "p95", color: COLORS.violet, points: series(pts, "p95_latency_ms") },
+          { name: "max", color: COLORS.gray, points: series(pts, "max_latency_ms"), dashed: true }],
+          empty: "No predictions in this time range." });
+        EwCharts.line(accuracy, { start: s.start, end: s.end, yMin: 0, yMax: 1, yFormat: (v) => fmt.pct(v, 0), series: [
+          { name: "accuracy", color: COLORS.green, points: series(pts, "accuracy"), area: true }],
+          empty: "No labels came back in this time range." });
+        EwCharts.line(drift, { start: s.start, end: s.end, yMin: 0, yMinSpan: 0.15, yFormat: (v) => v.toFixed(2), series: [
+          { name: "PSI", color: COLORS.amber, points: series(pts, "drift_psi"), area: true }],
+          thresholds: [{ value: DRIFT_LINE, label: `PSI ${DRIFT_LINE}` }],
+          empty: s.drift_available ? "No drift figure in this range (too few rows per window)." : "No drift figures yet: the agent sends them with each metrics window." });
+        EwCharts.bars(volume, { start: s.start, end: s.end, bucket: s.bucket_s, yFormat: (v) => fmt.int(v), series: [
+          { name: "predictions", color: COLORS.blue, points: series(pts, "predictions") },
+          { name: "errors", color: COLORS.red, points: series(pts, "errors") }],
+          empty: "No predictions in this time range." });
+        fill(history, table(["When", "State", "Runs", "Target", "Deployment", "Error"], hi.body.map((e) => h("tr", {},
+          td(fmt.time(e.ts)), td(statePill(e.state)), td(fmt.version(e.model, e.version), "mono"),
+          td(fmt.version(e.target_model, e.target_version), "mono"), td(e.deployment_id, "mono small"),
+          td(e.error ? h("span", { class: "bad-text", text: e.error }) : "–"))), { empty: "No state changes recorded yet." }));
+        fill(errors, table(["When", "Source", "Model", "Message"], er.body.map((e) => h("tr", {},
+          td(fmt.time(e.ts)), td(pill(e.source, e.source === "update" ? "bad" : "busy")), td(fmt.version(e.model, e.version), "mono"),
+          td(e.message))), { empty: "No errors. ✓" }));
+      });
+    }
+    return { refresh };
+  }
+
+  // -- models ----------------------------------------------------------------------------------
+
+  function modelsPage(root) {
+    const list = h("div", {});
+    fill(root, h("div", { class: "page-head" }, h("h1", { text: "Models" })), card("Registered models", {}, list));
+    async function refresh() {
+      await guarded(async () => {
+        const r = await api("/models", { limit: 200 });
+        fill(list, table(["Model", "Task", ["Versions", "num"], ["Latest", "num"], "Registered"], r.body.map((m) => h("tr", {},
+          td(link(`#/models/${encodeURIComponent(m.name)}`, m.name), "mono"), td(m.task), td(fmt.int(m.versions), "num"),
+          td(m.latest_version, "num"), td(fmt.time(m.created_at)))), { empty: "No model registered yet: `edgewise models push`." }));
+      });
+    }
+    return { refresh };
+  }
+
+  function modelPage(root, name) {
+    const versions = h("div", { "data-testid": "model-versions" });
+    const placement = h("div", {});
+    fill(root, h("div", { class: "page-head" }, h("div", { class: "crumbs" }, link("#/models", "Models"), " / ", h("span", { text: name })), windowPicker(refresh)),
+      card("Versions and conversion parity", {}, versions), card("Where each version runs", {}, placement));
+    async function refresh() {
+      await guarded(async () => {
+        let s;
+        try { s = (await api(`/models/${encodeURIComponent(name)}/summary`, { window: state.window, group_by: state.groupBy })).body; }
+        catch (err) {
+          if (err instanceof ApiError && err.status === 404) { fill(root, card("Model not found", {}, notAvailable(err.message))); return; }
+          throw err;
+        }
+        fill(versions, table(["Version", "Format", ["Size", "num"], "SHA-256", "Registered", ["Parity max |Δ|", "num"], ["Label agreement", "num"], ["Accuracy at conversion", "num"], ["Sample rows", "num"], "Source", [`Predictions · ${fmt.span(state.window)}`, "num"], ["Accuracy", "num"], ["Drift", "num"]],
+          s.versions.slice().reverse().map((v) => h("tr", {},
+            td(h("strong", { text: `v${v.version}` })), td(v.format), td(fmt.bytes(v.size), "num"), td(v.sha256.slice(0, 12), "mono"),
+            td(fmt.time(v.created_at)),
+            td(typeof v.parity.max_abs_diff === "number" ? v.parity.max_abs_diff.toExponential(1) : "–", "num"),
+            td(typeof v.parity.label_agreement === "number" ? fmt.pct(v.parity.label_agreement, 2) : "–", "num"),
+            td(fmt.pct(typeof v.parity.artifact_accuracy === "number" ? v.parity.artifact_accuracy : null), "num"),
+            td(fmt.int(v.parity.n), "num"),
+            td([v.source.estimator, v.source.framework].filter(Boolean).join(" · ") || "–", "small"),
+            td(fmt.int(v.figures.predictions), "num"), td(fmt.pct(v.figures.accuracy), "num"), td(fmt.psi(v.figures.drift_psi), "num"))),
+          { empty: "No versions." }));
+        const most = Math.max(1, ...s.versions.map((v) => v.running + v.installing + v.failed));
+        fill(placement, table(["Version", ["Running", "num"], "", ["Online", "num"], ["Installing", "num"], ["Failed", "num"], `By ${s.group_by}`],
+          s.versions.slice().reverse().map((v) => h("tr", {},
+            td(h("strong", { text: `v${v.version}` })), td(fmt.int(v.running), "num"), td(meter(v.running, most, "ok")),
+            td(fmt.int(v.online), "num"), td(fmt.int(v.installing), "num"),
+            td(v.failed ? h("span", { class: "bad-text", text: String(v.failed) }) : "0", "num"),
+            td(Object.entries(v.groups).map(([g, n]) => h("span", { class: "chip", text: `${g || "(none)"} ×${n}` }))))),
+          { empty: "No versions." }));
+      });
+    }
+    return { refresh };
+  }
+
+  // -- rollouts and deployments ----------------------------------------------------------------
+
+  function progressBar(parts, total) {
+    const bar = h("div", { class: "progress", "data-testid": "progress" });
+    for (const [value, kind] of parts) {
+      const seg = h("span", { class: `seg ${kind}` });
+      seg.style.width = total ? `${(value / total) * 100}%` : "0%";
+      bar.appendChild(seg);
+    }
+    return bar;
+  }
+
+  function rolloutsPage(root) {
+    const rollouts = h("div", { "data-testid": "rollouts" });
+    const deployments = h("div", { "data-testid": "deployments" });
+    fill(root, h("div", { class: "page-head" }, h("h1", { text: "Rollouts" })),
+      card("Staged rollouts", {}, rollouts), card("Deployments", {}, deployments));
+    async function refresh() {
+      await guarded(async () => {
+        const deps = await api("/deployments", { sort: "-created_at", limit: 20 });
+        fill(deployments, table(["Deployment", "Version", "Created", "Progress", ["Active", "num"], ["Installing", "num"], ["Failed", "num"], ["Waiting", "num"]],
+          deps.body.map((d) => h("tr", {},
+            td(d.deployment_id, "mono small"), td(link(`#/models/${encodeURIComponent(d.model)}`, `${d.model}:${d.version}`), "mono"),
+            td(fmt.ago(d.created_at)),
+            td(progressBar([[d.active, "ok"], [d.installing, "busy"], [d.failed, "bad"]], d.targeted)),
+            td(`${d.active}/${d.targeted}`, "num"), td(d.installing, "num"),
+            td(d.failed ? h("span", { class: "bad-text", text: String(d.failed) }) : "0", "num"), td(d.waiting, "num"))),
+          { empty: "No deployments yet." }));
+        let list;
+        try { list = (await api("/rollouts", { limit: 50 })).body; }
+        catch (err) {
+          if (err instanceof ApiError && (err.status === 404 || err.status === 405)) { fill(rollouts, notAvailable("Staged rollouts are not available on this controller.")); return; }
+          throw err;
+        }
+        fill(rollouts, table(["Rollout", "Version", "Status", ["Wave", "num"], "Progress", ["Active", "num"], "Created"], list.map((r) => h("tr", {},
+          td(link(`#/rollouts/${encodeURIComponent(r.id)}`, r.name || `#${r.id}`)), td(`${r.model}:${r.version}`, "mono"),
+          td(rolloutStatus(r.status)), td(`${Math.max(r.wave, 0)}/${r.wave_count}`, "num"),
+          td(progressBar([[r.active, "ok"], [Math.max(0, r.sent - r.active), "busy"]], r.targets)),
+          td(`${r.active}/${r.targets}`, "num"), td(fmt.ago(r.created_at)))), { empty: "No rollouts yet: `edgewise rollout start`." }));
+      });
+    }
+    return { refresh };
+  }
+
+  function auditDetail(detail) {
+    const d = detail || {};
+    const lead = d.why || d.detail || d.reason;
+    const rest = Object.entries(d).filter(([k]) => !["why", "detail", "reason", "spec", "previous"].includes(k))
+      .map(([k, v]) => { const text = typeof v === "string" ? v : JSON.stringify(v); return `${k}: ${text.length > 48 ? text.slice(0, 47) + "…" : text}`; });
+    return [lead, ...rest].filter(Boolean).join(" · ") || "–";
+  }
+
+  function rolloutStatus(status) {
+    const kind = { completed: "ok", running: "busy", soaking: "busy", pending: "", paused: "warn", aborting: "bad", aborted: "bad", failed: "bad" }[status];
+    return pill(status, kind);
+  }
+
+  function rolloutPage(root, ref) {
+    const head = h("div", { class: "device-head" });
+    const waves = h("div", { "data-testid": "waves" });
+    const gates = h("div", { "data-testid": "gates" });
+    const audit = h("div", { "data-testid": "audit" });
+    fill(root, h("div", { class: "page-head" }, h("div", { class: "crumbs" }, link("#/rollouts", "Rollouts"), " / ", h("span", { text: ref }))),
+      head, h("div", { class: "row" }, card("Waves", { class: "span-2" }, waves), card("Gates of the current wave", { class: "span-2" }, gates)),
+      card("Audit trail", {}, audit));
+    async function refresh() {
+      await guarded(async () => {
+        let r;
+        try { r = (await api(`/rollouts/${encodeURIComponent(ref)}`)).body; }
+        catch (err) {
+          if (err instanceof ApiError && err.status === 404) { fill(root, card("Rollout not available", {}, notAvailable(err.message))); return; }
+          throw err;
+        }
+        fill(head, h("div", { class: "device-title" }, h("h1", { text: r.name || `rollout ${r.id}` }), rolloutStatus(r.status)),
+          h("dl", { class: "facts" },
+            h("dt", { text: "Version" }), h("dd", { class: "mono" }, link(`#/models/${encodeURIComponent(r.model)}`, `${r.model}:${r.version}`)),
+            h("dt", { text: "Progress" }), h("dd", { "data-testid": "rollout-progress" }, progressBar([[r.active, "ok"], [Math.max(0, r.sent - r.active), "busy"]], r.targets), ` ${r.active}/${r.targets} devices run it · wave ${Math.max(r.wave, 0)} of ${r.wave_count}`),
+            h("dt", { text: "Selector" }), h("dd", { class: "mono", text: (r.spec && r.spec.selector) || "(every device)" }),
+            h("dt", { text: "Created" }), h("dd", { text: `${fmt.time(r.created_at)} by ${r.created_by || "–"}` }),
+            r.message ? h("dt", { text: "Next" }) : null, r.message ? h("dd", { text: r.message }) : null));
+        fill(waves, table(["Wave", "Size", "Phase", "Progress", ["Sent", "num"], ["Active", "num"], ["Failed", "num"]], r.waves.map((w) => h("tr", { class: w.phase === "current" ? "current" : "" },
+          td(`#${w.wave}`), td(w.size), td(pill(w.phase, w.phase === "done" ? "ok" : w.phase === "current" ? "busy" : "")),
+          td(progressBar([[w.active, "ok"], [Math.max(0, w.sent - w.active - w.failed), "busy"], [w.failed, "bad"]], w.devices)),
+          td(`${w.sent}/${w.devices}`, "num"), td(w.active, "num"), td(w.failed ? h("span", { class: "bad-text", text: String(w.failed) }) : "0", "num"))),
+          { empty: "No waves planned." }));
+        fill(gates, table(["Gate", ["Value", "num"], ["Threshold", "num"], "Verdict", "Detail"], (r.gates || []).map((g) => h("tr", {},
+          td(g.name, "mono"), td(g.value === null ? "–" : Number(g.value).toPrecision(3), "num"), td(Number(g.threshold).toPrecision(3), "num"),
+          td(g.pending ? pill("pending", "busy") : g.passed ? pill("passed", "ok") : pill("failed", "bad")), td(g.detail, "small"))),
+          { empty: "No gate is being judged now." }));
+        let entries = [];
+        try { entries = (await api("/audit", { rollout: r.id, limit: 50 })).body.entries; }
+        catch (err) { if (!(err instanceof ApiError && err.status === 404)) throw err; }
+        fill(audit, table(["When", "Actor", "Action", "Devices", "Detail"], entries.map((e) => h("tr", {},
+          td(fmt.time(e.ts)), td(e.actor, "small"), td(e.action, "mono"),
+          td(e.devices.length ? `${e.devices.slice(0, 3).join(", ")}${e.devices.length > 3 ? ` +${e.devices.length - 3}` : ""}` : "–", "small"),
+          td(auditDetail(e.detail), "small"))),
+          { empty: "No audit entries." }));
+      });
+    }
+    return { refresh };
+  }
+
+  // -- router ----------------------------------------------------------------------------------
+
+  function route() {
+    const hash = window.location.hash.replace(/^#/, "") || "/";
+    const parts = hash.split("/").filter(Boolean).map(decodeURIComponent);
+    const root = document.getElementById("view");
+    let nav = "fleet";
+    if (parts[0] === "devices" && parts[1]) state.page = devicePage(root, parts[1]);
+    else if (parts[0] === "models" && parts[1]) { state.page = modelPage(root, parts[1]); nav = "models"; }
+    else if (parts[0] === "models") { state.page = modelsPage(root); nav = "models"; }
+    else if (parts[0] === "rollouts" && parts[1]) { state.page = rolloutPage(root, parts[1]); nav = "rollouts"; }
+    else if (parts[0] === "rollouts") { state.page = rolloutsPage(root); nav = "rollouts"; }
+    else state.page = fleetPage(root);
+    for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("on", a.dataset.nav === nav);
+    window.scrollTo(0, 0);
+    state.page.refresh().catch(() => {});
+  }
+
+  document.addEventListener("DOMContentLoaded", () => { setupChrome(); route(); });
+})();
