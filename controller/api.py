@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Path, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from controller import api_monitoring, api_rollouts, web
+from controller.auth import ApiAuth, auth_router, check_exposure
 from controller.errors import (
     ConflictError,
     EdgewiseError,
@@ -32,7 +33,8 @@ MAX_ARTIFACT_UPLOAD = 512 * 1024 * 1024
 
 class DeploymentRequest(BaseModel):
     model: str = Field(min_length=1, max_length=128)
-    version: int | None = Field(default=None, ge=1, description="default: the latest version")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                description="default: the latest version")
     devices: list[str] | None = Field(default=None, description="default: every known device")
 
 
@@ -40,31 +42,33 @@ _STATUS = {NotFoundError: 404, ConflictError: 409, ValidationError: 422, Storage
 
 
 def create_app(controller: Controller) -> FastAPI:
+    # -- security (issue 9, controller/auth.py): tokens scoped read or admin. `require_token`
+    # (admin, for calls that change state) and `require_read` (views) are what routers receive;
+    # require_read also guards every route through the app-wide dependency below.
+    auth = ApiAuth.from_config(controller.config)
+    check_exposure(controller.config)
+    require_token = auth.require_admin
+    require_read = auth.require_read
     app = FastAPI(title="Edgewise controller", version=__version__,
-                  description="Model registry, fleet state and deployments for Edgewise.")
-    token = controller.config.api_token
+                  description="Model registry, fleet state and deployments for Edgewise.",
+                  dependencies=[Depends(require_read)])
+    app.include_router(auth_router(auth))
+    # -- end security
+    app.include_router(api_rollouts.routes(controller, require_token))  # issue 5: rollouts, devices, audit
+    app.include_router(web.routes(controller, require_token))  # issue 7: dashboard, views, /metrics
+    app.include_router(api_monitoring.routes(controller, require_token))  # issue 6: alerts, metrics
 
     @app.exception_handler(EdgewiseError)
     async def _edgewise_error(request: Request, exc: EdgewiseError) -> JSONResponse:
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
-    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
-        if token is None:
-            return
-        if authorization is None or not authorization.startswith("Bearer "):
-            raise HTTPException(401, "this call needs an API token: Authorization: Bearer TOKEN")
-        if not secrets.compare_digest(authorization.removeprefix("Bearer "), token):
-            raise HTTPException(403, "the API token is not valid")
-
     @app.get(f"{API}/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "mqtt_connected": controller.bridge.link.connected,
                 "bridge": dict(controller.bridge.stats), "chunks": dict(controller.bridge.chunks.stats)}
 
-    @app.get(f"{API}/models")
-    def list_models() -> list[dict[str, Any]]:
-        return controller.registry.list_models()
+    # GET /models (paged, filtered): controller/web/api_views.py
 
     @app.get(f"{API}/models/{{name}}")
     def get_model(name: str) -> dict[str, Any]:
@@ -74,7 +78,7 @@ def create_app(controller: Controller) -> FastAPI:
         return {"name": name, "versions": versions}
 
     @app.get(f"{API}/models/{{name}}/versions/{{version}}/manifest")
-    def get_manifest(name: str, version: int) -> dict[str, Any]:
+    def get_manifest(name: str, version: Annotated[int, Path(ge=0, le=2**31 - 1)]) -> dict[str, Any]:
         return controller.registry.get_manifest(name, version).to_dict()
 
     @app.post(f"{API}/models/{{name}}/versions", status_code=201,
@@ -94,17 +98,8 @@ def create_app(controller: Controller) -> FastAPI:
         return {"model": stored.model, "version": stored.version,
                 "sha256": stored.artifact.sha256, "size": stored.artifact.size}
 
-    @app.get(f"{API}/devices")
-    def list_devices() -> list[dict[str, Any]]:
-        return controller.fleet.list_devices()
-
-    @app.get(f"{API}/devices/{{device_id}}")
-    def get_device(device_id: str) -> dict[str, Any]:
-        return controller.fleet.get(device_id)
-
-    @app.get(f"{API}/deployments")
-    def list_deployments() -> list[dict[str, Any]]:
-        return controller.fleet.list_deployments()
+    # GET /devices and /devices/{id}: controller/api_rollouts.py (issue 5; the same fields plus
+    # effective labels, ?selector=, pre-registered devices)
 
     @app.post(f"{API}/deployments", status_code=201, dependencies=[Depends(require_token)])
     async def create_deployment(body: DeploymentRequest) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Handlers run on the event loop and only parse; database work happens in a worker thread fed by
 one queue, so a slow commit never stalls the MQTT connection. Telemetry is acknowledged only
 after its transaction committed: an ack that is lost makes the agent send again, and the
-(device, seq) key makes the second copy a no-op.
+(device, epoch, seq) key makes the second copy a no-op. ``metrics`` records (window summaries)
+are stored in the same transaction by the telemetry store, into the metrics table as well.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ class ControllerBridge:
         self._batch_limit = batch_limit
         self._queue: asyncio.Queue[_Work] | None = None
         self._worker: asyncio.Task[None] | None = None
+        # the last desired state and its encoding: a deployment sends one Desired to many
+        # devices, and encoding its manifest costs ~2 ms (2 s for a thousand devices)
+        self._encoded_desired: tuple[Desired, bytes] | None = None
         self.link = MqttLink(
             client_id or f"ew-controller-{os.getpid()}-{os.urandom(3).hex()}",
             broker,
@@ -109,7 +113,10 @@ class ControllerBridge:
     def publish_desired(self, device_id: str, desired: Desired) -> None:
         if desired.manifest is not None:
             self.chunks.offer(desired.manifest.artifact)
-        self.link.publish(device_topic(device_id, DeviceChannel.DESIRED), encode(desired),
+        cached = self._encoded_desired
+        if cached is None or cached[0] is not desired:
+            cached = self._encoded_desired = (desired, encode(desired))
+        self.link.publish(device_topic(device_id, DeviceChannel.DESIRED), cached[1],
                           retain=True)
 
     # -- incoming ----------------------------------------------------------------------------
@@ -188,7 +195,9 @@ class ControllerBridge:
                     self.stats["records_stored"] += inserted
                     self.stats["records_duplicate"] += len(message.records) - inserted
                     self.stats["batches"] += 1
-                    acks.append((item.device_id, Ack(message.first_seq, message.last_seq)))
+                    # the epoch goes back too: an agent ignores acks for an outbox it replaced
+                    acks.append((item.device_id,
+                                 Ack(message.first_seq, message.last_seq, message.epoch)))
                 elif isinstance(message, Reported):
                     self.fleet.set_reported(item.device_id, message)
                 elif isinstance(message, Presence):

@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from controller.cli_monitoring import COMMANDS as MONITORING_COMMANDS
+from controller.cli_rollouts import COMMANDS as ROLLOUT_COMMANDS
+from controller.cli_security import register as register_security_commands
+from controller.cli_security import resolve_credentials
+from controller.cli_views import format_fleet_table  # noqa: F401 -- simulator/demo.py uses it
+from controller.cli_views import register as register_view_commands
 from controller.client import ControllerClient, ControllerClientError
 from controller.config import DEFAULT_HTTP_PORT
 
@@ -21,7 +26,9 @@ DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_HTTP_PORT}"
 
 def _client(ctx: click.Context) -> ControllerClient:
     obj = ctx.find_root().obj
-    return ControllerClient(obj["url"], obj["token"])
+    # the token of --token / EDGEWISE_API_TOKEN, else the one `edgewise login` saved (issue 9)
+    token, ca_cert = resolve_credentials(obj["url"], obj["token"])
+    return ControllerClient(obj["url"], token, ca_cert=ca_cert)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -102,7 +109,8 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
         config = load_controller_config(config_path, data_dir=data_dir, db_url=db_url,
                                         broker=broker, http_host=http_host,
                                         http_port=http_port, api_token=api_token)
-        click.echo(f"edgewise controller: API http://{config.http_host}:{config.http_port}, "
+        scheme = "https" if config.http_tls_cert else "http"
+        click.echo(f"edgewise controller: API {scheme}://{config.http_host}:{config.http_port}, "
                    f"broker {config.broker}, data {config.data_dir}")
         run(config)
     except (EdgewiseError, ValueError) as exc:
@@ -117,32 +125,52 @@ def models() -> None:
 
 
 @models.command("push")
-@click.argument("model_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("model_file", type=click.Path(path_type=Path, exists=True))
 @click.option("--sample", "sample_file", required=True,
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Sample input rows (.npy or .csv) for parity checks and the reference profile.")
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="True labels for the sample rows (.npy or .csv), to report accuracy.")
 @click.option("--name", help="Model name in the registry (default: the file's stem).")
-@click.option("--tolerance", type=float, default=1e-4, show_default=True,
-              help="Largest output difference allowed between the source model and the artifact.")
+@click.option("--tolerance", "tolerances", multiple=True, metavar="[PRECISION=]VALUE",
+              help="Largest output difference allowed between the source model and the artifact "
+                   "(default per precision, float32 1e-4; see `edgewise convert --help`).")
+# -- converters (issue 3): the same conversion as `edgewise convert`, one artifact -------------
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tflite"]), default="onnx",
+              show_default=True, help="Artifact format the devices run.")
+@click.option("--quantize", default="float32", show_default=True,
+              help="Precision: float32, fp16 (TFLite), int8 (dynamic range), int8-static.")
+@click.option("--verify-on", default="ai-edge-litert", show_default=True,
+              help="TFLite: runtimes to verify on (ai-edge-litert, tflite-runtime).")
 @click.pass_context
 def models_push(ctx: click.Context, model_file: Path, sample_file: Path, labels_file: Path | None,
-                name: str | None, tolerance: float) -> None:
-    """Convert MODEL_FILE locally (scikit-learn pickle/joblib -> ONNX), check parity, upload.
+                name: str | None, tolerances: tuple[str, ...], fmt: str, quantize: str,
+                verify_on: str) -> None:
+    """Convert MODEL_FILE locally (as `edgewise convert` does), check parity, upload.
 
     Unpickling runs code: push only files you trust.
 
     Example: edgewise models push iris.joblib --sample X.npy --labels y.npy --name iris
     """
-    from converters import convert_sklearn, load_labels_file, load_model_file, load_sample_file
+    from controller.cli_convert import convert_file, parse_tolerances
+    from converters.precision import normalize_precision
 
-    estimator = load_model_file(model_file)
-    sample = load_sample_file(sample_file)
-    labels = load_labels_file(labels_file) if labels_file else None
-    click.echo(f"converting {model_file.name} ({type(estimator).__name__}) to ONNX ...")
-    result = convert_sklearn(estimator, sample, name=name or model_file.stem, labels=labels,
-                             tolerance=tolerance)
+    try:
+        precision = normalize_precision(quantize)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--quantize") from None
+    model_name = name or (model_file.stem if model_file.is_file() else model_file.name)
+    click.echo(f"converting {model_file.name} to {fmt} {precision} ...")
+    try:
+        (outcome,) = convert_file(model_file, sample_file, labels_file, name=model_name,
+                                  formats=[fmt], precisions=[precision],
+                                  tolerances=parse_tolerances(tolerances, ()),
+                                  tflite_runtimes=verify_on.split(","), progress=False)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if outcome.error is not None:
+        raise outcome.error
+    result = outcome.result
     parity = result.manifest.parity
     click.echo(f"parity on {parity.get('n')} rows: max |diff| {parity.get('max_abs_diff', 0):.2e}, "
                f"label agreement {parity.get('label_agreement', 1.0):.2%}")
@@ -164,89 +192,9 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
         [[r["name"], r["task"], r["versions"], r["latest_version"]] for r in rows]))
 
 
-# -- rollout ----------------------------------------------------------------------------------
+# -- rollout, devices, audit: controller/cli_rollouts.py (issue 5), registered at the end ------
 
-@cli.group()
-def rollout() -> None:
-    """Roll a model version out to devices."""
-
-
-@rollout.command("start")
-@click.argument("target", metavar="NAME[:VERSION]")
-@click.option("--wait/--no-wait", default=False, help="Follow progress until every device runs it.")
-@click.option("--timeout", type=float, default=300.0, show_default=True,
-              help="Seconds to wait with --wait.")
-@click.pass_context
-def rollout_start(ctx: click.Context, target: str, wait: bool, timeout: float) -> None:
-    """Send NAME:VERSION (default: latest) to every registered device at once.
-
-    Exit code with --wait: 0 all devices run it, 2 some failed, 3 timed out.
-
-    Example: edgewise rollout start iris:2 --wait
-    """
-    name, _, version_text = target.partition(":")
-    if version_text and not version_text.isdigit():
-        _fail(f"version in {target!r} must be a number, e.g. {name}:2")
-    client = _client(ctx)
-    result = client.deploy(name, int(version_text) if version_text else None)
-    devices = set(result["devices"])
-    click.echo(f"deployment {result['deployment_id']}: {result['model']}:{result['version']} "
-               f"to {len(devices)} devices")
-    if not wait:
-        return
-    code = _follow(client, result["model"], result["version"], devices, timeout)
-    sys.exit(code)
-
-
-def _follow(client: ControllerClient, model: str, version: int, devices: set[str],
-            timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = [d for d in client.list_devices() if d["device_id"] in devices]
-        active = [d for d in rows if d["active_model"] == model and d["active_version"] == version
-                  and d["state"] == "active"]
-        failed = [d for d in rows if d["state"] == "failed" and d.get("target_version") == version]
-        width = 30
-        filled = int(width * len(active) / max(len(devices), 1))
-        click.echo(f"\r[{'#' * filled}{'.' * (width - filled)}] {len(active)}/{len(devices)} active"
-                   f", {len(failed)} failed", nl=False)
-        if len(active) + len(failed) >= len(devices):
-            click.echo()
-            for d in failed:
-                click.echo(f"  {d['device_id']}: {d['last_error']}")
-            return 0 if not failed else 2
-        if time.monotonic() > deadline:
-            click.echo("\ntimed out; `edgewise fleet` shows where each device stands")
-            return 3
-        time.sleep(0.5)
-
-
-# -- fleet ------------------------------------------------------------------------------------
-
-@cli.command("fleet")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@click.pass_context
-def fleet(ctx: click.Context, as_json: bool) -> None:
-    """Show every device: online, model version, last seen, predictions, accuracy.
-
-    Example: edgewise --controller http://ctl:8700 fleet
-    """
-    _emit(_client(ctx).list_devices(), as_json, format_fleet_table)
-
-
-def format_fleet_table(rows: list[dict[str, Any]]) -> str:
-    now = time.time()
-    table = []
-    for d in rows:
-        version = f"{d['active_model']}:{d['active_version']}" if d.get("active_model") else "-"
-        accuracy = f"{d['accuracy']:.1%}" if d.get("accuracy") is not None else "-"
-        seen = f"{now - d['last_seen']:.0f}s ago" if d.get("last_seen") else "never"
-        table.append([d["device_id"], "online" if d.get("online") else "offline", version,
-                      d.get("state") or "-", seen, d.get("predictions", 0), accuracy])
-    online = sum(1 for d in rows if d.get("online"))
-    return _format_table(["DEVICE", "ONLINE", "MODEL", "STATE", "LAST SEEN", "PREDICTIONS",
-                          "ACCURACY"], table) + f"\n{len(rows)} devices, {online} online"
-
+# -- fleet, device show, models show: controller/cli_views.py (issue 7), registered at the end --
 
 def _format_table(header: list[str], rows: list[list[Any]]) -> str:
     cells = [header] + [[str(c) for c in r] for r in rows]
@@ -267,12 +215,31 @@ def _format_table(header: list[str], rows: list[list[Any]]) -> str:
 @click.option("--rate", type=float, default=2.0, show_default=True,
               help="Predictions per second per device.")
 @click.option("--duration", type=float, default=0.0, help="Seconds to run (0: until Ctrl-C).")
-def simulate(devices: int, broker: str, data_dir: Path, dataset: str, rate: float,
-             duration: float) -> None:
-    """Run N real agents in this process against a broker, serving a bundled dataset.
+# -- scenarios (issue 8; docs/simulator.md)
+@click.option("--scenario", "scenario_file", type=click.Path(path_type=Path, exists=True,
+              dir_okay=False), help="Run this scenario (TOML: fleet, workload, timeline of "
+              "faults) with a broker and controller of its own, and print its report.")
+@click.option("--external", is_flag=True, help="With --scenario: use --broker and --controller "
+              "instead of starting a broker and a controller.")
+@click.option("--report-json", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --scenario: also write the report as JSON here.")
+@click.pass_context
+def simulate(ctx: click.Context, devices: int, broker: str, data_dir: Path, dataset: str,
+             rate: float, duration: float, scenario_file: Path | None, external: bool,
+             report_json: Path | None) -> None:
+    """Run N real agents in this process against a broker, serving a bundled dataset; or run a
+    scenario file (exit code 0 when its checks pass).
 
     Example: edgewise simulate --devices 100 --broker 127.0.0.1:1883 --duration 60
+
+    Example: edgewise simulate --scenario simulator/scenarios/flaky-site.toml
     """
+    if scenario_file is not None:
+        from simulator.cli import run_scenario_command
+
+        url = ctx.find_root().obj["url"] if external else None
+        sys.exit(run_scenario_command(scenario_file, data_dir, broker=broker if external else None,
+                                      controller_url=url, report_json=report_json))
     from simulator.cli import run_simulation
 
     sys.exit(run_simulation(devices, broker, data_dir, dataset, rate, duration))
@@ -296,6 +263,27 @@ def demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float) ->
     from simulator.demo import run_demo
 
     sys.exit(run_demo(devices, workdir, broker_kind, serve_seconds))
+
+
+# -- rollouts (issue 5): rollout start|status|pause|resume|abort|list, devices list|show|label|
+# register, audit. Before the security commands: they add `devices enroll|revoke` to this group.
+for _command in ROLLOUT_COMMANDS:
+    cli.add_command(_command)
+
+# -- security (issue 9): login/logout, tokens, keys, pki, broker config, devices enroll|revoke
+register_security_commands(cli)
+
+# -- views (issue 7): fleet [--watch --selector], device show, models show
+register_view_commands(cli)
+
+# -- monitoring (issue 6): alerts, metrics, retrain-runs
+for _command in MONITORING_COMMANDS:
+    cli.add_command(_command)
+
+# -- converters (issue 3): convert MODEL --sample X.npy --to onnx,tflite --quantize ... --out DIR
+from controller.cli_convert import convert_command  # noqa: E402  (kept in this block)
+
+cli.add_command(convert_command)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any
 
 import httpx
@@ -15,11 +16,15 @@ class ControllerClientError(Exception):
 
 
 class ControllerClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0,
+                 ca_cert: str | None = None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
+        # ca_cert: the CA that signed an https controller's certificate (issue 9)
+        verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=ca_cert)
+                                         if ca_cert else True)
         self._http = httpx.Client(base_url=self.base_url + "/api/v1", headers=headers,
-                                  timeout=timeout)
+                                  timeout=timeout, verify=verify)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -38,6 +43,10 @@ class ControllerClient:
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health")
+
+    def whoami(self) -> dict[str, Any]:
+        """Which token this client sends: ``{"auth", "name", "scope"}`` (issue 9)."""
+        return self._call("GET", "/auth/whoami")
 
     def push_version(self, manifest: Manifest, artifact: bytes) -> dict[str, Any]:
         return self._call(

@@ -23,6 +23,38 @@ class ControllerConfig:
     http_port: int = DEFAULT_HTTP_PORT
     api_token: str | None = None  # when set, mutating REST calls need "Authorization: Bearer"
     share_group: str | None = None  # MQTT shared-subscription group for several replicas
+    # -- dashboard and read-only views (issue 7; docs/dashboard.md) --
+    # True: the dashboard, /metrics and every GET of the API are open to anyone who reaches the
+    # port. False (with api_token set): they need "Authorization: Bearer" with api_token or
+    # read_token, the token handed to the group of people who may look but not change.
+    dashboard_public: bool = True
+    read_token: str | None = None
+    # -- monitoring (issue 6; docs/monitoring.md): alert evaluation and the retraining hook --
+    alert_interval_s: float = 10.0  # how often metrics windows and silences are judged
+    alert_fire_after: int = 3  # consecutive bad windows before an alert fires
+    alert_clear_after: int = 3  # consecutive good windows before it clears
+    alert_accuracy_max_drop: float = 0.10  # below the version's reference accuracy
+    alert_accuracy_floor: float | None = None  # an absolute floor, with or without a reference
+    alert_accuracy_min_labels: int = 20  # labels a window needs for an accuracy verdict
+    alert_latency_p95_ms: float = 250.0
+    alert_silent_after_s: float = 300.0
+    alert_drift_alpha: float = 0.01  # false drift verdicts per window, all features together
+    retrain_on: str = ""  # alert kinds that start the hook, comma-separated: "accuracy,drift"
+    retrain_command: str | None = None  # a command line, run without a shell
+    retrain_webhook: str | None = None  # or a URL the alert context is POSTed to
+    retrain_timeout_s: float = 900.0
+    retrain_cooldown_s: float = 3600.0  # one run per (kind, model) in this span
+    retrain_canary: bool = False  # put a produced model on a canary:
+    # with a selector set, a gated rollout over it ("" = every device: single-model fleets only),
+    # first wave the canary; without one, a deploy to one of the alerting devices
+    retrain_rollout_selector: str | None = None
+    retrain_rollout_waves: str = "1,10%,50%,100%"
+    # -- security (issue 9; docs/security.md): API over HTTPS when both are set; named tokens
+    # live in {data_dir}/api-tokens.json (controller/auth.py). Without any token the API may
+    # only listen on a loopback address, unless allow_open_api.
+    http_tls_cert: str | None = None
+    http_tls_key: str | None = None
+    allow_open_api: bool = False
 
     @property
     def database_url(self) -> str:

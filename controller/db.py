@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
-from controller.errors import EdgewiseError, StorageError
+from controller.errors import EdgewiseError, StorageError, ValidationError
 
 metadata = sa.MetaData()
 
@@ -85,9 +85,12 @@ deployments = sa.Table(
     sa.ForeignKeyConstraint(["model", "version"], ["model_versions.model", "model_versions.version"]),
 )
 
+# Current schema (migration 3): an agent outbox's records are keyed by its epoch too, so a
+# replaced outbox whose seq restarts at 1 is not taken for a replay (docs/monitoring.md).
 telemetry = sa.Table(
     "telemetry", metadata,
     sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Column("epoch", sa.BigInteger, primary_key=True, autoincrement=False, server_default="0"),
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("ts", sa.Float, nullable=False),
@@ -109,15 +112,365 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
+# -- frozen v1 definitions (issue 6): migration 3 changed ``telemetry``, so migration 1 creates
+# the v1 telemetry table from this frozen copy and keeps creating exactly what it always did.
+_v1_metadata = sa.MetaData()
+sa.Table("devices", _v1_metadata,  # a stub for the foreign key below; never created from here
+         sa.Column("device_id", sa.String(128), primary_key=True))
+_telemetry_v1 = sa.Table(
+    "telemetry", _v1_metadata,
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("model", sa.String(128)),
+    sa.Column("version", sa.Integer),
+    sa.Column("prediction_id", sa.String(128)),
+    sa.Column("latency_ms", sa.Float),
+    sa.Column("correct", sa.Boolean),
+    sa.Column("payload_json", sa.Text, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Index("ix_telemetry_device_kind", "device_id", "kind"),
+)
+
+
 def _create_v1(conn: Connection) -> None:
     # The tables above are the *current* schema. A later migration that changes a table must
     # use explicit DDL here and freeze migration 1 to the v1 table list, never edit it.
-    metadata.create_all(conn, tables=[models, model_versions, devices, deployments, telemetry])
+    metadata.create_all(conn, tables=[models, model_versions, devices, deployments])
+    _v1_metadata.create_all(conn, tables=[_telemetry_v1])  # frozen v1 shape (see above)
 
 
 MIGRATIONS: list[Migration] = [
     Migration(1, "models, model_versions, devices, deployments, telemetry", _create_v1),
 ]
+
+
+# -- migration 2 (issue 5: rollouts) -----------------------------------------------------------
+# Explicit DDL, valid on SQLite and PostgreSQL; the query-side table objects below are on
+# ``metadata`` (so ``metadata.drop_all`` in the test fixtures removes them too) and must be kept
+# in step with this DDL. Used by controller/rollout_store.py and controller/device_registry.py.
+
+rollouts = sa.Table(
+    "rollouts", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("spec_json", sa.Text, nullable=False),
+    sa.Column("state_json", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False, server_default=""),
+    sa.ForeignKeyConstraint(["model", "version"], ["model_versions.model", "model_versions.version"]),
+)
+
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("rollout_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+              sa.ForeignKey("rollouts.id")),
+    sa.Column("device_ids_json", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("detail_json", sa.Text, nullable=False, server_default="{}"),
+)
+
+device_labels = sa.Table(  # labels set by the operator; they override the device's own
+    "device_labels", metadata,
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("key", sa.String(63), primary_key=True),
+    sa.Column("value", sa.String(63), nullable=False),
+    sa.Column("set_at", sa.Float, nullable=False),
+    sa.Column("set_by", sa.String(128), nullable=False, server_default=""),
+)
+
+device_registrations = sa.Table(  # devices an operator registered before their first contact
+    "device_registrations", metadata,
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("registered_at", sa.Float, nullable=False),
+    sa.Column("registered_by", sa.String(128), nullable=False, server_default=""),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+)
+
+
+def _create_v2(conn: Connection) -> None:
+    pg = conn.dialect.name == "postgresql"
+    pk = "id BIGSERIAL PRIMARY KEY" if pg else "id INTEGER PRIMARY KEY AUTOINCREMENT"
+    ref = "BIGINT" if pg else "INTEGER"
+    ddl = [
+        f"""CREATE TABLE rollouts (
+            {pk},
+            name VARCHAR(128) NOT NULL,
+            model VARCHAR(128) NOT NULL,
+            version INTEGER NOT NULL,
+            spec_json TEXT NOT NULL,
+            state_json TEXT NOT NULL,
+            status VARCHAR(16) NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 0,
+            revision INTEGER NOT NULL DEFAULT 0,
+            created_at FLOAT NOT NULL,
+            updated_at FLOAT NOT NULL,
+            created_by VARCHAR(128) NOT NULL DEFAULT '',
+            FOREIGN KEY (model, version) REFERENCES model_versions (model, version))""",
+        "CREATE INDEX ix_rollouts_status ON rollouts (status)",
+        f"""CREATE TABLE audit_log (
+            {pk},
+            ts FLOAT NOT NULL,
+            actor VARCHAR(128) NOT NULL,
+            action VARCHAR(64) NOT NULL,
+            rollout_id {ref} REFERENCES rollouts (id),
+            device_ids_json TEXT NOT NULL DEFAULT '[]',
+            detail_json TEXT NOT NULL DEFAULT '{{}}')""",
+        "CREATE INDEX ix_audit_log_rollout ON audit_log (rollout_id, id)",
+        """CREATE TABLE device_labels (
+            device_id VARCHAR(128) NOT NULL,
+            key VARCHAR(63) NOT NULL,
+            value VARCHAR(63) NOT NULL,
+            set_at FLOAT NOT NULL,
+            set_by VARCHAR(128) NOT NULL DEFAULT '',
+            PRIMARY KEY (device_id, key))""",
+        """CREATE TABLE device_registrations (
+            device_id VARCHAR(128) PRIMARY KEY,
+            registered_at FLOAT NOT NULL,
+            registered_by VARCHAR(128) NOT NULL DEFAULT '',
+            note TEXT NOT NULL DEFAULT '')""",
+    ]
+    for statement in ddl:
+        conn.exec_driver_sql(statement)
+
+
+MIGRATIONS.append(Migration(
+    2, "rollouts, audit log, operator device labels, device pre-registration", _create_v2))
+
+# -- migration 3 (issue 6: monitoring) ---------------------------------------------------------
+# The current shape of the tables migration 3 creates (for queries; created by the explicit DDL
+# of _create_v3 below, valid on SQLite and PostgreSQL; keep the two in step).
+
+metrics = sa.Table(
+    "metrics", metadata,
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Column("model", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("window_start", sa.Float, primary_key=True),
+    sa.Column("window_end", sa.Float, nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("predictions", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.Column("labelled", sa.BigInteger, nullable=False),
+    sa.Column("accuracy", sa.Float),
+    sa.Column("p95_latency_ms", sa.Float),
+    sa.Column("drift_psi", sa.Float),
+    sa.Column("drifted", sa.Boolean),
+    sa.Column("summary_json", sa.Text, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("evaluated", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+alert_states = sa.Table(
+    "alert_states", metadata,
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("firing", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("bad_streak", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("good_streak", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("model", sa.String(128)),
+    sa.Column("version", sa.Integer),
+    sa.Column("value", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("since", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+)
+
+alert_events = sa.Table(
+    "alert_events", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("device_id", sa.String(128), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("model", sa.String(128)),
+    sa.Column("version", sa.Integer),
+    sa.Column("value", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("context_json", sa.Text, nullable=False),
+)
+
+retrain_runs = sa.Table(
+    "retrain_runs", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("new_version", sa.Integer),
+    sa.Column("context_json", sa.Text, nullable=False),
+)
+
+
+def _autoincrement_pk(conn: Connection) -> str:
+    if conn.dialect.name == "postgresql":
+        return "id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
+    return "id INTEGER PRIMARY KEY AUTOINCREMENT"
+
+
+def _create_v3(conn: Connection) -> None:
+    ddl = [
+        # telemetry: dedupe key (device_id, seq) -> (device_id, epoch, seq); old rows get epoch 0,
+        # the epoch of outboxes created before epochs existed
+        """CREATE TABLE telemetry_v3 (
+            device_id VARCHAR(128) NOT NULL REFERENCES devices (device_id),
+            epoch BIGINT NOT NULL DEFAULT 0,
+            seq BIGINT NOT NULL,
+            kind VARCHAR(32) NOT NULL,
+            ts FLOAT NOT NULL,
+            model VARCHAR(128),
+            version INTEGER,
+            prediction_id VARCHAR(128),
+            latency_ms FLOAT,
+            correct BOOLEAN,
+            payload_json TEXT NOT NULL,
+            received_at FLOAT NOT NULL,
+            PRIMARY KEY (device_id, epoch, seq))""",
+        """INSERT INTO telemetry_v3 (device_id, epoch, seq, kind, ts, model, version,
+            prediction_id, latency_ms, correct, payload_json, received_at)
+            SELECT device_id, 0, seq, kind, ts, model, version, prediction_id, latency_ms,
+                   correct, payload_json, received_at FROM telemetry""",
+        "DROP TABLE telemetry",
+        "ALTER TABLE telemetry_v3 RENAME TO telemetry",
+        "CREATE INDEX ix_telemetry_device_kind ON telemetry (device_id, kind)",
+        # one row per device metrics window (an additive summary, docs/monitoring.md)
+        """CREATE TABLE metrics (
+            device_id VARCHAR(128) NOT NULL REFERENCES devices (device_id),
+            model VARCHAR(128) NOT NULL,
+            version INTEGER NOT NULL,
+            window_start FLOAT NOT NULL,
+            window_end FLOAT NOT NULL,
+            epoch BIGINT NOT NULL,
+            seq BIGINT NOT NULL,
+            predictions BIGINT NOT NULL,
+            errors BIGINT NOT NULL,
+            labelled BIGINT NOT NULL,
+            accuracy FLOAT,
+            p95_latency_ms FLOAT,
+            drift_psi FLOAT,
+            drifted BOOLEAN,
+            summary_json TEXT NOT NULL,
+            received_at FLOAT NOT NULL,
+            evaluated BOOLEAN NOT NULL DEFAULT FALSE,
+            PRIMARY KEY (device_id, model, version, window_start))""",
+        "CREATE INDEX ix_metrics_version_end ON metrics (model, version, window_end)",
+        "CREATE INDEX ix_metrics_end ON metrics (window_end)",
+        "CREATE INDEX ix_metrics_evaluated ON metrics (evaluated)",
+        # alert state per (kind, device): the hysteresis counters survive restarts
+        """CREATE TABLE alert_states (
+            kind VARCHAR(32) NOT NULL,
+            device_id VARCHAR(128) NOT NULL,
+            firing BOOLEAN NOT NULL DEFAULT FALSE,
+            bad_streak INTEGER NOT NULL DEFAULT 0,
+            good_streak INTEGER NOT NULL DEFAULT 0,
+            model VARCHAR(128),
+            version INTEGER,
+            value FLOAT,
+            threshold FLOAT,
+            since FLOAT,
+            updated_at FLOAT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (kind, device_id))""",
+        f"""CREATE TABLE alert_events (
+            {_autoincrement_pk(conn)},
+            ts FLOAT NOT NULL,
+            kind VARCHAR(32) NOT NULL,
+            device_id VARCHAR(128) NOT NULL,
+            event VARCHAR(16) NOT NULL,
+            model VARCHAR(128),
+            version INTEGER,
+            value FLOAT,
+            threshold FLOAT,
+            detail TEXT NOT NULL,
+            context_json TEXT NOT NULL)""",
+        "CREATE INDEX ix_alert_events_ts ON alert_events (ts)",
+        f"""CREATE TABLE retrain_runs (
+            {_autoincrement_pk(conn)},
+            started_at FLOAT NOT NULL,
+            finished_at FLOAT,
+            kind VARCHAR(32) NOT NULL,
+            model VARCHAR(128) NOT NULL,
+            version INTEGER,
+            action VARCHAR(16) NOT NULL,
+            status VARCHAR(16) NOT NULL,
+            detail TEXT NOT NULL,
+            new_version INTEGER,
+            context_json TEXT NOT NULL)""",
+    ]
+    for statement in ddl:
+        conn.exec_driver_sql(statement)
+
+
+MIGRATIONS.append(
+    Migration(3, "telemetry keyed by outbox epoch; metrics, alerts, retrain runs", _create_v3))
+
+# -- migration 4 (issue 7: fleet views) --------------------------------------------------------
+# What each device ran and when: one row per change of its reported update state or active
+# version (written by FleetStore.set_reported), read by the dashboard's device page. Also an
+# index on telemetry.ts for the windowed aggregates of the dashboard and /metrics.
+
+device_history = sa.Table(
+    "device_history", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),  # the device's time of the report
+    sa.Column("recorded_at", sa.Float, nullable=False),  # the controller's time
+    sa.Column("state", sa.String(32)),
+    sa.Column("model", sa.String(128)),  # the active model after the change
+    sa.Column("version", sa.Integer),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("target_model", sa.String(128)),
+    sa.Column("target_version", sa.Integer),
+    sa.Column("deployment_id", sa.String(128)),
+    sa.Column("error", sa.Text),
+)
+
+
+def _create_v4(conn: Connection) -> None:
+    pg = conn.dialect.name == "postgresql"
+    pk = "id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY" if pg else \
+        "id INTEGER PRIMARY KEY AUTOINCREMENT"
+    for statement in (
+        f"""CREATE TABLE device_history (
+            {pk},
+            device_id VARCHAR(128) NOT NULL REFERENCES devices (device_id),
+            ts FLOAT NOT NULL,
+            recorded_at FLOAT NOT NULL,
+            state VARCHAR(32),
+            model VARCHAR(128),
+            version INTEGER,
+            sha256 VARCHAR(64),
+            target_model VARCHAR(128),
+            target_version INTEGER,
+            deployment_id VARCHAR(128),
+            error TEXT)""",
+        "CREATE INDEX ix_device_history_device ON device_history (device_id, id)",
+        "CREATE INDEX ix_telemetry_ts ON telemetry (ts)",
+    ):
+        conn.exec_driver_sql(statement)
+
+
+MIGRATIONS.append(Migration(4, "device version history; telemetry time index", _create_v4))
 
 # pg_advisory_xact_lock key: b"Edgewise" as a big-endian int64, so replicas agree on it.
 MIGRATION_LOCK_KEY = int.from_bytes(b"Edgewise", "big")
@@ -162,6 +515,10 @@ class Database:
                 yield conn
         except (EdgewiseError, exc.IntegrityError):
             raise
+        except (OverflowError, exc.DataError) as e:
+            # a value the database cannot hold (an integer past 64 bits): the caller's input
+            # is wrong, not the database; one place turns it into a 422 for every endpoint
+            raise ValidationError(f"a value is out of the database's range: {e}") from None
         except exc.DBAPIError as e:
             raise StorageError(f"database error: {e.orig!r}") from e
 
@@ -176,6 +533,10 @@ class Database:
                     yield conn
         except (EdgewiseError, exc.IntegrityError):
             raise
+        except (OverflowError, exc.DataError) as e:
+            # a value the database cannot hold (an integer past 64 bits): the caller's input
+            # is wrong, not the database; one place turns it into a 422 for every endpoint
+            raise ValidationError(f"a value is out of the database's range: {e}") from None
         except exc.DBAPIError as e:
             raise StorageError(f"database error: {e.orig!r}") from e
 

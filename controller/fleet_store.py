@@ -15,7 +15,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from controller.db import Database, deployments, devices, model_versions, telemetry
+from controller.db import (
+    Database,
+    deployments,
+    device_history,
+    devices,
+    model_versions,
+    telemetry,
+)
 from controller.errors import ConflictError, NotFoundError
 from edge_agent.protocol import Reported
 
@@ -36,6 +43,38 @@ def raise_dropped_total(conn: sa.Connection, device_id: str, n: int) -> None:
     conn.execute(devices.update()
                  .where(devices.c.device_id == device_id, devices.c.dropped_total < n)
                  .values(dropped_total=n))
+
+
+# -- version history (issue 7) -----------------------------------------------------------------
+HISTORY_KEEP = 500  # rows kept per device; older ones are pruned as new ones arrive
+
+
+def record_history(conn: sa.Connection, device_id: str, reported: Reported) -> bool:
+    """Append a ``device_history`` row if this report changes the device's update state, its
+    active artifact or its error; a repeated report (a retained copy, download progress) adds
+    nothing. Runs inside the caller's transaction, before the device row is updated."""
+    d = devices.c
+    before = conn.execute(sa.select(d.state, d.active_sha256, d.active_version, d.last_error)
+                          .where(d.device_id == device_id)).first()
+    active = reported.active
+    after = (reported.state, active.sha256 if active else None,
+             active.version if active else None, reported.last_error)
+    if before is not None and tuple(before) == after:
+        return False
+    target = reported.target
+    conn.execute(device_history.insert().values(
+        device_id=device_id, ts=reported.ts, recorded_at=time.time(), state=reported.state,
+        model=active.model if active else None, version=active.version if active else None,
+        sha256=active.sha256 if active else None,
+        target_model=target.model if target else None,
+        target_version=target.version if target else None,
+        deployment_id=reported.deployment_id, error=reported.last_error))
+    h = device_history.c
+    cutoff = conn.execute(sa.select(h.id).where(h.device_id == device_id)
+                          .order_by(h.id.desc()).offset(HISTORY_KEEP).limit(1)).scalar()
+    if cutoff is not None:
+        conn.execute(device_history.delete().where(h.device_id == device_id, h.id <= cutoff))
+    return True
 
 
 class FleetStore:
@@ -74,6 +113,7 @@ class FleetStore:
             values["agent_version"] = reported.agent_version
         with self.db.write() as conn:
             touch(self.db, conn, device_id, reported.ts)
+            record_history(conn, device_id, reported)  # issue 7: before the row changes
             conn.execute(devices.update().where(devices.c.device_id == device_id).values(**values))
 
     def set_desired(self, device_ids: Sequence[str], model: str | None, version: int | None,

@@ -10,13 +10,17 @@ import logging
 import os
 from typing import Any
 
+from controller.alert_store import AlertStore
 from controller.artifact_store import ArtifactStore
 from controller.bridge import ControllerBridge
 from controller.config import ControllerConfig
 from controller.db import Database
 from controller.errors import ConflictError
 from controller.fleet_store import FleetStore
+from controller.metrics_store import MetricsStore
+from controller.monitoring_service import MonitoringService
 from controller.registry import ModelRegistry
+from controller.rollout_runner import RolloutRunner
 from controller.telemetry_store import TelemetryStore
 from edge_agent.protocol import Desired, Manifest
 
@@ -32,15 +36,28 @@ class Controller:
         self.store = ArtifactStore(config.data_dir / "artifacts")
         self.registry = ModelRegistry(self.db, self.store)
         self.fleet = FleetStore(self.db)
-        self.telemetry = TelemetryStore(self.db)
+        # -- monitoring (issue 6): metrics windows, alerts, the evaluation loop --
+        self.metrics = MetricsStore(self.db)
+        self.alerts = AlertStore(self.db, self.metrics)
+        self.telemetry = TelemetryStore(self.db, self.metrics)
+        self.monitoring = MonitoringService(self)
         self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry, self.registry,
                                        share_group=config.share_group)
+        # -- rollouts (issue 5): waves, gates, abort and revert (controller/rollout_runner.py) --
+        self.rollouts = RolloutRunner(
+            self.db, self.registry, self.fleet, self.bridge.publish_desired,
+            lambda: self.bridge.link.connect_count if self.bridge.link.connected else None,
+            metrics=self.metrics)
 
     async def start(self) -> None:
         await self.bridge.start()
+        self.monitoring.start()  # issue 6: alert evaluation loop
+        await self.rollouts.start()  # issue 5: the rollout loop
         log.info("controller connected to broker %s, database %s", self.config.broker, self.db)
 
     async def stop(self) -> None:
+        await self.monitoring.stop()  # issue 6
+        await self.rollouts.stop()  # issue 5
         await self.bridge.stop()
         self.db.dispose()
 
@@ -60,6 +77,9 @@ class Controller:
         deployment_id = f"dep-{manifest.model}-{manifest.version}-{os.urandom(3).hex()}"
         await asyncio.to_thread(self.fleet.create_deployment, deployment_id, manifest.model,
                                 manifest.version, None)
+        # issue 5: refused (409) if a live rollout holds a device; completed rollouts let go
+        await self.rollouts.claim_for_deployment(device_ids, manifest.model, manifest.version,
+                                                 deployment_id)
         await asyncio.to_thread(self.fleet.set_desired, device_ids, manifest.model,
                                 manifest.version, deployment_id)
         desired = Desired(deployment_id, manifest)

@@ -34,9 +34,20 @@ class AgentConfig:
     # an update asks again for missing chunks when none arrived for this long
     chunk_repair_interval_s: float = 3.0
     feedback_memory: int = 20_000  # how many recent predictions feedback can still refer to
+    # the largest model artifact this device takes (memory/storage budget of a small board);
+    # a larger one fails before any download, reported as a failed activation (issue 5)
+    max_model_bytes: int | None = None
     # localhost HTTP API for applications on the device (predict, feedback, health); None: off
     http_port: int | None = None
     http_host: str = "127.0.0.1"
+    # manifest-signing public keys the device trusts: file paths (relative to the config file)
+    # or PEM text; written by `edgewise devices enroll` (security, issue 9)
+    trusted_keys: tuple[str, ...] = ()
+    # monitoring (issue 6; docs/monitoring.md): the active model's window summary goes to the
+    # outbox as a "metrics" record every metrics_window_s; raw prediction records are kept with
+    # probability prediction_sample_rate (the window summaries always count every prediction)
+    metrics_window_s: float = 60.0
+    prediction_sample_rate: float = 1.0
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
@@ -44,6 +55,18 @@ class AgentConfig:
             raise ConfigError("telemetry_batch_size must be >= 1")
         if self.outbox_overflow not in ("drop_oldest", "refuse_new"):
             raise ConfigError("outbox_overflow must be 'drop_oldest' or 'refuse_new'")
+        if self.max_model_bytes is not None and (
+                isinstance(self.max_model_bytes, bool) or not isinstance(self.max_model_bytes, int)
+                or self.max_model_bytes < 1):
+            raise ConfigError("max_model_bytes must be a whole number of bytes >= 1 "
+                              "(leave it out for no limit)")
+        if not (isinstance(self.metrics_window_s, (int, float))
+                and 0 < self.metrics_window_s < float("inf")):
+            raise ConfigError("metrics_window_s must be a positive number of seconds")
+        if not (isinstance(self.prediction_sample_rate, (int, float))
+                and 0.0 <= self.prediction_sample_rate <= 1.0):
+            raise ConfigError("prediction_sample_rate must be within [0, 1] (1: keep every "
+                              "prediction record; window summaries always count them all)")
 
     def with_overrides(self, **kwargs: Any) -> AgentConfig:
         return replace(self, **kwargs)
@@ -88,6 +111,19 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path(".")) -> AgentCo
     if unknown:
         raise ConfigError(f"unknown [broker] keys {sorted(unknown)}; known: {sorted(_BROKER_KEYS)}")
     values = dict(raw)
+    # -- security (issue 9): certificate and key paths are relative to the config file, so an
+    # enrollment bundle can be copied anywhere
+    broker_raw = dict(broker_raw)
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        if isinstance(broker_raw.get(key), str):
+            broker_raw[key] = str(_relative_to(base_dir, broker_raw[key]))
+    trusted = raw.get("trusted_keys", [])
+    if not isinstance(trusted, list) or not all(isinstance(k, str) for k in trusted):
+        raise ConfigError("trusted_keys must be a list of strings (PEM files or PEM text)")
+    values["trusted_keys"] = tuple(
+        k if k.lstrip().startswith("-----BEGIN") else str(_relative_to(base_dir, k))
+        for k in trusted)
+    # -- end security
     values["broker"] = BrokerAddress(**broker_raw)
     data_dir = Path(raw["data_dir"])
     values["data_dir"] = data_dir if data_dir.is_absolute() else base_dir / data_dir
@@ -96,3 +132,8 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path(".")) -> AgentCo
         return AgentConfig(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _relative_to(base_dir: Path, path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else base_dir / p

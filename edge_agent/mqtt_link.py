@@ -93,6 +93,7 @@ class MqttLink:
         self._misc_task: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
         self._sock: Any = None
+        self._write_scheduled = False
         self._stopping = False
         self._connected_event: asyncio.Event | None = None
         self._pending_subs: dict[int, asyncio.Future[None]] = {}
@@ -291,8 +292,25 @@ class MqttLink:
             self._sock = None
 
     def _socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        # Write on the next loop iteration rather than waiting for writability: the socket is
+        # almost always writable, and registering it costs two epoll_ctl calls per outgoing
+        # packet (a thousand agents acknowledging chunks on one loop). Only a full socket
+        # buffer falls back to add_writer (in _write_soon).
         assert self._loop is not None
-        self._loop.add_writer(sock, client.loop_write)
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self._loop.call_soon(self._write_soon)
+
+    def _write_soon(self) -> None:
+        # the current socket, not the one of the request: after a reconnect paho registers the
+        # new socket while this call may still be pending for the old one
+        self._write_scheduled = False
+        sock = self._sock
+        if sock is None or self._loop is None:
+            return  # closed; paho registers again for the next socket
+        self.client.loop_write()
+        if self._sock is sock and self.client.want_write():
+            self._loop.add_writer(sock, self.client.loop_write)
 
     def _socket_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         assert self._loop is not None

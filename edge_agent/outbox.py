@@ -20,8 +20,16 @@ Guarantees
       :attr:`OverflowPolicy.REFUSE_NEW`); either way they are counted in ``dropped_total``, which
       is persisted with the rows, and logged at WARNING (at most once per
       :data:`DROP_LOG_INTERVAL_S`, with the count since the previous line). Never silent.
+      ``DROP_OLDEST`` spares the records the caller says are in flight (sent, not yet
+      acknowledged) as long as other records can go, so a dropped record is one the
+      controller never received.
     * ``dropped_total`` and ``acked_total`` are written in the same transaction as the rows they
       count, so they survive restarts and agree with the rows.
+    * Every file has an ``epoch``: a random integer (1 <= epoch < 2**53) drawn when the file is
+      created and kept in its meta table; a file created before epochs existed keeps epoch 0.
+      Seqs are unique per epoch, so the controller keys records by (device, epoch, seq) and a
+      replaced file (moved aside as corrupt, a re-provisioned device) whose seq restarts at 1 is
+      not taken for a replay of the old one.
 
 How pending is counted
     ``pending`` is kept in memory: read once with ``SELECT count(*)`` at open, then moved by the
@@ -43,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +84,9 @@ _SCHEMA = (
     "INSERT INTO outbox_meta (key, value) VALUES ('dropped_total', 0), ('acked_total', 0)",
 )
 _INSERT = "INSERT INTO outbox (body) VALUES (?)"
+_INSERT_META = "INSERT INTO outbox_meta (key, value) VALUES (?, ?)"
+# Epochs stay below 2**53 so that any JSON reader holds them exactly.
+MAX_EPOCH = 2**53 - 1
 _SET_META = "UPDATE outbox_meta SET value = ? WHERE key = ?"
 
 
@@ -135,6 +147,7 @@ class TelemetryOutbox:
         self.overflow = OverflowPolicy(overflow)
         self._clock = clock
         self._closed = False
+        self.epoch = 0  # read from the file in _open
         self._dropped_dirty = False  # dropped_total in memory is ahead of the file
         self._drops_since_log = 0
         self._last_drop_log = float("-inf")
@@ -176,6 +189,7 @@ class TelemetryOutbox:
             if version == 0:
                 for stmt in _SCHEMA:
                     conn.execute(stmt)
+                conn.execute(_INSERT_META, ("epoch", 1 + secrets.randbelow(MAX_EPOCH)))
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise OutboxError(
@@ -183,6 +197,10 @@ class TelemetryOutbox:
                     f"this agent knows version {SCHEMA_VERSION}"
                 )
             meta = dict(conn.execute("SELECT key, value FROM outbox_meta").fetchall())
+            if "epoch" not in meta:  # a file from before epochs: its records were sent as epoch 0
+                conn.execute(_INSERT_META, ("epoch", 0))
+                meta["epoch"] = 0
+            self.epoch = int(meta["epoch"])
             self._dropped_total = int(meta.get("dropped_total", 0))
             self._acked_total = int(meta.get("acked_total", 0))
             self._pending = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
@@ -195,8 +213,15 @@ class TelemetryOutbox:
 
     # ----------------------------------------------------------------------------------- writes
 
-    def append_many(self, records: Sequence[dict[str, Any]]) -> list[int]:
+    def append_many(self, records: Sequence[dict[str, Any]], *,
+                    in_flight: tuple[int, int] | None = None) -> list[int]:
         """Store ``records`` in one transaction; return the seqs of those stored, in order.
+
+        ``in_flight`` (first, last): the seqs sent and awaiting their acknowledgement.
+        :attr:`OverflowPolicy.DROP_OLDEST` drops the oldest records *outside* that range first:
+        a record deleted after it was sent may still reach the controller, and would then be
+        both stored there and counted as dropped. Only when nothing else is left to drop are
+        in-flight records dropped too.
 
         Records are stored as compact JSON without their seq; :meth:`next_batch` adds ``"seq"``
         on read (overwriting any ``"seq"`` key the record had). A record that is not a dict or
@@ -240,11 +265,18 @@ class TelemetryOutbox:
                 excess = self._pending + len(rows) - self.max_records
                 if excess > 0 and self.overflow is OverflowPolicy.DROP_OLDEST:
                     # Also shrinks an outbox reopened with a smaller max_records.
-                    deleted = conn.execute(
-                        "DELETE FROM outbox WHERE seq IN "
-                        "(SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
-                        (excess,),
-                    ).rowcount
+                    if in_flight is not None:
+                        deleted = conn.execute(
+                            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
+                            "WHERE seq < ? OR seq > ? ORDER BY seq LIMIT ?)",
+                            (in_flight[0], in_flight[1], excess),
+                        ).rowcount
+                    if deleted < excess:
+                        deleted += conn.execute(
+                            "DELETE FROM outbox WHERE seq IN "
+                            "(SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
+                            (excess - deleted,),
+                        ).rowcount
                     dropped_now += deleted
                 if dropped_now or self._dropped_dirty:
                     conn.execute(_SET_META, (self._dropped_total + dropped_now, "dropped_total"))
@@ -299,6 +331,30 @@ class TelemetryOutbox:
         self._acked_total += deleted
         self._dropped_dirty = False
         self._maybe_log_drops()
+        return deleted
+
+    def discard(self, first_seq: int, last_seq: int) -> int:
+        """Delete the records ``first_seq..last_seq`` *as dropped* (counted in ``dropped_total``);
+        for records that can never be delivered (e.g. larger than a message may be)."""
+        if first_seq > last_seq:
+            return 0
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = conn.execute(
+                    "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first_seq, last_seq)
+                ).rowcount
+                conn.execute(_SET_META, (self._dropped_total + deleted, "dropped_total"))
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        except sqlite3.Error as e:
+            raise self._translate(e, "discard from") from e
+        self._pending -= deleted
+        self._dropped_dirty = False
+        self._count_drops(deleted, persist=False)
         return deleted
 
     # ------------------------------------------------------------------------------------ reads

@@ -25,6 +25,7 @@ DRIFT = "drift_psi"
 # Agent update states that mean "this device tried the version and gave up on it".
 FAILED_UPDATE_STATES = frozenset({"failed", "rolled_back"})
 _EPS = 1e-9  # 0.90 - 0.85 is 0.05000000000000004; a threshold is not missed by float noise
+Z_ONE_SIDED_95 = 1.645  # how sure the accuracy gate must be before it fails a wave
 
 
 class ModelVersion(NamedTuple):
@@ -92,7 +93,9 @@ def evaluate_gates(gates: Gates, wave_devices: Sequence[str], observations: Obse
     the first failure, and a failed activation is the most direct evidence.
     Metric gates use only devices running ``target``. They fail as soon as the evidence is
     over the threshold, but pass only once enough of the wave has contributed: the labelled
-    count for accuracy, and ``min_reporting_share`` of the wave for latency and drift.
+    count for accuracy, and ``min_reporting_share`` of the wave for latency and drift. The
+    accuracy gate fails only when the drop exceeds its threshold beyond sampling noise (95%
+    one-sided); a drop over the threshold but within the noise stays pending for more labels.
     """
     seen = [observations.get(d, DeviceObservation()) for d in wave_devices]
     running = [o for o in seen if o.runs(target)]
@@ -149,7 +152,20 @@ def _accuracy(max_drop: float, min_labelled: int,
     if labelled < min_labelled:
         return GateResult(ACCURACY_DROP, drop, max_drop, False, pending=True,
                           detail=f"{detail}; need {min_labelled} labels")
-    return GateResult(ACCURACY_DROP, drop, max_drop, drop <= max_drop + _EPS, detail=detail)
+    if drop <= max_drop + _EPS:
+        return GateResult(ACCURACY_DROP, drop, max_drop, True, detail=detail)
+    # Over the threshold. A definite failure needs the drop to exceed it beyond sampling noise
+    # (one-sided 95%, Laplace-smoothed binomial error of the new version's accuracy): 18 of 20
+    # right is not evidence against a 97% baseline; 4 of 30 is.
+    p = (new * labelled + 1) / (labelled + 2)
+    margin = Z_ONE_SIDED_95 * math.sqrt(p * (1 - p) / labelled)
+    if drop - margin > max_drop + _EPS:
+        return GateResult(ACCURACY_DROP, drop, max_drop, False,
+                          detail=f"{detail}; the drop is at least {drop - margin:.3f} "
+                                 "with 95% confidence")
+    return GateResult(ACCURACY_DROP, drop, max_drop, False, pending=True,
+                      detail=f"{detail}; over the threshold but within sampling noise "
+                             f"(+/-{margin:.3f}): waiting for more labels")
 
 
 def _worst(name: str, threshold: float, enough: int, values: Sequence[float | None]) -> GateResult:

@@ -21,6 +21,7 @@ from controller.errors import ValidationError
 from controller.rollouts.selectors import SelectorError, parse_selector
 
 GateFailurePolicy = Literal["pause", "abort"]
+MAX_INT32 = 2**31 - 1  # versions and priorities are stored as 32-bit integers
 
 
 class SpecError(ValidationError):
@@ -190,6 +191,42 @@ def spec_from_dict(d: Mapping[str, Any]) -> RolloutSpec:
     return spec
 
 
+def spec_to_dict(spec: RolloutSpec) -> dict[str, Any]:
+    """The JSON/TOML document :func:`spec_from_dict` reads back into an equal spec."""
+    g = spec.gates
+    budget = g.max_failed_activations
+    gates: dict[str, Any] = {
+        "min_reporting_share": g.min_reporting_share,
+        "max_failed_activations": (float(budget.share) if budget.share is not None
+                                   else int(budget.count or 0)),
+        "min_labelled": g.min_labelled,
+    }
+    for key in ("max_accuracy_drop", "max_p95_latency_ms", "max_drift_psi"):
+        if getattr(g, key) is not None:
+            gates[key] = getattr(g, key)
+    soak = spec.soak_seconds
+    return {
+        "name": spec.name,
+        "model": spec.model,
+        "version": spec.version,
+        "selector": spec.selector,
+        "waves": ",".join(_wave_text(w) for w in spec.waves),
+        "soak_seconds": list(soak) if isinstance(soak, tuple) else soak,
+        "gates": gates,
+        "on_gate_failure": spec.on_gate_failure,
+        "priority": spec.priority,
+        "wave_timeout_seconds": spec.wave_timeout_seconds,
+    }
+
+
+def _wave_text(wave: WaveSize) -> str:
+    """``str(wave)`` unless ``:g`` would round a percentage (33.333...%)."""
+    text = str(wave)
+    if wave.is_percent and float(text[:-1]) != wave.value:
+        return f"{wave.value!r}%"
+    return text
+
+
 def validate(spec: RolloutSpec, fleet_size_matched: int) -> None:
     """Raise :class:`SpecError` listing every reason this spec cannot run on the matched fleet."""
     problems = _static_problems(spec)
@@ -229,8 +266,11 @@ def _static_problems(spec: RolloutSpec) -> list[str]:
     problems = []
     if not spec.model:
         problems.append("model: must not be empty")
-    if spec.version < 0:
-        problems.append(f"version: must be >= 0, got {spec.version}")
+    if not 0 <= spec.version <= MAX_INT32:
+        problems.append(f"version: must be between 0 and {MAX_INT32}, got {spec.version}")
+    if not -MAX_INT32 <= spec.priority <= MAX_INT32:
+        problems.append(f"priority: must be between {-MAX_INT32} and {MAX_INT32}, "
+                        f"got {spec.priority}")
     try:
         parse_selector(spec.selector)
     except SelectorError as exc:

@@ -151,6 +151,12 @@ class Manifest:
     parity: dict[str, Any] = field(default_factory=dict)
     reference_profile: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
+    # -- converter additions (optional; older manifests have none) --------------------------
+    # Runtimes the converter loaded and ran this artifact in, as "name==version"
+    # (e.g. "onnxruntime==1.32.0", "ai-edge-litert==2.3.0", "tflite-runtime==2.14.0").
+    verified_runtimes: tuple[str, ...] = ()
+    # TFLite artifacts: builtin (or custom) op name → highest op version the model uses.
+    tflite_ops: dict[str, int] = field(default_factory=dict)
     schema: int = MANIFEST_SCHEMA
 
     @property
@@ -167,6 +173,7 @@ class Manifest:
         d["smoke_tests"] = [s.to_dict() for s in self.smoke_tests]
         d["class_labels"] = list(self.class_labels) if self.class_labels is not None else None
         d["feature_names"] = list(self.feature_names)
+        d["verified_runtimes"] = list(self.verified_runtimes)
         return d
 
     @classmethod
@@ -218,5 +225,21 @@ class Manifest:
             parity=get_dict(d, "parity", ctx, optional=True) or {},
             reference_profile=get_dict(d, "reference_profile", ctx, optional=True) or {},
             created_at=get_str(d, "created_at", ctx, optional=True) or "",
+            verified_runtimes=_verified_runtimes(d, ctx),
+            tflite_ops=_tflite_ops(d, ctx),
             schema=schema,
         )
+
+
+def _verified_runtimes(d: dict[str, Any], ctx: str) -> tuple[str, ...]:
+    runtimes = get_list(d, "verified_runtimes", ctx, optional=True, max_items=16) or []
+    if not all(isinstance(r, str) and 0 < len(r) <= 128 for r in runtimes):
+        raise SchemaError(f"{ctx}.verified_runtimes must hold short strings like 'onnxruntime==1.20'")
+    return tuple(runtimes)
+
+
+def _tflite_ops(d: dict[str, Any], ctx: str) -> dict[str, int]:
+    ops = get_dict(d, "tflite_ops", ctx, optional=True) or {}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ops.values()):
+        raise SchemaError(f"{ctx}.tflite_ops must map op names to version numbers")
+    return dict(ops)

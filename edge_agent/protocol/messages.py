@@ -174,13 +174,17 @@ class Reported(Message):
         )
 
 
-RECORD_KINDS = ("prediction", "feedback", "error")
+RECORD_KINDS = ("prediction", "feedback", "error", "metrics")
+
+# Epochs are random integers below 2**53, so every JSON reader holds them exactly.
+MAX_EPOCH = 2**53 - 1
 
 
 @dataclass(frozen=True)
 class TelemetryBatch(Message):
-    """Records from the agent's outbox. Record ``seq`` numbers are unique per device and
-    increasing; the controller stores each (device, seq) once and acknowledges the batch."""
+    """Records from the agent's outbox. Record ``seq`` numbers are unique per outbox ``epoch``
+    and increasing; the controller stores each (device, epoch, seq) once and acknowledges the
+    batch. ``epoch`` 0 is an outbox created before epochs existed (or a sender without them)."""
 
     TYPE: ClassVar[str] = "telemetry"
     MAX_BYTES: ClassVar[int] = MAX_TELEMETRY_BYTES
@@ -189,10 +193,11 @@ class TelemetryBatch(Message):
     records: list[dict[str, Any]]
     dropped_total: int = 0  # records this device ever dropped on outbox overflow
     ts: float = field(default_factory=now)
+    epoch: int = 0  # identifies the outbox file the seqs belong to
 
     def body(self) -> dict[str, Any]:
         return {"first_seq": self.first_seq, "last_seq": self.last_seq, "records": self.records,
-                "dropped_total": self.dropped_total, "ts": self.ts}
+                "dropped_total": self.dropped_total, "ts": self.ts, "epoch": self.epoch}
 
     @classmethod
     def from_body(cls, d: dict[str, Any]) -> TelemetryBatch:
@@ -210,24 +215,32 @@ class TelemetryBatch(Message):
             if kind not in RECORD_KINDS:
                 raise SchemaError(f"{ctx}.kind {kind!r} is not one of {RECORD_KINDS}")
             get_float(r, "ts", ctx)
-        return cls(first, last, records, get_int(d, "dropped_total", minimum=0), get_float(d, "ts"))
+        epoch = get_int(d, "epoch", optional=True, minimum=0)
+        if epoch is not None and epoch > MAX_EPOCH:
+            raise SchemaError(f"field 'epoch' must be < 2**53, got {epoch}")
+        return cls(first, last, records, get_int(d, "dropped_total", minimum=0), get_float(d, "ts"),
+                   epoch or 0)
 
 
 @dataclass(frozen=True)
 class Ack(Message):
-    """Controller -> agent: records first_seq..last_seq are committed; the agent may delete them."""
+    """Controller -> agent: records first_seq..last_seq of outbox ``epoch`` are committed; the
+    agent may delete them. An agent ignores an ack for another epoch (an outbox it replaced);
+    ``epoch`` None (absent) comes from a controller without epochs and matches any."""
 
     TYPE: ClassVar[str] = "ack"
     first_seq: int
     last_seq: int
+    epoch: int | None = None
 
     def body(self) -> dict[str, Any]:
-        return {"first_seq": self.first_seq, "last_seq": self.last_seq}
+        return {"first_seq": self.first_seq, "last_seq": self.last_seq, "epoch": self.epoch}
 
     @classmethod
     def from_body(cls, d: dict[str, Any]) -> Ack:
         first = get_int(d, "first_seq", minimum=1)
-        return cls(first, get_int(d, "last_seq", minimum=first))
+        return cls(first, get_int(d, "last_seq", minimum=first),
+                   get_int(d, "epoch", optional=True, minimum=0))
 
 
 @dataclass(frozen=True)

@@ -78,11 +78,29 @@ def test_failed_activation_budget(budget: FailureBudget, failed: int, value: flo
 
 
 def test_accuracy_is_label_weighted_against_the_baseline() -> None:
-    obs = {"a": on_new(accuracy=0.9, labelled=30), "b": on_new(accuracy=0.5, labelled=10)}
+    obs = {"a": on_new(accuracy=0.9, labelled=300), "b": on_new(accuracy=0.5, labelled=100)}
     r = by_name(evaluate_gates(Gates(max_accuracy_drop=0.05, min_labelled=30),
                                ["a", "b"], obs, NEW))[ACCURACY_DROP]
     assert r.value == pytest.approx(0.92 - 0.8)
     assert r.failed
+    assert "with 95% confidence" in r.detail
+
+
+@pytest.mark.parametrize(("accuracy", "labelled", "verdict"), [
+    (0.90, 20, "pending"),  # 18 of 20 right: not evidence against 0.92 - 0.05
+    (0.90, 2000, "failed"),  # the same share over many labels is
+    (0.30, 30, "failed"),  # far below: a few labels suffice
+    (0.88, 30, "passed"),  # within the threshold: passes on the point estimate
+])
+def test_accuracy_fails_only_beyond_sampling_noise(accuracy: float, labelled: int,
+                                                   verdict: str) -> None:
+    obs = {"a": DeviceObservation(active=NEW, update_state="active", accuracy=accuracy,
+                                  labelled=labelled, baseline_accuracy=0.97)}
+    r = by_name(evaluate_gates(Gates(max_accuracy_drop=0.05 if verdict != "passed" else 0.1,
+                                     min_labelled=20), ["a"], obs, NEW))[ACCURACY_DROP]
+    assert {"pending": r.pending, "failed": r.failed, "passed": r.passed}[verdict], r
+    if verdict == "pending":
+        assert "within sampling noise" in r.detail
 
 
 def test_accuracy_drop_at_the_threshold_passes_despite_float_noise() -> None:

@@ -230,3 +230,25 @@ def test_spec_from_dict_errors(doc: dict[str, object], message: str) -> None:
     with pytest.raises(SpecError) as info:
         spec_from_dict(doc)
     assert message in str(info.value)
+
+
+# --- spec_to_dict ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec", [
+    RolloutSpec(model="cam", version=4),
+    RolloutSpec(model="cam", version=4, selector="site=berlin,hw in (pi4,pi5)", name="canary",
+                waves=parse_waves("1,33.333333333%,100%"), soak_seconds=(60.0, 30.0, 0.0),
+                gates=Gates(min_reporting_share=0.8, max_failed_activations=FailureBudget(None, 0.05),
+                            max_accuracy_drop=0.02, max_p95_latency_ms=40.0, max_drift_psi=0.1,
+                            min_labelled=10),
+                on_gate_failure="abort", priority=3, wave_timeout_seconds=120.0),
+    RolloutSpec(model="cam", version=4, gates=Gates(max_failed_activations=FailureBudget(2))),
+])
+def test_spec_to_dict_round_trips_through_json_and_toml(spec: RolloutSpec) -> None:
+    from controller.rollouts.spec import spec_to_dict
+
+    doc = spec_to_dict(spec)
+    assert spec_from_dict(json.loads(json.dumps(doc))) == spec
+    toml_text = "\n".join(f"{k} = {json.dumps(v)}" for k, v in doc.items() if k != "gates")
+    toml_text += "\n[gates]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in doc["gates"].items())
+    assert spec_from_dict(tomllib.loads(toml_text)) == spec
