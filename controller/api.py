@@ -66,7 +66,10 @@ def create_app(controller: Controller) -> FastAPI:
     @app.get(f"{API}/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "mqtt_connected": controller.bridge.link.connected,
-                "bridge": dict(controller.bridge.stats), "chunks": dict(controller.bridge.chunks.stats)}
+                "bridge": dict(controller.bridge.stats), "chunks": dict(controller.bridge.chunks.stats),
+                # issue 10: is this replica the one running rollouts and alerts?
+                "lease": {"holder_id": controller.lease.holder, "held": controller.lease.held,
+                          "term": controller.lease.term, **controller.lease.stats}}
 
     # GET /models (paged, filtered): controller/web/api_views.py
 

@@ -93,9 +93,15 @@ def controller() -> None:
 @click.option("--host", "http_host", help="Address for the REST API (default 127.0.0.1).")
 @click.option("--port", "http_port", type=int, help=f"Port for the REST API (default {DEFAULT_HTTP_PORT}).")
 @click.option("--api-token", help="Require this bearer token on calls that change state.")
+@click.option("--share-group", help="MQTT shared-subscription group: replicas with the same group "
+              "split the fleet's telemetry between them (docs/scaling.md).")
+@click.option("--artifact-dir", type=click.Path(path_type=Path),
+              help="Content-addressed artifact store; replicas must share one "
+                   "(default: DATA_DIR/artifacts).")
 def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: str | None,
                      broker: str | None, http_host: str | None, http_port: int | None,
-                     api_token: str | None) -> None:
+                     api_token: str | None, share_group: str | None,
+                     artifact_dir: Path | None) -> None:
     """Serve the REST API and bridge the MQTT fleet until interrupted.
 
     Example: edgewise controller serve --broker 127.0.0.1:1883 --data-dir /var/lib/edgewise
@@ -108,7 +114,8 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
     try:
         config = load_controller_config(config_path, data_dir=data_dir, db_url=db_url,
                                         broker=broker, http_host=http_host,
-                                        http_port=http_port, api_token=api_token)
+                                        http_port=http_port, api_token=api_token,
+                                        share_group=share_group, artifact_dir=artifact_dir)
         scheme = "https" if config.http_tls_cert else "http"
         click.echo(f"edgewise controller: API {scheme}://{config.http_host}:{config.http_port}, "
                    f"broker {config.broker}, data {config.data_dir}")

@@ -55,6 +55,15 @@ class ControllerConfig:
     http_tls_cert: str | None = None
     http_tls_key: str | None = None
     allow_open_api: bool = False
+    # -- replicas (issue 10; docs/scaling.md): a shared content-addressed artifact directory
+    # (default {data_dir}/artifacts) and the lease that picks the one deciding replica
+    artifact_dir: Path | None = None
+    lease_s: float = 5.0  # another replica takes over this long after the holder dies
+    lease_renew_s: float = 1.0
+
+    @property
+    def artifacts_path(self) -> Path:
+        return self.artifact_dir or self.data_dir / "artifacts"
 
     @property
     def database_url(self) -> str:
@@ -86,4 +95,11 @@ def load_controller_config(path: Path | None = None, **overrides: Any) -> Contro
         values["broker"] = BrokerAddress.parse(values["broker"])
     if "data_dir" in values:
         values["data_dir"] = Path(values["data_dir"])
+    if values.get("artifact_dir"):  # issue 10
+        values["artifact_dir"] = Path(values["artifact_dir"])
+    group = values.get("share_group")
+    if group is not None and (not isinstance(group, str) or not group
+                              or any(c in group for c in "/+#")):
+        raise ValidationError(f"share_group {group!r} is not a valid MQTT shared-subscription "
+                              "group name: use letters, digits, '-' or '_' (no '/', '+', '#')")
     return ControllerConfig(**values)

@@ -472,6 +472,48 @@ def _create_v4(conn: Connection) -> None:
 
 MIGRATIONS.append(Migration(4, "device version history; telemetry time index", _create_v4))
 
+# -- migration 5 (issue 10: replicas) ----------------------------------------------------------
+# One row per lease (controller/lease.py): which replica decides (runs rollouts and alerts) and
+# until when, on the database's clock; ``term`` counts the hand-overs.
+
+leases = sa.Table(
+    "leases", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("acquired_at", sa.Float, nullable=False),
+    sa.Column("term", sa.BigInteger, nullable=False),
+)
+
+
+# With a share group, two reports of one device may reach two replicas and be stored in the
+# wrong order; ``reported_order`` keeps the device time of the newest report applied, and an
+# older one is not applied over it (FleetStore.set_reported).
+reported_order = sa.Table(
+    "reported_order", metadata,
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("ts", sa.Float, nullable=False),
+)
+
+
+def _create_v5(conn: Connection) -> None:
+    for statement in (
+        """CREATE TABLE leases (
+            name VARCHAR(64) NOT NULL PRIMARY KEY,
+            holder VARCHAR(200) NOT NULL,
+            expires_at FLOAT NOT NULL,
+            acquired_at FLOAT NOT NULL,
+            term BIGINT NOT NULL)""",
+        """CREATE TABLE reported_order (
+            device_id VARCHAR(128) NOT NULL PRIMARY KEY,
+            ts FLOAT NOT NULL)""",
+    ):
+        conn.exec_driver_sql(statement)
+
+
+MIGRATIONS.append(Migration(5, "leases: one deciding replica; order of reported states",
+                            _create_v5))
+
 # pg_advisory_xact_lock key: b"Edgewise" as a big-endian int64, so replicas agree on it.
 MIGRATION_LOCK_KEY = int.from_bytes(b"Edgewise", "big")
 

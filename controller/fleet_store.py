@@ -21,6 +21,7 @@ from controller.db import (
     device_history,
     devices,
     model_versions,
+    reported_order,
     telemetry,
 )
 from controller.errors import ConflictError, NotFoundError
@@ -80,6 +81,7 @@ def record_history(conn: sa.Connection, device_id: str, reported: Reported) -> b
 class FleetStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.stale_reports = 0  # issue 10: reports older than the one applied, not applied
 
     def touch(self, device_id: str, ts: float) -> None:
         with self.db.write() as conn:
@@ -113,6 +115,16 @@ class FleetStore:
             values["agent_version"] = reported.agent_version
         with self.db.write() as conn:
             touch(self.db, conn, device_id, reported.ts)
+            # issue 10: replicas of a share group may store two reports out of order; an
+            # older report than the one applied is not applied over it
+            conn.execute(self.db.insert_ignore(reported_order).values(device_id=device_id,
+                                                                      ts=reported.ts))
+            newest = conn.execute(reported_order.update().where(
+                reported_order.c.device_id == device_id, reported_order.c.ts <= reported.ts)
+                .values(ts=reported.ts)).rowcount
+            if not newest:
+                self.stale_reports += 1
+                return
             record_history(conn, device_id, reported)  # issue 7: before the row changes
             conn.execute(devices.update().where(devices.c.device_id == device_id).values(**values))
 

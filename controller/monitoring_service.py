@@ -95,6 +95,9 @@ class MonitoringService:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.alert_interval_s)
+            if not self.controller.lease.held:  # issue 10: another replica judges
+                self.stats["skipped_not_leader"] += 1
+                continue
             try:
                 await self.evaluate_now()
             except Exception:

@@ -92,11 +92,12 @@ class RolloutRunner:
     def __init__(self, db: Database, registry: ModelRegistry, fleet: FleetStore,
                  publish: Publish, connection: Callable[[], int | None], *,
                  metrics: FiguresSource | None = None, figures: FiguresSource | None = None,
-                 interval: float = 0.5) -> None:
+                 interval: float = 0.5, leader: Callable[[], int | None] | None = None) -> None:
         """``connection()``: a number that changes with every (re)connection to the broker,
         None while disconnected. ``metrics``: the monitoring store (figures from agent windows,
         drift included); devices without windows fall back to raw telemetry. ``figures``
-        replaces both."""
+        replaces both. ``leader()`` (issue 10): the term of this replica's lease, None while
+        another replica decides; the loop acts only while it holds one."""
         self.store = RolloutStore(db)
         self.devices = DeviceRegistry(db, fleet)
         self.registry = registry
@@ -105,9 +106,11 @@ class RolloutRunner:
         self.stats: Counter[str] = Counter()
         self._publish = publish
         self._connection = connection
+        self._leader = leader
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._synced: int | None = None  # the connection whose orders were published again
+        # the (connection, lease term) whose orders were published again
+        self._synced: tuple[int, int | None] | None = None
         self._manifests: dict[ModelVersion, Manifest] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -129,10 +132,13 @@ class RolloutRunner:
         while True:
             try:
                 connection = self._connection()
-                if connection is not None:  # orders may be lost while down: send them again
-                    if connection != self._synced:
+                term = self._leader() if self._leader is not None else 0
+                if connection is not None and term is not None:
+                    # orders may be lost while down, or by a previous lease holder that died
+                    # between its save and its publish: send them again
+                    if (connection, term) != self._synced:
                         await self.republish()
-                        self._synced = connection
+                        self._synced = (connection, term)
                     await self.tick()
             except asyncio.CancelledError:
                 raise

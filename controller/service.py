@@ -17,6 +17,7 @@ from controller.config import ControllerConfig
 from controller.db import Database
 from controller.errors import ConflictError
 from controller.fleet_store import FleetStore
+from controller.lease import Lease
 from controller.metrics_store import MetricsStore
 from controller.monitoring_service import MonitoringService
 from controller.registry import ModelRegistry
@@ -33,10 +34,12 @@ class Controller:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.database_url)
         self.db.migrate()
-        self.store = ArtifactStore(config.data_dir / "artifacts")
+        self.store = ArtifactStore(config.artifacts_path)  # issue 10: may be shared
         self.registry = ModelRegistry(self.db, self.store)
         self.fleet = FleetStore(self.db)
         # -- monitoring (issue 6): metrics windows, alerts, the evaluation loop --
+        # -- replicas (issue 10): only the lease holder runs rollouts and judges alerts --
+        self.lease = Lease(self.db, lease_s=config.lease_s, renew_s=config.lease_renew_s)
         self.metrics = MetricsStore(self.db)
         self.alerts = AlertStore(self.db, self.metrics)
         self.telemetry = TelemetryStore(self.db, self.metrics)
@@ -47,10 +50,11 @@ class Controller:
         self.rollouts = RolloutRunner(
             self.db, self.registry, self.fleet, self.bridge.publish_desired,
             lambda: self.bridge.link.connect_count if self.bridge.link.connected else None,
-            metrics=self.metrics)
+            metrics=self.metrics, leader=self.lease.current_term)
 
     async def start(self) -> None:
         await self.bridge.start()
+        await self.lease.start()  # issue 10
         self.monitoring.start()  # issue 6: alert evaluation loop
         await self.rollouts.start()  # issue 5: the rollout loop
         log.info("controller connected to broker %s, database %s", self.config.broker, self.db)
@@ -58,6 +62,7 @@ class Controller:
     async def stop(self) -> None:
         await self.monitoring.stop()  # issue 6
         await self.rollouts.stop()  # issue 5
+        await self.lease.stop()  # issue 10: hand the lease over at once
         await self.bridge.stop()
         self.db.dispose()
 
