@@ -3,9 +3,12 @@
 One ``EdgeAgent`` is one device. It runs on an asyncio loop it does not own, so the daemon runs
 one per process and the simulator runs a thousand on one loop, with the same code.
 
-Update path: desired state (retained) -> subscribe to the artifact's chunk topic -> ask for the
-missing ranges -> verify every chunk -> verify the whole artifact -> load -> smoke test -> switch.
-A failure anywhere leaves the previous model serving and is reported in words.
+Update path (issue 4; :mod:`edge_agent.updater`, docs/agent.md): a desired state (retained) is
+checked (signature, expiry, device class, version) and then carried out by the pure state
+machine in :mod:`edge_agent.update`: download chunks, verify, stage beside the running model,
+activate (smoke test, atomic pointer switch), probation, commit, or roll back to the previous
+slot. Each step is journaled before its work starts, so a crash resumes where it was. A failure
+anywhere leaves a verified model serving and is reported in words.
 
 Telemetry path: ``predict()`` appends records to an in-memory list (the prediction path does no
 disk I/O); every ``telemetry_flush_interval_s`` they go to the SQLite outbox in one transaction;
@@ -22,14 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__
@@ -57,27 +58,18 @@ from edge_agent.protocol import (
     encode,
 )
 from edge_agent.protocol.errors import PayloadTooLarge
-from edge_agent.protocol.messages import ArtifactRequest
 from edge_agent.protocol.topics import (
     ChunkTopic,
     DeviceChannel,
     DeviceTopic,
-    chunk_wildcard,
     device_topic,
     parse_topic,
 )
-from edge_agent.runtime import (
-    InferenceRuntime,
-    InvalidInput,
-    file_sha256,
-    load_runtime,
-    prepare_features,
-    smoke_test,
-)
+from edge_agent.runtime import InferenceRuntime, InvalidInput, prepare_features
+from edge_agent.slots import Slot
+from edge_agent.updater import Updater
 
 log = logging.getLogger("edgewise.agent")
-
-SUPPORTED_FORMATS = ("onnx", "tflite")
 
 
 class NoActiveModel(RuntimeError):
@@ -98,18 +90,10 @@ class EdgeAgent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.device_id = config.device_id
-        root = config.data_dir
-        self._models_dir = root / "models"
-        self._download_dir = root / "download"
-        self._active_file = root / "active.json"
-        self._outbox_path = root / "outbox.sqlite"
+        self._outbox_path = config.data_dir / "outbox.sqlite"
         self.runtime: InferenceRuntime | None = None
         self.active: ModelRef | None = None
-        self.state = "idle"
-        self.last_error: str | None = None
-        self.target: Manifest | None = None
         self.deployment_id: str | None = None
-        self.download: ArtifactDownload | None = None
         self.outbox: TelemetryOutbox | None = None
         self.dropped_messages: Counter[str] = Counter()
         self.predictions_served = 0
@@ -121,10 +105,7 @@ class EdgeAgent:
         self._sent_upto = 0
         self._boot_id = os.urandom(4).hex()
         self._next_prediction = 0
-        self._last_chunk_at = 0.0
-        self._last_progress_report = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
-        self._update_task: asyncio.Task[None] | None = None
         self._closed = False
         # -- monitoring (issue 6)
         self.monitor = ModelMonitor(config.metrics_window_s, config.device_id)
@@ -135,17 +116,55 @@ class EdgeAgent:
             on_message=self._on_message,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
-            will=Will(self._topic(DeviceChannel.PRESENCE),
+            will=Will(self.topic(DeviceChannel.PRESENCE),
                       encode(Presence(online=False, agent_version=__version__))),
             keepalive=config.keepalive_s,
         )
+        # issue 4: the update path (raises TrustedKeyError for an unreadable trusted key)
+        self.updater = Updater(self)
+
+    # -- the update path's view (kept as attributes for the simulator, tests and status) -----
+
+    @property
+    def state(self) -> str:
+        """The update state as reported (``active`` when at rest and serving)."""
+        return self.updater.reported_state
+
+    @property
+    def last_error(self) -> str | None:
+        return self.updater.last_error
+
+    @property
+    def target(self) -> Manifest | None:
+        return self.updater.target_manifest
+
+    @property
+    def download(self) -> ArtifactDownload | None:
+        return self.updater.download
+
+    def serve(self, slot: Slot | None, runtime: InferenceRuntime | None, *,
+              deployment_id: str | None = None) -> None:
+        """Serve ``runtime`` (the model in ``slot``) from now on; None serves nothing.
+
+        The switch is the one reference assignment to ``self.runtime``: a prediction in flight
+        finishes on the runtime it read, the next one uses the new one.
+        """
+        self.runtime = runtime
+        if slot is None or runtime is None:
+            self.active = None
+            self.deployment_id = deployment_id
+            return
+        self.active = slot.ref
+        self.deployment_id = slot.deployment_id
+        # the previous model's monitoring window closes here; the new model's starts
+        self._queue_window(self.monitor.switch(slot.manifest, time.time(), time.monotonic()))
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, *, wait_connected: bool = True) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = self._open_outbox()
-        self._load_active()
+        self.updater.start()
         self._tasks.append(asyncio.create_task(self._telemetry_loop()))
         self._tasks.append(asyncio.create_task(self._repair_loop()))
         await self.link.start(wait=wait_connected)
@@ -165,7 +184,7 @@ class EdgeAgent:
         if self.link.connected:
             with contextlib.suppress(Exception):
                 await self.link.publish_and_wait(
-                    self._topic(DeviceChannel.PRESENCE),
+                    self.topic(DeviceChannel.PRESENCE),
                     encode(Presence(online=False, agent_version=__version__)), retain=True,
                     timeout=2.0)
         await self.link.stop()
@@ -180,8 +199,7 @@ class EdgeAgent:
         self._closed = True
         for task in self._tasks:
             task.cancel()
-        if self._update_task:
-            self._update_task.cancel()
+        self.updater.close()
         if self.outbox is not None:
             self.outbox.close()
             self.outbox = None
@@ -199,26 +217,6 @@ class EdgeAgent:
             log.error("%s: outbox corrupt (%s); moved to %s", self.device_id, exc, aside)
             return TelemetryOutbox(self._outbox_path, max_records=self.config.outbox_max_records,
                                    overflow=policy)
-
-    def _load_active(self) -> None:
-        if not self._active_file.exists():
-            return
-        try:
-            record = json.loads(self._active_file.read_text())
-            manifest = Manifest.from_dict(record["manifest"])
-            path = self._models_dir / record["file"]
-            if file_sha256(path) != manifest.artifact.sha256:
-                raise ValueError(f"{path.name} no longer matches its sha256")
-            self.runtime = load_runtime(path, manifest)
-        except Exception as exc:
-            self.state = "failed"
-            self.last_error = f"the active model could not be loaded at start: {exc}"
-            log.error("%s: %s", self.device_id, self.last_error)
-            return
-        self.active = ModelRef(manifest.model, manifest.version, manifest.artifact.sha256)
-        self.deployment_id = record.get("deployment_id")
-        self.state = "active"
-        self._queue_window(self.monitor.switch(manifest, time.time(), time.monotonic()))
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -240,8 +238,14 @@ class EdgeAgent:
         except Exception as exc:
             self._record_error("runtime_error")
             self.monitor.observe_error(len(rows))
+            watch = self.updater.probation
+            if watch is not None and self.updater.probation_sha == manifest.artifact.sha256:
+                watch.observe_error(len(rows))
             raise RuntimeError(f"inference failed: {exc}") from exc
         latency_ms = (time.perf_counter() - started) * 1000.0
+        watch = self.updater.probation
+        if watch is not None and self.updater.probation_sha == manifest.artifact.sha256:
+            watch.observe(len(rows), latency_ms)
         per_row_ms = latency_ms / len(rows)
         if self.monitor.model == manifest.model and self.monitor.version == manifest.version:
             self.monitor.observe(rows, out.labels, out.scores, latency_ms)
@@ -303,20 +307,20 @@ class EdgeAgent:
 
     # -- MQTT --------------------------------------------------------------------------------
 
-    def _topic(self, channel: DeviceChannel) -> str:
+    def topic(self, channel: DeviceChannel) -> str:
         return device_topic(self.device_id, channel)
 
     def _on_connect(self) -> None:
-        self.link.subscribe(self._topic(DeviceChannel.DESIRED))
-        self.link.subscribe(self._topic(DeviceChannel.ACK))
-        self.link.publish(self._topic(DeviceChannel.PRESENCE),
+        self.link.subscribe(self.topic(DeviceChannel.DESIRED))
+        self.link.subscribe(self.topic(DeviceChannel.ACK))
+        self.link.publish(self.topic(DeviceChannel.PRESENCE),
                           encode(Presence(online=True, agent_version=__version__)), retain=True)
-        self._report()
+        self.report()
         # unacknowledged batches may have been lost with the connection: send them again
         self._inflight.clear()
         self._sent_upto = 0
         if self.download is not None and not self.download.complete:
-            self._request_missing()
+            self.updater.request_missing()
 
     def _on_disconnect(self) -> None:
         log.info("%s: disconnected from %s", self.device_id, self.config.broker)
@@ -329,10 +333,10 @@ class EdgeAgent:
         try:
             parsed = parse_topic(topic)
             if isinstance(parsed, ChunkTopic):
-                self._on_chunk(parsed, payload)
+                self.updater.on_chunk(parsed, payload)
             elif isinstance(parsed, DeviceTopic) and parsed.device_id == self.device_id:
                 if parsed.channel is DeviceChannel.DESIRED:
-                    self._on_desired(decode(payload, Desired))
+                    self.updater.on_desired(decode(payload, Desired))
                 elif parsed.channel is DeviceChannel.ACK:
                     self._on_ack(decode(payload, Ack))
                 else:
@@ -342,186 +346,18 @@ class EdgeAgent:
         except ProtocolError as exc:
             self._drop("malformed", f"{topic}: {exc}")
 
-    def _on_desired(self, desired: Desired) -> None:
-        manifest = desired.manifest
-        if manifest is None:
-            self._deactivate(desired.deployment_id)
-            return
-        sha = manifest.artifact.sha256
-        if self.active is not None and self.active.sha256 == sha:
-            # back to the model that runs (a rollout's revert): an update in flight is dropped,
-            # or it would switch to the version the controller just withdrew
-            self._cancel_update()
-            if self.state != "active":
-                self.state, self.target, self.last_error = "active", None, None
-                self._report()
-            return
-        if self.target is not None and self.target.artifact.sha256 == sha:
-            return  # the retained desired state again (reconnect): the update goes on
-        self._cancel_update()  # a newer target replaces the one being installed
-        self.target = manifest
-        self.deployment_id = desired.deployment_id
-        self.last_error = None
-        if manifest.format not in SUPPORTED_FORMATS:
-            self._fail(f"model format {manifest.format!r} is not supported by this agent")
-            return
-        limit = self.config.max_model_bytes
-        if limit is not None and manifest.artifact.size > limit:
-            self._fail(f"model {manifest.model}:{manifest.version} is {manifest.artifact.size} "
-                       f"bytes, more than this device takes (max_model_bytes = {limit})")
-            return
-        self._clean_partials(keep=sha)
-        self.download = ArtifactDownload(manifest.artifact, self._download_dir / f"{sha}.part")
-        self.state = "downloading"
-        self._last_chunk_at = time.monotonic()
-        self._report()
-        log.info("%s: updating to %s:%s (%d bytes)", self.device_id, manifest.model,
-                 manifest.version, manifest.artifact.size)
-        if self.download.complete:
-            self._update_task = asyncio.create_task(self._finish_update())
-        elif self.link.connected:
-            self._request_missing()
-
-    def _cancel_update(self) -> None:
-        """Stop the update in progress, if any; the active model keeps serving."""
-        if self._update_task is not None and not self._update_task.done():
-            self._update_task.cancel()
-        if self.download is not None:
-            if self.link.connected:
-                self.link.unsubscribe(chunk_wildcard(self.download.ref.sha256))
-            self.download = None
-
-    def _deactivate(self, deployment_id: str) -> None:
-        """The desired state names no model (a rollout reverting a device that ran none):
-        stop any update, unload the model and forget it across restarts; serve nothing."""
-        self._cancel_update()
-        if self.active is None and self.target is None and self.state == "idle":
-            return  # already so: the retained message again
-        unloaded = self.active
-        self._active_file.unlink(missing_ok=True)
-        self.runtime = None  # predictions are refused from now on (NoActiveModel)
-        self.active, self.target = None, None
-        self.state, self.last_error = "idle", None
-        self.deployment_id = deployment_id
-        log.info("%s: desired state names no model; %s", self.device_id,
-                 f"{unloaded} unloaded" if unloaded else "nothing to unload")
-        self._report()
-
-    def _request_missing(self) -> None:
-        download = self.download
-        if download is None or not self.link.connected:
-            return
-        asyncio.create_task(self._subscribe_and_request(download))
-
-    async def _subscribe_and_request(self, download: ArtifactDownload) -> None:
-        sha = download.ref.sha256
-        try:
-            # chunks published before the broker confirms the subscription would be missed
-            await self.link.subscribe_and_wait(chunk_wildcard(sha))
-        except (TimeoutError, ConnectionError, PermissionError) as exc:
-            log.warning("%s: cannot subscribe to chunks of %s: %s", self.device_id, sha[:12], exc)
-            return
-        ranges = download.missing_ranges()
-        if ranges and self.download is download:
-            self.link.publish(self._topic(DeviceChannel.ARTIFACT_REQUEST),
-                              encode(ArtifactRequest(sha, tuple(ranges))))
-
-    def _on_chunk(self, chunk: ChunkTopic, payload: bytes) -> None:
-        download = self.download
-        if download is None or download.ref.sha256 != chunk.sha256:
-            return  # a broadcast for another device's update, or one already finished
-        if not download.accept(chunk.index, payload):
-            return
-        self._last_chunk_at = time.monotonic()
-        if download.complete:
-            self.link.unsubscribe(chunk_wildcard(chunk.sha256))
-            self._update_task = asyncio.create_task(self._finish_update())
-        elif time.monotonic() - self._last_progress_report > 1.0:
-            self._last_progress_report = time.monotonic()
-            self._report()
-
-    async def _finish_update(self) -> None:
-        download, manifest = self.download, self.target
-        assert download is not None and manifest is not None
-        suffix = "onnx" if manifest.format == "onnx" else "tflite"
-        try:
-            self.state = "verifying"
-            self._report()
-            path = await asyncio.to_thread(
-                download.finalize, self._models_dir / f"{manifest.artifact.sha256}.{suffix}")
-            self.download = None
-            self.state = "activating"
-            self._report()
-            runtime = await asyncio.to_thread(load_runtime, path, manifest)
-            await asyncio.to_thread(smoke_test, runtime)
-            # in a thread: its fsync would stall every agent sharing the loop (the simulator)
-            await asyncio.to_thread(self._write_active, manifest, path)
-            self.runtime = runtime  # the switch: a single reference assignment
-            previous = self.active
-            self.active = ModelRef(manifest.model, manifest.version, manifest.artifact.sha256)
-            self.state, self.target = "active", None
-            # the previous model's window closes here; the new model's starts
-            self._queue_window(self.monitor.switch(manifest, time.time(), time.monotonic()))
-            self._prune_models(keep={path.name})
-            log.info("%s: now running %s (was %s)", self.device_id, self.active, previous)
-            self._report()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.download = None
-            download.discard()
-            # a verified file that failed to load or to pass its smoke test must not linger in
-            # models/, where pruning would keep it instead of the model to roll back to
-            bad = self._models_dir / f"{manifest.artifact.sha256}.{suffix}"
-            if self.active is None or self.active.sha256 != manifest.artifact.sha256:
-                bad.unlink(missing_ok=True)
-            self._fail(str(exc))
-
-    def _fail(self, reason: str) -> None:
-        self.state = "failed"
-        self.last_error = reason
-        log.error("%s: update to %s failed: %s (still running %s)", self.device_id,
-                  self.target.model if self.target else "?", reason, self.active)
-        self._report()
-
-    def _write_active(self, manifest: Manifest, path: Path) -> None:
-        record = {"manifest": manifest.to_dict(), "file": path.name,
-                  "deployment_id": self.deployment_id}
-        tmp = self._active_file.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            f.write(json.dumps(record))  # dumps uses the C encoder; dump(f) does not
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._active_file)
-
-    def _prune_models(self, keep: set[str]) -> None:
-        # keep the new model and the one before it (for a quick rollback); remove older ones
-        files = sorted(self._models_dir.glob("*"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in files[2:]:
-            if old.name not in keep:
-                old.unlink(missing_ok=True)
-
-    def _clean_partials(self, keep: str) -> None:
-        if self._download_dir.exists():
-            for part in self._download_dir.glob("*.part"):
-                if not part.name.startswith(keep):
-                    part.unlink(missing_ok=True)
-
-    def _report(self) -> None:
+    def report(self) -> None:
         if not self.link.connected:
             return
-        target = None
-        if self.target is not None:
-            target = ModelRef(self.target.model, self.target.version, self.target.artifact.sha256)
-        progress = None
-        if self.download is not None:
-            progress = (self.download.received, self.download.ref.chunk_count)
+        fields = self.updater.report_fields()
+        desired = self.updater.desired
+        deployment_id = desired.deployment_id if desired is not None else self.deployment_id
         message = Reported(
-            state=self.state, active=self.active, target=target,
-            deployment_id=self.deployment_id, last_error=self.last_error, progress=progress,
-            labels=self.config.labels, agent_version=__version__)
-        self.link.publish(self._topic(DeviceChannel.REPORTED), encode(message), retain=True)
-
+            state=fields["state"], active=self.active, target=fields["target"],
+            deployment_id=deployment_id, last_error=fields["last_error"],
+            progress=fields["progress"], labels=self.config.labels, agent_version=__version__,
+            staged=fields["staged"], previous=fields["previous"])
+        self.link.publish(self.topic(DeviceChannel.REPORTED), encode(message), retain=True)
     # -- telemetry ---------------------------------------------------------------------------
 
     def flush(self) -> None:
@@ -560,7 +396,7 @@ class EdgeAgent:
             if payload is None:
                 continue  # an undeliverable record was discarded (and counted): read on
             first, last = records[0]["seq"], records[-1]["seq"]
-            if self.link.publish(self._topic(DeviceChannel.TELEMETRY), payload) != 0:
+            if self.link.publish(self.topic(DeviceChannel.TELEMETRY), payload) != 0:
                 return
             self._inflight[first] = (last, now, outbox.stats().dropped_total)
             self._sent_upto = last
@@ -578,7 +414,7 @@ class EdgeAgent:
             return  # nothing was ever stored (a full disk from the start): the next batch says it
         batch = TelemetryBatch(stats.last_seq, stats.last_seq, [], stats.dropped_total,
                                epoch=outbox.epoch)
-        if self.link.publish(self._topic(DeviceChannel.TELEMETRY), encode(batch)) == 0:
+        if self.link.publish(self.topic(DeviceChannel.TELEMETRY), encode(batch)) == 0:
             self._inflight[stats.last_seq] = (stats.last_seq, now, stats.dropped_total)
 
     def _encode_batch(self, outbox: TelemetryOutbox, records: list[dict[str, Any]]
@@ -635,14 +471,16 @@ class EdgeAgent:
         interval = self.config.chunk_repair_interval_s
         while True:
             await asyncio.sleep(interval / 2)
-            download = self.download
-            if download is None or download.complete or not self.link.connected:
+            updater = self.updater
+            download = updater.download
+            if download is None or download.complete or not self.link.connected \
+                    or updater.paused:
                 continue
-            if time.monotonic() - self._last_chunk_at > interval:
-                self._last_chunk_at = time.monotonic()
+            if time.monotonic() - updater.last_chunk_at > interval:
+                updater.last_chunk_at = time.monotonic()
                 log.info("%s: no chunk for %.1fs, asking again for %d missing ranges",
                          self.device_id, interval, len(download.missing_ranges()))
-                self._request_missing()
+                updater.request_missing()
 
     # -- introspection -------------------------------------------------------------------------
 
@@ -660,6 +498,7 @@ class EdgeAgent:
             "monitor": dict(self.monitor.stats),
             "dropped_messages": dict(self.dropped_messages),
             "connected": self.link.connected,
+            **self.updater.status(),
         }
 
 

@@ -43,6 +43,9 @@ class AgentConfig:
     # manifest-signing public keys the device trusts: file paths (relative to the config file)
     # or PEM text; written by `edgewise devices enroll` (security, issue 9)
     trusted_keys: tuple[str, ...] = ()
+    # issue 4: the health window a new model serves under before it is committed, when neither
+    # the desired state (rollout) nor the manifest sets one; 0 commits after the smoke test
+    probation_s: float = 0.0
     # monitoring (issue 6; docs/monitoring.md): the active model's window summary goes to the
     # outbox as a "metrics" record every metrics_window_s; raw prediction records are kept with
     # probability prediction_sample_rate (the window summaries always count every prediction)
@@ -60,6 +63,9 @@ class AgentConfig:
                 or self.max_model_bytes < 1):
             raise ConfigError("max_model_bytes must be a whole number of bytes >= 1 "
                               "(leave it out for no limit)")
+        if not (isinstance(self.probation_s, (int, float)) and 0.0 <= self.probation_s <= 86_400):
+            raise ConfigError("probation_s must be within [0, 86400] seconds (0: commit a new "
+                              "model right after its smoke test)")
         if not (isinstance(self.metrics_window_s, (int, float))
                 and 0 < self.metrics_window_s < float("inf")):
             raise ConfigError("metrics_window_s must be a positive number of seconds")

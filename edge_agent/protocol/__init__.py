@@ -4,7 +4,13 @@ Used by both sides; documented in ``docs/protocol.md``.
 """
 
 from edge_agent.protocol.errors import PayloadTooLarge, ProtocolError, SchemaError, TopicError
-from edge_agent.protocol.manifest import ArtifactRef, Manifest, SmokeTest, TensorSpec
+from edge_agent.protocol.manifest import (
+    ArtifactRef,
+    Manifest,
+    ProbationPolicy,
+    SmokeTest,
+    TensorSpec,
+)
 from edge_agent.protocol.messages import (
     Ack,
     ArtifactRequest,
@@ -28,6 +34,7 @@ __all__ = [
     "ModelRef",
     "PayloadTooLarge",
     "Presence",
+    "ProbationPolicy",
     "ProtocolError",
     "Reported",
     "SchemaError",

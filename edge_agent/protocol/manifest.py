@@ -131,6 +131,49 @@ class SmokeTest:
 
 
 @dataclass(frozen=True)
+class ProbationPolicy:
+    """The health window a newly activated model serves under before the device commits it.
+
+    For ``duration_s`` after the switch the agent counts predictions, inference errors and
+    latencies of the new model. It rolls back when, with at least ``min_predictions`` served, the
+    share of failed predictions exceeds ``max_error_rate`` or the p95 latency of a prediction call
+    exceeds ``max_p95_latency_ms``; otherwise it commits at the end of the window. ``duration_s``
+    0 commits right after the smoke test. A window that saw fewer than ``min_predictions`` is
+    committed: there was nothing to judge (the fleet-level rollout gates still watch).
+    """
+
+    duration_s: float
+    max_error_rate: float = 0.05
+    max_p95_latency_ms: float | None = None
+    min_predictions: int = 1
+
+    MAX_DURATION_S = 86_400.0
+
+    @classmethod
+    def from_dict(cls, d: Any, ctx: str = "probation") -> ProbationPolicy:
+        if not isinstance(d, dict):
+            raise SchemaError(f"{ctx} must be an object")
+        duration = get_float(d, "duration_s", ctx)
+        if not 0.0 <= duration <= cls.MAX_DURATION_S:
+            raise SchemaError(f"{ctx}.duration_s must be within [0, {cls.MAX_DURATION_S:g}] s")
+        rate = get_float(d, "max_error_rate", ctx, optional=True)
+        if rate is not None and not 0.0 <= rate <= 1.0:
+            raise SchemaError(f"{ctx}.max_error_rate must be within [0, 1]")
+        latency = get_float(d, "max_p95_latency_ms", ctx, optional=True)
+        if latency is not None and not latency > 0:
+            raise SchemaError(f"{ctx}.max_p95_latency_ms must be a positive number of ms")
+        minimum = get_int(d, "min_predictions", ctx, optional=True, minimum=0)
+        return cls(float(duration), 0.05 if rate is None else float(rate),
+                   None if latency is None else float(latency),
+                   1 if minimum is None else minimum)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"duration_s": self.duration_s, "max_error_rate": self.max_error_rate,
+                "max_p95_latency_ms": self.max_p95_latency_ms,
+                "min_predictions": self.min_predictions}
+
+
+@dataclass(frozen=True)
 class Manifest:
     model: str
     version: int  # 0 until the registry assigns one
@@ -157,6 +200,8 @@ class Manifest:
     verified_runtimes: tuple[str, ...] = ()
     # TFLite artifacts: builtin (or custom) op name → highest op version the model uses.
     tflite_ops: dict[str, int] = field(default_factory=dict)
+    # The device-side health window after activation (issue 4); None: the agent's default.
+    probation: ProbationPolicy | None = None
     schema: int = MANIFEST_SCHEMA
 
     @property
@@ -174,6 +219,10 @@ class Manifest:
         d["class_labels"] = list(self.class_labels) if self.class_labels is not None else None
         d["feature_names"] = list(self.feature_names)
         d["verified_runtimes"] = list(self.verified_runtimes)
+        if self.probation is None:
+            del d["probation"]  # optional: manifests without one keep their exact form
+        else:
+            d["probation"] = self.probation.to_dict()
         return d
 
     @classmethod
@@ -227,6 +276,8 @@ class Manifest:
             created_at=get_str(d, "created_at", ctx, optional=True) or "",
             verified_runtimes=_verified_runtimes(d, ctx),
             tflite_ops=_tflite_ops(d, ctx),
+            probation=(ProbationPolicy.from_dict(d["probation"], f"{ctx}.probation")
+                       if d.get("probation") is not None else None),
             schema=schema,
         )
 

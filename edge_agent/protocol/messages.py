@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from edge_agent.protocol.errors import PayloadTooLarge, SchemaError
-from edge_agent.protocol.manifest import Manifest
+from edge_agent.protocol.manifest import Manifest, ProbationPolicy
 from edge_agent.protocol.validation import (
     get_bool,
+    get_dict,
     get_float,
     get_int,
     get_list,
@@ -31,13 +32,19 @@ SCHEMA_VERSION = 1
 MAX_CONTROL_BYTES = 1024 * 1024
 MAX_TELEMETRY_BYTES = 4 * 1024 * 1024
 
+# The agent's update states (edge_agent.update.State; docs/agent-lifecycle.md). ``probation``:
+# the new model serves but is not committed yet; ``rolled_back``: the previous model serves again.
 UPDATE_STATES = (
     "idle",
     "downloading",
     "verifying",
+    "staged",
     "activating",
+    "probation",
     "active",
     "failed",
+    "rolling_back",
+    "rolled_back",
 )
 
 
@@ -100,26 +107,59 @@ class Presence(Message):
 
 @dataclass(frozen=True)
 class Desired(Message):
-    """The device's desired model (retained). ``manifest`` None means: run no model."""
+    """The device's desired model (retained). ``manifest`` None means: run no model.
+
+    Signed form (issue 4, ``edge_agent.trust``): ``envelope`` is the controller's signed manifest
+    envelope and travels as ``"signed"``, with ``"manifest": null`` (the manifest is inside it;
+    :attr:`manifest` is parsed from it). ``rollback_order`` is a signed order that allows going
+    to a version not above the running one, or to no model. ``probation`` overrides the
+    manifest's health window (from the rollout); it is outside the signature and can only
+    change when a verified model is committed, never which model runs.
+    """
 
     TYPE: ClassVar[str] = "desired"
     deployment_id: str
     manifest: Manifest | None
     ts: float = field(default_factory=now)
+    envelope: dict[str, Any] | None = None
+    rollback_order: dict[str, Any] | None = None
+    probation: ProbationPolicy | None = None
 
     def body(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "deployment_id": self.deployment_id,
-            "manifest": self.manifest.to_dict() if self.manifest else None,
+            "manifest": (self.manifest.to_dict()
+                         if self.manifest is not None and self.envelope is None else None),
             "ts": self.ts,
         }
+        if self.envelope is not None:
+            d["signed"] = self.envelope
+        if self.rollback_order is not None:
+            d["rollback_order"] = self.rollback_order
+        if self.probation is not None:
+            d["probation"] = self.probation.to_dict()
+        return d
 
     @classmethod
     def from_body(cls, d: dict[str, Any]) -> Desired:
         raw = d.get("manifest")
-        return cls(get_str(d, "deployment_id", max_len=128),
-                   Manifest.from_dict(raw) if raw is not None else None,
-                   get_float(d, "ts"))
+        envelope = get_dict(d, "signed", optional=True)
+        if envelope is not None:
+            if raw is not None:
+                raise SchemaError("fields 'manifest' and 'signed' are exclusive: a signed "
+                                  "desired state carries its manifest inside 'signed'")
+            raw = envelope.get("manifest")
+            if raw is None:
+                raise SchemaError("field 'signed' holds no 'manifest'")
+        manifest = None
+        if raw is not None:
+            manifest = Manifest.from_dict(raw, "signed.manifest" if envelope else "manifest")
+        probation = d.get("probation")
+        return cls(get_str(d, "deployment_id", max_len=128), manifest, get_float(d, "ts"),
+                   envelope=envelope,
+                   rollback_order=get_dict(d, "rollback_order", optional=True),
+                   probation=(ProbationPolicy.from_dict(probation)
+                              if probation is not None else None))
 
 
 @dataclass(frozen=True)
@@ -136,9 +176,13 @@ class Reported(Message):
     labels: dict[str, str] = field(default_factory=dict)
     agent_version: str = ""
     ts: float = field(default_factory=now)
+    # issue 4: the verified artifact waiting in the standby slot, and the model kept in the
+    # previous slot for an instant rollback (omitted when none)
+    staged: ModelRef | None = None
+    previous: ModelRef | None = None
 
     def body(self) -> dict[str, Any]:
-        return {
+        d = {
             "state": self.state,
             "active": self.active.to_dict() if self.active else None,
             "target": self.target.to_dict() if self.target else None,
@@ -149,6 +193,11 @@ class Reported(Message):
             "agent_version": self.agent_version,
             "ts": self.ts,
         }
+        if self.staged is not None:
+            d["staged"] = self.staged.to_dict()
+        if self.previous is not None:
+            d["previous"] = self.previous.to_dict()
+        return d
 
     @classmethod
     def from_body(cls, d: dict[str, Any]) -> Reported:
@@ -171,7 +220,14 @@ class Reported(Message):
             labels=get_str_map(d, "labels"),
             agent_version=get_str(d, "agent_version", optional=True) or "",
             ts=get_float(d, "ts"),
+            staged=_optional_ref(d, "staged"),
+            previous=_optional_ref(d, "previous"),
         )
+
+
+def _optional_ref(d: dict[str, Any], key: str) -> ModelRef | None:
+    raw = d.get(key)
+    return ModelRef.from_dict(raw, key) if raw is not None else None
 
 
 RECORD_KINDS = ("prediction", "feedback", "error", "metrics")

@@ -39,14 +39,16 @@ _SENTENCES: dict[ResumeAction, str] = {
         "Keep the chunks whose sha256 matches the manifest, drop the rest, and request only the "
         "missing chunks (repair).",
     ResumeAction.REVERIFY:
-        "Verify the assembled file again from scratch (length, sha256, signature, version): a "
-        "check cut short proves nothing.",
+        "Verify the assembled file again from scratch (length and sha256 against the manifest "
+        "whose signature was checked before the download): a check cut short proves nothing; "
+        "an incomplete file goes back to downloading its missing chunks.",
     ResumeAction.REVERIFY_STAGED:
         "Re-verify the staged slot (length, sha256) before going on to activation; if it is torn, "
         "download again.",
     ResumeAction.REDO_ACTIVATION:
-        "The previous slot is authoritative: point at it and serve, then run the activation "
-        "again (switch, load, smoke test); past the attempt cap, roll back instead.",
+        "The previous slot is authoritative: if the pointer already names the new model, point "
+        "it back and serve the previous one, then run the activation again (load, smoke test, "
+        "switch); past the attempt cap, roll back instead.",
     ResumeAction.RESTART_PROBATION:
         "The new slot serves; start the health window again from zero (the crash itself counts "
         "against the attempt cap).",

@@ -42,6 +42,8 @@ class Event(Enum):
     RETRY = "retry"  # transient: try again (with backoff, in the adapter)
     ABORTED = "aborted"  # the controller withdrew this update
     ROLLBACK_ORDER = "rollback_order"  # a signed order to go back to the previous version
+    REJECTED = "rejected"  # a desired state failed the device's checks before any work began
+    DEACTIVATE = "deactivate"  # a (signed) desired state naming no model: unload and serve none
 
 
 # States where nothing is in flight: the agent serves its active slot and waits.
@@ -80,13 +82,25 @@ TABLE: dict[tuple[State, Event], State] = {
 
     (S.ACTIVE,       E.NEW_TARGET):     S.DOWNLOADING,
     (S.ACTIVE,       E.ROLLBACK_ORDER): S.ROLLING_BACK,
+    (S.ACTIVE,       E.REJECTED):       S.FAILED,
+    (S.ACTIVE,       E.DEACTIVATE):     S.IDLE,
+
+    (S.IDLE,         E.REJECTED):       S.FAILED,
+    (S.IDLE,         E.DEACTIVATE):     S.IDLE,
 
     (S.ROLLING_BACK, E.SUCCESS):        S.ROLLED_BACK,
     (S.ROLLING_BACK, E.RETRY):          S.ROLLING_BACK,
     (S.ROLLING_BACK, E.FAILURE):        S.FAILED,
 
     (S.ROLLED_BACK,  E.NEW_TARGET):     S.DOWNLOADING,
+    (S.ROLLED_BACK,  E.REJECTED):       S.FAILED,
+    (S.ROLLED_BACK,  E.ABORTED):        S.IDLE,
+    (S.ROLLED_BACK,  E.DEACTIVATE):     S.IDLE,
+
     (S.FAILED,       E.NEW_TARGET):     S.DOWNLOADING,
+    (S.FAILED,       E.REJECTED):       S.FAILED,
+    (S.FAILED,       E.ABORTED):        S.IDLE,
+    (S.FAILED,       E.DEACTIVATE):     S.IDLE,
 }
 # fmt: on
 del S, E
@@ -110,8 +124,13 @@ EVENT_MEANING: dict[Event, str] = {
     Event.SUCCESS: "The state's work finished.",
     Event.FAILURE: "A fatal error, or a RETRY or crash past the per-state attempt cap.",
     Event.RETRY: "A transient error: do the work again (the adapter backs off).",
-    Event.ABORTED: "The controller withdrew the update (rollout aborted or desired changed).",
+    Event.ABORTED: "The controller withdrew the update (rollout aborted or desired changed); "
+                   "at rest after a failure: the controller now desires the model that serves.",
     Event.ROLLBACK_ORDER: "A signed rollback order names the previous version.",
+    Event.REJECTED: "A desired state failed the device's checks (signature, expiry, device "
+                    "class, version, format, size) before any work began; nothing changes.",
+    Event.DEACTIVATE: "A desired state naming no model (signed rollback order to version 0): "
+                      "unload the model and serve none.",
 }
 
 
@@ -234,6 +253,12 @@ def advance(
     if event is Event.NEW_TARGET:
         return UpdateStep(nxt, target=target, previous=step.running, entered_at=now,
                           attempts=_count_entry({}, nxt))
+    if event is Event.REJECTED or (event is Event.ABORTED and step.state in REST_STATES):
+        # nothing was started: what serves stays the rollback destination of the next update
+        return UpdateStep(nxt, target=None, previous=step.running, entered_at=now,
+                          last_error=error if event is Event.REJECTED else None)
+    if event is Event.DEACTIVATE:
+        return UpdateStep(nxt, target=None, previous=None, entered_at=now)
     if event is Event.RETRY and step.attempts_in(nxt) >= max_attempts_per_state:
         gave_up = (f"gave up after {max_attempts_per_state} attempts in {nxt.value}"
                    + (f": {error}" if error else ""))

@@ -244,10 +244,12 @@ def test_a_model_its_runtime_cannot_load_fails_clearly_and_the_previous_model_ke
             await activate(agent, ctl, iris_models.a)
             ctl.serve(tflite.artifact, iris_models.c.data)
             await ctl.publish_desired(tflite)
-            await wait_until(lambda: agent.state == "failed", 10, "state 'failed'")
+            # issue 4: a failed activation rolls back to the previous slot, and says why
+            await wait_until(lambda: agent.state == "rolled_back", 10, "state 'rolled_back'")
             assert agent.last_error is not None and "TFLite interpreter cannot load" in agent.last_error
             await wait_until(lambda: ctl.last_reported is not None
-                             and ctl.last_reported.state == "failed", 5, "reported 'failed'")
+                             and ctl.last_reported.state == "rolled_back", 5,
+                             "reported 'rolled_back'")
             assert ctl.last_reported is not None
             assert ctl.last_reported.last_error == agent.last_error
             assert agent.active is not None

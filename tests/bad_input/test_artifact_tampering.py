@@ -64,11 +64,13 @@ def _assert_serves(agent: EdgeAgent, artifact: Artifact, models: IrisModels) -> 
     assert file_sha256(agent.config.data_dir / "models" / active["file"]) == sha
 
 
-async def _wait_failed(agent: EdgeAgent, ctl: FakeController) -> str:
-    await wait_until(lambda: agent.state == "failed", 10,
-                     f"state 'failed' (state {agent.state}, last_error {agent.last_error})")
+async def _wait_failed(agent: EdgeAgent, ctl: FakeController, state: str = "failed") -> str:
+    """Wait for the refusal: ``failed`` before activation, ``rolled_back`` when the activation
+    itself failed (issue 4: the previous slot is switched back in)."""
+    await wait_until(lambda: agent.state == state, 10,
+                     f"state {state!r} (state {agent.state}, last_error {agent.last_error})")
     await wait_until(lambda: ctl.last_reported is not None
-                     and ctl.last_reported.state == "failed", 5, "reported state 'failed'")
+                     and ctl.last_reported.state == state, 5, f"reported state {state!r}")
     reported = ctl.last_reported
     assert reported is not None and reported.last_error == agent.last_error
     assert agent.last_error is not None
@@ -203,11 +205,13 @@ def test_whole_file_hash_mismatch_fails_and_the_previous_model_keeps_serving(
     device_id = asyncio.run(scenario())
 
     async def restart() -> None:
-        # after a restart the device still runs the previous model, not the refused one
+        # after a restart the device still runs the previous model, not the refused one, and
+        # still says that the last update failed (issue 4: the journal keeps the outcome)
         agent = EdgeAgent(agent_config(broker, data_dir, device_id))
         await asyncio.wait_for(agent.start(), 15)
         try:
-            assert agent.state == "active"
+            assert agent.state == "failed"
+            assert agent.last_error is not None and "hash or size mismatch" in agent.last_error
             _assert_serves(agent, a, iris_models)
         finally:
             await agent.stop()
@@ -237,7 +241,7 @@ def test_failed_smoke_test_is_not_activated_and_the_previous_model_keeps_serving
             await activate(agent, ctl, a)
             ctl.serve(bad.manifest.artifact, bad.data)
             await ctl.publish_desired(bad.manifest, deployment_id="dep-bad-smoke")
-            error = await _wait_failed(agent, ctl)
+            error = await _wait_failed(agent, ctl, "rolled_back")
             assert "smoke test" in error and "labels differ" in error
             _assert_serves(agent, a, iris_models)
             assert_agent_healthy(agent)
@@ -258,7 +262,7 @@ def test_failed_smoke_test_leaves_no_artifact_in_models(
             await activate(agent, ctl, a)
             ctl.serve(bad.manifest.artifact, bad.data)
             await ctl.publish_desired(bad.manifest, deployment_id="dep-bad-smoke")
-            await _wait_failed(agent, ctl)
+            await _wait_failed(agent, ctl, "rolled_back")
             leftover = model_files(agent)
             # the next good update keeps the new model and the one before it (for a rollback)
             await activate(agent, ctl, c)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,11 @@ def test_no_model_desired_unloads_and_stays_unloaded(broker: BrokerProcess, tmp_
                              and controller.last_reported.state == "idle", 10,
                              "the idle state reported")
             assert controller.last_reported.deployment_id == "ro-3-revert"
-            assert not (agent.config.data_dir / "active.json").exists()
+            # the pointer names no active model; the unloaded one stays as the previous slot
+            pointer = json.loads((agent.config.data_dir / "active.json").read_text())
+            assert pointer["manifest"] is None
+            assert pointer["previous"]["manifest"]["artifact"]["sha256"] == \
+                a.manifest.artifact.sha256
             count = len(controller.reported)
             await controller.publish_desired(None, deployment_id="ro-3-revert")  # again
             await asyncio.sleep(0.3)

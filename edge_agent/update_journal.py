@@ -1,0 +1,70 @@
+"""The update journal: the last :class:`UpdateStep` and the desired state it works on, on disk.
+
+Written (atomically, durably) *before* each step's work starts, so that after a crash the agent
+knows exactly where it was and which signed desired state it was carrying out: it does not need
+the broker to tell it again. ``update.json`` under the agent's data directory::
+
+    {"step": UpdateStep.to_dict(), "desired": <the desired message as received, or null>}
+
+A journal that cannot be read (a torn write cannot happen, but a disk can fail) is moved aside
+and the agent starts at rest with whatever its slot pointer names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+from edge_agent.protocol import Desired, ProtocolError, decode, encode
+from edge_agent.protocol.errors import SchemaError
+from edge_agent.slots import fsync_dir
+from edge_agent.update import UpdateStep
+
+log = logging.getLogger("edgewise.agent.journal")
+
+
+class UpdateJournal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._written = 0
+
+    def save(self, step: UpdateStep, desired: Desired | None, sequence: int | None = None) -> None:
+        """Replace the journal atomically and durably. Saves run in threads: with ``sequence``
+        given, a save older than the last one written is skipped instead of overwriting it."""
+        record = {"step": step.to_dict(),
+                  "desired": json.loads(encode(desired)) if desired is not None else None}
+        with self._lock:
+            if sequence is not None:
+                if sequence < self._written:
+                    return
+                self._written = sequence
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with tmp.open("w") as f:
+                f.write(json.dumps(record))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            fsync_dir(self.path.parent)
+
+    def load(self) -> tuple[UpdateStep, Desired | None] | None:
+        try:
+            raw = json.loads(self.path.read_text())
+            if not isinstance(raw, dict):
+                raise SchemaError("not a JSON object")
+            step = UpdateStep.from_dict(raw.get("step"))
+            desired_raw = raw.get("desired")
+            desired = (decode(json.dumps(desired_raw).encode(), Desired)
+                       if desired_raw is not None else None)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, ProtocolError) as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt")
+            os.replace(self.path, aside)
+            log.error("update journal %s unreadable (%s); moved to %s, starting at rest",
+                      self.path, exc, aside.name)
+            return None
+        return step, desired
