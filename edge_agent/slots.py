@@ -53,7 +53,7 @@ class Slot:
         if not isinstance(d, dict) or not isinstance(d.get("file"), str):
             raise SchemaError(f"{ctx} must be an object with a 'file'")
         name = d["file"]
-        if "/" in name or name.startswith("."):
+        if not name or "/" in name or name.startswith("."):
             raise SchemaError(f"{ctx}.file {name!r} is not a plain file name")
         deployment = d.get("deployment_id")
         return cls(Manifest.from_dict(d.get("manifest"), f"{ctx}.manifest"), name,
@@ -88,7 +88,7 @@ class SlotStore:
             raw = json.loads(self.pointer_file.read_text())
         except FileNotFoundError:
             return SlotPointer()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise SlotError(f"{self.pointer_file.name} is unreadable: {exc}") from None
         if not isinstance(raw, dict):
             raise SlotError(f"{self.pointer_file.name} is not a JSON object")

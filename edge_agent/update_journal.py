@@ -61,7 +61,7 @@ class UpdateJournal:
                        if desired_raw is not None else None)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, ProtocolError) as exc:
+        except (OSError, ValueError, RecursionError, ProtocolError) as exc:
             aside = self.path.with_name(f"{self.path.name}.corrupt")
             os.replace(self.path, aside)
             log.error("update journal %s unreadable (%s); moved to %s, starting at rest",
