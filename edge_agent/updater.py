@@ -472,8 +472,11 @@ class Updater:
             return Event.SUCCESS, None
         for slot in (self.pointer.active, self.pointer.previous):
             if slot is not None and slot.ref == destination:
+                # the pointer never switched (activation failed before it): the older previous
+                # slot stays; after a switch, the slot rolled back from is not kept
+                keep = self.pointer.previous if slot is self.pointer.active else None
                 try:
-                    await self._point_at(slot, previous=None)
+                    await self._point_at(slot, previous=keep)
                 except Exception as exc:
                     return Event.RETRY, f"rolling back to {destination} failed: {exc}"
                 return Event.SUCCESS, None

@@ -105,12 +105,16 @@ class Presence(Message):
                    get_str(d, "agent_version", optional=True) or "")
 
 
+# What a signed desired state carries in "manifest" (the manifest itself is inside "signed").
+SIGNED_MANIFEST = "signed"
+
+
 @dataclass(frozen=True)
 class Desired(Message):
     """The device's desired model (retained). ``manifest`` None means: run no model.
 
     Signed form (issue 4, ``edge_agent.trust``): ``envelope`` is the controller's signed manifest
-    envelope and travels as ``"signed"``, with ``"manifest": null`` (the manifest is inside it;
+    envelope and travels as ``"signed"``, with ``"manifest": "signed"`` (the manifest is inside it;
     :attr:`manifest` is parsed from it). ``rollback_order`` is a signed order that allows going
     to a version not above the running one, or to no model. ``probation`` overrides the
     manifest's health window (from the rollout); it is outside the signature and can only
@@ -126,12 +130,15 @@ class Desired(Message):
     probation: ProbationPolicy | None = None
 
     def body(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "deployment_id": self.deployment_id,
-            "manifest": (self.manifest.to_dict()
-                         if self.manifest is not None and self.envelope is None else None),
-            "ts": self.ts,
-        }
+        manifest: Any = None
+        if self.envelope is not None:
+            # not null: an agent from before signatures would read null as "run no model" and
+            # unload; a string makes it drop the message as malformed and keep serving
+            manifest = SIGNED_MANIFEST
+        elif self.manifest is not None:
+            manifest = self.manifest.to_dict()
+        d: dict[str, Any] = {"deployment_id": self.deployment_id, "manifest": manifest,
+                             "ts": self.ts}
         if self.envelope is not None:
             d["signed"] = self.envelope
         if self.rollback_order is not None:
@@ -145,9 +152,9 @@ class Desired(Message):
         raw = d.get("manifest")
         envelope = get_dict(d, "signed", optional=True)
         if envelope is not None:
-            if raw is not None:
-                raise SchemaError("fields 'manifest' and 'signed' are exclusive: a signed "
-                                  "desired state carries its manifest inside 'signed'")
+            if raw != SIGNED_MANIFEST:
+                raise SchemaError(f"a signed desired state carries its manifest inside 'signed' "
+                                  f"and {SIGNED_MANIFEST!r} in 'manifest'")
             raw = envelope.get("manifest")
             if raw is None:
                 raise SchemaError("field 'signed' holds no 'manifest'")
