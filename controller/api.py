@@ -25,7 +25,7 @@ from controller.errors import (
 )
 from controller.service import Controller
 from edge_agent import __version__
-from edge_agent.protocol import Manifest, SchemaError
+from edge_agent.protocol import Manifest, ProbationPolicy, SchemaError
 
 API = "/api/v1"
 MAX_ARTIFACT_UPLOAD = 512 * 1024 * 1024
@@ -36,6 +36,10 @@ class DeploymentRequest(BaseModel):
     version: int | None = Field(default=None, ge=1, le=2**31 - 1,
                                 description="default: the latest version")
     devices: list[str] | None = Field(default=None, description="default: every known device")
+    # issue 4: the health window before the devices commit it (edge_agent ProbationPolicy)
+    probation: dict[str, Any] | None = Field(
+        default=None, description="{duration_s, max_error_rate, max_p95_latency_ms, "
+        "min_predictions}; default: each agent's own probation_s")
 
 
 _STATUS = {NotFoundError: 404, ConflictError: 409, ValidationError: 422, StorageError: 503}
@@ -107,7 +111,12 @@ def create_app(controller: Controller) -> FastAPI:
     @app.post(f"{API}/deployments", status_code=201, dependencies=[Depends(require_token)])
     async def create_deployment(body: DeploymentRequest) -> dict[str, Any]:
         # async: publishing must happen on the loop that drives the MQTT connection
-        return await controller.deploy(body.model, body.version, body.devices)
+        try:
+            probation = (ProbationPolicy.from_dict(body.probation)
+                         if body.probation is not None else None)
+        except SchemaError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return await controller.deploy(body.model, body.version, body.devices, probation)
 
     @app.get(f"{API}/telemetry/count")
     def telemetry_count(device_id: str | None = None, kind: str | None = None) -> dict[str, int]:

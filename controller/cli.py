@@ -222,6 +222,10 @@ def _format_table(header: list[str], rows: list[list[Any]]) -> str:
 @click.option("--rate", type=float, default=2.0, show_default=True,
               help="Predictions per second per device.")
 @click.option("--duration", type=float, default=0.0, help="Seconds to run (0: until Ctrl-C).")
+@click.option("--trust-keys-from", type=click.Path(path_type=Path, exists=True),
+              help="Trust the manifest-signing keys of this controller data directory (or a PEM "
+                   "file, or a bundle's trusted_keys/): the agents then run only models the "
+                   "controller signed (default: development mode, unsigned accepted).")
 # -- scenarios (issue 8; docs/simulator.md)
 @click.option("--scenario", "scenario_file", type=click.Path(path_type=Path, exists=True,
               dir_okay=False), help="Run this scenario (TOML: fleet, workload, timeline of "
@@ -232,12 +236,14 @@ def _format_table(header: list[str], rows: list[list[Any]]) -> str:
               help="With --scenario: also write the report as JSON here.")
 @click.pass_context
 def simulate(ctx: click.Context, devices: int, broker: str, data_dir: Path, dataset: str,
-             rate: float, duration: float, scenario_file: Path | None, external: bool,
-             report_json: Path | None) -> None:
+             rate: float, duration: float, trust_keys_from: Path | None,
+             scenario_file: Path | None, external: bool, report_json: Path | None) -> None:
     """Run N real agents in this process against a broker, serving a bundled dataset; or run a
     scenario file (exit code 0 when its checks pass).
 
     Example: edgewise simulate --devices 100 --broker 127.0.0.1:1883 --duration 60
+
+    Example: edgewise simulate --devices 10 --trust-keys-from /var/lib/edgewise
 
     Example: edgewise simulate --scenario simulator/scenarios/flaky-site.toml
     """
@@ -249,7 +255,8 @@ def simulate(ctx: click.Context, devices: int, broker: str, data_dir: Path, data
                                       controller_url=url, report_json=report_json))
     from simulator.cli import run_simulation
 
-    sys.exit(run_simulation(devices, broker, data_dir, dataset, rate, duration))
+    sys.exit(run_simulation(devices, broker, data_dir, dataset, rate, duration,
+                            trust_keys_from))
 
 
 @cli.command("demo")

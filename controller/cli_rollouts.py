@@ -195,7 +195,9 @@ def render_rollout(view: dict[str, Any]) -> list[str]:
     ident = f"#{view['id']} " if view.get("id") else ""
     lines = [f"rollout {ident}{view['name']}: {view['model']}:{view['version']} to "
              f"{view['targets']} devices ({selector}); waves {spec['waves']}, soak {soak_text}, "
-             f"on gate failure: {spec['on_gate_failure']}"]
+             f"on gate failure: {spec['on_gate_failure']}"
+             + (f", probation {spec['probation']['duration_s']:g}s" if spec.get("probation")
+                else "")]
     count = view["wave_count"]
     for w in view["waves"]:
         counts = f"{w['active']}/{w['devices']} active"
@@ -332,6 +334,9 @@ def rollout() -> None:
 @click.option("--priority", type=int, help="Overlapping a live rollout of lower priority takes "
               "its devices over; equal or higher refuses the start (default 0).")
 @click.option("--name", help="A name for the rollout (default MODEL:VERSION).")
+@click.option("--probation-s", type=click.FloatRange(0, 86400), help="How long each device serves "
+              "the new version under watch (errors, latency) before it commits it, in seconds; "
+              "[probation] in --spec for the thresholds (default: the agent's probation_s).")
 @click.option("--dry-run", is_flag=True, help="Validate and show the wave plan; send nothing.")
 @click.option("--wait/--no-wait", default=False, help="Show live progress until it ends.")
 @click.option("--timeout", default="0", show_default=True,
@@ -344,8 +349,8 @@ def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None
                   max_accuracy_drop: float | None, min_labelled: int | None,
                   max_p95_latency_ms: float | None, max_drift_psi: float | None,
                   wave_timeout: str | None, on_gate_failure: str | None, priority: int | None,
-                  name: str | None, dry_run: bool, wait: bool, timeout: str,
-                  as_json: bool) -> None:
+                  name: str | None, probation_s: float | None, dry_run: bool, wait: bool,
+                  timeout: str, as_json: bool) -> None:
     """Start rolling NAME:VERSION (default: the latest version) out to the devices a selector
     picks, wave by wave; each wave must report, soak and pass its gates before the next.
 
@@ -386,6 +391,8 @@ def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None
     gates.update({k: v for k, v in gate_flags.items() if v is not None})
     if gates:
         spec["gates"] = gates
+    if probation_s is not None:  # issue 4: over the spec file's [probation] table, if any
+        spec["probation"] = {**(spec.get("probation") or {}), "duration_s": probation_s}
     view = client.create_rollout(spec, dry_run=dry_run)
     if dry_run:
         if as_json:

@@ -52,8 +52,12 @@ def _client(ctx: click.Context) -> ViewsClient:
 
 # -- rendering ---------------------------------------------------------------------------------
 
+# every edge_agent.protocol.UPDATE_STATES value; in progress yellow (issue 4: probation is
+# serving but not committed yet), rolled_back magenta: the old model serves, the update did not
 _STATE_COLOURS = {"active": "green", "failed": "red", "downloading": "yellow",
-                  "verifying": "yellow", "activating": "yellow", "idle": None}
+                  "verifying": "yellow", "staged": "yellow", "activating": "yellow",
+                  "probation": "yellow", "rolling_back": "yellow", "rolled_back": "magenta",
+                  "idle": None}
 
 
 def _paint(text: str, colour: bool, **style: Any) -> str:

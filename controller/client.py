@@ -64,8 +64,11 @@ class ControllerClient:
         return self._call("GET", "/devices")
 
     def deploy(self, model: str, version: int | None = None,
-               devices: list[str] | None = None) -> dict[str, Any]:
+               devices: list[str] | None = None,
+               probation: dict[str, Any] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "version": version, "devices": devices}
+        if probation is not None:  # issue 4: ProbationPolicy fields
+            body["probation"] = probation
         return self._call("POST", "/deployments", json=body)
 
     def telemetry_count(self, device_id: str | None = None) -> int:

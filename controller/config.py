@@ -60,6 +60,9 @@ class ControllerConfig:
     artifact_dir: Path | None = None
     lease_s: float = 5.0  # another replica takes over this long after the holder dies
     lease_renew_s: float = 1.0
+    # -- signed updates (issue 4; controller/desired_signing.py): how long a signed manifest
+    # (and a rollback order) stays valid; a device offline for longer needs it published again
+    manifest_ttl_s: float = 30 * 86400.0
 
     @property
     def artifacts_path(self) -> Path:
@@ -102,4 +105,8 @@ def load_controller_config(path: Path | None = None, **overrides: Any) -> Contro
                               or any(c in group for c in "/+#")):
         raise ValidationError(f"share_group {group!r} is not a valid MQTT shared-subscription "
                               "group name: use letters, digits, '-' or '_' (no '/', '+', '#')")
+    ttl = values.get("manifest_ttl_s")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
+                            or not 0 < ttl < float("inf")):
+        raise ValidationError(f"manifest_ttl_s {ttl!r} must be a positive number of seconds")
     return ControllerConfig(**values)

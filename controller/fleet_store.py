@@ -25,6 +25,7 @@ from controller.db import (
     telemetry,
 )
 from controller.errors import ConflictError, NotFoundError
+from controller.rollouts.gates import ModelVersion
 from edge_agent.protocol import Reported
 
 _IN_CHUNK = 500  # keep IN (...) lists well under every backend's bind-parameter limit
@@ -143,6 +144,22 @@ class FleetStore:
                 updated += result.rowcount
         return updated
 
+    def reported_models(self, device_ids: Sequence[str]
+                        ) -> dict[str, tuple[ModelVersion | None, ModelVersion | None]]:
+        """``{device: (active, update target)}`` as last reported (issue 4: whether a desired
+        state needs a signed rollback order); devices never heard from are left out."""
+        d = devices.c
+        out: dict[str, tuple[ModelVersion | None, ModelVersion | None]] = {}
+        ids = list(device_ids)
+        with self.db.read() as conn:
+            for i in range(0, len(ids), _IN_CHUNK):
+                for r in conn.execute(sa.select(
+                        d.device_id, d.active_model, d.active_version, d.target_model,
+                        d.target_version).where(d.device_id.in_(ids[i:i + _IN_CHUNK]))):
+                    out[r.device_id] = (_version(r.active_model, r.active_version),
+                                        _version(r.target_model, r.target_version))
+        return out
+
     def create_deployment(self, deployment_id: str, model: str, version: int,
                           selector: str | None = None) -> None:
         with self.db.write() as conn:
@@ -212,6 +229,10 @@ class FleetStore:
             q = q.where(devices.c.device_id == device_id)
         with self.db.read() as conn:
             return [_device_dict(r._mapping) for r in conn.execute(q)]
+
+
+def _version(model: str | None, version: int | None) -> ModelVersion | None:
+    return ModelVersion(model, int(version)) if model is not None and version is not None else None
 
 
 def _device_dict(m: Any) -> dict[str, Any]:

@@ -164,8 +164,10 @@ def observe(rows: Mapping[str, DeviceRow], device_ids: Sequence[str], target: Mo
             baselines: Mapping[str, float | None] | None = None) -> dict[str, DeviceObservation]:
     """The engine's view of ``device_ids``; devices without a row are left out (unknown).
 
-    A device's ``failed`` state counts against this rollout only if the version it failed is
-    the rollout's: a device still showing an old failure has not tried this version yet.
+    A device's ``failed`` (or ``rolled_back``) state counts against this rollout only if the
+    version it failed is the rollout's (its reported target): a device still showing an old
+    failure has not tried this version yet. Whether a ``rolled_back`` device gave up on the
+    target or went back onto it is :meth:`DeviceObservation.failed_on`'s call.
     """
     out = {}
     for d in device_ids:
@@ -260,7 +262,7 @@ def rollout_view(record: RolloutRecord, observations: Mapping[str, DeviceObserva
         sent = [d for d in planned if d in state.previous]
         running = [d for d in planned if (o := observations.get(d)) is not None and o.runs(target)]
         failed = [d for d in planned if (o := observations.get(d)) is not None
-                  and o.update_state in FAILED_UPDATE_STATES]
+                  and o.failed_on(target)]
         waves.append({
             "wave": w + 1,
             "size": str(spec.waves[w]) if w < len(spec.waves) else "",

@@ -29,8 +29,9 @@ from dataclasses import replace
 from typing import Any
 
 from controller.db import Database
+from controller.desired_signing import DesiredSigner
 from controller.device_registry import DeviceRegistry, DeviceRow
-from controller.errors import ConflictError, NotFoundError
+from controller.errors import ConflictError, NotFoundError, ValidationError
 from controller.fleet_store import FleetStore
 from controller.registry import ModelRegistry
 from controller.rollout_observations import (
@@ -80,7 +81,7 @@ from controller.rollouts.engine import (
 from controller.rollouts.gates import DeviceObservation, ModelVersion
 from controller.rollouts.selectors import parse_selector
 from controller.rollouts.spec import spec_from_dict, spec_to_dict, validate
-from edge_agent.protocol import Desired, Manifest
+from edge_agent.protocol import Desired, Manifest, ProbationPolicy
 
 log = logging.getLogger("edgewise.controller.rollouts")
 
@@ -92,12 +93,15 @@ class RolloutRunner:
     def __init__(self, db: Database, registry: ModelRegistry, fleet: FleetStore,
                  publish: Publish, connection: Callable[[], int | None], *,
                  metrics: FiguresSource | None = None, figures: FiguresSource | None = None,
-                 interval: float = 0.5, leader: Callable[[], int | None] | None = None) -> None:
+                 interval: float = 0.5, leader: Callable[[], int | None] | None = None,
+                 signer: DesiredSigner | None = None) -> None:
         """``connection()``: a number that changes with every (re)connection to the broker,
         None while disconnected. ``metrics``: the monitoring store (figures from agent windows,
         drift included); devices without windows fall back to raw telemetry. ``figures``
         replaces both. ``leader()`` (issue 10): the term of this replica's lease, None while
-        another replica decides; the loop acts only while it holds one."""
+        another replica decides; the loop acts only while it holds one. ``signer`` (issue 4)
+        signs every desired state; without one they go out unsigned (devices in development
+        mode only: the controller always passes one)."""
         self.store = RolloutStore(db)
         self.devices = DeviceRegistry(db, fleet)
         self.registry = registry
@@ -112,6 +116,7 @@ class RolloutRunner:
         # the (connection, lease term) whose orders were published again
         self._synced: tuple[int, int | None] | None = None
         self._manifests: dict[ModelVersion, Manifest] = {}
+        self.signer = signer
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -186,7 +191,7 @@ class RolloutRunner:
         observations = await self._observe(record, state, rows)
         decision = decide(record.spec, state, observations, now)
         new_state = apply(state, decision, now)
-        desired, messages, entries = await self._act(record, state, new_state, decision)
+        desired, messages, entries = await self._act(record, state, new_state, decision, rows)
         audit += entries
         if new_state == record.state and not audit:
             return
@@ -197,8 +202,8 @@ class RolloutRunner:
                      if new_state.reasons else decision.kind)
 
     async def _act(self, record: RolloutRecord, before: RolloutState, after: RolloutState,
-                   decision: Decision) -> tuple[list[DesiredChange], list[tuple[str, Desired]],
-                                                list[AuditEntry]]:
+                   decision: Decision, rows: Mapping[str, DeviceRow]
+                   ) -> tuple[list[DesiredChange], list[tuple[str, Desired]], list[AuditEntry]]:
         """The desired states, messages and audit entries a decision implies (nothing sent)."""
         if isinstance(decision, Advance):
             manifest = await self._manifest(record.target)
@@ -207,13 +212,18 @@ class RolloutRunner:
                       "version": str(record.target),
                       "previous": {d: None if p is None else str(p)
                                    for d, p in decision.previous.items()}}
-            message = Desired(record.deployment_id, manifest)
+            # what each device ran when the engine decided: a rollout to a version not above
+            # it (a downgrade rollout) carries a signed rollback order per device
+            messages = await self._desired(
+                record.deployment_id, manifest, {d: decision.previous.get(d)
+                                                 for d in decision.devices},
+                rows, probation=record.spec.probation)
             return ([DesiredChange(decision.devices, record.target, record.deployment_id)],
-                    [(d, message) for d in decision.devices],
+                    messages,
                     [AuditEntry("rollout.late_joiners_sent" if top_up else "rollout.wave_started",
                                 devices=decision.devices, detail=detail)])
         if isinstance(decision, Abort):
-            desired, messages, missing = await self._reverts(record, decision.revert)
+            desired, messages, missing = await self._reverts(record, decision.revert, rows)
             detail = decision_to_dict(decision)
             if missing:
                 detail["cannot_revert"] = missing
@@ -234,10 +244,12 @@ class RolloutRunner:
                                                        "why": decision.why})]
         return [], [], []
 
-    async def _reverts(self, record: RolloutRecord, revert: Mapping[str, ModelVersion | None]
+    async def _reverts(self, record: RolloutRecord, revert: Mapping[str, ModelVersion | None],
+                       rows: Mapping[str, DeviceRow]
                        ) -> tuple[list[DesiredChange], list[tuple[str, Desired]], list[str]]:
         """Put each device back on what it ran; a device that ran nothing is told to run
-        nothing (``manifest`` None: the agent unloads its model)."""
+        nothing (``manifest`` None: the agent unloads its model). Every revert carries a
+        signed rollback order: the device may run the rollout's version by now."""
         groups: dict[ModelVersion | None, list[str]] = defaultdict(list)
         for device, previous in sorted(revert.items()):
             groups[previous].append(device)
@@ -253,9 +265,28 @@ class RolloutRunner:
                               record.label, len(devices), previous)
                     continue
             desired.append(DesiredChange(devices, previous, record.revert_deployment_id))
-            message = Desired(record.revert_deployment_id, manifest)
-            messages += [(d, message) for d in devices]
+            messages += await self._desired(
+                record.revert_deployment_id, manifest,
+                {d: (r.active if (r := rows.get(d)) else None) for d in devices}, rows,
+                revert_of=record.spec.model)
         return desired, messages, missing
+
+    async def _desired(self, deployment_id: str, manifest: Manifest | None,
+                       running: Mapping[str, ModelVersion | None],
+                       rows: Mapping[str, DeviceRow], *,
+                       probation: ProbationPolicy | None = None,
+                       revert_of: str | None = None) -> list[tuple[str, Desired]]:
+        """One desired state per device of ``running`` (device -> the model it runs), signed
+        when there is a signer; the devices' reported update targets count as versions they
+        may reach first (see ``controller.desired_signing.rollback_target``)."""
+        if self.signer is None:
+            message = Desired(deployment_id, manifest, probation=probation)
+            return [(d, message) for d in running]
+        pending = {d: r.target for d in running if (r := rows.get(d)) is not None}
+        # the wall clock, not the tick's ``now``: devices judge expiry by theirs
+        return await asyncio.to_thread(self.signer.for_devices, deployment_id, manifest,
+                                       running, now=time.time(), probation=probation,
+                                       pending=pending, revert_of=revert_of)
 
     async def _observe(self, record: RolloutRecord, state: RolloutState,
                        rows: Mapping[str, DeviceRow],
@@ -338,16 +369,29 @@ class RolloutRunner:
             rows = await asyncio.to_thread(self.devices.rows)
             todo = [r for r in rows.values() if rollout_of(r.desired_deployment_id) is not None
                     and (r.active != r.desired or r.target not in (None, r.desired))]
-            messages = []
+            groups: dict[tuple[str, ModelVersion | None], dict[str, ModelVersion | None]] = \
+                defaultdict(dict)
             for row in sorted(todo, key=lambda r: r.device_id):
+                assert row.desired_deployment_id is not None
+                groups[(row.desired_deployment_id, row.desired)][row.device_id] = row.active
+            messages: list[tuple[str, Desired]] = []
+            records: dict[int, RolloutRecord | None] = {}
+            for (deployment, wanted), running in groups.items():
                 manifest = None
-                if row.desired is not None:
+                if wanted is not None:
                     try:
-                        manifest = await self._manifest(row.desired)
+                        manifest = await self._manifest(wanted)
                     except NotFoundError:
                         continue
-                assert row.desired_deployment_id is not None
-                messages.append((row.device_id, Desired(row.desired_deployment_id, manifest)))
+                record = await self._record_of(deployment, records)
+                if deployment.endswith("-revert"):  # as _reverts sent it: with an order
+                    model = record.spec.model if record else (wanted.model if wanted else None)
+                    messages += await self._desired(deployment, manifest, running, rows,
+                                                    revert_of=model)
+                else:
+                    messages += await self._desired(
+                        deployment, manifest, running, rows,
+                        probation=record.spec.probation if record else None)
             if messages:
                 await asyncio.to_thread(self.store.append_audit, [AuditEntry(
                     "controller.republished", devices=[d for d, _ in messages],
@@ -355,6 +399,18 @@ class RolloutRunner:
                 log.info("published the desired state of %d rollout devices again", len(messages))
             self._send(messages)
             return len(messages)
+
+    async def _record_of(self, deployment: str, cache: dict[int, RolloutRecord | None]
+                         ) -> RolloutRecord | None:
+        rollout_id = rollout_of(deployment)
+        if rollout_id is None:
+            return None
+        if rollout_id not in cache:
+            try:
+                cache[rollout_id] = await asyncio.to_thread(self.store.get, rollout_id)
+            except (NotFoundError, ValidationError):
+                cache[rollout_id] = None
+        return cache[rollout_id]
 
     # -- operator actions ------------------------------------------------------------------------
 
@@ -438,7 +494,8 @@ class RolloutRunner:
             messages: list[tuple[str, Desired]] = []
             detail: dict[str, Any] = {"reason": reason}
             if isinstance(decision, Abort):
-                desired, messages, missing = await self._reverts(record, decision.revert)
+                rows = await asyncio.to_thread(self.devices.rows)
+                desired, messages, missing = await self._reverts(record, decision.revert, rows)
                 detail.update(decision_to_dict(decision))
                 if missing:
                     detail["cannot_revert"] = missing

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 from controller.alert_store import AlertStore
@@ -15,6 +16,7 @@ from controller.artifact_store import ArtifactStore
 from controller.bridge import ControllerBridge
 from controller.config import ControllerConfig
 from controller.db import Database
+from controller.desired_signing import DesiredSigner, ensure_signing_key
 from controller.errors import ConflictError
 from controller.fleet_store import FleetStore
 from controller.lease import Lease
@@ -22,8 +24,9 @@ from controller.metrics_store import MetricsStore
 from controller.monitoring_service import MonitoringService
 from controller.registry import ModelRegistry
 from controller.rollout_runner import RolloutRunner
+from controller.security.signing_keys import SigningKeys
 from controller.telemetry_store import TelemetryStore
-from edge_agent.protocol import Desired, Manifest
+from edge_agent.protocol import Manifest, ProbationPolicy
 
 log = logging.getLogger("edgewise.controller")
 
@@ -34,6 +37,10 @@ class Controller:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.database_url)
         self.db.migrate()
+        # -- signed updates (issue 4): every desired state is signed with the active key of
+        # {data_dir}/signing-keys (created now if there is none); a rotation applies at once
+        self.signer = DesiredSigner(ensure_signing_key(SigningKeys.for_data_dir(config.data_dir)),
+                                    config.manifest_ttl_s)
         self.store = ArtifactStore(config.artifacts_path)  # issue 10: may be shared
         self.registry = ModelRegistry(self.db, self.store)
         self.fleet = FleetStore(self.db)
@@ -50,7 +57,7 @@ class Controller:
         self.rollouts = RolloutRunner(
             self.db, self.registry, self.fleet, self.bridge.publish_desired,
             lambda: self.bridge.link.connect_count if self.bridge.link.connected else None,
-            metrics=self.metrics, leader=self.lease.current_term)
+            metrics=self.metrics, leader=self.lease.current_term, signer=self.signer)
 
     async def start(self) -> None:
         await self.bridge.start()
@@ -70,9 +77,11 @@ class Controller:
         return self.registry.register(manifest, artifact)
 
     async def deploy(self, model: str, version: int | None = None,
-                     device_ids: list[str] | None = None) -> dict[str, Any]:
+                     device_ids: list[str] | None = None,
+                     probation: ProbationPolicy | None = None) -> dict[str, Any]:
         """Set the desired model of the given devices (default: every known device) and publish
-        it. Must run on the bridge's event loop: paho is driven by that loop alone."""
+        it, signed; a device running a version not below it gets a signed rollback order too.
+        Must run on the bridge's event loop: paho is driven by that loop alone."""
         manifest = await asyncio.to_thread(self.registry.get_manifest, model, version)
         if device_ids is None:
             device_ids = await asyncio.to_thread(self.fleet.device_ids)
@@ -80,6 +89,13 @@ class Controller:
             raise ConflictError("no devices are registered yet: start the agents (or "
                                 "`edgewise simulate`) so they connect, then roll out")
         deployment_id = f"dep-{manifest.model}-{manifest.version}-{os.urandom(3).hex()}"
+        # signed before anything is recorded: a key that cannot sign must not leave devices
+        # with a desired state that was never sent
+        reported = await asyncio.to_thread(self.fleet.reported_models, device_ids)
+        messages = await asyncio.to_thread(
+            self.signer.for_devices, deployment_id, manifest,
+            {d: reported.get(d, (None, None))[0] for d in device_ids}, now=time.time(),
+            probation=probation, pending={d: r[1] for d, r in reported.items()})
         await asyncio.to_thread(self.fleet.create_deployment, deployment_id, manifest.model,
                                 manifest.version, None)
         # issue 5: refused (409) if a live rollout holds a device; completed rollouts let go
@@ -87,10 +103,11 @@ class Controller:
                                                  deployment_id)
         await asyncio.to_thread(self.fleet.set_desired, device_ids, manifest.model,
                                 manifest.version, deployment_id)
-        desired = Desired(deployment_id, manifest)
-        for device_id in device_ids:
+        for device_id, desired in messages:
             self.bridge.publish_desired(device_id, desired)
-        log.info("deployment %s: %s:%s to %d devices", deployment_id, manifest.model,
-                 manifest.version, len(device_ids))
+        orders = sum(1 for _, desired in messages if desired.rollback_order is not None)
+        log.info("deployment %s: %s:%s to %d devices%s", deployment_id, manifest.model,
+                 manifest.version, len(device_ids),
+                 f" ({orders} with a rollback order)" if orders else "")
         return {"deployment_id": deployment_id, "model": manifest.model,
                 "version": manifest.version, "devices": device_ids}

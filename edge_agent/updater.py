@@ -335,7 +335,7 @@ class Updater:
             log.info("%s: committed %s", self.agent.device_id, self.agent.active)
         elif state is State.ROLLED_BACK:
             log.warning("%s: rolled back to %s: %s", self.agent.device_id, self.agent.active,
-                        self.last_error)
+                        self.last_error or "as the controller ordered")
             desired = self.desired.manifest if self.desired is not None else None
             active = self.agent.active
             if desired is not None and active is not None \

@@ -15,9 +15,12 @@ from simulator.workload import Workload, load_dataset
 
 
 async def _simulate(devices: int, broker: BrokerAddress, data_dir: Path, dataset: str,
-                    rate: float, duration: float) -> None:
-    fleet = SimulatedFleet(broker, devices, data_dir)
-    click.echo(f"connecting {devices} devices to {broker} ...")
+                    rate: float, duration: float, trusted_keys: tuple[str, ...] = ()) -> None:
+    fleet = SimulatedFleet(broker, devices, data_dir, trusted_keys=trusted_keys)
+    click.echo(f"connecting {devices} devices to {broker} "
+               + (f"(trusting {len(trusted_keys)} signing key(s): signed models only) ..."
+                  if trusted_keys else "(no trusted keys: development mode, unsigned models "
+                  "accepted) ..."))
     await fleet.start()
     click.echo("connected; devices serve predictions once the controller rolls a model out "
                "(Ctrl-C to stop)")
@@ -38,13 +41,18 @@ async def _simulate(devices: int, broker: BrokerAddress, data_dir: Path, dataset
 
 
 def run_simulation(devices: int, broker: str, data_dir: Path, dataset: str, rate: float,
-                   duration: float) -> int:
+                   duration: float, trust_keys_from: Path | None = None) -> int:
+    """``trust_keys_from``: a controller data directory or a PEM file whose manifest-signing
+    keys the agents trust (issue 4; None: development mode)."""
+    from simulator.keys import KeysError, load_trusted_keys
+
     try:
         address = BrokerAddress.parse(broker)
-    except ValueError as exc:
+        trusted = load_trusted_keys(trust_keys_from) if trust_keys_from else ()
+    except (ValueError, KeysError) as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
-    asyncio.run(_simulate(devices, address, data_dir, dataset, rate, duration))
+    asyncio.run(_simulate(devices, address, data_dir, dataset, rate, duration, trusted))
     return 0
 
 

@@ -20,6 +20,7 @@ from controller.cli import format_fleet_table
 from controller.client import ControllerClient, ControllerClientError
 from simulator.broker import BrokerError, BrokerProcess, free_port, start_broker
 from simulator.fleet import SimulatedFleet
+from simulator.keys import controller_trusted_keys
 from simulator.workload import Workload, load_dataset
 
 
@@ -80,10 +81,14 @@ def _train_and_convert(name: str):
 
 
 async def _demo(devices: int, workdir: Path, broker: BrokerProcess, url: str,
-                serve_seconds: float) -> bool:
+                serve_seconds: float, trusted_keys: tuple[str, ...] = ()) -> bool:
     client = ControllerClient(url)
-    fleet = SimulatedFleet(broker.address, devices, workdir / "devices", prefix="demo")
+    fleet = SimulatedFleet(broker.address, devices, workdir / "devices", prefix="demo",
+                           trusted_keys=trusted_keys)
     _step(f"starting {devices} simulated devices (real agents, one event loop)")
+    if trusted_keys:
+        click.echo(f"    they trust the controller's {len(trusted_keys)} manifest-signing "
+                   "key(s): only signed models run")
     await fleet.start()
     try:
         _step("training a scikit-learn pipeline on iris and converting it to ONNX")
@@ -152,7 +157,9 @@ def run_demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float
         _step("starting the controller (registry, MQTT bridge, REST API)")
         controller, url = start_controller(workdir / "controller", broker)
         click.echo(f"    {url}  (SQLite database and artifacts in {workdir / 'controller'})")
-        ok = asyncio.run(_demo(devices, workdir, broker, url, serve_seconds))
+        # issue 4: the controller created its signing key at start; the devices trust it
+        trusted = controller_trusted_keys(workdir / "controller")
+        ok = asyncio.run(_demo(devices, workdir, broker, url, serve_seconds, trusted))
     finally:
         _step("shutting down")
         if controller is not None:
@@ -161,7 +168,7 @@ def run_demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float
     click.echo(f"""
 Where the pieces are:
   broker       {broker.kind}, log {broker.log_path}
-  controller   {workdir / 'controller'}  (controller.sqlite, artifacts/, controller.log)
+  controller   {workdir / 'controller'}  (controller.sqlite, artifacts/, signing-keys/, controller.log)
   devices      {workdir / 'devices'}/<device>/  (models/, outbox.sqlite, active.json)
 Next: run `edgewise controller serve` and `edgewise simulate` yourself; see README.md.""")
     if ok:

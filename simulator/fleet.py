@@ -35,6 +35,8 @@ Progress = Callable[[int, int], None]
 # and a model file being read; plus room for the rest of the process
 FDS_PER_AGENT = 6
 FDS_RESERVED = 256
+# the agent states in which its active model is the one it runs at rest (issue 4)
+SETTLED_STATES = ("active", "rolled_back")
 
 
 class FleetError(RuntimeError):
@@ -111,9 +113,15 @@ def sample_process(pid: int | str = "self") -> ProcessSample:
 
 
 class SimulatedFleet:
+    """``trusted_keys`` (issue 4): PEM texts (or files) of the manifest-signing keys every agent
+    trusts: the agents then act only on desired states signed by one of them (enforce mode;
+    ``simulator.keys.controller_trusted_keys`` reads a controller's). Empty: development mode."""
+
     def __init__(self, broker: BrokerAddress, size: int, data_root: Path, *,
                  prefix: str = "sim", labels: LabelFn = default_labels,
-                 **config_overrides: Any) -> None:
+                 trusted_keys: Sequence[str] = (), **config_overrides: Any) -> None:
+        if trusted_keys:
+            config_overrides["trusted_keys"] = tuple(trusted_keys)
         configs = [AgentConfig(device_id=f"{prefix}-{i:04d}", data_dir=data_root / f"{prefix}-{i:04d}",
                                broker=broker, labels=labels(i), **config_overrides)
                    for i in range(size)]
@@ -123,10 +131,13 @@ class SimulatedFleet:
     def from_groups(cls, broker: BrokerAddress, groups: Sequence[DeviceGroup], data_root: Path,
                     *, prefix: str = "sim",
                     broker_for: Callable[[str], BrokerAddress] | None = None,
+                    trusted_keys: Sequence[str] = (),
                     **config_overrides: Any) -> SimulatedFleet:
         """Devices named ``{prefix}-{group}-{NNNN}``, each group with its labels and settings
         (a group's ``config`` wins over ``config_overrides``). ``broker_for(device_id)`` may
         send some devices elsewhere (e.g. through a link proxy)."""
+        if trusted_keys:
+            config_overrides["trusted_keys"] = tuple(trusted_keys)
         configs = []
         for group in groups:
             for i in range(group.count):
@@ -218,8 +229,11 @@ class SimulatedFleet:
     # -- waiting -----------------------------------------------------------------------------------
 
     def running(self, model: str, version: int) -> list[EdgeAgent]:
+        """Agents at rest on ``model:version``: committed (``active``), or rolled back onto it
+        (a revert or downgrade from the previous slot ends in ``rolled_back``); an agent still
+        in probation with it does not count yet."""
         return [a for a in self.agents if a.active is not None and a.active.model == model
-                and a.active.version == version and a.state == "active"]
+                and a.active.version == version and a.state in SETTLED_STATES]
 
     async def wait_for_version(self, model: str, version: int, timeout: float = 60.0,
                                progress: Progress | None = None, poll_s: float = 0.2) -> bool:

@@ -27,13 +27,15 @@ import click
 
 from edge_agent.mqtt_link import BrokerAddress
 from simulator.fleet import SimulatedFleet
+from simulator.keys import KeysError, load_trusted_keys
 from simulator.workload import DATASETS, Workload, load_dataset
 
 
 async def run_fleet(*, devices: int, prefix: str, broker: BrokerAddress, data_dir: Path,
                     dataset: str, rate: float, feedback_delay: float, metrics_window: float,
                     ack_timeout: float, outbox_max: int, drain_timeout: float,
-                    seed: int, shifts: tuple[str, ...] = (), concept: str | None = None) -> int:
+                    seed: int, shifts: tuple[str, ...] = (), concept: str | None = None,
+                    trusted_keys: tuple[str, ...] = ()) -> int:
     parsed = [parse_shift(spec) for spec in shifts]
     concept_devices = _indexes(concept) if concept else []
     for i in [i for indexes, _, _ in parsed for i in indexes] + concept_devices:
@@ -41,7 +43,7 @@ async def run_fleet(*, devices: int, prefix: str, broker: BrokerAddress, data_di
             raise click.BadParameter(f"device index {i} is not within 0..{devices - 1}")
     fleet = SimulatedFleet(broker, devices, data_dir, prefix=prefix,
                            metrics_window_s=metrics_window, ack_timeout_s=ack_timeout,
-                           outbox_max_records=outbox_max)
+                           outbox_max_records=outbox_max, trusted_keys=trusted_keys)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -114,9 +116,13 @@ def parse_shift(spec: str) -> tuple[list[int], int | str, float]:
               help="Shift a feature on some devices, e.g. '0,1:petal length (cm):2' (repeatable).")
 @click.option("--concept", metavar="DEVICES",
               help="Devices (indexes, e.g. 2,3) whose fed-back labels disagree with the model.")
+@click.option("--trust-keys-from", "trust_keys_from", type=click.Path(path_type=Path, exists=True),
+              help="Trust the manifest-signing keys of this controller data directory (or PEM "
+                   "file): the agents then run only signed models.")
 def main(devices: int, prefix: str, broker: str, data_dir: Path, dataset: str, rate: float,
          feedback_delay: float, metrics_window: float, ack_timeout: float, outbox_max: int,
-         drain_timeout: float, seed: int, shifts: tuple[str, ...], concept: str | None) -> None:
+         drain_timeout: float, seed: int, shifts: tuple[str, ...], concept: str | None,
+         trust_keys_from: Path | None) -> None:
     """Run a simulated fleet until SIGTERM; safe to SIGKILL and start again on the same dir.
 
     Example: python -m simulator.fleet_process --devices 3 --data-dir /tmp/f --rate 20
@@ -127,12 +133,16 @@ def main(devices: int, prefix: str, broker: str, data_dir: Path, dataset: str, r
         address = BrokerAddress.parse(broker)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--broker") from None
+    try:
+        trusted = load_trusted_keys(trust_keys_from) if trust_keys_from else ()
+    except KeysError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trust-keys-from") from None
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(asyncio.run(run_fleet(
             devices=devices, prefix=prefix, broker=address, data_dir=data_dir, dataset=dataset,
             rate=rate, feedback_delay=feedback_delay, metrics_window=metrics_window,
             ack_timeout=ack_timeout, outbox_max=outbox_max, drain_timeout=drain_timeout,
-            seed=seed, shifts=shifts, concept=concept)))
+            seed=seed, shifts=shifts, concept=concept, trusted_keys=trusted)))
 
 
 if __name__ == "__main__":

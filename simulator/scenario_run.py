@@ -37,7 +37,8 @@ from edge_agent.protocol import Desired, ProtocolError, decode
 from edge_agent.protocol.manifest import ArtifactRef
 from edge_agent.protocol.topics import DeviceChannel, chunk_topic, device_wildcard
 from simulator.broker import BrokerProcess, mosquitto_broker
-from simulator.fleet import DeviceGroup, SimulatedFleet, sample_process
+from simulator.fleet import SETTLED_STATES, DeviceGroup, SimulatedFleet, sample_process
+from simulator.keys import controller_trusted_keys
 from simulator.scenario import (
     PROXIED_ACTIONS,
     Event,
@@ -269,9 +270,14 @@ class ScenarioRun:
                 return proxy.address
             return self.broker_address
 
+        # issue 4: with a controller of its own, the agents trust its signing keys (enforce
+        # mode); an external controller's keys are not known here (development mode)
+        trusted: tuple[str, ...] = ()
+        if self.controller_proc is not None:
+            trusted = controller_trusted_keys(o.workdir / "controller")
         self.fleet = SimulatedFleet.from_groups(self.broker_address, groups,
                                                 o.workdir / "devices", prefix=PREFIX,
-                                                broker_for=broker_for)
+                                                broker_for=broker_for, trusted_keys=trusted)
         started = time.monotonic()
         await self.fleet.start()
         self.report.setup_notes.append(
@@ -411,7 +417,7 @@ class ScenarioRun:
             agents = [self.fleet.agent(d) for d in ids]
             live = [a for a in agents if a.device_id not in self.fleet.killed]
             done = [a for a in live if a.active is not None and a.active.model == model
-                    and a.active.version == version and a.state == "active"]
+                    and a.active.version == version and a.state in SETTLED_STATES]
             if live and len(done) == len(live):
                 self.say(f"{model}:{version} active on all {len(done)} live targets "
                          f"({self.t() - since:.1f} s after the deployment)")
@@ -717,7 +723,8 @@ class ScenarioRun:
         self.report.end_state = {
             "live": len(self.live), "killed": len(self.fleet.killed),
             "connected": sum(1 for a in self.live if a.link.connected),
-            "failed": sum(1 for a in self.live if a.state == "failed"),
+            # issue 4: a device that rolled back (its probation failed) failed its update too
+            "failed": sum(1 for a in self.live if a.state in ("failed", "rolled_back")),
             "versions": dict(versions)}
         self.report.agent_counters = {
             "reconnects": sum(max(0, a.link.connect_count - 1) for a in agents),

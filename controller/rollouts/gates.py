@@ -16,14 +16,17 @@ from typing import Any, NamedTuple
 
 from controller.rollouts.spec import Gates
 
+# FAILED_UPDATE_STATES: states that may mean "this device tried the version and gave up on
+# it"; defined with the other state rules in controller/update_states.py, re-exported here
+from controller.update_states import FAILED_UPDATE_STATES as FAILED_UPDATE_STATES
+from controller.update_states import gave_up_on, runs
+
 REPORTING = "reporting"
 FAILED_ACTIVATIONS = "failed_activations"
 ACCURACY_DROP = "accuracy_drop"
 P95_LATENCY = "p95_latency_ms"
 DRIFT = "drift_psi"
 
-# Agent update states that mean "this device tried the version and gave up on it".
-FAILED_UPDATE_STATES = frozenset({"failed", "rolled_back"})
 _EPS = 1e-9  # 0.90 - 0.85 is 0.05000000000000004; a threshold is not missed by float noise
 Z_ONE_SIDED_95 = 1.645  # how sure the accuracy gate must be before it fails a wave
 
@@ -58,8 +61,14 @@ class DeviceObservation:
     baseline_accuracy: float | None = None
 
     def runs(self, target: ModelVersion) -> bool:
-        """Whether the device reports ``target`` active (not merely staged or failed)."""
-        return self.active == target and self.update_state == "active"
+        """Whether the device reports ``target`` active and committed (not staged, not in
+        probation, not failed), or is back on it after a rollback."""
+        return runs(self.update_state, self.active, target)
+
+    def failed_on(self, target: ModelVersion) -> bool:
+        """Whether the device gave up on ``target``: ``failed``, or ``rolled_back`` while
+        ``target`` is not active (``observe`` leaves out failures of other versions)."""
+        return gave_up_on(self.update_state, self.active, target)
 
 
 Observations = Mapping[str, DeviceObservation]
@@ -100,7 +109,7 @@ def evaluate_gates(gates: Gates, wave_devices: Sequence[str], observations: Obse
     seen = [observations.get(d, DeviceObservation()) for d in wave_devices]
     running = [o for o in seen if o.runs(target)]
     size = len(seen)
-    failed = sum(1 for o in seen if o.update_state in FAILED_UPDATE_STATES)
+    failed = sum(1 for o in seen if o.failed_on(target))
     enough = math.ceil(gates.min_reporting_share * size - _EPS)
     results = [_failures(gates, failed, size), _reporting(gates, len(running), failed, size)]
     if gates.max_accuracy_drop is not None:

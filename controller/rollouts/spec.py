@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from controller.errors import ValidationError
 from controller.rollouts.selectors import SelectorError, parse_selector
+from edge_agent.protocol import ProbationPolicy, SchemaError
 
 GateFailurePolicy = Literal["pause", "abort"]
 MAX_INT32 = 2**31 - 1  # versions and priorities are stored as 32-bit integers
@@ -98,6 +99,10 @@ class RolloutSpec:
     soak starts once the wave reports the version. ``wave_timeout_seconds`` bounds two waits:
     for the wave to report (from the wave's start) and for gates still short of evidence (from
     the soak's start, if longer than the soak). Either running out is a gate failure.
+
+    ``probation`` (issue 4): the health window each device keeps the new version under before
+    it commits it (sent with the desired state; None: the agent's own default). The wave
+    counts a device as done only once it committed.
     """
 
     model: str
@@ -110,6 +115,7 @@ class RolloutSpec:
     priority: int = 0
     wave_timeout_seconds: float = 3600.0
     name: str = ""
+    probation: ProbationPolicy | None = None
 
     @property
     def display_name(self) -> str:
@@ -147,7 +153,8 @@ def parse_waves(text: str) -> tuple[WaveSize, ...]:
 
 
 _TOP_KEYS = {"model", "version", "selector", "waves", "soak_seconds", "gates", "on_gate_failure",
-             "priority", "wave_timeout_seconds", "name"}
+             "priority", "wave_timeout_seconds", "name", "probation"}
+_PROBATION_KEYS = {"duration_s", "max_error_rate", "max_p95_latency_ms", "min_predictions"}
 _GATE_KEYS = {"min_reporting_share", "max_failed_activations", "max_accuracy_drop",
               "max_p95_latency_ms", "max_drift_psi", "min_labelled"}
 
@@ -184,6 +191,7 @@ def spec_from_dict(d: Mapping[str, Any]) -> RolloutSpec:
         priority=_typed(d, "priority", int, "an integer", 0),
         wave_timeout_seconds=_number(d.get("wave_timeout_seconds", 3600.0), "wave_timeout_seconds"),
         name=_typed(d, "name", str, "a string", ""),
+        probation=_probation_from_dict(d.get("probation")),
     )
     problems = _static_problems(spec)
     if problems:
@@ -205,6 +213,9 @@ def spec_to_dict(spec: RolloutSpec) -> dict[str, Any]:
         if getattr(g, key) is not None:
             gates[key] = getattr(g, key)
     soak = spec.soak_seconds
+    extra: dict[str, Any] = {}
+    if spec.probation is not None:  # left out when unset: older stored specs read back equal
+        extra["probation"] = {k: v for k, v in spec.probation.to_dict().items() if v is not None}
     return {
         "name": spec.name,
         "model": spec.model,
@@ -216,6 +227,7 @@ def spec_to_dict(spec: RolloutSpec) -> dict[str, Any]:
         "on_gate_failure": spec.on_gate_failure,
         "priority": spec.priority,
         "wave_timeout_seconds": spec.wave_timeout_seconds,
+        **extra,
     }
 
 
@@ -365,6 +377,20 @@ def _gates_from_dict(d: Any) -> Gates:
         max_drift_psi=optional("max_drift_psi"),
         min_labelled=_typed(d, "min_labelled", int, "an integer", 30),
     )
+
+
+def _probation_from_dict(d: Any) -> ProbationPolicy | None:
+    """``[probation]``: the fields of ``edge_agent.protocol.ProbationPolicy``."""
+    if d is None:
+        return None
+    if not isinstance(d, Mapping):
+        raise SpecError("probation: expected a table with duration_s (and optionally "
+                        "max_error_rate, max_p95_latency_ms, min_predictions)")
+    _no_unknown(d, _PROBATION_KEYS, "probation")
+    try:
+        return ProbationPolicy.from_dict(dict(d), "probation")
+    except SchemaError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _budget(value: Any) -> FailureBudget:

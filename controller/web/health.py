@@ -84,12 +84,14 @@ class FleetHealth:
         d = devices.c
         with self.db.read() as conn:
             rows = conn.execute(sa.select(d.device_id, d.labels_json, d.online, d.state,
-                                          d.active_model, d.active_version)
+                                          d.active_model, d.active_version, d.desired_model,
+                                          d.desired_version)
                                 .order_by(d.device_id)).all()
             overrides = operator_labels(conn, None)
         return [DeviceFacts(r.device_id, {**load_labels(r.labels_json),
                                           **overrides.get(r.device_id, {})},
-                            bool(r.online), r.state, r.active_model, r.active_version)
+                            bool(r.online), r.state, r.active_model, r.active_version,
+                            r.desired_model, r.desired_version)
                 for r in rows]
 
     def window_sums(self, since: float | None, until: float | None = None,

@@ -88,7 +88,7 @@ class FleetCollector:
             presence[(group, "true" if f.online else "false")] += 1
             if f.model is not None:
                 runs[(group, f.model, str(f.version))] += 1
-            fails[group] += int(f.state == "failed")
+            fails[group] += int(f.update_failed)
         for pkey, n in sorted(presence.items()):
             devices.add_metric(list(pkey), n)
         for rkey, n in sorted(runs.items()):

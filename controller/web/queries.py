@@ -26,11 +26,16 @@ from controller.errors import NotFoundError, ValidationError
 from controller.fleet_store import FleetStore
 from controller.registry import ModelRegistry
 from controller.rollouts.selectors import Selector
+from controller.update_states import (
+    FAILED_UPDATE_STATES,
+    IN_PROGRESS_STATES,
+    gave_up_on,
+    runs,
+)
 from controller.web.rollup import page
 
 IN_CHUNK = 500
 SORTS = ("device_id", "-device_id", "last_seen", "-last_seen")
-IN_PROGRESS_STATES = ("downloading", "verifying", "activating")
 
 
 @dataclass(frozen=True)
@@ -255,13 +260,18 @@ class FleetViews:
                     .where(d.desired_model == model, d.desired_version.is_not(None))
                     .group_by(d.desired_version)):
                 slot(int(r.desired_version))["desired"] += int(r.n)
+            # issue 4: a device rolled back onto the version it targets is not a failure
             for r in conn.execute(
-                    sa.select(d.target_version, d.state, sa.func.count().label("n"))
+                    sa.select(d.target_version, d.state, d.active_model, d.active_version,
+                              sa.func.count().label("n"))
                     .where(d.target_model == model, d.target_version.is_not(None),
-                           d.state.in_(("failed", *IN_PROGRESS_STATES)))
-                    .group_by(d.target_version, d.state)):
-                key = "failed" if r.state == "failed" else "installing"
-                slot(int(r.target_version))[key] += int(r.n)
+                           d.state.in_(sorted(FAILED_UPDATE_STATES | IN_PROGRESS_STATES)))
+                    .group_by(d.target_version, d.state, d.active_model, d.active_version)):
+                version = int(r.target_version)
+                if r.state in IN_PROGRESS_STATES:
+                    slot(version)["installing"] += int(r.n)
+                elif gave_up_on(r.state, (r.active_model, r.active_version), (model, version)):
+                    slot(version)["failed"] += int(r.n)
         return out
 
     # -- deployments -----------------------------------------------------------------------------
@@ -282,10 +292,11 @@ class FleetViews:
                 counts["targeted"] += 1
                 counts["offline"] += int(not r.online)
                 targets_it = r.target_model == dep["model"] and r.target_version == dep["version"]
-                if (r.active_model, r.active_version) == (dep["model"], dep["version"]) \
-                        and r.state == "active":
+                wanted = (dep["model"], dep["version"])
+                active = (r.active_model, r.active_version)
+                if runs(r.state, active, wanted):  # committed (or rolled back onto it)
                     counts["active"] += 1
-                elif targets_it and r.state == "failed":
+                elif targets_it and gave_up_on(r.state, active, wanted):
                     counts["failed"] += 1
                     if len(failed) < failed_limit:
                         failed.append({"device_id": r.device_id, "error": r.last_error})

@@ -11,6 +11,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.update_states import gave_up_on
+
 # Bucket widths a person reads without arithmetic: seconds, minutes, hours, days.
 NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
               43200, 86400)
@@ -116,6 +118,17 @@ class DeviceFacts:
     state: str | None
     model: str | None
     version: int | None
+    # what the controller last ordered it to run (issue 4: a rollback onto it is no failure)
+    desired_model: str | None = None
+    desired_version: int | None = None
+
+    @property
+    def update_failed(self) -> bool:
+        """Its last update failed: ``failed``, or rolled back away from what it should run."""
+        desired = (None if self.desired_model is None
+                   else (self.desired_model, self.desired_version))
+        return gave_up_on(self.state, None if self.model is None else (self.model, self.version),
+                          desired)
 
 
 @dataclass
@@ -142,7 +155,7 @@ def rollup_groups(devices: Iterable[DeviceFacts], label: str, sums: Mapping[str,
         g = groups[d.labels.get(label, NO_GROUP)]
         g.devices += 1
         g.online += int(d.online)
-        g.failed += int(d.state == "failed")
+        g.failed += int(d.update_failed)
         if d.model is not None:
             g.versions[f"{d.model}:{d.version}"] += 1
         if d.device_id in sums:

@@ -97,7 +97,7 @@
 
   function pill(text, kind) { return h("span", { class: `pill ${kind || ""}`, text }); }
   function statePill(s) {
-    const kind = { active: "ok", failed: "bad", downloading: "busy", verifying: "busy", activating: "busy" }[s] || "";
+    const kind = { active: "ok", failed: "bad", rolled_back: "warn", downloading: "busy", verifying: "busy", staged: "busy", activating: "busy", probation: "busy", rolling_back: "busy" }[s] || "";
     return pill(s || "unknown", kind);
   }
   function presencePill(online, seen) {
