@@ -218,23 +218,57 @@ def _keys(data_dir: Path | None, config_path: Path | None) -> Any:
     return SigningKeys.for_data_dir(_resolve_data_dir(data_dir, config_path))
 
 
+_SAFE_ROTATION = ("the safe rotation: `edgewise keys create` (trusted, not signing), give the "
+                  "devices its public key (re-enroll, or copy the bundle's trusted_keys/ and "
+                  "restart the agent), `edgewise keys activate NEW_ID`, later `edgewise keys "
+                  "retire OLD_ID`")
+
+
 @keys.command("create")
 @_data_dir_option
 def keys_create(data_dir: Path | None, config_path: Path | None) -> None:
-    """Create a signing key (the active one if there is none yet).
+    """Create a signing key: the active one if there is none yet, else trusted but not signing
+    (new enrollment bundles carry it) until `edgewise keys activate`.
 
     Example: edgewise keys create --data-dir /var/lib/edgewise
     """
     key = _keys(data_dir, config_path).create()
-    click.echo(f"created signing key {key.key_id}{' (active)' if key.active else ''}")
+    if key.active:
+        click.echo(f"created signing key {key.key_id} (active)")
+        return
+    click.echo(f"created signing key {key.key_id}: trusted, not signing yet. Give the devices "
+               "its public key (re-enroll, or copy the bundle's trusted_keys/ and restart the "
+               f"agent), then `edgewise keys activate {key.key_id}`")
+
+
+@keys.command("activate")
+@click.argument("key_id")
+@_data_dir_option
+def keys_activate(key_id: str, data_dir: Path | None, config_path: Path | None) -> None:
+    """Make an existing, not retired key the one that signs (from the next publish, no restart);
+    the previous one stays trusted until `edgewise keys retire`.
+
+    Devices that do not trust KEY_ID yet refuse what it signs: give them its public key first.
+
+    Example: edgewise keys activate 3f2a9c0d11e4b5a6 --data-dir /var/lib/edgewise
+    """
+    new, old = _keys(data_dir, config_path).activate(key_id)
+    if old is None or old.key_id == new.key_id:
+        click.echo(f"signing key is {new.key_id}" + (" (it already was)" if old else ""))
+        return
+    click.echo(f"signing key is now {new.key_id}; {old.key_id} stays trusted until "
+               f"`edgewise keys retire {old.key_id}`")
 
 
 @keys.command("rotate")
 @_data_dir_option
 def keys_rotate(data_dir: Path | None, config_path: Path | None) -> None:
-    """Make a new key the signing key; the old one stays trusted until `keys retire`.
+    """Create a new key and make it sign at once; the old one stays trusted until `keys retire`.
 
-    Devices learn new keys from their bundle: re-enroll (or copy trusted_keys/) before retiring.
+    Devices must already trust the new key, and they cannot (it is new): until each gets its
+    public key (re-enroll, or copy trusted_keys/ and restart the agent) it refuses every new
+    desired state and keeps serving its model. Fine where no device enforces signatures yet;
+    otherwise `keys create`, distribute it, `keys activate NEW_ID`, later `keys retire OLD_ID`.
 
     Example: edgewise keys rotate --data-dir /var/lib/edgewise
     """
@@ -242,6 +276,10 @@ def keys_rotate(data_dir: Path | None, config_path: Path | None) -> None:
     click.echo(f"signing key is now {new.key_id}"
                + (f"; {old.key_id} stays trusted until `edgewise keys retire {old.key_id}`"
                   if old else ""))
+    if old is not None:
+        click.echo(click.style("warning: ", fg="yellow", bold=True)
+                   + f"devices that do not trust {new.key_id} yet refuse every new desired "
+                   "state until they get its public key; " + _SAFE_ROTATION, err=True)
 
 
 @keys.command("retire")

@@ -268,6 +268,15 @@ def format_device(view: dict[str, Any], window: float, colour: bool = False) -> 
         f"{d.get('agent_version') or '-'}",
         f"desired     {_version(d.get('desired_model'), d.get('desired_version'))}"
         + (f"  ({d['desired_deployment_id']})" if d.get("desired_deployment_id") else ""),
+    ]
+    # issue 4: the agent's slots, shown only when it reports them (older agents do not)
+    if d.get("staged_model"):
+        lines.append(f"staged      {_version(d['staged_model'], d.get('staged_version'))}"
+                     "  (verified, waiting to activate)")
+    if d.get("previous_model"):
+        lines.append(f"previous    {_version(d['previous_model'], d.get('previous_version'))}"
+                     "  (previous slot: instant rollback)")
+    lines += [
         f"all time    {d.get('predictions', 0)} predictions, accuracy {_pct(d.get('accuracy'))}"
         f" on {d.get('feedback', 0)} labels, {d.get('dropped_total', 0)} records dropped",
     ]

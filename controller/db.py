@@ -73,6 +73,14 @@ devices = sa.Table(
     sa.Column("desired_version", sa.Integer),
     sa.Column("desired_deployment_id", sa.String(128)),
     sa.Column("dropped_total", sa.BigInteger, nullable=False, server_default="0"),
+    # migration 6 (issue 4): the agent's standby slot (a verified artifact waiting to be
+    # activated) and its previous slot (kept for an instant rollback), as last reported
+    sa.Column("staged_model", sa.String(128)),
+    sa.Column("staged_version", sa.Integer),
+    sa.Column("staged_sha256", sa.String(64)),
+    sa.Column("previous_model", sa.String(128)),
+    sa.Column("previous_version", sa.Integer),
+    sa.Column("previous_sha256", sa.String(64)),
 )
 
 deployments = sa.Table(
@@ -114,9 +122,31 @@ class Migration:
 
 # -- frozen v1 definitions (issue 6): migration 3 changed ``telemetry``, so migration 1 creates
 # the v1 telemetry table from this frozen copy and keeps creating exactly what it always did.
+# Likewise ``devices`` since migration 6 (issue 4) added columns to it.
 _v1_metadata = sa.MetaData()
-sa.Table("devices", _v1_metadata,  # a stub for the foreign key below; never created from here
-         sa.Column("device_id", sa.String(128), primary_key=True))
+_devices_v1 = sa.Table(
+    "devices", _v1_metadata,
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("first_seen", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+    sa.Column("online", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("labels_json", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("state", sa.String(32)),
+    sa.Column("active_model", sa.String(128)),
+    sa.Column("active_version", sa.Integer),
+    sa.Column("active_sha256", sa.String(64)),
+    sa.Column("target_model", sa.String(128)),
+    sa.Column("target_version", sa.Integer),
+    sa.Column("reported_deployment_id", sa.String(128)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("progress_received", sa.Integer),
+    sa.Column("progress_total", sa.Integer),
+    sa.Column("agent_version", sa.String(64), nullable=False, server_default=""),
+    sa.Column("desired_model", sa.String(128)),
+    sa.Column("desired_version", sa.Integer),
+    sa.Column("desired_deployment_id", sa.String(128)),
+    sa.Column("dropped_total", sa.BigInteger, nullable=False, server_default="0"),
+)
 _telemetry_v1 = sa.Table(
     "telemetry", _v1_metadata,
     sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
@@ -137,8 +167,8 @@ _telemetry_v1 = sa.Table(
 def _create_v1(conn: Connection) -> None:
     # The tables above are the *current* schema. A later migration that changes a table must
     # use explicit DDL here and freeze migration 1 to the v1 table list, never edit it.
-    metadata.create_all(conn, tables=[models, model_versions, devices, deployments])
-    _v1_metadata.create_all(conn, tables=[_telemetry_v1])  # frozen v1 shape (see above)
+    metadata.create_all(conn, tables=[models, model_versions, deployments])
+    _v1_metadata.create_all(conn, tables=[_devices_v1, _telemetry_v1])  # frozen v1 shapes
 
 
 MIGRATIONS: list[Migration] = [
@@ -513,6 +543,21 @@ def _create_v5(conn: Connection) -> None:
 
 MIGRATIONS.append(Migration(5, "leases: one deciding replica; order of reported states",
                             _create_v5))
+
+# -- migration 6 (issue 4: resumable, reversible updates) --------------------------------------
+# The agent reports the artifact staged in its standby slot and the model kept in its previous
+# slot (instant rollback); nullable columns of ``devices``, like active_* and target_*. ADD
+# COLUMN is transactional on both backends, so concurrent replicas stay serialised by migrate().
+
+
+def _create_v6(conn: Connection) -> None:
+    for slot in ("staged", "previous"):
+        for column, kind in (("model", "VARCHAR(128)"), ("version", "INTEGER"),
+                             ("sha256", "VARCHAR(64)")):
+            conn.exec_driver_sql(f"ALTER TABLE devices ADD COLUMN {slot}_{column} {kind}")
+
+
+MIGRATIONS.append(Migration(6, "devices: reported staged and previous slots", _create_v6))
 
 # pg_advisory_xact_lock key: b"Edgewise" as a big-endian int64, so replicas agree on it.
 MIGRATION_LOCK_KEY = int.from_bytes(b"Edgewise", "big")

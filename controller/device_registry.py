@@ -266,6 +266,8 @@ def _never_seen(device_id: str, operator: Mapping[str, str], registration: Any) 
         "labels": dict(operator), "device_labels": {}, "operator_labels": dict(operator),
         "state": None, "agent_version": "", "active_model": None, "active_version": None,
         "active_sha256": None, "target_model": None, "target_version": None,
+        "staged_model": None, "staged_version": None, "staged_sha256": None,
+        "previous_model": None, "previous_version": None, "previous_sha256": None,
         "reported_deployment_id": None, "desired_model": None, "desired_version": None,
         "desired_deployment_id": None, "last_error": None, "progress": None,
         "dropped_total": 0, "predictions": 0, "feedback": 0, "accuracy": None,

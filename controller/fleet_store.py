@@ -26,7 +26,7 @@ from controller.db import (
 )
 from controller.errors import ConflictError, NotFoundError
 from controller.rollouts.gates import ModelVersion
-from edge_agent.protocol import Reported
+from edge_agent.protocol import ModelRef, Reported
 
 _IN_CHUNK = 500  # keep IN (...) lists well under every backend's bind-parameter limit
 
@@ -111,6 +111,9 @@ class FleetStore:
             "progress_received": received,
             "progress_total": total,
             "labels_json": json.dumps(reported.labels, sort_keys=True),
+            # issue 4: a report without them (an older agent, or no such slot) clears them
+            **_slot_values("staged", reported.staged),
+            **_slot_values("previous", reported.previous),
         }
         if reported.agent_version:
             values["agent_version"] = reported.agent_version
@@ -231,6 +234,13 @@ class FleetStore:
             return [_device_dict(r._mapping) for r in conn.execute(q)]
 
 
+def _slot_values(slot: str, ref: ModelRef | None) -> dict[str, Any]:
+    """The ``{slot}_model/_version/_sha256`` columns of one reported slot (migration 6)."""
+    return {f"{slot}_model": ref.model if ref else None,
+            f"{slot}_version": ref.version if ref else None,
+            f"{slot}_sha256": ref.sha256 if ref else None}
+
+
 def _version(model: str | None, version: int | None) -> ModelVersion | None:
     return ModelVersion(model, int(version)) if model is not None and version is not None else None
 
@@ -251,6 +261,12 @@ def _device_dict(m: Any) -> dict[str, Any]:
         "active_sha256": m["active_sha256"],
         "target_model": m["target_model"],
         "target_version": m["target_version"],
+        "staged_model": m["staged_model"],
+        "staged_version": m["staged_version"],
+        "staged_sha256": m["staged_sha256"],
+        "previous_model": m["previous_model"],
+        "previous_version": m["previous_version"],
+        "previous_sha256": m["previous_sha256"],
         "reported_deployment_id": m["reported_deployment_id"],
         "desired_model": m["desired_model"],
         "desired_version": m["desired_version"],

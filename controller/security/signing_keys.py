@@ -6,9 +6,18 @@ Layout under ``{data_dir}/signing-keys/``::
     KEY_ID.key       private key, PKCS#8 PEM, mode 0600
     KEY_ID.pub       public key, SubjectPublicKeyInfo PEM
 
-Rotation without a flag day: ``rotate`` makes a new key the one that signs, and the old one stays
-*trusted* (its public key still goes into enrollment bundles) until ``retire`` removes it, once
-every device has been given the new key.
+Rotation without a flag day, and without a time in which devices refuse updates:
+
+1. ``create`` a second key: trusted (its public key goes into enrollment bundles at once, with
+   every key not retired) but not signing yet;
+2. give the devices its public key (re-enroll, or copy the bundle's ``trusted_keys/`` and
+   restart the agent);
+3. ``activate`` it: the controller signs with it from the next publish;
+4. ``retire`` the old key once no device needs it.
+
+``rotate`` is create and activate in one step: a device that does not trust the new key yet
+refuses every new desired state (and keeps serving its model) until it gets the key; it suits
+a fleet where no device enforces signatures yet.
 """
 
 from __future__ import annotations
@@ -82,8 +91,30 @@ class SigningKeys:
             return key, False
         return self.create(), True
 
+    def activate(self, key_id: str) -> tuple[SigningKey, SigningKey | None]:
+        """Make ``key_id`` (created before, not retired) the key that signs; the previously
+        active key stays trusted. Returns (now active, previously active or None); the two are
+        the same key when it was active already (nothing changes then)."""
+        with self._locked():
+            state = self._load()
+            row = state["keys"].get(key_id)
+            if row is None:
+                raise NotFoundError("signing key", key_id)
+            if row.get("retired_at") is not None:
+                # devices were told to stop trusting it: signing with it would be refused
+                raise ConflictError(f"{key_id} was retired on {row['retired_at']}; create a new "
+                                    "key with `edgewise keys create` instead")
+            old = state.get("active")
+            if old != key_id:
+                state["active"] = key_id
+                self._save(state)
+        keys = {k.key_id: k for k in self.all()}
+        return keys[key_id], keys.get(old) if old else None
+
     def rotate(self) -> tuple[SigningKey, SigningKey | None]:
-        """A new key becomes active; the previous active key stays trusted. Returns (new, old)."""
+        """A new key becomes active at once; the previous active key stays trusted. Returns
+        (new, old). Devices that do not trust the new key yet refuse what it signs: prefer
+        ``create``, distributing the key, then ``activate``."""
         with self._locked():
             state = self._load()
             old = state.get("active")
@@ -100,8 +131,8 @@ class SigningKeys:
             if key_id not in state["keys"]:
                 raise NotFoundError("signing key", key_id)
             if state.get("active") == key_id:
-                raise ConflictError(f"{key_id} is the active signing key: `edgewise keys rotate` "
-                                    "first, then retire it")
+                raise ConflictError(f"{key_id} is the active signing key: `edgewise keys "
+                                    "activate` another key first, then retire it")
             state["keys"][key_id]["retired_at"] = _now()
             self._save(state)
         return next(k for k in self.all() if k.key_id == key_id)

@@ -28,6 +28,14 @@ class DeviceOut(_Open):
     active_sha256: str | None
     target_model: str | None
     target_version: int | None
+    staged_model: str | None = Field(description="verified artifact waiting in the standby "
+                                                 "slot, to be activated")
+    staged_version: int | None
+    staged_sha256: str | None
+    previous_model: str | None = Field(description="model kept in the previous slot: an "
+                                                   "instant rollback goes back to it")
+    previous_version: int | None
+    previous_sha256: str | None
     reported_deployment_id: str | None
     desired_model: str | None
     desired_version: int | None

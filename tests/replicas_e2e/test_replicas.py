@@ -117,7 +117,7 @@ def test_replicas_start_at_once_split_telemetry_and_lose_nothing_when_one_is_kil
     # both start at once against an empty database: the schema is created once, cleanly
     start_together([a, b])
     try:
-        assert migrations(pg_url) == [1, 2, 3, 4, 5]
+        assert migrations(pg_url) == [1, 2, 3, 4, 5, 6]
         for r in (a, b):
             assert "Traceback" not in r.log(), r.log()[-3000:]
         assert [a.leads(), b.leads()].count(True) == 1  # one decider
