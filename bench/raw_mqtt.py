@@ -118,11 +118,13 @@ class RawFanout:
 async def raw_fanout(host: str, port: int, subscribers: int, payload_bytes: int,
                      chunk_bytes: int, *, timeout: float = 300.0,
                      concurrency: int = 100, sequential: bool = False,
-                     store_dir: Path | None = None) -> RawFanout:
+                     store_dir: Path | None = None,
+                     payload_file: Path | None = None) -> RawFanout:
     """N plain subscribers on this loop; a publisher process sends ``payload_bytes`` in
     messages of ``chunk_bytes`` (QoS 1); time from the go signal to the last full receipt.
     With ``store_dir`` each subscriber also checks a sha256 per message and writes the bytes to
-    its own file there."""
+    its own file there. With ``payload_file`` the publisher sends that file's bytes (the first
+    ``payload_bytes`` of them) instead of random ones."""
     run = os.urandom(4).hex()
     topic = f"bench/raw/{run}/+"
     done = asyncio.Event()
@@ -136,7 +138,8 @@ async def raw_fanout(host: str, port: int, subscribers: int, payload_bytes: int,
     publisher = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "publish", "--host", host, "--port",
          str(port), "--topic", f"bench/raw/{run}", "--size", str(payload_bytes), "--chunk",
-         str(chunk_bytes), *(["--sequential"] if sequential else [])], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+         str(chunk_bytes), *(["--sequential"] if sequential else []),
+         *(["--file", str(payload_file)] if payload_file else [])], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     clients: list[LoopClient] = []
     try:
         started = time.perf_counter()
@@ -175,7 +178,7 @@ async def raw_fanout(host: str, port: int, subscribers: int, payload_bytes: int,
 
 
 def _publish_main(args: argparse.Namespace) -> None:
-    payload = os.urandom(args.size)
+    payload = Path(args.file).read_bytes()[:args.size] if args.file else os.urandom(args.size)
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                          client_id=f"raw-pub-{os.getpid()}", protocol=mqtt.MQTTv311)
     client.max_inflight_messages_set(MAX_INFLIGHT)
@@ -210,4 +213,5 @@ if __name__ == "__main__":
     parser.add_argument("--chunk", type=int, required=True)
     parser.add_argument("--sequential", action="store_true",
                         help="wait for each PUBACK before the next publish")
+    parser.add_argument("--file", help="publish this file's bytes instead of random ones")
     _publish_main(parser.parse_args())
