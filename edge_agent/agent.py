@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,7 @@ from edge_agent.protocol import (
     encode,
 )
 from edge_agent.protocol.errors import PayloadTooLarge
+from edge_agent.protocol.messages import encode_telemetry_spliced
 from edge_agent.protocol.topics import (
     ChunkTopic,
     DeviceChannel,
@@ -65,6 +67,7 @@ from edge_agent.protocol.topics import (
     device_topic,
     parse_topic,
 )
+from edge_agent.recent import RecentPredictions
 from edge_agent.runtime import InferenceRuntime, InvalidInput, prepare_features
 from edge_agent.slots import Slot
 from edge_agent.updater import Updater
@@ -76,7 +79,7 @@ class NoActiveModel(RuntimeError):
     """The device has no verified model yet; predictions are refused, not guessed."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Prediction:
     prediction_id: str
     label: Any
@@ -97,13 +100,15 @@ class EdgeAgent:
         self.outbox: TelemetryOutbox | None = None
         self.dropped_messages: Counter[str] = Counter()
         self.predictions_served = 0
-        self._pending_records: list[dict[str, Any]] = []
-        self._recent: OrderedDict[str, Any] = OrderedDict()
+        # records for the outbox, in order: dicts, and one _Call per sampled inference call
+        # (expanded into prediction records at flush, off the prediction path)
+        self._pending_records: list[dict[str, Any] | _Call] = []
         # first seq -> (last seq, when sent, the dropped_total the batch carried)
         self._inflight: dict[int, tuple[int, float, int]] = {}
         self._dropped_reported = 0  # the highest dropped_total the controller acknowledged
         self._sent_upto = 0
         self._boot_id = os.urandom(4).hex()
+        self._recent = RecentPredictions(self._boot_id, config.feedback_memory)
         self._next_prediction = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._closed = False
@@ -249,37 +254,38 @@ class EdgeAgent:
         per_row_ms = latency_ms / len(rows)
         if self.monitor.model == manifest.model and self.monitor.version == manifest.version:
             self.monitor.observe(rows, out.labels, out.scores, latency_ms)
-        sample_rate = self.config.prediction_sample_rate
         labels = out.labels.tolist()
         scores = out.scores.tolist() if out.scores is not None else None
-        confidences = out.scores.max(axis=1).tolist() if out.scores is not None else None
-        now = time.time()
-        results = []
-        for i, label in enumerate(labels):
-            pid = f"{self._boot_id}-{self._next_prediction}"
-            self._next_prediction += 1
-            self._remember(pid, (label, manifest.model, manifest.version))
-            if sample_rate >= 1.0 or self._sampler.random() < sample_rate:
-                record: dict[str, Any] = {
-                    "kind": "prediction", "ts": now, "model": manifest.model,
-                    "version": manifest.version, "prediction_id": pid,
-                    "latency_ms": per_row_ms, "label": label,
-                }
-                if confidences is not None:
-                    record["confidence"] = confidences[i]
-                self._pending_records.append(record)
-            results.append(Prediction(pid, label, scores[i] if scores else None, manifest.model,
-                                      manifest.version, per_row_ms))
-        self.predictions_served += len(results)
-        return results
+        n = len(labels)
+        first = self._next_prediction
+        self._next_prediction += n
+        model, version = manifest.model, manifest.version
+        self._recent.remember(first, labels, model, version)
+        sample_rate = self.config.prediction_sample_rate
+        if sample_rate >= 1.0:
+            sampled: range | list[int] = range(n)
+        else:
+            draw = self._sampler.random
+            sampled = [i for i in range(n) if draw() < sample_rate]
+        if sampled:
+            confidences = out.scores.max(axis=1).tolist() if out.scores is not None else None
+            self._pending_records.append(_Call(time.time(), model, version, first, per_row_ms,
+                                               labels, confidences, sampled))
+        prefix = self._boot_id + "-"
+        self.predictions_served += n
+        if scores is None:
+            return [Prediction(f"{prefix}{first + i}", label, None, model, version, per_row_ms)
+                    for i, label in enumerate(labels)]
+        return [Prediction(f"{prefix}{first + i}", label, scores[i], model, version, per_row_ms)
+                for i, label in enumerate(labels)]
 
     def feedback(self, prediction_id: str, label: Any) -> bool:
         """Record the true label of an earlier prediction; False if it is no longer known."""
-        remembered = self._recent.get(prediction_id, _UNKNOWN)
-        known = remembered is not _UNKNOWN
+        remembered = self._recent.get(prediction_id)
+        known = remembered is not None
         record: dict[str, Any] = {"kind": "feedback", "ts": time.time(),
                                   "prediction_id": prediction_id, "truth": label}
-        if known:
+        if remembered is not None:
             predicted, model, version = remembered
             record["predicted"] = predicted
             record["correct"] = bool(predicted == label)
@@ -292,10 +298,9 @@ class EdgeAgent:
         self._pending_records.append(record)
         return known
 
-    def _remember(self, pid: str, prediction: tuple[Any, str, int]) -> None:
-        self._recent[pid] = prediction  # (label, model, version)
-        if len(self._recent) > self.config.feedback_memory:
-            self._recent.popitem(last=False)
+    def unflushed_records(self) -> int:
+        """Telemetry records still in memory (lost at a crash; written at the next flush)."""
+        return sum(len(r.sampled) if isinstance(r, _Call) else 1 for r in self._pending_records)
 
     def _record_error(self, reason: str) -> None:
         self._pending_records.append({"kind": "error", "ts": time.time(), "reason": reason})
@@ -364,7 +369,8 @@ class EdgeAgent:
         """Write the telemetry held in memory to the outbox now (normally every flush interval)."""
         if not self._pending_records or self.outbox is None:
             return
-        records, self._pending_records = self._pending_records, []
+        pending, self._pending_records = self._pending_records, []
+        records = _expand(pending, self._boot_id)
         # overflow drops the oldest records not awaiting an ack: a record dropped after it was
         # sent could reach the controller and be stored *and* counted as dropped
         in_flight = (min(self._inflight), self._sent_upto) if self._inflight else None
@@ -389,13 +395,20 @@ class EdgeAgent:
         if stats.pending == 0 or stats.last_seq <= self._sent_upto:
             return  # nothing unsent: skip the query (a thousand agents run this every 0.2 s)
         while len(self._inflight) < self.config.telemetry_max_inflight_batches:
-            records = outbox.next_batch(self.config.telemetry_batch_size, after_seq=self._sent_upto)
-            if not records:
+            raw = outbox.next_raw(self.config.telemetry_batch_size, after_seq=self._sent_upto)
+            if not raw:
                 return
-            payload, records = self._encode_batch(outbox, records)
+            first, last = raw[0][0], raw[-1][0]
+            # the stored JSON goes out as it is, with the seqs spliced in; only a batch that
+            # cannot (too large, a NaN) is decoded record by record
+            payload = encode_telemetry_spliced(first, last, raw, outbox.stats().dropped_total,
+                                               outbox.epoch)
             if payload is None:
-                continue  # an undeliverable record was discarded (and counted): read on
-            first, last = records[0]["seq"], records[-1]["seq"]
+                records = [{**json.loads(body), "seq": seq} for seq, body in raw]
+                payload, records = self._encode_batch(outbox, records)
+                if payload is None:
+                    continue  # an undeliverable record was discarded (and counted): read on
+                first, last = records[0]["seq"], records[-1]["seq"]
             if self.link.publish(self.topic(DeviceChannel.TELEMETRY), payload) != 0:
                 return
             self._inflight[first] = (last, now, outbox.stats().dropped_total)
@@ -502,4 +515,34 @@ class EdgeAgent:
         }
 
 
-_UNKNOWN = object()
+@dataclass(slots=True)
+class _Call:
+    """The prediction records of one inference call, kept compact until the next flush."""
+
+    ts: float
+    model: str
+    version: int
+    first: int  # prediction number of its first row
+    latency_ms: float  # per row
+    labels: list[Any]
+    confidences: list[float] | None
+    sampled: range | list[int]  # the rows whose records are kept
+
+
+def _expand(pending: list[dict[str, Any] | _Call], boot_id: str) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    append = records.append
+    for item in pending:
+        if not isinstance(item, _Call):
+            append(item)
+            continue
+        ts, model, version, latency = item.ts, item.model, item.version, item.latency_ms
+        labels, confidences, first = item.labels, item.confidences, item.first
+        for i in item.sampled:
+            record = {"kind": "prediction", "ts": ts, "model": model, "version": version,
+                      "prediction_id": f"{boot_id}-{first + i}", "latency_ms": latency,
+                      "label": labels[i]}
+            if confidences is not None:
+                record["confidence"] = confidences[i]
+            append(record)
+    return records

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,12 @@ from edge_agent.monitoring import MonitoringError, MonitoringWindow
 from edge_agent.protocol import Manifest
 
 log = logging.getLogger("edgewise.agent.monitor")
+
+# Calls are buffered and accounted for together: a histogram update costs the same for one row
+# as for a thousand, so a single-row prediction would otherwise pay it in full (~20 us). The
+# buffer is drained at every window summary and when it holds this many calls or rows.
+MAX_BUFFERED_CALLS = 512
+MAX_BUFFERED_ROWS = 20_000
 
 
 class ModelMonitor:
@@ -39,12 +45,18 @@ class ModelMonitor:
         self.stats: Counter[str] = Counter()
         self._deadline = math.inf
         self._warned: set[str] = set()
+        # (rows, labels, scores, latency_ms) per call, oldest first; a deque because an
+        # application thread may predict while the loop drains it
+        self._pending: deque[tuple[np.ndarray, np.ndarray, np.ndarray | None, float]] = deque()
+        self._pending_rows = 0
 
     # -- window life cycle ---------------------------------------------------------------------
 
     def switch(self, manifest: Manifest | None, now: float, mono: float) -> dict[str, Any] | None:
         """Close the current window (its record is returned) and open one for ``manifest``."""
         record = self.close(now)
+        self._pending.clear()
+        self._pending_rows = 0
         self.window, self.model, self.version = None, None, None
         self._deadline = math.inf
         if manifest is None:
@@ -84,6 +96,7 @@ class ModelMonitor:
         window = self.window
         if window is None:
             return None
+        self.drain()
         try:
             summary = window.summary(max(now, window.start_ts))
         except (MonitoringError, ValueError, TypeError) as exc:  # not expected: counted, logged
@@ -97,14 +110,47 @@ class ModelMonitor:
 
     def observe(self, rows: np.ndarray, labels: np.ndarray, scores: np.ndarray | None,
                 latency_ms: float) -> None:
-        """One successful inference call: its input rows, outputs and latency."""
+        """One successful inference call: its input rows, outputs and latency (buffered)."""
         if self.window is None:
             return
+        self._pending.append((rows, labels, scores, latency_ms))
+        self._pending_rows += len(rows)
+        if len(self._pending) >= MAX_BUFFERED_CALLS or self._pending_rows >= MAX_BUFFERED_ROWS:
+            self.drain()
+
+    def drain(self) -> None:
+        """Account for the buffered calls in the window, vectorised over all their rows."""
+        window, pending = self.window, self._pending
+        calls = []
+        while pending:
+            try:
+                calls.append(pending.popleft())
+            except IndexError:  # emptied by another thread between the check and the pop
+                break
+        self._pending_rows = 0
+        if window is None or not calls:
+            return
         try:
-            self.window.observe(rows, labels, scores, latency_ms)
-        except (MonitoringError, ValueError, TypeError) as exc:
-            self.stats["calls_not_monitored"] += 1
-            self._warn("observe", f"an inference call was not accounted for: {exc}")
+            scores = [c[2] for c in calls]
+            latencies = np.array([c[3] for c in calls], dtype=np.float64)
+            if np.all(np.isfinite(latencies)) and not (latencies < 0).any():
+                # observe() checks everything before it counts anything, so a failure here
+                # leaves the window untouched for the one-by-one pass below
+                window.observe(np.concatenate([c[0] for c in calls]),
+                               np.concatenate([c[1].reshape(-1) for c in calls]),
+                               None if any(s is None for s in scores)
+                               else np.concatenate([_confidence(s) for s in scores
+                                                    if s is not None]))
+                window.latency.record_many(latencies)
+                return
+        except (MonitoringError, ValueError, TypeError):
+            pass  # the calls do not fit together: account for them one by one
+        for rows, labels, scores_, latency_ms in calls:
+            try:
+                window.observe(rows, labels, scores_, latency_ms)
+            except (MonitoringError, ValueError, TypeError) as exc:
+                self.stats["calls_not_monitored"] += 1
+                self._warn("observe", f"an inference call was not accounted for: {exc}")
 
     def observe_error(self, rows: int) -> None:
         if self.window is not None:
@@ -127,6 +173,11 @@ class ModelMonitor:
         if reason not in self._warned:
             self._warned.add(reason)
             log.warning("%s: %s (logged once; counted in monitor stats)", self.device_id, message)
+
+
+def _confidence(scores: np.ndarray) -> np.ndarray:
+    """The predicted class's probability per row (a probability matrix, or one per row)."""
+    return scores.max(axis=1) if scores.ndim == 2 else scores.reshape(-1)
 
 
 def _calibration_offset(manifest: Manifest) -> float:

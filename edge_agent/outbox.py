@@ -366,20 +366,24 @@ class TelemetryOutbox:
         records stay until :meth:`ack`. Pass the last seq sent as ``after_seq`` to read ahead
         while earlier batches await their acknowledgement.
         """
+        out: list[dict[str, Any]] = []
+        append = out.append
+        for seq, body in self.next_raw(max_records, after_seq):
+            rec = _decode(body)
+            rec["seq"] = seq
+            append(rec)
+        return out
+
+    def next_raw(self, max_records: int = 500, after_seq: int = 0) -> list[tuple[int, str]]:
+        """As :meth:`next_batch`, but ``(seq, body)`` with the body as stored: compact JSON of
+        the record without its seq (for sending without decoding every record)."""
         try:
-            cur = self._conn.execute(
+            return self._conn.execute(
                 "SELECT seq, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, max_records),
-            )
-            out: list[dict[str, Any]] = []
-            append = out.append
-            for seq, body in cur:
-                rec = _decode(body)
-                rec["seq"] = seq
-                append(rec)
+            ).fetchall()
         except sqlite3.Error as e:
             raise self._translate(e, "read from") from e
-        return out
 
     def stats(self) -> OutboxStats:
         return OutboxStats(

@@ -528,7 +528,7 @@ class ScenarioRun:
             if d in self.fleet.killed:
                 continue
             # the agent's in-memory records (not yet in its outbox) die with it
-            self.unflushed[d] += len(getattr(agent, "_pending_records", ()))
+            self.unflushed[d] += agent.unflushed_records()
             self.fleet.kill(d)
         self.say(f"kill {len(ids)} agents ({what})")
         self.spawn(self._watch_offline(ids, self.t()))

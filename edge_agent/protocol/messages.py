@@ -343,6 +343,29 @@ def encode(message: Message) -> bytes:
     return data
 
 
+def encode_telemetry_spliced(first_seq: int, last_seq: int, bodies: list[tuple[int, str]],
+                              dropped_total: int, epoch: int) -> bytes | None:
+    """A ``telemetry`` message built from records already encoded as JSON objects (the
+    outbox's bodies, without their seq), splicing each ``seq`` in instead of decoding and
+    encoding every record again. Decodes to the same :class:`TelemetryBatch` as :func:`encode`.
+
+    None when a body cannot be spliced safely (it has its own ``"seq"``, or a ``NaN`` or
+    ``Infinity`` that JSON does not allow) or the message would be too large: the caller then
+    takes the record-by-record path, which finds and handles the offending record.
+    """
+    parts = []
+    for seq, body in bodies:
+        if '"seq"' in body or "NaN" in body or "Infinity" in body or body[:1] != "{":
+            return None
+        parts.append(f'{{"seq":{seq}}}' if body == "{}" else f'{{"seq":{seq},{body[1:]}')
+    head = json.dumps({"schema": SCHEMA_VERSION, "type": TelemetryBatch.TYPE,
+                       "first_seq": first_seq, "last_seq": last_seq,
+                       "dropped_total": dropped_total, "ts": now(), "epoch": epoch},
+                      separators=(",", ":"))
+    data = f'{head[:-1]},"records":[{",".join(parts)}]}}'.encode()
+    return data if len(data) <= TelemetryBatch.MAX_BYTES else None
+
+
 def _refuse_constant(name: str) -> Any:
     # NaN and Infinity are not JSON; Python's parser would accept them and poison the stores
     raise ValueError(f"{name} is not allowed")

@@ -87,14 +87,16 @@ def test_agent_refuses_predictions_without_a_model_and_bad_input_with_one(
             assert agent.predictions_served == 0
 
             await activate(agent, ctl, iris_models.a)
-            errors_before = sum(1 for r in agent._pending_records if r["kind"] == "error")
+            errors_before = sum(1 for r in agent._pending_records
+                                if isinstance(r, dict) and r["kind"] == "error")
             for name, (features, words) in BAD_INPUTS.items():
                 with pytest.raises(InvalidInput) as raised:
                     agent.predict(features)
                 assert all(w in str(raised.value) for w in words), (name, str(raised.value))
             assert agent.predictions_served == 0
             # each refusal is reported as an error record, not as a prediction
-            errors = [r for r in agent._pending_records if r["kind"] == "error"]
+            errors = [r for r in agent._pending_records
+                      if isinstance(r, dict) and r["kind"] == "error"]
             assert len(errors) - errors_before == len(BAD_INPUTS)
             assert {r["reason"] for r in errors} == {"invalid_input"}
 

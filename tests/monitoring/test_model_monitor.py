@@ -52,6 +52,7 @@ def test_calls_and_labels_it_cannot_account_for_are_counted_not_raised() -> None
     monitor = ModelMonitor(60.0)
     monitor.switch(MANIFEST, now=0.0, mono=0.0)
     monitor.observe(np.zeros((3, 5)), np.zeros(3), None, 1.0)  # 5 features, profile has 2
+    monitor.drain()  # calls are buffered until a summary (or a full buffer)
     monitor.observe_feedback("iris", 1, 1, {"not": "a label"})
     monitor.observe_feedback("iris", 9, 1, 1)  # a prediction of another version
     assert monitor.stats["calls_not_monitored"] == 1
@@ -69,3 +70,38 @@ def test_an_unusable_profile_still_gives_windows_without_drift() -> None:
     record = monitor.close(1.0)
     assert record is not None and record["summary"]["count"] == 4
     assert record["summary"]["features"] == []
+
+
+def test_buffered_calls_give_the_same_window_as_calls_observed_one_by_one() -> None:
+    """Calls are accounted for in batches (the cost of a histogram update is per call, not per
+    row); the summary must be exactly what observing every call on its own gives."""
+    from edge_agent.model_monitor import MAX_BUFFERED_CALLS
+    from edge_agent.monitoring import MonitoringWindow
+
+    rng = np.random.default_rng(7)
+    monitor = ModelMonitor(60.0)
+    monitor.switch(MANIFEST, now=0.0, mono=0.0)
+    direct = MonitoringWindow(MANIFEST.reference_profile, MANIFEST.task, MANIFEST.class_labels,
+                              start_ts=0.0, embed_reference=False)
+    for i in range(MAX_BUFFERED_CALLS + 37):  # one automatic drain, and a remainder
+        rows = 1 + i % 3
+        x = rng.normal(size=(rows, 2)).astype(np.float32)
+        pred = (x[:, 0] > 0).astype(np.int64)
+        scores = np.column_stack([1.0 - pred * 0.9, pred * 0.9]).astype(np.float32)
+        latency = float(rng.uniform(0.1, 30.0))
+        monitor.observe(x, pred, scores, latency)
+        direct.observe(x, pred, scores, latency)
+    record = monitor.close(10.0)
+    assert record is not None
+    # equal but for the order of float additions (the latency sum)
+    assert _rounded(record["summary"]) == _rounded(direct.summary(10.0))
+
+
+def _rounded(value: object) -> object:
+    if isinstance(value, float):
+        return float(f"{value:.10g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value

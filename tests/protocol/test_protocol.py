@@ -194,3 +194,27 @@ def test_manifest_type_confusion_is_a_schema_error(mutate) -> None:  # type: ign
 def test_unicode_digits_are_not_chunk_indexes() -> None:
     with pytest.raises(TopicError):
         parse_topic(f"ew/v1/art/{SHA}/\u00b2")
+
+
+def test_a_spliced_telemetry_batch_decodes_like_an_encoded_one() -> None:
+    """The agent sends stored record bodies with their seqs spliced in (no decode/encode per
+    record); the controller must read exactly what encode() would have given it."""
+    import json
+
+    from edge_agent.protocol.messages import TelemetryBatch, encode_telemetry_spliced
+
+    records = [{"kind": "prediction", "ts": 1.5, "model": "iris", "version": 2,
+                "prediction_id": "b-1", "latency_ms": 0.25, "label": "ü", "confidence": 0.9},
+               {"kind": "error", "ts": 2.0, "reason": "invalid_input"},
+               {"kind": "feedback", "ts": 3.0, "prediction_id": "b-1", "truth": "ü"}]
+    bodies = [(seq, json.dumps(r, separators=(",", ":"))) for seq, r in enumerate(records, 7)]
+    payload = encode_telemetry_spliced(7, 9, bodies, dropped_total=3, epoch=42)
+    assert payload is not None
+    got = decode(payload, TelemetryBatch)
+    assert got.records == [{**r, "seq": seq} for seq, r in enumerate(records, 7)]
+    assert (got.first_seq, got.last_seq, got.dropped_total, got.epoch) == (7, 9, 3, 42)
+    # what cannot be spliced safely is left to the record-by-record path
+    for bad in ('{"x":NaN}', '{"x":-Infinity}', '{"seq":1}', "[1]"):
+        assert encode_telemetry_spliced(1, 1, [(1, bad)], 0, 0) is None
+    big = [(i, json.dumps({"pad": "x" * 5000})) for i in range(1, 1000)]
+    assert encode_telemetry_spliced(1, 999, big, 0, 0) is None  # over MAX_TELEMETRY_BYTES
