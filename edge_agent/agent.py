@@ -370,12 +370,12 @@ class EdgeAgent:
         if not self._pending_records or self.outbox is None:
             return
         pending, self._pending_records = self._pending_records, []
-        records = _expand(pending, self._boot_id)
+        bodies = _encode_pending(pending, self._boot_id)
         # overflow drops the oldest records not awaiting an ack: a record dropped after it was
         # sent could reach the controller and be stored *and* counted as dropped
         in_flight = (min(self._inflight), self._sent_upto) if self._inflight else None
         try:
-            self.outbox.append_many(records, in_flight=in_flight)
+            self.outbox.append_encoded(bodies, in_flight=in_flight)
         except OutboxError as exc:
             # the outbox counted what it could not keep; it is reported with the next batch
             log.error("%s: telemetry not stored: %s", self.device_id, exc)
@@ -529,20 +529,44 @@ class _Call:
     sampled: range | list[int]  # the rows whose records are kept
 
 
-def _expand(pending: list[dict[str, Any] | _Call], boot_id: str) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    append = records.append
+_json = json.JSONEncoder(separators=(",", ":")).encode  # what the outbox stores records as
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _float_json(x: float) -> str:
+    """A float as ``json`` writes it (repr, or NaN/Infinity, which sending then refuses)."""
+    text = float.__repr__(x)
+    return _NON_FINITE.get(text, text)
+
+
+def _encode_pending(pending: list[dict[str, Any] | _Call], boot_id: str) -> list[str]:
+    """The outbox bodies of the pending records, in order.
+
+    Prediction records are written by format instead of through ``json`` (a third of the cost
+    of a batch's telemetry): keys in the same order, values as ``json`` encodes them, so the
+    body is the very string ``json`` would give (tests/agent_runtime compare them).
+    """
+    bodies: list[str] = []
+    append = bodies.append
+    label_json: dict[tuple[type, Any], str] = {}  # class labels repeat: encode each once
     for item in pending:
         if not isinstance(item, _Call):
-            append(item)
+            append(_json(item))
             continue
-        ts, model, version, latency = item.ts, item.model, item.version, item.latency_ms
+        head = (f'{{"kind":"prediction","ts":{_float_json(item.ts)},"model":{_json(item.model)},'
+                f'"version":{int(item.version)},"prediction_id":"{boot_id}-')
+        latency = f',"latency_ms":{_float_json(item.latency_ms)},"label":'
         labels, confidences, first = item.labels, item.confidences, item.first
         for i in item.sampled:
-            record = {"kind": "prediction", "ts": ts, "model": model, "version": version,
-                      "prediction_id": f"{boot_id}-{first + i}", "latency_ms": latency,
-                      "label": labels[i]}
-            if confidences is not None:
-                record["confidence"] = confidences[i]
-            append(record)
-    return records
+            label = labels[i]
+            if isinstance(label, float):
+                text = _float_json(label)
+            else:
+                key = (type(label), label)
+                text = label_json.get(key) or label_json.setdefault(key, _json(label))
+            if confidences is None:
+                append(f"{head}{first + i}\"{latency}{text}}}")
+            else:
+                append(f'{head}{first + i}"{latency}{text},"confidence":'
+                       f"{_float_json(confidences[i])}}}")
+    return bodies

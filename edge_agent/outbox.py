@@ -233,25 +233,38 @@ class TelemetryOutbox:
         (or ``max_db_pages``) is full: nothing of the batch is stored, all of it is counted in
         ``dropped_total``, and the caller decides what to do (ack, retry later, discard).
         """
-        n = len(records)
-        if n == 0:
-            return []
         # A non-object body would break next_batch for good; ~20 ns a record.
         if not all(isinstance(r, dict) for r in records):
             raise TypeError("telemetry records must be dicts (JSON objects)")
+        return self._append(records, _encode, in_flight)
+
+    def append_encoded(self, bodies: Sequence[str], *,
+                       in_flight: tuple[int, int] | None = None) -> list[int]:
+        """As :meth:`append_many`, for records already encoded as compact JSON objects (the
+        caller's encoder must give what ``json`` would: :meth:`next_batch` decodes them)."""
+        if not all(b[:1] == "{" for b in bodies):
+            raise TypeError("telemetry records must be JSON objects")
+        return self._append(bodies, None, in_flight)
+
+    def _append(self, items: Sequence[Any], encode: Callable[[Any], str] | None,
+                in_flight: tuple[int, int] | None) -> list[int]:
+        n = len(items)
+        if n == 0:
+            return []
         dropped_now = 0
-        to_store: Sequence[dict[str, Any]] = records
+        to_store: Sequence[Any] = items
         if self.overflow is OverflowPolicy.REFUSE_NEW:
             room = max(0, self.max_records - self._pending)
             if n > room:
                 dropped_now = n - room
-                to_store = records[:room]
+                to_store = items[:room]
         elif n > self.max_records:
             # DROP_OLDEST with a batch bigger than the bound: its own oldest records would be
             # deleted right after insertion; don't store them at all.
             dropped_now = n - self.max_records
-            to_store = records[dropped_now:]
-        rows = list(zip(map(_encode, to_store)))  # (body,) tuples, no Python-level loop
+            to_store = items[dropped_now:]
+        # (body,) tuples, no Python-level loop
+        rows = list(zip(map(encode, to_store) if encode is not None else to_store))
 
         conn = self._conn
         try:
