@@ -279,6 +279,10 @@ class MqttLink:
     def _socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         assert self._loop is not None
         self._sock = sock
+        # paho leaves Nagle on: a small packet (a PUBACK, a report) behind a partly sent one
+        # then waits for the peer's delayed ACK, ~40 ms on Linux, seen as gaps in chunk streams
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._loop.add_reader(sock, client.loop_read)
         if self._misc_task is None or self._misc_task.done():
             self._misc_task = self._loop.create_task(self._misc_loop())

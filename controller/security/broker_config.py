@@ -131,6 +131,8 @@ def render_mosquitto_conf(settings: BrokerSettings) -> str:
         f"password_file {d / 'passwd'}",
         # a controller or a fleet-wide broadcast needs far more than the default 1,000
         "max_queued_messages 100000",
+        # small packets (acks, reports) must not wait for a delayed ACK behind a chunk stream
+        "set_tcp_nodelay true",
         "",
         "# devices and the controller, each with a client certificate from the fleet CA;",
         "# the certificate's CN becomes the MQTT user name, and the client id too: a client",
