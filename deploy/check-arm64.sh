@@ -89,7 +89,7 @@ chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root \
     [ -x venv/bin/python ] || python3 -m venv venv
     wheel=$(ls wheel/edgewise-*.whl)
     venv/bin/pip install --quiet "edgewise[agent] @ file:///opt/edgewise-check/$wheel" \
-      ai-edge-litert pytest hypothesis
+      ai-edge-litert pytest hypothesis cryptography
     # the same version number from an earlier run would be kept: this checkout it must be
     venv/bin/pip install --quiet --force-reinstall --no-deps "/opt/edgewise-check/$wheel"
     venv/bin/python - <<EOF

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, ConfigError, load_config
+from edge_agent.malloc_tuning import fix_malloc_thresholds
 from edge_agent.mqtt_link import BrokerAddress
 
 log = logging.getLogger("edgewise.agent")
@@ -73,6 +74,7 @@ async def run_agent(config: AgentConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    fix_malloc_thresholds()  # before any model is loaded (edge_agent/malloc_tuning.py)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose == 0 else logging.DEBUG,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

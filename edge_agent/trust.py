@@ -1,7 +1,11 @@
 """Ed25519 signatures over manifests and rollback orders, and the checks a device makes on them.
 
-Pure: keys come in and go out as PEM bytes (reading key files is the caller's job); the only work
-besides JSON is what ``cryptography`` does in memory.
+Pure: keys come in and go out as PEM bytes (reading key files is the caller's job).
+
+Two sides with different dependencies: a device only *verifies*, with :mod:`edge_agent.ed25519`
+(pure Python; ``cryptography`` would cost the agent ~8.5 MiB of its 80 MiB budget), and importing
+this module loads no ``cryptography``. Signing and key generation (the controller, tests) import
+``cryptography`` when called; it comes with the ``controller`` extra, not the ``agent`` one.
 
 A signed manifest travels as an *envelope*::
 
@@ -33,11 +37,12 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from edge_agent import ed25519
+
+if TYPE_CHECKING:  # signing only; imported where used, never at import (see the module docstring)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ALG = "ed25519"
 MANIFEST_TYPE = "edgewise.manifest.v1"
@@ -125,13 +130,18 @@ def key_id_of(public_pem: bytes) -> str:
     return _key_id(_load_public(public_pem))
 
 
-def _key_id(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+def _key_id(raw_public: bytes) -> str:
+    return hashlib.sha256(raw_public).hexdigest()[:16]
 
 
 def generate_keypair() -> tuple[bytes, bytes, str]:
-    """A new signing key: ``(private_pem, public_pem, key_id)``; the private PEM is unencrypted."""
+    """A new signing key: ``(private_pem, public_pem, key_id)``; the private PEM is unencrypted.
+
+    Needs ``cryptography`` (the controller extra).
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     private = Ed25519PrivateKey.generate()
     private_pem = private.private_bytes(serialization.Encoding.PEM,
                                         serialization.PrivateFormat.PKCS8,
@@ -146,18 +156,19 @@ def trusted_keys_from(public_pems: Iterable[bytes]) -> dict[str, bytes]:
     return {key_id_of(pem): pem for pem in public_pems}
 
 
-def _load_public(public_pem: bytes) -> Ed25519PublicKey:
+def _load_public(public_pem: bytes) -> bytes:
+    """The raw 32-byte key of an Ed25519 public PEM; anything else is a misconfigured key."""
     try:
-        key = serialization.load_pem_public_key(public_pem)
+        return ed25519.public_key_from_pem(public_pem)
     except (TypeError, ValueError) as exc:
-        raise MisconfiguredTrustedKey(f"trusted key is not a PEM public key: {exc}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise MisconfiguredTrustedKey(f"trusted key is a {type(key).__name__}, "
-                                      "not an Ed25519 public key")
-    return key
+        # the message says what the PEM holds instead (a private key, an RSA key, no PEM, ...)
+        raise MisconfiguredTrustedKey(f"trusted key: {exc}") from None
 
 
 def _load_private(private_pem: bytes) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = serialization.load_pem_private_key(private_pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise TypeError(f"signing key is a {type(key).__name__}, not an Ed25519 private key")
@@ -166,8 +177,11 @@ def _load_private(private_pem: bytes) -> Ed25519PrivateKey:
 
 def _sign(private_pem: bytes, signed: dict[str, Any]) -> dict[str, str]:
     """Sign ``signed`` plus the key id; returns the ``signature`` block."""
+    from cryptography.hazmat.primitives import serialization
+
     private = _load_private(private_pem)
-    key_id = _key_id(private.public_key())
+    key_id = _key_id(private.public_key().public_bytes(serialization.Encoding.Raw,
+                                                       serialization.PublicFormat.Raw))
     sig = private.sign(canonical_bytes({**signed, "key_id": key_id}))
     return {"key_id": key_id, "alg": ALG, "sig": base64.b64encode(sig).decode("ascii")}
 
@@ -199,11 +213,9 @@ def _check_signature(what: str, doc: Mapping[str, Any], signed: dict[str, Any],
         payload = canonical_bytes({**signed, "key_id": key_id})
     except (TypeError, ValueError) as exc:
         raise MalformedEnvelope(f"{what} cannot be put in canonical form: {exc}") from None
-    try:
-        public.verify(sig, payload)
-    except InvalidSignature:
+    if not ed25519.verify(public, sig, payload):
         raise BadSignature(f"{what}: signature by key {key_id!r} does not match the content "
-                           "(tampered, or signed over different fields)") from None
+                           "(tampered, or signed over different fields)")
     return key_id
 
 

@@ -12,6 +12,9 @@ import edge_agent
 
 FORBIDDEN = {"controller", "converters", "simulator", "fastapi", "uvicorn", "sklearn", "onnx",
              "skl2onnx", "sqlalchemy", "click", "httpx"}
+# Named in edge_agent/trust.py, but only inside the signing functions (controller and tests):
+# importing any agent module must not load it (~8.5 MiB of RSS on the device).
+NOT_LOADED = FORBIDDEN | {"cryptography"}
 AGENT_DIR = Path(edge_agent.__file__).parent
 
 
@@ -42,7 +45,7 @@ def test_importing_every_agent_module_loads_nothing_forbidden() -> None:
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
-        f"bad = sorted({{n.split('.')[0] for n in sys.modules}} & set({sorted(FORBIDDEN)!r}))\n"
+        f"bad = sorted({{n.split('.')[0] for n in sys.modules}} & set({sorted(NOT_LOADED)!r}))\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"
     )

@@ -45,3 +45,4 @@ def test_a_call_larger_than_the_capacity_is_kept_whole() -> None:
     recent.remember(54, [54], "m", 1)
     assert recent.get("b-0") is None and recent.get("b-54") == (54, "m", 1)
     assert len(recent) == 5
+

@@ -321,3 +321,16 @@ def test_returned_manifest_is_a_copy(key: tuple[bytes, bytes, str]) -> None:
     got = _verify(env, _trusted(key))
     got["version"] = 99
     assert env["manifest"]["version"] == 4
+
+
+def test_misconfigured_trusted_key_says_what_it_is(key: tuple[bytes, bytes, str]) -> None:
+    """An operator who pastes the private key, or another kind of key, is told which it is."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    with pytest.raises(MisconfiguredTrustedKey, match="private key"):
+        key_id_of(key[0])
+    p256 = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(MisconfiguredTrustedKey, match=r"EC \(P-256\) public key"):
+        trusted_keys_from([p256])
