@@ -54,8 +54,13 @@ def quantize_onnx(data: bytes, precision: str, sample: np.ndarray, *, descriptio
         source.write_bytes(data)
         try:
             if precision == "int8-dynamic":
-                quantization.quantize_dynamic(str(source), str(target),
-                                              weight_type=quantization.QuantType.QInt8)
+                # onnxruntime's CPU ConvInteger takes uint8 weights only (before 1.24, which
+                # the agent's memory budget keeps us on): int8 weights would convert but
+                # not load on the device
+                has_conv = any(n.op_type in ("Conv", "ConvTranspose") for n in model.graph.node)
+                weights = (quantization.QuantType.QUInt8 if has_conv
+                           else quantization.QuantType.QInt8)
+                quantization.quantize_dynamic(str(source), str(target), weight_type=weights)
             else:
                 reader = _Calibration(quantization.CalibrationDataReader, input_name,
                                       sample[:CALIBRATION_ROWS])
