@@ -56,9 +56,17 @@ class LoopClient:
         c.on_subscribe = self._suback
         c.on_message = self._message
         c.on_socket_open = lambda cl, ud, s: self.loop.add_reader(s, cl.loop_read)
-        c.on_socket_close = lambda cl, ud, s: self.loop.remove_reader(s)
+        loop = self.loop
+
+        def unwatch_read(cl: mqtt.Client, ud: Any, s: Any) -> None:
+            loop.remove_reader(s)
+
+        def unwatch_write(cl: mqtt.Client, ud: Any, s: Any) -> None:
+            loop.remove_writer(s)
+
+        c.on_socket_close = unwatch_read
         c.on_socket_register_write = lambda cl, ud, s: self.loop.add_writer(s, cl.loop_write)
-        c.on_socket_unregister_write = lambda cl, ud, s: self.loop.remove_writer(s)
+        c.on_socket_unregister_write = unwatch_write
         self.client = c
         c.connect(host, port, keepalive=60)
         self._misc = self.loop.create_task(self._misc_loop())
