@@ -31,24 +31,37 @@ class UpdateJournal:
         self.path = path
         self._lock = threading.Lock()
         self._written = 0
+        # the desired state last encoded: an update journals the same one at every step, and
+        # its manifest (reference profile, smoke tests, chunk hashes) can be 100 KB of JSON
+        self._encoded: tuple[Desired, str] | None = None
 
     def save(self, step: UpdateStep, desired: Desired | None, sequence: int | None = None) -> None:
         """Replace the journal atomically and durably. Saves run in threads: with ``sequence``
         given, a save older than the last one written is skipped instead of overwriting it."""
-        record = {"step": step.to_dict(),
-                  "desired": json.loads(encode(desired)) if desired is not None else None}
         with self._lock:
             if sequence is not None:
                 if sequence < self._written:
                     return
                 self._written = sequence
+            record = (f'{{"step":{json.dumps(step.to_dict())},'
+                      f'"desired":{self._desired_json(desired)}}}')
             tmp = self.path.with_name(self.path.name + ".tmp")
             with tmp.open("w") as f:
-                f.write(json.dumps(record))
+                f.write(record)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
             fsync_dir(self.path.parent)
+
+    def _desired_json(self, desired: Desired | None) -> str:
+        if desired is None:
+            return "null"
+        cached = self._encoded
+        if cached is not None and cached[0] is desired:
+            return cached[1]
+        text = encode(desired).decode()
+        self._encoded = (desired, text)
+        return text
 
     def load(self) -> tuple[UpdateStep, Desired | None] | None:
         try:

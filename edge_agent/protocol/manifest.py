@@ -7,7 +7,7 @@ registry completes it (version number), and it travels to the agent inside the d
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge_agent.protocol.errors import SchemaError
@@ -211,18 +211,40 @@ class Manifest:
         return int(last) if last is not None else len(self.feature_names)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["inputs"] = [t.to_dict() for t in self.inputs]
-        d["outputs"] = [t.to_dict() for t in self.outputs]
-        d["artifact"] = self.artifact.to_dict()
-        d["smoke_tests"] = [s.to_dict() for s in self.smoke_tests]
-        d["class_labels"] = list(self.class_labels) if self.class_labels is not None else None
-        d["feature_names"] = list(self.feature_names)
-        d["verified_runtimes"] = list(self.verified_runtimes)
-        if self.probation is None:
-            del d["probation"]  # optional: manifests without one keep their exact form
-        else:
+        """The manifest as JSON-ready data, keys in field order.
+
+        Built field by field, not with ``dataclasses.asdict``: asdict deep-copies the reference
+        profile and smoke tests (1.4 ms for a typical manifest, paid at every model switch by
+        a thousand simulated agents). The free-form objects (``source``, ``opset``, ``parity``,
+        ``reference_profile``, ``tflite_ops``) and smoke-test lists are copied one level deep
+        only: callers serialise or copy the result (signing deep-copies it), never mutate it.
+        """
+        d: dict[str, Any] = {
+            "model": self.model,
+            "version": self.version,
+            "format": self.format,
+            "task": self.task,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "label_output": self.label_output,
+            "score_output": self.score_output,
+            "class_labels": list(self.class_labels) if self.class_labels is not None else None,
+            "feature_names": list(self.feature_names),
+            "artifact": self.artifact.to_dict(),
+            "smoke_tests": [s.to_dict() for s in self.smoke_tests],
+            "smoke_tolerance": self.smoke_tolerance,
+            "precision": self.precision,
+            "source": dict(self.source),
+            "opset": dict(self.opset),
+            "parity": dict(self.parity),
+            "reference_profile": dict(self.reference_profile),
+            "created_at": self.created_at,
+            "verified_runtimes": list(self.verified_runtimes),
+            "tflite_ops": dict(self.tflite_ops),
+        }
+        if self.probation is not None:  # optional: manifests without one keep their exact form
             d["probation"] = self.probation.to_dict()
+        d["schema"] = self.schema
         return d
 
     @classmethod
