@@ -140,11 +140,28 @@ class Updater:
             step, desired = saved
             resumed, action, reason = resume(step, now=time.time())
             self.step, self.desired, self.last_error = resumed, desired, resumed.last_error
+            resumed = self._recheck_before_resuming(resumed)
             self.journal.save(resumed, desired)
             log.info("%s: %s; resume action: %s", self.agent.device_id, reason, action.value)
         self._control_task = asyncio.create_task(self._control())
         if self.step.state not in REST_STATES:
             self._start_drive()
+
+    def _recheck_before_resuming(self, step: UpdateStep) -> UpdateStep:
+        """An update not activated yet is checked again before it resumes: the device may have
+        been off for longer than its manifest is valid (or its trusted keys changed)."""
+        desired = self.desired
+        if step.state not in (State.DOWNLOADING, State.VERIFYING, State.STAGED) \
+                or desired is None:
+            return step
+        try:
+            self.gate.check(desired, self.agent.active, now=time.time())
+        except Rejected as exc:
+            step = advance(step, Event.FAILURE, now=time.time(),
+                           error=f"not resumed after the restart: {exc}")
+            self.step, self.last_error = step, step.last_error
+            log.error("%s: %s", self.agent.device_id, self.last_error)
+        return step
 
     def close(self) -> None:
         for task in (self._drive_task, self._control_task):

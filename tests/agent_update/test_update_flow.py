@@ -245,3 +245,45 @@ def _journal(data_dir: Path) -> tuple[UpdateStep, Desired | None]:
     desired = raw["desired"]
     return (UpdateStep.from_dict(raw["step"]),
             decode(json.dumps(desired).encode(), Desired) if desired else None)
+
+
+def test_an_update_whose_manifest_expired_while_the_device_was_off_is_not_resumed(
+        broker: BrokerProcess, tmp_path: Path, iris_models: IrisModels,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_agent.updater import PAUSE_ENV
+
+    a, b = iris_models.a, iris_models.b  # b spans several chunks
+    data_dir = tmp_path / "dev"
+
+    async def scenario() -> None:
+        async with agent_and_controller(broker, data_dir, **TRUST) as (agent, ctl):
+            await _install(agent, ctl, a)
+            await _wait_runs(agent, a)
+        # the device powers up, takes an update valid for 2 s, and loses power mid-download
+        monkeypatch.setenv(PAUSE_ENV, "downloading:1")
+        ctl = FakeController(broker.address, agent.device_id)
+        await ctl.start()
+        try:
+            paused = EdgeAgent(agent_config(broker, data_dir, agent.device_id, **TRUST))
+            await paused.start()
+            ctl.serve(b.manifest.artifact, b.data)
+            await publish_signed(ctl, KEY, b.manifest, deployment_id="dep-short",
+                                 expires_in=2.0)
+            await wait_until(lambda: (data_dir / "paused-in").exists(), 10, "the pause")
+            paused.kill()
+            monkeypatch.delenv(PAUSE_ENV)
+            await asyncio.sleep(2.5)  # off for longer than the manifest is valid
+            again = EdgeAgent(agent_config(broker, data_dir, agent.device_id, **TRUST))
+            await again.start()
+            try:
+                assert again.state == "failed" and again.active == _ref(a)
+                assert "not resumed" in (again.last_error or "") and \
+                    "expired" in (again.last_error or "")
+                assert [p.label for p in again.predict(iris_models.rows[:4])] == \
+                    iris_models.labels_a[:4]
+            finally:
+                await again.stop()
+        finally:
+            await ctl.stop()
+
+    asyncio.run(scenario())
