@@ -321,34 +321,22 @@ class TelemetryOutbox:
 
         Acknowledging a range twice is harmless (the second call returns 0).
         """
-        if first_seq > last_seq:
-            return 0
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                deleted = conn.execute(
-                    "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first_seq, last_seq)
-                ).rowcount
-                if deleted:
-                    conn.execute(_SET_META, (self._acked_total + deleted, "acked_total"))
-                if self._dropped_dirty:
-                    conn.execute(_SET_META, (self._dropped_total, "dropped_total"))
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
-        except sqlite3.Error as e:
-            raise self._translate(e, "acknowledge in") from e
-        self._pending -= deleted
+        deleted = self._delete(first_seq, last_seq, as_dropped=False)
         self._acked_total += deleted
-        self._dropped_dirty = False
         self._maybe_log_drops()
         return deleted
 
     def discard(self, first_seq: int, last_seq: int) -> int:
         """Delete the records ``first_seq..last_seq`` *as dropped* (counted in ``dropped_total``);
         for records that can never be delivered (e.g. larger than a message may be)."""
+        deleted = self._delete(first_seq, last_seq, as_dropped=True)
+        self._count_drops(deleted, persist=False)
+        return deleted
+
+    def _delete(self, first_seq: int, last_seq: int, *, as_dropped: bool) -> int:
+        """Delete a seq range in one transaction, persisting the counter it adds to: dropped
+        (``discard``) or acknowledged (``ack``, which also writes a dropped count not yet
+        persisted). The caller updates the in-memory counter it owns."""
         if first_seq > last_seq:
             return 0
         conn = self._conn
@@ -358,16 +346,21 @@ class TelemetryOutbox:
                 deleted = conn.execute(
                     "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first_seq, last_seq)
                 ).rowcount
-                conn.execute(_SET_META, (self._dropped_total + deleted, "dropped_total"))
+                if as_dropped:
+                    conn.execute(_SET_META, (self._dropped_total + deleted, "dropped_total"))
+                else:
+                    if deleted:
+                        conn.execute(_SET_META, (self._acked_total + deleted, "acked_total"))
+                    if self._dropped_dirty:
+                        conn.execute(_SET_META, (self._dropped_total, "dropped_total"))
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
                 raise
         except sqlite3.Error as e:
-            raise self._translate(e, "discard from") from e
+            raise self._translate(e, "discard from" if as_dropped else "acknowledge in") from e
         self._pending -= deleted
         self._dropped_dirty = False
-        self._count_drops(deleted, persist=False)
         return deleted
 
     # ------------------------------------------------------------------------------------ reads
