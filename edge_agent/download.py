@@ -14,6 +14,7 @@ import os
 import weakref
 from pathlib import Path
 
+from edge_agent.durable import fsync_dir
 from edge_agent.protocol.manifest import ArtifactRef
 
 log = logging.getLogger("edgewise.agent.download")
@@ -125,7 +126,7 @@ class ArtifactDownload:
                 f"manifest says {self.ref.sha256[:12]}/{self.ref.size} bytes")
         destination.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.part_path, destination)
-        _fsync_dir(destination.parent)
+        fsync_dir(destination.parent)
         return destination
 
     def discard(self) -> None:
@@ -133,10 +134,3 @@ class ArtifactDownload:
         self._have.clear()
         self.part_path.unlink(missing_ok=True)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

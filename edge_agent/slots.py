@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_agent.durable import replace_durably
 from edge_agent.protocol import Manifest, ModelRef
 from edge_agent.protocol.errors import SchemaError
 from edge_agent.runtime import file_sha256
@@ -127,13 +127,8 @@ class SlotStore:
             record = pointer.active.to_dict()
         record["previous"] = pointer.previous.to_dict() if pointer.previous else None
         self.pointer_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.pointer_file.with_name(self.pointer_file.name + ".tmp")
-        with tmp.open("w") as f:
-            f.write(json.dumps(record))  # dumps uses the C encoder; dump(f) does not
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.pointer_file)
-        fsync_dir(self.pointer_file.parent)
+        # dumps uses the C encoder; dump(f) does not
+        replace_durably(self.pointer_file, json.dumps(record))
 
     def prune(self, keep: set[str]) -> None:
         """Remove model files no slot (nor a staged update) refers to."""
@@ -144,10 +139,3 @@ class SlotStore:
                 log.info("removing unused model file %s", path.name)
                 path.unlink(missing_ok=True)
 
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -18,9 +18,9 @@ import os
 import threading
 from pathlib import Path
 
+from edge_agent.durable import replace_durably
 from edge_agent.protocol import Desired, ProtocolError, decode, encode
 from edge_agent.protocol.errors import SchemaError
-from edge_agent.slots import fsync_dir
 from edge_agent.update import UpdateStep
 
 log = logging.getLogger("edgewise.agent.journal")
@@ -43,15 +43,8 @@ class UpdateJournal:
                 if sequence < self._written:
                     return
                 self._written = sequence
-            record = (f'{{"step":{json.dumps(step.to_dict())},'
-                      f'"desired":{self._desired_json(desired)}}}')
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with tmp.open("w") as f:
-                f.write(record)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            fsync_dir(self.path.parent)
+            replace_durably(self.path, f'{{"step":{json.dumps(step.to_dict())},'
+                                       f'"desired":{self._desired_json(desired)}}}')
 
     def _desired_json(self, desired: Desired | None) -> str:
         if desired is None:
