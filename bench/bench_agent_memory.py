@@ -48,14 +48,13 @@ from common import (  # noqa: E402
     REPO_ROOT,
     SizedModel,
     fmt,
-    load_average,
     machine,
     machine_line,
+    measurement,
+    publish,
     sized_model,
     stack,
     table,
-    update_doc_section,
-    write_result,
 )
 from page_cache import drop_library_cache  # noqa: E402
 
@@ -490,12 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"baseline onnxruntime process (cold) {_split_text(result['baseline_onnxruntime'])}"
           f" -> {result['ratio_agent_serving_vs_baseline']}x; target < {TARGET_MIB:g} MiB "
           f"(cold peak): {'met' if result['target_met'] else 'MISSED'}", flush=True)
-    data = {"machine": info, "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "result": result, "load_average_after": round(load_average(), 2)}
-    path = write_result("agent_memory", data)
-    if not args.no_doc:
-        update_doc_section("agent_memory", _markdown(data))
-    print(f"results: {path}")
+    publish("agent_memory", measurement(info, result=result), _markdown, doc=not args.no_doc)
     return 0
 
 

@@ -42,15 +42,15 @@ from common import (  # noqa: E402
     SizedModel,
     cpu_between,
     fmt,
-    load_average,
     machine,
     machine_line,
+    measurement,
     mem_available_mib,
+    publish,
     sized_model,
     stack,
     table,
     update_doc_section,
-    write_result,
 )
 from raw_mqtt import raw_fanout  # noqa: E402
 
@@ -463,11 +463,9 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(root / f"n{n}", ignore_errors=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return {"machine": info, "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "data_root": kind,
-            "model_description": models[0].description,
-            "model_sizes": [f"{m.size / MIB:.2f} MiB" for m in models],
-            "rate": args.rate, "sizes": results, "load_average_after": round(load_average(), 2)}
+    return measurement(info, data_root=kind, model_description=models[0].description,
+                       model_sizes=[f"{m.size / MIB:.2f} MiB" for m in models],
+                       rate=args.rate, sizes=results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -497,11 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         update_doc_section("fleet", _markdown(json.loads(Path(args.from_json).read_text())))
         return 0
-    data = asyncio.run(_main(args))
-    path = write_result("fleet", data)
-    if not args.no_doc:
-        update_doc_section("fleet", _markdown(data))
-    say(f"results: {path}")
+    publish("fleet", asyncio.run(_main(args)), _markdown, doc=not args.no_doc, say=say)
     return 0
 
 

@@ -50,14 +50,13 @@ import numpy as np  # noqa: E402
 from bench.common import (  # noqa: E402
     SizedModel,
     fmt,
-    load_average,
     machine,
     machine_line,
+    measurement,
+    publish,
     sized_model,
     stack,
     table,
-    update_doc_section,
-    write_result,
 )
 from bench.onnx_mlp import onnx_mlp_model  # noqa: E402
 from controller.client import ControllerClient  # noqa: E402
@@ -417,13 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.repeats = 0.3, 3
     logging.basicConfig(level=logging.WARNING)
     info = machine()
-    data = {"machine": info, "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "repeats": args.repeats, "seconds": args.seconds, "targets": TARGETS,
-            "models": asyncio.run(_run(args)), "load_average_after": round(load_average(), 2)}
-    path = write_result("predict", data)
-    if not args.no_doc:
-        update_doc_section("predict", _markdown(data))
-    print(f"results: {path}")
+    data = measurement(info, repeats=args.repeats, seconds=args.seconds, targets=TARGETS,
+                       models=asyncio.run(_run(args)))
+    publish("predict", data, _markdown, doc=not args.no_doc)
     return 0
 
 

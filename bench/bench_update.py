@@ -54,13 +54,12 @@ from bench.common import (  # noqa: E402
     SizedModel,
     _mlp_layers,  # noqa: E402
     fmt,
-    load_average,
     machine,
     machine_line,
+    measurement,
+    publish,
     stack,
     table,
-    update_doc_section,
-    write_result,
 )
 from bench.onnx_mlp import N_CLASSES, N_FEATURES, onnx_mlp_model  # noqa: E402
 from bench.raw_mqtt import raw_fanout  # noqa: E402
@@ -523,12 +522,7 @@ def main(argv: list[str] | None = None) -> int:
               f"time {r['raw_one_at_a_time_s']} s -> update / raw {r['ratio_update_vs_raw']}x, "
               f"chunk stream / raw one at a time {r['ratio_stream_vs_raw_one_at_a_time']}x",
               flush=True)
-    data = {"machine": info, "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "result": result, "load_average_after": round(load_average(), 2)}
-    path = write_result("update", data)
-    if not args.no_doc:
-        update_doc_section("update", _markdown(data))
-    print(f"results: {path}")
+    publish("update", measurement(info, result=result), _markdown, doc=not args.no_doc)
     return 0
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,23 @@ def mem_available_mib() -> float:
 
 
 # -- results -------------------------------------------------------------------------------------
+
+def measurement(info: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A benchmark's result record: the machine, when, its own fields, the load after it."""
+    return {"machine": info, "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            **fields, "load_average_after": round(load_average(), 2)}
+
+
+def publish(name: str, data: dict[str, Any], markdown: Callable[[dict[str, Any]], str], *,
+            doc: bool = True, say: Callable[[str], None] = print) -> Path:
+    """Write ``bench/results/NAME.json`` and, unless ``doc`` is off, rewrite the benchmark's
+    section of docs/benchmarks.md from ``markdown(data)``."""
+    path = write_result(name, data)
+    if doc:
+        update_doc_section(name, markdown(data))
+    say(f"results: {path}")
+    return path
+
 
 def write_result(name: str, data: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
