@@ -127,7 +127,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path(".")) -> AgentCo
     if not isinstance(trusted, list) or not all(isinstance(k, str) for k in trusted):
         raise ConfigError("trusted_keys must be a list of strings (PEM files or PEM text)")
     values["trusted_keys"] = tuple(
-        k if k.lstrip().startswith("-----BEGIN") else str(_relative_to(base_dir, k))
+        k if is_pem_text(k) else str(_relative_to(base_dir, k))
         for k in trusted)
     # -- end security
     values["broker"] = BrokerAddress(**broker_raw)
@@ -138,6 +138,11 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path(".")) -> AgentCo
         return AgentConfig(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
+
+
+def is_pem_text(entry: str) -> bool:
+    """A ``trusted_keys`` entry is PEM text itself, or else the path of a PEM file."""
+    return entry.lstrip().startswith("-----BEGIN")
 
 
 def _relative_to(base_dir: Path, path: str) -> Path:

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_agent.config import is_pem_text
 from edge_agent.protocol import Desired, Manifest, ModelRef
 from edge_agent.trust import (
     RollbackOrder,
@@ -51,7 +52,7 @@ def load_trusted_keys(entries: Iterable[str]) -> dict[str, bytes]:
     """``{key_id: public_pem}`` from config entries (PEM text or paths to PEM files)."""
     keys: dict[str, bytes] = {}
     for entry in entries:
-        if entry.lstrip().startswith("-----BEGIN"):
+        if is_pem_text(entry):
             pem = entry.encode()
         else:
             try:
