@@ -232,13 +232,12 @@ class Updater:
             await self._apply_at_rest(desired, manifest)
         elif state in (State.DOWNLOADING, State.VERIFYING, State.STAGED):
             await self._stop_drive()
+            self._discard_download()
             if manifest is not None and (running is None
                                          or manifest.artifact.sha256 != running.sha256):
-                self._discard_download()
                 await self._begin(desired, manifest)  # a newer target replaces this one
                 return
             # back to what serves (a rollout's revert), or to no model
-            self._discard_download()
             await self._advance(Event.ABORTED, error=None)
             self.last_error = None
             await self._apply_at_rest(desired, manifest)
@@ -246,11 +245,8 @@ class Updater:
             # activating, probation, rolling back: finish (or abort probation) first; the
             # latest desired state is applied once the device is at rest again
             self.pending = desired
-            if state is State.PROBATION:
-                self._abort_probation = (
-                    "the controller withdrew this version during probation"
-                    if manifest is None or manifest.artifact.sha256 != (target.sha256 if target
-                                                                        else None) else None)
+            if state is State.PROBATION:  # (the same target returned above)
+                self._abort_probation = "the controller withdrew this version during probation"
             self.agent.report()
 
     async def _apply_at_rest(self, desired: Desired, manifest: Manifest | None) -> None:
