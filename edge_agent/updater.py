@@ -275,8 +275,9 @@ class Updater:
         previous = self.pointer.previous
         if state is State.ACTIVE and previous is not None and previous.ref.sha256 == sha:
             self.desired = desired
-            await self._advance(Event.ROLLBACK_ORDER, error=f"rolling back to {previous.ref} "
-                                "as the controller ordered")
+            log.info("%s: rolling back to %s as the controller ordered", self.agent.device_id,
+                     previous.ref)
+            await self._advance(Event.ROLLBACK_ORDER)
             self._start_drive()
             return
         if state in (State.FAILED, State.ROLLED_BACK) and self.desired is not None \
@@ -348,7 +349,7 @@ class Updater:
         self._saves += 1
         await _small_io(self.journal.save, step, self.desired, self._saves)
         self.step = step
-        if error is not None and event is not Event.ROLLBACK_ORDER:
+        if error is not None:
             self.last_error = step.last_error
         log.debug("%s: %s -> %s", self.agent.device_id, event.name, step.state.value)
 
