@@ -267,9 +267,7 @@ class Updater:
         sha = manifest.artifact.sha256
         if running is not None and running.sha256 == sha:
             self.desired = desired  # the controller confirms what serves (a revert, say)
-            if state in (State.FAILED, State.ROLLED_BACK):
-                await self._advance(Event.ABORTED)
-                self.last_error = None
+            if await self._settle_on_what_serves():
                 self.agent.report()
             return
         previous = self.pointer.previous
@@ -286,6 +284,19 @@ class Updater:
                 and self.desired.manifest.artifact.sha256 == sha:
             return  # the same failed deployment again (a reconnect): not retried in a loop
         await self._begin(desired, manifest)
+
+    async def _settle_on_what_serves(self) -> bool:
+        """After a failure or a rollback, a desired state naming the model that serves (a
+        rollout's revert, an ordered rollback) means nothing is wrong: back to rest without an
+        error. True if the state changed."""
+        manifest = self.desired.manifest if self.desired is not None else None
+        active = self.agent.active
+        if self.step.state not in (State.FAILED, State.ROLLED_BACK) or manifest is None \
+                or active is None or manifest.artifact.sha256 != active.sha256:
+            return False
+        await self._advance(Event.ABORTED)
+        self.last_error = None
+        return True
 
     async def _begin(self, desired: Desired, manifest: Manifest) -> None:
         self.desired = desired
@@ -364,14 +375,7 @@ class Updater:
         elif state is State.ROLLED_BACK:
             log.warning("%s: rolled back to %s: %s", self.agent.device_id, self.agent.active,
                         self.last_error or "as the controller ordered")
-            desired = self.desired.manifest if self.desired is not None else None
-            active = self.agent.active
-            if desired is not None and active is not None \
-                    and desired.artifact.sha256 == active.sha256:
-                # the controller ordered this rollback: what serves is what is desired, not a
-                # failure to report
-                await self._advance(Event.ABORTED)
-                self.last_error = None
+            await self._settle_on_what_serves()  # an ordered rollback is no failure
         elif state is State.FAILED:
             log.error("%s: update failed: %s (still running %s)", self.agent.device_id,
                       self.last_error, self.agent.active)
