@@ -20,7 +20,7 @@ from edge_agent.protocol.messages import Desired
 from edge_agent.update import State, UpdateStep
 from edge_agent.update_journal import UpdateJournal
 from simulator.broker import BrokerProcess
-from tests.agent_update.support import SigningKey, publish_signed
+from tests.agent_update.support import publish_signed
 from tests.bad_input.conftest import IrisModels
 from tests.bad_input.support import (
     Artifact,
@@ -30,10 +30,11 @@ from tests.bad_input.support import (
     model_files,
     wait_until,
 )
+from tests.update_e2e.support import Signer
 
 pytestmark = pytest.mark.broker
 
-KEY = SigningKey.new()
+KEY = Signer.generate()
 TRUST = {"trusted_keys": (KEY.public_pem.decode(),)}
 
 
