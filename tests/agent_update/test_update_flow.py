@@ -54,6 +54,12 @@ async def _install(agent: EdgeAgent, ctl: FakeController, artifact: Artifact,
                          deployment_id=f"dep-{artifact.manifest.version}", **kwargs)  # type: ignore[arg-type]
 
 
+async def _activate(agent: EdgeAgent, ctl: FakeController, artifact: Artifact) -> None:
+    """Install ``artifact`` signed, without probation, and wait until it is committed."""
+    await _install(agent, ctl, artifact)
+    await _wait_runs(agent, artifact)
+
+
 async def _wait_runs(agent: EdgeAgent, artifact: Artifact, state: str = "active",
                      timeout: float = 15.0) -> None:
     await wait_until(lambda: _runs(agent, artifact, state), timeout,
@@ -71,8 +77,7 @@ def test_a_signed_update_goes_through_every_state_and_keeps_the_previous_slot(
 
     async def scenario() -> None:
         async with agent_and_controller(broker, tmp_path / "dev", **TRUST) as (agent, ctl):
-            await _install(agent, ctl, a)
-            await _wait_runs(agent, a)
+            await _activate(agent, ctl, a)
             await _install(agent, ctl, b, probation=ProbationPolicy(1.0))
             await _wait_runs(agent, b, "probation")
             agent.predict(iris_models.rows[:5])  # served by the new model, under probation
@@ -99,8 +104,7 @@ def test_a_model_too_slow_in_probation_rolls_back_and_says_why(
 
     async def scenario() -> None:
         async with agent_and_controller(broker, tmp_path / "dev", **TRUST) as (agent, ctl):
-            await _install(agent, ctl, a)
-            await _wait_runs(agent, a)
+            await _activate(agent, ctl, a)
             await _install(agent, ctl, b, probation=ProbationPolicy(
                 1.5, max_p95_latency_ms=1e-6, min_predictions=3))
             await _wait_runs(agent, b, "probation")
@@ -126,10 +130,8 @@ def test_an_ordered_rollback_uses_the_previous_slot_without_a_download(
 
     async def scenario() -> None:
         async with agent_and_controller(broker, tmp_path / "dev", **TRUST) as (agent, ctl):
-            await _install(agent, ctl, a)
-            await _wait_runs(agent, a)
-            await _install(agent, ctl, b)
-            await _wait_runs(agent, b)
+            await _activate(agent, ctl, a)
+            await _activate(agent, ctl, b)
             requests = len(ctl.requests)
             # a downgrade without an order is refused; b keeps serving
             await publish_signed(ctl, KEY, a.manifest, deployment_id="dep-back")
@@ -153,8 +155,7 @@ def test_a_version_withdrawn_during_probation_is_rolled_back(
 
     async def scenario() -> None:
         async with agent_and_controller(broker, tmp_path / "dev", **TRUST) as (agent, ctl):
-            await _install(agent, ctl, a)
-            await _wait_runs(agent, a)
+            await _activate(agent, ctl, a)
             await _install(agent, ctl, b, probation=ProbationPolicy(60.0))
             await _wait_runs(agent, b, "probation")
             await publish_signed(ctl, KEY, a.manifest, deployment_id="dep-revert",
@@ -171,8 +172,7 @@ def test_unloading_needs_a_signed_order(
 
     async def scenario() -> None:
         async with agent_and_controller(broker, tmp_path / "dev", **TRUST) as (agent, ctl):
-            await _install(agent, ctl, a)
-            await _wait_runs(agent, a)
+            await _activate(agent, ctl, a)
             await publish_signed(ctl, KEY, None, deployment_id="dep-none")
             await wait_until(lambda: agent.state == "failed", 10, "the refusal")
             assert agent.active == _ref(a) and "to version 0" in (agent.last_error or "")
@@ -190,8 +190,7 @@ def test_a_crash_in_probation_restarts_the_window_and_commits(
 
     async def scenario() -> str:
         async with agent_and_controller(broker, data_dir, **TRUST) as (agent, ctl):
-            await _install(agent, ctl, a)
-            await _wait_runs(agent, a)
+            await _activate(agent, ctl, a)
             await _install(agent, ctl, b, probation=ProbationPolicy(1.0))
             await _wait_runs(agent, b, "probation")
             agent.kill()  # as a power cut: the window is lost, the journal is not
@@ -218,10 +217,8 @@ def test_a_crash_right_after_the_switch_serves_the_previous_slot_and_activates_a
 
     async def scenario() -> None:
         async with agent_and_controller(broker, data_dir, **TRUST) as (agent, ctl):
-            await _install(agent, ctl, a)
-            await _wait_runs(agent, a)
-            await _install(agent, ctl, b)
-            await _wait_runs(agent, b)
+            await _activate(agent, ctl, a)
+            await _activate(agent, ctl, b)
             agent.kill()
             _, desired = _journal(data_dir)
             UpdateJournal(data_dir / "update.json").save(
@@ -258,8 +255,7 @@ def test_an_update_whose_manifest_expired_while_the_device_was_off_is_not_resume
 
     async def scenario() -> None:
         async with agent_and_controller(broker, data_dir, **TRUST) as (agent, ctl):
-            await _install(agent, ctl, a)
-            await _wait_runs(agent, a)
+            await _activate(agent, ctl, a)
         # the device powers up, takes an update valid for 2 s, and loses power mid-download
         monkeypatch.setenv(PAUSE_ENV, "downloading:1")
         ctl = FakeController(broker.address, agent.device_id)
