@@ -55,15 +55,14 @@ from edge_agent.protocol.topics import (
     parse_topic,
 )
 from edge_agent.trust import generate_keypair, sign_manifest, sign_rollback_order
+from edge_agent.update import REST_STATES as UPDATE_REST_STATES
+from edge_agent.updater import PAUSE_ENV
 from simulator.broker import free_port
+from tests.bad_input.support import ChunkTamper
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PAUSE_ENV = "EDGEWISE_AGENT_PAUSE_IN"
-# where the agent has nothing left in flight (UPDATE_STATES minus the working states)
-REST_STATES = frozenset({"idle", "active", "failed", "rolled_back"})
-
-# (chunk index, the good bytes, how often this chunk was served before) -> bytes to send, or None
-ChunkTamper = Callable[[int, bytes, int], bytes | None]
+# where the agent has nothing left in flight, as reported
+REST_STATES = frozenset(s.value for s in UPDATE_REST_STATES)
 
 
 @dataclass(frozen=True)
