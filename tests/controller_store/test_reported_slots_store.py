@@ -3,13 +3,10 @@ back, on SQLite and PostgreSQL; a database at migration 5 is upgraded in place."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 
-from controller.db import MIGRATIONS, Database, devices, metadata, schema_migrations
+from controller.db import MIGRATIONS, Database, devices, schema_migrations
 from controller.fleet_store import FleetStore
 from edge_agent.protocol import ModelRef, Reported
 
@@ -18,27 +15,10 @@ SLOT_COLUMNS = {f"{slot}_{part}" for slot in ("staged", "previous")
 V1, V2, V3 = (ModelRef("iris", v, c * 64) for v, c in ((1, "a"), (2, "b"), (3, "c")))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database; the PostgreSQL one is shared by the module and emptied after each."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "edgewise.db")
-        return
-    url: str = request.getfixturevalue("pg_module_url")
-    yield url
-    engine = sa.create_engine(url)
-    try:
-        metadata.drop_all(engine)
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
-def fleet(db_url: str) -> Iterator[FleetStore]:
-    db = Database(db_url)
-    db.migrate()
-    yield FleetStore(db)
-    db.dispose()
+def fleet(db: Database) -> FleetStore:
+    """On every backend of tests/controller_store/conftest.py (``db_url``, ``db``)."""
+    return FleetStore(db)
 
 
 def slots(d: dict[str, object]) -> dict[str, object]:
