@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.monitoring import FeatureCounts, MonitoringWindow, merge_summaries
+from edgewise_monitoring import FeatureCounts, MonitoringWindow, merge_summaries
 
 N_FEATURES = 64
 BINS = 10

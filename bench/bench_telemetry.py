@@ -52,7 +52,7 @@ from controller.client import ControllerClient  # noqa: E402
 from edge_agent.agent import EdgeAgent  # noqa: E402
 from edge_agent.config import AgentConfig  # noqa: E402
 from edge_agent.outbox import TelemetryOutbox  # noqa: E402
-from edge_agent.protocol import TelemetryBatch, encode  # noqa: E402
+from edgewise_wire import TelemetryBatch, encode  # noqa: E402
 
 BATCH = 500
 

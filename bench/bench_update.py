@@ -64,7 +64,7 @@ from bench.common import (  # noqa: E402
 from bench.onnx_mlp import N_CLASSES, N_FEATURES, onnx_mlp_model  # noqa: E402
 from bench.raw_mqtt import raw_fanout  # noqa: E402
 from controller.client import ControllerClient  # noqa: E402
-from edge_agent.protocol.topics import DeviceChannel, device_topic  # noqa: E402
+from edgewise_wire.topics import DeviceChannel, device_topic  # noqa: E402
 from simulator.broker import BrokerProcess  # noqa: E402
 from simulator.demo import start_controller, stop_process  # noqa: E402
 from simulator.fleet import sample_process  # noqa: E402
@@ -484,7 +484,7 @@ def _remarks(sizes: list[dict[str, Any]]) -> str:
         raw_now = seq([fmt(r["raw_pipelined_s"], 3) for r, _ in before])
         text += (
             "\n\nTCP_NODELAY: the agent and the controller set it on their MQTT sockets "
-            "(edge_agent/mqtt_link.py; paho leaves Nagle's algorithm on) and the project's "
+            "(edgewise_mqtt/link.py; paho leaves Nagle's algorithm on) and the project's "
             "broker configurations set `set_tcp_nodelay true` (the generated one, "
             "deploy/mosquitto/edgewise.conf.example, and simulator/broker.py, used here), so a "
             "small packet (a PUBACK, a report) no longer waits behind a partly sent chunk for "

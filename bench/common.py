@@ -31,7 +31,7 @@ RESULTS_DIR = REPO_ROOT / "bench" / "results"
 CACHE_DIR = REPO_ROOT / "bench" / ".cache"
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
 
-from edge_agent.protocol import Manifest  # noqa: E402
+from edgewise_wire import Manifest  # noqa: E402
 from simulator.broker import BrokerProcess, find_mosquitto, mosquitto_broker  # noqa: E402
 from simulator.fleet import ProcessSample, sample_process  # noqa: E402
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import CACHE_DIR, MIB, SizedModel, _mlp_layers
-from edge_agent.protocol import Manifest
+from edgewise_wire import Manifest
 
 N_FEATURES = 64
 N_CLASSES = 10

@@ -28,7 +28,7 @@ from controller.alerts import (
 from controller.alerts.rules import DriftFinding, Histogram, familywise_drift
 from controller.db import Database, alert_events, alert_states, devices, metrics, retrain_runs
 from controller.metrics_store import MetricsStore
-from edge_agent.monitoring import profile_id
+from edgewise_monitoring import profile_id
 
 # pg_advisory_xact_lock key for alert evaluation: b"EwAlerts" as a big-endian int64.
 ALERT_LOCK_KEY = int.from_bytes(b"EwAlerts", "big")

@@ -25,7 +25,7 @@ from controller.errors import (
 )
 from controller.service import Controller
 from edge_agent import __version__
-from edge_agent.protocol import Manifest, ProbationPolicy, SchemaError
+from edgewise_wire import Manifest, ProbationPolicy, SchemaError
 
 API = "/api/v1"
 MAX_ARTIFACT_UPLOAD = 512 * 1024 * 1024

@@ -22,8 +22,8 @@ from controller.errors import StorageError
 from controller.fleet_store import FleetStore
 from controller.registry import ModelRegistry
 from controller.telemetry_store import TelemetryStore
-from edge_agent.mqtt_link import BrokerAddress, MqttLink
-from edge_agent.protocol import (
+from edgewise_mqtt.link import BrokerAddress, MqttLink
+from edgewise_wire import (
     Ack,
     Desired,
     Presence,
@@ -33,9 +33,9 @@ from edge_agent.protocol import (
     decode,
     encode,
 )
-from edge_agent.protocol.manifest import ArtifactRef
-from edge_agent.protocol.messages import ArtifactRequest
-from edge_agent.protocol.topics import (
+from edgewise_wire.manifest import ArtifactRef
+from edgewise_wire.messages import ArtifactRequest
+from edgewise_wire.topics import (
     DeviceChannel,
     DeviceTopic,
     device_topic,

@@ -16,10 +16,10 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from edge_agent.mqtt_link import MqttLink
-from edge_agent.protocol.manifest import ArtifactRef
-from edge_agent.protocol.messages import ArtifactRequest
-from edge_agent.protocol.topics import chunk_topic
+from edgewise_mqtt.link import MqttLink
+from edgewise_wire.manifest import ArtifactRef
+from edgewise_wire.messages import ArtifactRequest
+from edgewise_wire.topics import chunk_topic
 
 log = logging.getLogger("edgewise.controller.chunks")
 

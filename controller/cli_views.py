@@ -52,7 +52,7 @@ def _client(ctx: click.Context) -> ViewsClient:
 
 # -- rendering ---------------------------------------------------------------------------------
 
-# every edge_agent.protocol.UPDATE_STATES value; in progress yellow (issue 4: probation is
+# every edgewise_wire.UPDATE_STATES value; in progress yellow (issue 4: probation is
 # serving but not committed yet), rolled_back magenta: the old model serves, the update did not
 _STATE_COLOURS = {"active": "green", "failed": "red", "downloading": "yellow",
                   "verifying": "yellow", "staged": "yellow", "activating": "yellow",

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from edge_agent.protocol import Manifest
+from edgewise_wire import Manifest
 
 
 class ControllerClientError(Exception):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import ValidationError
-from edge_agent.mqtt_link import BrokerAddress
+from edgewise_mqtt.link import BrokerAddress
 
 DEFAULT_HTTP_PORT = 8700
 

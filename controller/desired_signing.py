@@ -1,9 +1,9 @@
-"""Every desired state the controller publishes, signed (issue 4; ``edge_agent.trust``).
+"""Every desired state the controller publishes, signed (issue 4; ``edgewise_wire.envelope``).
 
 A device with trusted keys acts only on a manifest inside an envelope signed by one of them, and
 goes to a version not above the one it runs (or to no model) only with a signed *rollback
 order* naming exactly that model and version, addressed to it. :class:`DesiredSigner` is the
-one place that builds such a :class:`~edge_agent.protocol.Desired`:
+one place that builds such a :class:`~edgewise_wire.Desired`:
 
 * the envelope: ``sign_manifest(manifest, active key, expires_at=now + ttl)``, for any device
   class (the controller has no notion of one yet);
@@ -28,9 +28,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
+from controller.security.signing import sign_manifest, sign_rollback_order
 from controller.security.signing_keys import SigningKeys
-from edge_agent.protocol import Desired, Manifest, ProbationPolicy
-from edge_agent.trust import sign_manifest, sign_rollback_order
+from edgewise_wire import Desired, Manifest, ProbationPolicy
 
 log = logging.getLogger("edgewise.controller.signing")
 

@@ -31,8 +31,8 @@ from controller.fleet_store import FleetStore
 from controller.rollout_store import AuditEntry, write_audit
 from controller.rollouts.gates import ModelVersion
 from controller.rollouts.selectors import label_problem, parse_selector
-from edge_agent.protocol.errors import ProtocolError
-from edge_agent.protocol.topics import validate_device_id
+from edgewise_wire.errors import ProtocolError
+from edgewise_wire.topics import validate_device_id
 
 
 class UnknownDeviceError(NotFoundError):

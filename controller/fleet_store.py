@@ -26,7 +26,7 @@ from controller.db import (
 )
 from controller.errors import ConflictError, NotFoundError
 from controller.rollouts.gates import ModelVersion
-from edge_agent.protocol import ModelRef, Reported
+from edgewise_wire import ModelRef, Reported
 
 _IN_CHUNK = 500  # keep IN (...) lists well under every backend's bind-parameter limit
 

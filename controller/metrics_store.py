@@ -1,13 +1,13 @@
 """Device metrics windows: stored once per window, added up per device, version, group or fleet.
 
 Every ``metrics_window_s`` each agent writes one ``metrics`` record to its outbox: an additive
-summary of its active model's window (``edge_agent/monitoring/summary.py``). The telemetry store
+summary of its active model's window (``edgewise_monitoring/summary.py``). The telemetry store
 hands those records to :func:`insert_windows` in the same transaction as the raw records, so a
 window is stored exactly once (key: device, model, version, window start) and acknowledged only
 after the commit.
 
 Aggregates never look at raw predictions: they add window summaries with
-:func:`~edge_agent.monitoring.merge_summaries` and recompute the figures (accuracy, F1, MAE,
+:func:`~edgewise_monitoring.merge_summaries` and recompute the figures (accuracy, F1, MAE,
 latency quantiles, PSI against the reference profile with a threshold for the merged size).
 Summaries are stored without the reference proportions ("expected"); merging takes the profile
 from the registered manifest of the model version, so summaries from agents that embedded it and
@@ -32,12 +32,12 @@ import sqlalchemy as sa
 
 from controller.db import Database, device_labels, devices, metrics, model_versions
 from controller.errors import NotFoundError, ValidationError
-from edge_agent.monitoring import (
+from edgewise_monitoring import (
     IncompatibleAggregates,
     MonitoringError,
     merge_summaries,
 )
-from edge_agent.monitoring.summary import SUMMARY_SCHEMA
+from edgewise_monitoring.summary import SUMMARY_SCHEMA
 
 log = logging.getLogger("edgewise.controller.metrics")
 

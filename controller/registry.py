@@ -19,7 +19,7 @@ from sqlalchemy import exc
 from controller.artifact_store import ArtifactStore
 from controller.db import Database, model_versions, models
 from controller.errors import ConflictError, NotFoundError, StorageError, ValidationError
-from edge_agent.protocol import ArtifactRef, Manifest, SchemaError
+from edgewise_wire import ArtifactRef, Manifest, SchemaError
 
 _REGISTER_ATTEMPTS = 5
 

@@ -81,7 +81,7 @@ from controller.rollouts.engine import (
 from controller.rollouts.gates import DeviceObservation, ModelVersion
 from controller.rollouts.selectors import parse_selector
 from controller.rollouts.spec import spec_from_dict, spec_to_dict, validate
-from edge_agent.protocol import Desired, Manifest, ProbationPolicy
+from edgewise_wire import Desired, Manifest, ProbationPolicy
 
 log = logging.getLogger("edgewise.controller.rollouts")
 

@@ -26,7 +26,7 @@ from controller.registry import ModelRegistry
 from controller.rollout_runner import RolloutRunner
 from controller.security.signing_keys import SigningKeys
 from controller.telemetry_store import TelemetryStore
-from edge_agent.protocol import Manifest, ProbationPolicy
+from edgewise_wire import Manifest, ProbationPolicy
 
 log = logging.getLogger("edgewise.controller")
 

@@ -22,7 +22,7 @@ from controller.db import Database, devices, telemetry
 from controller.errors import NotFoundError, ValidationError
 from controller.fleet_store import raise_dropped_total, touch
 from controller.metrics_store import MetricsStore, insert_windows
-from edge_agent.protocol import TelemetryBatch
+from edgewise_wire import TelemetryBatch
 
 
 class TelemetryStore:

@@ -26,7 +26,7 @@ from converters.profile import build_reference_profile
 from converters.result import ConversionResult
 from converters.source import Source, SourceOutput, outputs_to_predictions
 from converters.tflite_check import TfliteRunner, litert_version, run_in_tflite_runtime, tflite_ops
-from edge_agent.protocol.manifest import ArtifactRef, Manifest, SmokeTest, TensorSpec
+from edgewise_wire.manifest import ArtifactRef, Manifest, SmokeTest, TensorSpec
 
 log = logging.getLogger("edgewise.converters")
 

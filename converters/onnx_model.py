@@ -13,7 +13,7 @@ import numpy as np
 
 from converters.deps import require
 from converters.errors import ConversionError
-from edge_agent.protocol.manifest import TensorSpec
+from edgewise_wire.manifest import TensorSpec
 
 
 def tensor_specs(values: Any) -> tuple[TensorSpec, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent.protocol.manifest import Manifest
+from edgewise_wire.manifest import Manifest
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from converters.parity import ParityFigures, classifier_parity, quality_figures,
 from converters.profile import build_reference_profile
 from converters.result import ConversionResult
 from converters.validation import check_labels, check_sample
-from edge_agent.protocol.manifest import ArtifactRef, Manifest, SmokeTest, TensorSpec
+from edgewise_wire.manifest import ArtifactRef, Manifest, SmokeTest, TensorSpec
 
 log = logging.getLogger("edgewise.converters")
 

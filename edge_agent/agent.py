@@ -38,7 +38,6 @@ from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.download import ArtifactDownload
 from edge_agent.model_monitor import ModelMonitor
-from edge_agent.mqtt_link import MqttLink, Will
 from edge_agent.outbox import (
     OutboxCorruptError,
     OutboxError,
@@ -46,7 +45,12 @@ from edge_agent.outbox import (
     TelemetryOutbox,
     move_aside,
 )
-from edge_agent.protocol import (
+from edge_agent.recent import RecentPredictions
+from edge_agent.runtime import InferenceRuntime, InvalidInput, prepare_features
+from edge_agent.slots import Slot
+from edge_agent.updater import Updater
+from edgewise_mqtt.link import MqttLink, Will
+from edgewise_wire import (
     Ack,
     Desired,
     Manifest,
@@ -58,19 +62,15 @@ from edge_agent.protocol import (
     decode,
     encode,
 )
-from edge_agent.protocol.errors import PayloadTooLarge
-from edge_agent.protocol.messages import encode_telemetry_spliced
-from edge_agent.protocol.topics import (
+from edgewise_wire.errors import PayloadTooLarge
+from edgewise_wire.messages import encode_telemetry_spliced
+from edgewise_wire.topics import (
     ChunkTopic,
     DeviceChannel,
     DeviceTopic,
     device_topic,
     parse_topic,
 )
-from edge_agent.recent import RecentPredictions
-from edge_agent.runtime import InferenceRuntime, InvalidInput, prepare_features
-from edge_agent.slots import Slot
-from edge_agent.updater import Updater
 
 log = logging.getLogger("edgewise.agent")
 

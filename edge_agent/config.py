@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from edge_agent.mqtt_link import BrokerAddress
-from edge_agent.protocol.topics import validate_device_id
+from edgewise_mqtt.link import BrokerAddress
+from edgewise_wire.topics import validate_device_id
 
 
 class ConfigError(ValueError):

@@ -15,7 +15,7 @@ from pathlib import Path
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, ConfigError, load_config
 from edge_agent.malloc_tuning import fix_malloc_thresholds
-from edge_agent.mqtt_link import BrokerAddress
+from edgewise_mqtt.link import BrokerAddress
 
 log = logging.getLogger("edgewise.agent")
 

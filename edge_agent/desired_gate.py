@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.config import is_pem_text
-from edge_agent.protocol import Desired, Manifest, ModelRef
-from edge_agent.trust import (
+from edgewise_wire import Desired, Manifest, ModelRef
+from edgewise_wire.envelope import (
     RollbackOrder,
     TrustError,
     key_id_of,

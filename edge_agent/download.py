@@ -15,7 +15,7 @@ import weakref
 from pathlib import Path
 
 from edge_agent.durable import fsync_dir
-from edge_agent.protocol.manifest import ArtifactRef
+from edgewise_wire.manifest import ArtifactRef
 
 log = logging.getLogger("edgewise.agent.download")
 

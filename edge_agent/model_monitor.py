@@ -1,6 +1,6 @@
 """The agent's monitoring window for its active model, and when to close it.
 
-:class:`ModelMonitor` owns one :class:`~edge_agent.monitoring.MonitoringWindow` for the model
+:class:`ModelMonitor` owns one :class:`~edgewise_monitoring.MonitoringWindow` for the model
 the agent serves. The agent feeds it every inference call (vectorised over the call's rows) and
 every feedback label; every ``window_s`` seconds, at a model switch and at a clean stop, it
 closes the window into a ``metrics`` telemetry record, which the agent writes to its outbox like
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.monitoring import MonitoringError, MonitoringWindow
-from edge_agent.protocol import Manifest
+from edgewise_monitoring import MonitoringError, MonitoringWindow
+from edgewise_wire import Manifest
 
 log = logging.getLogger("edgewise.agent.monitor")
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_agent.protocol.manifest import Manifest
+from edgewise_wire.manifest import Manifest
 
 
 class RuntimeLoadError(Exception):

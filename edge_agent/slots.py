@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.durable import replace_durably
-from edge_agent.protocol import Manifest, ModelRef
-from edge_agent.protocol.errors import SchemaError
 from edge_agent.runtime import file_sha256
+from edgewise_wire import Manifest, ModelRef
+from edgewise_wire.errors import SchemaError
 
 log = logging.getLogger("edgewise.agent.slots")
 

@@ -19,9 +19,9 @@ import threading
 from pathlib import Path
 
 from edge_agent.durable import replace_durably
-from edge_agent.protocol import Desired, ProtocolError, decode, encode
-from edge_agent.protocol.errors import SchemaError
 from edge_agent.update import UpdateStep
+from edgewise_wire import Desired, ProtocolError, decode, encode
+from edgewise_wire.errors import SchemaError
 
 log = logging.getLogger("edgewise.agent.journal")
 

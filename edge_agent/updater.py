@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge_agent.desired_gate import DesiredGate, Rejected, load_trusted_keys
 from edge_agent.download import ArtifactDownload, ArtifactVerificationError
-from edge_agent.protocol import Desired, Manifest, ModelRef, ProbationPolicy, encode
-from edge_agent.protocol.messages import ArtifactRequest
-from edge_agent.protocol.topics import ChunkTopic, DeviceChannel, chunk_wildcard
 from edge_agent.runtime import InferenceRuntime, load_runtime, smoke_test
 from edge_agent.slots import Slot, SlotError, SlotPointer, SlotStore, artifact_name
-from edge_agent.update import REST_STATES, Event, State, UpdateStep, advance, idle, resume
+from edge_agent.update import REST_STATES, Event, UpdateState, UpdateStep, advance, idle, resume
 from edge_agent.update.probation import ProbationWatch
 from edge_agent.update_journal import UpdateJournal
+from edgewise_wire import Desired, Manifest, ModelRef, ProbationPolicy, encode
+from edgewise_wire.messages import ArtifactRequest
+from edgewise_wire.topics import ChunkTopic, DeviceChannel, chunk_wildcard
 
 if TYPE_CHECKING:
     from edge_agent.agent import EdgeAgent
@@ -71,7 +71,7 @@ async def _small_io(fn: Callable[..., T], *args: Any) -> T:
 
 @dataclass(frozen=True)
 class _Pause:
-    state: State
+    state: UpdateState
     after_chunks: int | None = None
 
 
@@ -81,7 +81,7 @@ def _pause_from_env() -> _Pause | None:
         return None
     name, _, count = spec.partition(":")
     try:
-        return _Pause(State(name), int(count) if count else None)
+        return _Pause(UpdateState(name), int(count) if count else None)
     except ValueError:
         log.error("%s=%r is not a state name (or downloading:N); ignored", PAUSE_ENV, spec)
         return None
@@ -151,7 +151,7 @@ class Updater:
         """An update not activated yet is checked again before it resumes: the device may have
         been off for longer than its manifest is valid (or its trusted keys changed)."""
         desired = self.desired
-        if step.state not in (State.DOWNLOADING, State.VERIFYING, State.STAGED) \
+        if step.state not in (UpdateState.DOWNLOADING, UpdateState.VERIFYING, UpdateState.STAGED) \
                 or desired is None:
             return step
         try:
@@ -230,7 +230,7 @@ class Updater:
             return  # the retained desired state again (a reconnect): the update goes on
         if state in REST_STATES:
             await self._apply_at_rest(desired, manifest)
-        elif state in (State.DOWNLOADING, State.VERIFYING, State.STAGED):
+        elif state in (UpdateState.DOWNLOADING, UpdateState.VERIFYING, UpdateState.STAGED):
             await self._stop_drive()
             self._discard_download()
             if manifest is not None and (running is None
@@ -245,14 +245,14 @@ class Updater:
             # activating, probation, rolling back: finish (or abort probation) first; the
             # latest desired state is applied once the device is at rest again
             self.pending = desired
-            if state is State.PROBATION:  # (the same target returned above)
+            if state is UpdateState.PROBATION:  # (the same target returned above)
                 self._abort_probation = "the controller withdrew this version during probation"
             self.agent.report()
 
     async def _apply_at_rest(self, desired: Desired, manifest: Manifest | None) -> None:
         running, state = self.agent.active, self.step.state
         if manifest is None:
-            if running is None and state is State.IDLE:
+            if running is None and state is UpdateState.IDLE:
                 return  # already so (the retained message again)
             self.desired = desired
             await self._advance(Event.DEACTIVATE)
@@ -271,14 +271,14 @@ class Updater:
                 self.agent.report()
             return
         previous = self.pointer.previous
-        if state is State.ACTIVE and previous is not None and previous.ref.sha256 == sha:
+        if state is UpdateState.ACTIVE and previous is not None and previous.ref.sha256 == sha:
             self.desired = desired
             log.info("%s: rolling back to %s as the controller ordered", self.agent.device_id,
                      previous.ref)
             await self._advance(Event.ROLLBACK_ORDER)
             self._start_drive()
             return
-        if state in (State.FAILED, State.ROLLED_BACK) and self.desired is not None \
+        if state in (UpdateState.FAILED, UpdateState.ROLLED_BACK) and self.desired is not None \
                 and self.desired.deployment_id == desired.deployment_id \
                 and self.desired.manifest is not None \
                 and self.desired.manifest.artifact.sha256 == sha:
@@ -291,7 +291,7 @@ class Updater:
         error. True if the state changed."""
         manifest = self.desired.manifest if self.desired is not None else None
         active = self.agent.active
-        if self.step.state not in (State.FAILED, State.ROLLED_BACK) or manifest is None \
+        if self.step.state not in (UpdateState.FAILED, UpdateState.ROLLED_BACK) or manifest is None \
                 or active is None or manifest.artifact.sha256 != active.sha256:
             return False
         await self._advance(Event.ABORTED)
@@ -330,12 +330,12 @@ class Updater:
 
     async def _drive(self) -> None:
         work = {
-            State.DOWNLOADING: self._download_work,
-            State.VERIFYING: self._verify_work,
-            State.STAGED: self._staged_work,
-            State.ACTIVATING: self._activate_work,
-            State.PROBATION: self._probation_work,
-            State.ROLLING_BACK: self._rollback_work,
+            UpdateState.DOWNLOADING: self._download_work,
+            UpdateState.VERIFYING: self._verify_work,
+            UpdateState.STAGED: self._staged_work,
+            UpdateState.ACTIVATING: self._activate_work,
+            UpdateState.PROBATION: self._probation_work,
+            UpdateState.ROLLING_BACK: self._rollback_work,
         }
         while self.step.state not in REST_STATES:
             state = self.step.state
@@ -369,14 +369,14 @@ class Updater:
         # at rest only the two slots' files stay (a failed target's verified file goes)
         keep = {s.file for s in (self.pointer.active, self.pointer.previous) if s}
         await _small_io(self.slots.prune, keep)
-        if state is State.ACTIVE:
+        if state is UpdateState.ACTIVE:
             self.last_error = None
             log.info("%s: committed %s", self.agent.device_id, self.agent.active)
-        elif state is State.ROLLED_BACK:
+        elif state is UpdateState.ROLLED_BACK:
             log.warning("%s: rolled back to %s: %s", self.agent.device_id, self.agent.active,
                         self.last_error or "as the controller ordered")
             await self._settle_on_what_serves()  # an ordered rollback is no failure
-        elif state is State.FAILED:
+        elif state is UpdateState.FAILED:
             log.error("%s: update failed: %s (still running %s)", self.agent.device_id,
                       self.last_error, self.agent.active)
         self._clean_partials(keep=None)
@@ -385,7 +385,7 @@ class Updater:
         if pending is not None:
             self.on_desired(pending)
 
-    async def _maybe_pause(self, state: State) -> None:
+    async def _maybe_pause(self, state: UpdateState) -> None:
         pause = self._pause
         if pause is None or pause.state is not state or pause.after_chunks is not None:
             return
@@ -560,7 +560,7 @@ class Updater:
             return
         self.last_chunk_at = time.monotonic()
         pause = self._pause
-        if pause is not None and pause.state is State.DOWNLOADING and \
+        if pause is not None and pause.state is UpdateState.DOWNLOADING and \
                 pause.after_chunks is not None and download.received >= pause.after_chunks:
             download.close()
             self.agent.link.unsubscribe(chunk_wildcard(chunk.sha256))
@@ -591,7 +591,7 @@ class Updater:
     @property
     def reported_state(self) -> str:
         state = self.step.state
-        if state is State.IDLE and self.agent.active is not None:
+        if state is UpdateState.IDLE and self.agent.active is not None:
             return "active"  # at rest, serving (an aborted update, an unchanged model)
         return state.value
 
@@ -602,7 +602,7 @@ class Updater:
     @property
     def target_manifest(self) -> Manifest | None:
         """The manifest being installed, or the one that failed (None at rest otherwise)."""
-        if self.step.state in (State.IDLE, State.ACTIVE) or self.desired is None:
+        if self.step.state in (UpdateState.IDLE, UpdateState.ACTIVE) or self.desired is None:
             return None
         return self.desired.manifest
 
@@ -610,7 +610,7 @@ class Updater:
         state = self.step.state
         target = self.target_manifest
         staged = None
-        if state in (State.STAGED, State.ACTIVATING) and target is not None:
+        if state in (UpdateState.STAGED, UpdateState.ACTIVATING) and target is not None:
             staged = _ref(target)
         previous = self.pointer.previous
         progress = None

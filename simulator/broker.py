@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_agent.mqtt_link import BrokerAddress
+from edgewise_mqtt.link import BrokerAddress
 
 
 class BrokerError(RuntimeError):
@@ -114,7 +114,7 @@ def mosquitto_broker(workdir: Path, port: int | None = None, extra_config: str =
         # Mosquitto's default of 1,000 queued messages per client was seen to drop messages
         # for a busy subscriber; a controller or a fleet broadcast needs far more.
         "max_queued_messages 100000\n"
-        # no Nagle delay on the broker's side either (see edge_agent/mqtt_link.py)
+        # no Nagle delay on the broker's side either (see edgewise_mqtt/link.py)
         "set_tcp_nodelay true\n"
         "persistence true\n"
         f"persistence_location {workdir}/\n"

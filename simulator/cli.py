@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from edge_agent.mqtt_link import BrokerAddress
+from edgewise_mqtt.link import BrokerAddress
 from simulator.fleet import SimulatedFleet
 from simulator.workload import Workload, load_dataset
 

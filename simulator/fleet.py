@@ -24,7 +24,7 @@ from typing import Any
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
-from edge_agent.mqtt_link import BrokerAddress
+from edgewise_mqtt.link import BrokerAddress
 
 log = logging.getLogger("edgewise.simulator")
 

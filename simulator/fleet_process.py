@@ -25,7 +25,7 @@ from pathlib import Path
 
 import click
 
-from edge_agent.mqtt_link import BrokerAddress
+from edgewise_mqtt.link import BrokerAddress
 from simulator.fleet import SimulatedFleet
 from simulator.keys import KeysError, load_trusted_keys
 from simulator.workload import DATASETS, Workload, load_dataset

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from edge_agent.mqtt_link import BrokerAddress
+from edgewise_mqtt.link import BrokerAddress
 
 log = logging.getLogger("edgewise.simulator.links")
 

@@ -31,11 +31,11 @@ import httpx
 
 from controller.client import ControllerClient
 from edge_agent.agent import EdgeAgent
-from edge_agent.mqtt_link import BrokerAddress, MqttLink
 from edge_agent.outbox import OutboxError, TelemetryOutbox
-from edge_agent.protocol import Desired, ProtocolError, decode
-from edge_agent.protocol.manifest import ArtifactRef
-from edge_agent.protocol.topics import DeviceChannel, chunk_topic, device_wildcard
+from edgewise_mqtt.link import BrokerAddress, MqttLink
+from edgewise_wire import Desired, ProtocolError, decode
+from edgewise_wire.manifest import ArtifactRef
+from edgewise_wire.topics import DeviceChannel, chunk_topic, device_wildcard
 from simulator.broker import BrokerProcess, mosquitto_broker
 from simulator.fleet import SETTLED_STATES, DeviceGroup, SimulatedFleet, sample_process
 from simulator.keys import controller_trusted_keys

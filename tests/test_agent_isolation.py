@@ -12,7 +12,7 @@ import edge_agent
 
 FORBIDDEN = {"controller", "converters", "simulator", "fastapi", "uvicorn", "sklearn", "onnx",
              "skl2onnx", "sqlalchemy", "click", "httpx"}
-# Named in edge_agent/trust.py, but only inside the signing functions (controller and tests):
+# Named in edgewise_wire/envelope.py, but only inside the signing functions (controller and tests):
 # importing any agent module must not load it (~8.5 MiB of RSS on the device).
 NOT_LOADED = FORBIDDEN | {"cryptography"}
 AGENT_DIR = Path(edge_agent.__file__).parent

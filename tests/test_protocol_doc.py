@@ -1,4 +1,4 @@
-"""Keeps docs/protocol.md honest against edge_agent/protocol.
+"""Keeps docs/protocol.md honest against edgewise_wire.
 
 Checked: every device channel appears as a full topic, every message TYPE appears and has at least
 one example, and every example block tagged ``<!-- example: TYPE -->`` decodes into that TYPE and
@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.protocol import decode, encode
-from edge_agent.protocol.manifest import DEFAULT_CHUNK_SIZE, MANIFEST_SCHEMA, MAX_ARTIFACT_SIZE
-from edge_agent.protocol.messages import (
+from edgewise_wire import decode, encode
+from edgewise_wire.manifest import DEFAULT_CHUNK_SIZE, MANIFEST_SCHEMA, MAX_ARTIFACT_SIZE
+from edgewise_wire.messages import (
     MAX_CONTROL_BYTES,
     MAX_TELEMETRY_BYTES,
     MESSAGE_TYPES,
     RECORD_KINDS,
     SCHEMA_VERSION,
-    UPDATE_STATES,
 )
-from edge_agent.protocol.topics import ROOT, DeviceChannel
+from edgewise_wire.topics import ROOT, DeviceChannel
+from edgewise_wire.update_states import UPDATE_STATE_NAMES as UPDATE_STATES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 

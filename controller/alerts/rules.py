@@ -14,7 +14,7 @@ from enum import Enum
 from statistics import NormalDist
 from typing import Any
 
-from edge_agent.monitoring.psi import psi
+from edgewise_monitoring.psi import psi
 
 
 class AlertKind(str, Enum):  # noqa: UP042 -- str values for JSON and the database
@@ -232,7 +232,7 @@ def familywise_drift(histograms: Sequence[Histogram], reference_n: int, *, alpha
     """Is a window drifted, with a false-alarm rate of at most ``alpha`` for the whole window?
 
     Without drift ``PSI * (1/n + 1/m)**-1`` is about chi-square with ``bins - 1`` degrees of
-    freedom (:mod:`edge_agent.monitoring.psi`). The device's own verdicts hold each histogram
+    freedom (:mod:`edgewise_monitoring.psi`). The device's own verdicts hold each histogram
     at its 99th percentile (2.5 x the noise floor): a model with k features then raises a false
     verdict in about k% of its windows, 47% for 64 features. Here each of the k histograms
     judged is held at its ``1 - alpha/k`` quantile (Bonferroni), so the window as a whole

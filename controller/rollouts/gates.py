@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 from controller.rollouts.spec import Gates
 
 # FAILED_UPDATE_STATES: states that may mean "this device tried the version and gave up on
-# it"; defined with the other state rules in controller/update_states.py, re-exported here
-from controller.update_states import FAILED_UPDATE_STATES as FAILED_UPDATE_STATES
-from controller.update_states import gave_up_on, runs
+# it"; defined with the other state rules in edgewise_wire/update_states.py, re-exported here
+from edgewise_wire.update_states import FAILED_UPDATE_STATES as FAILED_UPDATE_STATES
+from edgewise_wire.update_states import gave_up_on, runs
 
 REPORTING = "reporting"
 FAILED_ACTIVATIONS = "failed_activations"

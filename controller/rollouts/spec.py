@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from controller.errors import ValidationError
 from controller.rollouts.selectors import SelectorError, parse_selector
-from edge_agent.protocol import ProbationPolicy, SchemaError
+from edgewise_wire import ProbationPolicy, SchemaError
 
 GateFailurePolicy = Literal["pause", "abort"]
 MAX_INT32 = 2**31 - 1  # versions and priorities are stored as 32-bit integers
@@ -380,7 +380,7 @@ def _gates_from_dict(d: Any) -> Gates:
 
 
 def _probation_from_dict(d: Any) -> ProbationPolicy | None:
-    """``[probation]``: the fields of ``edge_agent.protocol.ProbationPolicy``."""
+    """``[probation]``: the fields of ``edgewise_wire.ProbationPolicy``."""
     if d is None:
         return None
     if not isinstance(d, Mapping):

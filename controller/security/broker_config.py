@@ -5,7 +5,7 @@ passwords), and an ACL that confines every device to its own topics.
 CA certificate, the broker's server certificate, the CRL and the password file, and
 ``sync_broker_dir`` refreshes the CRL and password file there after an enrollment or revocation.
 
-The ACL is derived from :class:`~edge_agent.protocol.topics.DeviceChannel`: each channel is either
+The ACL is derived from :class:`~edgewise_wire.topics.DeviceChannel`: each channel is either
 read by the device (``desired``, ``ack``) or written by it (``reported``, ``presence``,
 ``telemetry``, ``art/req``). Mosquitto's ``pattern`` lines substitute ``%u`` with the client's
 user name, which is the certificate's CN (``use_identity_as_username``) or the password user: a
@@ -34,7 +34,7 @@ from controller.security.pki import (
     _write_public,
     controller_identity,
 )
-from edge_agent.protocol.topics import ROOT, DeviceChannel
+from edgewise_wire.topics import ROOT, DeviceChannel
 
 log = logging.getLogger("edgewise.security")
 

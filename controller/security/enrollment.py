@@ -30,7 +30,7 @@ from controller.security.broker_config import (
 )
 from controller.security.pki import FleetCA, _write_private, _write_public, validate_identity_name
 from controller.security.signing_keys import SigningKeys
-from edge_agent.protocol.topics import validate_device_id
+from edgewise_wire.topics import validate_device_id
 
 MODES = ("cert", "password")
 DEFAULT_AGENT_DATA_DIR = "/var/lib/edgewise-agent"

@@ -41,8 +41,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from controller.errors import ConflictError, EdgewiseError, NotFoundError, ValidationError
 from controller.security.passwords import hash_password
-from edge_agent.protocol.errors import TopicError
-from edge_agent.protocol.topics import validate_device_id
+from edgewise_wire.errors import TopicError
+from edgewise_wire.topics import validate_device_id
 
 CONTROLLER_IDENTITY = "_edgewise-controller"
 CA_DAYS = 3650

@@ -1,4 +1,4 @@
-"""The controller's Ed25519 manifest-signing keys (see :mod:`edge_agent.trust`).
+"""The controller's Ed25519 manifest-signing keys (see :mod:`edgewise_wire.envelope`).
 
 Layout under ``{data_dir}/signing-keys/``::
 
@@ -34,7 +34,7 @@ from typing import Any
 
 from controller.errors import ConflictError, NotFoundError
 from controller.security.pki import PkiError, _write_private, _write_public
-from edge_agent.trust import generate_keypair
+from controller.security.signing import generate_keypair
 
 
 @dataclass(frozen=True)

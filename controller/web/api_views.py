@@ -23,7 +23,7 @@ from controller.web.schemas import (
     Overview,
     Series,
 )
-from edge_agent.protocol.messages import UPDATE_STATES
+from edgewise_wire.update_states import UPDATE_STATE_NAMES as UPDATE_STATES
 
 API = "/api/v1"
 MAX_PAGE = 5000

@@ -35,7 +35,7 @@ from controller.web.rollup import (
     rollup_groups,
     sums_from_row,
 )
-from edge_agent.monitoring import IncompatibleAggregates, MonitoringError, merge_summaries
+from edgewise_monitoring import IncompatibleAggregates, MonitoringError, merge_summaries
 
 log = logging.getLogger("edgewise.controller.web")
 

@@ -26,13 +26,13 @@ from controller.errors import NotFoundError, ValidationError
 from controller.fleet_store import FleetStore
 from controller.registry import ModelRegistry
 from controller.rollouts.selectors import Selector
-from controller.update_states import (
+from controller.web.rollup import page
+from edgewise_wire.update_states import (
     FAILED_UPDATE_STATES,
     IN_PROGRESS_STATES,
     gave_up_on,
     runs,
 )
-from controller.web.rollup import page
 
 IN_CHUNK = 500
 SORTS = ("device_id", "-device_id", "last_seen", "-last_seen")
@@ -265,7 +265,7 @@ class FleetViews:
                     sa.select(d.target_version, d.state, d.active_model, d.active_version,
                               sa.func.count().label("n"))
                     .where(d.target_model == model, d.target_version.is_not(None),
-                           d.state.in_(sorted(FAILED_UPDATE_STATES | IN_PROGRESS_STATES)))
+                           d.state.in_(sorted(s.value for s in FAILED_UPDATE_STATES | IN_PROGRESS_STATES)))
                     .group_by(d.target_version, d.state, d.active_model, d.active_version)):
                 version = int(r.target_version)
                 if r.state in IN_PROGRESS_STATES:

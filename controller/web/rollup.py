@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.update_states import gave_up_on
+from edgewise_wire.update_states import gave_up_on
 
 # Bucket widths a person reads without arithmetic: seconds, minutes, hours, days.
 NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,

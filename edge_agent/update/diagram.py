@@ -14,7 +14,7 @@ from edge_agent.update.state_machine import (
     REST_STATES,
     STATE_MEANING,
     TABLE,
-    State,
+    UpdateState,
 )
 
 COMMAND = "python -m edge_agent.update.diagram > docs/agent-lifecycle.md"
@@ -22,10 +22,10 @@ COMMAND = "python -m edge_agent.update.diagram > docs/agent-lifecycle.md"
 
 def mermaid() -> str:
     """A Mermaid ``stateDiagram-v2``; parallel edges share one arrow with their events listed."""
-    edges: dict[tuple[State, State], list[str]] = {}
+    edges: dict[tuple[UpdateState, UpdateState], list[str]] = {}
     for (src, event), dst in TABLE.items():
         edges.setdefault((src, dst), []).append(event.name)
-    lines = ["stateDiagram-v2", f"    [*] --> {State.IDLE.value}"]
+    lines = ["stateDiagram-v2", f"    [*] --> {UpdateState.IDLE.value}"]
     for (src, dst), events in edges.items():
         lines.append(f"    {src.value} --> {dst.value}: {', '.join(events)}")
     return "\n".join(lines)
@@ -53,7 +53,7 @@ def render() -> str:
         "| state | at rest | meaning |",
         "|---|---|---|",
     ]
-    for state in State:
+    for state in UpdateState:
         rest = "yes" if state in REST_STATES else ""
         out.append(f"| `{state.value}` | {rest} | {STATE_MEANING[state]} |")
     out += ["", "## Events", "", "| event | meaning |", "|---|---|"]
@@ -66,7 +66,7 @@ def render() -> str:
         out.append(f"| `{src.value}` | `{event.name}` | `{dst.value}` |")
     out += ["", "## Where the agent resumes after a crash", "",
             "| state found on restart | action | what the agent does |", "|---|---|---|"]
-    for state in State:
+    for state in UpdateState:
         action = RESUME_MAP[state]
         out.append(f"| `{state.value}` | `{action.value}` | {action.sentence} |")
     return "\n".join(out) + "\n"

@@ -1,7 +1,7 @@
 """The probation verdict: does a freshly activated model stay? Pure: the clock is passed in.
 
 The agent feeds every prediction call the new model serves during its window (rows, failed rows,
-call latency) and asks for a verdict; see :class:`~edge_agent.protocol.manifest.ProbationPolicy`
+call latency) and asks for a verdict; see :class:`~edgewise_wire.manifest.ProbationPolicy`
 for the thresholds. Invalid input is the caller's fault and is not fed here: only inference
 errors count against the model.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edge_agent.protocol.manifest import ProbationPolicy
+from edgewise_wire.manifest import ProbationPolicy
 
 # Latencies kept for the p95: a bounded reservoir of the most recent calls (a busy device serves
 # thousands per second; the window's tail is what matters and memory must stay flat).

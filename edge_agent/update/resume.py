@@ -12,7 +12,7 @@ from enum import Enum
 
 from edge_agent.update.state_machine import (
     MAX_ATTEMPTS_PER_STATE,
-    State,
+    UpdateState,
     UpdateStep,
     on_restart,
 )
@@ -57,17 +57,17 @@ _SENTENCES: dict[ResumeAction, str] = {
         "each step is idempotent.",
 }
 
-RESUME_MAP: dict[State, ResumeAction] = {
-    State.IDLE: ResumeAction.NOTHING,
-    State.DOWNLOADING: ResumeAction.RESUME_DOWNLOAD,
-    State.VERIFYING: ResumeAction.REVERIFY,
-    State.STAGED: ResumeAction.REVERIFY_STAGED,
-    State.ACTIVATING: ResumeAction.REDO_ACTIVATION,
-    State.PROBATION: ResumeAction.RESTART_PROBATION,
-    State.ACTIVE: ResumeAction.NOTHING,
-    State.FAILED: ResumeAction.NOTHING,
-    State.ROLLING_BACK: ResumeAction.FINISH_ROLLBACK,
-    State.ROLLED_BACK: ResumeAction.NOTHING,
+RESUME_MAP: dict[UpdateState, ResumeAction] = {
+    UpdateState.IDLE: ResumeAction.NOTHING,
+    UpdateState.DOWNLOADING: ResumeAction.RESUME_DOWNLOAD,
+    UpdateState.VERIFYING: ResumeAction.REVERIFY,
+    UpdateState.STAGED: ResumeAction.REVERIFY_STAGED,
+    UpdateState.ACTIVATING: ResumeAction.REDO_ACTIVATION,
+    UpdateState.PROBATION: ResumeAction.RESTART_PROBATION,
+    UpdateState.ACTIVE: ResumeAction.NOTHING,
+    UpdateState.FAILED: ResumeAction.NOTHING,
+    UpdateState.ROLLING_BACK: ResumeAction.FINISH_ROLLBACK,
+    UpdateState.ROLLED_BACK: ResumeAction.NOTHING,
 }
 
 

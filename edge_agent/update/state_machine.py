@@ -15,24 +15,12 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
-from edge_agent.protocol.errors import SchemaError
-from edge_agent.protocol.messages import ModelRef
-from edge_agent.protocol.validation import get_dict, get_float, get_str
+from edgewise_wire.errors import SchemaError
+from edgewise_wire.messages import ModelRef
+from edgewise_wire.update_states import REST_STATES, UpdateState
+from edgewise_wire.validation import get_dict, get_float, get_str
 
 MAX_ATTEMPTS_PER_STATE = 3
-
-
-class State(Enum):
-    IDLE = "idle"
-    DOWNLOADING = "downloading"
-    VERIFYING = "verifying"
-    STAGED = "staged"
-    ACTIVATING = "activating"
-    PROBATION = "probation"
-    ACTIVE = "active"  # committed
-    FAILED = "failed"
-    ROLLING_BACK = "rolling_back"
-    ROLLED_BACK = "rolled_back"
 
 
 class Event(Enum):
@@ -46,12 +34,9 @@ class Event(Enum):
     DEACTIVATE = "deactivate"  # a (signed) desired state naming no model: unload and serve none
 
 
-# States where nothing is in flight: the agent serves its active slot and waits.
-REST_STATES = frozenset({State.IDLE, State.ACTIVE, State.FAILED, State.ROLLED_BACK})
-
-S, E = State, Event
+S, E = UpdateState, Event
 # fmt: off
-TABLE: dict[tuple[State, Event], State] = {
+TABLE: dict[tuple[UpdateState, Event], UpdateState] = {
     (S.IDLE,         E.NEW_TARGET):     S.DOWNLOADING,
 
     (S.DOWNLOADING,  E.SUCCESS):        S.VERIFYING,
@@ -105,17 +90,17 @@ TABLE: dict[tuple[State, Event], State] = {
 # fmt: on
 del S, E
 
-STATE_MEANING: dict[State, str] = {
-    State.IDLE: "No update in flight; the active slot (if any) serves.",
-    State.DOWNLOADING: "Fetching the target artifact chunk by chunk into the standby slot.",
-    State.VERIFYING: "Checking the assembled file: length, sha256, signature, version.",
-    State.STAGED: "A verified artifact waits in the standby slot; the old slot still serves.",
-    State.ACTIVATING: "Switching slots, loading the new model and running the manifest's smoke test.",
-    State.PROBATION: "The new model serves while a health window watches errors and latency.",
-    State.ACTIVE: "The new model is committed; the old slot is kept for an instant rollback.",
-    State.FAILED: "The update stopped; the slot that served before it still serves.",
-    State.ROLLING_BACK: "Switching back to the previous slot and loading it.",
-    State.ROLLED_BACK: "The previous model serves again; the target was abandoned.",
+STATE_MEANING: dict[UpdateState, str] = {
+    UpdateState.IDLE: "No update in flight; the active slot (if any) serves.",
+    UpdateState.DOWNLOADING: "Fetching the target artifact chunk by chunk into the standby slot.",
+    UpdateState.VERIFYING: "Checking the assembled file: length, sha256, signature, version.",
+    UpdateState.STAGED: "A verified artifact waits in the standby slot; the old slot still serves.",
+    UpdateState.ACTIVATING: "Switching slots, loading the new model and running the manifest's smoke test.",
+    UpdateState.PROBATION: "The new model serves while a health window watches errors and latency.",
+    UpdateState.ACTIVE: "The new model is committed; the old slot is kept for an instant rollback.",
+    UpdateState.FAILED: "The update stopped; the slot that served before it still serves.",
+    UpdateState.ROLLING_BACK: "Switching back to the previous slot and loading it.",
+    UpdateState.ROLLED_BACK: "The previous model serves again; the target was abandoned.",
 }
 
 EVENT_MEANING: dict[Event, str] = {
@@ -137,7 +122,7 @@ EVENT_MEANING: dict[Event, str] = {
 class InvalidTransition(Exception):
     """An event that the table does not allow in the current state."""
 
-    def __init__(self, state: State, event: Event) -> None:
+    def __init__(self, state: UpdateState, event: Event) -> None:
         allowed = sorted(e.name for (s, e) in TABLE if s is state)
         super().__init__(
             f"no transition from {state.value} on {event.name} (allowed: {', '.join(allowed)})"
@@ -146,7 +131,7 @@ class InvalidTransition(Exception):
         self.event = event
 
 
-def next_state(state: State, event: Event) -> State:
+def next_state(state: UpdateState, event: Event) -> UpdateState:
     try:
         return TABLE[(state, event)]
     except KeyError:
@@ -159,23 +144,23 @@ class UpdateStep:
 
     ``previous`` is what served when this update began: the rollback destination. ``attempts``
     counts, per working state, how often this update entered it (retries and restarts included),
-    stored as ``(state, count)`` pairs in :class:`State` order so the value stays immutable.
+    stored as ``(state, count)`` pairs in :class:`UpdateState` order so the value stays immutable.
     """
 
-    state: State
+    state: UpdateState
     target: ModelRef | None
     previous: ModelRef | None
     entered_at: float
-    attempts: tuple[tuple[State, int], ...] = ()
+    attempts: tuple[tuple[UpdateState, int], ...] = ()
     last_error: str | None = None
 
-    def attempts_in(self, state: State) -> int:
+    def attempts_in(self, state: UpdateState) -> int:
         return dict(self.attempts).get(state, 0)
 
     @property
     def running(self) -> ModelRef | None:
         """The model the active slot should hold in this state (the new one from PROBATION on)."""
-        if self.state in (State.PROBATION, State.ACTIVE):
+        if self.state in (UpdateState.PROBATION, UpdateState.ACTIVE):
             return self.target
         return self.previous
 
@@ -194,7 +179,7 @@ class UpdateStep:
         if not isinstance(d, dict):
             raise SchemaError(f"{ctx} must be an object")
         state = _state(get_str(d, "state", ctx), f"{ctx}.state")
-        attempts: dict[State, int] = {}
+        attempts: dict[UpdateState, int] = {}
         for name, n in (get_dict(d, "attempts", ctx, optional=True) or {}).items():
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise SchemaError(f"{ctx}.attempts.{name} must be a non-negative integer")
@@ -211,18 +196,18 @@ class UpdateStep:
         )
 
 
-def _state(name: str, ctx: str) -> State:
+def _state(name: str, ctx: str) -> UpdateState:
     try:
-        return State(name)
+        return UpdateState(name)
     except ValueError:
         raise SchemaError(f"{ctx} {name!r} is not an update state") from None
 
 
-def _ordered(attempts: Mapping[State, int]) -> tuple[tuple[State, int], ...]:
-    return tuple((s, attempts[s]) for s in State if attempts.get(s))
+def _ordered(attempts: Mapping[UpdateState, int]) -> tuple[tuple[UpdateState, int], ...]:
+    return tuple((s, attempts[s]) for s in UpdateState if attempts.get(s))
 
 
-def _count_entry(attempts: Mapping[State, int], state: State) -> tuple[tuple[State, int], ...]:
+def _count_entry(attempts: Mapping[UpdateState, int], state: UpdateState) -> tuple[tuple[UpdateState, int], ...]:
     if state in REST_STATES:
         return _ordered(attempts)
     return _ordered({**attempts, state: attempts.get(state, 0) + 1})
@@ -230,7 +215,7 @@ def _count_entry(attempts: Mapping[State, int], state: State) -> tuple[tuple[Sta
 
 def idle(*, now: float, running: ModelRef | None = None) -> UpdateStep:
     """The first step of an agent with nothing persisted: ``running`` is what its slot holds."""
-    return UpdateStep(State.IDLE, target=None, previous=running, entered_at=now)
+    return UpdateStep(UpdateState.IDLE, target=None, previous=running, entered_at=now)
 
 
 def advance(

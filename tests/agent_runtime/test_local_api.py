@@ -13,7 +13,7 @@ from converters import convert_sklearn
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
 from edge_agent.local_api import LocalApi
-from edge_agent.mqtt_link import BrokerAddress
+from edgewise_mqtt.link import BrokerAddress
 from simulator.broker import free_port
 from simulator.workload import load_dataset
 

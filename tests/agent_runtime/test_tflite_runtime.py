@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.protocol import ArtifactRef, Manifest, SmokeTest, TensorSpec
 from edge_agent.runtime import (
     InvalidInput,
     RuntimeLoadError,
@@ -17,6 +16,7 @@ from edge_agent.runtime import (
     prepare_features,
     smoke_test,
 )
+from edgewise_wire import ArtifactRef, Manifest, SmokeTest, TensorSpec
 
 
 def _tensorflow():  # type: ignore[no-untyped-def]

@@ -3,8 +3,8 @@ the signing key of tests/update_e2e (``Signer``)."""
 
 from __future__ import annotations
 
-from edge_agent.protocol import Desired, Manifest, ProbationPolicy, encode
-from edge_agent.protocol.topics import DeviceChannel
+from edgewise_wire import Desired, Manifest, ProbationPolicy, encode
+from edgewise_wire.topics import DeviceChannel
 from tests.bad_input.support import FakeController
 from tests.update_e2e.support import Signer
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import EdgeAgent
-from edge_agent.protocol import ModelRef, ProbationPolicy, decode
-from edge_agent.protocol.messages import Desired
-from edge_agent.update import State, UpdateStep
+from edge_agent.update import UpdateState, UpdateStep
 from edge_agent.update_journal import UpdateJournal
+from edgewise_wire import ModelRef, ProbationPolicy, decode
+from edgewise_wire.messages import Desired
 from simulator.broker import BrokerProcess
 from tests.agent_update.support import publish_signed
 from tests.bad_input.conftest import IrisModels
@@ -205,7 +205,7 @@ def test_a_crash_in_probation_restarts_the_window_and_commits(
 
     asyncio.run(scenario())
     step, _ = _journal(data_dir)
-    assert step.state is State.ACTIVE and step.attempts_in(State.PROBATION) == 2
+    assert step.state is UpdateState.ACTIVE and step.attempts_in(UpdateState.PROBATION) == 2
 
 
 def test_a_crash_right_after_the_switch_serves_the_previous_slot_and_activates_again(
@@ -222,8 +222,8 @@ def test_a_crash_right_after_the_switch_serves_the_previous_slot_and_activates_a
             agent.kill()
             _, desired = _journal(data_dir)
             UpdateJournal(data_dir / "update.json").save(
-                UpdateStep(State.ACTIVATING, target=_ref(b), previous=_ref(a),
-                           entered_at=time.time(), attempts=((State.ACTIVATING, 1),)), desired)
+                UpdateStep(UpdateState.ACTIVATING, target=_ref(b), previous=_ref(a),
+                           entered_at=time.time(), attempts=((UpdateState.ACTIVATING, 1),)), desired)
             again = EdgeAgent(agent_config(broker, data_dir, agent.device_id, **TRUST))
             await again.start()
             try:
@@ -235,7 +235,7 @@ def test_a_crash_right_after_the_switch_serves_the_previous_slot_and_activates_a
     asyncio.run(scenario())
     step, _ = _journal(data_dir)
     # entered once, resumed once after the crash
-    assert step.state is State.ACTIVE and step.attempts_in(State.ACTIVATING) == 2
+    assert step.state is UpdateState.ACTIVE and step.attempts_in(UpdateState.ACTIVATING) == 2
 
 
 def _journal(data_dir: Path) -> tuple[UpdateStep, Desired | None]:

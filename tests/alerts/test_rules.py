@@ -8,7 +8,7 @@ import numpy as np
 
 from controller.alerts import AlertKind, AlertRules, WindowObservation, judge_window
 from controller.alerts.rules import Histogram, chi2_quantile, familywise_drift
-from edge_agent.monitoring import drift_verdict
+from edgewise_monitoring import drift_verdict
 
 RULES = AlertRules(accuracy_max_drop=0.1, accuracy_min_labels=20, latency_p95_ms=100,
                    latency_min_predictions=20)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from edge_agent.protocol import ArtifactRef
+from edgewise_wire import ArtifactRef
 from tests.bad_input.support import Artifact
 
 

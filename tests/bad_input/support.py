@@ -14,8 +14,8 @@ from typing import Any
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
-from edge_agent.mqtt_link import BrokerAddress, MqttLink
-from edge_agent.protocol import (
+from edgewise_mqtt.link import BrokerAddress, MqttLink
+from edgewise_wire import (
     Ack,
     ArtifactRef,
     Desired,
@@ -25,8 +25,8 @@ from edge_agent.protocol import (
     decode,
     encode,
 )
-from edge_agent.protocol.messages import ArtifactRequest
-from edge_agent.protocol.topics import (
+from edgewise_wire.messages import ArtifactRequest
+from edgewise_wire.topics import (
     DeviceChannel,
     DeviceTopic,
     chunk_topic,

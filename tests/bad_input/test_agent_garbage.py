@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from edge_agent.agent import EdgeAgent
-from edge_agent.protocol import Desired, encode
-from edge_agent.protocol.manifest import MAX_ARTIFACT_SIZE
-from edge_agent.protocol.messages import MAX_CONTROL_BYTES
-from edge_agent.protocol.topics import DeviceChannel, chunk_topic
+from edgewise_wire import Desired, encode
+from edgewise_wire.manifest import MAX_ARTIFACT_SIZE
+from edgewise_wire.messages import MAX_CONTROL_BYTES
+from edgewise_wire.topics import DeviceChannel, chunk_topic
 from simulator.broker import BrokerProcess
 from tests.bad_input.conftest import IrisModels
 from tests.bad_input.support import (

@@ -12,7 +12,6 @@ import pytest
 
 from edge_agent.agent import NoActiveModel
 from edge_agent.config import AgentConfig, ConfigError, config_from_dict
-from edge_agent.protocol import TopicError
 from edge_agent.runtime import (
     InferenceRuntime,
     InvalidInput,
@@ -20,6 +19,7 @@ from edge_agent.runtime import (
     prepare_features,
     smoke_test,
 )
+from edgewise_wire import TopicError
 from simulator.broker import BrokerProcess
 from tests.bad_input.conftest import IrisModels
 from tests.bad_input.support import activate, agent_and_controller, assert_agent_healthy

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import EdgeAgent
-from edge_agent.protocol import ArtifactRef, SmokeTest
 from edge_agent.runtime import file_sha256
+from edgewise_wire import ArtifactRef, SmokeTest
 from simulator.broker import BrokerProcess
 from tests.bad_input.conftest import IrisModels
 from tests.bad_input.support import (

@@ -21,14 +21,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from controller.client import ControllerClient
-from edge_agent.protocol import Ack, Presence, Reported, TelemetryBatch, decode, encode
-from edge_agent.protocol.messages import (
+from edgewise_wire import Ack, Presence, Reported, TelemetryBatch, decode, encode
+from edgewise_wire.messages import (
     MAX_CONTROL_BYTES,
     MAX_TELEMETRY_BYTES,
     ArtifactRequest,
     ModelRef,
 )
-from edge_agent.protocol.topics import chunk_topic, chunk_wildcard
+from edgewise_wire.topics import chunk_topic, chunk_wildcard
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
 from tests.bad_input.conftest import IrisModels

@@ -1,5 +1,5 @@
 """The controller's side of signed updates, without a broker: what ``DesiredSigner`` builds is
-checked with the device's own verification code (``edge_agent.trust``), keys are real Ed25519
+checked with the device's own verification code (``edgewise_wire.envelope``), keys are real Ed25519
 keys in a temporary ``SigningKeys`` directory."""
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from controller.desired_signing import (
     rollback_target,
 )
 from controller.rollouts.gates import ModelVersion
+from controller.security.signing import generate_keypair
 from controller.security.signing_keys import SigningKeys
-from edge_agent.protocol import Desired, Manifest, ModelRef, ProbationPolicy, decode, encode
-from edge_agent.trust import (
+from edgewise_wire import Desired, Manifest, ModelRef, ProbationPolicy, decode, encode
+from edgewise_wire.envelope import (
     DowngradeRefused,
     ExpiredManifest,
     NotForThisDevice,
     UnknownSigningKey,
-    generate_keypair,
     trusted_keys_from,
     verify_envelope,
     verify_rollback_order,

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from controller.cli_rollouts import RolloutClient
+from controller.security.signing import generate_keypair
 from controller.security.signing_keys import SigningKeys
-from edge_agent.trust import generate_keypair
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
 from simulator.fleet import SimulatedFleet

@@ -21,20 +21,21 @@ from controller.rollout_runner import RolloutRunner
 from controller.rollouts import SpecError
 from controller.rollouts.gates import FAILED_ACTIVATIONS, Gates, ModelVersion, evaluate_gates
 from controller.rollouts.spec import spec_from_dict, spec_to_dict
-from controller.update_states import AT_REST_STATES, IN_PROGRESS_STATES, gave_up_on, runs
+from controller.security.signing import generate_keypair
 from controller.web.queries import FleetViews
 from controller.web.rollup import DeviceFacts
-from edge_agent.protocol import Desired, ModelRef, ProbationPolicy, Reported
-from edge_agent.protocol.messages import UPDATE_STATES
-from edge_agent.trust import generate_keypair, trusted_keys_from, verify_rollback_order
+from edgewise_wire import Desired, ModelRef, ProbationPolicy, Reported
+from edgewise_wire.envelope import trusted_keys_from, verify_rollback_order
+from edgewise_wire.update_states import IN_PROGRESS_STATES, REST_STATES, gave_up_on, runs
+from edgewise_wire.update_states import UPDATE_STATE_NAMES as UPDATE_STATES
 from tests.controller_store.conftest import build_manifest
 
 V1, V2 = ModelVersion("iris", 1), ModelVersion("iris", 2)
 
 
 def test_every_update_state_is_either_in_progress_or_at_rest() -> None:
-    assert set(UPDATE_STATES) == IN_PROGRESS_STATES | AT_REST_STATES
-    assert not IN_PROGRESS_STATES & AT_REST_STATES
+    assert set(UPDATE_STATES) == IN_PROGRESS_STATES | REST_STATES
+    assert not IN_PROGRESS_STATES & REST_STATES
     assert {"staged", "activating", "probation", "rolling_back"} <= IN_PROGRESS_STATES
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from controller.artifact_store import ArtifactStore
 from controller.db import Database, metadata
 from controller.registry import ModelRegistry
-from edge_agent.protocol import ArtifactRef, Manifest, SmokeTest, TensorSpec
+from edgewise_wire import ArtifactRef, Manifest, SmokeTest, TensorSpec
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

@@ -15,7 +15,7 @@ from controller.fleet_store import FleetStore
 from controller.metrics_store import MetricsStore
 from controller.registry import ModelRegistry
 from controller.telemetry_store import TelemetryStore
-from edge_agent.protocol import ModelRef, Reported, TelemetryBatch
+from edgewise_wire import ModelRef, Reported, TelemetryBatch
 from tests.controller_store.conftest import build_manifest
 from tests.controller_store.test_metrics_store import PROFILE, metrics_record, window_summary
 

@@ -11,7 +11,7 @@ from controller.errors import ConflictError, NotFoundError
 from controller.fleet_store import FleetStore
 from controller.registry import ModelRegistry
 from controller.telemetry_store import TelemetryStore
-from edge_agent.protocol import Manifest, ModelRef, Reported, TelemetryBatch
+from edgewise_wire import Manifest, ModelRef, Reported, TelemetryBatch
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from controller.fleet_store import FleetStore
 from controller.metrics_store import NO_FIGURES, MetricsStore, VersionFigures
 from controller.registry import ModelRegistry
 from controller.telemetry_store import TelemetryStore
-from edge_agent.monitoring import MonitoringWindow, merge_summaries
-from edge_agent.protocol import ModelRef, Reported, TelemetryBatch
+from edgewise_monitoring import MonitoringWindow, merge_summaries
+from edgewise_wire import ModelRef, Reported, TelemetryBatch
 from tests.controller_store.conftest import build_manifest
 from tests.monitoring.helpers import assert_close, make_profile
 

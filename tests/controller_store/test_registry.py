@@ -10,7 +10,7 @@ import pytest
 
 from controller.errors import ConflictError, NotFoundError, ValidationError
 from controller.registry import ModelRegistry
-from edge_agent.protocol import ArtifactRef, Manifest
+from edgewise_wire import ArtifactRef, Manifest
 
 ART1 = b"onnx-bytes-v1" * 200  # several 1 KiB chunks
 ART2 = b"onnx-bytes-v2" * 200

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from controller.db import MIGRATIONS, Database, devices, schema_migrations
 from controller.fleet_store import FleetStore
-from edge_agent.protocol import ModelRef, Reported
+from edgewise_wire import ModelRef, Reported
 
 SLOT_COLUMNS = {f"{slot}_{part}" for slot in ("staged", "previous")
                 for part in ("model", "version", "sha256")}

@@ -12,7 +12,7 @@ from controller.db import Database, telemetry
 from controller.errors import NotFoundError, ValidationError
 from controller.fleet_store import FleetStore
 from controller.telemetry_store import TelemetryStore
-from edge_agent.protocol import TelemetryBatch, decode, encode
+from edgewise_wire import TelemetryBatch, decode, encode
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from sklearn.datasets import load_wine
 from sklearn.ensemble import GradientBoostingClassifier
 
 from controller.cli import cli
-from edge_agent.protocol.manifest import Manifest
+from edgewise_wire.manifest import Manifest
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from converters import convert_one
-from edge_agent.protocol.errors import SchemaError
-from edge_agent.protocol.manifest import Manifest
+from edgewise_wire.errors import SchemaError
+from edgewise_wire.manifest import Manifest
 
 
 @pytest.fixture(scope="module")

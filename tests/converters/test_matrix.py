@@ -25,8 +25,8 @@ from sklearn.preprocessing import StandardScaler
 
 from converters.api import Outcome, convert
 from converters.precision import DEFAULT_TOLERANCES, FORMAT_PRECISIONS
-from edge_agent.protocol.manifest import Manifest
 from edge_agent.runtime import load_runtime, prepare_features, smoke_test
+from edgewise_wire.manifest import Manifest
 from tests.converters.conftest import require_env
 
 

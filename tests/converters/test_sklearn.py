@@ -35,7 +35,7 @@ from converters import (
     UnsupportedModelError,
     convert_sklearn,
 )
-from edge_agent.protocol.manifest import Manifest
+from edgewise_wire.manifest import Manifest
 
 CLASSIFIERS = {
     "logreg": lambda: LogisticRegression(max_iter=5000),

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from edge_agent.monitoring.accuracy import ClassificationScore, RegressionScore
+from edgewise_monitoring.accuracy import ClassificationScore, RegressionScore
 
 
 def test_accuracy_and_macro_f1_by_hand() -> None:

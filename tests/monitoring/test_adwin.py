@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge_agent.monitoring.adwin import Adwin
+from edgewise_monitoring.adwin import Adwin
 
 
 def _bernoulli(rng: np.random.Generator, p: float, size: int) -> np.ndarray:

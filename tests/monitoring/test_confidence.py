@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from edge_agent.monitoring.confidence import ConfidenceEstimate
+from edgewise_monitoring.confidence import ConfidenceEstimate
 from tests.monitoring.helpers import assert_close
 
 

@@ -4,9 +4,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.monitoring import histogram
-from edge_agent.monitoring.errors import IncompatibleAggregates
-from edge_agent.monitoring.histogram import BinnedCounts, FeatureCounts
+from edgewise_monitoring import histogram
+from edgewise_monitoring.errors import IncompatibleAggregates
+from edgewise_monitoring.histogram import BinnedCounts, FeatureCounts
 
 
 def _random_splits(rng: np.random.Generator, size: int, parts: int) -> list[np.ndarray]:

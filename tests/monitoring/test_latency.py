@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from edge_agent.monitoring.errors import IncompatibleAggregates
-from edge_agent.monitoring.latency import (
+from edgewise_monitoring.errors import IncompatibleAggregates
+from edgewise_monitoring.latency import (
     BOUNDS_MS,
     N_BUCKETS,
     RELATIVE_BUCKET_WIDTH,

@@ -76,7 +76,7 @@ def test_buffered_calls_give_the_same_window_as_calls_observed_one_by_one() -> N
     """Calls are accounted for in batches (the cost of a histogram update is per call, not per
     row); the summary must be exactly what observing every call on its own gives."""
     from edge_agent.model_monitor import MAX_BUFFERED_CALLS
-    from edge_agent.monitoring import MonitoringWindow
+    from edgewise_monitoring import MonitoringWindow
 
     rng = np.random.default_rng(7)
     monitor = ModelMonitor(60.0)

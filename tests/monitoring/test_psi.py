@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge_agent.monitoring.psi import (
+from edgewise_monitoring.psi import (
     DriftVerdict,
     drift_threshold,
     drift_verdict,

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from edge_agent.monitoring.errors import ProfileError
-from edge_agent.monitoring.reference import ReferenceProfile, profile_id
+from edgewise_monitoring.errors import ProfileError
+from edgewise_monitoring.reference import ReferenceProfile, profile_id
 
 PROFILE = {
     "n": 1000,

@@ -4,13 +4,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.monitoring import (
+from edgewise_monitoring import (
     IncompatibleAggregates,
     MonitoringWindow,
     ProfileError,
     merge_summaries,
 )
-from edge_agent.monitoring.window import merge_summaries as merge_from_window
+from edgewise_monitoring.window import merge_summaries as merge_from_window
 from tests.monitoring.helpers import assert_close, make_profile
 
 LABELS = [0, 1, 2]

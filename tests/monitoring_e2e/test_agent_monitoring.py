@@ -12,9 +12,9 @@ import pytest
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
-from edge_agent.mqtt_link import BrokerAddress, MqttLink
-from edge_agent.protocol import Ack, encode
-from edge_agent.protocol.topics import DeviceChannel, device_topic
+from edgewise_mqtt.link import BrokerAddress, MqttLink
+from edgewise_wire import Ack, encode
+from edgewise_wire.topics import DeviceChannel, device_topic
 from simulator.broker import BrokerProcess, free_port
 from simulator.workload import load_dataset
 from tests.monitoring_e2e.support import (

@@ -32,8 +32,8 @@ from controller.db import Database, devices, telemetry
 from controller.telemetry_store import TelemetryStore
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
-from edge_agent.mqtt_link import BrokerAddress
 from edge_agent.outbox import TelemetryOutbox
+from edgewise_mqtt.link import BrokerAddress
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
 from simulator.fleet import SimulatedFleet

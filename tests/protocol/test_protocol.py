@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edge_agent.protocol import (
+from edgewise_wire import (
     Ack,
     ArtifactRef,
     ArtifactRequest,
@@ -24,8 +24,8 @@ from edge_agent.protocol import (
     decode,
     encode,
 )
-from edge_agent.protocol.messages import MAX_CONTROL_BYTES
-from edge_agent.protocol.topics import (
+from edgewise_wire.messages import MAX_CONTROL_BYTES
+from edgewise_wire.topics import (
     ChunkTopic,
     DeviceChannel,
     DeviceTopic,
@@ -201,7 +201,7 @@ def test_a_spliced_telemetry_batch_decodes_like_an_encoded_one() -> None:
     record); the controller must read exactly what encode() would have given it."""
     import json
 
-    from edge_agent.protocol.messages import TelemetryBatch, encode_telemetry_spliced
+    from edgewise_wire.messages import TelemetryBatch, encode_telemetry_spliced
 
     records = [{"kind": "prediction", "ts": 1.5, "model": "iris", "version": 2,
                 "prediction_id": "b-1", "latency_ms": 0.25, "label": "ü", "confidence": 0.9},

@@ -10,7 +10,7 @@ from controller.config import load_controller_config
 from controller.db import Database
 from controller.errors import ValidationError
 from controller.fleet_store import FleetStore
-from edge_agent.protocol import Reported
+from edgewise_wire import Reported
 
 
 def test_an_older_report_stored_after_a_newer_one_is_not_applied(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ from typing import Any
 
 from controller.cli_rollouts import RolloutClient
 from controller.client import ControllerClientError
-from edge_agent.mqtt_link import BrokerAddress, MqttLink
-from edge_agent.protocol import Desired, decode
-from edge_agent.protocol.topics import DeviceChannel, DeviceTopic, device_wildcard, parse_topic
+from edgewise_mqtt.link import BrokerAddress, MqttLink
+from edgewise_wire import Desired, decode
+from edgewise_wire.topics import DeviceChannel, DeviceTopic, device_wildcard, parse_topic
 from simulator.broker import BrokerProcess, free_port
 from simulator.demo import start_controller, stop_process
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import EdgeAgent, NoActiveModel
-from edge_agent.protocol import ArtifactRef
+from edgewise_wire import ArtifactRef
 from simulator.broker import BrokerProcess
 from tests.bad_input.support import (
     Artifact,

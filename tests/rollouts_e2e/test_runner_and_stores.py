@@ -24,7 +24,7 @@ from controller.rollout_runner import RolloutRunner
 from controller.rollout_store import AuditEntry, RolloutStore, StaleRollout
 from controller.rollouts import SpecError, Status
 from controller.rollouts.selectors import SelectorError
-from edge_agent.protocol import Desired, ModelRef, Reported
+from edgewise_wire import Desired, ModelRef, Reported
 from tests.controller_store.conftest import build_manifest
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from edge_agent.protocol.messages import MAX_CONTROL_BYTES
-from edge_agent.protocol.topics import DeviceChannel, chunk_topic, device_topic
+from edgewise_wire.messages import MAX_CONTROL_BYTES
+from edgewise_wire.topics import DeviceChannel, chunk_topic, device_topic
 
 JSON_SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=2**62)
                 | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40))

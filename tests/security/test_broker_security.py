@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from edge_agent.protocol.topics import DeviceChannel, chunk_topic, device_topic
+from edgewise_wire.topics import DeviceChannel, chunk_topic, device_topic
 from tests.security.support import Client, SecureFleet
 
 pytestmark = [pytest.mark.broker]

@@ -24,11 +24,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from controller.client import ControllerClient
 from controller.config import ControllerConfig
 from controller.service import Controller
-from edge_agent.protocol import Ack, Desired, Presence, Reported, TelemetryBatch, decode, encode
-from edge_agent.protocol import messages as messages_module
-from edge_agent.protocol.errors import PayloadTooLarge
-from edge_agent.protocol.messages import ArtifactRequest, Message, ModelRef
-from edge_agent.protocol.topics import DeviceChannel, device_topic
+from edgewise_wire import Ack, Desired, Presence, Reported, TelemetryBatch, decode, encode
+from edgewise_wire import messages as messages_module
+from edgewise_wire.errors import PayloadTooLarge
+from edgewise_wire.messages import ArtifactRequest, Message, ModelRef
+from edgewise_wire.topics import DeviceChannel, device_topic
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
 from tests.bad_input.conftest import IrisModels

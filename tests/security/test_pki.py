@@ -24,10 +24,11 @@ from controller.security.broker_config import (
 from controller.security.enrollment import enroll_device
 from controller.security.passwords import hash_password, verify_password
 from controller.security.pki import CONTROLLER_IDENTITY, FleetCA, controller_identity
+from controller.security.signing import sign_manifest
 from controller.security.signing_keys import SigningKeys
 from edge_agent.config import load_config
-from edge_agent.protocol.topics import DeviceChannel
-from edge_agent.trust import key_id_of, sign_manifest, trusted_keys_from, verify_envelope
+from edgewise_wire.envelope import key_id_of, trusted_keys_from, verify_envelope
+from edgewise_wire.topics import DeviceChannel
 
 
 def test_ca_issues_client_certificates_that_chain_to_it(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 trusted key that does not sign, `keys activate` makes it sign (the controller's
 ``ActiveSigningKey`` picks it up at the next publish), `keys retire` drops the old one.
 Real Ed25519 keys in a temporary data directory, checked with the device's own verification
-code (``edge_agent.trust``); no broker."""
+code (``edgewise_wire.envelope``); no broker."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from controller.errors import ConflictError, NotFoundError
 from controller.security.enrollment import enroll_device
 from controller.security.signing_keys import SigningKeys
 from edge_agent.config import load_config
-from edge_agent.protocol import Desired
-from edge_agent.trust import UnknownSigningKey, trusted_keys_from, verify_envelope
+from edgewise_wire import Desired
+from edgewise_wire.envelope import UnknownSigningKey, trusted_keys_from, verify_envelope
 from tests.controller_store.conftest import build_manifest
 
 NOW = 1_800_000_000.0

@@ -47,7 +47,7 @@ def test_process_samples_measure_this_process() -> None:
 
 
 def test_groups_name_devices_and_carry_labels_and_settings(tmp_path: Path) -> None:
-    from edge_agent.mqtt_link import BrokerAddress
+    from edgewise_mqtt.link import BrokerAddress
 
     fleet = SimulatedFleet.from_groups(
         BrokerAddress("127.0.0.1", 1), [

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from edge_agent.mqtt_link import MqttLink
+from edgewise_mqtt.link import MqttLink
 from simulator.broker import BrokerProcess
 from simulator.scenario_links import (
     ConnectParseError,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from controller.security.signing import generate_keypair, sign_manifest, sign_rollback_order
 from edge_agent.desired_gate import DesiredGate, Rejected, TrustedKeyError, load_trusted_keys
-from edge_agent.protocol import Desired, ModelRef, decode, encode
-from edge_agent.protocol.manifest import ArtifactRef, Manifest, SmokeTest, TensorSpec
-from edge_agent.trust import generate_keypair, sign_manifest, sign_rollback_order
+from edgewise_wire import Desired, ModelRef, decode, encode
+from edgewise_wire.manifest import ArtifactRef, Manifest, SmokeTest, TensorSpec
 
 NOW = 1_750_000_000.0
 DEVICE = "pi-7"

@@ -1,4 +1,4 @@
-"""The device's pure-Python Ed25519 verifier (edge_agent.ed25519) against RFC 8032 and OpenSSL.
+"""The device's pure-Python Ed25519 verifier (edgewise_wire.ed25519) against RFC 8032 and OpenSSL.
 
 Test vectors: RFC 8032 section 7.1 TEST 1, TEST 2, TEST 3 and TEST SHA(abc), typed in here and
 confirmed by re-deriving them (public key and signature) from the RFC's secret keys with
@@ -29,8 +29,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent import ed25519
-from edge_agent.ed25519 import public_key_from_pem, verify
+from edgewise_wire import ed25519
+from edgewise_wire.ed25519 import public_key_from_pem, verify
 
 L = 2**252 + 27742317777372353535851937790883648493
 P = 2**255 - 19
@@ -431,11 +431,11 @@ def test_agent_modules_do_not_load_cryptography_and_verify_without_it() -> None:
     _, public, message, signature = RFC8032_VECTORS["TEST 2"]
     code = textwrap.dedent(f"""
         import sys
-        import edge_agent.trust, edge_agent.desired_gate, edge_agent.agent
+        import edgewise_wire.envelope, edge_agent.desired_gate, edge_agent.agent
         loaded = sorted(m for m in sys.modules if m.split(".")[0] == "cryptography")
         assert not loaded, loaded
         sys.modules["cryptography"] = None  # any import of it now fails
-        from edge_agent import ed25519, trust
+        from edgewise_wire import ed25519, envelope as trust
         public = bytes.fromhex("{public}")
         assert ed25519.verify(public, bytes.fromhex("{signature}"), bytes.fromhex("{message}"))
         assert trust.key_id_of({_pem(bytes.fromhex(public))!r}) == (

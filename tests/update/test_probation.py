@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.protocol import ProbationPolicy, SchemaError
 from edge_agent.update.probation import EARLY_FAILURE_MIN_ERRORS, ProbationWatch
+from edgewise_wire import ProbationPolicy, SchemaError
 
 
 def test_a_healthy_window_commits_at_its_end() -> None:

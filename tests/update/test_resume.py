@@ -6,24 +6,24 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.protocol.messages import ModelRef
 from edge_agent.update.diagram import mermaid, render
 from edge_agent.update.resume import RESUME_MAP, ResumeAction, resume
 from edge_agent.update.state_machine import (
     REST_STATES,
     TABLE,
     Event,
-    State,
+    UpdateState,
     advance,
     idle,
 )
+from edgewise_wire.messages import ModelRef
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "agent-lifecycle.md"
 
 
 def test_every_state_has_a_resume_entry() -> None:
-    assert set(RESUME_MAP) == set(State)
+    assert set(RESUME_MAP) == set(UpdateState)
 
 
 def test_every_action_has_a_sentence() -> None:
@@ -37,14 +37,14 @@ def test_only_rest_states_resume_with_nothing() -> None:
 
 
 @pytest.mark.parametrize(("state", "action"), [
-    (State.DOWNLOADING, ResumeAction.RESUME_DOWNLOAD),
-    (State.VERIFYING, ResumeAction.REVERIFY),
-    (State.STAGED, ResumeAction.REVERIFY_STAGED),
-    (State.ACTIVATING, ResumeAction.REDO_ACTIVATION),
-    (State.PROBATION, ResumeAction.RESTART_PROBATION),
-    (State.ROLLING_BACK, ResumeAction.FINISH_ROLLBACK),
+    (UpdateState.DOWNLOADING, ResumeAction.RESUME_DOWNLOAD),
+    (UpdateState.VERIFYING, ResumeAction.REVERIFY),
+    (UpdateState.STAGED, ResumeAction.REVERIFY_STAGED),
+    (UpdateState.ACTIVATING, ResumeAction.REDO_ACTIVATION),
+    (UpdateState.PROBATION, ResumeAction.RESTART_PROBATION),
+    (UpdateState.ROLLING_BACK, ResumeAction.FINISH_ROLLBACK),
 ], ids=lambda x: x.name)
-def test_resume_map_entries(state: State, action: ResumeAction) -> None:
+def test_resume_map_entries(state: UpdateState, action: ResumeAction) -> None:
     assert RESUME_MAP[state] is action
 
 
@@ -53,14 +53,14 @@ def test_resume_after_the_cap_finishes_a_rollback() -> None:
                    target=ModelRef("m", 2, "b" * 64))
     for _ in range(3):
         step = advance(step, Event.SUCCESS, now=2.0)
-    assert step.state is State.ACTIVATING
+    assert step.state is UpdateState.ACTIVATING
     actions = []
     for i in range(3):
         step, action, _ = resume(step, now=3.0 + i)
         actions.append(action)
     assert actions == [ResumeAction.REDO_ACTIVATION, ResumeAction.REDO_ACTIVATION,
                        ResumeAction.FINISH_ROLLBACK]
-    assert step.state is State.ROLLING_BACK
+    assert step.state is UpdateState.ROLLING_BACK
 
 
 def test_mermaid_has_every_transition() -> None:

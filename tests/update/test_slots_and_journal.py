@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from edge_agent.protocol import Desired, ModelRef, ProbationPolicy, decode, encode
-from edge_agent.protocol.manifest import ArtifactRef, Manifest, SmokeTest, TensorSpec
+from controller.security.signing import generate_keypair, sign_manifest
 from edge_agent.slots import Slot, SlotError, SlotPointer, SlotStore, artifact_name
-from edge_agent.trust import generate_keypair, sign_manifest, verify_envelope
-from edge_agent.update import State, UpdateStep
+from edge_agent.update import UpdateState, UpdateStep
 from edge_agent.update_journal import UpdateJournal
+from edgewise_wire import Desired, ModelRef, ProbationPolicy, decode, encode
+from edgewise_wire.envelope import verify_envelope
+from edgewise_wire.manifest import ArtifactRef, Manifest, SmokeTest, TensorSpec
 
 NOW = 1_750_000_000.0
 
@@ -330,7 +331,7 @@ def test_prune_with_nothing_kept_empties_models_and_tolerates_no_directory(
 # ------------------------------------------------------------------------------ update journal
 
 
-def _step(state: State = State.DOWNLOADING, *, attempts: int = 2,
+def _step(state: UpdateState = UpdateState.DOWNLOADING, *, attempts: int = 2,
           error: str | None = "chunk 3 of 12 timed out") -> UpdateStep:
     return UpdateStep(state, target=_ref(_manifest(2)), previous=_ref(_manifest(1)),
                       entered_at=NOW + 0.25, attempts=((state, attempts),), last_error=error)
@@ -356,7 +357,7 @@ def test_a_step_without_a_desired_state_round_trips(journal: UpdateJournal) -> N
 
 
 def test_a_step_with_no_models_round_trips(journal: UpdateJournal) -> None:
-    step = UpdateStep(State.IDLE, target=None, previous=None, entered_at=NOW)
+    step = UpdateStep(UpdateState.IDLE, target=None, previous=None, entered_at=NOW)
     journal.save(step, None)
     assert journal.load() == (step, None)
 
@@ -365,17 +366,17 @@ def test_a_step_and_an_unsigned_desired_state_round_trip(journal: UpdateJournal)
     desired = Desired("dep-7", _manifest(2), NOW,
                       probation=ProbationPolicy(30.0, max_error_rate=0.1, max_p95_latency_ms=250.0,
                                                 min_predictions=5))
-    step = _step(State.PROBATION, attempts=1, error=None)
+    step = _step(UpdateState.PROBATION, attempts=1, error=None)
     journal.save(step, desired)
     loaded = journal.load()
     assert loaded is not None
     assert loaded == (step, desired)
-    assert loaded[0].attempts_in(State.PROBATION) == 1
+    assert loaded[0].attempts_in(UpdateState.PROBATION) == 1
 
 
 def test_a_desired_state_naming_no_model_round_trips(journal: UpdateJournal) -> None:
     desired = Desired("dep-unload", None, NOW)
-    step = UpdateStep(State.IDLE, target=None, previous=_ref(_manifest(1)), entered_at=NOW)
+    step = UpdateStep(UpdateState.IDLE, target=None, previous=_ref(_manifest(1)), entered_at=NOW)
     journal.save(step, desired)
     loaded = journal.load()
     assert loaded is not None
@@ -437,19 +438,19 @@ def test_the_journal_works_again_after_a_corrupt_one(journal: UpdateJournal) -> 
 
 
 def test_an_older_numbered_save_does_not_overwrite_a_newer_one(journal: UpdateJournal) -> None:
-    step_a = _step(State.VERIFYING, attempts=1, error=None)
-    step_b = _step(State.DOWNLOADING, attempts=1, error=None)
+    step_a = _step(UpdateState.VERIFYING, attempts=1, error=None)
+    step_b = _step(UpdateState.DOWNLOADING, attempts=1, error=None)
     journal.save(step_a, None, 2)
     journal.save(step_b, None, 1)  # a save left running by a cancelled drive, landing late
     assert journal.load() == (step_a, None)
 
-    step_c = _step(State.STAGED, attempts=1, error=None)
+    step_c = _step(UpdateState.STAGED, attempts=1, error=None)
     journal.save(step_c, None, 3)
     assert journal.load() == (step_c, None)
 
 
 def test_concurrent_saves_leave_the_newest_readable_journal(journal: UpdateJournal) -> None:
-    states = [State.DOWNLOADING, State.VERIFYING, State.STAGED, State.ACTIVATING, State.PROBATION]
+    states = [UpdateState.DOWNLOADING, UpdateState.VERIFYING, UpdateState.STAGED, UpdateState.ACTIVATING, UpdateState.PROBATION]
     desired = Desired("dep-c", _manifest(2), NOW)
     steps = {seq: _step(states[seq % len(states)], attempts=seq, error=f"save {seq}")
              for seq in range(1, 41)}

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from edge_agent import trust
-from edge_agent.protocol.manifest import ArtifactRef, Manifest, SmokeTest, TensorSpec
-from edge_agent.trust import (
+from controller.security.signing import generate_keypair, sign_manifest, sign_rollback_order
+from edgewise_wire import envelope as trust
+from edgewise_wire.envelope import (
     BadSignature,
     DowngradeRefused,
     ExpiredManifest,
@@ -20,14 +20,12 @@ from edge_agent.trust import (
     UnsignedManifest,
     WrongDeviceClass,
     canonical_bytes,
-    generate_keypair,
     key_id_of,
-    sign_manifest,
-    sign_rollback_order,
     trusted_keys_from,
     verify_envelope,
     verify_rollback_order,
 )
+from edgewise_wire.manifest import ArtifactRef, Manifest, SmokeTest, TensorSpec
 
 NOW = 1_750_000_000.0
 LATER = NOW + 3600

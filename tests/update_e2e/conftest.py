@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.protocol import ArtifactRef
+from edgewise_wire import ArtifactRef
 from simulator.broker import BrokerProcess
 from tests.update_e2e.support import Artifact, Signer, device, same_ref
 

@@ -1,10 +1,10 @@
 """Harness for the update end-to-end tests: the real ``edgewise-agent`` daemon in a child process,
 and the test acting as its controller over a real Mosquitto.
 
-The controller side signs what it sends (``edge_agent.trust``), publishes retained desired
+The controller side signs what it sends (``edgewise_wire.envelope``), publishes retained desired
 states, answers ``art/req`` with chunks (optionally tampered with or withheld) and counts every
 chunk it serves, so a test can prove a resumed download asked only for what was missing. It uses
-paho's own network thread rather than :class:`~edge_agent.mqtt_link.MqttLink`: the tests are
+paho's own network thread rather than :class:`~edgewise_mqtt.link.MqttLink`: the tests are
 plain synchronous code that kills and restarts processes, and one client needs no event loop.
 """
 
@@ -33,8 +33,11 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.mqtt_link import BrokerAddress
-from edge_agent.protocol import (
+from controller.security.signing import generate_keypair, sign_manifest, sign_rollback_order
+from edge_agent.update import REST_STATES as UPDATE_REST_STATES
+from edge_agent.updater import PAUSE_ENV
+from edgewise_mqtt.link import BrokerAddress
+from edgewise_wire import (
     Ack,
     ArtifactRef,
     Desired,
@@ -46,17 +49,14 @@ from edge_agent.protocol import (
     decode,
     encode,
 )
-from edge_agent.protocol.messages import ArtifactRequest
-from edge_agent.protocol.topics import (
+from edgewise_wire.messages import ArtifactRequest
+from edgewise_wire.topics import (
     DeviceChannel,
     DeviceTopic,
     chunk_topic,
     device_topic,
     parse_topic,
 )
-from edge_agent.trust import generate_keypair, sign_manifest, sign_rollback_order
-from edge_agent.update import REST_STATES as UPDATE_REST_STATES
-from edge_agent.updater import PAUSE_ENV
 from simulator.broker import free_port
 from tests.bad_input.support import ChunkTamper
 

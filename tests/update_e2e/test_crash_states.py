@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.protocol import ProbationPolicy
+from edgewise_wire import ProbationPolicy
 from simulator.broker import BrokerProcess
 from tests.update_e2e.conftest import Models
 from tests.update_e2e.support import (

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge_agent.protocol import (
+from edgewise_wire import (
     ArtifactRef,
     Desired,
     ProbationPolicy,

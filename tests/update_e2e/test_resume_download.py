@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.protocol import ArtifactRef
+from edgewise_wire import ArtifactRef
 from simulator.broker import BrokerProcess
 from tests.update_e2e.conftest import Models
 from tests.update_e2e.support import (

@@ -21,8 +21,8 @@ from fastapi.testclient import TestClient
 from controller.api import create_app
 from controller.config import ControllerConfig
 from controller.service import Controller
-from edge_agent.monitoring import MonitoringWindow
-from edge_agent.protocol import ModelRef, Reported, TelemetryBatch
+from edgewise_monitoring import MonitoringWindow
+from edgewise_wire import ModelRef, Reported, TelemetryBatch
 from tests.controller_store.conftest import build_manifest
 from tests.monitoring.helpers import make_profile
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from controller.api import create_app
 from controller.cli import cli
 from controller.cli_views import format_device
-from edge_agent.protocol import ModelRef, Reported
+from edgewise_wire import ModelRef, Reported
 from simulator.broker import free_port
 from tests.web.conftest import SHA, make_controller, populate
 

@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from edge_agent.protocol.errors import PayloadTooLarge, SchemaError
-from edge_agent.protocol.manifest import Manifest, ProbationPolicy
-from edge_agent.protocol.validation import (
+from edgewise_wire.errors import PayloadTooLarge, SchemaError
+from edgewise_wire.manifest import Manifest, ProbationPolicy
+from edgewise_wire.update_states import UPDATE_STATE_NAMES
+from edgewise_wire.validation import (
     get_bool,
     get_dict,
     get_float,
@@ -32,20 +33,6 @@ SCHEMA_VERSION = 1
 MAX_CONTROL_BYTES = 1024 * 1024
 MAX_TELEMETRY_BYTES = 4 * 1024 * 1024
 
-# The agent's update states (edge_agent.update.State; docs/agent-lifecycle.md). ``probation``:
-# the new model serves but is not committed yet; ``rolled_back``: the previous model serves again.
-UPDATE_STATES = (
-    "idle",
-    "downloading",
-    "verifying",
-    "staged",
-    "activating",
-    "probation",
-    "active",
-    "failed",
-    "rolling_back",
-    "rolled_back",
-)
 
 
 @dataclass(frozen=True)
@@ -113,7 +100,7 @@ SIGNED_MANIFEST = "signed"
 class Desired(Message):
     """The device's desired model (retained). ``manifest`` None means: run no model.
 
-    Signed form (issue 4, ``edge_agent.trust``): ``envelope`` is the controller's signed manifest
+    Signed form (issue 4, ``edgewise_wire.envelope``): ``envelope`` is the controller's signed manifest
     envelope and travels as ``"signed"``, with ``"manifest": "signed"`` (the manifest is inside it;
     :attr:`manifest` is parsed from it). ``rollback_order`` is a signed order that allows going
     to a version not above the running one, or to no model. ``probation`` overrides the
@@ -209,8 +196,8 @@ class Reported(Message):
     @classmethod
     def from_body(cls, d: dict[str, Any]) -> Reported:
         state = get_str(d, "state")
-        if state not in UPDATE_STATES:
-            raise SchemaError(f"field 'state' {state!r} is not one of {UPDATE_STATES}")
+        if state not in UPDATE_STATE_NAMES:
+            raise SchemaError(f"field 'state' {state!r} is not one of {UPDATE_STATE_NAMES}")
         progress = get_list(d, "progress", optional=True, max_items=2)
         if progress is not None and (len(progress) != 2 or not all(
                 isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in progress)):

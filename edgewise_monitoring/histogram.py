@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.monitoring.errors import IncompatibleAggregates
-from edge_agent.monitoring.labels import Label, canonical_label
+from edgewise_monitoring.errors import IncompatibleAggregates
+from edgewise_monitoring.labels import Label, canonical_label
 
 # FeatureCounts compares every value with every edge of its feature at once; rows are processed
 # in chunks so that the temporary (rows x features x edges) boolean array stays below this size.

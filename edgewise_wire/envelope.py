@@ -1,11 +1,10 @@
-"""Ed25519 signatures over manifests and rollback orders, and the checks a device makes on them.
+"""The signed envelope: the format of signed manifests and rollback orders, and its verification.
 
-Pure: keys come in and go out as PEM bytes (reading key files is the caller's job).
-
-Two sides with different dependencies: a device only *verifies*, with :mod:`edge_agent.ed25519`
-(pure Python; ``cryptography`` would cost the agent ~8.5 MiB of its 80 MiB budget), and importing
-this module loads no ``cryptography``. Signing and key generation (the controller, tests) import
-``cryptography`` when called; it comes with the ``controller`` extra, not the ``agent`` one.
+Part of the wire contract both sides import; standard library only. The device *verifies* with
+:mod:`edgewise_wire.ed25519` (pure Python); signing and key generation need ``cryptography`` and
+live on the controller (:mod:`controller.security.signing`), which builds the signed content with
+:func:`manifest_signed_content` and :func:`rollback_signed_content` from here, so the bytes that
+are signed and the bytes that are checked come from one definition.
 
 A signed manifest travels as an *envelope*::
 
@@ -37,12 +36,9 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from edge_agent import ed25519
-
-if TYPE_CHECKING:  # signing only; imported where used, never at import (see the module docstring)
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from edgewise_wire import ed25519
 
 ALG = "ed25519"
 MANIFEST_TYPE = "edgewise.manifest.v1"
@@ -127,28 +123,14 @@ def canonical_bytes(obj: Any) -> bytes:
 
 def key_id_of(public_pem: bytes) -> str:
     """First 16 hex digits of the sha256 of the raw 32-byte public key."""
-    return _key_id(_load_public(public_pem))
+    return key_id_of_raw(_load_public(public_pem))
 
 
-def _key_id(raw_public: bytes) -> str:
+def key_id_of_raw(raw_public: bytes) -> str:
+    """The key id of a raw 32-byte Ed25519 public key."""
     return hashlib.sha256(raw_public).hexdigest()[:16]
 
 
-def generate_keypair() -> tuple[bytes, bytes, str]:
-    """A new signing key: ``(private_pem, public_pem, key_id)``; the private PEM is unencrypted.
-
-    Needs ``cryptography`` (the controller extra).
-    """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    private = Ed25519PrivateKey.generate()
-    private_pem = private.private_bytes(serialization.Encoding.PEM,
-                                        serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption())
-    public_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
-    return private_pem, public_pem, key_id_of(public_pem)
 
 
 def trusted_keys_from(public_pems: Iterable[bytes]) -> dict[str, bytes]:
@@ -165,25 +147,8 @@ def _load_public(public_pem: bytes) -> bytes:
         raise MisconfiguredTrustedKey(f"trusted key: {exc}") from None
 
 
-def _load_private(private_pem: bytes) -> Ed25519PrivateKey:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = serialization.load_pem_private_key(private_pem, password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise TypeError(f"signing key is a {type(key).__name__}, not an Ed25519 private key")
-    return key
 
 
-def _sign(private_pem: bytes, signed: dict[str, Any]) -> dict[str, str]:
-    """Sign ``signed`` plus the key id; returns the ``signature`` block."""
-    from cryptography.hazmat.primitives import serialization
-
-    private = _load_private(private_pem)
-    key_id = _key_id(private.public_key().public_bytes(serialization.Encoding.Raw,
-                                                       serialization.PublicFormat.Raw))
-    sig = private.sign(canonical_bytes({**signed, "key_id": key_id}))
-    return {"key_id": key_id, "alg": ALG, "sig": base64.b64encode(sig).decode("ascii")}
 
 
 def _check_signature(what: str, doc: Mapping[str, Any], signed: dict[str, Any],
@@ -202,9 +167,9 @@ def _check_signature(what: str, doc: Mapping[str, Any], signed: dict[str, Any],
     if key_id not in trusted_keys:
         raise UnknownSigningKey(key_id, trusted_keys)
     public = _load_public(trusted_keys[key_id])
-    if _key_id(public) != key_id:
+    if key_id_of_raw(public) != key_id:
         raise MisconfiguredTrustedKey(f"the key trusted as {key_id!r} has key id "
-                                      f"{_key_id(public)!r}; build the map with trusted_keys_from()")
+                                      f"{key_id_of_raw(public)!r}; build the map with trusted_keys_from()")
     try:
         sig = base64.b64decode(sig_b64, validate=True)
     except (binascii.Error, ValueError):
@@ -236,21 +201,12 @@ def _iso(ts: float) -> str:
 # ----------------------------------------------------------------------------------- manifests
 
 
-def _manifest_signed(manifest: Any, expires_at: Any, device_class: Any) -> dict[str, Any]:
+def manifest_signed_content(manifest: Any, expires_at: Any, device_class: Any) -> dict[str, Any]:
+    """What the signature of a manifest envelope covers (with the key id added by the signer)."""
     return {"type": MANIFEST_TYPE, "manifest": manifest, "expires_at": expires_at,
             "device_class": device_class}
 
 
-def sign_manifest(manifest_dict: Mapping[str, Any], private_key_pem: bytes, *,
-                  expires_at: float, device_class: str | None = None) -> dict[str, Any]:
-    """Wrap ``manifest_dict`` (``Manifest.to_dict()``) in a signed envelope."""
-    if not math.isfinite(expires_at):
-        raise ValueError("expires_at must be a finite epoch time")
-    manifest = copy.deepcopy(dict(manifest_dict))
-    expires = float(expires_at)
-    signature = _sign(private_key_pem, _manifest_signed(manifest, expires, device_class))
-    return {"manifest": manifest, "expires_at": expires, "device_class": device_class,
-            "signature": signature}
 
 
 def verify_envelope(
@@ -285,7 +241,7 @@ def verify_envelope(
         raise UnsignedManifest(f"{what} carries no signature")
     expires_at = _finite(envelope, "expires_at", what)
     _check_signature(what, envelope,
-                     _manifest_signed(manifest, envelope["expires_at"], dev_class), trusted_keys)
+                     manifest_signed_content(manifest, envelope["expires_at"], dev_class), trusted_keys)
 
     model, version = manifest.get("model"), manifest.get("version")
     label = f"manifest {model}:{version}"
@@ -312,18 +268,11 @@ def verify_envelope(
 # ------------------------------------------------------------------------------ rollback orders
 
 
-def sign_rollback_order(private_key_pem: bytes, *, model: str, to_version: int,
-                        issued_at: float, expires_at: float, device_id: str | None = None,
-                        selector: str | None = None) -> dict[str, Any]:
-    """A signed order to go back to ``model:to_version``, for one device id *or* a selector."""
-    if (device_id is None) == (selector is None):
-        raise ValueError("a rollback order names exactly one of device_id and selector")
-    if not (math.isfinite(issued_at) and math.isfinite(expires_at)) or expires_at <= issued_at:
-        raise ValueError("a rollback order needs finite issued_at < expires_at")
-    order = {"model": model, "to_version": to_version, "device_id": device_id,
-             "selector": selector, "issued_at": float(issued_at), "expires_at": float(expires_at)}
-    signature = _sign(private_key_pem, {"type": ROLLBACK_ORDER_TYPE, "order": order})
-    return {"order": order, "signature": signature}
+def rollback_signed_content(order: Any) -> dict[str, Any]:
+    """What the signature of a rollback order covers (with the key id added by the signer)."""
+    return {"type": ROLLBACK_ORDER_TYPE, "order": order}
+
+
 
 
 def verify_rollback_order(
@@ -343,8 +292,7 @@ def verify_rollback_order(
     if not isinstance(envelope, dict) or not isinstance(envelope.get("order"), dict):
         raise MalformedEnvelope(f"{what} must be an object with an 'order' object")
     order = envelope["order"]
-    key_id = _check_signature(what, envelope, {"type": ROLLBACK_ORDER_TYPE, "order": order},
-                              trusted_keys)
+    key_id = _check_signature(what, envelope, rollback_signed_content(order), trusted_keys)
     model, to_version = order.get("model"), order.get("to_version")
     target_id, selector = order.get("device_id"), order.get("selector")
     if (not isinstance(model, str) or isinstance(to_version, bool)

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.monitoring.labels import Label, as_flat_list, canonical_label, label_sort_key
+from edgewise_monitoring.labels import Label, as_flat_list, canonical_label, label_sort_key
 
 
 class ClassificationScore:
     """A sparse confusion matrix: ``(predicted, truth) -> count``.
 
-    Labels are canonicalised (:mod:`edge_agent.monitoring.labels`) so that ``np.int64(1)``,
+    Labels are canonicalised (:mod:`edgewise_monitoring.labels`) so that ``np.int64(1)``,
     ``1.0`` and ``1`` count as one class while ``"1"`` is another. In JSON the matrix is a list of
     ``[predicted, truth, count]`` triples with the labels as JSON values, never as object keys,
     so integer and string labels survive the round trip unchanged.

@@ -4,20 +4,20 @@ One :class:`MonitoringWindow` accumulates everything the device learns about the
 two reports: how many predictions and failures, how long they took, how the inputs and outputs
 are distributed against the reference profile, how confident the model was, and how it scored
 on whatever feedback arrived. :meth:`MonitoringWindow.summary` turns that into an additive JSON
-record (:mod:`edge_agent.monitoring.summary`); :meth:`MonitoringWindow.reset` starts the next
+record (:mod:`edgewise_monitoring.summary`); :meth:`MonitoringWindow.reset` starts the next
 window.
 
 No I/O and no clock: timestamps are passed in, so the agent decides when windows start and end,
 and tests run instantly.
 
 **Cost.** :meth:`MonitoringWindow.observe` is vectorised over the batch: all feature histograms
-update in one pass (:class:`~edge_agent.monitoring.histogram.FeatureCounts`), and each other
+update in one pass (:class:`~edgewise_monitoring.histogram.FeatureCounts`), and each other
 accumulator in one or two numpy calls, so the per-call cost does not grow with the number of
 features and the per-row cost of a large batch is a small fraction of a microsecond per
 feature (``bench/bench_drift.py`` measures it).
 
 **Concept drift.** For a classifier, each feedback pair feeds a 0/1 error into an
-:class:`~edge_agent.monitoring.adwin.Adwin` detector. The detector watches the model's whole
+:class:`~edgewise_monitoring.adwin.Adwin` detector. The detector watches the model's whole
 error stream, so :meth:`reset` keeps it; each window reports how many changes it detected.
 """
 
@@ -30,21 +30,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.monitoring.accuracy import ClassificationScore, RegressionScore
-from edge_agent.monitoring.adwin import Adwin
-from edge_agent.monitoring.confidence import ConfidenceEstimate
-from edge_agent.monitoring.errors import ProfileError
-from edge_agent.monitoring.histogram import BinnedCounts, FeatureCounts
-from edge_agent.monitoring.labels import as_flat_list, canonical_label
-from edge_agent.monitoring.latency import LatencyHistogram
-from edge_agent.monitoring.psi import (
+from edgewise_monitoring.accuracy import ClassificationScore, RegressionScore
+from edgewise_monitoring.adwin import Adwin
+from edgewise_monitoring.confidence import ConfidenceEstimate
+from edgewise_monitoring.errors import ProfileError
+from edgewise_monitoring.histogram import BinnedCounts, FeatureCounts
+from edgewise_monitoring.labels import as_flat_list, canonical_label
+from edgewise_monitoring.latency import LatencyHistogram
+from edgewise_monitoring.psi import (
     DEFAULT_BASE,
     DEFAULT_EPS,
     DEFAULT_FACTOR,
     MIN_ROWS_PER_BIN,
 )
-from edge_agent.monitoring.reference import ReferenceProfile
-from edge_agent.monitoring.summary import SUMMARY_SCHEMA, derive, merge_summaries
+from edgewise_monitoring.reference import ReferenceProfile
+from edgewise_monitoring.summary import SUMMARY_SCHEMA, derive, merge_summaries
 
 __all__ = ["MonitoringWindow", "merge_summaries"]
 
@@ -57,7 +57,7 @@ class MonitoringWindow:
     ``profile`` is the manifest's ``reference_profile`` (a dict, possibly empty, which disables
     the drift statistics). ``class_labels`` (classification) gives the prediction histogram its
     bins when the profile has none. ``calibration_offset`` is ``accuracy - mean confidence`` on
-    the converter's labelled sample (see :mod:`edge_agent.monitoring.confidence`).
+    the converter's labelled sample (see :mod:`edgewise_monitoring.confidence`).
     ``embed_reference=False`` leaves the reference proportions out of summaries (about 200
     bytes per feature); merging them then needs the profile (:func:`merge_summaries`).
     """
@@ -215,7 +215,7 @@ class MonitoringWindow:
     def summary(self, now_ts: float) -> dict[str, Any]:
         """The window as an additive, JSON-serialisable dict plus its ``"derived"`` figures.
 
-        See :mod:`edge_agent.monitoring.summary` and ``docs`` for the format; undefined figures
+        See :mod:`edgewise_monitoring.summary` and ``docs`` for the format; undefined figures
         are ``None`` (never NaN), so ``json.dumps(..., allow_nan=False)`` always works.
         """
         ref = self.reference

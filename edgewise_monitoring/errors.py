@@ -6,7 +6,7 @@ aggregates that cannot be added), never a transient condition worth retrying.
 
 
 class MonitoringError(ValueError):
-    """Base class for errors raised by ``edge_agent.monitoring``."""
+    """Base class for errors raised by ``edgewise_monitoring``."""
 
 
 class ProfileError(MonitoringError):

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from edge_agent.protocol.errors import SchemaError
+from edgewise_wire.errors import SchemaError
 
 T = TypeVar("T")
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.monitoring.errors import IncompatibleAggregates
+from edgewise_monitoring.errors import IncompatibleAggregates
 
 BUCKETS_PER_DECADE = 10
 _FIRST_EXP = -20  # 10 ** (-20 / 10) = 0.01 ms

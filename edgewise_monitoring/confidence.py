@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.monitoring.histogram import BinnedCounts
+from edgewise_monitoring.histogram import BinnedCounts
 
 #: Ten confidence bins of width 0.1 (inner cut points 0.1 .. 0.9).
 CONFIDENCE_EDGES: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(1, 10))

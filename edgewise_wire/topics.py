@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from edge_agent.protocol.errors import TopicError
+from edgewise_wire.errors import TopicError
 
 ROOT = "ew/v1"
 

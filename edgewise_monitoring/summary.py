@@ -40,7 +40,7 @@ Format (``SUMMARY_SCHEMA`` 1); undefined figures are ``null``, never NaN::
       concept_drift: bool}
 
 ``psi``/``threshold``/``drifted`` are ``null`` while a histogram holds fewer than
-``min_rows_per_bin`` rows per reference bin (see :mod:`edge_agent.monitoring.psi`).
+``min_rows_per_bin`` rows per reference bin (see :mod:`edgewise_monitoring.psi`).
 """
 
 from __future__ import annotations
@@ -51,12 +51,12 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.monitoring.accuracy import ClassificationScore, RegressionScore
-from edge_agent.monitoring.confidence import ConfidenceEstimate
-from edge_agent.monitoring.errors import IncompatibleAggregates
-from edge_agent.monitoring.latency import LatencyHistogram
-from edge_agent.monitoring.psi import DriftVerdict, drift_verdict
-from edge_agent.monitoring.reference import ReferenceProfile
+from edgewise_monitoring.accuracy import ClassificationScore, RegressionScore
+from edgewise_monitoring.confidence import ConfidenceEstimate
+from edgewise_monitoring.errors import IncompatibleAggregates
+from edgewise_monitoring.latency import LatencyHistogram
+from edgewise_monitoring.psi import DriftVerdict, drift_verdict
+from edgewise_monitoring.reference import ReferenceProfile
 
 SUMMARY_SCHEMA = 1
 

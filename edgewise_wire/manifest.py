@@ -10,8 +10,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent.protocol.errors import SchemaError
-from edge_agent.protocol.validation import (
+from edgewise_wire.errors import SchemaError
+from edgewise_wire.validation import (
     SHA256_HEX,
     get_dict,
     get_float,

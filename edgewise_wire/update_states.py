@@ -1,7 +1,8 @@
-"""The agent's update states (``edge_agent.protocol.UPDATE_STATES``) as the controller reads them.
+"""The agent's update states: one enum both sides use, and how the controller reads them.
 
-One place for the rules every view and the rollout gates share (issue 4 added ``staged``,
-``probation``, ``rolling_back`` and ``rolled_back``; docs/agent-lifecycle.md):
+The agent's transition table (:mod:`edge_agent.update.state_machine`) moves between these states
+and reports them in ``Reported.state``; the controller's views and rollout gates read them with
+the rules below (docs/agent-lifecycle.md):
 
 * in progress: an update is under way; the device still serves what it ran before, or (in
   ``probation``) the new model, not committed yet;
@@ -17,14 +18,35 @@ Versions are ``(model, version)`` pairs (``ModelVersion`` is one); pure, no I/O.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 
-IN_PROGRESS_STATES = frozenset({"downloading", "verifying", "staged", "activating", "probation",
-                                "rolling_back"})
-AT_REST_STATES = frozenset({"idle", "active", "failed", "rolled_back"})
+
+class UpdateState(StrEnum):
+    """Where a device's model update stands. Members compare equal to the names on the wire
+    (``UpdateState.ACTIVE == "active"``)."""
+
+    IDLE = "idle"
+    DOWNLOADING = "downloading"
+    VERIFYING = "verifying"
+    STAGED = "staged"
+    ACTIVATING = "activating"
+    PROBATION = "probation"  # the new model serves, not committed yet
+    ACTIVE = "active"  # committed
+    FAILED = "failed"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"  # the previous model serves again
+
+
+U = UpdateState
+# at rest: nothing is in flight; the agent serves its active slot (if any) and waits
+REST_STATES = frozenset({U.IDLE, U.ACTIVE, U.FAILED, U.ROLLED_BACK})
+IN_PROGRESS_STATES = frozenset(set(UpdateState) - REST_STATES)
 # states that may mean "gave up on the version it was asked for" (see gave_up_on)
-FAILED_UPDATE_STATES = frozenset({"failed", "rolled_back"})
-SETTLED_STATES = frozenset({"active", "rolled_back"})
+FAILED_UPDATE_STATES = frozenset({U.FAILED, U.ROLLED_BACK})
+SETTLED_STATES = frozenset({U.ACTIVE, U.ROLLED_BACK})
+# the names on the wire, in lifecycle order
+UPDATE_STATE_NAMES = tuple(state.value for state in UpdateState)
 
 
 def _same(a: Sequence[Any] | None, b: Sequence[Any] | None) -> bool:

@@ -9,7 +9,7 @@ manifest (``reference_profile``)::
                 or {"kind": "numeric", "edges": [...], "proportions": [...]}}
 
 ``n`` is the size of the reference sample; it matters because the reference proportions are
-themselves noisy (see :mod:`edge_agent.monitoring.psi`). An empty profile (``{}``, what a
+themselves noisy (see :mod:`edgewise_monitoring.psi`). An empty profile (``{}``, what a
 manifest without one carries) is valid: it simply disables the drift statistics.
 
 :func:`profile_id` fingerprints a profile so that summaries counted against different bins are
@@ -24,8 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.monitoring.errors import ProfileError
-from edge_agent.monitoring.labels import Label, canonical_label
+from edgewise_monitoring.errors import ProfileError
+from edgewise_monitoring.labels import Label, canonical_label
 
 _PROPORTION_TOLERANCE = 1e-3
 

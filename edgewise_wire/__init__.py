@@ -1,0 +1,52 @@
+"""The Edgewise wire contract: topics, message schemas, the model manifest, the signed envelope
+and the update states.
+
+Neutral ground: the agent and the controller both import it, and it imports the standard library
+only (``tests/unit/test_import_rules.py``), so a change to the contract is visibly a change to
+both sides and a change to either side never edits it. Documented in ``docs/protocol.md``.
+"""
+
+from edgewise_wire.errors import PayloadTooLarge, ProtocolError, SchemaError, TopicError
+from edgewise_wire.manifest import (
+    ArtifactRef,
+    Manifest,
+    ProbationPolicy,
+    SmokeTest,
+    TensorSpec,
+)
+from edgewise_wire.messages import (
+    Ack,
+    ArtifactRequest,
+    Desired,
+    Message,
+    ModelRef,
+    Presence,
+    Reported,
+    TelemetryBatch,
+    decode,
+    encode,
+)
+from edgewise_wire.update_states import UpdateState
+
+__all__ = [
+    "Ack",
+    "ArtifactRef",
+    "ArtifactRequest",
+    "Desired",
+    "Manifest",
+    "Message",
+    "ModelRef",
+    "PayloadTooLarge",
+    "Presence",
+    "ProbationPolicy",
+    "ProtocolError",
+    "Reported",
+    "SchemaError",
+    "SmokeTest",
+    "TelemetryBatch",
+    "TensorSpec",
+    "TopicError",
+    "UpdateState",
+    "decode",
+    "encode",
+]
