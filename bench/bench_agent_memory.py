@@ -58,7 +58,7 @@ from common import (  # noqa: E402
 )
 from page_cache import drop_library_cache  # noqa: E402
 
-from controller.client import ControllerClient  # noqa: E402
+from controller.cli.client import ControllerClient  # noqa: E402
 from simulator.broker import free_port  # noqa: E402
 from simulator.workload import Dataset, load_dataset  # noqa: E402
 

@@ -54,7 +54,7 @@ from common import (  # noqa: E402
 )
 from raw_mqtt import raw_fanout  # noqa: E402
 
-from controller.client import ControllerClient  # noqa: E402
+from controller.cli.client import ControllerClient  # noqa: E402
 from edge_agent.agent import EdgeAgent  # noqa: E402
 from simulator.fleet import SimulatedFleet, sample_process  # noqa: E402
 from simulator.workload import Workload, load_dataset  # noqa: E402

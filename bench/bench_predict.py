@@ -59,7 +59,7 @@ from bench.common import (  # noqa: E402
     table,
 )
 from bench.onnx_mlp import onnx_mlp_model  # noqa: E402
-from controller.client import ControllerClient  # noqa: E402
+from controller.cli.client import ControllerClient  # noqa: E402
 from simulator.fleet import DeviceGroup, SimulatedFleet  # noqa: E402
 from simulator.workload import load_dataset  # noqa: E402
 

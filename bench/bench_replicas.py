@@ -43,7 +43,7 @@ from bench.common import (  # noqa: E402
     update_doc_section,
     write_result,
 )
-from controller.client import ControllerClient  # noqa: E402
+from controller.cli.client import ControllerClient  # noqa: E402
 from edge_agent.agent import EdgeAgent  # noqa: E402
 from edge_agent.config import AgentConfig  # noqa: E402
 from simulator.broker import mosquitto_broker  # noqa: E402

@@ -63,7 +63,7 @@ from bench.common import (  # noqa: E402
 )
 from bench.onnx_mlp import N_CLASSES, N_FEATURES, onnx_mlp_model  # noqa: E402
 from bench.raw_mqtt import raw_fanout  # noqa: E402
-from controller.client import ControllerClient  # noqa: E402
+from controller.cli.client import ControllerClient  # noqa: E402
 from edgewise_wire.topics import DeviceChannel, device_topic  # noqa: E402
 from simulator.broker import BrokerProcess  # noqa: E402
 from simulator.demo import start_controller, stop_process  # noqa: E402

@@ -50,7 +50,7 @@ class ControllerConfig:
     retrain_rollout_selector: str | None = None
     retrain_rollout_waves: str = "1,10%,50%,100%"
     # -- security (issue 9; docs/security.md): API over HTTPS when both are set; named tokens
-    # live in {data_dir}/api-tokens.json (controller/auth.py). Without any token the API may
+    # live in {data_dir}/api-tokens.json (controller/security/auth.py). Without any token the API may
     # only listen on a loopback address, unless allow_open_api.
     http_tls_cert: str | None = None
     http_tls_key: str | None = None
@@ -60,7 +60,7 @@ class ControllerConfig:
     artifact_dir: Path | None = None
     lease_s: float = 5.0  # another replica takes over this long after the holder dies
     lease_renew_s: float = 1.0
-    # -- signed updates (issue 4; controller/desired_signing.py): how long a signed manifest
+    # -- signed updates (issue 4; controller/security/desired_signer.py): how long a signed manifest
     # (and a rollback order) stays valid; a device offline for longer needs it published again
     manifest_ttl_s: float = 30 * 86400.0
 

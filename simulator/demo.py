@@ -16,8 +16,8 @@ from pathlib import Path
 
 import click
 
-from controller.cli import format_fleet_table
-from controller.client import ControllerClient, ControllerClientError
+from controller.cli.client import ControllerClient, ControllerClientError
+from controller.fleet.render import format_fleet_table
 from simulator.broker import BrokerError, BrokerProcess, free_port, start_broker
 from simulator.fleet import SimulatedFleet
 from simulator.keys import controller_trusted_keys
@@ -35,7 +35,7 @@ def start_controller(workdir: Path, broker: BrokerProcess, port: int | None = No
     workdir.mkdir(parents=True, exist_ok=True)
     log = (workdir / "controller.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "controller", "serve", "--data-dir", str(workdir),
+        [sys.executable, "-m", "controller.app.cli", "controller", "serve", "--data-dir", str(workdir),
          "--broker", f"{broker.host}:{broker.port}", "--port", str(port), *(extra_args or [])],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from controller.client import ControllerClient
+from controller.cli.client import ControllerClient
 from edge_agent.agent import EdgeAgent
 from edge_agent.outbox import OutboxError, TelemetryOutbox
 from edgewise_mqtt.link import BrokerAddress, MqttLink

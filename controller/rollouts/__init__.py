@@ -4,6 +4,13 @@ Pure code: no database, no MQTT, no clock (time is an argument). The controller'
 read observations, call :func:`decide`, act on the decision and persist :func:`apply`'s state.
 """
 
+from controller.fleet.selectors import (
+    LabelError,
+    Selector,
+    SelectorError,
+    parse_selector,
+    validate_labels,
+)
 from controller.rollouts.conflicts import ConflictError, Preemption, check_conflict
 from controller.rollouts.decisions import (
     Abort,
@@ -35,13 +42,6 @@ from controller.rollouts.gates import (
     ModelVersion,
     Observations,
     evaluate_gates,
-)
-from controller.rollouts.selectors import (
-    LabelError,
-    Selector,
-    SelectorError,
-    parse_selector,
-    validate_labels,
 )
 from controller.rollouts.spec import (
     FailureBudget,

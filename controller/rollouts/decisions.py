@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from controller.rollouts.gates import ModelVersion
+from controller.fleet.versions import ModelVersion
 
 
 @dataclass(frozen=True)

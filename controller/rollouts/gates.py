@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
+from controller.fleet.versions import ModelVersion
 from controller.rollouts.spec import Gates
 
 # FAILED_UPDATE_STATES: states that may mean "this device tried the version and gave up on
@@ -29,16 +30,6 @@ DRIFT = "drift_psi"
 
 _EPS = 1e-9  # 0.90 - 0.85 is 0.05000000000000004; a threshold is not missed by float noise
 Z_ONE_SIDED_95 = 1.645  # how sure the accuracy gate must be before it fails a wave
-
-
-class ModelVersion(NamedTuple):
-    """A model and version a device runs; what an abort restores (a device runs one model)."""
-
-    model: str
-    version: int
-
-    def __str__(self) -> str:
-        return f"{self.model}:{self.version}"
 
 
 @dataclass(frozen=True)

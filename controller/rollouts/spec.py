@@ -18,7 +18,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from controller.errors import ValidationError
-from controller.rollouts.selectors import SelectorError, parse_selector
+from controller.fleet.selectors import SelectorError, parse_selector
 from edgewise_wire import ProbationPolicy, SchemaError
 
 GateFailurePolicy = Literal["pause", "abort"]

@@ -3,7 +3,7 @@ version and fleet, for the dashboard, the CLI views and ``/metrics``.
 
 Counts, latency and accuracy come from the telemetry table (every prediction and label the
 agents sent). Drift and p95 latency come from the metrics windows the agents send
-(``controller/metrics_store.py``): one PSI per window is a device-side computation against the
+(``controller/monitoring/metrics_store.py``): one PSI per window is a device-side computation against the
 model's reference profile, which raw telemetry cannot give. Where no window arrived yet, drift
 is ``None`` ("not measured"), never zero.
 """
@@ -19,12 +19,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from controller.db import Database, devices, telemetry
-from controller.db import metrics as metric_windows
 from controller.errors import NotFoundError
-from controller.metrics_store import figures as summary_figures
-from controller.registry import ModelRegistry
-from controller.web.queries import IN_CHUNK, load_labels, operator_labels
+from controller.fleet.queries import IN_CHUNK, load_labels, operator_labels
+from controller.fleet.selectors import DEFAULT_GROUP_LABEL
+from controller.models.registry import ModelRegistry
+from controller.monitoring.metrics_store import figures as summary_figures
+from controller.storage.db import Database, devices, telemetry
+from controller.storage.db import metrics as metric_windows
 from controller.web.rollup import (
     BucketPlan,
     DeviceFacts,
@@ -39,7 +40,6 @@ from edgewise_monitoring import IncompatibleAggregates, MonitoringError, merge_s
 
 log = logging.getLogger("edgewise.controller.web")
 
-DEFAULT_GROUP_LABEL = "site"
 DRIFT_SPAN_S = 600.0  # merged drift figures cover at most the last 10 minutes
 DRIFT_CACHE_S = 15.0
 AlertsSource = Callable[[], list[dict[str, Any]] | None]  # firing alerts; None: not available
@@ -72,7 +72,7 @@ class FleetHealth:
         self.db = db
         self.registry = registry
         self.alerts = alerts
-        # controller/metrics_store.py: reference profiles, to merge windows into one bucket
+        # controller/monitoring/metrics_store.py: reference profiles, to merge windows into one bucket
         self.metrics_store = metrics_store
         self._drift_cache: dict[tuple[Any, ...], tuple[float, dict[str, float]]] = {}
         self._cache_lock = threading.Lock()

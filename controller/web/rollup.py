@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,8 +178,3 @@ def label_keys(labels: Iterable[Mapping[str, str]]) -> list[str]:
     for m in labels:
         keys.update(m)
     return sorted(keys)
-
-
-def page(items: Sequence[Any], limit: int | None, offset: int) -> list[Any]:
-    """``items[offset:offset+limit]`` (``limit`` None: to the end)."""
-    return list(items[offset:] if limit is None else items[offset:offset + limit])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.alerts import (
+from controller.monitoring import (
     CLEARED,
     FIRED,
     AlertKind,

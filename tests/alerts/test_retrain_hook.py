@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.retrain_hook import HookResult, build_context, run_command
+from controller.monitoring.retrain_hook import HookResult, build_context, run_command
 
 
 def context(tmp_path: Path) -> dict:
@@ -94,7 +94,7 @@ def test_a_missing_program_is_named(tmp_path: Path) -> None:
 def test_hook_settings_are_checked_at_start() -> None:
     from controller.config import ControllerConfig
     from controller.errors import ValidationError
-    from controller.monitoring_service import retrain_kinds, rules_from_config
+    from controller.monitoring.service import retrain_kinds, rules_from_config
 
     assert retrain_kinds(ControllerConfig()) == ()
     assert retrain_kinds(ControllerConfig(retrain_on="accuracy, drift",

@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from controller.alerts import AlertKind, AlertRules, WindowObservation, judge_window
-from controller.alerts.rules import Histogram, chi2_quantile, familywise_drift
+from controller.monitoring import AlertKind, AlertRules, WindowObservation, judge_window
+from controller.monitoring.rules import Histogram, chi2_quantile, familywise_drift
 from edgewise_monitoring import drift_verdict
 
 RULES = AlertRules(accuracy_max_drop=0.1, accuracy_min_labels=20, latency_p95_ms=100,

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.client import ControllerClient
+from controller.cli.client import ControllerClient
 from edgewise_wire import Ack, Presence, Reported, TelemetryBatch, decode, encode
 from edgewise_wire.messages import (
     MAX_CONTROL_BYTES,

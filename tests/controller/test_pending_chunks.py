@@ -1,6 +1,6 @@
 """The chunk server's queue: lowest index first, each index once while it waits."""
 
-from controller.chunk_server import PendingChunks
+from controller.fleet.chunk_server import PendingChunks
 
 
 def test_indices_come_out_lowest_first_and_once() -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from controller.desired_signing import (
+from controller.fleet.versions import ModelVersion
+from controller.security.desired_signer import (
     ActiveSigningKey,
     DesiredSigner,
     ensure_signing_key,
     rollback_target,
 )
-from controller.rollouts.gates import ModelVersion
 from controller.security.signing import generate_keypair
 from controller.security.signing_keys import SigningKeys
 from edgewise_wire import Desired, Manifest, ModelRef, ProbationPolicy, decode, encode

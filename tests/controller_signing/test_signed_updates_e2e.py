@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from controller.cli_rollouts import RolloutClient
+from controller.cli.client import ControllerClient
 from controller.security.signing import generate_keypair
 from controller.security.signing_keys import SigningKeys
 from simulator.broker import BrokerProcess
@@ -59,10 +59,10 @@ def models() -> Converted:
 
 
 @pytest.fixture
-def controller(fresh_broker: BrokerProcess, tmp_path: Path) -> Iterator[tuple[Path, RolloutClient]]:
+def controller(fresh_broker: BrokerProcess, tmp_path: Path) -> Iterator[tuple[Path, ControllerClient]]:
     workdir = tmp_path / "controller"
     proc, url = start_controller(workdir, fresh_broker)
-    client = RolloutClient(url, timeout=10.0)
+    client = ControllerClient(url, timeout=10.0)
     try:
         yield workdir, client
     finally:
@@ -84,7 +84,7 @@ async def until(what: str, check: Any, timeout: float = TIMEOUT) -> Any:
 
 def test_signed_upgrades_downgrade_by_order_and_an_untrusted_device(
         fresh_broker: BrokerProcess, tmp_path: Path, models: Converted,
-        controller: tuple[Path, RolloutClient]) -> None:
+        controller: tuple[Path, ControllerClient]) -> None:
     workdir, client = controller
     keys = SigningKeys.for_data_dir(workdir)
     active = keys.active()

@@ -10,19 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from controller.artifact_store import ArtifactStore
-from controller.db import Database
-from controller.desired_signing import DesiredSigner
-from controller.device_registry import DeviceRow
-from controller.fleet_store import FleetStore
-from controller.registry import ModelRegistry
-from controller.rollout_observations import observe
-from controller.rollout_runner import RolloutRunner
+from controller.fleet.device_registry import DeviceRow
+from controller.fleet.store import FleetStore
+from controller.models.artifact_store import ArtifactStore
+from controller.models.queries import ModelViews
+from controller.models.registry import ModelRegistry
 from controller.rollouts import SpecError
+from controller.rollouts.deployment_views import DeploymentViews
 from controller.rollouts.gates import FAILED_ACTIVATIONS, Gates, ModelVersion, evaluate_gates
+from controller.rollouts.observations import observe
+from controller.rollouts.runner import RolloutRunner
 from controller.rollouts.spec import spec_from_dict, spec_to_dict
+from controller.security.desired_signer import DesiredSigner
 from controller.security.signing import generate_keypair
-from controller.web.queries import FleetViews
+from controller.storage.db import Database
 from controller.web.rollup import DeviceFacts
 from edgewise_wire import Desired, ModelRef, ProbationPolicy, Reported
 from edgewise_wire.envelope import trusted_keys_from, verify_rollback_order
@@ -189,10 +190,10 @@ def test_deployment_progress_counts_probation_as_installing_and_rollbacks_as_fai
     h.report("trying", 2, state="probation", target=2)
     h.report("back", 1, state="rolled_back", target=2)
     h.report("onto", 2, state="rolled_back", target=2)
-    progress = FleetViews(h.db, h.registry, h.fleet).deployment_progress("dep-x")
+    progress = DeploymentViews(h.db, h.fleet).deployment_progress("dep-x")
     assert (progress["active"], progress["installing"], progress["failed"]) == (2, 1, 1)
     assert [f["device_id"] for f in progress["failed_devices"]] == ["back"]
-    placement = FleetViews(h.db, h.registry, h.fleet).version_placement("iris")
+    placement = ModelViews(h.db, h.registry).version_placement("iris")
     assert placement[2]["failed"] == 1 and placement[2]["installing"] == 1
 
 
@@ -212,10 +213,10 @@ def test_controller_creates_its_key_at_start_and_checks_a_deployments_probation(
         tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from controller.api import create_app
+    from controller.app.api import create_app
+    from controller.app.service import Controller
     from controller.config import ControllerConfig
     from controller.security.signing_keys import SigningKeys
-    from controller.service import Controller
 
     controller = Controller(ControllerConfig(data_dir=tmp_path))
     try:

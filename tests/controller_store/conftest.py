@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from controller.artifact_store import ArtifactStore
-from controller.db import Database, metadata
-from controller.registry import ModelRegistry
+from controller.models.artifact_store import ArtifactStore
+from controller.models.registry import ModelRegistry
+from controller.storage.db import Database, metadata
 from edgewise_wire import ArtifactRef, Manifest, SmokeTest, TensorSpec
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

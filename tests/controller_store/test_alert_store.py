@@ -8,13 +8,13 @@ import threading
 
 import pytest
 
-from controller.alert_store import AlertStore
-from controller.alerts import AlertKind, AlertRules
-from controller.db import Database
-from controller.fleet_store import FleetStore
-from controller.metrics_store import MetricsStore
-from controller.registry import ModelRegistry
-from controller.telemetry_store import TelemetryStore
+from controller.fleet.store import FleetStore
+from controller.fleet.telemetry_store import TelemetryStore
+from controller.models.registry import ModelRegistry
+from controller.monitoring import AlertKind, AlertRules
+from controller.monitoring.alert_store import AlertStore
+from controller.monitoring.metrics_store import MetricsStore
+from controller.storage.db import Database
 from edgewise_wire import ModelRef, Reported, TelemetryBatch
 from tests.controller_store.conftest import build_manifest
 from tests.controller_store.test_metrics_store import PROFILE, metrics_record, window_summary
@@ -28,7 +28,7 @@ def setup(db: Database, registry: ModelRegistry) -> tuple[TelemetryStore, AlertS
                                    parity={"artifact_accuracy": 0.97})
     registry.register(manifest, b"artifact-v1")
     metrics = MetricsStore(db)
-    return TelemetryStore(db, metrics), AlertStore(db, metrics)
+    return TelemetryStore(db, metrics.store_windows), AlertStore(db, metrics)
 
 
 def feed(tel: TelemetryStore, device: str, windows: int, start_seq: int = 1,

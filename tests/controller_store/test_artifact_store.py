@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from controller.artifact_store import ArtifactStore
 from controller.errors import NotFoundError, ValidationError
+from controller.models.artifact_store import ArtifactStore
 
 DATA = bytes(range(256)) * 40  # 10240 bytes
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from controller.db import MIGRATIONS, Database, devices, normalize_url, schema_migrations
+from controller.storage.db import MIGRATIONS, Database, devices, normalize_url, schema_migrations
 
 EXPECTED_TABLES = {"schema_migrations", "models", "model_versions", "devices", "deployments",
                    "telemetry"}

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import pytest
 
-from controller.db import Database
 from controller.errors import ConflictError, NotFoundError
-from controller.fleet_store import FleetStore
-from controller.registry import ModelRegistry
-from controller.telemetry_store import TelemetryStore
+from controller.fleet.store import FleetStore
+from controller.fleet.telemetry_store import TelemetryStore
+from controller.models.registry import ModelRegistry
+from controller.storage.db import Database
 from edgewise_wire import Manifest, ModelRef, Reported, TelemetryBatch
 
 
@@ -123,7 +123,7 @@ def test_dropped_total_is_monotonic(fleet: FleetStore) -> None:
 
 
 def test_device_ids_lists_every_registered_device_in_order(db) -> None:  # type: ignore[no-untyped-def]
-    from controller.fleet_store import FleetStore
+    from controller.fleet.store import FleetStore
 
     fleet = FleetStore(db)
     for device_id in ("pi-2", "pi-1", "pi-3"):

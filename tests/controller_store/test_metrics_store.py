@@ -11,11 +11,18 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from controller.db import MIGRATIONS, Database, devices, metrics, schema_migrations, telemetry
-from controller.fleet_store import FleetStore
-from controller.metrics_store import NO_FIGURES, MetricsStore, VersionFigures
-from controller.registry import ModelRegistry
-from controller.telemetry_store import TelemetryStore
+from controller.fleet.store import FleetStore
+from controller.fleet.telemetry_store import TelemetryStore
+from controller.models.registry import ModelRegistry
+from controller.monitoring.metrics_store import NO_FIGURES, MetricsStore, VersionFigures
+from controller.storage.db import (
+    MIGRATIONS,
+    Database,
+    devices,
+    metrics,
+    schema_migrations,
+    telemetry,
+)
 from edgewise_monitoring import MonitoringWindow, merge_summaries
 from edgewise_wire import ModelRef, Reported, TelemetryBatch
 from tests.controller_store.conftest import build_manifest
@@ -54,7 +61,7 @@ def stores(db: Database, registry: ModelRegistry) -> tuple[TelemetryStore, Metri
                                    parity={"artifact_accuracy": 0.97})
     registry.register(manifest, b"artifact-v1")
     store = MetricsStore(db)
-    return TelemetryStore(db, store), store
+    return TelemetryStore(db, store.store_windows), store
 
 
 def put(tel: TelemetryStore, device: str, seq: int, summary: dict[str, Any],
@@ -209,7 +216,7 @@ def test_active_model_rows_are_unaffected(db: Database) -> None:
 
 def test_operator_labels_override_the_devices_own_in_groups(
         db: Database, stores: tuple[TelemetryStore, MetricsStore]) -> None:
-    from controller.db import device_labels
+    from controller.storage.db import device_labels
 
     tel, store = stores
     put(tel, "a", 1, window_summary(0, seed=1))

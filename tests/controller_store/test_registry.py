@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from controller.errors import ConflictError, NotFoundError, ValidationError
-from controller.registry import ModelRegistry
+from controller.models.registry import ModelRegistry
 from edgewise_wire import ArtifactRef, Manifest
 
 ART1 = b"onnx-bytes-v1" * 200  # several 1 KiB chunks

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from controller.db import MIGRATIONS, Database, devices, schema_migrations
-from controller.fleet_store import FleetStore
+from controller.fleet.store import FleetStore
+from controller.storage.db import MIGRATIONS, Database, devices, schema_migrations
 from edgewise_wire import ModelRef, Reported
 
 SLOT_COLUMNS = {f"{slot}_{part}" for slot in ("staged", "previous")

@@ -8,10 +8,10 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from controller.db import Database, telemetry
 from controller.errors import NotFoundError, ValidationError
-from controller.fleet_store import FleetStore
-from controller.telemetry_store import TelemetryStore
+from controller.fleet.store import FleetStore
+from controller.fleet.telemetry_store import TelemetryStore
+from controller.storage.db import Database, telemetry
 from edgewise_wire import TelemetryBatch, decode, encode
 
 

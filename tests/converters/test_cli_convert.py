@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sklearn.datasets import load_wine
 from sklearn.ensemble import GradientBoostingClassifier
 
-from controller.cli import cli
+from controller.app.cli import cli
 from edgewise_wire.manifest import Manifest
 
 

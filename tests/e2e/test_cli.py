@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from controller.cli import cli
+from controller.app.cli import cli
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
 

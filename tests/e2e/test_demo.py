@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.slow]
 
 def _run_demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "controller.cli", "demo", "--dir", str(tmp_path / "demo"), *args],
+        [sys.executable, "-m", "controller.app.cli", "demo", "--dir", str(tmp_path / "demo"), *args],
         capture_output=True, text=True, timeout=240)
 
 

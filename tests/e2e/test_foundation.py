@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.client import ControllerClient
+from controller.cli.client import ControllerClient
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
 from simulator.fleet import SimulatedFleet

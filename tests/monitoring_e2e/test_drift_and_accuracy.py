@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.cli import cli
-from controller.cli_monitoring import MonitoringClient
+from controller.app.cli import cli
+from controller.cli.client import ControllerClient
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
 from simulator.fleet import SimulatedFleet
@@ -79,7 +79,7 @@ def test_drift_and_concept_change_fire_their_alerts_and_the_hook_retrains(
         broker: BrokerProcess, controller: tuple[subprocess.Popen[bytes], str, Path],
         tmp_path: Path) -> None:
     _, url, seen_file = controller
-    client = MonitoringClient(url)
+    client = ControllerClient(url)
     result = iris_conversion()
     assert client.push_version(result.manifest, result.artifact)["version"] == 1
     prefix = f"mon{uuid.uuid4().hex[:6]}"

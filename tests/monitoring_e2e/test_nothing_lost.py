@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from controller.cli_monitoring import MonitoringClient
-from controller.db import Database, devices, telemetry
-from controller.telemetry_store import TelemetryStore
+from controller.cli.client import ControllerClient
+from controller.fleet.telemetry_store import TelemetryStore
+from controller.storage.db import Database, devices, telemetry
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
 from edge_agent.outbox import TelemetryOutbox
@@ -92,7 +92,7 @@ def test_kill_restart_and_cut_lose_and_double_nothing(fresh_broker: BrokerProces
     result = iris_conversion()
     proc_dir = tmp_path / "proc-fleet"
     try:
-        client = MonitoringClient(url)
+        client = ControllerClient(url)
         client.push_version(result.manifest, result.artifact)
         fleet_proc = start_fleet_process(proc_dir, proc_prefix, broker, tmp_path / "fleet.log")
 
@@ -156,7 +156,7 @@ def test_kill_restart_and_cut_lose_and_double_nothing(fresh_broker: BrokerProces
             controller.wait(10)
             await asyncio.sleep(0.5)
             controller, url = await asyncio.to_thread(start_controller, ctl_dir, broker)
-            client = MonitoringClient(url)
+            client = ControllerClient(url)
 
             # 4. cut one agent's network for a while; it keeps predicting into its outbox
             await proxy.cut()
@@ -209,7 +209,7 @@ def test_overflow_drops_are_counted_exactly(broker: BrokerProcess, tmp_path: Pat
     bound, offline_predictions = 40, 150
     device_id = f"of{uuid.uuid4().hex[:6]}"
     try:
-        client = MonitoringClient(url)
+        client = ControllerClient(url)
         result = iris_conversion()
         client.push_version(result.manifest, result.artifact)
         rows = load_dataset("iris").features
@@ -296,7 +296,7 @@ def test_a_replaced_outbox_is_not_taken_for_a_replay(broker: BrokerProcess,
     device_id = f"ep{uuid.uuid4().hex[:6]}"
     data_dir = tmp_path / device_id
     try:
-        client = MonitoringClient(url)
+        client = ControllerClient(url)
         result = iris_conversion()
         client.push_version(result.manifest, result.artifact)
         rows = load_dataset("iris").features

@@ -1,4 +1,4 @@
-"""The decider lease (controller/lease.py) on real PostgreSQL, and on SQLite."""
+"""The decider lease (controller/app/lease.py) on real PostgreSQL, and on SQLite."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.db import Database
-from controller.lease import Lease
+from controller.app.lease import Lease
+from controller.storage.db import Database
 
 
 def test_sqlite_single_process_always_holds_the_lease(tmp_path: Path) -> None:

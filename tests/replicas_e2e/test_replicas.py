@@ -2,7 +2,7 @@
 
 Real processes (`edgewise controller serve --db-url ... --share-group ...`), real agents
 (SimulatedFleet), SIGKILL for the crashes. The share group spreads the fleet's telemetry over
-the replicas; the decider lease (controller/lease.py) lets one of them run the rollouts.
+the replicas; the decider lease (controller/app/lease.py) lets one of them run the rollouts.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from controller.cli_rollouts import RolloutClient
-from controller.client import ControllerClientError
+from controller.cli.client import ControllerClient, ControllerClientError
 from edge_agent.outbox import TelemetryOutbox
 from simulator.broker import BrokerProcess, free_port
 from simulator.demo import start_controller, stop_process
@@ -42,7 +41,7 @@ class Replica:
                      "--artifact-dir", str(root / "shared-artifacts")]
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.client = RolloutClient(f"http://127.0.0.1:{self.port}", timeout=10.0)
+        self.client = ControllerClient(f"http://127.0.0.1:{self.port}", timeout=10.0)
         self.last_health: dict[str, Any] = {}
 
     def start(self) -> None:

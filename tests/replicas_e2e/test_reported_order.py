@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from controller.config import load_controller_config
-from controller.db import Database
 from controller.errors import ValidationError
-from controller.fleet_store import FleetStore
+from controller.fleet.store import FleetStore
+from controller.storage.db import Database
 from edgewise_wire import Reported
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from controller.errors import ValidationError
-from controller.rollouts.selectors import (
+from controller.fleet.selectors import (
     LabelError,
     SelectorError,
     parse_selector,

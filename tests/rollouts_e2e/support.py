@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller.cli_rollouts import RolloutClient
-from controller.client import ControllerClientError
+from controller.cli.client import ControllerClient, ControllerClientError
 from edgewise_mqtt.link import BrokerAddress, MqttLink
 from edgewise_wire import Desired, decode
 from edgewise_wire.topics import DeviceChannel, DeviceTopic, device_wildcard, parse_topic
@@ -70,12 +69,12 @@ class ControllerEnv:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
-        self.client: RolloutClient
+        self.client: ControllerClient
 
     def start(self) -> None:
         self.proc, self.url = start_controller(self.workdir / "controller", self.broker,
                                                port=self.port)
-        self.client = RolloutClient(self.url, timeout=10.0)
+        self.client = ControllerClient(self.url, timeout=10.0)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
@@ -143,7 +142,7 @@ async def wait_registered(env: ControllerEnv, device_ids: set[str], timeout: flo
 async def run_cli(url: str, *args: str, timeout: float = 120) -> tuple[int, str]:
     """`edgewise --controller URL ARGS...` in its own process; (exit code, stdout+stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "controller.cli", "--controller", url, *args, cwd=str(ROOT),
+        sys.executable, "-m", "controller.app.cli", "--controller", url, *args, cwd=str(ROOT),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None

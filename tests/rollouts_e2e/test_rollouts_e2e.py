@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from controller.client import ControllerClientError
+from controller.cli.client import ControllerClientError
 from controller.rollouts import initial_state, spec_from_dict
 from edge_agent.agent import EdgeAgent
 from simulator.fleet import SimulatedFleet

@@ -13,17 +13,18 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from controller.artifact_store import ArtifactStore
-from controller.db import Database, devices
-from controller.device_registry import DeviceRegistry, UnknownDeviceError
+from controller.audit.store import AuditEntry, AuditLog
 from controller.errors import ConflictError, NotFoundError, ValidationError
-from controller.fleet_store import FleetStore
-from controller.registry import ModelRegistry
-from controller.rollout_observations import NO_FIGURES, Figures, p95
-from controller.rollout_runner import RolloutRunner
-from controller.rollout_store import AuditEntry, RolloutStore, StaleRollout
+from controller.fleet.device_registry import DeviceRegistry, UnknownDeviceError
+from controller.fleet.selectors import SelectorError
+from controller.fleet.store import FleetStore
+from controller.models.artifact_store import ArtifactStore
+from controller.models.registry import ModelRegistry
 from controller.rollouts import SpecError, Status
-from controller.rollouts.selectors import SelectorError
+from controller.rollouts.observations import NO_FIGURES, Figures, p95
+from controller.rollouts.runner import RolloutRunner
+from controller.rollouts.store import StaleRollout
+from controller.storage.db import Database, devices
 from edgewise_wire import Desired, ModelRef, Reported
 from tests.controller_store.conftest import build_manifest
 
@@ -166,7 +167,7 @@ def test_abort_reverts_to_the_previous_version_and_to_no_model(h: Harness) -> No
     h.settle()
     h.tick()
     assert h.store.get(view["id"]).status is Status.ABORTED
-    entry = h.store.audit(rollout_id=view["id"], action="rollout.aborted")["entries"][0]
+    entry = h.runner.audit.page(rollout_id=view["id"], action="rollout.aborted")["entries"][0]
     assert entry["actor"] == "operator:t" and sorted(entry["devices"]) == sorted(with_model + without)
     assert entry["detail"]["revert"]["new-0"] is None and entry["detail"]["revert"]["old-0"] == "iris:1"
 
@@ -224,7 +225,7 @@ def test_overlap_is_refused_or_preempted_by_priority(h: Harness) -> None:
     loser = h.store.get(first["id"])
     assert loser.state.assignment == {} and "preempted by rollout 'iris:1' (priority 5)" in \
         loser.state.reasons[-1]
-    assert h.store.audit(rollout_id=first["id"], action="rollout.preempted")["entries"]
+    assert h.runner.audit.page(rollout_id=first["id"], action="rollout.preempted")["entries"]
 
 
 def test_all_at_once_deployment_respects_rollouts(h: Harness) -> None:
@@ -286,7 +287,7 @@ def test_republish_sends_only_what_devices_do_not_run_yet(h: Harness) -> None:
     h.published.clear()
     assert h.run(h.runner.republish()) == 2
     assert sorted(d for d, _, _ in h.published) == ids[1:]
-    assert h.store.audit(action="controller.republished")["entries"][0]["devices"] == ids[1:]
+    assert h.runner.audit.page(action="controller.republished")["entries"][0]["devices"] == ids[1:]
 
 
 def test_the_loop_publishes_orders_again_after_every_reconnection(h: Harness) -> None:
@@ -314,7 +315,7 @@ def test_the_loop_publishes_orders_again_after_every_reconnection(h: Harness) ->
     assert first == "b-0,b-1"  # the wave (nothing to publish again on the first connection)
     assert while_down == ""  # no decisions, no orders without a broker
     assert after == "b-0,b-1"  # the devices still do not run iris:2: told again
-    assert len(h.store.audit(action="controller.republished")["entries"]) == 1
+    assert len(h.runner.audit.page(action="controller.republished")["entries"]) == 1
 
 
 def test_operator_actions_in_the_wrong_state_say_what_to_do(h: Harness) -> None:
@@ -359,17 +360,17 @@ def test_a_stale_save_is_refused(h: Harness) -> None:
 
 
 def test_audit_pages_and_filters(h: Harness) -> None:
-    store: RolloutStore = h.store
+    store: AuditLog = h.runner.audit
     for i in range(7):
-        store.append_audit([AuditEntry("device.labels", actor="operator:t",
+        store.append([AuditEntry("device.labels", actor="operator:t",
                                        devices=("dev_1" if i % 2 else "devX1",))])
-    page = store.audit(limit=3)
+    page = store.page(limit=3)
     assert len(page["entries"]) == 3 and page["next"] == page["entries"][-1]["id"]
-    rest = store.audit(limit=10, before=page["next"])
+    rest = store.page(limit=10, before=page["next"])
     assert len(rest["entries"]) == 4 and rest["next"] is None
     # '_' is not a LIKE wildcard here: devX1 does not match dev_1
-    assert len(store.audit(device_id="dev_1")["entries"]) == 3
-    assert store.audit(action="rollout.")["entries"] == []
+    assert len(store.page(device_id="dev_1")["entries"]) == 3
+    assert store.page(action="rollout.")["entries"] == []
 
 
 def test_operator_labels_override_the_devices_own(h: Harness) -> None:

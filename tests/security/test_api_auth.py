@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.api import create_app
-from controller.auth import ApiAuth, TokenStore, check_exposure
+from controller.app.api import create_app
+from controller.app.service import Controller
 from controller.config import ControllerConfig
 from controller.errors import ValidationError
-from controller.service import Controller
+from controller.security.auth import ApiAuth, TokenStore, check_exposure
 
 ADMIN, READER = "ewa_admin-token-for-tests", "ewr_read-token-for-tests"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.auth import TokenStore, check_exposure
 from controller.config import load_controller_config
 from controller.errors import ValidationError
+from controller.security.auth import TokenStore, check_exposure
 from controller.security.broker_config import BrokerSettings, render_acl, render_mosquitto_conf
 from tests.security.support import require_tool
 

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.client import ControllerClient
+from controller.app.service import Controller
+from controller.cli.client import ControllerClient
 from controller.config import ControllerConfig
-from controller.service import Controller
 from edgewise_wire import Ack, Desired, Presence, Reported, TelemetryBatch, decode, encode
 from edgewise_wire import messages as messages_module
 from edgewise_wire.errors import PayloadTooLarge

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from controller.cli import cli
+from controller.app.cli import cli
 from controller.errors import ConflictError, NotFoundError, ValidationError
 from controller.security.broker_config import (
     DEVICE_ACCESS,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.cli import cli
-from controller.client import ControllerClient, ControllerClientError
+from controller.app.cli import cli
+from controller.cli.client import ControllerClient, ControllerClientError
 from simulator.broker import free_port
 from simulator.demo import stop_process
 from tests.security.support import SecureFleet
@@ -35,7 +35,7 @@ def _start_controller(fleet: SecureFleet, workdir: Path, tls_dir: Path, port: in
         f'[broker]\nhost = "127.0.0.1"\nport = {fleet.cert_port}\n'
         f'tls_ca = "{fleet.ca_file}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
     log = (workdir / "controller.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "controller.cli", "controller", "serve",
+    return subprocess.Popen([sys.executable, "-m", "controller.app.cli", "controller", "serve",
                              "--config", str(config)], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 

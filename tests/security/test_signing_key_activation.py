@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.cli import cli
-from controller.desired_signing import ActiveSigningKey, DesiredSigner, ensure_signing_key
+from controller.app.cli import cli
 from controller.errors import ConflictError, NotFoundError
+from controller.security.desired_signer import ActiveSigningKey, DesiredSigner, ensure_signing_key
 from controller.security.enrollment import enroll_device
 from controller.security.signing_keys import SigningKeys
 from edge_agent.config import load_config

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.cli import cli
+from controller.app.cli import cli
 from simulator.broker import find_mosquitto
 from simulator.scenario import parse_scenario
 from simulator.scenario_report import render

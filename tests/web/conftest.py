@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.api import create_app
+from controller.app.api import create_app
+from controller.app.service import Controller
 from controller.config import ControllerConfig
-from controller.service import Controller
 from edgewise_monitoring import MonitoringWindow
 from edgewise_wire import ModelRef, Reported, TelemetryBatch
 from tests.controller_store.conftest import build_manifest

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from controller.client import ControllerClient
+from controller.cli.client import ControllerClient
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
 from simulator.fleet import SimulatedFleet

@@ -1,4 +1,4 @@
-"""Every endpoint of controller/api.py and the dashboard's pages: status codes, auth refusals
+"""Every endpoint of controller/app/api.py and the dashboard's pages: status codes, auth refusals
 (API token for changes, read token for views when the dashboard is not public), bad input.
 
 The rollout, monitoring and security endpoints are tested by their own suites."""
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.api import create_app
+from controller.app.api import create_app
 from controller.web.pages import STATIC_TYPES
 from tests.controller_store.conftest import build_manifest
 from tests.web.conftest import Fleet, make_controller, populate

@@ -31,7 +31,7 @@ except ImportError as exc:  # a dev extra; CI installs it, so there a missing on
     pytest.skip(f"schemathesis is not installed ({exc}): pip install -e '.[dev]'",
                 allow_module_level=True)
 
-from controller.api import create_app
+from controller.app.api import create_app
 from tests.web.conftest import make_controller, populate
 
 ADMIN = "fuzz-admin-token"

@@ -15,9 +15,9 @@ import pytest
 import uvicorn
 from click.testing import CliRunner
 
-from controller.api import create_app
-from controller.cli import cli
-from controller.cli_views import format_fleet_table
+from controller.app.api import create_app
+from controller.app.cli import cli
+from controller.fleet.render import format_fleet_table
 from simulator.broker import free_port
 from tests.web.conftest import make_controller, populate
 

@@ -17,9 +17,9 @@ import pytest
 import uvicorn
 from click.testing import CliRunner
 
-from controller.api import create_app
-from controller.cli import cli
-from controller.cli_views import format_device
+from controller.app.api import create_app
+from controller.app.cli import cli
+from controller.fleet.render import format_device
 from edgewise_wire import ModelRef, Reported
 from simulator.broker import free_port
 from tests.web.conftest import SHA, make_controller, populate

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from controller.paging import page
 from controller.web.rollup import (
     DeviceFacts,
     Sums,
     fill_series,
     label_keys,
-    page,
     plan_buckets,
     rollup_groups,
 )

@@ -1,0 +1,76 @@
+"""The controller's REST API (FastAPI): every feature's routers, composed over one
+:class:`~controller.app.service.Controller`.
+
+Each resource has one router in its feature (``controller/<feature>/api.py``); this module only
+hands them what they use. Library exceptions become status codes here and nowhere else:
+NotFound 404, Conflict 409, Validation 422, Storage 503.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from controller.app.service import Controller
+from controller.audit.api import audit_router
+from controller.errors import (
+    ConflictError,
+    EdgewiseError,
+    NotFoundError,
+    StorageError,
+    ValidationError,
+)
+from controller.fleet.api import devices_router, fleet_router, telemetry_router
+from controller.models.api import models_router
+from controller.monitoring.api import alerts_router, metrics_router, retrain_runs_router
+from controller.rest import API
+from controller.rollouts.api import deployments_router, rollouts_router
+from controller.security.auth import ApiAuth, auth_router, check_exposure
+from controller.web.pages import pages_router
+from controller.web.prometheus import metrics_router as prometheus_router
+from edge_agent import __version__
+
+_STATUS = {NotFoundError: 404, ConflictError: 409, ValidationError: 422, StorageError: 503}
+
+
+def create_app(controller: Controller) -> FastAPI:
+    # tokens scoped read or admin: `require_admin` guards calls that change state;
+    # `require_read` guards every route through the app-wide dependency
+    auth = ApiAuth.from_config(controller.config)
+    check_exposure(controller.config)
+    admin = auth.require_admin
+    app = FastAPI(title="Edgewise controller", version=__version__,
+                  description="Model registry, fleet state and deployments for Edgewise.",
+                  dependencies=[Depends(auth.require_read)])
+    c = controller
+    app.include_router(auth_router(auth))
+    app.include_router(models_router(c.registry, c.model_views, c.health.model_summary, admin))
+    app.include_router(devices_router(c.devices, c.fleet_views, c.health, admin))
+    app.include_router(fleet_router(c.fleet_views, c.health))
+    app.include_router(telemetry_router(c.telemetry.count))
+    app.include_router(deployments_router(c.deployments, c.deployment_views, admin))
+    app.include_router(rollouts_router(c.rollouts, admin))
+    app.include_router(audit_router(c.audit))
+    app.include_router(alerts_router(c.alerts, c.monitoring.evaluate_now, admin))
+    app.include_router(retrain_runs_router(c.alerts))
+    app.include_router(metrics_router(c.metrics))
+    app.include_router(pages_router())
+    app.include_router(prometheus_router(c.health, c.metrics, lambda: dict(c.bridge.stats)))
+
+    @app.exception_handler(EdgewiseError)
+    async def _edgewise_error(request: Request, exc: EdgewiseError) -> JSONResponse:
+        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.get(f"{API}/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__,
+                "mqtt_connected": c.bridge.link.connected,
+                "bridge": dict(c.bridge.stats), "chunks": dict(c.bridge.chunks.stats),
+                # is this replica the one running rollouts and alerts?
+                "lease": {"holder_id": c.lease.holder, "held": c.lease.held,
+                          "term": c.lease.term, **c.lease.stats}}
+
+    return app

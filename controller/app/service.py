@@ -1,0 +1,106 @@
+"""The controller as a library: every feature's stores and services, built once and wired
+together. The one place that knows all the features; each of them gets only what it uses.
+
+The REST API (:mod:`controller.app.api`) and the server (:mod:`controller.app.server`) sit on top;
+tests can drive this class directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from controller.app.lease import Lease
+from controller.audit.store import AuditLog
+from controller.config import ControllerConfig
+from controller.fleet.bridge import ControllerBridge
+from controller.fleet.device_registry import DeviceRegistry
+from controller.fleet.queries import FleetViews
+from controller.fleet.store import FleetStore
+from controller.fleet.telemetry_store import TelemetryStore
+from controller.models.artifact_store import ArtifactStore
+from controller.models.queries import ModelViews
+from controller.models.registry import ModelRegistry
+from controller.monitoring.alert_store import AlertStore
+from controller.monitoring.metrics_store import MetricsStore
+from controller.monitoring.service import MonitoringService, MonitoringSettings
+from controller.rollouts.deployment_views import DeploymentViews
+from controller.rollouts.deployments import Deployments
+from controller.rollouts.runner import RolloutRunner
+from controller.security.desired_signer import DesiredSigner, ensure_signing_key
+from controller.security.signing_keys import SigningKeys
+from controller.storage import Database
+from controller.web.health import FleetHealth
+from edgewise_wire import Manifest, ProbationPolicy
+
+log = logging.getLogger("edgewise.controller")
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(config.database_url)
+        self.db.migrate()
+        # every desired state is signed with the active key of {data_dir}/signing-keys (created
+        # now if there is none); a rotation applies at the next signature
+        self.signer = DesiredSigner(ensure_signing_key(SigningKeys.for_data_dir(config.data_dir)),
+                                    config.manifest_ttl_s)
+        # models
+        self.store = ArtifactStore(config.artifacts_path)  # replicas share one
+        self.registry = ModelRegistry(self.db, self.store)
+        # fleet and its telemetry; metrics windows are stored in the telemetry's transaction
+        self.fleet = FleetStore(self.db)
+        self.devices = DeviceRegistry(self.db, self.fleet)
+        self.metrics = MetricsStore(self.db)
+        self.telemetry = TelemetryStore(self.db, self.metrics.store_windows)
+        self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry, self.registry,
+                                       share_group=config.share_group)
+        # only the holder of the lease runs rollouts and judges alerts (several replicas)
+        self.lease = Lease(self.db, lease_s=config.lease_s, renew_s=config.lease_renew_s)
+        self.audit = AuditLog(self.db)
+        self.rollouts = RolloutRunner(
+            self.db, self.registry, self.fleet, self.bridge.publish_desired,
+            lambda: self.bridge.link.connect_count if self.bridge.link.connected else None,
+            metrics=self.metrics, leader=self.lease.current_term, signer=self.signer,
+            devices=self.devices)
+        self.deployments = Deployments(self.registry, self.fleet, self.signer,
+                                       self.rollouts.claim_for_deployment,
+                                       self.bridge.publish_desired)
+        # monitoring: alert evaluation, the retraining hook and its canary
+        self.alerts = AlertStore(self.db, self.metrics)
+        self.monitoring = MonitoringService(
+            self.alerts, MonitoringSettings.from_config(config),
+            is_leader=lambda: self.lease.held,
+            register=self.registry.register, manifest_of=self.registry.get_manifest,
+            start_rollout=self.rollouts.create, deploy=self.deployments.deploy,
+            device_ids=self.fleet.device_ids)
+        # read models of the views
+        self.fleet_views = FleetViews(self.db)
+        self.model_views = ModelViews(self.db, self.registry)
+        self.deployment_views = DeploymentViews(self.db, self.fleet)
+        self.health = FleetHealth(self.db, self.registry, alerts=lambda: list(self.alerts.alerts()),
+                                  metrics_store=self.metrics)
+
+    async def start(self) -> None:
+        await self.bridge.start()
+        await self.lease.start()
+        self.monitoring.start()
+        await self.rollouts.start()
+        log.info("controller connected to broker %s, database %s", self.config.broker, self.db)
+
+    async def stop(self) -> None:
+        await self.monitoring.stop()
+        await self.rollouts.stop()
+        await self.lease.stop()  # hand the lease over at once
+        await self.bridge.stop()
+        self.db.dispose()
+
+    def push_model(self, manifest: Manifest, artifact: bytes) -> Manifest:
+        return self.registry.register(manifest, artifact)
+
+    async def deploy(self, model: str, version: int | None = None,
+                     device_ids: list[str] | None = None,
+                     probation: ProbationPolicy | None = None) -> dict[str, Any]:
+        """Set the desired model of the given devices at once (see :class:`Deployments`)."""
+        return await self.deployments.deploy(model, version, device_ids, probation)

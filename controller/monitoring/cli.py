@@ -1,0 +1,159 @@
+"""`edgewise alerts`, `edgewise metrics`, `edgewise retrain-runs`: what the fleet's monitoring
+sees. Each command is one REST call (``controller/monitoring/api.py``) plus formatting."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from controller.cli.common import client_from, format_table, parse_since
+
+
+def _num(value: Any, fmt: str = ".3g") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _ago(ts: Any) -> str:
+    return "-" if ts is None else f"{time.time() - float(ts):.0f}s ago"
+
+
+# -- alerts ------------------------------------------------------------------------------------
+
+@click.command("alerts")
+@click.option("--all", "show_all", is_flag=True, help="Every alert state, cleared ones too.")
+@click.option("--history", is_flag=True, help="Fired/cleared events instead of current states.")
+@click.option("--kind", type=click.Choice(["drift", "accuracy", "latency", "silent"]),
+              help="Only this kind of alert.")
+@click.option("--device", "device_id", help="Only this device.")
+@click.option("--since", help="With --history: events since 30m, 6h, 2d ago or a Unix time.")
+@click.option("--evaluate", is_flag=True,
+              help="Judge the metrics received so far first (needs an admin token).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def alerts(ctx: click.Context, show_all: bool, history: bool, kind: str | None,
+           device_id: str | None, since: str | None, evaluate: bool, as_json: bool) -> None:
+    """Show the alerts that are firing: drift, accuracy drop, latency, devices gone silent.
+
+    An alert fires after several bad metrics windows in a row and clears after as many good
+    ones (docs/monitoring.md). Exit code 0 when nothing fires, 2 when something does.
+
+    Example: edgewise alerts --kind drift --json
+    """
+    client = client_from(ctx)
+    if evaluate:
+        client.evaluate_alerts()
+    if history:
+        events = client.alert_history(since=parse_since(since), kind=kind, device_id=device_id)
+        if as_json:
+            click.echo(json.dumps(events, indent=2))
+        else:
+            click.echo(format_table(["WHEN", "KIND", "DEVICE", "EVENT", "VERSION", "VALUE",
+                               "THRESHOLD", "DETAIL"],
+                              [[_ago(e["ts"]), e["kind"], e["device_id"], e["event"],
+                                f"{e['model']}:{e['version']}" if e.get("model") else "-",
+                                _num(e.get("value")), _num(e.get("threshold")), e["detail"]]
+                               for e in events]))
+        return
+    rows = client.alerts(include_cleared=show_all, kind=kind, device_id=device_id)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(format_table(["KIND", "DEVICE", "STATE", "SINCE", "VERSION", "VALUE", "THRESHOLD",
+                           "DETAIL"],
+                          [[r["kind"], r["device_id"], "FIRING" if r["firing"] else "ok",
+                            _ago(r["since"]) if r["firing"] else "-",
+                            f"{r['model']}:{r['version']}" if r.get("model") else "-",
+                            _num(r.get("value")), _num(r.get("threshold")), r["detail"]]
+                           for r in rows]))
+        firing = sum(1 for r in rows if r["firing"])
+        click.echo(f"{firing} alert{'s' if firing != 1 else ''} firing")
+    sys.exit(2 if any(r["firing"] for r in rows) else 0)
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+@click.command("metrics")
+@click.argument("target", metavar="[NAME:VERSION]", required=False)
+@click.option("--device", "device_id", help="One device's figures per model version.")
+@click.option("--group", "label", help="With NAME:VERSION: one row per value of this label.")
+@click.option("--selector", help="With NAME:VERSION: only devices matching, e.g. site=berlin.")
+@click.option("--since", default="1h", show_default=True,
+              help="Windows since 30m, 6h, 2d ago or a Unix time.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def metrics(ctx: click.Context, target: str | None, device_id: str | None, label: str | None,
+            selector: str | None, since: str, as_json: bool) -> None:
+    """Accuracy, latency, drift and volume, added up from the devices' metrics windows.
+
+    Without arguments: every model version fleet-wide. NAME:VERSION: that version fleet-wide,
+    per label value with --group, or over a --selector.
+
+    Example: edgewise metrics iris:2 --group site --since 6h
+    """
+    client = client_from(ctx)
+    start = parse_since(since)
+    if device_id is not None:
+        rows = client.device_metrics(device_id, since=start)
+    elif target is None:
+        rows = client.fleet_metrics(since=start)
+    else:
+        name, _, version_text = target.partition(":")
+        if not version_text.isdigit():
+            raise click.BadParameter(f"{target!r} must be NAME:VERSION, e.g. iris:2",
+                                     param_hint="TARGET")
+        if label is not None:
+            groups = client.group_metrics(name, int(version_text), label, since=start)
+            rows = [{**agg, "group": f"{label}={value or '(none)'}"}
+                    for value, agg in groups.items()]
+        else:
+            rows = [client.version_metrics(name, int(version_text), since=start,
+                                           selector=selector)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = []
+    for r in rows:
+        f = r.get("figures") or {}
+        latency = f.get("latency_ms") or {}
+        scope = r.get("group") or r.get("device_id") or r.get("selector") or "fleet"
+        table.append([f"{r['model']}:{r['version']}", scope, r.get("devices_reporting", 0),
+                      f.get("predictions", 0), _pct(f.get("error_rate")),
+                      _pct(f.get("accuracy")) if f.get("mae") is None else _num(f["mae"]),
+                      f.get("labelled", 0), _pct(f.get("estimated_accuracy")),
+                      _num(latency.get("p95")), _num(f.get("drift_psi")),
+                      ",".join(f.get("drifted_features") or []) or "-"])
+    click.echo(format_table(["VERSION", "SCOPE", "DEVICES", "PREDICTIONS", "ERRORS", "ACCURACY/MAE",
+                       "LABELS", "EST.ACC", "P95 MS", "MAX PSI", "DRIFTED"], table))
+
+
+# -- retraining runs ---------------------------------------------------------------------------
+
+@click.command("retrain-runs")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def retrain_runs(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Runs of the continuous-training hook: which alert started them and what came of it.
+
+    Example: edgewise retrain-runs --limit 5
+    """
+    rows = client_from(ctx).retrain_runs(limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(format_table(["RUN", "STARTED", "KIND", "VERSION", "ACTION", "STATUS", "NEW", "DETAIL"],
+                      [[r["id"], _ago(r["started_at"]), r["kind"], f"{r['model']}:{r['version']}",
+                        r["action"], r["status"],
+                        r["new_version"] if r.get("new_version") is not None else "-",
+                        (r["detail"] or "")[:100]] for r in rows]))
+
+
+COMMANDS = (alerts, metrics, retrain_runs)

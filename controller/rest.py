@@ -1,0 +1,53 @@
+"""What every REST router shares: the API prefix, who made a call (for the audit log), paging and
+time-window query parameters, and running blocking reads off the event loop.
+
+Library errors become status codes in one place, ``controller/app/api.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Header, Query
+
+from controller.storage import MAX_ID as MAX_ID
+
+API = "/api/v1"
+MAX_PAGE = 5000
+MAX_OFFSET = 10_000_000
+
+TOTAL_HEADER = "X-Total-Count"
+PAGED: dict[int | str, dict[str, Any]] = {200: {"headers": {TOTAL_HEADER: {
+    "description": "how many items match the filters in all (the body is one page)",
+    "schema": {"type": "integer"}}}}}
+
+Limit = Annotated[int | None, Query(ge=1, le=MAX_PAGE,
+                                    description="page size (default: everything)")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
+Window = Annotated[float, Query(ge=60, le=30 * 86400,
+                                description="seconds back from now the figures cover")]
+Buckets = Annotated[int, Query(ge=2, le=500, description="about how many points a series has")]
+GroupBy = Annotated[str, Query(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_./-]+$",
+                               description="device label whose values form the groups")]
+
+_ACTOR_CHARS = re.compile(r"[^A-Za-z0-9_.@:+/ -]")
+T = TypeVar("T")
+
+
+def actor_of(x_edgewise_actor: Annotated[str | None, Header()] = None) -> str:
+    """``operator:NAME`` from the X-Edgewise-Actor header (the CLI sends ``user@host``),
+    ``operator:api`` without one. A claim for the record, not an identity check: tokens guard
+    the calls."""
+    name = _ACTOR_CHARS.sub("", x_edgewise_actor or "").strip()[:64]
+    return f"operator:{name or 'api'}"
+
+
+Actor = Annotated[str, Depends(actor_of)]
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking query in a worker thread: the event loop also drives the MQTT connection."""
+    return await asyncio.to_thread(fn, *args, **kwargs)

@@ -1,0 +1,583 @@
+"""The rollout runner: the I/O around the pure engine (``controller/rollouts``).
+
+Every ``interval`` seconds, while the controller is connected to the broker, for each rollout
+that owns devices: read what the devices report and the figures of the wave, ask the engine
+(``decide``), persist the new state together with the desired model of every device it orders
+(one transaction, compare-and-swap on the rollout's revision), and only then publish the desired
+states and write the audit log (same transaction as the state). So:
+
+* a controller killed at any moment resumes from the stored state; what it may not have
+  published yet is recorded in ``devices.desired_*`` and is published again on (re)connect
+  (:meth:`RolloutRunner.republish`), and it never orders a device two things: the recorded
+  desired state is the single order, and it changes only with the state;
+* two replicas, or the runner and an operator, never both act on one state: the second save
+  fails (:class:`~controller.rollouts.store.StaleRollout`) and nothing is published for it.
+
+Operator actions (create, pause, resume, abort) and the legacy all-at-once deployment go through
+the same lock and the same saves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from controller.audit.store import AuditLog
+from controller.errors import ConflictError, NotFoundError, ValidationError
+from controller.fleet.device_registry import DeviceRegistry, DeviceRow
+from controller.fleet.selectors import parse_selector
+from controller.fleet.store import FleetStore
+from controller.models.registry import ModelRegistry
+from controller.rollouts.conflicts import check_conflict
+from controller.rollouts.decisions import (
+    Abort,
+    Advance,
+    Complete,
+    Decision,
+    Fail,
+    Pause,
+    Wait,
+    decision_to_dict,
+)
+from controller.rollouts.engine import (
+    RolloutState,
+    Status,
+    TransitionError,
+    admit_late_joiners,
+    apply,
+    decide,
+    initial_state,
+    operator_abort,
+    operator_pause,
+    release_devices,
+    resume,
+)
+from controller.rollouts.gates import DeviceObservation, ModelVersion
+from controller.rollouts.observations import (
+    BASELINE_WINDOW_S,
+    FiguresSource,
+    MetricsFirstFigures,
+    Ownership,
+    TelemetryFigures,
+    observe,
+    plan_ownership,
+    rollout_view,
+)
+from controller.rollouts.spec import spec_from_dict, spec_to_dict, validate
+from controller.rollouts.store import (
+    LIVE,
+    OWNING,
+    AuditEntry,
+    DesiredChange,
+    RolloutRecord,
+    RolloutStore,
+    StaleRollout,
+    rollout_of,
+)
+from controller.security.desired_signer import DesiredSigner
+from controller.storage.db import Database
+from edgewise_wire import Desired, Manifest, ProbationPolicy
+
+log = logging.getLogger("edgewise.controller.rollouts")
+
+Publish = Callable[[str, Desired], None]
+_SHOWN = 10
+
+
+class RolloutRunner:
+    def __init__(self, db: Database, registry: ModelRegistry, fleet: FleetStore,
+                 publish: Publish, connection: Callable[[], int | None], *,
+                 metrics: FiguresSource | None = None, figures: FiguresSource | None = None,
+                 interval: float = 0.5, leader: Callable[[], int | None] | None = None,
+                 signer: DesiredSigner | None = None,
+                 devices: DeviceRegistry | None = None) -> None:
+        """``connection()``: a number that changes with every (re)connection to the broker,
+        None while disconnected. ``metrics``: the monitoring store (figures from agent windows,
+        drift included); devices without windows fall back to raw telemetry. ``figures``
+        replaces both. ``leader()`` (issue 10): the term of this replica's lease, None while
+        another replica decides; the loop acts only while it holds one. ``signer`` (issue 4)
+        signs every desired state; without one they go out unsigned (devices in development
+        mode only: the controller always passes one)."""
+        self.store = RolloutStore(db)
+        self.devices = devices or DeviceRegistry(db, fleet)
+        self.audit = AuditLog(db)
+        self.registry = registry
+        self.figures = figures or MetricsFirstFigures(metrics, TelemetryFigures(db))
+        self.interval = interval
+        self.stats: Counter[str] = Counter()
+        self._publish = publish
+        self._connection = connection
+        self._leader = leader
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        # the (connection, lease term) whose orders were published again
+        self._synced: tuple[int, int | None] | None = None
+        self._manifests: dict[ModelVersion, Manifest] = {}
+        self.signer = signer
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        corrupt = await asyncio.to_thread(self.store.corrupt)
+        if corrupt:
+            log.error("rollouts %s cannot be read and are left alone", corrupt)
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                connection = self._connection()
+                term = self._leader() if self._leader is not None else 0
+                if connection is not None and term is not None:
+                    # orders may be lost while down, or by a previous lease holder that died
+                    # between its save and its publish: send them again
+                    if (connection, term) != self._synced:
+                        await self.republish()
+                        self._synced = (connection, term)
+                    await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.stats["loop_errors"] += 1
+                log.exception("rollout loop error")
+            await asyncio.sleep(self.interval)
+
+    # -- the loop's work -------------------------------------------------------------------------
+
+    async def tick(self, now: float | None = None) -> None:
+        """One round over every rollout that owns devices."""
+        async with self._lock:
+            now = time.time() if now is None else now
+            records = await asyncio.to_thread(self.store.query, OWNING)
+            if not records:
+                return
+            rows = await asyncio.to_thread(self.devices.rows)
+            ownership = plan_ownership(records, rows)
+            for record in records:
+                try:
+                    await self._tick_one(record, rows, ownership, now)
+                except StaleRollout:
+                    self.stats["stale"] += 1  # another writer moved it: decide again next time
+                except Exception:
+                    self.stats["tick_errors"] += 1
+                    log.exception("rollout %s: tick failed", record.label)
+
+    async def _tick_one(self, record: RolloutRecord, rows: Mapping[str, DeviceRow],
+                        ownership: Ownership, now: float) -> None:
+        state = record.state
+        audit: list[AuditEntry] = []
+        for taker, released in ownership.releases.get(record.id, {}).items():
+            why = f"taken over by rollout #{taker}"
+            state = release_devices(state, released, why)
+            audit.append(AuditEntry("rollout.devices_released", devices=released,
+                                    detail={"why": why, "taker": taker}))
+        joiners = ownership.joiners.get(record.id)
+        if joiners:
+            admitted = admit_late_joiners(state, joiners)
+            if admitted is not state:
+                state = admitted
+                audit.append(AuditEntry("rollout.late_joiners", devices=joiners, detail={
+                    "wave": state.assignment[joiners[0]] + 1}))
+        observations = await self._observe(record, state, rows)
+        decision = decide(record.spec, state, observations, now)
+        new_state = apply(state, decision, now)
+        desired, messages, entries = await self._act(record, state, new_state, decision, rows)
+        audit += entries
+        if new_state == record.state and not audit:
+            return
+        await asyncio.to_thread(self.store.save, record, new_state, audit, desired, now)
+        self._send(messages)
+        if not isinstance(decision, Wait):
+            log.info("rollout %s: %s", record.label, new_state.reasons[-1]
+                     if new_state.reasons else decision.kind)
+
+    async def _act(self, record: RolloutRecord, before: RolloutState, after: RolloutState,
+                   decision: Decision, rows: Mapping[str, DeviceRow]
+                   ) -> tuple[list[DesiredChange], list[tuple[str, Desired]], list[AuditEntry]]:
+        """The desired states, messages and audit entries a decision implies (nothing sent)."""
+        if isinstance(decision, Advance):
+            manifest = await self._manifest(record.target)
+            top_up = decision.wave == before.wave
+            detail = {"wave": decision.wave + 1, "wave_count": before.wave_count,
+                      "version": str(record.target),
+                      "previous": {d: None if p is None else str(p)
+                                   for d, p in decision.previous.items()}}
+            # what each device ran when the engine decided: a rollout to a version not above
+            # it (a downgrade rollout) carries a signed rollback order per device
+            messages = await self._desired(
+                record.deployment_id, manifest, {d: decision.previous.get(d)
+                                                 for d in decision.devices},
+                rows, probation=record.spec.probation)
+            return ([DesiredChange(decision.devices, record.target, record.deployment_id)],
+                    messages,
+                    [AuditEntry("rollout.late_joiners_sent" if top_up else "rollout.wave_started",
+                                devices=decision.devices, detail=detail)])
+        if isinstance(decision, Abort):
+            desired, messages, missing = await self._reverts(record, decision.revert, rows)
+            detail = decision_to_dict(decision)
+            if missing:
+                detail["cannot_revert"] = missing
+            return desired, messages, [AuditEntry("rollout.aborted", devices=list(decision.revert),
+                                                  detail=detail)]
+        if isinstance(decision, Pause):
+            return [], [], [AuditEntry("rollout.paused", detail=decision_to_dict(decision))]
+        if isinstance(decision, Complete):
+            action = "rollout.reverted" if before.status is Status.ABORTING else "rollout.completed"
+            return [], [], [AuditEntry(action, detail={"why": decision.why})]
+        if isinstance(decision, Fail):
+            return [], [], [AuditEntry("rollout.failed", devices=decision.unconfirmed,
+                                       detail={"why": decision.why})]
+        if after.status is not before.status:  # a Wait that flips RUNNING <-> SOAKING
+            action = "rollout.soak_started" if after.status is Status.SOAKING else \
+                "rollout.soak_interrupted"
+            return [], [], [AuditEntry(action, detail={"wave": after.wave + 1,
+                                                       "why": decision.why})]
+        return [], [], []
+
+    async def _reverts(self, record: RolloutRecord, revert: Mapping[str, ModelVersion | None],
+                       rows: Mapping[str, DeviceRow]
+                       ) -> tuple[list[DesiredChange], list[tuple[str, Desired]], list[str]]:
+        """Put each device back on what it ran; a device that ran nothing is told to run
+        nothing (``manifest`` None: the agent unloads its model). Every revert carries a
+        signed rollback order: the device may run the rollout's version by now."""
+        groups: dict[ModelVersion | None, list[str]] = defaultdict(list)
+        for device, previous in sorted(revert.items()):
+            groups[previous].append(device)
+        desired, messages, missing = [], [], []
+        for previous, devices in groups.items():
+            manifest = None
+            if previous is not None:
+                try:
+                    manifest = await self._manifest(previous)
+                except NotFoundError:
+                    missing += devices  # unknown to this registry: cannot be put back
+                    log.error("rollout %s: cannot revert %d devices to %s: not in the registry",
+                              record.label, len(devices), previous)
+                    continue
+            desired.append(DesiredChange(devices, previous, record.revert_deployment_id))
+            messages += await self._desired(
+                record.revert_deployment_id, manifest,
+                {d: (r.active if (r := rows.get(d)) else None) for d in devices}, rows,
+                revert_of=record.spec.model)
+        return desired, messages, missing
+
+    async def _desired(self, deployment_id: str, manifest: Manifest | None,
+                       running: Mapping[str, ModelVersion | None],
+                       rows: Mapping[str, DeviceRow], *,
+                       probation: ProbationPolicy | None = None,
+                       revert_of: str | None = None) -> list[tuple[str, Desired]]:
+        """One desired state per device of ``running`` (device -> the model it runs), signed
+        when there is a signer; the devices' reported update targets count as versions they
+        may reach first (see ``controller.security.desired_signer.rollback_target``)."""
+        if self.signer is None:
+            message = Desired(deployment_id, manifest, probation=probation)
+            return [(d, message) for d in running]
+        pending = {d: r.target for d in running if (r := rows.get(d)) is not None}
+        # the wall clock, not the tick's ``now``: devices judge expiry by theirs
+        return await asyncio.to_thread(self.signer.for_devices, deployment_id, manifest,
+                                       running, now=time.time(), probation=probation,
+                                       pending=pending, revert_of=revert_of)
+
+    async def _observe(self, record: RolloutRecord, state: RolloutState,
+                       rows: Mapping[str, DeviceRow],
+                       for_view: bool = False) -> dict[str, DeviceObservation]:
+        """Reported state of every planned device; figures only for the current wave, only
+        for the gates the spec switches on (and, for a view, of a paused rollout too)."""
+        gates = record.spec.gates
+        figures = baselines = None
+        metric_gates = (gates.max_accuracy_drop, gates.max_p95_latency_ms, gates.max_drift_psi)
+        judged = {Status.RUNNING, Status.SOAKING} | ({Status.PAUSED} if for_view else set())
+        if state.status in judged and state.wave >= 0 \
+                and any(g is not None for g in metric_gates):
+            wave = state.sent_in(state.wave)
+            since = state.wave_started_at if state.wave_started_at is not None \
+                else record.created_at
+            figures = await asyncio.to_thread(self.figures.version_figures, wave,
+                                              record.spec.model, record.spec.version, since)
+            if gates.max_accuracy_drop is not None:
+                baselines = await self._baselines(record, state, wave)
+        return observe(rows, list(state.assignment), record.target, figures, baselines)
+
+    async def _baselines(self, record: RolloutRecord, state: RolloutState,
+                         devices: Sequence[str]) -> dict[str, float | None]:
+        """The accuracy each device's previous version is held to.
+
+        Pooled over the wave's devices that ran the same previous version, from their labelled
+        feedback since an hour before the rollout started (one device's few labels are too
+        noisy to judge by). With fewer than ``min_labelled`` labels: that version's accuracy on
+        the converter's labelled sample (``parity.artifact_accuracy`` of its manifest); a
+        device that ran no model is held to the new version's own conversion accuracy.
+        """
+        groups: dict[ModelVersion | None, list[str]] = defaultdict(list)
+        for d in devices:
+            groups[state.previous.get(d)].append(d)
+        out: dict[str, float | None] = {}
+        for previous, group in groups.items():
+            reference = await self._reference_accuracy(previous or record.target)
+            pooled = None
+            if previous is not None and previous != record.target:
+                figures = await asyncio.to_thread(
+                    self.figures.version_figures, group, previous.model, previous.version,
+                    record.created_at - BASELINE_WINDOW_S)
+                labelled = sum(f.labelled for f in figures.values())
+                hits = sum((f.accuracy or 0.0) * f.labelled for f in figures.values())
+                if labelled and (labelled >= record.spec.gates.min_labelled or reference is None):
+                    pooled = hits / labelled
+            baseline = pooled if pooled is not None else reference
+            out.update({d: baseline for d in group})
+        return out
+
+    async def _reference_accuracy(self, version: ModelVersion) -> float | None:
+        try:
+            parity = (await self._manifest(version)).parity
+        except NotFoundError:
+            return None
+        value = parity.get("artifact_accuracy") if isinstance(parity, dict) else None
+        return float(value) if isinstance(value, (int, float)) and 0 <= value <= 1 else None
+
+    def _send(self, messages: Sequence[tuple[str, Desired]]) -> None:
+        for device, message in messages:
+            self._publish(device, message)
+        self.stats["desired_published"] += len(messages)
+
+    async def _manifest(self, version: ModelVersion) -> Manifest:
+        cached = self._manifests.get(version)
+        if cached is None:
+            cached = await asyncio.to_thread(self.registry.get_manifest, version.model,
+                                             version.version)
+            self._manifests[version] = cached
+        return cached
+
+    async def republish(self) -> int:
+        """Publish again the recorded desired state of every rollout device not running it.
+
+        Called whenever the broker connection (re)starts: a save that committed just before a
+        crash or a disconnect may not have been published. Devices already on their desired
+        model are skipped, and an agent ignores a desired state it already follows.
+        """
+        async with self._lock:
+            rows = await asyncio.to_thread(self.devices.rows)
+            todo = [r for r in rows.values() if rollout_of(r.desired_deployment_id) is not None
+                    and (r.active != r.desired or r.target not in (None, r.desired))]
+            groups: dict[tuple[str, ModelVersion | None], dict[str, ModelVersion | None]] = \
+                defaultdict(dict)
+            for row in sorted(todo, key=lambda r: r.device_id):
+                assert row.desired_deployment_id is not None
+                groups[(row.desired_deployment_id, row.desired)][row.device_id] = row.active
+            messages: list[tuple[str, Desired]] = []
+            records: dict[int, RolloutRecord | None] = {}
+            for (deployment, wanted), running in groups.items():
+                manifest = None
+                if wanted is not None:
+                    try:
+                        manifest = await self._manifest(wanted)
+                    except NotFoundError:
+                        continue
+                record = await self._record_of(deployment, records)
+                if deployment.endswith("-revert"):  # as _reverts sent it: with an order
+                    model = record.spec.model if record else (wanted.model if wanted else None)
+                    messages += await self._desired(deployment, manifest, running, rows,
+                                                    revert_of=model)
+                else:
+                    messages += await self._desired(
+                        deployment, manifest, running, rows,
+                        probation=record.spec.probation if record else None)
+            if messages:
+                await asyncio.to_thread(self.audit.append, [AuditEntry(
+                    "controller.republished", devices=[d for d, _ in messages],
+                    detail={"why": "broker connection (re)started"})])
+                log.info("published the desired state of %d rollout devices again", len(messages))
+            self._send(messages)
+            return len(messages)
+
+    async def _record_of(self, deployment: str, cache: dict[int, RolloutRecord | None]
+                         ) -> RolloutRecord | None:
+        rollout_id = rollout_of(deployment)
+        if rollout_id is None:
+            return None
+        if rollout_id not in cache:
+            try:
+                cache[rollout_id] = await asyncio.to_thread(self.store.get, rollout_id)
+            except (NotFoundError, ValidationError):
+                cache[rollout_id] = None
+        return cache[rollout_id]
+
+    # -- operator actions ------------------------------------------------------------------------
+
+    async def create(self, body: Mapping[str, Any], actor: str,
+                     dry_run: bool = False) -> dict[str, Any]:
+        """Validate and start a rollout (or, with ``dry_run``, only show its plan).
+
+        Refused before anything is stored or sent: a malformed spec or one that cannot work on
+        the matched devices (``SpecError``, 422), an unknown model version (404), an overlap
+        with a live rollout of equal or higher priority (``ConflictError``, 409).
+        """
+        spec = spec_from_dict(body)
+        target = ModelVersion(spec.model, spec.version)
+        await self._manifest(target)
+        async with self._lock:
+            now = time.time()
+            rows = await asyncio.to_thread(self.devices.rows)
+            selector = parse_selector(spec.selector)
+            targets = sorted(d for d, r in rows.items() if selector.matches(r.labels))
+            validate(spec, len(targets))
+            records = await asyncio.to_thread(self.store.query, OWNING)
+            named = {f"{r.spec.display_name} (#{r.id})": r for r in records if r.status in LIVE}
+            preemption = check_conflict(spec, targets, [
+                (replace(r.spec, name=name), r.state.assignment.keys())
+                for name, r in named.items()])
+            state = initial_state(spec, targets)
+            releases = []
+            why = f"preempted by rollout {spec.display_name!r} (priority {spec.priority})"
+            for name, devices in preemption.moves.items():
+                loser = named[name]
+                releases.append((loser, release_devices(loser.state, devices, why), [AuditEntry(
+                    "rollout.preempted", actor=actor, devices=devices, detail={"why": why})]))
+            preempted = {named[n].id: len(d) for n, d in preemption.moves.items()}
+            if dry_run:
+                draft = RolloutRecord(0, spec.display_name, spec, state, 0, now, now, actor)
+                observations = observe(rows, targets, target)
+                view = rollout_view(draft, observations, now,
+                                    decide(spec, state, observations, now), device_lists=True)
+                return {**view, "dry_run": True, "preempts": preempted}
+            audit = [AuditEntry("rollout.created", actor=actor, detail={
+                "spec": spec_to_dict(spec), "targets": len(targets),
+                "wave_sizes": [len(state.sent_in(w)) + len(state.unsent_in(w))
+                               for w in range(state.wave_count)],
+                "preempted": preempted})]
+            record = await asyncio.to_thread(self.store.create, spec, state, actor, audit,
+                                             releases, now)
+        log.info("rollout %s created by %s: %d devices in %d waves", record.label, actor,
+                 len(targets), state.wave_count)
+        return await self.view(str(record.id))
+
+    async def pause(self, ref: str, actor: str, reason: str = "") -> dict[str, Any]:
+        decision = operator_pause(reason or f"paused by {actor}")
+        return await self._operator(ref, actor, "rollout.paused", reason,
+                                    lambda s, now: (apply(s, decision, now), decision))
+
+    async def resume(self, ref: str, actor: str, reason: str = "") -> dict[str, Any]:
+        why = f"resumed by {actor}" + (f": {reason}" if reason else "")
+        return await self._operator(ref, actor, "rollout.resumed", reason,
+                                    lambda s, now: (resume(s, now, why), None))
+
+    async def abort(self, ref: str, actor: str, reason: str = "") -> dict[str, Any]:
+        def act(state: RolloutState, now: float) -> tuple[RolloutState, Decision | None]:
+            decision = operator_abort(state, reason or f"aborted by {actor}")
+            return apply(state, decision, now), decision
+
+        return await self._operator(ref, actor, "rollout.aborted", reason, act)
+
+    async def _operator(self, ref: str, actor: str, action: str, reason: str,
+                        change: Callable[[RolloutState, float],
+                                         tuple[RolloutState, Decision | None]]
+                        ) -> dict[str, Any]:
+        async with self._lock:
+            now = time.time()
+            record = await asyncio.to_thread(self.store.find, ref)
+            try:
+                new_state, decision = change(record.state, now)
+            except TransitionError as exc:
+                raise ConflictError(f"rollout {record.label}: {exc}"
+                                    + _hint(record.status, action)) from None
+            desired: list[DesiredChange] = []
+            messages: list[tuple[str, Desired]] = []
+            detail: dict[str, Any] = {"reason": reason}
+            if isinstance(decision, Abort):
+                rows = await asyncio.to_thread(self.devices.rows)
+                desired, messages, missing = await self._reverts(record, decision.revert, rows)
+                detail.update(decision_to_dict(decision))
+                if missing:
+                    detail["cannot_revert"] = missing
+            devices = list(decision.revert) if isinstance(decision, Abort) else []
+            await asyncio.to_thread(self.store.save, record, new_state, [AuditEntry(
+                action, actor=actor, devices=devices, detail=detail)], desired, now)
+            self._send(messages)
+        log.info("rollout %s: %s by %s", record.label, action.removeprefix("rollout."), actor)
+        return await self.view(str(record.id))
+
+    async def claim_for_deployment(self, device_ids: Sequence[str], model: str, version: int,
+                                   deployment_id: str, actor: str = "operator") -> None:
+        """Let an all-at-once deployment (``POST /deployments``) take devices: refused if a
+        live rollout holds any of them; completed rollouts let them go. Records the desired
+        model and audits it, in step with the rollouts."""
+        async with self._lock:
+            now = time.time()
+            wanted = set(device_ids)
+            records = await asyncio.to_thread(self.store.query, OWNING)
+            blocking = [(r, sorted(wanted & set(r.state.assignment))) for r in records
+                        if r.status in LIVE]
+            blocking = [(r, devices) for r, devices in blocking if devices]
+            if blocking:
+                parts = [f"rollout {r.label} ({r.status.value}) on {len(d)} devices: {_list(d)}"
+                         for r, d in blocking]
+                raise ConflictError(
+                    "these devices belong to " + "; ".join(parts) + "; let it finish, abort it "
+                    "(`edgewise rollout abort ID`), or start a rollout with a higher --priority")
+            why = f"taken over by deployment {deployment_id}"
+            for record in records:
+                shared = sorted(wanted & set(record.state.assignment))
+                if shared:
+                    await asyncio.to_thread(
+                        self.store.save, record, release_devices(record.state, shared, why),
+                        [AuditEntry("rollout.devices_released", actor=actor, devices=shared,
+                                    detail={"why": why})], (), now)
+            await asyncio.to_thread(self.store.save_desired, DesiredChange(
+                sorted(wanted), ModelVersion(model, version), deployment_id), [AuditEntry(
+                    "deployment.created", actor=actor, devices=sorted(wanted), detail={
+                        "deployment_id": deployment_id, "version": f"{model}:{version}"})], now)
+
+    # -- views -----------------------------------------------------------------------------------
+
+    async def view(self, ref: str) -> dict[str, Any]:
+        record = await asyncio.to_thread(self.store.find, ref)
+        rows = await asyncio.to_thread(self.devices.rows)
+        now = time.time()
+        observations = await self._observe(record, record.state, rows, for_view=True)
+        try:
+            decision: Decision | None = decide(record.spec, record.state, observations, now)
+        except Exception:  # a preview only
+            decision = None
+        return rollout_view(record, observations, now, decision)
+
+    async def list_views(self, limit: int = 20, include_finished: bool = True
+                         ) -> list[dict[str, Any]]:
+        statuses = None if include_finished else LIVE
+        records = await asyncio.to_thread(self.store.query, statuses, limit)
+        rows = await asyncio.to_thread(self.devices.rows)
+        now = time.time()
+        out = []
+        for record in reversed(records):  # newest first
+            view = rollout_view(record, observe(rows, list(record.state.assignment),
+                                                record.target), now)
+            for wave in view["waves"]:
+                wave.pop("failed_devices", None)
+            out.append(view)
+        return out
+
+
+def _hint(status: Status, action: str) -> str:
+    if action == "rollout.aborted" and status is Status.COMPLETED:
+        return ("; a completed rollout is not reverted: roll the previous version out "
+                "with `edgewise rollout start MODEL:VERSION`")
+    if action == "rollout.resumed":
+        return "; only a paused rollout can be resumed"
+    return ""
+
+
+def _list(devices: Sequence[str]) -> str:
+    more = len(devices) - _SHOWN
+    return ", ".join(devices[:_SHOWN]) + (f" and {more} more" if more > 0 else "")

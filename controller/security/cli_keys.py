@@ -1,0 +1,126 @@
+"""`edgewise keys create|activate|rotate|retire|list`: the controller's manifest-signing keys.
+
+Works on the controller's data directory (:mod:`controller.security.signing_keys`), so it runs on
+the controller host; a running controller picks a newly activated key up at its next signature.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from controller.cli.common import data_dir_option, resolve_data_dir
+
+
+@click.group("keys")
+def keys() -> None:
+    """The controller's Ed25519 manifest-signing keys (devices trust their public halves)."""
+
+
+def _keys(data_dir: Path | None, config_path: Path | None) -> Any:
+    from controller.security.signing_keys import SigningKeys
+
+    return SigningKeys.for_data_dir(resolve_data_dir(data_dir, config_path))
+
+
+_SAFE_ROTATION = ("the safe rotation: `edgewise keys create` (trusted, not signing), give the "
+                  "devices its public key (re-enroll, or copy the bundle's trusted_keys/ and "
+                  "restart the agent), `edgewise keys activate NEW_ID`, later `edgewise keys "
+                  "retire OLD_ID`")
+
+
+@keys.command("create")
+@data_dir_option
+def keys_create(data_dir: Path | None, config_path: Path | None) -> None:
+    """Create a signing key: the active one if there is none yet, else trusted but not signing
+    (new enrollment bundles carry it) until `edgewise keys activate`.
+
+    Example: edgewise keys create --data-dir /var/lib/edgewise
+    """
+    key = _keys(data_dir, config_path).create()
+    if key.active:
+        click.echo(f"created signing key {key.key_id} (active)")
+        return
+    click.echo(f"created signing key {key.key_id}: trusted, not signing yet. Give the devices "
+               "its public key (re-enroll, or copy the bundle's trusted_keys/ and restart the "
+               f"agent), then `edgewise keys activate {key.key_id}`")
+
+
+@keys.command("activate")
+@click.argument("key_id")
+@data_dir_option
+def keys_activate(key_id: str, data_dir: Path | None, config_path: Path | None) -> None:
+    """Make an existing, not retired key the one that signs (from the next publish, no restart);
+    the previous one stays trusted until `edgewise keys retire`.
+
+    Devices that do not trust KEY_ID yet refuse what it signs: give them its public key first.
+
+    Example: edgewise keys activate 3f2a9c0d11e4b5a6 --data-dir /var/lib/edgewise
+    """
+    new, old = _keys(data_dir, config_path).activate(key_id)
+    if old is None or old.key_id == new.key_id:
+        click.echo(f"signing key is {new.key_id}" + (" (it already was)" if old else ""))
+        return
+    click.echo(f"signing key is now {new.key_id}; {old.key_id} stays trusted until "
+               f"`edgewise keys retire {old.key_id}`")
+
+
+@keys.command("rotate")
+@data_dir_option
+def keys_rotate(data_dir: Path | None, config_path: Path | None) -> None:
+    """Create a new key and make it sign at once; the old one stays trusted until `keys retire`.
+
+    Devices must already trust the new key, and they cannot (it is new): until each gets its
+    public key (re-enroll, or copy trusted_keys/ and restart the agent) it refuses every new
+    desired state and keeps serving its model. Fine where no device enforces signatures yet;
+    otherwise `keys create`, distribute it, `keys activate NEW_ID`, later `keys retire OLD_ID`.
+
+    Example: edgewise keys rotate --data-dir /var/lib/edgewise
+    """
+    new, old = _keys(data_dir, config_path).rotate()
+    click.echo(f"signing key is now {new.key_id}"
+               + (f"; {old.key_id} stays trusted until `edgewise keys retire {old.key_id}`"
+                  if old else ""))
+    if old is not None:
+        click.echo(click.style("warning: ", fg="yellow", bold=True)
+                   + f"devices that do not trust {new.key_id} yet refuse every new desired "
+                   "state until they get its public key; " + _SAFE_ROTATION, err=True)
+
+
+@keys.command("retire")
+@click.argument("key_id")
+@data_dir_option
+def keys_retire(key_id: str, data_dir: Path | None, config_path: Path | None) -> None:
+    """Stop listing a key as trusted in new bundles.
+
+    Example: edgewise keys retire 3f2a9c0d11e4b5a6 --data-dir /var/lib/edgewise
+    """
+    _keys(data_dir, config_path).retire(key_id)
+    click.echo(f"signing key {key_id} retired")
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@data_dir_option
+def keys_list(as_json: bool, data_dir: Path | None, config_path: Path | None) -> None:
+    """List signing keys: id, created, retired, which one signs.
+
+    Example: edgewise keys list --json
+    """
+    rows = [{"key_id": k.key_id, "active": k.active, "created_at": k.created_at,
+             "retired_at": k.retired_at} for k in _keys(data_dir, config_path).all()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no signing keys: `edgewise keys create`")
+    for r in rows:
+        state = "active" if r["active"] else ("retired" if r["retired_at"] else "trusted")
+        click.echo(f"{r['key_id']}  {state:8} created {r['created_at']}")
+
+
+
+COMMANDS = (keys,)
