@@ -22,7 +22,8 @@ from collections import Counter
 
 import sqlalchemy as sa
 
-from controller.storage.db import Database, leases
+from controller.storage.db import Database
+from controller.storage.tables import leases
 
 log = logging.getLogger("edgewise.controller.lease")
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from controller.storage.db import Database, audit_log
+from controller.storage.db import Database
+from controller.storage.tables import audit_log
 
 
 @dataclass(frozen=True)

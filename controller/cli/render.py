@@ -9,12 +9,14 @@ from typing import Any
 
 import click
 
-# every update state (edgewise_wire.UpdateState); in progress yellow (probation serves but is not
-# committed yet), rolled_back magenta: the old model serves, the update did not
-STATE_COLOURS = {"active": "green", "failed": "red", "downloading": "yellow",
-                 "verifying": "yellow", "staged": "yellow", "activating": "yellow",
-                 "probation": "yellow", "rolling_back": "yellow", "rolled_back": "magenta",
-                 "idle": None}
+from edgewise_wire.update_states import IN_PROGRESS_STATES, UpdateState
+
+# update states by colour: in progress yellow (probation serves but is not committed yet),
+# rolled_back magenta (the old model serves, the update did not), idle plain
+STATE_COLOURS: dict[str, str | None] = {
+    **{state.value: "yellow" for state in IN_PROGRESS_STATES},
+    UpdateState.ACTIVE.value: "green", UpdateState.FAILED.value: "red",
+    UpdateState.ROLLED_BACK.value: "magenta", UpdateState.IDLE.value: None}
 
 
 def paint(text: str, colour: bool, **style: Any) -> str:

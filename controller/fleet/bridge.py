@@ -15,17 +15,17 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from controller.errors import StorageError
 from controller.fleet.chunk_server import ChunkServer
 from controller.fleet.store import FleetStore
 from controller.fleet.telemetry_store import TelemetryStore
-from controller.models.registry import ModelRegistry
 from edgewise_mqtt.link import BrokerAddress, MqttLink
 from edgewise_wire import (
     Ack,
     Desired,
+    Manifest,
     Presence,
     ProtocolError,
     Reported,
@@ -59,13 +59,21 @@ class _Work:
     received_at: float
 
 
+class ArtifactSource(Protocol):
+    """Where the chunks devices download come from (the model registry and its artifact store)."""
+
+    def find_by_sha(self, sha: str) -> Manifest | None: ...
+
+    def open_range(self, sha: str, offset: int, length: int) -> bytes: ...
+
+
 class ControllerBridge:
     def __init__(
         self,
         broker: BrokerAddress,
         fleet: FleetStore,
         telemetry: TelemetryStore,
-        registry: ModelRegistry,
+        artifacts: ArtifactSource,
         *,
         client_id: str | None = None,
         share_group: str | None = None,
@@ -73,7 +81,7 @@ class ControllerBridge:
     ) -> None:
         self.fleet = fleet
         self.telemetry = telemetry
-        self.registry = registry
+        self.artifacts = artifacts
         self.share_group = share_group
         self.stats: Counter[str] = Counter()
         self._batch_limit = batch_limit
@@ -89,7 +97,7 @@ class ControllerBridge:
             on_connect=self._on_connect,
             max_inflight=1000,
         )
-        self.chunks = ChunkServer(self.link, registry.store.open_range, self._resolve_artifact)
+        self.chunks = ChunkServer(self.link, artifacts.open_range, self._resolve_artifact)
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -212,5 +220,5 @@ class ControllerBridge:
         return acks
 
     def _resolve_artifact(self, sha256: str) -> ArtifactRef | None:
-        manifest = self.registry.find_by_sha(sha256)
+        manifest = self.artifacts.find_by_sha(sha256)
         return manifest.artifact if manifest is not None else None

@@ -30,7 +30,8 @@ from controller.errors import ConflictError, NotFoundError, ValidationError
 from controller.fleet.selectors import label_problem, parse_selector
 from controller.fleet.store import FleetStore
 from controller.fleet.versions import ModelVersion
-from controller.storage.db import Database, device_labels, device_registrations, devices
+from controller.storage.db import Database
+from controller.storage.tables import device_labels, device_registrations, devices
 from edgewise_wire.errors import ProtocolError
 from edgewise_wire.topics import validate_device_id
 

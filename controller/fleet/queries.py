@@ -18,13 +18,8 @@ import sqlalchemy as sa
 from controller.errors import NotFoundError, ValidationError
 from controller.fleet.selectors import Selector
 from controller.paging import page
-from controller.storage.db import (
-    Database,
-    device_history,
-    device_labels,
-    devices,
-    telemetry,
-)
+from controller.storage.db import Database
+from controller.storage.tables import device_history, device_labels, devices, telemetry
 
 IN_CHUNK = 500
 SORTS = ("device_id", "-device_id", "last_seen", "-last_seen")

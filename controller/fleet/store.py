@@ -17,8 +17,8 @@ from sqlalchemy import exc
 
 from controller.errors import ConflictError, NotFoundError
 from controller.fleet.versions import ModelVersion
-from controller.storage.db import (
-    Database,
+from controller.storage.db import Database
+from controller.storage.tables import (
     deployments,
     device_history,
     devices,

@@ -23,7 +23,8 @@ import sqlalchemy as sa
 
 from controller.errors import NotFoundError, ValidationError
 from controller.fleet.store import raise_dropped_total, touch
-from controller.storage.db import Database, devices, telemetry
+from controller.storage.db import Database
+from controller.storage.tables import devices, telemetry
 from edgewise_wire import TelemetryBatch
 
 # (connection, device id, epoch, window records, received at): stores metrics windows inside the

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 
 from controller.models.registry import ModelRegistry
 from controller.paging import page
-from controller.storage.db import Database, devices
+from controller.storage.db import Database
+from controller.storage.tables import devices
 from edgewise_wire.update_states import FAILED_UPDATE_STATES, IN_PROGRESS_STATES, gave_up_on
 
 

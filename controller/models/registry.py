@@ -18,7 +18,8 @@ from sqlalchemy import exc
 
 from controller.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from controller.models.artifact_store import ArtifactStore
-from controller.storage.db import Database, model_versions, models
+from controller.storage.db import Database
+from controller.storage.tables import model_versions, models
 from edgewise_wire import ArtifactRef, Manifest, SchemaError
 
 _REGISTER_ATTEMPTS = 5
@@ -110,6 +111,10 @@ class ModelRegistry:
             return Manifest.from_dict(json.loads(raw))
         except (ValueError, SchemaError) as e:
             raise StorageError(f"stored manifest of {name}:{version} is unreadable: {e}") from e
+
+    def open_range(self, sha: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of the artifact ``sha`` at ``offset`` (the chunk server's reads)."""
+        return self.store.open_range(sha, offset, length)
 
     def find_by_sha(self, sha: str) -> Manifest | None:
         """The newest manifest whose artifact is ``sha``, or None: lets the chunk server answer

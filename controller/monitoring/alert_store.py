@@ -27,14 +27,8 @@ from controller.monitoring import (
 )
 from controller.monitoring.metrics_store import MetricsStore
 from controller.monitoring.rules import DriftFinding, Histogram, familywise_drift
-from controller.storage.db import (
-    Database,
-    alert_events,
-    alert_states,
-    devices,
-    metrics,
-    retrain_runs,
-)
+from controller.storage.db import Database
+from controller.storage.tables import alert_events, alert_states, devices, metrics, retrain_runs
 from edgewise_monitoring import profile_id
 
 # pg_advisory_xact_lock key for alert evaluation: b"EwAlerts" as a big-endian int64.

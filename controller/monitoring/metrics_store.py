@@ -31,7 +31,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from controller.errors import NotFoundError, ValidationError
-from controller.storage.db import Database, device_labels, devices, metrics, model_versions
+from controller.storage.db import Database
+from controller.storage.tables import device_labels, devices, metrics, model_versions
 from edgewise_monitoring import (
     IncompatibleAggregates,
     MonitoringError,

@@ -8,7 +8,8 @@ import sqlalchemy as sa
 
 from controller.fleet.store import FleetStore
 from controller.paging import page
-from controller.storage.db import Database, devices
+from controller.storage.db import Database
+from controller.storage.tables import devices
 from edgewise_wire.update_states import IN_PROGRESS_STATES, gave_up_on, runs
 
 

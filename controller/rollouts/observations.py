@@ -36,7 +36,8 @@ from controller.rollouts.gates import (
 )
 from controller.rollouts.spec import spec_to_dict
 from controller.rollouts.store import FINISHED, LIVE, OWNING, RolloutRecord, rollout_of
-from controller.storage.db import Database, telemetry
+from controller.storage.db import Database
+from controller.storage.tables import telemetry
 
 log = logging.getLogger("edgewise.controller.rollouts")
 

@@ -26,7 +26,8 @@ from controller.fleet.versions import ModelVersion
 from controller.rollouts.engine import RolloutState, Status
 from controller.rollouts.spec import RolloutSpec, spec_from_dict, spec_to_dict
 from controller.storage import MAX_ID
-from controller.storage.db import Database, devices, rollouts
+from controller.storage.db import Database
+from controller.storage.tables import devices, rollouts
 
 _IN_CHUNK = 500
 

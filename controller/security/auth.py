@@ -37,6 +37,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Request
 
+from controller.config import ControllerConfig
 from controller.errors import ConflictError, NotFoundError, ValidationError
 
 SCOPES = ("read", "admin")
@@ -168,17 +169,16 @@ class ApiAuth:
         self.reads_public = reads_public
 
     @classmethod
-    def from_config(cls, config: Any) -> ApiAuth:
-        """From a ``ControllerConfig`` (``api_token``, ``read_token``, ``dashboard_public``,
-        ``data_dir``)."""
+    def from_config(cls, config: ControllerConfig) -> ApiAuth:
+        """From the controller's ``api_token``, ``read_token``, ``dashboard_public`` and
+        ``data_dir``."""
         static: dict[str, Principal] = {}
-        read_token = getattr(config, "read_token", None)
-        if read_token:
-            static[token_hash(read_token)] = Principal("config:read_token", "read")
+        if config.read_token:
+            static[token_hash(config.read_token)] = Principal("config:read_token", "read")
         if config.api_token:
             static[token_hash(config.api_token)] = Principal("config:api_token", "admin")
         return cls(static, TokenStore.for_data_dir(Path(config.data_dir)),
-                   bool(getattr(config, "dashboard_public", True)))
+                   config.dashboard_public)
 
     @property
     def enabled(self) -> bool:
@@ -219,14 +219,14 @@ class ApiAuth:
         self.identify(authorization)
 
 
-def check_exposure(config: Any) -> None:
+def check_exposure(config: ControllerConfig) -> None:
     """Refuse to serve an API without tokens on a non-loopback address (unless told to), and a
     half-configured HTTPS."""
-    cert, key = getattr(config, "http_tls_cert", None), getattr(config, "http_tls_key", None)
+    cert, key = config.http_tls_cert, config.http_tls_key
     if (cert is None) != (key is None):
         raise ValidationError("HTTPS needs both http_tls_cert and http_tls_key "
                               "(`edgewise pki server-cert HOST --out DIR` writes both)")
-    if getattr(config, "allow_open_api", False) or ApiAuth.from_config(config).enabled:
+    if config.allow_open_api or ApiAuth.from_config(config).enabled:
         return
     host = str(config.http_host)
     try:

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from controller.models.artifact_store import ArtifactStore
 from controller.models.registry import ModelRegistry
-from controller.storage.db import Database, metadata
+from controller.storage.db import Database
+from controller.storage.tables import metadata
 from edgewise_wire import ArtifactRef, Manifest, SmokeTest, TensorSpec
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from controller.storage.db import MIGRATIONS, Database, devices, normalize_url, schema_migrations
+from controller.storage.db import Database, normalize_url
+from controller.storage.migrations import MIGRATIONS
+from controller.storage.tables import devices, schema_migrations
 
 EXPECTED_TABLES = {"schema_migrations", "models", "model_versions", "devices", "deployments",
                    "telemetry"}

@@ -15,14 +15,9 @@ from controller.fleet.store import FleetStore
 from controller.fleet.telemetry_store import TelemetryStore
 from controller.models.registry import ModelRegistry
 from controller.monitoring.metrics_store import NO_FIGURES, MetricsStore, VersionFigures
-from controller.storage.db import (
-    MIGRATIONS,
-    Database,
-    devices,
-    metrics,
-    schema_migrations,
-    telemetry,
-)
+from controller.storage.db import Database
+from controller.storage.migrations import MIGRATIONS
+from controller.storage.tables import devices, metrics, schema_migrations, telemetry
 from edgewise_monitoring import MonitoringWindow, merge_summaries
 from edgewise_wire import ModelRef, Reported, TelemetryBatch
 from tests.controller_store.conftest import build_manifest
@@ -216,7 +211,7 @@ def test_active_model_rows_are_unaffected(db: Database) -> None:
 
 def test_operator_labels_override_the_devices_own_in_groups(
         db: Database, stores: tuple[TelemetryStore, MetricsStore]) -> None:
-    from controller.storage.db import device_labels
+    from controller.storage.tables import device_labels
 
     tel, store = stores
     put(tel, "a", 1, window_summary(0, seed=1))

@@ -7,7 +7,9 @@ import pytest
 import sqlalchemy as sa
 
 from controller.fleet.store import FleetStore
-from controller.storage.db import MIGRATIONS, Database, devices, schema_migrations
+from controller.storage.db import Database
+from controller.storage.migrations import MIGRATIONS
+from controller.storage.tables import devices, schema_migrations
 from edgewise_wire import ModelRef, Reported
 
 SLOT_COLUMNS = {f"{slot}_{part}" for slot in ("staged", "previous")

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from controller.errors import NotFoundError, ValidationError
 from controller.fleet.store import FleetStore
 from controller.fleet.telemetry_store import TelemetryStore
-from controller.storage.db import Database, telemetry
+from controller.storage.db import Database
+from controller.storage.tables import telemetry
 from edgewise_wire import TelemetryBatch, decode, encode
 
 

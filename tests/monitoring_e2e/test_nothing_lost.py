@@ -29,7 +29,8 @@ import sqlalchemy as sa
 
 from controller.cli.client import ControllerClient
 from controller.fleet.telemetry_store import TelemetryStore
-from controller.storage.db import Database, devices, telemetry
+from controller.storage.db import Database
+from controller.storage.tables import devices, telemetry
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
 from edge_agent.outbox import TelemetryOutbox

@@ -24,7 +24,8 @@ from controller.rollouts import SpecError, Status
 from controller.rollouts.observations import NO_FIGURES, Figures, p95
 from controller.rollouts.runner import RolloutRunner
 from controller.rollouts.store import StaleRollout
-from controller.storage.db import Database, devices
+from controller.storage.db import Database
+from controller.storage.tables import devices
 from edgewise_wire import Desired, ModelRef, Reported
 from tests.controller_store.conftest import build_manifest
 

@@ -1,0 +1,265 @@
+"""The controller's tables as they are now: what the stores query and write.
+
+Created by the migrations in :mod:`controller.storage.migrations`, whose explicit DDL (or frozen
+copies of older shapes) must stay in step with these definitions: a migration never reads this
+module, so a table can change here without changing what an old migration creates.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+schema_migrations = sa.Table(
+    "schema_migrations", metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+
+models = sa.Table(
+    "models", metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("task", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+
+model_versions = sa.Table(
+    "model_versions", metadata,
+    sa.Column("model", sa.String(128), sa.ForeignKey("models.name"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("manifest_json", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+
+devices = sa.Table(
+    "devices", metadata,
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("first_seen", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+    sa.Column("online", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("labels_json", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("state", sa.String(32)),
+    sa.Column("active_model", sa.String(128)),
+    sa.Column("active_version", sa.Integer),
+    sa.Column("active_sha256", sa.String(64)),
+    sa.Column("target_model", sa.String(128)),
+    sa.Column("target_version", sa.Integer),
+    sa.Column("reported_deployment_id", sa.String(128)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("progress_received", sa.Integer),
+    sa.Column("progress_total", sa.Integer),
+    sa.Column("agent_version", sa.String(64), nullable=False, server_default=""),
+    sa.Column("desired_model", sa.String(128)),
+    sa.Column("desired_version", sa.Integer),
+    sa.Column("desired_deployment_id", sa.String(128)),
+    sa.Column("dropped_total", sa.BigInteger, nullable=False, server_default="0"),
+    # migration 6 (issue 4): the agent's standby slot (a verified artifact waiting to be
+    # activated) and its previous slot (kept for an instant rollback), as last reported
+    sa.Column("staged_model", sa.String(128)),
+    sa.Column("staged_version", sa.Integer),
+    sa.Column("staged_sha256", sa.String(64)),
+    sa.Column("previous_model", sa.String(128)),
+    sa.Column("previous_version", sa.Integer),
+    sa.Column("previous_sha256", sa.String(64)),
+)
+
+
+deployments = sa.Table(
+    "deployments", metadata,
+    sa.Column("deployment_id", sa.String(128), primary_key=True),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("selector", sa.Text),
+    sa.ForeignKeyConstraint(["model", "version"], ["model_versions.model", "model_versions.version"]),
+)
+
+
+# Current schema (migration 3): an agent outbox's records are keyed by its epoch too, so a
+# replaced outbox whose seq restarts at 1 is not taken for a replay (docs/monitoring.md).
+telemetry = sa.Table(
+    "telemetry", metadata,
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Column("epoch", sa.BigInteger, primary_key=True, autoincrement=False, server_default="0"),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("model", sa.String(128)),
+    sa.Column("version", sa.Integer),
+    sa.Column("prediction_id", sa.String(128)),
+    sa.Column("latency_ms", sa.Float),
+    sa.Column("correct", sa.Boolean),
+    sa.Column("payload_json", sa.Text, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Index("ix_telemetry_device_kind", "device_id", "kind"),
+)
+
+
+rollouts = sa.Table(
+    "rollouts", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("spec_json", sa.Text, nullable=False),
+    sa.Column("state_json", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False, server_default=""),
+    sa.ForeignKeyConstraint(["model", "version"], ["model_versions.model", "model_versions.version"]),
+)
+
+
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("rollout_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+              sa.ForeignKey("rollouts.id")),
+    sa.Column("device_ids_json", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("detail_json", sa.Text, nullable=False, server_default="{}"),
+)
+
+
+device_labels = sa.Table(  # labels set by the operator; they override the device's own
+    "device_labels", metadata,
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("key", sa.String(63), primary_key=True),
+    sa.Column("value", sa.String(63), nullable=False),
+    sa.Column("set_at", sa.Float, nullable=False),
+    sa.Column("set_by", sa.String(128), nullable=False, server_default=""),
+)
+
+
+device_registrations = sa.Table(  # devices an operator registered before their first contact
+    "device_registrations", metadata,
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("registered_at", sa.Float, nullable=False),
+    sa.Column("registered_by", sa.String(128), nullable=False, server_default=""),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+)
+
+
+metrics = sa.Table(
+    "metrics", metadata,
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Column("model", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("window_start", sa.Float, primary_key=True),
+    sa.Column("window_end", sa.Float, nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("predictions", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.Column("labelled", sa.BigInteger, nullable=False),
+    sa.Column("accuracy", sa.Float),
+    sa.Column("p95_latency_ms", sa.Float),
+    sa.Column("drift_psi", sa.Float),
+    sa.Column("drifted", sa.Boolean),
+    sa.Column("summary_json", sa.Text, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("evaluated", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+
+alert_states = sa.Table(
+    "alert_states", metadata,
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("firing", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("bad_streak", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("good_streak", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("model", sa.String(128)),
+    sa.Column("version", sa.Integer),
+    sa.Column("value", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("since", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+)
+
+
+alert_events = sa.Table(
+    "alert_events", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("device_id", sa.String(128), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("model", sa.String(128)),
+    sa.Column("version", sa.Integer),
+    sa.Column("value", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("context_json", sa.Text, nullable=False),
+)
+
+
+retrain_runs = sa.Table(
+    "retrain_runs", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("new_version", sa.Integer),
+    sa.Column("context_json", sa.Text, nullable=False),
+)
+
+
+device_history = sa.Table(
+    "device_history", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),  # the device's time of the report
+    sa.Column("recorded_at", sa.Float, nullable=False),  # the controller's time
+    sa.Column("state", sa.String(32)),
+    sa.Column("model", sa.String(128)),  # the active model after the change
+    sa.Column("version", sa.Integer),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("target_model", sa.String(128)),
+    sa.Column("target_version", sa.Integer),
+    sa.Column("deployment_id", sa.String(128)),
+    sa.Column("error", sa.Text),
+)
+
+
+leases = sa.Table(
+    "leases", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("acquired_at", sa.Float, nullable=False),
+    sa.Column("term", sa.BigInteger, nullable=False),
+)
+
+
+# With a share group, two reports of one device may reach two replicas and be stored in the
+# wrong order; ``reported_order`` keeps the device time of the newest report applied, and an
+# older one is not applied over it (FleetStore.set_reported).
+reported_order = sa.Table(
+    "reported_order", metadata,
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("ts", sa.Float, nullable=False),
+)
+
