@@ -11,8 +11,8 @@ serves single predictions with true labels fed back (telemetry and the monitorin
 running) for ``--seconds``. Its RSS is sampled from /proc/PID/status every 0.25 s, split into
 anonymous (RssAnon: heap, stacks, the model's tensors) and file-backed (RssFile: the mapped
 pages of Python, its extension modules and onnxruntime's library): at start (connected, no
-model), with the model active, after the fill, and while serving (median and peak). Target
-(issue 4): under 80 MiB while serving, judged on the peak VmRSS of the cold run.
+model), with the model active, after the fill, and while serving (median and peak). Target:
+under 80 MiB while serving, judged on the peak VmRSS of the cold run.
 
 Cold run: before the agent starts, every shared library of this Python environment is dropped
 from the page cache (bench/page_cache.py; posix_fadvise, no file changes), so the agent maps

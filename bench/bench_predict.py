@@ -2,7 +2,7 @@
 
 Usage: python bench/bench_predict.py [--quick]
 
-Targets (issue 4): agent / raw within 1.3x for a single row, 1.1x for a batch of 1,000.
+Targets: agent / raw within 1.3x for a single row, 1.1x for a batch of 1,000.
 
 Each model reaches real ``EdgeAgent``s the way it reaches a device (push to a controller process,
 deployment over a Mosquitto broker, verified download, smoke test), then, on the same machine and

@@ -23,13 +23,13 @@ class ControllerConfig:
     http_port: int = DEFAULT_HTTP_PORT
     api_token: str | None = None  # when set, mutating REST calls need "Authorization: Bearer"
     share_group: str | None = None  # MQTT shared-subscription group for several replicas
-    # -- dashboard and read-only views (issue 7; docs/dashboard.md) --
+    # -- dashboard and read-only views (docs/dashboard.md) --
     # True: the dashboard, /metrics and every GET of the API are open to anyone who reaches the
     # port. False (with api_token set): they need "Authorization: Bearer" with api_token or
     # read_token, the token handed to the group of people who may look but not change.
     dashboard_public: bool = True
     read_token: str | None = None
-    # -- monitoring (issue 6; docs/monitoring.md): alert evaluation and the retraining hook --
+    # -- monitoring (docs/monitoring.md): alert evaluation and the retraining hook --
     alert_interval_s: float = 10.0  # how often metrics windows and silences are judged
     alert_fire_after: int = 3  # consecutive bad windows before an alert fires
     alert_clear_after: int = 3  # consecutive good windows before it clears
@@ -49,18 +49,18 @@ class ControllerConfig:
     # first wave the canary; without one, a deploy to one of the alerting devices
     retrain_rollout_selector: str | None = None
     retrain_rollout_waves: str = "1,10%,50%,100%"
-    # -- security (issue 9; docs/security.md): API over HTTPS when both are set; named tokens
+    # -- security (docs/security.md): API over HTTPS when both are set; named tokens
     # live in {data_dir}/api-tokens.json (controller/security/auth.py). Without any token the API may
     # only listen on a loopback address, unless allow_open_api.
     http_tls_cert: str | None = None
     http_tls_key: str | None = None
     allow_open_api: bool = False
-    # -- replicas (issue 10; docs/scaling.md): a shared content-addressed artifact directory
+    # -- replicas (docs/scaling.md): a shared content-addressed artifact directory
     # (default {data_dir}/artifacts) and the lease that picks the one deciding replica
     artifact_dir: Path | None = None
     lease_s: float = 5.0  # another replica takes over this long after the holder dies
     lease_renew_s: float = 1.0
-    # -- signed updates (issue 4; controller/security/desired_signer.py): how long a signed manifest
+    # -- signed updates (controller/security/desired_signer.py): how long a signed manifest
     # (and a rollback order) stays valid; a device offline for longer needs it published again
     manifest_ttl_s: float = 30 * 86400.0
 
@@ -98,7 +98,7 @@ def load_controller_config(path: Path | None = None, **overrides: Any) -> Contro
         values["broker"] = BrokerAddress.parse(values["broker"])
     if "data_dir" in values:
         values["data_dir"] = Path(values["data_dir"])
-    if values.get("artifact_dir"):  # issue 10
+    if values.get("artifact_dir"):
         values["artifact_dir"] = Path(values["artifact_dir"])
     group = values.get("share_group")
     if group is not None and (not isinstance(group, str) or not group

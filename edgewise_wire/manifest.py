@@ -200,7 +200,7 @@ class Manifest:
     verified_runtimes: tuple[str, ...] = ()
     # TFLite artifacts: builtin (or custom) op name → highest op version the model uses.
     tflite_ops: dict[str, int] = field(default_factory=dict)
-    # The device-side health window after activation (issue 4); None: the agent's default.
+    # The device-side health window after activation; None: the agent's default.
     probation: ProbationPolicy | None = None
     schema: int = MANIFEST_SCHEMA
 

@@ -100,7 +100,7 @@ SIGNED_MANIFEST = "signed"
 class Desired(Message):
     """The device's desired model (retained). ``manifest`` None means: run no model.
 
-    Signed form (issue 4, ``edgewise_wire.envelope``): ``envelope`` is the controller's signed manifest
+    Signed form (``edgewise_wire.envelope``): ``envelope`` is the controller's signed manifest
     envelope and travels as ``"signed"``, with ``"manifest": "signed"`` (the manifest is inside it;
     :attr:`manifest` is parsed from it). ``rollback_order`` is a signed order that allows going
     to a version not above the running one, or to no model. ``probation`` overrides the
@@ -170,7 +170,7 @@ class Reported(Message):
     labels: dict[str, str] = field(default_factory=dict)
     agent_version: str = ""
     ts: float = field(default_factory=now)
-    # issue 4: the verified artifact waiting in the standby slot, and the model kept in the
+    # the verified artifact waiting in the standby slot, and the model kept in the
     # previous slot for an instant rollback (omitted when none)
     staged: ModelRef | None = None
     previous: ModelRef | None = None

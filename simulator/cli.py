@@ -43,7 +43,7 @@ async def _simulate(devices: int, broker: BrokerAddress, data_dir: Path, dataset
 def run_simulation(devices: int, broker: str, data_dir: Path, dataset: str, rate: float,
                    duration: float, trust_keys_from: Path | None = None) -> int:
     """``trust_keys_from``: a controller data directory or a PEM file whose manifest-signing
-    keys the agents trust (issue 4; None: development mode)."""
+    keys the agents trust (None: development mode)."""
     from simulator.keys import KeysError, load_trusted_keys
 
     try:
@@ -56,7 +56,7 @@ def run_simulation(devices: int, broker: str, data_dir: Path, dataset: str, rate
     return 0
 
 
-# -- scenarios (issue 8): `edgewise simulate --scenario FILE` ----------------------------------------
+# -- scenarios: `edgewise simulate --scenario FILE` ----------------------------------------
 
 def run_scenario_command(path: Path, data_dir: Path, *, broker: str | None = None,
                          controller_url: str | None = None, report_json: Path | None = None,

@@ -157,7 +157,7 @@ def run_demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float
         _step("starting the controller (registry, MQTT bridge, REST API)")
         controller, url = start_controller(workdir / "controller", broker)
         click.echo(f"    {url}  (SQLite database and artifacts in {workdir / 'controller'})")
-        # issue 4: the controller created its signing key at start; the devices trust it
+        # the controller created its signing key at start; the devices trust it
         trusted = controller_trusted_keys(workdir / "controller")
         ok = asyncio.run(_demo(devices, workdir, broker, url, serve_seconds, trusted))
     finally:

@@ -1,4 +1,4 @@
-"""The controller's manifest-signing public keys, for simulated agents to trust (issue 4).
+"""The controller's manifest-signing public keys, for simulated agents to trust.
 
 A real device gets them in its enrollment bundle (``trusted_keys/KEY_ID.pem``); a simulated
 fleet reads them from the controller's data directory, so the agents run in enforce mode and

@@ -1,7 +1,7 @@
 """Feeds rows of a bundled scikit-learn dataset to simulated devices and returns true labels
 a little later, as a person or a downstream system would.
 
-Faults for monitoring tests (issue 6), per device and switchable while the workload runs:
+Faults for monitoring tests, per device and switchable while the workload runs:
 
 * **Covariate shift / sensor offset** (:meth:`Workload.shift_features`): chosen features of the
   rows sent to chosen devices are moved by a number of the feature's standard deviations and/or

@@ -124,7 +124,7 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
               help="Trust the manifest-signing keys of this controller data directory (or a PEM "
                    "file, or a bundle's trusted_keys/): the agents then run only models the "
                    "controller signed (default: development mode, unsigned accepted).")
-# -- scenarios (issue 8; docs/simulator.md)
+# -- scenarios (docs/simulator.md)
 @click.option("--scenario", "scenario_file", type=click.Path(path_type=Path, exists=True,
               dir_okay=False), help="Run this scenario (TOML: fleet, workload, timeline of "
               "faults) with a broker and controller of its own, and print its report.")

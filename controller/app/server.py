@@ -17,7 +17,7 @@ log = logging.getLogger("edgewise.controller")
 async def serve(config: ControllerConfig) -> None:
     controller = Controller(config)
     app = create_app(controller)
-    # HTTPS when a certificate is configured (issue 9: http_tls_cert / http_tls_key)
+    # HTTPS when a certificate is configured (http_tls_cert / http_tls_key)
     tls = config.http_tls_cert is not None
     server = uvicorn.Server(uvicorn.Config(app, host=config.http_host, port=config.http_port,
                                            log_level="warning", lifespan="off",

@@ -74,7 +74,7 @@ def format_device(view: dict[str, Any], window: float, colour: bool = False) -> 
         f"desired     {version_text(d.get('desired_model'), d.get('desired_version'))}"
         + (f"  ({d['desired_deployment_id']})" if d.get("desired_deployment_id") else ""),
     ]
-    # issue 4: the agent's slots, shown only when it reports them (older agents do not)
+    # the agent's slots, shown only when it reports them (older agents do not)
     if d.get("staged_model"):
         lines.append(f"staged      {version_text(d['staged_model'], d.get('staged_version'))}"
                      "  (verified, waiting to activate)")

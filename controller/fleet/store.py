@@ -47,7 +47,7 @@ def raise_dropped_total(conn: sa.Connection, device_id: str, n: int) -> None:
                  .values(dropped_total=n))
 
 
-# -- version history (issue 7) -----------------------------------------------------------------
+# -- version history -----------------------------------------------------------------
 HISTORY_KEEP = 500  # rows kept per device; older ones are pruned as new ones arrive
 
 
@@ -82,7 +82,7 @@ def record_history(conn: sa.Connection, device_id: str, reported: Reported) -> b
 class FleetStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.stale_reports = 0  # issue 10: reports older than the one applied, not applied
+        self.stale_reports = 0  # reports older than the one applied, not applied
 
     def touch(self, device_id: str, ts: float) -> None:
         with self.db.write() as conn:
@@ -111,7 +111,7 @@ class FleetStore:
             "progress_received": received,
             "progress_total": total,
             "labels_json": json.dumps(reported.labels, sort_keys=True),
-            # issue 4: a report without them (an older agent, or no such slot) clears them
+            # a report without them (an older agent, or no such slot) clears them
             **_slot_values("staged", reported.staged),
             **_slot_values("previous", reported.previous),
         }
@@ -119,7 +119,7 @@ class FleetStore:
             values["agent_version"] = reported.agent_version
         with self.db.write() as conn:
             touch(self.db, conn, device_id, reported.ts)
-            # issue 10: replicas of a share group may store two reports out of order; an
+            # replicas of a share group may store two reports out of order; an
             # older report than the one applied is not applied over it
             conn.execute(self.db.insert_ignore(reported_order).values(device_id=device_id,
                                                                       ts=reported.ts))
@@ -129,7 +129,7 @@ class FleetStore:
             if not newest:
                 self.stale_reports += 1
                 return
-            record_history(conn, device_id, reported)  # issue 7: before the row changes
+            record_history(conn, device_id, reported)  # before the row changes
             conn.execute(devices.update().where(devices.c.device_id == device_id).values(**values))
 
     def set_desired(self, device_ids: Sequence[str], model: str | None, version: int | None,
@@ -149,7 +149,7 @@ class FleetStore:
 
     def reported_models(self, device_ids: Sequence[str]
                         ) -> dict[str, tuple[ModelVersion | None, ModelVersion | None]]:
-        """``{device: (active, update target)}`` as last reported (issue 4: whether a desired
+        """``{device: (active, update target)}`` as last reported (whether a desired
         state needs a signed rollback order); devices never heard from are left out."""
         d = devices.c
         out: dict[str, tuple[ModelVersion | None, ModelVersion | None]] = {}

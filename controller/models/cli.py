@@ -35,7 +35,7 @@ def models() -> None:
 @click.option("--tolerance", "tolerances", multiple=True, metavar="[PRECISION=]VALUE",
               help="Largest output difference allowed between the source model and the artifact "
                    "(default per precision, float32 1e-4; see `edgewise convert --help`).")
-# -- converters (issue 3): the same conversion as `edgewise convert`, one artifact -------------
+# -- converters: the same conversion as `edgewise convert`, one artifact -------------
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tflite"]), default="onnx",
               show_default=True, help="Artifact format the devices run.")
 @click.option("--quantize", default="float32", show_default=True,

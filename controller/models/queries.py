@@ -49,7 +49,7 @@ class ModelViews:
                     .where(d.desired_model == model, d.desired_version.is_not(None))
                     .group_by(d.desired_version)):
                 slot(int(r.desired_version))["desired"] += int(r.n)
-            # issue 4: a device rolled back onto the version it targets is not a failure
+            # a device rolled back onto the version it targets is not a failure
             for r in conn.execute(
                     sa.select(d.target_version, d.state, d.active_model, d.active_version,
                               sa.func.count().label("n"))

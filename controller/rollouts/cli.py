@@ -220,7 +220,7 @@ def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None
     gates.update({k: v for k, v in gate_flags.items() if v is not None})
     if gates:
         spec["gates"] = gates
-    if probation_s is not None:  # issue 4: over the spec file's [probation] table, if any
+    if probation_s is not None:  # over the spec file's [probation] table, if any
         spec["probation"] = {**(spec.get("probation") or {}), "duration_s": probation_s}
     view = client.create_rollout(spec, dry_run=dry_run)
     if dry_run:

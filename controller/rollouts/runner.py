@@ -100,8 +100,8 @@ class RolloutRunner:
         """``connection()``: a number that changes with every (re)connection to the broker,
         None while disconnected. ``metrics``: the monitoring store (figures from agent windows,
         drift included); devices without windows fall back to raw telemetry. ``figures``
-        replaces both. ``leader()`` (issue 10): the term of this replica's lease, None while
-        another replica decides; the loop acts only while it holds one. ``signer`` (issue 4)
+        replaces both. ``leader()``: the term of this replica's lease, None while
+        another replica decides; the loop acts only while it holds one. ``signer``
         signs every desired state; without one they go out unsigned (devices in development
         mode only: the controller always passes one)."""
         self.store = RolloutStore(db)

@@ -100,7 +100,7 @@ class RolloutSpec:
     for the wave to report (from the wave's start) and for gates still short of evidence (from
     the soak's start, if longer than the soak). Either running out is a gate failure.
 
-    ``probation`` (issue 4): the health window each device keeps the new version under before
+    ``probation``: the health window each device keeps the new version under before
     it commits it (sent with the desired state; None: the agent's own default). The wave
     counts a device as done only once it committed.
     """

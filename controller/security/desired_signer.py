@@ -1,4 +1,4 @@
-"""Every desired state the controller publishes, signed (issue 4; ``edgewise_wire.envelope``).
+"""Every desired state the controller publishes, signed (``edgewise_wire.envelope``).
 
 A device with trusted keys acts only on a manifest inside an envelope signed by one of them, and
 goes to a version not above the one it runs (or to no model) only with a signed *rollback

@@ -61,7 +61,7 @@ devices = sa.Table(
     sa.Column("desired_version", sa.Integer),
     sa.Column("desired_deployment_id", sa.String(128)),
     sa.Column("dropped_total", sa.BigInteger, nullable=False, server_default="0"),
-    # migration 6 (issue 4): the agent's standby slot (a verified artifact waiting to be
+    # migration 6: the agent's standby slot (a verified artifact waiting to be
     # activated) and its previous slot (kept for an instant rollback), as last reported
     sa.Column("staged_model", sa.String(128)),
     sa.Column("staged_version", sa.Integer),

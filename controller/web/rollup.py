@@ -118,7 +118,7 @@ class DeviceFacts:
     state: str | None
     model: str | None
     version: int | None
-    # what the controller last ordered it to run (issue 4: a rollback onto it is no failure)
+    # what the controller last ordered it to run (a rollback onto it is no failure)
     desired_model: str | None = None
     desired_version: int | None = None
 

@@ -12,7 +12,7 @@ VERSION = 1
 DESCRIPTION = "models, model_versions, devices, deployments, telemetry"
 
 # the v1 telemetry table from this frozen copy and keeps creating exactly what it always did.
-# Likewise ``devices`` since migration 6 (issue 4) added columns to it.
+# Likewise ``devices`` since migration 6 added columns to it.
 _v1_metadata = sa.MetaData()
 
 

@@ -368,7 +368,7 @@
           h("dl", { class: "facts" },
             h("dt", { text: "Runs" }), h("dd", { class: "mono" }, dev.active_model ? link(`#/models/${encodeURIComponent(dev.active_model)}`, fmt.version(dev.active_model, dev.active_version)) : "–"),
             h("dt", { text: "Desired" }), h("dd", { class: "mono", text: fmt.version(dev.desired_model, dev.desired_version) }),
-            // issue 4: the agent's standby slot (verified, not active yet) and its previous slot
+            // the agent's standby slot (verified, not active yet) and its previous slot
             dev.staged_model ? h("dt", { text: "Staged" }) : null,
             dev.staged_model ? h("dd", { "data-testid": "staged-slot" }, h("span", { class: "mono", text: fmt.version(dev.staged_model, dev.staged_version) }), h("span", { class: "muted", text: "(verified, waiting to activate)" })) : null,
             dev.previous_model ? h("dt", { text: "Previous slot" }) : null,
