@@ -8,6 +8,7 @@ NotFound 404, Conflict 409, Validation 422, Storage 503.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -30,7 +31,11 @@ from controller.rollouts.api import deployments_router, rollouts_router
 from controller.security.auth import ApiAuth, auth_router, check_exposure
 from controller.web.pages import pages_router
 from controller.web.prometheus import metrics_router as prometheus_router
-from edge_agent import __version__
+
+try:  # the installed distribution's version; a plain checkout has none
+    __version__ = version("edgewise")
+except PackageNotFoundError:
+    __version__ = "0+unknown"
 
 _STATUS = {NotFoundError: 404, ConflictError: 409, ValidationError: 422, StorageError: 503}
 

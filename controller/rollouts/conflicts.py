@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from controller import errors
+from controller.errors import ConflictError as _ControllerConflict
 from controller.rollouts.spec import RolloutSpec
 
 _SHOWN = 10
 
 
-class ConflictError(errors.ConflictError):
+class ConflictError(_ControllerConflict):
     """The new rollout overlaps active ones of equal or higher priority.
 
     ``conflicts`` maps each blocking rollout's name to the shared devices.
