@@ -37,11 +37,7 @@ from controller.models.registry import ModelRegistry
 from controller.rollouts.conflicts import check_conflict
 from controller.rollouts.decisions import (
     Abort,
-    Advance,
-    Complete,
     Decision,
-    Fail,
-    Pause,
     Wait,
     decision_to_dict,
 )
@@ -58,9 +54,8 @@ from controller.rollouts.engine import (
     release_devices,
     resume,
 )
-from controller.rollouts.gates import DeviceObservation, ModelVersion
+from controller.rollouts.gates import ModelVersion
 from controller.rollouts.observations import (
-    BASELINE_WINDOW_S,
     FiguresSource,
     MetricsFirstFigures,
     Ownership,
@@ -69,6 +64,7 @@ from controller.rollouts.observations import (
     plan_ownership,
     rollout_view,
 )
+from controller.rollouts.orders import RolloutOrders
 from controller.rollouts.spec import spec_from_dict, spec_to_dict, validate
 from controller.rollouts.store import (
     LIVE,
@@ -80,9 +76,10 @@ from controller.rollouts.store import (
     StaleRollout,
     rollout_of,
 )
+from controller.rollouts.wave_observer import WaveObserver
 from controller.security.desired_signer import DesiredSigner
 from controller.storage.db import Database
-from edgewise_wire import Desired, Manifest, ProbationPolicy
+from edgewise_wire import Desired
 
 log = logging.getLogger("edgewise.controller.rollouts")
 
@@ -118,8 +115,17 @@ class RolloutRunner:
         self._task: asyncio.Task[None] | None = None
         # the (connection, lease term) whose orders were published again
         self._synced: tuple[int, int | None] | None = None
-        self._manifests: dict[ModelVersion, Manifest] = {}
-        self.signer = signer
+        self.orders = RolloutOrders(registry, publish, signer, self.stats)
+        self.observer = WaveObserver(self.figures, self.orders.reference_accuracy)
+
+    @property
+    def signer(self) -> DesiredSigner | None:
+        """Signs every desired state; None sends them unsigned (devices in development mode)."""
+        return self.orders.signer
+
+    @signer.setter
+    def signer(self, signer: DesiredSigner | None) -> None:
+        self.orders.signer = signer
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -191,175 +197,18 @@ class RolloutRunner:
                 state = admitted
                 audit.append(AuditEntry("rollout.late_joiners", devices=joiners, detail={
                     "wave": state.assignment[joiners[0]] + 1}))
-        observations = await self._observe(record, state, rows)
+        observations = await self.observer.observe(record, state, rows)
         decision = decide(record.spec, state, observations, now)
         new_state = apply(state, decision, now)
-        desired, messages, entries = await self._act(record, state, new_state, decision, rows)
+        desired, messages, entries = await self.orders.for_decision(record, state, new_state, decision, rows)
         audit += entries
         if new_state == record.state and not audit:
             return
         await asyncio.to_thread(self.store.save, record, new_state, audit, desired, now)
-        self._send(messages)
+        self.orders.send(messages)
         if not isinstance(decision, Wait):
             log.info("rollout %s: %s", record.label, new_state.reasons[-1]
                      if new_state.reasons else decision.kind)
-
-    async def _act(self, record: RolloutRecord, before: RolloutState, after: RolloutState,
-                   decision: Decision, rows: Mapping[str, DeviceRow]
-                   ) -> tuple[list[DesiredChange], list[tuple[str, Desired]], list[AuditEntry]]:
-        """The desired states, messages and audit entries a decision implies (nothing sent)."""
-        if isinstance(decision, Advance):
-            manifest = await self._manifest(record.target)
-            top_up = decision.wave == before.wave
-            detail = {"wave": decision.wave + 1, "wave_count": before.wave_count,
-                      "version": str(record.target),
-                      "previous": {d: None if p is None else str(p)
-                                   for d, p in decision.previous.items()}}
-            # what each device ran when the engine decided: a rollout to a version not above
-            # it (a downgrade rollout) carries a signed rollback order per device
-            messages = await self._desired(
-                record.deployment_id, manifest, {d: decision.previous.get(d)
-                                                 for d in decision.devices},
-                rows, probation=record.spec.probation)
-            return ([DesiredChange(decision.devices, record.target, record.deployment_id)],
-                    messages,
-                    [AuditEntry("rollout.late_joiners_sent" if top_up else "rollout.wave_started",
-                                devices=decision.devices, detail=detail)])
-        if isinstance(decision, Abort):
-            desired, messages, missing = await self._reverts(record, decision.revert, rows)
-            detail = decision_to_dict(decision)
-            if missing:
-                detail["cannot_revert"] = missing
-            return desired, messages, [AuditEntry("rollout.aborted", devices=list(decision.revert),
-                                                  detail=detail)]
-        if isinstance(decision, Pause):
-            return [], [], [AuditEntry("rollout.paused", detail=decision_to_dict(decision))]
-        if isinstance(decision, Complete):
-            action = "rollout.reverted" if before.status is Status.ABORTING else "rollout.completed"
-            return [], [], [AuditEntry(action, detail={"why": decision.why})]
-        if isinstance(decision, Fail):
-            return [], [], [AuditEntry("rollout.failed", devices=decision.unconfirmed,
-                                       detail={"why": decision.why})]
-        if after.status is not before.status:  # a Wait that flips RUNNING <-> SOAKING
-            action = "rollout.soak_started" if after.status is Status.SOAKING else \
-                "rollout.soak_interrupted"
-            return [], [], [AuditEntry(action, detail={"wave": after.wave + 1,
-                                                       "why": decision.why})]
-        return [], [], []
-
-    async def _reverts(self, record: RolloutRecord, revert: Mapping[str, ModelVersion | None],
-                       rows: Mapping[str, DeviceRow]
-                       ) -> tuple[list[DesiredChange], list[tuple[str, Desired]], list[str]]:
-        """Put each device back on what it ran; a device that ran nothing is told to run
-        nothing (``manifest`` None: the agent unloads its model). Every revert carries a
-        signed rollback order: the device may run the rollout's version by now."""
-        groups: dict[ModelVersion | None, list[str]] = defaultdict(list)
-        for device, previous in sorted(revert.items()):
-            groups[previous].append(device)
-        desired, messages, missing = [], [], []
-        for previous, devices in groups.items():
-            manifest = None
-            if previous is not None:
-                try:
-                    manifest = await self._manifest(previous)
-                except NotFoundError:
-                    missing += devices  # unknown to this registry: cannot be put back
-                    log.error("rollout %s: cannot revert %d devices to %s: not in the registry",
-                              record.label, len(devices), previous)
-                    continue
-            desired.append(DesiredChange(devices, previous, record.revert_deployment_id))
-            messages += await self._desired(
-                record.revert_deployment_id, manifest,
-                {d: (r.active if (r := rows.get(d)) else None) for d in devices}, rows,
-                revert_of=record.spec.model)
-        return desired, messages, missing
-
-    async def _desired(self, deployment_id: str, manifest: Manifest | None,
-                       running: Mapping[str, ModelVersion | None],
-                       rows: Mapping[str, DeviceRow], *,
-                       probation: ProbationPolicy | None = None,
-                       revert_of: str | None = None) -> list[tuple[str, Desired]]:
-        """One desired state per device of ``running`` (device -> the model it runs), signed
-        when there is a signer; the devices' reported update targets count as versions they
-        may reach first (see ``controller.security.desired_signer.rollback_target``)."""
-        if self.signer is None:
-            message = Desired(deployment_id, manifest, probation=probation)
-            return [(d, message) for d in running]
-        pending = {d: r.target for d in running if (r := rows.get(d)) is not None}
-        # the wall clock, not the tick's ``now``: devices judge expiry by theirs
-        return await asyncio.to_thread(self.signer.for_devices, deployment_id, manifest,
-                                       running, now=time.time(), probation=probation,
-                                       pending=pending, revert_of=revert_of)
-
-    async def _observe(self, record: RolloutRecord, state: RolloutState,
-                       rows: Mapping[str, DeviceRow],
-                       for_view: bool = False) -> dict[str, DeviceObservation]:
-        """Reported state of every planned device; figures only for the current wave, only
-        for the gates the spec switches on (and, for a view, of a paused rollout too)."""
-        gates = record.spec.gates
-        figures = baselines = None
-        metric_gates = (gates.max_accuracy_drop, gates.max_p95_latency_ms, gates.max_drift_psi)
-        judged = {Status.RUNNING, Status.SOAKING} | ({Status.PAUSED} if for_view else set())
-        if state.status in judged and state.wave >= 0 \
-                and any(g is not None for g in metric_gates):
-            wave = state.sent_in(state.wave)
-            since = state.wave_started_at if state.wave_started_at is not None \
-                else record.created_at
-            figures = await asyncio.to_thread(self.figures.version_figures, wave,
-                                              record.spec.model, record.spec.version, since)
-            if gates.max_accuracy_drop is not None:
-                baselines = await self._baselines(record, state, wave)
-        return observe(rows, list(state.assignment), record.target, figures, baselines)
-
-    async def _baselines(self, record: RolloutRecord, state: RolloutState,
-                         devices: Sequence[str]) -> dict[str, float | None]:
-        """The accuracy each device's previous version is held to.
-
-        Pooled over the wave's devices that ran the same previous version, from their labelled
-        feedback since an hour before the rollout started (one device's few labels are too
-        noisy to judge by). With fewer than ``min_labelled`` labels: that version's accuracy on
-        the converter's labelled sample (``parity.artifact_accuracy`` of its manifest); a
-        device that ran no model is held to the new version's own conversion accuracy.
-        """
-        groups: dict[ModelVersion | None, list[str]] = defaultdict(list)
-        for d in devices:
-            groups[state.previous.get(d)].append(d)
-        out: dict[str, float | None] = {}
-        for previous, group in groups.items():
-            reference = await self._reference_accuracy(previous or record.target)
-            pooled = None
-            if previous is not None and previous != record.target:
-                figures = await asyncio.to_thread(
-                    self.figures.version_figures, group, previous.model, previous.version,
-                    record.created_at - BASELINE_WINDOW_S)
-                labelled = sum(f.labelled for f in figures.values())
-                hits = sum((f.accuracy or 0.0) * f.labelled for f in figures.values())
-                if labelled and (labelled >= record.spec.gates.min_labelled or reference is None):
-                    pooled = hits / labelled
-            baseline = pooled if pooled is not None else reference
-            out.update({d: baseline for d in group})
-        return out
-
-    async def _reference_accuracy(self, version: ModelVersion) -> float | None:
-        try:
-            parity = (await self._manifest(version)).parity
-        except NotFoundError:
-            return None
-        value = parity.get("artifact_accuracy") if isinstance(parity, dict) else None
-        return float(value) if isinstance(value, (int, float)) and 0 <= value <= 1 else None
-
-    def _send(self, messages: Sequence[tuple[str, Desired]]) -> None:
-        for device, message in messages:
-            self._publish(device, message)
-        self.stats["desired_published"] += len(messages)
-
-    async def _manifest(self, version: ModelVersion) -> Manifest:
-        cached = self._manifests.get(version)
-        if cached is None:
-            cached = await asyncio.to_thread(self.registry.get_manifest, version.model,
-                                             version.version)
-            self._manifests[version] = cached
-        return cached
 
     async def republish(self) -> int:
         """Publish again the recorded desired state of every rollout device not running it.
@@ -383,16 +232,16 @@ class RolloutRunner:
                 manifest = None
                 if wanted is not None:
                     try:
-                        manifest = await self._manifest(wanted)
+                        manifest = await self.orders.manifest(wanted)
                     except NotFoundError:
                         continue
                 record = await self._record_of(deployment, records)
                 if deployment.endswith("-revert"):  # as _reverts sent it: with an order
                     model = record.spec.model if record else (wanted.model if wanted else None)
-                    messages += await self._desired(deployment, manifest, running, rows,
+                    messages += await self.orders.desired(deployment, manifest, running, rows,
                                                     revert_of=model)
                 else:
-                    messages += await self._desired(
+                    messages += await self.orders.desired(
                         deployment, manifest, running, rows,
                         probation=record.spec.probation if record else None)
             if messages:
@@ -400,7 +249,7 @@ class RolloutRunner:
                     "controller.republished", devices=[d for d, _ in messages],
                     detail={"why": "broker connection (re)started"})])
                 log.info("published the desired state of %d rollout devices again", len(messages))
-            self._send(messages)
+            self.orders.send(messages)
             return len(messages)
 
     async def _record_of(self, deployment: str, cache: dict[int, RolloutRecord | None]
@@ -427,7 +276,7 @@ class RolloutRunner:
         """
         spec = spec_from_dict(body)
         target = ModelVersion(spec.model, spec.version)
-        await self._manifest(target)
+        await self.orders.manifest(target)
         async with self._lock:
             now = time.time()
             rows = await asyncio.to_thread(self.devices.rows)
@@ -498,14 +347,14 @@ class RolloutRunner:
             detail: dict[str, Any] = {"reason": reason}
             if isinstance(decision, Abort):
                 rows = await asyncio.to_thread(self.devices.rows)
-                desired, messages, missing = await self._reverts(record, decision.revert, rows)
+                desired, messages, missing = await self.orders.reverts(record, decision.revert, rows)
                 detail.update(decision_to_dict(decision))
                 if missing:
                     detail["cannot_revert"] = missing
             devices = list(decision.revert) if isinstance(decision, Abort) else []
             await asyncio.to_thread(self.store.save, record, new_state, [AuditEntry(
                 action, actor=actor, devices=devices, detail=detail)], desired, now)
-            self._send(messages)
+            self.orders.send(messages)
         log.info("rollout %s: %s by %s", record.label, action.removeprefix("rollout."), actor)
         return await self.view(str(record.id))
 
@@ -546,7 +395,7 @@ class RolloutRunner:
         record = await asyncio.to_thread(self.store.find, ref)
         rows = await asyncio.to_thread(self.devices.rows)
         now = time.time()
-        observations = await self._observe(record, record.state, rows, for_view=True)
+        observations = await self.observer.observe(record, record.state, rows, for_view=True)
         try:
             decision: Decision | None = decide(record.spec, record.state, observations, now)
         except Exception:  # a preview only
