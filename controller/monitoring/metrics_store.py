@@ -25,12 +25,12 @@ import math
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from controller.errors import NotFoundError, ValidationError
+from controller.monitoring.figures import NO_FIGURES, VersionFigures, figures
 from controller.storage.db import Database
 from controller.storage.tables import device_labels, devices, metrics, model_versions
 from edgewise_monitoring import (
@@ -46,25 +46,6 @@ _IN_CHUNK = 500
 _MANIFEST_CACHE = 256
 
 
-@dataclass(frozen=True)
-class VersionFigures:
-    """One device's figures for one model version since a time (what rollout gates read).
-
-    ``accuracy`` is measured on ``labelled`` feedback pairs (classification; ``None`` for a
-    regressor or without labels). ``drift_psi`` is the largest PSI over the features and the
-    prediction, ``None`` while no histogram holds enough rows for a verdict.
-    ``predictions`` counts rows predicted (every row: aggregates are never sampled).
-    """
-
-    accuracy: float | None
-    labelled: int
-    p95_latency_ms: float | None
-    drift_psi: float | None
-    predictions: int
-
-
-NO_FIGURES = VersionFigures(accuracy=None, labelled=0, p95_latency_ms=None, drift_psi=None,
-                            predictions=0)
 
 
 class MetricsStore:
@@ -319,36 +300,6 @@ class MetricsStore:
         return insert_windows(self, conn, device_id, epoch, records, received_at)
 
 
-def figures(merged: Mapping[str, Any]) -> dict[str, Any]:
-    """The headline figures of a (merged) summary, flat and JSON-ready."""
-    d = merged["derived"]
-    score = d["score"]
-    drift = d["drift"]
-    psis = [f["psi"] for f in drift["features"] if f["psi"] is not None]
-    if drift["prediction"] is not None and drift["prediction"]["psi"] is not None:
-        psis.append(drift["prediction"]["psi"])
-    verdicts = [f["drifted"] for f in drift["features"] if f["drifted"] is not None]
-    if drift["prediction"] is not None and drift["prediction"]["drifted"] is not None:
-        verdicts.append(drift["prediction"]["drifted"])
-    estimated = d["estimated_accuracy"]
-    return {
-        "predictions": int(merged["count"]),
-        "errors": int(merged["errors"]),
-        "error_rate": d["error_rate"],
-        "labelled": int(score["n"]),
-        "accuracy": score.get("accuracy"),
-        "macro_f1": score.get("macro_f1"),
-        "mae": score.get("mae"),
-        "rmse": score.get("rmse"),
-        "estimated_accuracy": estimated["value"] if estimated else None,
-        "latency_ms": d["latency_ms"],
-        "drift_psi": max(psis) if psis else None,
-        "drifted": any(verdicts) if verdicts else None,
-        "drifted_features": drift["drifted_features"],
-        "prediction_drift": drift["prediction"],
-        "feature_drift": drift["features"],
-        "concept_drift_detections": int(merged["concept_drift_detections"]),
-    }
 
 
 def _finite(value: Any) -> float | None:

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from controller.fleet.device_registry import DeviceRow
 from controller.fleet.selectors import Selector, SelectorError, parse_selector
+from controller.monitoring.figures import VersionFigures
 from controller.rollouts.decisions import Abort, Advance, Decision, Pause, decision_to_dict
 from controller.rollouts.engine import RolloutState, Status, late_joiners
 from controller.rollouts.gates import (
@@ -65,18 +66,6 @@ class FiguresSource(Protocol):
                         since: float) -> Mapping[str, FiguresLike]: ...
 
 
-@dataclass(frozen=True)
-class Figures:
-    """Same shape as ``controller.monitoring.metrics_store.VersionFigures``."""
-
-    accuracy: float | None
-    labelled: int
-    p95_latency_ms: float | None
-    drift_psi: float | None
-    predictions: int
-
-
-NO_FIGURES = Figures(None, 0, None, None, 0)
 
 
 class TelemetryFigures:
@@ -92,7 +81,7 @@ class TelemetryFigures:
         self.db = db
 
     def version_figures(self, device_ids: Sequence[str], model: str, version: int,
-                        since: float) -> dict[str, Figures]:
+                        since: float) -> dict[str, VersionFigures]:
         t = telemetry.c
         latencies: dict[str, list[float]] = defaultdict(list)
         counts: dict[str, int] = defaultdict(int)
@@ -119,7 +108,7 @@ class TelemetryFigures:
         out = {}
         for d in ids:
             n, hits = labelled.get(d, (0, 0))
-            out[d] = Figures(accuracy=hits / n if n else None, labelled=n,
+            out[d] = VersionFigures(accuracy=hits / n if n else None, labelled=n,
                              p95_latency_ms=p95(latencies.get(d, [])), drift_psi=None,
                              predictions=counts.get(d, 0))
         return out

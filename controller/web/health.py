@@ -23,7 +23,7 @@ from controller.errors import NotFoundError
 from controller.fleet.queries import IN_CHUNK, load_labels, operator_labels
 from controller.fleet.selectors import DEFAULT_GROUP_LABEL
 from controller.models.registry import ModelRegistry
-from controller.monitoring.metrics_store import figures as summary_figures
+from controller.monitoring.figures import figures as summary_figures
 from controller.storage.db import Database
 from controller.storage.tables import devices, telemetry
 from controller.storage.tables import metrics as metric_windows

@@ -20,8 +20,10 @@ from controller.fleet.selectors import SelectorError
 from controller.fleet.store import FleetStore
 from controller.models.artifact_store import ArtifactStore
 from controller.models.registry import ModelRegistry
+from controller.monitoring.figures import NO_FIGURES
+from controller.monitoring.figures import VersionFigures as Figures
 from controller.rollouts import SpecError, Status
-from controller.rollouts.observations import NO_FIGURES, Figures, p95
+from controller.rollouts.observations import p95
 from controller.rollouts.runner import RolloutRunner
 from controller.rollouts.store import StaleRollout
 from controller.storage.db import Database
