@@ -26,6 +26,9 @@ Baseline, same run, libraries dropped the same way: a bare Python process that i
 onnxruntime, opens an ``InferenceSession`` on the same model file and runs it on one row (what
 any ONNX service on the device holds at the least). Results: bench/results/agent_memory.json and
 a section of docs/benchmarks.md.
+
+One file on purpose, past 400 lines: a benchmark's workload, its same-run baseline and its report
+stay together so the script reads and runs alone (shared plumbing is in ``bench/common.py``).
 """
 
 from __future__ import annotations

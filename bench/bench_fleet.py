@@ -19,6 +19,9 @@ For each fleet size N, on a fresh Mosquitto and a fresh controller process (SQLi
    of simulator, controller and broker; records stored per second.
 
 Results: bench/results/fleet.json and a section of docs/benchmarks.md.
+
+One file on purpose, past 400 lines: a benchmark's workload, its same-run baseline and its report
+stay together so the script reads and runs alone (shared plumbing is in ``bench/common.py``).
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ outboxes are drained, so no variant pays for another's telemetry. Each figure is
 ``--repeats``. Models: the iris pipeline of the demo (tiny: the overhead dominates), a 1 MB
 scikit-learn MLP on digits and a 10 MiB ONNX MLP (bench/onnx_mlp.py; heavier inference per row).
 Results: bench/results/predict.json and a section of docs/benchmarks.md.
+
+One file on purpose, past 400 lines: a benchmark's workload, its same-run baseline and its report
+stay together so the script reads and runs alone (shared plumbing is in ``bench/common.py``).
 """
 
 from __future__ import annotations

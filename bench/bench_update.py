@@ -21,6 +21,9 @@ one plain paho subscriber, in messages of the manifest's chunk size at QoS 1, un
 arrived; both pipelined (as many in flight as paho allows) and one PUBACK at a time (how the
 controller's chunk server paces itself). Results: bench/results/update.json and a section of
 docs/benchmarks.md.
+
+One file on purpose, past 400 lines: a benchmark's workload, its same-run baseline and its report
+stay together so the script reads and runs alone (shared plumbing is in ``bench/common.py``).
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ matches *now*, because "is the last wave 100%?" and "are the waves increasing?" 
 answer for a fleet size. :func:`plan_waves` turns cumulative wave sizes into disjoint device
 lists, ordered by a stable hash so canaries land across sites instead of on the alphabetically
 first rack.
+
+One module on purpose (about 430 lines): the spec's types, its parser and its checks are one
+grammar; the parser runs the checks and the wave planner reuses them, so apart they would import
+each other.
 """
 
 from __future__ import annotations

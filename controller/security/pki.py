@@ -17,6 +17,9 @@ start with a letter or a digit.
 
 All changes hold an exclusive ``flock`` on ``pki/.lock``, so two CLI invocations cannot issue the
 same device twice or lose a revocation.
+
+One module on purpose (about 430 lines): issuing, revoking and the CRL are one class around one CA
+key and one index of issued certificates; split, each part would reach into the other's files.
 """
 
 from __future__ import annotations
