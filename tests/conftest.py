@@ -1,76 +1,22 @@
-"""Shared fixtures: a real Mosquitto on a free port, started once per session.
-
-Tests that need to kill or restart the broker use ``fresh_broker`` (their own instance).
+"""Every test is marked by the tier its folder is in (``unit``, ``integration``, ``e2e``; see
+docs/architecture.md), so ``pytest -m unit`` or ``pytest tests/unit`` runs one tier. The shared
+fixtures (brokers, PostgreSQL) come from :mod:`tests.harness.fixtures`.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from simulator.broker import BrokerProcess, find_mosquitto, mosquitto_broker
+pytest_plugins = ["tests.harness.fixtures"]
 
-
-def _require_mosquitto() -> None:
-    if find_mosquitto() is None:
-        message = "mosquitto is not installed (apt-get install mosquitto); .ci/run installs it"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "e2e")
 
 
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    _require_mosquitto()
-    process = mosquitto_broker(tmp_path_factory.mktemp("mosquitto"))
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def fresh_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
-    """A broker of this test's own, free to be killed and restarted."""
-    _require_mosquitto()
-    process = mosquitto_broker(tmp_path / "mosquitto")
-    process.start()
-    yield process
-    process.kill()
-
-
-PG_ADMIN_URL = os.environ.get(
-    "EDGEWISE_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-@pytest.fixture(scope="session")
-def pg_admin() -> Iterator[sa.Engine]:
-    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT",
-                              connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except Exception as e:  # any failure to connect means "no server"
-        engine.dispose()
-        reason = f"PostgreSQL unreachable at {PG_ADMIN_URL}: {type(e).__name__}: {e}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def pg_module_url(pg_admin: sa.Engine) -> Iterator[str]:
-    """A fresh database for this test module, dropped (even with open connections) after."""
-    name = f"ew_test_{secrets.token_hex(6)}"
-    with pg_admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield pg_admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with pg_admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
