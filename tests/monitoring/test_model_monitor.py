@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from edge_agent.model_monitor import ModelMonitor
-from tests.controller_store.conftest import build_manifest
+from tests.integration.controller.store.conftest import build_manifest
 from tests.monitoring.helpers import make_profile
 
 REF = np.random.default_rng(0).normal(size=(1000, 2))

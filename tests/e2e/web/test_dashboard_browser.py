@@ -1,0 +1,153 @@
+"""The dashboard in a real browser: headless Chromium (Debian's `chromium`, driven by Playwright)
+loads the page of a real controller process with a simulated fleet on a real Mosquitto, and
+shows the devices and versions, a device's drift chart, and a rollout's progress.
+
+Screenshots go to test-artifacts/dashboard-*.png. Without chromium or Playwright the test skips
+with the reason, except under CI, where that is a failure (scripts/test installs both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.broker import BrokerProcess
+from tests.harness.paths import REPO_ROOT
+from tests.harness.web_scenario import DRIFTING, start_scenario
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("EDGEWISE_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-dev-shm-usage"]
+TIMEOUT_MS = 20_000
+
+
+def _require_browser() -> Any:
+    reasons = []
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        reasons.append(f"chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reasons.append("playwright is not installed (pip install -e '.[dev]')")
+        sync_playwright = None
+    if reasons:
+        message = "; ".join(reasons)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return sync_playwright
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    sync_playwright = _require_browser()
+    profile = tempfile.mkdtemp(prefix="edgewise-chromium-")
+    try:
+        with sync_playwright() as p:
+            context = p.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS,
+                viewport={"width": 1440, "height": 1000})
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.errors = errors
+            yield page
+            context.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait_for_line(page: Any, chart: str, series: str) -> None:
+    """Until the chart's series is a line through at least two points (data accumulates while
+    the page polls)."""
+    selector = f"[data-testid={chart}] svg .series[data-series='{series}'] path.line"
+    page.wait_for_function(
+        "s => { const p = document.querySelector(s); return !!p && p.getAttribute('d').includes('L'); }",
+        arg=selector, timeout=40_000)
+
+
+def _shot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"dashboard-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_dashboard_shows_the_fleet_a_drift_chart_and_a_rollout(
+        fresh_broker: BrokerProcess, tmp_path: Path, browser_page: Any) -> None:
+    # a broker of its own: the controller must not learn of other tests' retained devices.
+    # The fleet runs on an event loop of its own thread while this one drives the browser.
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        scenario = asyncio.run_coroutine_threadsafe(
+            start_scenario(fresh_broker, tmp_path, devices=8, serve_seconds=16.0, rate=12.0),
+            loop).result(timeout=180)
+    except BaseException:
+        loop.call_soon_threadsafe(loop.stop)
+        raise
+    page = browser_page
+    try:
+        page.goto(f"{scenario.url}/dashboard/")
+        # fleet overview: every device, its version, the versions in use
+        page.wait_for_selector("[data-testid=devices] tbody tr a[href='#/devices/web-0000']")
+        rows = page.locator("[data-testid=devices] tbody tr")
+        assert rows.count() == 8
+        table = page.inner_text("[data-testid=devices]")
+        assert "web-0007" in table and "iris:1" in table and "iris:2" in table
+        assert page.inner_text("[data-testid=kpi-devices] .kpi-value") == "8"
+        assert page.inner_text("[data-testid=kpi-online] .kpi-value") == "8"
+        versions = page.inner_text("[data-testid=versions-in-use]")
+        assert "iris:1" in versions and "iris:2" in versions
+        page.wait_for_selector("[data-testid=fleet-activity] svg .series rect")
+        page.wait_for_selector("[data-testid=groups] tbody tr")
+        assert {"berlin", "lisbon", "oslo"} <= set(page.inner_text("[data-testid=groups]").split())
+        _shot(page, "fleet")
+
+        # a drifting device over the last 15 minutes (15 s buckets): its drift chart draws a
+        # PSI line of several points, above the 0.1 mark; latency and accuracy lines too
+        device = DRIFTING[0]
+        page.click(f"a[href='#/devices/{device}']")
+        page.click(".segmented button:text('15 min')")
+        for chart, series in (("drift-chart", "PSI"), ("latency-chart", "mean"),
+                              ("accuracy-chart", "accuracy")):
+            _wait_for_line(page, chart, series)
+        assert page.locator("[data-testid=drift-chart] .threshold").count() == 1
+        psi = float(page.inner_text(".kpi:has(.kpi-label:text('Drift')) .kpi-value"))
+        assert psi > 0.1, psi
+        assert "active" in page.inner_text("[data-testid=history]")
+        _shot(page, "device")
+
+        # the rollout: its first wave (one berlin device) runs iris:2
+        page.click("nav a[data-nav=rollouts]")
+        page.wait_for_selector("[data-testid=rollouts] a")
+        assert "iris-v2-berlin" in page.inner_text("[data-testid=rollouts]")
+        page.click("[data-testid=rollouts] a")
+        page.wait_for_selector("[data-testid=rollout-progress]")
+        progress = page.inner_text("[data-testid=rollout-progress]")
+        assert "1/3 devices run it" in progress and "wave 1 of 2" in progress, progress
+        waves = page.inner_text("[data-testid=waves]")
+        assert "current" in waves and "waiting" in waves
+        assert "rollout.created" in page.inner_text("[data-testid=audit]")
+        page.wait_for_selector("[data-testid=gates] tbody tr td.mono")
+        _shot(page, "rollout")
+        assert not page.errors, page.errors
+    finally:
+        asyncio.run_coroutine_threadsafe(scenario.stop(), loop).result(timeout=60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
