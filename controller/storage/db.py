@@ -40,6 +40,21 @@ def normalize_url(url: str) -> str:
     return f"sqlite:///{Path(url).expanduser().resolve()}"
 
 
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Database errors as the controller's: a value the database cannot hold (an integer past
+    64 bits) is the caller's input, not the database (one place turns it into a 422 for every
+    endpoint); anything else the driver raises is a StorageError (503)."""
+    try:
+        yield
+    except (EdgewiseError, exc.IntegrityError):
+        raise
+    except (OverflowError, exc.DataError) as e:
+        raise ValidationError(f"a value is out of the database's range: {e}") from None
+    except exc.DBAPIError as e:
+        raise StorageError(f"database error: {e.orig!r}") from e
+
+
 class Database:
     """Engine plus schema management for one controller database."""
 
@@ -65,35 +80,17 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection for queries; rolled back at the end, so it never holds a write lock."""
-        try:
-            with self.engine.connect() as conn:
-                yield conn
-        except (EdgewiseError, exc.IntegrityError):
-            raise
-        except (OverflowError, exc.DataError) as e:
-            # a value the database cannot hold (an integer past 64 bits): the caller's input
-            # is wrong, not the database; one place turns it into a 422 for every endpoint
-            raise ValidationError(f"a value is out of the database's range: {e}") from None
-        except exc.DBAPIError as e:
-            raise StorageError(f"database error: {e.orig!r}") from e
+        with _translated_errors(), self.engine.connect() as conn:
+            yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One committed transaction. On SQLite it starts with ``BEGIN IMMEDIATE`` so that two
         writers queue on busy_timeout instead of one failing when it upgrades a read lock."""
-        try:
-            with self.engine.connect() as conn:
-                conn.execution_options(edgewise_begin="BEGIN IMMEDIATE")
-                with conn.begin():
-                    yield conn
-        except (EdgewiseError, exc.IntegrityError):
-            raise
-        except (OverflowError, exc.DataError) as e:
-            # a value the database cannot hold (an integer past 64 bits): the caller's input
-            # is wrong, not the database; one place turns it into a 422 for every endpoint
-            raise ValidationError(f"a value is out of the database's range: {e}") from None
-        except exc.DBAPIError as e:
-            raise StorageError(f"database error: {e.orig!r}") from e
+        with _translated_errors(), self.engine.connect() as conn:
+            conn.execution_options(edgewise_begin="BEGIN IMMEDIATE")
+            with conn.begin():
+                yield conn
 
     def insert_ignore(self, table: sa.Table) -> Any:
         """INSERT ... ON CONFLICT DO NOTHING for this dialect: the building block of every
