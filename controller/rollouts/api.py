@@ -20,7 +20,7 @@ from controller.rest import API, PAGED, TOTAL_HEADER, Actor, Limit, Offset, in_t
 from controller.rollouts.deployment_views import DeploymentViews
 from controller.rollouts.deployments import Deployments
 from controller.rollouts.runner import RolloutRunner
-from controller.rollouts.schemas import DeploymentProgress
+from controller.rollouts.schemas import DeploymentProgress, RolloutSpecBody
 from edgewise_wire import ProbationPolicy, SchemaError
 
 
@@ -43,7 +43,9 @@ def rollouts_router(runner: RolloutRunner, require_admin: Callable[..., Any]) ->
     router = APIRouter(prefix=f"{API}/rollouts", tags=["rollouts"])
     admin = [Depends(require_admin)]
 
-    @router.post("", status_code=201, dependencies=admin)
+    @router.post("", status_code=201, dependencies=admin, openapi_extra={"requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": RolloutSpecBody.model_json_schema()}}}})
     async def create_rollout(response: Response, actor: Actor,
                              spec: Annotated[dict[str, Any], Body()],
                              dry_run: bool = False) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Response models of the deployment views."""
+"""Request and response models of the rollout and deployment endpoints."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from controller.fleet.schemas import OpenModel
 
@@ -22,3 +24,37 @@ class DeploymentProgress(OpenModel):
     finished: bool
     failed_devices: list[dict[str, Any]]
 
+
+
+class RolloutSpecBody(BaseModel):
+    """The body of ``POST /rollouts``: the keys of a rollout spec file (docs/rollouts.md).
+
+    It documents the request in the OpenAPI schema; :func:`controller.rollouts.spec.spec_from_dict`
+    is the one place that checks it (types, unknown keys, ranges, the waves against the fleet),
+    so a refusal names the key and the rule in words, the same for a file, a flag and a request.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="the registered model's name")
+    version: int = Field(description="the version to roll out (the CLI fills in the latest)")
+    selector: str = Field("", description="which devices, by label: 'site=berlin,hw in "
+                          "(pi4,pi5),!canary'; empty: every device")
+    waves: str | list[str | int] = Field("1,10%,50%,100%", description="cumulative wave sizes, "
+                                         "device counts or percentages")
+    soak_seconds: float | list[float] = Field(600.0, description="how long each wave must stay "
+                                              "healthy before the next; one value per wave allowed")
+    gates: dict[str, float | int | str | None] = Field(
+        default_factory=dict, description="min_reporting_share (0.9), max_failed_activations "
+        "(0; a count, a share or '5%'), max_accuracy_drop, max_p95_latency_ms, max_drift_psi "
+        "(off), min_labelled (30)")
+    on_gate_failure: Literal["pause", "abort"] = Field(
+        "pause", description="stop and wait for a human, or send every moved device back")
+    priority: int = Field(0, description="a higher priority takes devices over from a live "
+                          "rollout of a lower one")
+    wave_timeout_seconds: float = Field(3600.0, description="how long a wave may take to report "
+                                        "or a gate to gather evidence")
+    name: str = Field("", description="a name (default MODEL:VERSION)")
+    probation: dict[str, float | int] | None = Field(
+        None, description="duration_s, max_error_rate, max_p95_latency_ms, min_predictions: the "
+        "health window each device keeps the new version under before it commits it")

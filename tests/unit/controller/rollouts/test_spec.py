@@ -252,3 +252,13 @@ def test_spec_to_dict_round_trips_through_json_and_toml(spec: RolloutSpec) -> No
     toml_text = "\n".join(f"{k} = {json.dumps(v)}" for k, v in doc.items() if k != "gates")
     toml_text += "\n[gates]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in doc["gates"].items())
     assert spec_from_dict(tomllib.loads(toml_text)) == spec
+
+
+def test_the_documented_request_body_names_exactly_the_keys_the_parser_takes() -> None:
+    from controller.rollouts import spec as spec_module
+    from controller.rollouts.schemas import RolloutSpecBody
+
+    assert set(RolloutSpecBody.model_fields) == spec_module._TOP_KEYS
+    # and every example a reader could copy from the schema's defaults parses
+    defaults = RolloutSpecBody(model="iris", version=1).model_dump()
+    assert spec_from_dict(defaults).model == "iris"
