@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from controller.fleet.device_registry import DeviceRegistry
 from controller.fleet.queries import DeviceFilter, FleetViews
-from controller.fleet.schemas import DevicePage, ErrorEntry, HistoryEntry, Overview, Series
+from controller.fleet.schemas import Count, DevicePage, ErrorEntry, HistoryEntry, Overview, Series
 from controller.fleet.selectors import DEFAULT_GROUP_LABEL, parse_selector
 from controller.fleet.versions import parse_model_ref
 from controller.rest import API, MAX_PAGE, Actor, Buckets, GroupBy, Offset, Window, in_thread
@@ -153,7 +153,7 @@ def fleet_router(views: FleetViews, health: HealthViews) -> APIRouter:
 def telemetry_router(count_telemetry: Callable[[str | None, str | None], int]) -> APIRouter:
     router = APIRouter(prefix=f"{API}/telemetry", tags=["telemetry"])
 
-    @router.get("/count")
+    @router.get("/count", response_model=Count)
     def telemetry_count(device_id: str | None = None, kind: str | None = None) -> dict[str, int]:
         return {"count": count_telemetry(device_id, kind)}
 

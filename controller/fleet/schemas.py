@@ -139,3 +139,7 @@ class Overview(BaseModel):
     label_keys: list[str]
     alerts: Alerts
 
+
+
+class Count(BaseModel):
+    count: int

@@ -18,7 +18,7 @@ from controller.errors import NotFoundError
 from controller.fleet.selectors import DEFAULT_GROUP_LABEL
 from controller.models.queries import ModelViews
 from controller.models.registry import ModelRegistry
-from controller.models.schemas import ModelOut, ModelSummary
+from controller.models.schemas import ModelOut, ModelSummary, ModelVersions, PushedVersion
 from controller.rest import API, PAGED, TOTAL_HEADER, GroupBy, Limit, Offset, Window, in_thread
 from edgewise_wire import Manifest, SchemaError
 
@@ -45,7 +45,7 @@ def models_router(registry: ModelRegistry, views: ModelViews, summary: ModelSumm
         response.headers[TOTAL_HEADER] = str(total)
         return rows
 
-    @router.get("/{name}")
+    @router.get("/{name}", response_model=ModelVersions)
     def get_model(name: str) -> dict[str, Any]:
         versions = registry.list_versions(name)
         if not versions:
@@ -65,7 +65,8 @@ def models_router(registry: ModelRegistry, views: ModelViews, summary: ModelSumm
     def get_manifest(name: str, version: Annotated[int, Path(ge=0, le=2**31 - 1)]) -> dict[str, Any]:
         return registry.get_manifest(name, version).to_dict()
 
-    @router.post("/{name}/versions", status_code=201, dependencies=admin)
+    @router.post("/{name}/versions", status_code=201, dependencies=admin,
+                 response_model=PushedVersion)
     async def push_version(name: str, manifest: Annotated[str, Form()],
                            artifact: Annotated[UploadFile, File()]) -> dict[str, Any]:
         try:

@@ -43,3 +43,24 @@ class ModelSummary(BaseModel):
     drift_available: bool
     versions: list[VersionSummary]
 
+
+
+class VersionOut(BaseModel):
+    model: str
+    version: int
+    sha256: str
+    size: int
+    format: str
+    created_at: float
+
+
+class ModelVersions(BaseModel):
+    name: str
+    versions: list[VersionOut]
+
+
+class PushedVersion(BaseModel):
+    model: str
+    version: int
+    sha256: str
+    size: int = Field(description="artifact bytes")

@@ -20,7 +20,7 @@ from controller.rest import API, PAGED, TOTAL_HEADER, Actor, Limit, Offset, in_t
 from controller.rollouts.deployment_views import DeploymentViews
 from controller.rollouts.deployments import Deployments
 from controller.rollouts.runner import RolloutRunner
-from controller.rollouts.schemas import DeploymentProgress, RolloutSpecBody
+from controller.rollouts.schemas import DeploymentCreated, DeploymentProgress, RolloutSpecBody
 from edgewise_wire import ProbationPolicy, SchemaError
 
 
@@ -93,7 +93,7 @@ def deployments_router(deployments: Deployments, views: DeploymentViews,
     admin = [Depends(require_admin)]
     run = in_thread
 
-    @router.post("", status_code=201, dependencies=admin)
+    @router.post("", status_code=201, dependencies=admin, response_model=DeploymentCreated)
     async def create_deployment(body: DeploymentRequest) -> dict[str, Any]:
         # async: publishing must happen on the loop that drives the MQTT connection
         try:

@@ -58,3 +58,10 @@ class RolloutSpecBody(BaseModel):
     probation: dict[str, float | int] | None = Field(
         None, description="duration_s, max_error_rate, max_p95_latency_ms, min_predictions: the "
         "health window each device keeps the new version under before it commits it")
+
+
+class DeploymentCreated(BaseModel):
+    deployment_id: str
+    model: str
+    version: int
+    devices: list[str] = Field(description="the devices whose desired model was set")
