@@ -162,14 +162,63 @@ class ErrorRateDetector:
     def update_evidence(self, evidence: WindowEvidence) -> Decision:
         return self.update(evidence.errors, evidence.labels)
 
-    def update_labels(self, wrong: npt.ArrayLike) -> list[int]:
-        """Feed labels one at a time (0 right, 1 wrong), as the device does; returns the
-        positions (0-based, in ``wrong``) at which an alarm was raised."""
-        alarms = []
-        for i, x in enumerate(np.asarray(wrong, dtype=np.int64).reshape(-1).tolist()):
-            if self.update(1 if x else 0, 1).alarm:
-                alarms.append(i)
-        return alarms
+    def update_labels(self, wrong: npt.ArrayLike) -> list[Decision]:
+        """Feed labels one at a time (0 right, 1 wrong), as the device does; equivalent to one
+        :meth:`update` per label, but only alarms (and clearings) build a decision, which are
+        returned with ``explanation["label_index"]``, the label's position in ``wrong``."""
+        x = np.asarray(wrong, dtype=np.int64).reshape(-1).tolist()
+        a, b = self._a.tolist(), self._b.tolist()
+        out: list[Decision] = []
+        c = self.cusum.log_c.tolist()
+        rows = self.cusum.run_rows.tolist()
+        ups = self.cusum.run_updates.tolist()
+        errs = self._run_errors.tolist()
+        k = len(c)
+        log_k = math.log(k)
+        threshold = self.threshold
+        alarm_state = self.alarm_state
+        for i, xi in enumerate(x):
+            e = 1 if xi else 0
+            total = 0.0
+            for j in range(k):
+                if c[j] >= 0.0:
+                    rows[j] += 1
+                    ups[j] += 1
+                    errs[j] += e
+                    c[j] = c[j] + (a[j] if e else b[j])
+                else:
+                    rows[j] = 1
+                    ups[j] = 1
+                    errs[j] = e
+                    c[j] = a[j] if e else b[j]
+                total += math.exp(min(c[j], 700.0))
+            self.stats["updates"] += 1
+            self.stats["labels"] += 1
+            self.stats["errors"] += e
+            score = math.log(total) - log_k if total > 0 else -math.inf
+            window_log_e = math.log(sum(math.exp(a[j] if e else b[j]) for j in range(k)) / k)
+            clears = (alarm_state.in_alarm and window_log_e <= 0
+                      and alarm_state.good_streak + 1 >= alarm_state.clear_after)
+            if score >= threshold or clears:
+                # slow path: sync the state and let _decision record it exactly
+                self.cusum.log_c[:] = c
+                self.cusum.run_rows[:] = rows
+                self.cusum.run_updates[:] = ups
+                self._run_errors[:] = errs
+                d = self._decision(True, score >= threshold, e, 1, window_log_e, "")
+                out.append(Decision(d.detector, d.alarm, d.state, d.cleared, d.judged, d.score,
+                                    d.threshold, d.detail, {**d.explanation, "label_index": i}))
+                c = self.cusum.log_c.tolist()
+                rows = self.cusum.run_rows.tolist()
+                ups = self.cusum.run_updates.tolist()
+                errs = self._run_errors.tolist()
+            else:
+                alarm_state.step(False, window_log_e, None)
+        self.cusum.log_c[:] = c
+        self.cusum.run_rows[:] = rows
+        self.cusum.run_updates[:] = ups
+        self._run_errors[:] = errs
+        return out
 
     def _decision(self, judged: bool, alarm: bool, errors: int, labels: int,
                   window_log_e: float, detail: str) -> Decision:

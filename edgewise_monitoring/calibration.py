@@ -99,8 +99,7 @@ class CalibrationMap:
         if self.method == "isotonic":
             out = np.interp(s, self.x, self.y)
         else:
-            z = self.a * _logit(s) + self.b
-            out = 1.0 / (1.0 + np.exp(-z))
+            out = _sigmoid(self.a * _logit(s) + self.b)
         out[np.isnan(s)] = np.nan
         return out
 
@@ -158,6 +157,10 @@ def _equals(values: np.ndarray, label: Label | None) -> npt.NDArray[np.bool_]:
         except (TypeError, ValueError):
             out[i] = False
     return out
+
+
+def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)))
 
 
 def _logit(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -229,7 +232,7 @@ def fit_platt(scores: npt.ArrayLike, outcomes: npt.ArrayLike, *, iterations: int
     t = np.where(o > 0.5, (pos + 1) / (pos + 2), 1 / (neg + 2))
     a, b = 1.0, 0.0
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(a * x + b)))
+        p = _sigmoid(a * x + b)
         g = np.array([np.sum((p - t) * x), np.sum(p - t)])
         w = p * (1 - p) + 1e-12
         h = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]])

@@ -266,10 +266,9 @@ class MonitoringWindow:
                     if last is not None and last[1] > last[0]:
                         self.concept_drift_increases += 1
                     changed = True
-        if self._error_test is not None:
-            for x in wrong:
-                decision = self._error_test.update(x, 1)
-                self.error_test_labels += 1
+        if self._error_test is not None and wrong:
+            self.error_test_labels += len(wrong)
+            for decision in self._error_test.update_labels(wrong):
                 if decision.alarm:
                     self.error_test_alarms += 1
                     if len(self.error_test_details) < 3:
