@@ -392,13 +392,14 @@ class DriftDetector:
             detail = (f"no drift alarm: evidence {score:.1f} < {threshold:.1f}"
                       if math.isfinite(score) else "no drift evidence")
         cleared = False
+        fired = alarm and not self.alarm_state.in_alarm
         if judged_any:
             record = {"score": score, "threshold": threshold, **(lead or {})} if alarm else None
             cleared = self.alarm_state.step(alarm, window_log_e, record)
             if cleared:
                 detail += "; alarm cleared"
         out = Decision(self.kind, alarm, self.alarm_state.state, cleared, judged_any, score,
-                       threshold, detail, explanation)
+                       threshold, detail, explanation, fired)
         if alarm:
             self.cusum.reset()
         return out

@@ -125,9 +125,11 @@ def _from_json_float(x: Any) -> float:
 class Decision:
     """What one update of a detector concluded, and why: the explanation record of an alert.
 
-    ``alarm``: the evidence crossed the threshold in this update (a new alarm). ``state``:
-    ``"watching"`` or ``"alarm"`` after the update. ``cleared``: the alarm state ended with this
-    update. ``judged``: the update carried enough data to be judged (if not, it was kept pending
+    ``alarm``: the evidence crossed the threshold in this update (after an alarm the evidence
+    starts again from nothing, so a persisting change crosses again: each crossing is an
+    ``alarm``). ``fired``: this alarm turned the detector from ``"watching"`` to ``"alarm"`` (what
+    an alert should fire on). ``state``: ``"watching"`` or ``"alarm"`` after the update.
+    ``cleared``: the alarm state ended with this update (what an alert should clear on). ``judged``: the update carried enough data to be judged (if not, it was kept pending
     and pooled with the next). ``score`` and ``threshold`` are natural logs of the evidence and
     of the alarm level (``score >= threshold`` alarms). ``explanation`` says which test, which
     statistic, on what data (see each detector); it is plain JSON.
@@ -142,9 +144,11 @@ class Decision:
     threshold: float
     detail: str
     explanation: dict[str, Any] = field(default_factory=dict)
+    fired: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"detector": self.detector, "alarm": self.alarm, "state": self.state,
+        return {"detector": self.detector, "alarm": self.alarm, "fired": self.fired,
+                "state": self.state,
                 "cleared": self.cleared, "judged": self.judged,
                 "score": _finite_or_none(self.score),
                 "threshold": _finite_or_none(self.threshold),

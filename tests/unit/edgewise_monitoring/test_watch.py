@@ -146,9 +146,10 @@ def test_device_alarms_in_summaries_become_decisions() -> None:
 
 def test_flat_settings() -> None:
     s = WatchSettings.from_flat({"drift_alpha": 1e-6, "accuracy_tolerance": 0.02,
-                                 "regression_bias_tolerance": 0.1, "alert_on_adwin": False})
-    assert s.drift.alpha == 1e-6 and s.error_rate.tolerance == 0.02 and not s.alert_on_adwin
+                                 "regression_bias_tolerance": 0.1, "alert_on_adwin": True})
+    assert s.drift.alpha == 1e-6 and s.error_rate.tolerance == 0.02 and s.alert_on_adwin
     assert s.bias.tolerance == 0.1 and s.mae.tolerance == 0.05
     with pytest.raises(ValueError):
         WatchSettings.from_flat({"drift_alpah": 1e-6})
     assert WatchSettings.flat_defaults()["drift_alpha"] == 1e-7
+    assert WatchSettings.flat_defaults()["alert_on_adwin"] is False
