@@ -9,9 +9,9 @@
   the same labelled rows, with a McNemar-type test of their difference (the off-diagonal counts
   of the confusion matrix: ``FP_c`` against ``FN_c``).
 * :func:`segment_test`: is one segment (a device of a group, a site, a label group) significantly
-  less accurate than the rest? A one-sided two-proportion z-test of each segment against the
-  others, Bonferroni over the segments: at most ``alpha`` false findings per evaluation.
-  It is a fixed-sample test: evaluate it on a fixed range (the last day, say), not on a range
+  less accurate than the rest? A one-sided test of each segment against the others pooled,
+  Bonferroni over the segments: at most ``alpha`` false findings per evaluation.
+  It is a fixed-sample test (exact: Fisher's conditional test); evaluate it on a fixed range (the last day, say), not on a range
   growing with every window (repeated looks at a growing range inflate its error rate).
 """
 
@@ -134,13 +134,17 @@ class SegmentFinding:
 
 
 def segment_test(segments: Mapping[str, tuple[int, int]], alpha: float = 0.01,
-                 min_labels: int = 100, margin: float = 0.0) -> dict[str, Any]:
+                 min_labels: int = 100) -> dict[str, Any]:
     """Which segments are significantly less accurate than the rest (module docstring)?
 
-    ``segments`` maps a name to ``(correct, labelled)``. Each segment with ``min_labels`` is
-    compared with all the others pooled: one-sided z-test of ``acc_rest - acc_segment >
-    margin``, each held at ``alpha / judged segments``. Returns ``{"findings": [...],
-    "below": [names], "alpha", "judged"}``, findings sorted by p-value.
+    ``segments`` maps a name to ``(correct, labelled)``. Each segment with ``min_labels`` (and
+    at least as many elsewhere) is compared with all the others pooled by a one-sided exact
+    conditional test (Fisher's: given the total of errors, the segment's errors are
+    hypergeometric when every segment has the same error rate), each held at ``alpha / judged
+    segments``. Exact, because the normal approximation of a proportion near 0.9 has too thin a
+    lower tail at the small levels Bonferroni asks for (it gave 1.7% false findings at 1%).
+    Returns ``{"findings": [...], "below": [names], "alpha", "judged", "level"}``, findings
+    sorted by p-value; ``z`` is the normal-approximation statistic, for reading.
     """
     if not 0 < alpha < 1:
         raise ValueError("alpha must lie in (0, 1)")
@@ -150,6 +154,7 @@ def segment_test(segments: Mapping[str, tuple[int, int]], alpha: float = 0.01,
             raise ValueError(f"segment {name!r}: {c} correct of {n}")
     all_c = sum(c for c, _ in totals.values())
     all_n = sum(n for _, n in totals.values())
+    all_err = all_n - all_c
     judged = [k for k, (_, n) in totals.items() if n >= min_labels and all_n - n >= min_labels]
     level = alpha / max(1, len(judged))
     findings = []
@@ -160,12 +165,47 @@ def segment_test(segments: Mapping[str, tuple[int, int]], alpha: float = 0.01,
         if name not in judged or acc is None or racc is None:
             findings.append(SegmentFinding(name, n, acc, rn, racc, None, None, None))
             continue
-        pooled = (c + rc) / (n + rn)
+        pooled = all_c / all_n
         se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n + 1 / rn))
-        z = (racc - acc - margin) / se
-        p = normal_sf(z)
+        z = (racc - acc) / se
+        p = hypergeometric_sf(n - c, all_n, all_err, n)
         findings.append(SegmentFinding(name, n, acc, rn, racc, z, p, p < level))
     findings.sort(key=lambda f: (f.p_value is None, f.p_value if f.p_value is not None else 1.0))
     return {"alpha": alpha, "judged": len(judged), "level": level,
             "findings": [f.to_dict() for f in findings],
             "below": [f.segment for f in findings if f.below]}
+
+
+def hypergeometric_sf(k: int, total: int, marked: int, drawn: int) -> float:
+    """``P(X >= k)`` for ``X`` the marked items among ``drawn`` taken from ``total`` holding
+    ``marked`` (log-gamma terms summed from the nearer end until they no longer matter)."""
+    lo, hi = max(0, drawn - (total - marked)), min(drawn, marked)
+    if k <= lo:
+        return 1.0
+    if k > hi:
+        return 0.0
+
+    def log_pmf(x: int) -> float:
+        return (_log_comb(marked, x) + _log_comb(total - marked, drawn - x)
+                - _log_comb(total, drawn))
+
+    mean = drawn * marked / total if total else 0.0
+    if k > mean:  # upper tail, terms decrease from k on
+        acc = 0.0
+        for x in range(k, hi + 1):
+            t = math.exp(log_pmf(x))
+            acc += t
+            if t < acc * 1e-16:
+                break
+        return min(1.0, acc)
+    acc = 0.0  # lower tail P(X <= k - 1), terms decrease downward from k - 1
+    for x in range(k - 1, lo - 1, -1):
+        t = math.exp(log_pmf(x))
+        acc += t
+        if t < acc * 1e-16:
+            break
+    return max(0.0, 1.0 - acc)
+
+
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
