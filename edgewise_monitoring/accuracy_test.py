@@ -122,7 +122,9 @@ class ErrorRateDetector:
             a = self.reference_error
             slack = normal_quantile(1.0 - s.reference_alpha) * math.sqrt(
                 max(a * (1 - a), 1.0 / self.reference_n) / self.reference_n)
-        self.null_error = min(self.reference_error + s.tolerance + slack, 0.999)
+        # a reference that made no error at all (often: measured on training data) still
+        # needs a positive null rate for the likelihood ratios to exist
+        self.null_error = min(max(self.reference_error + s.tolerance + slack, 1e-4), 0.999)
         p0 = self.null_error
         p1 = np.array([p for p in (p0 + d for d in s.deltas) if p < 1.0], dtype=np.float64)
         if p1.size == 0:
@@ -328,7 +330,8 @@ class MeanShiftDetector:
 
     ``reference_mean``/``reference_sd``: the quantity's mean and standard deviation on the
     converter's labelled sample (``reference_sd`` ``None``: each update uses its own sample
-    standard deviation), ``reference_n`` its size (``None``: its sampling error is not allowed
+    standard deviation, and ``tolerance`` is relative to ``reference_mean``), ``reference_n``
+    its size (``None``: its sampling error is not allowed
     for). ``name``: ``"mae"`` (feed absolute errors: sums ``n``, ``sum_abs_err``,
     ``sum_sq_err``) or ``"bias"`` (signed errors: ``n``, ``sum_err``, ``sum_sq_err``).
     """
@@ -351,12 +354,16 @@ class MeanShiftDetector:
         self.direction = direction
         self.name = name
         s = self.settings
-        margin = 0.0
         if self.reference_sd is not None:
             margin = s.tolerance * self.reference_sd
             if self.reference_n:
                 margin += normal_quantile(1 - s.reference_alpha) * self.reference_sd / \
                     math.sqrt(self.reference_n)
+        else:
+            # no spread known (an older profile: only the manifest's MAE): the tolerance is
+            # taken relative to the reference value itself, and the reference's sampling error
+            # cannot be allowed for
+            margin = s.tolerance * abs(self.reference_mean)
         self.margin = margin
         self._signs = {"up": (1.0,), "down": (-1.0,), "both": (1.0, -1.0)}[direction]
         self._etas = np.asarray(s.etas, dtype=np.float64)

@@ -162,3 +162,18 @@ def test_mae_test_pools_small_windows_and_round_trips() -> None:
 def test_fixed_sample_binomial_check() -> None:
     assert binomial_lower_tail_test(850, 1000, 0.9) < 1e-6
     assert binomial_lower_tail_test(900, 1000, 0.9) == pytest.approx(0.5, abs=0.02)
+
+
+def test_degenerate_references_do_not_break_the_tests() -> None:
+    """A reference with no error at all (a model scored on its training data) and a regression
+    reference without a spread (an older profile): no exception, a usable null."""
+    perfect = ErrorRateDetector(0.0, None)
+    assert perfect.null_error > 0
+    assert perfect.update(0, 500).judged
+    assert perfect.update(50, 500).alarm  # 10% errors against a perfect reference: proved
+    old = MeanShiftDetector(0.8, None, None, name="mae")
+    assert old.margin == pytest.approx(0.04)  # 5% of the reference MAE
+    rng = np.random.default_rng(9)
+    for _ in range(200):
+        e = np.abs(rng.normal(0, 1, WINDOW))  # mean 0.80, the reference
+        assert not old.update(WINDOW, float(e.sum()), float((e**2).sum())).alarm
