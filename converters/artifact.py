@@ -111,7 +111,8 @@ def verify(source: Source, sample: np.ndarray, source_out: SourceOutput, candida
         opset=loaded.opset, parity=parity,
         reference_profile=build_reference_profile(sample32.astype(np.float64), art_out.labels,
                                                   names, source.task, class_labels,
-                                                  options.profile_bins),
+                                                  options.profile_bins, labels=options.labels,
+                                                  scores=_probabilities(art_out.scores)),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         verified_runtimes=tuple(runtimes), tflite_ops=loaded.tflite_ops,
     )
@@ -146,6 +147,13 @@ def is_logits(scores: np.ndarray | None) -> bool:
     if scores is None or scores.size == 0:
         return False
     return bool((scores < -1e-6).any() or np.abs(scores.sum(axis=1) - 1.0).max() > 1e-3)
+
+
+def _probabilities(scores: np.ndarray | None) -> np.ndarray | None:
+    """Class probabilities for the reference profile's calibration (softmax of logits)."""
+    if scores is None or scores.ndim != 2:
+        return None
+    return softmax(scores) if is_logits(scores) else scores
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:

@@ -101,7 +101,8 @@ def convert_sklearn(estimator: Any, sample: np.ndarray, *, name: str,
         opset=opset_versions(model),
         parity=parity,
         reference_profile=build_reference_profile(sample32.astype(np.float64), artifact_pred,
-                                                  names, task, class_labels, profile_bins),
+                                                  names, task, class_labels, profile_bins,
+                                                  labels=truth, scores=artifact_proba),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     seconds = time.perf_counter() - started

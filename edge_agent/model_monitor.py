@@ -157,16 +157,25 @@ class ModelMonitor:
             self.window.observe(None, np.zeros(max(rows, 1)), error=True)
 
     def observe_feedback(self, model: str | None, version: int | None, predicted: Any,
-                         truth: Any) -> None:
-        """A label for a prediction of ``model:version``; scored if that is this window's model."""
+                         truth: Any, confidence: Any = None) -> None:
+        """A label for a prediction of ``model:version``; scored if that is this window's model.
+
+        ``confidence`` (optional): the probability the model gave that prediction, for the
+        window's log loss and Brier score."""
         if self.window is None or (model, version) != (self.model, self.version):
             self.stats["feedback_other_version"] += 1
             return
         try:
-            self.window.observe_feedback(predicted, truth)
+            self.window.observe_feedback(predicted, truth, confidence)
         except (MonitoringError, ValueError, TypeError) as exc:
             self.stats["feedback_not_scored"] += 1
             self._warn("feedback", f"a feedback label was not scored: {exc}")
+
+    def observe_unmatched_feedback(self) -> None:
+        """A label whose prediction id is unknown (or forgotten): counted in the window."""
+        self.stats["feedback_unmatched"] += 1
+        if self.window is not None:
+            self.window.observe_unmatched_feedback()
 
     def _warn(self, reason: str, message: str) -> None:
         self.stats[f"warning_{reason}"] += 1

@@ -57,6 +57,10 @@ class Adwin:
         self._m2 = 0.0  # sum of squared deviations from the mean over the whole window
         self._seen = 0
         self.detections = 0
+        self.increases = 0
+        # (mean before, mean after) of the last detected change: after > before means the
+        # recent values are higher (for an error stream: the model got worse)
+        self.last_change: tuple[float, float] | None = None
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -90,9 +94,13 @@ class Adwin:
         self._insert(x)
         if self._seen % self.clock != 0 or self._width <= self.min_window:
             return False
+        before = self.mean
         changed = self._shrink()
         if changed:
             self.detections += 1
+            self.last_change = (before, self.mean)
+            if self.mean > before:
+                self.increases += 1
         return changed
 
     def _insert(self, x: float) -> None:

@@ -12,6 +12,20 @@ manifest (``reference_profile``)::
 themselves noisy (see :mod:`edgewise_monitoring.psi`). An empty profile (``{}``, what a
 manifest without one carries) is valid: it simply disables the drift statistics.
 
+Two optional blocks, written by converters that were given labels (profiles without them, from
+older converters, work as before)::
+
+     "calibration": {"method": "isotonic" | "platt", "target": "positive_class" | "top_label",
+                     "positive_label"?, "x"?, "y"? | "a"?, "b"?, "n_fit", "level_se",
+                     "holdout": {...}}        (edgewise_monitoring/calibration.py)
+     "quality": {"n": labelled rows, "accuracy", "log_loss", "brier"}          (classification)
+              | {"n", "mae", "mae_sd", "bias", "error_sd"}                     (regression)
+
+``quality`` holds the reference figures the sequential accuracy tests compare with
+(:mod:`edgewise_monitoring.accuracy_test`); ``calibration`` the map behind the label-free
+accuracy estimate. A malformed block is not fatal: it is ignored and named in
+:attr:`ReferenceProfile.problems`, and the drift statistics still work.
+
 :func:`profile_id` fingerprints a profile so that summaries counted against different bins are
 never added together.
 """
@@ -24,6 +38,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from edgewise_monitoring.calibration import CalibrationMap
 from edgewise_monitoring.errors import ProfileError
 from edgewise_monitoring.labels import Label, canonical_label
 
@@ -74,12 +89,18 @@ class PredictionReference:
     edges: tuple[float, ...] | None = None
 
 
+_QUALITY_KEYS = ("accuracy", "log_loss", "brier", "mae", "mae_sd", "bias", "error_sd")
+
+
 @dataclass(frozen=True)
 class ReferenceProfile:
     n: int
     features: tuple[FeatureReference, ...]
     prediction: PredictionReference | None
     profile_id: str | None
+    calibration: CalibrationMap | None = None
+    quality: dict[str, float] | None = None
+    problems: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -111,12 +132,49 @@ class ReferenceProfile:
                     proportions=_proportions(f.get("proportions"), len(edges) + 1, f"{ctx}.proportions"),
                 )
             )
+        problems: list[str] = []
+        calibration = None
+        if d.get("calibration") is not None:
+            try:
+                calibration = CalibrationMap.from_dict(d["calibration"])
+            except ProfileError as exc:
+                problems.append(str(exc))
+        quality = None
+        if d.get("quality") is not None:
+            try:
+                quality = _quality(d["quality"])
+            except ProfileError as exc:
+                problems.append(str(exc))
         return cls(
             n=n,
             features=tuple(features),
             prediction=_prediction(d.get("prediction")),
             profile_id=profile_id(d),
+            calibration=calibration,
+            quality=quality,
+            problems=tuple(problems),
         )
+
+
+def _quality(q: Any) -> dict[str, float]:
+    """The reference quality block: finite numbers, ``n`` a positive integer."""
+    if not isinstance(q, dict):
+        raise ProfileError("profile.quality must be an object")
+    out: dict[str, float] = {}
+    n = q.get("n")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ProfileError("profile.quality.n must be a positive integer (labelled rows)")
+    out["n"] = n
+    for key in _QUALITY_KEYS:
+        v = q.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ProfileError(f"profile.quality.{key} must be a finite number")
+        out[key] = float(v)
+    if "accuracy" in out and not 0 <= out["accuracy"] <= 1:
+        raise ProfileError("profile.quality.accuracy must lie in [0, 1]")
+    return out
 
 
 def _prediction(p: Any) -> PredictionReference | None:

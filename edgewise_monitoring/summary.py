@@ -29,6 +29,12 @@ Format (``SUMMARY_SCHEMA`` 1); undefined figures are ``null``, never NaN::
          | {n, sum_abs_err, sum_sq_err, sum_err}                           (regression)
     confidence: {sum, count, counts[10], other} | null   (max-probabilities; classification)
     concept_drift_detections (int: ADWIN alarms on the feedback error stream)
+    -- optional, additive (absent from older summaries; merged where present) --
+    concept_drift_increases (int: those of the ADWIN alarms where the error rate rose)
+    expected: {n, sum_c, sum_var, [tp, fp, fn, tn], level_se}   (calibrated P(right), CBPE)
+    loss: {n, sum_log_loss, sum_brier}             (top-label, labelled predictions with a probability)
+    error_test: {labels, alarms, null_error, details[<=3]}   (per-label error-rate test)
+    feedback_unmatched (int: labels whose prediction id was unknown)
     derived: {
       error_rate, latency_ms: {mean, p50, p95, p99, max},
       drift: {features: [{name, psi, threshold, n, drifted}],
@@ -36,8 +42,13 @@ Format (``SUMMARY_SCHEMA`` 1); undefined figures are ``null``, never NaN::
               drifted_features: [name, ...], any_drift: bool},
       score: {n, accuracy, macro_f1} | {n, mae, rmse, bias},
       estimated_accuracy: {value, is_estimate: true, method: "average-confidence",
-                           mean_confidence, calibration_offset, n} | null,
-      concept_drift: bool}
+                           mean_confidence, calibration_offset, n}
+                        | {value, ci_low, ci_high, confidence, n, is_estimate: true,
+                           method: "calibrated-probabilities (CBPE)", [confusion, precision,
+                           recall, f1], mean_confidence, average_confidence_estimate} | null,
+      concept_drift: bool,
+      loss: {n, log_loss, brier} | null, prediction_bias: {...} | null  (classification),
+      error_test_alarms: int}
 
 ``psi``/``threshold``/``drifted`` are ``null`` while a histogram holds fewer than
 ``min_rows_per_bin`` rows per reference bin (see :mod:`edgewise_monitoring.psi`).
@@ -52,10 +63,12 @@ from typing import Any
 import numpy as np
 
 from edgewise_monitoring.accuracy import ClassificationScore, RegressionScore
+from edgewise_monitoring.calibration import ExpectedAccuracy
 from edgewise_monitoring.confidence import ConfidenceEstimate
 from edgewise_monitoring.errors import IncompatibleAggregates
 from edgewise_monitoring.latency import LatencyHistogram
 from edgewise_monitoring.psi import DriftVerdict, drift_verdict
+from edgewise_monitoring.quality import ProbabilisticLoss, prediction_bias
 from edgewise_monitoring.reference import ReferenceProfile
 
 SUMMARY_SCHEMA = 1
@@ -134,6 +147,7 @@ def derive(summary: dict[str, Any], profile: ReferenceProfile | None = None) -> 
 
     score: dict[str, Any]
     estimated: dict[str, Any] | None = None
+    extra: dict[str, Any] = {"loss": None, "prediction_bias": None}
     if summary["task"] == "classification":
         cls_score = ClassificationScore.from_dict(summary["score"])
         score = {
@@ -152,6 +166,18 @@ def derive(summary: dict[str, Any], profile: ReferenceProfile | None = None) -> 
                 "calibration_offset": offset,
                 "n": conf.count,
             }
+            expected = summary.get("expected")
+            if expected is not None:
+                cbpe = ExpectedAccuracy.from_dict(expected).estimate(
+                    float(expected.get("level_se", 0.0)))
+                if cbpe is not None:
+                    estimated = {**cbpe, "mean_confidence": conf.mean_confidence,
+                                 "average_confidence_estimate": estimated["value"]}
+        loss = summary.get("loss")
+        if loss is not None:
+            pl = ProbabilisticLoss.from_dict(loss)
+            extra["loss"] = {"n": pl.n, "log_loss": pl.log_loss(), "brier": pl.brier()}
+        extra["prediction_bias"] = prediction_bias(cls_score)
     else:
         reg = RegressionScore.from_dict(summary["score"])
         score = {"n": reg.n, "mae": reg.mae(), "rmse": reg.rmse(), "bias": reg.bias()}
@@ -168,6 +194,8 @@ def derive(summary: dict[str, Any], profile: ReferenceProfile | None = None) -> 
         "score": score,
         "estimated_accuracy": estimated,
         "concept_drift": int(summary["concept_drift_detections"]) > 0,
+        **extra,
+        "error_test_alarms": int((summary.get("error_test") or {}).get("alarms", 0)),
     }
 
 
@@ -257,5 +285,36 @@ def merge_summaries(
         out["confidence"] = conf.to_dict()
 
     out["concept_drift_detections"] = sum(int(s["concept_drift_detections"]) for s in summaries)
+    _merge_optional(out, summaries)
     out["derived"] = derive(out, reference)
     return out
+
+
+def _merge_optional(out: dict[str, Any], summaries: Sequence[dict[str, Any]]) -> None:
+    """Add the optional fields over the summaries that have them (older ones do not); each
+    carries its own ``n``, so a figure derived from a partial sum stays honest about its base."""
+    for key in ("concept_drift_increases", "feedback_unmatched"):
+        present = [int(s[key]) for s in summaries if s.get(key) is not None]
+        if present:
+            out[key] = sum(present)
+    expected = [s["expected"] for s in summaries if s.get("expected") is not None]
+    if expected:
+        acc = ExpectedAccuracy.from_dict(expected[0])
+        for e in expected[1:]:
+            acc.merge(ExpectedAccuracy.from_dict(e))
+        out["expected"] = {**acc.to_dict(), "level_se": float(expected[0].get("level_se", 0.0))}
+    losses = [s["loss"] for s in summaries if s.get("loss") is not None]
+    if losses:
+        loss = ProbabilisticLoss.from_dict(losses[0])
+        for entry in losses[1:]:
+            loss.merge(ProbabilisticLoss.from_dict(entry))
+        out["loss"] = loss.to_dict()
+    tests = [s["error_test"] for s in summaries if s.get("error_test") is not None]
+    if tests:
+        details: list[str] = []
+        for t in tests:
+            details.extend(str(d) for d in t.get("details", []))
+        out["error_test"] = {"labels": sum(int(t["labels"]) for t in tests),
+                             "alarms": sum(int(t["alarms"]) for t in tests),
+                             "null_error": tests[-1].get("null_error"),
+                             "details": details[:3]}

@@ -19,6 +19,16 @@ feature (``bench/bench_drift.py`` measures it).
 **Concept drift.** For a classifier, each feedback pair feeds a 0/1 error into an
 :class:`~edgewise_monitoring.adwin.Adwin` detector. The detector watches the model's whole
 error stream, so :meth:`reset` keeps it; each window reports how many changes it detected.
+When the profile carries the reference accuracy (its ``quality`` block), each label also feeds
+an :class:`~edgewise_monitoring.accuracy_test.ErrorRateDetector` label by label (at most
+``alpha`` false alarms per label), so an abrupt concept change is flagged within a few dozen
+labels instead of at the next window judged by the controller; the window reports its alarms.
+
+**Optional additions** (summaries without them, from older agents, still merge): with a
+calibration map in the profile, every prediction's calibrated probability of being right
+(``expected``: the label-free CBPE estimate, :mod:`edgewise_monitoring.calibration`); with the
+probability of a labelled prediction passed to :meth:`observe_feedback`, its log loss and Brier
+score (``loss``, :mod:`edgewise_monitoring.quality`).
 """
 
 from __future__ import annotations
@@ -31,7 +41,9 @@ import numpy as np
 import numpy.typing as npt
 
 from edgewise_monitoring.accuracy import ClassificationScore, RegressionScore
+from edgewise_monitoring.accuracy_test import ErrorRateDetector, ErrorRateSettings
 from edgewise_monitoring.adwin import Adwin
+from edgewise_monitoring.calibration import ExpectedAccuracy
 from edgewise_monitoring.confidence import ConfidenceEstimate
 from edgewise_monitoring.errors import ProfileError
 from edgewise_monitoring.histogram import BinnedCounts, FeatureCounts
@@ -43,6 +55,7 @@ from edgewise_monitoring.psi import (
     DEFAULT_FACTOR,
     MIN_ROWS_PER_BIN,
 )
+from edgewise_monitoring.quality import ProbabilisticLoss
 from edgewise_monitoring.reference import ReferenceProfile
 from edgewise_monitoring.summary import SUMMARY_SCHEMA, derive, merge_summaries
 
@@ -60,6 +73,9 @@ class MonitoringWindow:
     the converter's labelled sample (see :mod:`edgewise_monitoring.confidence`).
     ``embed_reference=False`` leaves the reference proportions out of summaries (about 200
     bytes per feature); merging them then needs the profile (:func:`merge_summaries`).
+    ``error_test``: settings of the per-label error-rate test (run when the profile's
+    ``quality`` block has the reference accuracy); ``None`` for the defaults, ``False`` to
+    turn it off.
     """
 
     def __init__(
@@ -76,6 +92,7 @@ class MonitoringWindow:
         psi_eps: float = DEFAULT_EPS,
         min_rows_per_bin: int = MIN_ROWS_PER_BIN,
         embed_reference: bool = True,
+        error_test: ErrorRateSettings | bool | None = None,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, not {task!r}")
@@ -98,6 +115,16 @@ class MonitoringWindow:
             tuple(canonical_label(x) for x in class_labels) if class_labels is not None else None
         )
         self._adwin = Adwin(adwin_delta) if task == "classification" else None
+        calibration = self.reference.calibration
+        if calibration is not None and task != "classification":
+            calibration = None
+        self._calibration = calibration
+        self._error_test: ErrorRateDetector | None = None
+        quality = self.reference.quality or {}
+        if task == "classification" and error_test is not False and "accuracy" in quality:
+            settings = error_test if isinstance(error_test, ErrorRateSettings) else None
+            self._error_test = ErrorRateDetector.from_accuracy(
+                quality["accuracy"], int(quality["n"]), settings)
         self.reset(start_ts)
 
     # -- window life cycle ---------------------------------------------------------------------
@@ -127,6 +154,18 @@ class MonitoringWindow:
         self.confidence: ConfidenceEstimate | None = (
             ConfidenceEstimate() if self.task == "classification" else None
         )
+        self.expected: ExpectedAccuracy | None = (
+            ExpectedAccuracy(binary=self._calibration.target == "positive_class")
+            if self._calibration is not None else None
+        )
+        self.loss: ProbabilisticLoss | None = (
+            ProbabilisticLoss() if self.task == "classification" else None
+        )
+        self.error_test_labels = 0
+        self.error_test_alarms = 0
+        self.error_test_details: list[str] = []
+        self.concept_drift_increases = 0
+        self.feedback_unmatched = 0
 
     # -- accumulation --------------------------------------------------------------------------
 
@@ -177,33 +216,74 @@ class MonitoringWindow:
             if probs.size != rows:
                 raise ValueError(f"{rows} predictions but {probs.size} confidences")
         lat = None if latency_ms is None else _checked_latency(latency_ms, rows)
+        calibrated = None
+        if probs is not None and self.expected is not None and self._calibration is not None:
+            calibrated = self._calibration.correct_probability(pred, probs)
         if self.features is not None and x is not None:
             self.features.add(x)  # checks the shape before counting
         if self.prediction is not None:
             self.prediction.add(pred)
         if probs is not None and self.confidence is not None:
             self.confidence.add(probs)
+        if calibrated is not None and self.expected is not None:
+            self.expected.add(*calibrated)
         if isinstance(lat, float):
             self.latency.record(lat)
         elif lat is not None:
             self.latency.record_many(lat)
         self.count += rows
 
-    def observe_feedback(self, predicted: Any, truth: Any) -> bool:
+    def observe_feedback(self, predicted: Any, truth: Any, confidence: Any = None) -> bool:
         """Score (prediction, truth) pairs that arrived as feedback; scalars or sequences.
 
         Feedback counts in the window in which it arrives, whichever window made the prediction.
-        Returns ``True`` when ADWIN detected a change in the error rate (classification only).
+        ``confidence`` (optional, classification): the probability the model gave its
+        prediction, one per pair, for the log loss and Brier score. Returns ``True`` when a
+        change of the error rate was detected (ADWIN, or the error-rate test against the
+        reference; classification only).
         """
-        self.score.update(predicted, truth)
-        if self._adwin is None:
+        conf = None
+        if confidence is not None and self.loss is not None:
+            conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
+            if conf.size != len(as_flat_list(predicted)):
+                raise ValueError(f"{conf.size} confidences for {len(as_flat_list(predicted))} "
+                                 "predictions")
+        if self.task != "classification":
+            self.score.update(predicted, truth)
             return False
+        pairs = list(zip(as_flat_list(predicted), as_flat_list(truth), strict=False))
+        # canonicalised before anything is counted: a bad label leaves the window as it was
+        wrong = [0 if canonical_label(p) == canonical_label(t) else 1 for p, t in pairs]
+        self.score.update(predicted, truth)
+        if conf is not None and self.loss is not None:
+            self.loss.add(1 - np.asarray(wrong, dtype=np.float64), conf)
         changed = False
-        for p, t in zip(as_flat_list(predicted), as_flat_list(truth), strict=True):
-            if self._adwin.update(0.0 if canonical_label(p) == canonical_label(t) else 1.0):
-                self.concept_drift_detections += 1
-                changed = True
+        if self._adwin is not None:
+            for x in wrong:
+                if self._adwin.update(float(x)):
+                    self.concept_drift_detections += 1
+                    last = self._adwin.last_change
+                    if last is not None and last[1] > last[0]:
+                        self.concept_drift_increases += 1
+                    changed = True
+        if self._error_test is not None and wrong:
+            self.error_test_labels += len(wrong)
+            for decision in self._error_test.update_labels(wrong):
+                if decision.alarm:
+                    self.error_test_alarms += 1
+                    if len(self.error_test_details) < 3:
+                        self.error_test_details.append(decision.detail)
+                    changed = True
         return changed
+
+    def observe_unmatched_feedback(self, count: int = 1) -> None:
+        """Count labels that could not be matched to a prediction (unknown or forgotten id)."""
+        self.feedback_unmatched += max(0, int(count))
+
+    @property
+    def error_test(self) -> ErrorRateDetector | None:
+        """The per-label error-rate test against the reference accuracy, if the profile has it."""
+        return self._error_test
 
     @property
     def adwin(self) -> Adwin | None:
@@ -259,6 +339,20 @@ class MonitoringWindow:
             "confidence": self.confidence.to_dict() if self.confidence is not None else None,
             "concept_drift_detections": self.concept_drift_detections,
         }
+        # optional additions (older summaries lack them; merge_summaries adds what is there)
+        if self.task == "classification":
+            out["concept_drift_increases"] = self.concept_drift_increases
+        if self.expected is not None and self._calibration is not None:
+            out["expected"] = {**self.expected.to_dict(),
+                               "level_se": self._calibration.level_se}
+        if self.loss is not None:
+            out["loss"] = self.loss.to_dict()
+        if self._error_test is not None:
+            out["error_test"] = {"labels": self.error_test_labels,
+                                 "alarms": self.error_test_alarms,
+                                 "null_error": self._error_test.null_error,
+                                 "details": list(self.error_test_details)}
+        out["feedback_unmatched"] = self.feedback_unmatched
         out["derived"] = derive(out, ref)
         return out
 
