@@ -12,7 +12,7 @@ import pytest
 
 from edge_agent.model_monitor import ModelMonitor
 from edgewise_monitoring import MonitoringWindow, merge_summaries
-from tests.controller_store.conftest import build_manifest
+from tests.integration.controller.store.conftest import build_manifest
 from tests.monitoring.helpers import make_profile
 
 OPTIONAL = ("concept_drift_increases", "expected", "loss", "error_test", "feedback_unmatched")
