@@ -21,7 +21,7 @@ Side by side, in the same run, on the same rows:
   device's window summaries), the error-rate test on each window's labels (controller), the
   same test label by label (device), MAE/bias tests (regression);
 * Edgewise before: three bad windows in a row under the family-wise PSI threshold
-  (``controller.monitoring.rules.familywise_drift``), accuracy 10 points under the reference;
+  (``bench/previous_rules.py``, ``familywise_drift``), accuracy 10 points under the reference;
 * river 0.26 ADWIN and PageHinkley (defaults) on the error stream as labels arrive (absolute
   error for the regressor);
 * a per-window two-sample KS test per feature (scipy, Bonferroni over the 8 features, 0.05), and
@@ -54,7 +54,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from bench.common import fmt, load_average, measurement, publish, table  # noqa: E402
-from controller.monitoring.rules import Histogram, familywise_drift  # noqa: E402
+from bench.previous_rules import Histogram, familywise_drift  # noqa: E402
 from converters.profile import build_reference_profile  # noqa: E402
 from edgewise_monitoring import Adwin, ModelWatch, MonitoringWindow  # noqa: E402
 from edgewise_monitoring.accuracy_test import ErrorRateDetector  # noqa: E402

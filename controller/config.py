@@ -31,14 +31,25 @@ class ControllerConfig:
     read_token: str | None = None
     # -- monitoring (docs/monitoring.md): alert evaluation and the retraining hook --
     alert_interval_s: float = 10.0  # how often metrics windows and silences are judged
-    alert_fire_after: int = 3  # consecutive bad windows before an alert fires
-    alert_clear_after: int = 3  # consecutive good windows before it clears
-    alert_accuracy_max_drop: float = 0.10  # below the version's reference accuracy
-    alert_accuracy_floor: float | None = None  # an absolute floor, with or without a reference
-    alert_accuracy_min_labels: int = 20  # labels a window needs for an accuracy verdict
+    # latency alerts: a window is bad above alert_latency_p95_ms; the alert fires after
+    # alert_fire_after bad windows in a row and clears after alert_clear_after good ones
+    alert_fire_after: int = 3
+    alert_clear_after: int = 3
     alert_latency_p95_ms: float = 250.0
     alert_silent_after_s: float = 300.0
-    alert_drift_alpha: float = 0.01  # false drift verdicts per window, all features together
+    # drift, accuracy, bias and concept alerts come from sequential tests with a stated
+    # false-alarm rate (edgewise_monitoring.watch): their settings by their flat names, e.g.
+    # {drift_alpha = 1e-7, accuracy_tolerance = 0.0}; docs/monitoring.md lists every one
+    detectors: dict[str, Any] = field(default_factory=dict)
+    # devices of one group (this label's value) running one version pool their evidence, so a
+    # change that hits them all is seen sooner than by one device; "" pools the whole fleet
+    alert_group_by: str = "site"
+    # one group of this label significantly less accurate than the rest raises a segment alert,
+    # judged once per period on its labels (exact test, family-wise alpha); "" switches it off
+    alert_segment_label: str = "site"
+    alert_segment_alpha: float = 0.01
+    alert_segment_min_labels: int = 100
+    alert_segment_period_s: float = 3600.0
     retrain_on: str = ""  # alert kinds that start the hook, comma-separated: "accuracy,drift"
     retrain_command: str | None = None  # a command line, run without a shell
     retrain_webhook: str | None = None  # or a URL the alert context is POSTed to
@@ -73,6 +84,21 @@ class ControllerConfig:
         return self.db_url or str(self.data_dir / "controller.sqlite")
 
 
+# settings of the per-window drift and accuracy rules that the sequential tests replaced, and
+# what to set instead (a config that still names one is refused with this sentence)
+REPLACED_SETTINGS = {
+    "alert_drift_alpha": "drift alerts are now a sequential test with a false-alarm rate per row;"
+                         " set detectors.drift_alpha (default 1e-7) instead",
+    "alert_accuracy_max_drop": "accuracy alerts now test the error rate against the reference; "
+                               "set detectors.accuracy_tolerance (default 0: any loss the labels "
+                               "prove) instead",
+    "alert_accuracy_floor": "accuracy alerts now test against the version's reference accuracy "
+                            "(detectors.accuracy_*); there is no absolute floor",
+    "alert_accuracy_min_labels": "the sequential accuracy test needs no minimum per window: it "
+                                 "pools labels until they prove a loss",
+}
+
+
 def load_controller_config(path: Path | None = None, **overrides: Any) -> ControllerConfig:
     """Merge, lowest first: defaults, TOML file, EDGEWISE_* environment, explicit overrides."""
     values: dict[str, Any] = {}
@@ -88,6 +114,9 @@ def load_controller_config(path: Path | None = None, **overrides: Any) -> Contro
     }
     values.update({k: v for k, v in env.items() if v})
     values.update({k: v for k, v in overrides.items() if v is not None})
+    replaced = sorted(set(values) & set(REPLACED_SETTINGS))
+    if replaced:
+        raise ValidationError("; ".join(f"{k}: {REPLACED_SETTINGS[k]}" for k in replaced))
     known = {f.name for f in fields(ControllerConfig)}
     unknown = set(values) - known
     if unknown:

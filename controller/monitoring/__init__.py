@@ -1,6 +1,9 @@
-"""Alert logic: verdicts per metrics window, hysteresis per (kind, device). Pure: no database,
-no MQTT, no clock (time is an argument). ``controller/monitoring/alert_store.py`` persists the states and
-events; ``controller/monitoring/service.py`` runs the evaluation loop and the retraining hook."""
+"""Monitoring at the controller: metrics windows, alerts and the retraining hook.
+
+Pure cores: the window rules (``rules``), their hysteresis (``hysteresis``) and how sequential
+tests' decisions become alerts (``sequential_alerts``); the tests themselves are in
+:mod:`edgewise_monitoring`. ``metrics_store`` and ``alert_store`` persist; ``service`` runs the
+evaluation loop and the retraining hook; ``api`` and ``cli`` show it."""
 
 from controller.monitoring.hysteresis import (
     CLEARED,
@@ -19,13 +22,12 @@ from controller.monitoring.rules import (
     DeviceSeen,
     Verdict,
     WindowObservation,
-    accuracy_threshold,
     judge_silence,
     judge_window,
 )
 
 __all__ = [
     "ALERT_KINDS", "CLEARED", "FIRED", "AlertEvent", "AlertKind", "AlertRules", "AlertState",
-    "DeviceSeen", "Evaluation", "StateKey", "Verdict", "WindowObservation", "accuracy_threshold",
+    "DeviceSeen", "Evaluation", "StateKey", "Verdict", "WindowObservation",
     "evaluate", "judge_silence", "judge_window", "step",
 ]

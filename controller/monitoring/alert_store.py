@@ -1,16 +1,24 @@
 """Alert states, alert history and retraining runs in the controller database.
 
 :meth:`AlertStore.evaluate` is one write transaction: it takes the metrics windows not yet
-evaluated (oldest first), the devices' last contact and the stored alert states, runs the pure
-evaluator (:mod:`controller.monitoring`), writes back the states that changed and the events, and
-marks the windows evaluated. Several controller replicas may call it at once: PostgreSQL
-serialises them on an advisory lock, SQLite on its write lock, so every window is judged once.
+evaluated (oldest first), the devices' last contact and the stored alert states; feeds each
+device's windows, and each group's pooled windows, to the sequential detectors of their model
+version (:mod:`controller.monitoring.watch_store`); judges latency and silence by the window
+rules (:mod:`controller.monitoring.hysteresis`); once per period compares the accuracy of the
+groups of a label (:mod:`edgewise_monitoring.quality`); writes back the detector states, the
+alert states that changed and the events; and marks the windows evaluated. Several controller
+replicas may call it at once: PostgreSQL serialises them on an advisory lock, SQLite on its write
+lock, so every window is judged once.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,15 +34,45 @@ from controller.monitoring import (
     evaluate,
 )
 from controller.monitoring.metrics_store import MetricsStore
-from controller.monitoring.rules import DriftFinding, Histogram, familywise_drift
+from controller.monitoring.sequential_alerts import Judgement, apply_judgements, group_key
+from controller.monitoring.watch_store import (
+    Watches,
+    WatchKey,
+    build_watch,
+    load_watches,
+    save_watches,
+)
 from controller.storage.db import Database
-from controller.storage.tables import alert_events, alert_states, devices, metrics, retrain_runs
-from edgewise_monitoring import profile_id
+from controller.storage.tables import (
+    alert_events,
+    alert_states,
+    device_labels,
+    devices,
+    metrics,
+    retrain_runs,
+    watch_states,
+)
+from edgewise_monitoring.quality import segment_test
+from edgewise_monitoring.sequential import Decision
+from edgewise_monitoring.watch import WatchSettings
 
 # pg_advisory_xact_lock key for alert evaluation: b"EwAlerts" as a big-endian int64.
 ALERT_LOCK_KEY = int.from_bytes(b"EwAlerts", "big")
 RUNNING = "running"
-PREDICTION = "(prediction)"  # the name of the prediction histogram among the features
+SEGMENT_PERIOD_KEY = "segments:"  # watch_states rows that remember the last period judged
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """How the sequential tests are run (docs/monitoring.md): their own settings, the label
+    whose groups pool evidence, and the segment comparison."""
+
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    group_by: str = "site"
+    segment_label: str = "site"
+    segment_alpha: float = 0.01
+    segment_min_labels: int = 100
+    segment_period_s: float = 3600.0
 
 
 class AlertStore:
@@ -44,8 +82,11 @@ class AlertStore:
 
     # -- evaluation ----------------------------------------------------------------------------
 
-    def evaluate(self, now: float, rules: AlertRules, max_windows: int = 5000) -> list[AlertEvent]:
+    def evaluate(self, now: float, rules: AlertRules,
+                 detection: DetectionSettings | None = None,
+                 max_windows: int = 5000) -> list[AlertEvent]:
         """Judge the windows not evaluated yet and every device's silence; return the events."""
+        detection = detection or DetectionSettings()
         m = metrics.c
         with self.db.write() as conn:
             if self.db.dialect_name == "postgresql":
@@ -53,21 +94,31 @@ class AlertStore:
             rows = conn.execute(
                 sa.select(m.device_id, m.model, m.version, m.window_start, m.window_end,
                           m.predictions, m.labelled, m.accuracy, m.p95_latency_ms,
-                          m.drift_psi, m.drifted, m.summary_json)
+                          m.summary_json)
                 .where(m.evaluated == sa.false())
                 .order_by(m.window_end).limit(max_windows)).all()
-            observations = [self._observation(r, rules) for r in rows]
+            observations = [WindowObservation(
+                device_id=r.device_id, model=r.model, version=int(r.version),
+                window_start=float(r.window_start), window_end=float(r.window_end),
+                predictions=int(r.predictions), p95_latency_ms=r.p95_latency_ms) for r in rows]
+            device_rows = conn.execute(sa.select(
+                devices.c.device_id, devices.c.last_seen, devices.c.online,
+                devices.c.active_model, devices.c.active_version, devices.c.labels_json)).all()
             seen = [DeviceSeen(r.device_id, float(r.last_seen), bool(r.online), r.active_model,
-                               r.active_version)
-                    for r in conn.execute(sa.select(
-                        devices.c.device_id, devices.c.last_seen, devices.c.online,
-                        devices.c.active_model, devices.c.active_version))]
+                               r.active_version) for r in device_rows]
             states = {s.key: s for s in (_state(r) for r in conn.execute(sa.select(alert_states)))}
             outcome = evaluate(states, observations, seen, now, rules)
-            for key, state in outcome.changed.items():
+            current = {**states, **outcome.changed}
+            labels = _effective_labels(conn, device_rows)
+            judgements = self._judge(conn, rows, device_rows, labels, detection, now)
+            judgements += self._segments(conn, labels, detection, now)
+            sequential = apply_judgements(current, judgements, now, rules.clear_after)
+            changed = {**outcome.changed, **sequential.changed}
+            events = outcome.events + sequential.events
+            for key, state in changed.items():
                 self._write_state(conn, key, state, exists=key in states)
-            if outcome.events:
-                conn.execute(alert_events.insert(), [_event_row(e) for e in outcome.events])
+            if events:
+                conn.execute(alert_events.insert(), [_event_row(e) for e in events])
             if rows:
                 conn.execute(
                     metrics.update()
@@ -77,58 +128,105 @@ class AlertStore:
                     .values(evaluated=True),
                     [{"b_device": r.device_id, "b_model": r.model, "b_version": r.version,
                       "b_start": r.window_start} for r in rows])
-        return outcome.events
+        return events
 
-    def _observation(self, r: Any, rules: AlertRules) -> WindowObservation:
-        summary = json.loads(r.summary_json)
-        derived = summary.get("derived", {})
-        score = derived.get("score", {})
-        ref_acc, ref_mae = self.metrics.reference_quality(r.model, int(r.version))
-        finding = self._drift(summary, r.model, int(r.version), rules)
-        return WindowObservation(
-            device_id=r.device_id, model=r.model, version=int(r.version),
-            task=str(summary.get("task", "classification")),
-            window_start=float(r.window_start), window_end=float(r.window_end),
-            predictions=int(r.predictions), labelled=int(r.labelled), accuracy=r.accuracy,
-            mae=score.get("mae"), p95_latency_ms=r.p95_latency_ms,
-            drift_psi=finding.worst_psi, drift_threshold=finding.worst_threshold,
-            drifted=finding.drifted,
-            drifted_features=tuple(n for n in finding.names if n != PREDICTION),
-            prediction_drifted=PREDICTION in finding.names,
-            reference_accuracy=ref_acc, reference_mae=ref_mae)
+    def _judge(self, conn: sa.Connection, rows: Sequence[Any], device_rows: Sequence[Any],
+               labels: Mapping[str, Mapping[str, str]], detection: DetectionSettings,
+               now: float) -> list[Judgement]:
+        """Feed each device's new windows to its watch, and each group's to the group's."""
+        per_device: dict[WatchKey, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        for r in rows:
+            try:
+                summary = json.loads(r.summary_json)
+            except ValueError:
+                continue  # stored as it came; the metrics store counted it when it arrived
+            per_device[(r.device_id, r.model, int(r.version))].append((r.device_id, summary))
+        # a group's watch runs where at least two devices of the group run the version: for
+        # one device it would only repeat that device's own
+        running: dict[tuple[str, str, int], int] = defaultdict(int)
+        for d in device_rows:
+            if d.active_model is not None and d.active_version is not None:
+                group = group_key(detection.group_by, labels.get(d.device_id, {}).get(
+                    detection.group_by))
+                running[(group, d.active_model, int(d.active_version))] += 1
+        per_group: dict[WatchKey, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        for (device, model, version), items in per_device.items():
+            group = group_key(detection.group_by, labels.get(device, {}).get(detection.group_by))
+            per_group[(group, model, version)].extend(items)
+        groups = {k: v for k, v in per_group.items() if running.get(k, 0) >= 2}
+        watches = load_watches(conn, [*per_device, *groups])
+        out = [self._feed(watches, key, items, detection, "device")
+               for key, items in per_device.items()]
+        out += [self._feed(watches, key, items, detection, "fleet",
+                           context={"devices": sorted({d for d, _ in items})})
+                for key, items in groups.items()]
+        save_watches(conn, watches, now)
+        return out
 
-    def _drift(self, summary: dict[str, Any], model: str, version: int,
-               rules: AlertRules) -> DriftFinding:
-        """The window's drift verdict with the family-wise threshold, from its counts and the
-        registered profile; the device's own verdicts when the profile is not available."""
-        profile = self.metrics.profile(model, version)
-        params = summary.get("params", {})
-        try:
-            if profile is None or profile_id(profile) != summary.get("profile_id"):
-                raise LookupError("no matching profile")
-            histograms = [Histogram(f["name"], p["proportions"], [*f["counts"], f["other"]])
-                          for f, p in zip(summary["features"], profile.get("features", []),
-                                          strict=True)]
-            pred, pred_ref = summary.get("prediction"), profile.get("prediction")
-            if pred is not None and pred_ref is not None:
-                histograms.append(Histogram(PREDICTION, pred_ref["proportions"],
-                                            [*pred["counts"], pred["other"]]))
-            return familywise_drift(
-                histograms, int(summary["reference_n"]), alpha=rules.drift_alpha,
-                base=float(params.get("drift_base", 0.1)),
-                eps=float(params.get("psi_eps", 1e-4)),
-                min_rows_per_bin=int(params.get("min_rows_per_bin", 10)))
-        except (LookupError, KeyError, TypeError, ValueError):
-            drift = summary.get("derived", {}).get("drift", {})
-            verdicts = [f for f in drift.get("features", []) if f.get("drifted") is not None]
-            pred_verdict = drift.get("prediction") or {}
-            if pred_verdict.get("drifted") is not None:
-                verdicts.append({**pred_verdict, "name": PREDICTION})
-            if not verdicts:
-                return DriftFinding(None, None, None, ())
-            worst = max(verdicts, key=lambda f: f["psi"] / f["threshold"])
-            names = tuple(f["name"] for f in verdicts if f["drifted"])
-            return DriftFinding(bool(names), worst["psi"], worst["threshold"], names)
+    def _feed(self, watches: Watches, key: WatchKey, items: Sequence[tuple[str, dict[str, Any]]],
+              detection: DetectionSettings, scope: str,
+              context: Mapping[str, Any] | None = None) -> Judgement:
+        watch = watches.loaded.get(key)
+        if watch is None:
+            watch = build_watch(self.metrics.manifest(key[1], key[2]), detection.watch, scope)
+            watches.loaded[key] = watch
+        watches.used.add(key)
+        decisions = watch.update_summaries([s for _, s in items], sources=[d for d, _ in items])
+        info = {"windows": len(items), **(context or {})}
+        if watch.missing:
+            info["not_watched"] = dict(watch.missing)
+        return Judgement(key[0], key[1], key[2], decisions, info)
+
+    def _segments(self, conn: sa.Connection, labels: Mapping[str, Mapping[str, str]],
+                  detection: DetectionSettings, now: float) -> list[Judgement]:
+        """Once per period: the accuracy of each group of ``segment_label`` against the rest of
+        the fleet, per model version, on the labels of the period that just ended."""
+        label = detection.segment_label
+        period = detection.segment_period_s
+        if not label or period <= 0:
+            return []
+        index = math.floor(now / period) - 1  # the last complete period
+        if index < 0:
+            return []
+        marker = f"{SEGMENT_PERIOD_KEY}{label}"
+        w = watch_states.c
+        last = conn.execute(sa.select(w.state_json).where(
+            w.scope_key == marker, w.model == "", w.version == 0)).scalar()
+        if last is not None and json.loads(last).get("period", -1) >= index:
+            return []
+        start, end = index * period, (index + 1) * period
+        m = metrics.c
+        counts: dict[tuple[str, int], dict[str, list[int]]] = defaultdict(
+            lambda: defaultdict(lambda: [0, 0]))
+        for r in conn.execute(sa.select(m.device_id, m.model, m.version, m.labelled, m.accuracy)
+                              .where(m.window_end > start, m.window_end <= end,
+                                     m.labelled > 0, m.accuracy.is_not(None))):
+            segment = labels.get(r.device_id, {}).get(label) or "(none)"
+            cell = counts[(r.model, int(r.version))][segment]
+            cell[0] += int(round(float(r.accuracy) * int(r.labelled)))
+            cell[1] += int(r.labelled)
+        state = json.dumps({"period": index, "start": start, "end": end})
+        if last is None:
+            conn.execute(watch_states.insert().values(scope_key=marker, model="", version=0,
+                                                      state_json=state, updated_at=now))
+        else:
+            conn.execute(watch_states.update().where(
+                w.scope_key == marker, w.model == "", w.version == 0)
+                .values(state_json=state, updated_at=now))
+        out = []
+        for (model, version), segments in counts.items():
+            if len(segments) < 2:
+                continue
+            result = segment_test({k: (c, n) for k, (c, n) in segments.items()},
+                                  alpha=detection.segment_alpha,
+                                  min_labels=detection.segment_min_labels)
+            for finding in result["findings"]:
+                if finding.get("below") is None:
+                    continue  # too few labels to judge this segment
+                out.append(Judgement(group_key(label, finding["segment"]), model, version,
+                                     [_segment_decision(finding, result, label, start, end)],
+                                     {"period": [start, end]}))
+        return out
 
     def _write_state(self, conn: sa.Connection, key: StateKey, state: AlertState,
                      exists: bool) -> None:
@@ -142,6 +240,17 @@ class AlertStore:
                          .values(**values))
         else:
             conn.execute(alert_states.insert().values(kind=key[0], device_id=key[1], **values))
+
+    def watches(self, scope_key: str | None = None) -> list[dict[str, Any]]:
+        """The stored detector states (what `edgewise alerts --explain` shows of a test)."""
+        w = watch_states.c
+        q = sa.select(watch_states).where(~w.scope_key.startswith(SEGMENT_PERIOD_KEY))
+        if scope_key is not None:
+            q = q.where(w.scope_key == scope_key)
+        with self.db.read() as conn:
+            return [{"scope_key": r.scope_key, "model": r.model, "version": r.version,
+                     "updated_at": r.updated_at, "state": json.loads(r.state_json)}
+                    for r in conn.execute(q)]
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -228,3 +337,40 @@ def _event_row(e: AlertEvent) -> dict[str, Any]:
             "model": e.model, "version": e.version, "value": e.value, "threshold": e.threshold,
             "detail": e.detail, "context_json": json.dumps(e.context, sort_keys=True,
                                                            default=str)}
+
+
+def _effective_labels(conn: sa.Connection, device_rows: Sequence[Any]
+                      ) -> dict[str, dict[str, str]]:
+    """Every device's labels as selectors see them: the operator's laid over the device's own."""
+    out: dict[str, dict[str, str]] = {}
+    for r in device_rows:
+        try:
+            own = json.loads(r.labels_json or "{}")
+        except ValueError:
+            own = {}
+        out[r.device_id] = {str(k): str(v) for k, v in own.items()} if isinstance(own, dict) \
+            else {}
+    for device_id, key, value in conn.execute(sa.select(
+            device_labels.c.device_id, device_labels.c.key, device_labels.c.value)):
+        out.setdefault(device_id, {})[key] = value
+    return out
+
+
+def _segment_decision(finding: Mapping[str, Any], result: Mapping[str, Any], label: str,
+                      start: float, end: float) -> Decision:
+    """A segment finding as a detector decision: in alarm while the last period judged the group
+    significantly less accurate than the rest; cleared when a period judges it not."""
+    below = bool(finding["below"])
+    acc, rest = finding.get("accuracy"), finding.get("rest_accuracy")
+    detail = (f"{label}={finding['segment']}: accuracy {acc:.1%} on {finding['labels']} labels "
+              f"against {rest:.1%} on {finding['rest_labels']} for the rest of the fleet, "
+              f"p = {finding['p_value']:.2g} " + ("<" if below else ">=")
+              + f" {result['level']:.2g} (Fisher's exact test, family-wise alpha "
+              f"{result['alpha']:g} over {result['judged']} groups)")
+    p = float(finding["p_value"])
+    return Decision("segment", below, "alarm" if below else "watching", not below, True,
+                    -math.log(max(p, 1e-300)), -math.log(float(result["level"])), detail,
+                    {"test": "one-sided Fisher exact test of a group against the rest",
+                     "label": label, "period": [start, end], **dict(finding),
+                     "alpha": result["alpha"], "level": result["level"],
+                     "judged": result["judged"]}, fired=below)

@@ -28,14 +28,14 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from controller.config import ControllerConfig
 from controller.errors import ValidationError
 from controller.monitoring import ALERT_KINDS, FIRED, AlertEvent, AlertRules
-from controller.monitoring.alert_store import AlertStore
+from controller.monitoring.alert_store import AlertStore, DetectionSettings
 from controller.monitoring.retrain_hook import (
     HookResult,
     ProducedModel,
@@ -43,6 +43,8 @@ from controller.monitoring.retrain_hook import (
     post_webhook,
     run_command,
 )
+from controller.monitoring.sequential_alerts import is_group
+from edgewise_monitoring.watch import WatchSettings
 from edgewise_wire import Manifest
 
 log = logging.getLogger("edgewise.controller.monitoring")
@@ -52,13 +54,29 @@ def rules_from_config(config: ControllerConfig) -> AlertRules:
     try:
         return AlertRules(
             fire_after=config.alert_fire_after, clear_after=config.alert_clear_after,
-            accuracy_max_drop=config.alert_accuracy_max_drop,
-            accuracy_floor=config.alert_accuracy_floor,
-            accuracy_min_labels=config.alert_accuracy_min_labels,
             latency_p95_ms=config.alert_latency_p95_ms,
-            silent_after_s=config.alert_silent_after_s, drift_alpha=config.alert_drift_alpha)
+            silent_after_s=config.alert_silent_after_s)
     except ValueError as exc:
         raise ValidationError(f"alert settings: {exc}") from None
+
+
+def detection_from_config(config: ControllerConfig) -> DetectionSettings:
+    """The sequential tests' settings (``detectors``, by their flat names) and how they run."""
+    try:
+        watch = WatchSettings.from_flat(config.detectors)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"detectors: {exc}; the names and defaults are listed in "
+                              "docs/monitoring.md") from None
+    if not 0 < config.alert_segment_alpha < 1:
+        raise ValidationError("alert_segment_alpha must lie in (0, 1)")
+    if config.alert_segment_min_labels < 1 or config.alert_segment_period_s <= 0:
+        raise ValidationError("alert_segment_min_labels must be >= 1 and alert_segment_period_s "
+                              "> 0")
+    return DetectionSettings(watch=watch, group_by=config.alert_group_by,
+                             segment_label=config.alert_segment_label,
+                             segment_alpha=config.alert_segment_alpha,
+                             segment_min_labels=config.alert_segment_min_labels,
+                             segment_period_s=config.alert_segment_period_s)
 
 
 def retrain_kinds(config: ControllerConfig) -> tuple[str, ...]:
@@ -79,6 +97,7 @@ class MonitoringSettings:
 
     rules: AlertRules
     retrain_on: tuple[str, ...]
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
     alert_interval_s: float = 10.0
     retrain_command: str | None = None
     retrain_webhook: str | None = None
@@ -93,6 +112,7 @@ class MonitoringSettings:
     @classmethod
     def from_config(cls, config: ControllerConfig) -> MonitoringSettings:
         return cls(rules=rules_from_config(config), retrain_on=retrain_kinds(config),
+                   detection=detection_from_config(config),
                    alert_interval_s=config.alert_interval_s,
                    retrain_command=config.retrain_command,
                    retrain_webhook=config.retrain_webhook,
@@ -160,7 +180,8 @@ class MonitoringService:
     async def evaluate_now(self) -> list[AlertEvent]:
         """One evaluation pass; starts the hook for fired alerts of the configured kinds."""
         async with self._evaluating:
-            events = await asyncio.to_thread(self.alerts.evaluate, time.time(), self.rules)
+            events = await asyncio.to_thread(self.alerts.evaluate, time.time(), self.rules,
+                                             self.config.detection)
         self.stats["evaluations"] += 1
         for event in events:
             self.stats[f"{event.event}_{event.kind.value}"] += 1
@@ -201,8 +222,12 @@ class MonitoringService:
             firing = await asyncio.to_thread(self.alerts.alerts, kind=kind)
         except Exception:
             firing = []  # the events alone name the devices then
-        devices = sorted({a["device_id"] for a in firing if a["model"] == model}
-                         | {e.device_id for e in events})
+        # a group's alert names the group; its devices are in the event's context
+        devices = sorted(({a["device_id"] for a in firing if a["model"] == model}
+                          | {e.device_id for e in events}
+                          | {d for e in events for d in e.context.get("devices", ())})
+                         - {k for k in (e.device_id for e in events) if is_group(k)}
+                         - {a["device_id"] for a in firing if is_group(a["device_id"])})
         actions = [a for a, on in (("command", self.config.retrain_command),
                                    ("webhook", self.config.retrain_webhook)) if on]
         try:

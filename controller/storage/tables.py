@@ -263,3 +263,14 @@ reported_order = sa.Table(
     sa.Column("ts", sa.Float, nullable=False),
 )
 
+
+# the state of the sequential detectors (edgewise_monitoring.watch.ModelWatch) of one device or
+# group of devices ("group:site=berlin") for one model version
+watch_states = sa.Table(
+    "watch_states", metadata,
+    sa.Column("scope_key", sa.String(200), primary_key=True),
+    sa.Column("model", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("state_json", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
