@@ -31,6 +31,7 @@ import os
 import random
 import time
 from collections import Counter
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,9 @@ from edge_agent.outbox import (
 from edge_agent.recent import RecentPredictions
 from edge_agent.runtime import InferenceRuntime, InvalidInput, prepare_features
 from edge_agent.slots import Slot
-from edge_agent.updater import Updater
+from edge_agent.small_io import small_io_executor
+from edge_agent.update.pause import UpdatePause
+from edge_agent.updater import Updater, UpdateSettings
 from edgewise_mqtt.link import MqttLink, Will
 from edgewise_wire import (
     Ack,
@@ -90,7 +93,13 @@ class Prediction:
 
 
 class EdgeAgent:
-    def __init__(self, config: AgentConfig) -> None:
+    """``small_io``: the thread pool for the update path's small blocking calls
+    (:mod:`edge_agent.small_io`); agents on one loop share one (the simulator's fleet passes
+    its own). Without one the agent creates its own and shuts it down when it stops.
+    ``pause``: the update test hook (:mod:`edge_agent.update.pause`), never set on a device."""
+
+    def __init__(self, config: AgentConfig, *, small_io: Executor | None = None,
+                 pause: UpdatePause | None = None) -> None:
         self.config = config
         self.device_id = config.device_id
         self._outbox_path = config.data_dir / "outbox.sqlite"
@@ -125,8 +134,12 @@ class EdgeAgent:
                       encode(Presence(online=False, agent_version=__version__))),
             keepalive=config.keepalive_s,
         )
-        # issue 4: the update path (raises TrustedKeyError for an unreadable trusted key)
-        self.updater = Updater(self)
+        self._owned_small_io: Executor | None = None
+        if small_io is None:
+            small_io = self._owned_small_io = small_io_executor()
+        # the update path (raises TrustedKeyError for an unreadable trusted key)
+        self.updater = Updater(self, self.link, UpdateSettings.from_config(config),
+                               small_io=small_io, pause=pause)
 
     # -- the update path's view (kept as attributes for the simulator, tests and status) -----
 
@@ -171,7 +184,6 @@ class EdgeAgent:
         self.outbox = self._open_outbox()
         self.updater.start()
         self._tasks.append(asyncio.create_task(self._telemetry_loop()))
-        self._tasks.append(asyncio.create_task(self._repair_loop()))
         await self.link.start(wait=wait_connected)
 
     async def stop(self, *, drain_timeout: float = 0.0) -> None:
@@ -205,6 +217,9 @@ class EdgeAgent:
         for task in self._tasks:
             task.cancel()
         self.updater.close()
+        if self._owned_small_io is not None:
+            # a journal save still running finishes in its thread; nothing new is queued
+            self._owned_small_io.shutdown(wait=False)
         if self.outbox is not None:
             self.outbox.close()
             self.outbox = None
@@ -243,13 +258,13 @@ class EdgeAgent:
         except Exception as exc:
             self._record_error("runtime_error")
             self.monitor.observe_error(len(rows))
-            watch = self.updater.probation
-            if watch is not None and self.updater.probation_sha == manifest.artifact.sha256:
+            watch = self.updater.probation_for(manifest.artifact.sha256)
+            if watch is not None:
                 watch.observe_error(len(rows))
             raise RuntimeError(f"inference failed: {exc}") from exc
         latency_ms = (time.perf_counter() - started) * 1000.0
-        watch = self.updater.probation
-        if watch is not None and self.updater.probation_sha == manifest.artifact.sha256:
+        watch = self.updater.probation_for(manifest.artifact.sha256)
+        if watch is not None:
             watch.observe(len(rows), latency_ms)
         per_row_ms = latency_ms / len(rows)
         if self.monitor.model == manifest.model and self.monitor.version == manifest.version:
@@ -324,8 +339,7 @@ class EdgeAgent:
         # unacknowledged batches may have been lost with the connection: send them again
         self._inflight.clear()
         self._sent_upto = 0
-        if self.download is not None and not self.download.complete:
-            self.updater.request_missing()
+        self.updater.on_connected()
 
     def _on_disconnect(self) -> None:
         log.info("%s: disconnected from %s", self.device_id, self.config.broker)
@@ -354,14 +368,14 @@ class EdgeAgent:
     def report(self) -> None:
         if not self.link.connected:
             return
-        fields = self.updater.report_fields()
-        desired = self.updater.desired
-        deployment_id = desired.deployment_id if desired is not None else self.deployment_id
+        update = self.updater.report_fields()
+        deployment_id = update.deployment_id if update.deployment_id is not None \
+            else self.deployment_id
         message = Reported(
-            state=fields["state"], active=self.active, target=fields["target"],
-            deployment_id=deployment_id, last_error=fields["last_error"],
-            progress=fields["progress"], labels=self.config.labels, agent_version=__version__,
-            staged=fields["staged"], previous=fields["previous"])
+            state=update.state, active=self.active, target=update.target,
+            deployment_id=deployment_id, last_error=update.last_error,
+            progress=update.progress, labels=self.config.labels, agent_version=__version__,
+            staged=update.staged, previous=update.previous)
         self.link.publish(self.topic(DeviceChannel.REPORTED), encode(message), retain=True)
     # -- telemetry ---------------------------------------------------------------------------
 
@@ -479,21 +493,6 @@ class EdgeAgent:
                 self._send_batches()
             except Exception:
                 log.exception("%s: telemetry loop error", self.device_id)
-
-    async def _repair_loop(self) -> None:
-        interval = self.config.chunk_repair_interval_s
-        while True:
-            await asyncio.sleep(interval / 2)
-            updater = self.updater
-            download = updater.download
-            if download is None or download.complete or not self.link.connected \
-                    or updater.paused:
-                continue
-            if time.monotonic() - updater.last_chunk_at > interval:
-                updater.last_chunk_at = time.monotonic()
-                log.info("%s: no chunk for %.1fs, asking again for %d missing ranges",
-                         self.device_id, interval, len(download.missing_ranges()))
-                updater.request_missing()
 
     # -- introspection -------------------------------------------------------------------------
 

@@ -8,6 +8,10 @@ its WAL and shared-memory files, a partial download), so :meth:`SimulatedFleet.s
 process's soft ``RLIMIT_NOFILE`` to what the fleet needs, up to the hard limit, and says what to
 do when the hard limit is too low. Agents connect a bounded number at a time, so a broker is not
 hit by a thousand handshakes at once.
+
+The fleet owns what its agents share: one small-I/O thread pool for their update paths
+(:mod:`edge_agent.small_io`; a thousand agents share four threads, as a process of them always
+did), created with the fleet and shut down by :meth:`SimulatedFleet.stop`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
+from edge_agent.small_io import small_io_executor
 from edgewise_mqtt.link import BrokerAddress
 
 log = logging.getLogger("edgewise.simulator")
@@ -154,10 +159,14 @@ class SimulatedFleet:
     def _setup(self, broker: BrokerAddress, data_root: Path, configs: Iterable[AgentConfig]) -> None:
         self.broker = broker
         self.data_root = data_root
-        self.agents: list[EdgeAgent] = [EdgeAgent(c) for c in configs]
+        self.small_io = small_io_executor()
+        self.agents: list[EdgeAgent] = [self._new_agent(c) for c in configs]
         self._index = {a.device_id: i for i, a in enumerate(self.agents)}
         self.killed: set[str] = set()
         self.restarts = 0
+
+    def _new_agent(self, config: AgentConfig) -> EdgeAgent:
+        return EdgeAgent(config, small_io=self.small_io)
 
     def __len__(self) -> int:
         return len(self.agents)
@@ -204,6 +213,8 @@ class SimulatedFleet:
     async def stop(self, drain_timeout: float = 10.0) -> None:
         await asyncio.gather(*(a.stop(drain_timeout=drain_timeout) for a in self.agents
                                if a.device_id not in self.killed))
+        # a journal save still running finishes in its thread; nothing new is queued
+        self.small_io.shutdown(wait=False)
 
     # -- faults ----------------------------------------------------------------------------------
 
@@ -219,7 +230,7 @@ class SimulatedFleet:
         old = self.agent(device_id)
         if device_id not in self.killed:
             await old.stop()
-        agent = EdgeAgent(old.config)
+        agent = self._new_agent(old.config)
         self.agents[self._index[device_id]] = agent
         self.killed.discard(device_id)
         self.restarts += 1
