@@ -51,7 +51,8 @@ from edge_agent.runtime import InferenceRuntime, InvalidInput, prepare_features
 from edge_agent.slots import Slot
 from edge_agent.small_io import small_io_executor
 from edge_agent.update.pause import UpdatePause
-from edge_agent.updater import Updater, UpdateSettings
+from edge_agent.update.ports import UpdateSettings
+from edge_agent.updater import Updater
 from edgewise_mqtt.link import MqttLink, Will
 from edgewise_wire import (
     Ack,

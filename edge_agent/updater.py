@@ -10,7 +10,7 @@ the journal (``update.json``), so a crash at any instant resumes from a known st
 repeat.
 
     downloading   chunks into download/{sha}.part, each checked against the signed chunk hashes
-                  (:mod:`edge_agent.artifact_fetch`)
+                  (:mod:`edge_agent.artifact_fetch`; each state's work: :mod:`edge_agent.state_work`)
     verifying     length and sha256 of the whole file; moved into models/ (the standby slot)
     staged        the verified file waits beside the running one
     activating    load it in its runtime, run the manifest's smoke tests, switch the pointer
@@ -19,7 +19,8 @@ repeat.
     rolling_back  point back at the previous slot and serve it (no download: it is on disk)
 
 The updater sees the agent only through :class:`~edge_agent.update.ports.UpdateHost` (what
-serves, the report) and the MQTT link through :class:`~edge_agent.update.ports.ChunkLink`.
+serves, the report), the MQTT link through :class:`~edge_agent.update.ports.ChunkLink` and the
+configuration through :class:`~edge_agent.update.ports.UpdateSettings`.
 
 Predictions never wait for an update and never fail because of the switch: the runtime is
 swapped by one reference assignment, and a call in flight finishes on the runtime it started
@@ -35,18 +36,17 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edge_agent.artifact_fetch import ArtifactFetch
 from edge_agent.desired_gate import DesiredGate, Rejected, load_trusted_keys
-from edge_agent.download import ArtifactDownload, ArtifactVerificationError
+from edge_agent.download import ArtifactDownload
 from edge_agent.parking import Parking
-from edge_agent.runtime import load_runtime, smoke_test
 from edge_agent.slot_keeper import SlotKeeper, ref_of
-from edge_agent.slots import Slot, SlotStore, artifact_name
+from edge_agent.slots import SlotStore
 from edge_agent.small_io import run_small_io
+from edge_agent.state_work import StateWork
+from edge_agent.state_work import ref_of_manifest as _ref
 from edge_agent.update import REST_STATES, Event, UpdateState, UpdateStep, advance, idle, resume
 from edge_agent.update.pause import UpdatePause
 from edge_agent.update.plan import (
@@ -68,24 +68,15 @@ from edge_agent.update.plan import (
     recheck_on_resume,
     settles,
 )
-from edge_agent.update.ports import ChunkLink, UpdateHost
+from edge_agent.update.ports import ChunkLink, UpdateHost, UpdateReport, UpdateSettings
 from edge_agent.update.probation import ProbationWatch
-from edge_agent.update.rollback import RollbackTo, rollback_to
 from edge_agent.update_journal import UpdateJournal
 from edgewise_wire import Desired, Manifest, ModelRef, ProbationPolicy
 from edgewise_wire.topics import ChunkTopic, DeviceChannel, device_topic
 
-if TYPE_CHECKING:
-    from edge_agent.config import AgentConfig
-
 log = logging.getLogger("edgewise.agent.update")
 
-PROBATION_TICK_S = 0.1
 WITHDRAWN_IN_PROBATION = "the controller withdrew this version during probation"
-
-
-def _ref(manifest: Manifest) -> ModelRef:
-    return ModelRef(manifest.model, manifest.version, manifest.artifact.sha256)
 
 
 def _desired_ref(desired: Desired | None) -> DesiredRef | None:
@@ -93,37 +84,6 @@ def _desired_ref(desired: Desired | None) -> DesiredRef | None:
         return None
     manifest = desired.manifest
     return DesiredRef(desired.deployment_id, _ref(manifest) if manifest is not None else None)
-
-
-@dataclass(frozen=True)
-class UpdateSettings:
-    """The configuration values the update path uses (from :class:`AgentConfig`)."""
-
-    device_id: str
-    data_dir: Path
-    trusted_keys: tuple[str, ...] = ()
-    device_class: str = "generic"
-    max_model_bytes: int | None = None
-    probation_s: float = 0.0
-    chunk_repair_interval_s: float = 3.0
-
-    @classmethod
-    def from_config(cls, config: AgentConfig) -> UpdateSettings:
-        return cls(config.device_id, config.data_dir, config.trusted_keys, config.device_class,
-                   config.max_model_bytes, config.probation_s, config.chunk_repair_interval_s)
-
-
-@dataclass(frozen=True)
-class UpdateReport:
-    """What the agent's report says about the update (protocol.md 4.3)."""
-
-    state: str
-    target: ModelRef | None
-    staged: ModelRef | None
-    previous: ModelRef | None
-    last_error: str | None
-    progress: tuple[int, int] | None
-    deployment_id: str | None  # of the desired state the update carries out, if any
 
 
 class Updater:
@@ -144,22 +104,20 @@ class Updater:
         self.gate = DesiredGate(load_trusted_keys(settings.trusted_keys),
                                 device_id=settings.device_id, device_class=settings.device_class,
                                 max_model_bytes=settings.max_model_bytes)
-        self.default_probation = ProbationPolicy(settings.probation_s)
         self.slots = SlotKeeper(SlotStore(settings.data_dir), host, small_io, settings.device_id)
         self.parking = Parking(pause, settings.data_dir / "paused-in", settings.device_id)
         self.fetch = ArtifactFetch(
             link, device_topic(settings.device_id, DeviceChannel.ARTIFACT_REQUEST),
             settings.data_dir / "download", device_id=settings.device_id, report=host.report,
             parking=self.parking, repair_interval_s=settings.chunk_repair_interval_s)
+        self.work = StateWork(self.slots, self.fetch, host,
+                              default_probation=ProbationPolicy(settings.probation_s),
+                              device_id=settings.device_id)
         self.step: UpdateStep = idle(now=clock())
         self.desired: Desired | None = None  # the desired state the step carries out
         self.pending: Desired | None = None  # arrived while the update could not take it
         self.last_error: str | None = None
         self.rejected = 0
-        self._probation: ProbationWatch | None = None
-        self._probation_sha: str | None = None
-        self._abort_probation: str | None = None
-        self._verified_sha: str | None = None
         self._drive_task: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[Desired] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -225,7 +183,8 @@ class Updater:
 
     def probation_for(self, sha256: str) -> ProbationWatch | None:
         """The probation window of the model with this sha256, if it is on probation."""
-        return self._probation if self._probation_sha == sha256 else None
+        work = self.work
+        return work.probation if work.probation_sha == sha256 else None
 
     async def _control(self) -> None:
         while True:
@@ -300,7 +259,7 @@ class Updater:
                 # the latest desired state is applied once the device is at rest again
                 self.pending = desired
                 if abort_probation:
-                    self._abort_probation = WITHDRAWN_IN_PROBATION
+                    self.work.abort_probation = WITHDRAWN_IN_PROBATION
                 self.host.report()
 
     async def _settle(self) -> None:
@@ -313,7 +272,7 @@ class Updater:
         assert manifest is not None
         self.desired = desired
         self.last_error = None
-        self._verified_sha = None
+        self.work.verified_sha = None
         await self._advance(Event.NEW_TARGET, target=_ref(manifest))
         log.info("%s: updating to %s:%s (%d bytes)", self.device_id, manifest.model,
                  manifest.version, manifest.artifact.size)
@@ -332,21 +291,13 @@ class Updater:
                 await task
 
     async def _drive(self) -> None:
-        work = {
-            UpdateState.DOWNLOADING: self._download_work,
-            UpdateState.VERIFYING: self._verify_work,
-            UpdateState.STAGED: self._staged_work,
-            UpdateState.ACTIVATING: self._activate_work,
-            UpdateState.PROBATION: self._probation_work,
-            UpdateState.ROLLING_BACK: self._rollback_work,
-        }
         while self.step.state not in REST_STATES:
             state = self.step.state
             self.host.report()
             if self.parking.at_step(state):
                 await asyncio.Event().wait()  # parked by the test hook until the test kills us
             try:
-                event, error = await work[state]()
+                event, error = await self.work.run(self.step, self.desired)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -388,112 +339,6 @@ class Updater:
         pending, self.pending = self.pending, None
         if pending is not None:
             self.on_desired(pending)
-
-    # -- the work of each state ------------------------------------------------------------------
-
-    def _target_manifest(self) -> Manifest:
-        assert self.desired is not None and self.desired.manifest is not None
-        return self.desired.manifest
-
-    async def _download_work(self) -> tuple[Event, str | None]:
-        manifest = self._target_manifest()
-        if await self.slots.has_verified(manifest):
-            return Event.SUCCESS, None  # on disk already (a model rolled back from, say)
-        await self.fetch.fetch(manifest.artifact)
-        return Event.SUCCESS, None
-
-    async def _verify_work(self) -> tuple[Event, str | None]:
-        manifest = self._target_manifest()
-        if await self.slots.has_verified(manifest):
-            self.fetch.discard()
-            self._verified_sha = manifest.artifact.sha256
-            return Event.SUCCESS, None
-        download = self.fetch.current(manifest.artifact)
-        if not download.complete:
-            self.fetch.keep(download)
-            return Event.RETRY, "the artifact was incomplete after a restart"
-        try:
-            await asyncio.to_thread(download.finalize, self.slots.store.staged_path(manifest))
-        except ArtifactVerificationError as exc:
-            self.fetch.keep(None)
-            return Event.FAILURE, f"the downloaded artifact is not the one signed for: {exc}"
-        self.fetch.keep(None)
-        self._verified_sha = manifest.artifact.sha256
-        return Event.SUCCESS, None
-
-    async def _staged_work(self) -> tuple[Event, str | None]:
-        manifest = self._target_manifest()
-        if self._verified_sha != manifest.artifact.sha256 and \
-                not await self.slots.has_verified(manifest):
-            return Event.RETRY, "the staged artifact was damaged on disk; downloading it again"
-        return Event.SUCCESS, None
-
-    async def _activate_work(self) -> tuple[Event, str | None]:
-        manifest = self._target_manifest()
-        assert self.desired is not None
-        target = _ref(manifest)
-        pointer = self.slots.pointer
-        if pointer.active is not None and pointer.active.ref == target:
-            # a crash after the switch: the previous slot is authoritative until activation
-            # completes, so serve it and activate again
-            await self.slots.point_at(pointer.previous, previous=None)
-        path = self.slots.store.staged_path(manifest)
-        try:
-            runtime = await asyncio.to_thread(load_runtime, path, manifest)
-            await asyncio.to_thread(smoke_test, runtime)
-        except Exception as exc:
-            return Event.FAILURE, f"activation of {target} failed: {exc}"
-        new = Slot(manifest, artifact_name(manifest), self.desired.deployment_id)
-        await self.slots.activate(new, runtime)
-        return Event.SUCCESS, None
-
-    async def _probation_work(self) -> tuple[Event, str | None]:
-        manifest = self._target_manifest()
-        assert self.desired is not None
-        active = self.slots.pointer.active
-        if active is None or active.manifest.artifact.sha256 != manifest.artifact.sha256 \
-                or self.host.active is None:
-            return Event.FAILURE, "the new model is not in the active slot after a restart"
-        policy = self.desired.probation or manifest.probation or self.default_probation
-        # the window is measured on the monotonic clock: a wall clock set meanwhile (NTP, a
-        # board without a real-time clock) must not end it early or stretch it
-        watch = ProbationWatch(policy, time.monotonic())
-        self._probation, self._probation_sha = watch, manifest.artifact.sha256
-        try:
-            while True:
-                if self._abort_probation is not None:
-                    reason, self._abort_probation = self._abort_probation, None
-                    return Event.ABORTED, reason
-                verdict = watch.verdict(time.monotonic())
-                if verdict is not None:
-                    log.info("%s: %s", self.device_id, verdict.reason)
-                    if verdict.passed:
-                        return Event.SUCCESS, None
-                    return Event.FAILURE, verdict.reason
-                await asyncio.sleep(min(PROBATION_TICK_S, watch.remaining_s(time.monotonic()))
-                                    or PROBATION_TICK_S)
-        finally:
-            self._probation, self._probation_sha = None, None
-
-    async def _rollback_work(self) -> tuple[Event, str | None]:
-        destination = self.step.previous
-        pointer = self.slots.pointer
-        match rollback_to(destination, ref_of(pointer.active), ref_of(pointer.previous)):
-            case RollbackTo.NOTHING:
-                await self.slots.point_at(None, previous=None)
-                return Event.SUCCESS, None
-            case RollbackTo.ACTIVE_SLOT:
-                slot, keep = pointer.active, pointer.previous
-            case RollbackTo.PREVIOUS_SLOT:
-                slot, keep = pointer.previous, None
-            case RollbackTo.GONE:
-                return Event.FAILURE, \
-                    f"cannot roll back: {destination} is no longer on this device"
-        try:
-            await self.slots.point_at(slot, previous=keep)
-        except Exception as exc:
-            return Event.RETRY, f"rolling back to {destination} failed: {exc}"
-        return Event.SUCCESS, None
 
     # -- what the agent reports --------------------------------------------------------------------
 
