@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
@@ -50,6 +49,9 @@ from edge_agent.recent import RecentPredictions
 from edge_agent.runtime import InferenceRuntime, InvalidInput, prepare_features
 from edge_agent.slots import Slot
 from edge_agent.small_io import small_io_executor
+from edge_agent.telemetry.records import CallRecords, encode_pending
+from edge_agent.telemetry.sender import TelemetrySender
+from edge_agent.telemetry.uplink import TelemetryUplink
 from edge_agent.update.pause import UpdatePause
 from edge_agent.update.ports import UpdateSettings
 from edge_agent.updater import Updater
@@ -62,12 +64,9 @@ from edgewise_wire import (
     Presence,
     ProtocolError,
     Reported,
-    TelemetryBatch,
     decode,
     encode,
 )
-from edgewise_wire.errors import PayloadTooLarge
-from edgewise_wire.messages import encode_telemetry_spliced
 from edgewise_wire.topics import (
     ChunkTopic,
     DeviceChannel,
@@ -110,13 +109,9 @@ class EdgeAgent:
         self.outbox: TelemetryOutbox | None = None
         self.dropped_messages: Counter[str] = Counter()
         self.predictions_served = 0
-        # records for the outbox, in order: dicts, and one _Call per sampled inference call
-        # (expanded into prediction records at flush, off the prediction path)
-        self._pending_records: list[dict[str, Any] | _Call] = []
-        # first seq -> (last seq, when sent, the dropped_total the batch carried)
-        self._inflight: dict[int, tuple[int, float, int]] = {}
-        self._dropped_reported = 0  # the highest dropped_total the controller acknowledged
-        self._sent_upto = 0
+        # records for the outbox, in order: dicts, and one CallRecords per sampled inference
+        # call (expanded into prediction records at flush, off the prediction path)
+        self._pending_records: list[dict[str, Any] | CallRecords] = []
         self._boot_id = os.urandom(4).hex()
         self._recent = RecentPredictions(self._boot_id, config.feedback_memory)
         self._next_prediction = 0
@@ -135,6 +130,11 @@ class EdgeAgent:
                       encode(Presence(online=False, agent_version=__version__))),
             keepalive=config.keepalive_s,
         )
+        self.telemetry = TelemetryUplink(
+            TelemetrySender(batch_size=config.telemetry_batch_size,
+                            max_inflight=config.telemetry_max_inflight_batches,
+                            ack_timeout_s=config.ack_timeout_s),
+            self.link, self.topic(DeviceChannel.TELEMETRY), drop=self._drop)
         self._owned_small_io: Executor | None = None
         if small_io is None:
             small_io = self._owned_small_io = small_io_executor()
@@ -285,8 +285,8 @@ class EdgeAgent:
             sampled = [i for i in range(n) if draw() < sample_rate]
         if sampled:
             confidences = out.scores.max(axis=1).tolist() if out.scores is not None else None
-            self._pending_records.append(_Call(time.time(), model, version, first, per_row_ms,
-                                               labels, confidences, sampled))
+            self._pending_records.append(CallRecords(time.time(), model, version, first,
+                                                     per_row_ms, labels, confidences, sampled))
         prefix = self._boot_id + "-"
         self.predictions_served += n
         if scores is None:
@@ -316,7 +316,8 @@ class EdgeAgent:
 
     def unflushed_records(self) -> int:
         """Telemetry records still in memory (lost at a crash; written at the next flush)."""
-        return sum(len(r.sampled) if isinstance(r, _Call) else 1 for r in self._pending_records)
+        return sum(len(r.sampled) if isinstance(r, CallRecords) else 1
+                   for r in self._pending_records)
 
     def _record_error(self, reason: str) -> None:
         self._pending_records.append({"kind": "error", "ts": time.time(), "reason": reason})
@@ -337,9 +338,7 @@ class EdgeAgent:
         self.link.publish(self.topic(DeviceChannel.PRESENCE),
                           encode(Presence(online=True, agent_version=__version__)), retain=True)
         self.report()
-        # unacknowledged batches may have been lost with the connection: send them again
-        self._inflight.clear()
-        self._sent_upto = 0
+        self.telemetry.sender.reconnected()
         self.updater.on_connected()
 
     def _on_disconnect(self) -> None:
@@ -385,104 +384,26 @@ class EdgeAgent:
         if not self._pending_records or self.outbox is None:
             return
         pending, self._pending_records = self._pending_records, []
-        bodies = _encode_pending(pending, self._boot_id)
-        # overflow drops the oldest records not awaiting an ack: a record dropped after it was
-        # sent could reach the controller and be stored *and* counted as dropped
-        in_flight = (min(self._inflight), self._sent_upto) if self._inflight else None
+        bodies = encode_pending(pending, self._boot_id)
+        # overflow drops the oldest records not awaiting an ack
         try:
-            self.outbox.append_encoded(bodies, in_flight=in_flight)
+            self.outbox.append_encoded(bodies, in_flight=self.telemetry.sender.in_flight())
         except OutboxError as exc:
             # the outbox counted what it could not keep; it is reported with the next batch
             log.error("%s: telemetry not stored: %s", self.device_id, exc)
 
     def _send_batches(self) -> None:
-        outbox = self.outbox
-        if outbox is None or not self.link.connected:
-            return
-        now = time.monotonic()
-        if any(now - sent > self.config.ack_timeout_s for _, sent, _ in self._inflight.values()):
-            self._inflight.clear()  # unacknowledged for too long: send from the oldest again
-            self._sent_upto = 0
-        stats = outbox.stats()
-        if stats.pending == 0 and not self._inflight and self._drops_unreported():
-            self._report_drops(outbox, now)
-            return
-        if stats.pending == 0 or stats.last_seq <= self._sent_upto:
-            return  # nothing unsent: skip the query (a thousand agents run this every 0.2 s)
-        while len(self._inflight) < self.config.telemetry_max_inflight_batches:
-            raw = outbox.next_raw(self.config.telemetry_batch_size, after_seq=self._sent_upto)
-            if not raw:
-                return
-            first, last = raw[0][0], raw[-1][0]
-            # the stored JSON goes out as it is, with the seqs spliced in; only a batch that
-            # cannot (too large, a NaN) is decoded record by record
-            payload = encode_telemetry_spliced(first, last, raw, outbox.stats().dropped_total,
-                                               outbox.epoch)
-            if payload is None:
-                records = [{**json.loads(body), "seq": seq} for seq, body in raw]
-                payload, records = self._encode_batch(outbox, records)
-                if payload is None:
-                    continue  # an undeliverable record was discarded (and counted): read on
-                first, last = records[0]["seq"], records[-1]["seq"]
-            if self.link.publish(self.topic(DeviceChannel.TELEMETRY), payload) != 0:
-                return
-            self._inflight[first] = (last, now, outbox.stats().dropped_total)
-            self._sent_upto = last
+        if self.outbox is not None:
+            self.telemetry.send(self.outbox)
 
     def _drops_unreported(self) -> bool:
         outbox = self.outbox
-        return outbox is not None and outbox.stats().dropped_total > self._dropped_reported
-
-    def _report_drops(self, outbox: TelemetryOutbox, now: float) -> None:
-        """Tell the controller about drops that no later batch would carry (the outbox is empty):
-        an empty batch at the last seq, which is acknowledged like any other. Its ack cannot
-        delete anything: that seq was acknowledged already and seqs are never reused."""
-        stats = outbox.stats()
-        if stats.last_seq < 1:
-            return  # nothing was ever stored (a full disk from the start): the next batch says it
-        batch = TelemetryBatch(stats.last_seq, stats.last_seq, [], stats.dropped_total,
-                               epoch=outbox.epoch)
-        if self.link.publish(self.topic(DeviceChannel.TELEMETRY), encode(batch)) == 0:
-            self._inflight[stats.last_seq] = (stats.last_seq, now, stats.dropped_total)
-
-    def _encode_batch(self, outbox: TelemetryOutbox, records: list[dict[str, Any]]
-                      ) -> tuple[bytes | None, list[dict[str, Any]]]:
-        """Encode a batch, halving it while it is too large for one message. A single record
-        that cannot be sent at all (too large, or not valid JSON such as a NaN) is discarded
-        from the outbox as a counted drop instead of blocking every later record."""
-        while True:
-            batch = TelemetryBatch(records[0]["seq"], records[-1]["seq"], records,
-                                   outbox.stats().dropped_total, epoch=outbox.epoch)
-            try:
-                return encode(batch), records
-            except (PayloadTooLarge, ValueError) as exc:
-                if len(records) > 1:
-                    records = records[:len(records) // 2]
-                    continue
-                seq = records[0]["seq"]
-                outbox.discard(seq, seq)
-                self._drop("undeliverable_record",
-                           f"telemetry record seq {seq} cannot be sent ({exc}); discarded, "
-                           "counted in dropped_total")
-                return None, records
+        return outbox is not None and \
+            self.telemetry.sender.drops_unreported(outbox.stats().dropped_total)
 
     def _on_ack(self, ack: Ack) -> None:
-        if self.outbox is None:
-            return
-        if ack.epoch is not None and ack.epoch != self.outbox.epoch:
-            # for an outbox this agent replaced: its seqs are not this outbox's
-            self._drop("ack_other_epoch", f"ack {ack.first_seq}..{ack.last_seq} of epoch "
-                                          f"{ack.epoch}, outbox epoch is {self.outbox.epoch}")
-            return
-        self.outbox.ack(ack.first_seq, ack.last_seq)
-        entry = self._inflight.get(ack.first_seq)
-        # an ack for a shorter batch with the same first seq (sent before a reconnect, delivered
-        # late) must not untrack the longer one in flight now: its records would then never be
-        # sent again while the link stays up (seen in the simulator after a broker restart)
-        if entry is not None and entry[0] <= ack.last_seq:
-            del self._inflight[ack.first_seq]
-            self._dropped_reported = max(self._dropped_reported, entry[2])
-        self._send_batches()
+        if self.outbox is not None:
+            self.telemetry.on_ack(self.outbox, ack)
 
     async def _telemetry_loop(self) -> None:
         while True:
@@ -513,60 +434,3 @@ class EdgeAgent:
             "connected": self.link.connected,
             **self.updater.status(),
         }
-
-
-@dataclass(slots=True)
-class _Call:
-    """The prediction records of one inference call, kept compact until the next flush."""
-
-    ts: float
-    model: str
-    version: int
-    first: int  # prediction number of its first row
-    latency_ms: float  # per row
-    labels: list[Any]
-    confidences: list[float] | None
-    sampled: range | list[int]  # the rows whose records are kept
-
-
-_json = json.JSONEncoder(separators=(",", ":")).encode  # what the outbox stores records as
-_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-
-
-def _float_json(x: float) -> str:
-    """A float as ``json`` writes it (repr, or NaN/Infinity, which sending then refuses)."""
-    text = float.__repr__(x)
-    return _NON_FINITE.get(text, text)
-
-
-def _encode_pending(pending: list[dict[str, Any] | _Call], boot_id: str) -> list[str]:
-    """The outbox bodies of the pending records, in order.
-
-    Prediction records are written by format instead of through ``json`` (a third of the cost
-    of a batch's telemetry): keys in the same order, values as ``json`` encodes them, so the
-    body is the very string ``json`` would give (tests/agent_runtime compare them).
-    """
-    bodies: list[str] = []
-    append = bodies.append
-    label_json: dict[tuple[type, Any], str] = {}  # class labels repeat: encode each once
-    for item in pending:
-        if not isinstance(item, _Call):
-            append(_json(item))
-            continue
-        head = (f'{{"kind":"prediction","ts":{_float_json(item.ts)},"model":{_json(item.model)},'
-                f'"version":{int(item.version)},"prediction_id":"{boot_id}-')
-        latency = f',"latency_ms":{_float_json(item.latency_ms)},"label":'
-        labels, confidences, first = item.labels, item.confidences, item.first
-        for i in item.sampled:
-            label = labels[i]
-            if isinstance(label, float):
-                text = _float_json(label)
-            else:
-                key = (type(label), label)
-                text = label_json.get(key) or label_json.setdefault(key, _json(label))
-            if confidences is None:
-                append(f"{head}{first + i}\"{latency}{text}}}")
-            else:
-                append(f'{head}{first + i}"{latency}{text},"confidence":'
-                       f"{_float_json(confidences[i])}}}")
-    return bodies

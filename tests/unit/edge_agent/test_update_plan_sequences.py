@@ -88,8 +88,9 @@ class PlanMachine(RuleBasedStateMachine):
         self.abort_probation = False
         # every model that passed the device's checks (the one on disk at the start did)
         self.verified = {MODELS[0].sha256}
-        # came to rest by a restart past the attempt cap (no at-rest work ran)
-        self.crashed_to_rest = False
+        # came to rest without settling: by a restart past the attempt cap (no at-rest work
+        # ran), or by a rollback that gave up (the device serves what the pointer names)
+        self.unsettled_rest = False
         self.commands: list[Command] = []
 
     # -- the model of the updater ------------------------------------------------------------
@@ -101,8 +102,9 @@ class PlanMachine(RuleBasedStateMachine):
     def advance(self, event: Event, *, target: ModelRef | None = None,
                 error: str | None = None) -> None:
         assert (self.step.state, event) in TABLE, (self.step.state, event)
-        self.crashed_to_rest = False
+        was_rolling_back = self.step.state is S.ROLLING_BACK
         self.step = advance(self.step, event, now=self.now(), target=target, error=error)
+        self.unsettled_rest = was_rolling_back and self.step.state is S.FAILED
 
     def situation(self) -> Situation:
         carried = self.carried
@@ -223,7 +225,8 @@ class PlanMachine(RuleBasedStateMachine):
         self.pending, self.abort_probation = None, False  # memory is lost; disk is not
         was_at_rest = self.step.state in REST_STATES
         self.step, _, _ = resume(self.step, now=self.now())
-        self.crashed_to_rest = not was_at_rest and self.step.state in REST_STATES
+        if not was_at_rest:
+            self.unsettled_rest = self.step.state in REST_STATES
         if recheck_on_resume(self.step.state) and self.carried is not None and not still_valid:
             self.advance(Event.FAILURE, error="not resumed after the restart")
 
@@ -253,13 +256,14 @@ class PlanMachine(RuleBasedStateMachine):
     @invariant()
     def a_device_on_the_model_it_is_asked_for_reports_no_failure(self) -> None:
         # (the model does each step's work and its at-rest work at once; a real device that
-        # crashes in between, or whose rollback crash-looped past the cap while the pointer
-        # named the target, settles when the retained desired state arrives again)
+        # crashes in between is like one that came to rest by a restart)
         carried = self.carried
-        if self.step.state in (S.FAILED, S.ROLLED_BACK) and not self.crashed_to_rest \
-                and carried is not None \
-                and not carried.refused and carried.target is not None:
-            assert carried.target != self.active
+        if self.step.state in (S.FAILED, S.ROLLED_BACK) and carried is not None \
+                and not carried.refused and carried.target is not None \
+                and carried.target == self.active:
+            assert self.unsettled_rest
+            # and the retained desired state, delivered again, settles it
+            assert plan(self.situation(), carried.offer()) == Confirm(settle=True)
 
     @invariant()
     def a_desired_state_waits_only_while_the_update_cannot_take_it(self) -> None:
