@@ -30,6 +30,7 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -93,14 +94,18 @@ class Prediction:
 
 
 class EdgeAgent:
-    """``small_io``: the thread pool for the update path's small blocking calls
+    """``clock``: the device's wall clock, for every time the agent stamps or judges by
+    (telemetry records, reports, presence, manifest expiry, the update journal); the simulator
+    passes a skewed one. Durations (timeouts, windows, latency) are measured on the monotonic
+    clock, as on a device whose real-time clock is wrong. ``small_io``: the thread pool for the update path's small blocking calls
     (:mod:`edge_agent.small_io`); agents on one loop share one (the simulator's fleet passes
     its own). Without one the agent creates its own and shuts it down when it stops.
     ``pause``: the update test hook (:mod:`edge_agent.update.pause`), never set on a device."""
 
-    def __init__(self, config: AgentConfig, *, small_io: Executor | None = None,
-                 pause: UpdatePause | None = None) -> None:
+    def __init__(self, config: AgentConfig, *, clock: Callable[[], float] = time.time,
+                 small_io: Executor | None = None, pause: UpdatePause | None = None) -> None:
         self.config = config
+        self._clock = clock
         self.device_id = config.device_id
         self._outbox_path = config.data_dir / "outbox.sqlite"
         self.runtime: InferenceRuntime | None = None
@@ -127,20 +132,20 @@ class EdgeAgent:
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
             will=Will(self.topic(DeviceChannel.PRESENCE),
-                      encode(Presence(online=False, agent_version=__version__))),
+                      encode(Presence(online=False, ts=clock(), agent_version=__version__))),
             keepalive=config.keepalive_s,
         )
         self.telemetry = TelemetryUplink(
             TelemetrySender(batch_size=config.telemetry_batch_size,
                             max_inflight=config.telemetry_max_inflight_batches,
                             ack_timeout_s=config.ack_timeout_s),
-            self.link, self.topic(DeviceChannel.TELEMETRY), drop=self._drop)
+            self.link, self.topic(DeviceChannel.TELEMETRY), drop=self._drop, clock=clock)
         self._owned_small_io: Executor | None = None
         if small_io is None:
             small_io = self._owned_small_io = small_io_executor()
         # the update path (raises TrustedKeyError for an unreadable trusted key)
         self.updater = Updater(self, self.link, UpdateSettings.from_config(config),
-                               small_io=small_io, pause=pause)
+                               small_io=small_io, clock=clock, pause=pause)
 
     # -- the update path's view (kept as attributes for the simulator, tests and status) -----
 
@@ -176,7 +181,7 @@ class EdgeAgent:
         self.active = slot.ref
         self.deployment_id = slot.deployment_id
         # the previous model's monitoring window closes here; the new model's starts
-        self._queue_window(self.monitor.switch(slot.manifest, time.time(), time.monotonic()))
+        self._queue_window(self.monitor.switch(slot.manifest, self._clock(), time.monotonic()))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -191,7 +196,8 @@ class EdgeAgent:
         """Stop cleanly: flush telemetry to disk, optionally wait until it is acknowledged."""
         if self._closed:
             return
-        self._queue_window(self.monitor.roll(time.time(), time.monotonic()))  # the partial window
+        # the partial window
+        self._queue_window(self.monitor.roll(self._clock(), time.monotonic()))
         self.flush()
         deadline = time.monotonic() + drain_timeout
         while drain_timeout and self.outbox and (self.outbox.stats().pending or
@@ -203,8 +209,8 @@ class EdgeAgent:
             with contextlib.suppress(Exception):
                 await self.link.publish_and_wait(
                     self.topic(DeviceChannel.PRESENCE),
-                    encode(Presence(online=False, agent_version=__version__)), retain=True,
-                    timeout=2.0)
+                    encode(Presence(online=False, ts=self._clock(), agent_version=__version__)),
+                    retain=True, timeout=2.0)
         await self.link.stop()
         self._close()
 
@@ -234,7 +240,7 @@ class EdgeAgent:
             # A corrupt outbox must not keep the device from serving: keep it (with its WAL)
             # for inspection and start an empty one. Other errors (locked, permissions) are
             # not corruption and are raised.
-            aside = move_aside(self._outbox_path)
+            aside = move_aside(self._outbox_path, str(int(self._clock())))
             log.error("%s: outbox corrupt (%s); moved to %s", self.device_id, exc, aside)
             return TelemetryOutbox(self._outbox_path, max_records=self.config.outbox_max_records,
                                    overflow=policy)
@@ -285,7 +291,7 @@ class EdgeAgent:
             sampled = [i for i in range(n) if draw() < sample_rate]
         if sampled:
             confidences = out.scores.max(axis=1).tolist() if out.scores is not None else None
-            self._pending_records.append(CallRecords(time.time(), model, version, first,
+            self._pending_records.append(CallRecords(self._clock(), model, version, first,
                                                      per_row_ms, labels, confidences, sampled))
         prefix = self._boot_id + "-"
         self.predictions_served += n
@@ -299,7 +305,7 @@ class EdgeAgent:
         """Record the true label of an earlier prediction; False if it is no longer known."""
         remembered = self._recent.get(prediction_id)
         known = remembered is not None
-        record: dict[str, Any] = {"kind": "feedback", "ts": time.time(),
+        record: dict[str, Any] = {"kind": "feedback", "ts": self._clock(),
                                   "prediction_id": prediction_id, "truth": label}
         if remembered is not None:
             predicted, model, version = remembered
@@ -320,7 +326,7 @@ class EdgeAgent:
                    for r in self._pending_records)
 
     def _record_error(self, reason: str) -> None:
-        self._pending_records.append({"kind": "error", "ts": time.time(), "reason": reason})
+        self._pending_records.append({"kind": "error", "ts": self._clock(), "reason": reason})
 
     def _queue_window(self, record: dict[str, Any] | None) -> None:
         """A closed monitoring window goes to the outbox with the next flush, like any record."""
@@ -336,7 +342,8 @@ class EdgeAgent:
         self.link.subscribe(self.topic(DeviceChannel.DESIRED))
         self.link.subscribe(self.topic(DeviceChannel.ACK))
         self.link.publish(self.topic(DeviceChannel.PRESENCE),
-                          encode(Presence(online=True, agent_version=__version__)), retain=True)
+                          encode(Presence(online=True, ts=self._clock(),
+                                          agent_version=__version__)), retain=True)
         self.report()
         self.telemetry.sender.reconnected()
         self.updater.on_connected()
@@ -375,7 +382,7 @@ class EdgeAgent:
             state=update.state, active=self.active, target=update.target,
             deployment_id=deployment_id, last_error=update.last_error,
             progress=update.progress, labels=self.config.labels, agent_version=__version__,
-            staged=update.staged, previous=update.previous)
+            ts=self._clock(), staged=update.staged, previous=update.previous)
         self.link.publish(self.topic(DeviceChannel.REPORTED), encode(message), retain=True)
     # -- telemetry ---------------------------------------------------------------------------
 
@@ -410,7 +417,7 @@ class EdgeAgent:
             await asyncio.sleep(self.config.telemetry_flush_interval_s)
             try:
                 if self.monitor.due(time.monotonic()):
-                    self._queue_window(self.monitor.roll(time.time(), time.monotonic()))
+                    self._queue_window(self.monitor.roll(self._clock(), time.monotonic()))
                 self.flush()
                 self._send_batches()
             except Exception:

@@ -11,7 +11,8 @@ hit by a thousand handshakes at once.
 
 The fleet owns what its agents share: one small-I/O thread pool for their update paths
 (:mod:`edge_agent.small_io`; a thousand agents share four threads, as a process of them always
-did), created with the fleet and shut down by :meth:`SimulatedFleet.stop`.
+did), created with the fleet and shut down by :meth:`SimulatedFleet.stop`, and the wall clock
+they read (``clock``, ``time.time`` unless the scenario runner skews it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from edgewise_mqtt.link import BrokerAddress
 log = logging.getLogger("edgewise.simulator")
 
 LabelFn = Callable[[int], dict[str, str]]
+Clock = Callable[[], float]
 Progress = Callable[[int, int], None]
 
 # descriptors one agent may hold at once: socket, outbox db + -wal + -shm, a partial download,
@@ -124,19 +126,20 @@ class SimulatedFleet:
 
     def __init__(self, broker: BrokerAddress, size: int, data_root: Path, *,
                  prefix: str = "sim", labels: LabelFn = default_labels,
-                 trusted_keys: Sequence[str] = (), **config_overrides: Any) -> None:
+                 trusted_keys: Sequence[str] = (), clock: Clock = time.time,
+                 **config_overrides: Any) -> None:
         if trusted_keys:
             config_overrides["trusted_keys"] = tuple(trusted_keys)
         configs = [AgentConfig(device_id=f"{prefix}-{i:04d}", data_dir=data_root / f"{prefix}-{i:04d}",
                                broker=broker, labels=labels(i), **config_overrides)
                    for i in range(size)]
-        self._setup(broker, data_root, configs)
+        self._setup(broker, data_root, configs, clock)
 
     @classmethod
     def from_groups(cls, broker: BrokerAddress, groups: Sequence[DeviceGroup], data_root: Path,
                     *, prefix: str = "sim",
                     broker_for: Callable[[str], BrokerAddress] | None = None,
-                    trusted_keys: Sequence[str] = (),
+                    trusted_keys: Sequence[str] = (), clock: Clock = time.time,
                     **config_overrides: Any) -> SimulatedFleet:
         """Devices named ``{prefix}-{group}-{NNNN}``, each group with its labels and settings
         (a group's ``config`` wins over ``config_overrides``). ``broker_for(device_id)`` may
@@ -153,12 +156,14 @@ class SimulatedFleet:
                     broker=broker_for(device_id) if broker_for else broker,
                     labels=dict(group.labels), device_class=group.device_class, **settings))
         fleet = cls.__new__(cls)
-        fleet._setup(broker, data_root, configs)
+        fleet._setup(broker, data_root, configs, clock)
         return fleet
 
-    def _setup(self, broker: BrokerAddress, data_root: Path, configs: Iterable[AgentConfig]) -> None:
+    def _setup(self, broker: BrokerAddress, data_root: Path, configs: Iterable[AgentConfig],
+               clock: Clock) -> None:
         self.broker = broker
         self.data_root = data_root
+        self.clock = clock
         self.small_io = small_io_executor()
         self.agents: list[EdgeAgent] = [self._new_agent(c) for c in configs]
         self._index = {a.device_id: i for i, a in enumerate(self.agents)}
@@ -166,7 +171,7 @@ class SimulatedFleet:
         self.restarts = 0
 
     def _new_agent(self, config: AgentConfig) -> EdgeAgent:
-        return EdgeAgent(config, small_io=self.small_io)
+        return EdgeAgent(config, clock=self.clock, small_io=self.small_io)
 
     def __len__(self) -> int:
         return len(self.agents)
