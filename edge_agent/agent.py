@@ -1,24 +1,33 @@
 """The edge agent: follows its desired model, serves predictions, forwards telemetry.
 
 One ``EdgeAgent`` is one device. It runs on an asyncio loop it does not own, so the daemon runs
-one per process and the simulator runs a thousand on one loop, with the same code.
+one per process and the simulator runs a thousand on one loop, with the same code. Whoever runs
+it passes what agents on one loop share or what a test controls: the wall clock, the small-I/O
+thread pool, the update test hook.
 
-Update path (issue 4; :mod:`edge_agent.updater`, docs/agent.md): a desired state (retained) is
-checked (signature, expiry, device class, version) and then carried out by the pure state
-machine in :mod:`edge_agent.update`: download chunks, verify, stage beside the running model,
-activate (smoke test, atomic pointer switch), probation, commit, or roll back to the previous
-slot. Each step is journaled before its work starts, so a crash resumes where it was. A failure
-anywhere leaves a verified model serving and is reported in words.
+Update path (:mod:`edge_agent.updater`, docs/agent.md): a desired state (retained) is checked
+(signature, expiry, device class, version), :func:`edge_agent.update.plan.plan` decides what it
+means, and the updater carries it out by the pure state machine in :mod:`edge_agent.update`:
+download chunks, verify, stage beside the running model, activate (smoke test, atomic pointer
+switch), probation, commit, or roll back to the previous slot. Each step is journaled before its
+work starts, so a crash resumes where it was. A failure anywhere leaves a verified model serving
+and is reported in words.
 
-Telemetry path: ``predict()`` appends records to an in-memory list (the prediction path does no
-disk I/O); every ``telemetry_flush_interval_s`` they go to the SQLite outbox in one transaction;
-batches leave the outbox in order and are deleted only when the controller acknowledges them.
+Telemetry path (:mod:`edge_agent.telemetry`): ``predict()`` appends records to an in-memory
+list (the prediction path does no disk I/O); every ``telemetry_flush_interval_s`` they go to the
+SQLite outbox in one transaction; batches leave the outbox in order and are deleted only when
+the controller acknowledges them (:class:`~edge_agent.telemetry.sender.TelemetrySender`).
 
-Monitoring (issue 6): every call also feeds the active model's monitoring window
+Monitoring: every call also feeds the active model's monitoring window
 (:class:`~edge_agent.model_monitor.ModelMonitor`); every ``metrics_window_s`` the window summary
 goes to the outbox as a ``metrics`` record. Raw prediction records are sampled at
 ``prediction_sample_rate``; the window summaries count every prediction. Batches carry the
 outbox's epoch, and acks for another epoch (an outbox this agent replaced) are ignored.
+
+Why this module is over 400 lines: it is where the parts meet (MQTT link, updater, telemetry
+uplink, monitor), and the prediction path, which on every call feeds the monitor, the probation
+window and the telemetry records, is kept whole in one place. The decisions are not here: they
+are the pure cores (:mod:`edge_agent.update.plan`, :mod:`edge_agent.telemetry.sender`).
 """
 
 from __future__ import annotations
@@ -40,11 +49,9 @@ from edge_agent.config import AgentConfig
 from edge_agent.download import ArtifactDownload
 from edge_agent.model_monitor import ModelMonitor
 from edge_agent.outbox import (
-    OutboxCorruptError,
     OutboxError,
     OverflowPolicy,
     TelemetryOutbox,
-    move_aside,
 )
 from edge_agent.recent import RecentPredictions
 from edge_agent.runtime import InferenceRuntime, InvalidInput, prepare_features
@@ -52,7 +59,7 @@ from edge_agent.slots import Slot
 from edge_agent.small_io import small_io_executor
 from edge_agent.telemetry.records import CallRecords, encode_pending
 from edge_agent.telemetry.sender import TelemetrySender
-from edge_agent.telemetry.uplink import TelemetryUplink
+from edge_agent.telemetry.uplink import TelemetryUplink, open_outbox
 from edge_agent.update.pause import UpdatePause
 from edge_agent.update.ports import UpdateSettings
 from edge_agent.updater import Updater
@@ -187,7 +194,9 @@ class EdgeAgent:
 
     async def start(self, *, wait_connected: bool = True) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.outbox = self._open_outbox()
+        self.outbox = open_outbox(self._outbox_path, max_records=self.config.outbox_max_records,
+                                  overflow=OverflowPolicy(self.config.outbox_overflow),
+                                  tag=str(int(self._clock())), device_id=self.device_id)
         self.updater.start()
         self._tasks.append(asyncio.create_task(self._telemetry_loop()))
         await self.link.start(wait=wait_connected)
@@ -230,20 +239,6 @@ class EdgeAgent:
         if self.outbox is not None:
             self.outbox.close()
             self.outbox = None
-
-    def _open_outbox(self) -> TelemetryOutbox:
-        policy = OverflowPolicy(self.config.outbox_overflow)
-        try:
-            return TelemetryOutbox(self._outbox_path, max_records=self.config.outbox_max_records,
-                                   overflow=policy)
-        except OutboxCorruptError as exc:
-            # A corrupt outbox must not keep the device from serving: keep it (with its WAL)
-            # for inspection and start an empty one. Other errors (locked, permissions) are
-            # not corruption and are raised.
-            aside = move_aside(self._outbox_path, str(int(self._clock())))
-            log.error("%s: outbox corrupt (%s); moved to %s", self.device_id, exc, aside)
-            return TelemetryOutbox(self._outbox_path, max_records=self.config.outbox_max_records,
-                                   overflow=policy)
 
     # -- inference ---------------------------------------------------------------------------
 

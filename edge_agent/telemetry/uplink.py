@@ -7,15 +7,32 @@ the simulator's full disk) and the sender's window goes on.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
-from edge_agent.outbox import TelemetryOutbox
+from edge_agent.outbox import OutboxCorruptError, OverflowPolicy, TelemetryOutbox, move_aside
 from edge_agent.telemetry.sender import ApplyAck, ReportDrops, SendBatches, TelemetrySender
 from edgewise_wire import Ack, TelemetryBatch, encode
 from edgewise_wire.errors import PayloadTooLarge
 from edgewise_wire.messages import encode_telemetry_spliced
+
+log = logging.getLogger("edgewise.agent")
+
+
+def open_outbox(path: Path, *, max_records: int, overflow: OverflowPolicy, tag: str,
+                device_id: str) -> TelemetryOutbox:
+    """Open the agent's outbox. A corrupt one must not keep the device from serving: it is
+    kept (with its WAL) for inspection as ``<name>.corrupt-<tag>`` and an empty one is started.
+    Other errors (locked, permissions) are not corruption and are raised."""
+    try:
+        return TelemetryOutbox(path, max_records=max_records, overflow=overflow)
+    except OutboxCorruptError as exc:
+        aside = move_aside(path, tag)
+        log.error("%s: outbox corrupt (%s); moved to %s", device_id, exc, aside)
+        return TelemetryOutbox(path, max_records=max_records, overflow=overflow)
 
 
 class TelemetryLink(Protocol):
