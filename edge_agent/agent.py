@@ -1,36 +1,46 @@
 """The edge agent: follows its desired model, serves predictions, forwards telemetry.
 
 One ``EdgeAgent`` is one device. It runs on an asyncio loop it does not own, so the daemon runs
-one per process and the simulator runs a thousand on one loop, with the same code.
+one per process and the simulator runs a thousand on one loop, with the same code. Whoever runs
+it passes what agents on one loop share or what a test controls: the wall clock, the small-I/O
+thread pool, the update test hook.
 
-Update path (issue 4; :mod:`edge_agent.updater`, docs/agent.md): a desired state (retained) is
-checked (signature, expiry, device class, version) and then carried out by the pure state
-machine in :mod:`edge_agent.update`: download chunks, verify, stage beside the running model,
-activate (smoke test, atomic pointer switch), probation, commit, or roll back to the previous
-slot. Each step is journaled before its work starts, so a crash resumes where it was. A failure
-anywhere leaves a verified model serving and is reported in words.
+Update path (:mod:`edge_agent.updater`, docs/agent.md): a desired state (retained) is checked
+(signature, expiry, device class, version), :func:`edge_agent.update.plan.plan` decides what it
+means, and the updater carries it out by the pure state machine in :mod:`edge_agent.update`:
+download chunks, verify, stage beside the running model, activate (smoke test, atomic pointer
+switch), probation, commit, or roll back to the previous slot. Each step is journaled before its
+work starts, so a crash resumes where it was. A failure anywhere leaves a verified model serving
+and is reported in words.
 
-Telemetry path: ``predict()`` appends records to an in-memory list (the prediction path does no
-disk I/O); every ``telemetry_flush_interval_s`` they go to the SQLite outbox in one transaction;
-batches leave the outbox in order and are deleted only when the controller acknowledges them.
+Telemetry path (:mod:`edge_agent.telemetry`): ``predict()`` appends records to an in-memory
+list (the prediction path does no disk I/O); every ``telemetry_flush_interval_s`` they go to the
+SQLite outbox in one transaction; batches leave the outbox in order and are deleted only when
+the controller acknowledges them (:class:`~edge_agent.telemetry.sender.TelemetrySender`).
 
-Monitoring (issue 6): every call also feeds the active model's monitoring window
+Monitoring: every call also feeds the active model's monitoring window
 (:class:`~edge_agent.model_monitor.ModelMonitor`); every ``metrics_window_s`` the window summary
 goes to the outbox as a ``metrics`` record. Raw prediction records are sampled at
 ``prediction_sample_rate``; the window summaries count every prediction. Batches carry the
 outbox's epoch, and acks for another epoch (an outbox this agent replaced) are ignored.
+
+Why this module is over 400 lines: it is where the parts meet (MQTT link, updater, telemetry
+uplink, monitor), and the prediction path, which on every call feeds the monitor, the probation
+window and the telemetry records, is kept whole in one place. The decisions are not here: they
+are the pure cores (:mod:`edge_agent.update.plan`, :mod:`edge_agent.telemetry.sender`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +49,19 @@ from edge_agent.config import AgentConfig
 from edge_agent.download import ArtifactDownload
 from edge_agent.model_monitor import ModelMonitor
 from edge_agent.outbox import (
-    OutboxCorruptError,
     OutboxError,
     OverflowPolicy,
     TelemetryOutbox,
-    move_aside,
 )
 from edge_agent.recent import RecentPredictions
 from edge_agent.runtime import InferenceRuntime, InvalidInput, prepare_features
 from edge_agent.slots import Slot
+from edge_agent.small_io import small_io_executor
+from edge_agent.telemetry.records import CallRecords, encode_pending
+from edge_agent.telemetry.sender import TelemetrySender
+from edge_agent.telemetry.uplink import TelemetryUplink, open_outbox
+from edge_agent.update.pause import UpdatePause
+from edge_agent.update.ports import UpdateSettings
 from edge_agent.updater import Updater
 from edgewise_mqtt.link import MqttLink, Will
 from edgewise_wire import (
@@ -58,12 +72,9 @@ from edgewise_wire import (
     Presence,
     ProtocolError,
     Reported,
-    TelemetryBatch,
     decode,
     encode,
 )
-from edgewise_wire.errors import PayloadTooLarge
-from edgewise_wire.messages import encode_telemetry_spliced
 from edgewise_wire.topics import (
     ChunkTopic,
     DeviceChannel,
@@ -90,8 +101,18 @@ class Prediction:
 
 
 class EdgeAgent:
-    def __init__(self, config: AgentConfig) -> None:
+    """``clock``: the device's wall clock, for every time the agent stamps or judges by
+    (telemetry records, reports, presence, manifest expiry, the update journal); the simulator
+    passes a skewed one. Durations (timeouts, windows, latency) are measured on the monotonic
+    clock, as on a device whose real-time clock is wrong. ``small_io``: the thread pool for the update path's small blocking calls
+    (:mod:`edge_agent.small_io`); agents on one loop share one (the simulator's fleet passes
+    its own). Without one the agent creates its own and shuts it down when it stops.
+    ``pause``: the update test hook (:mod:`edge_agent.update.pause`), never set on a device."""
+
+    def __init__(self, config: AgentConfig, *, clock: Callable[[], float] = time.time,
+                 small_io: Executor | None = None, pause: UpdatePause | None = None) -> None:
         self.config = config
+        self._clock = clock
         self.device_id = config.device_id
         self._outbox_path = config.data_dir / "outbox.sqlite"
         self.runtime: InferenceRuntime | None = None
@@ -100,13 +121,9 @@ class EdgeAgent:
         self.outbox: TelemetryOutbox | None = None
         self.dropped_messages: Counter[str] = Counter()
         self.predictions_served = 0
-        # records for the outbox, in order: dicts, and one _Call per sampled inference call
-        # (expanded into prediction records at flush, off the prediction path)
-        self._pending_records: list[dict[str, Any] | _Call] = []
-        # first seq -> (last seq, when sent, the dropped_total the batch carried)
-        self._inflight: dict[int, tuple[int, float, int]] = {}
-        self._dropped_reported = 0  # the highest dropped_total the controller acknowledged
-        self._sent_upto = 0
+        # records for the outbox, in order: dicts, and one CallRecords per sampled inference
+        # call (expanded into prediction records at flush, off the prediction path)
+        self._pending_records: list[dict[str, Any] | CallRecords] = []
         self._boot_id = os.urandom(4).hex()
         self._recent = RecentPredictions(self._boot_id, config.feedback_memory)
         self._next_prediction = 0
@@ -122,11 +139,20 @@ class EdgeAgent:
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
             will=Will(self.topic(DeviceChannel.PRESENCE),
-                      encode(Presence(online=False, agent_version=__version__))),
+                      encode(Presence(online=False, ts=clock(), agent_version=__version__))),
             keepalive=config.keepalive_s,
         )
-        # issue 4: the update path (raises TrustedKeyError for an unreadable trusted key)
-        self.updater = Updater(self)
+        self.telemetry = TelemetryUplink(
+            TelemetrySender(batch_size=config.telemetry_batch_size,
+                            max_inflight=config.telemetry_max_inflight_batches,
+                            ack_timeout_s=config.ack_timeout_s),
+            self.link, self.topic(DeviceChannel.TELEMETRY), drop=self._drop, clock=clock)
+        self._owned_small_io: Executor | None = None
+        if small_io is None:
+            small_io = self._owned_small_io = small_io_executor()
+        # the update path (raises TrustedKeyError for an unreadable trusted key)
+        self.updater = Updater(self, self.link, UpdateSettings.from_config(config),
+                               small_io=small_io, clock=clock, pause=pause)
 
     # -- the update path's view (kept as attributes for the simulator, tests and status) -----
 
@@ -162,23 +188,25 @@ class EdgeAgent:
         self.active = slot.ref
         self.deployment_id = slot.deployment_id
         # the previous model's monitoring window closes here; the new model's starts
-        self._queue_window(self.monitor.switch(slot.manifest, time.time(), time.monotonic()))
+        self._queue_window(self.monitor.switch(slot.manifest, self._clock(), time.monotonic()))
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, *, wait_connected: bool = True) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.outbox = self._open_outbox()
+        self.outbox = open_outbox(self._outbox_path, max_records=self.config.outbox_max_records,
+                                  overflow=OverflowPolicy(self.config.outbox_overflow),
+                                  tag=str(int(self._clock())), device_id=self.device_id)
         self.updater.start()
         self._tasks.append(asyncio.create_task(self._telemetry_loop()))
-        self._tasks.append(asyncio.create_task(self._repair_loop()))
         await self.link.start(wait=wait_connected)
 
     async def stop(self, *, drain_timeout: float = 0.0) -> None:
         """Stop cleanly: flush telemetry to disk, optionally wait until it is acknowledged."""
         if self._closed:
             return
-        self._queue_window(self.monitor.roll(time.time(), time.monotonic()))  # the partial window
+        # the partial window
+        self._queue_window(self.monitor.roll(self._clock(), time.monotonic()))
         self.flush()
         deadline = time.monotonic() + drain_timeout
         while drain_timeout and self.outbox and (self.outbox.stats().pending or
@@ -190,8 +218,8 @@ class EdgeAgent:
             with contextlib.suppress(Exception):
                 await self.link.publish_and_wait(
                     self.topic(DeviceChannel.PRESENCE),
-                    encode(Presence(online=False, agent_version=__version__)), retain=True,
-                    timeout=2.0)
+                    encode(Presence(online=False, ts=self._clock(), agent_version=__version__)),
+                    retain=True, timeout=2.0)
         await self.link.stop()
         self._close()
 
@@ -205,23 +233,12 @@ class EdgeAgent:
         for task in self._tasks:
             task.cancel()
         self.updater.close()
+        if self._owned_small_io is not None:
+            # a journal save still running finishes in its thread; nothing new is queued
+            self._owned_small_io.shutdown(wait=False)
         if self.outbox is not None:
             self.outbox.close()
             self.outbox = None
-
-    def _open_outbox(self) -> TelemetryOutbox:
-        policy = OverflowPolicy(self.config.outbox_overflow)
-        try:
-            return TelemetryOutbox(self._outbox_path, max_records=self.config.outbox_max_records,
-                                   overflow=policy)
-        except OutboxCorruptError as exc:
-            # A corrupt outbox must not keep the device from serving: keep it (with its WAL)
-            # for inspection and start an empty one. Other errors (locked, permissions) are
-            # not corruption and are raised.
-            aside = move_aside(self._outbox_path)
-            log.error("%s: outbox corrupt (%s); moved to %s", self.device_id, exc, aside)
-            return TelemetryOutbox(self._outbox_path, max_records=self.config.outbox_max_records,
-                                   overflow=policy)
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -243,13 +260,13 @@ class EdgeAgent:
         except Exception as exc:
             self._record_error("runtime_error")
             self.monitor.observe_error(len(rows))
-            watch = self.updater.probation
-            if watch is not None and self.updater.probation_sha == manifest.artifact.sha256:
+            watch = self.updater.probation_for(manifest.artifact.sha256)
+            if watch is not None:
                 watch.observe_error(len(rows))
             raise RuntimeError(f"inference failed: {exc}") from exc
         latency_ms = (time.perf_counter() - started) * 1000.0
-        watch = self.updater.probation
-        if watch is not None and self.updater.probation_sha == manifest.artifact.sha256:
+        watch = self.updater.probation_for(manifest.artifact.sha256)
+        if watch is not None:
             watch.observe(len(rows), latency_ms)
         per_row_ms = latency_ms / len(rows)
         if self.monitor.model == manifest.model and self.monitor.version == manifest.version:
@@ -269,8 +286,8 @@ class EdgeAgent:
             sampled = [i for i in range(n) if draw() < sample_rate]
         if sampled:
             confidences = out.scores.max(axis=1).tolist() if out.scores is not None else None
-            self._pending_records.append(_Call(time.time(), model, version, first, per_row_ms,
-                                               labels, confidences, sampled))
+            self._pending_records.append(CallRecords(self._clock(), model, version, first,
+                                                     per_row_ms, labels, confidences, sampled))
         prefix = self._boot_id + "-"
         self.predictions_served += n
         if scores is None:
@@ -283,7 +300,7 @@ class EdgeAgent:
         """Record the true label of an earlier prediction; False if it is no longer known."""
         remembered = self._recent.get(prediction_id)
         known = remembered is not None
-        record: dict[str, Any] = {"kind": "feedback", "ts": time.time(),
+        record: dict[str, Any] = {"kind": "feedback", "ts": self._clock(),
                                   "prediction_id": prediction_id, "truth": label}
         if remembered is not None:
             predicted, model, version = remembered
@@ -300,10 +317,11 @@ class EdgeAgent:
 
     def unflushed_records(self) -> int:
         """Telemetry records still in memory (lost at a crash; written at the next flush)."""
-        return sum(len(r.sampled) if isinstance(r, _Call) else 1 for r in self._pending_records)
+        return sum(len(r.sampled) if isinstance(r, CallRecords) else 1
+                   for r in self._pending_records)
 
     def _record_error(self, reason: str) -> None:
-        self._pending_records.append({"kind": "error", "ts": time.time(), "reason": reason})
+        self._pending_records.append({"kind": "error", "ts": self._clock(), "reason": reason})
 
     def _queue_window(self, record: dict[str, Any] | None) -> None:
         """A closed monitoring window goes to the outbox with the next flush, like any record."""
@@ -319,13 +337,11 @@ class EdgeAgent:
         self.link.subscribe(self.topic(DeviceChannel.DESIRED))
         self.link.subscribe(self.topic(DeviceChannel.ACK))
         self.link.publish(self.topic(DeviceChannel.PRESENCE),
-                          encode(Presence(online=True, agent_version=__version__)), retain=True)
+                          encode(Presence(online=True, ts=self._clock(),
+                                          agent_version=__version__)), retain=True)
         self.report()
-        # unacknowledged batches may have been lost with the connection: send them again
-        self._inflight.clear()
-        self._sent_upto = 0
-        if self.download is not None and not self.download.complete:
-            self.updater.request_missing()
+        self.telemetry.sender.reconnected()
+        self.updater.on_connected()
 
     def _on_disconnect(self) -> None:
         log.info("%s: disconnected from %s", self.device_id, self.config.broker)
@@ -354,14 +370,14 @@ class EdgeAgent:
     def report(self) -> None:
         if not self.link.connected:
             return
-        fields = self.updater.report_fields()
-        desired = self.updater.desired
-        deployment_id = desired.deployment_id if desired is not None else self.deployment_id
+        update = self.updater.report_fields()
+        deployment_id = update.deployment_id if update.deployment_id is not None \
+            else self.deployment_id
         message = Reported(
-            state=fields["state"], active=self.active, target=fields["target"],
-            deployment_id=deployment_id, last_error=fields["last_error"],
-            progress=fields["progress"], labels=self.config.labels, agent_version=__version__,
-            staged=fields["staged"], previous=fields["previous"])
+            state=update.state, active=self.active, target=update.target,
+            deployment_id=deployment_id, last_error=update.last_error,
+            progress=update.progress, labels=self.config.labels, agent_version=__version__,
+            ts=self._clock(), staged=update.staged, previous=update.previous)
         self.link.publish(self.topic(DeviceChannel.REPORTED), encode(message), retain=True)
     # -- telemetry ---------------------------------------------------------------------------
 
@@ -370,130 +386,37 @@ class EdgeAgent:
         if not self._pending_records or self.outbox is None:
             return
         pending, self._pending_records = self._pending_records, []
-        bodies = _encode_pending(pending, self._boot_id)
-        # overflow drops the oldest records not awaiting an ack: a record dropped after it was
-        # sent could reach the controller and be stored *and* counted as dropped
-        in_flight = (min(self._inflight), self._sent_upto) if self._inflight else None
+        bodies = encode_pending(pending, self._boot_id)
+        # overflow drops the oldest records not awaiting an ack
         try:
-            self.outbox.append_encoded(bodies, in_flight=in_flight)
+            self.outbox.append_encoded(bodies, in_flight=self.telemetry.sender.in_flight())
         except OutboxError as exc:
             # the outbox counted what it could not keep; it is reported with the next batch
             log.error("%s: telemetry not stored: %s", self.device_id, exc)
 
     def _send_batches(self) -> None:
-        outbox = self.outbox
-        if outbox is None or not self.link.connected:
-            return
-        now = time.monotonic()
-        if any(now - sent > self.config.ack_timeout_s for _, sent, _ in self._inflight.values()):
-            self._inflight.clear()  # unacknowledged for too long: send from the oldest again
-            self._sent_upto = 0
-        stats = outbox.stats()
-        if stats.pending == 0 and not self._inflight and self._drops_unreported():
-            self._report_drops(outbox, now)
-            return
-        if stats.pending == 0 or stats.last_seq <= self._sent_upto:
-            return  # nothing unsent: skip the query (a thousand agents run this every 0.2 s)
-        while len(self._inflight) < self.config.telemetry_max_inflight_batches:
-            raw = outbox.next_raw(self.config.telemetry_batch_size, after_seq=self._sent_upto)
-            if not raw:
-                return
-            first, last = raw[0][0], raw[-1][0]
-            # the stored JSON goes out as it is, with the seqs spliced in; only a batch that
-            # cannot (too large, a NaN) is decoded record by record
-            payload = encode_telemetry_spliced(first, last, raw, outbox.stats().dropped_total,
-                                               outbox.epoch)
-            if payload is None:
-                records = [{**json.loads(body), "seq": seq} for seq, body in raw]
-                payload, records = self._encode_batch(outbox, records)
-                if payload is None:
-                    continue  # an undeliverable record was discarded (and counted): read on
-                first, last = records[0]["seq"], records[-1]["seq"]
-            if self.link.publish(self.topic(DeviceChannel.TELEMETRY), payload) != 0:
-                return
-            self._inflight[first] = (last, now, outbox.stats().dropped_total)
-            self._sent_upto = last
+        if self.outbox is not None:
+            self.telemetry.send(self.outbox)
 
     def _drops_unreported(self) -> bool:
         outbox = self.outbox
-        return outbox is not None and outbox.stats().dropped_total > self._dropped_reported
-
-    def _report_drops(self, outbox: TelemetryOutbox, now: float) -> None:
-        """Tell the controller about drops that no later batch would carry (the outbox is empty):
-        an empty batch at the last seq, which is acknowledged like any other. Its ack cannot
-        delete anything: that seq was acknowledged already and seqs are never reused."""
-        stats = outbox.stats()
-        if stats.last_seq < 1:
-            return  # nothing was ever stored (a full disk from the start): the next batch says it
-        batch = TelemetryBatch(stats.last_seq, stats.last_seq, [], stats.dropped_total,
-                               epoch=outbox.epoch)
-        if self.link.publish(self.topic(DeviceChannel.TELEMETRY), encode(batch)) == 0:
-            self._inflight[stats.last_seq] = (stats.last_seq, now, stats.dropped_total)
-
-    def _encode_batch(self, outbox: TelemetryOutbox, records: list[dict[str, Any]]
-                      ) -> tuple[bytes | None, list[dict[str, Any]]]:
-        """Encode a batch, halving it while it is too large for one message. A single record
-        that cannot be sent at all (too large, or not valid JSON such as a NaN) is discarded
-        from the outbox as a counted drop instead of blocking every later record."""
-        while True:
-            batch = TelemetryBatch(records[0]["seq"], records[-1]["seq"], records,
-                                   outbox.stats().dropped_total, epoch=outbox.epoch)
-            try:
-                return encode(batch), records
-            except (PayloadTooLarge, ValueError) as exc:
-                if len(records) > 1:
-                    records = records[:len(records) // 2]
-                    continue
-                seq = records[0]["seq"]
-                outbox.discard(seq, seq)
-                self._drop("undeliverable_record",
-                           f"telemetry record seq {seq} cannot be sent ({exc}); discarded, "
-                           "counted in dropped_total")
-                return None, records
+        return outbox is not None and \
+            self.telemetry.sender.drops_unreported(outbox.stats().dropped_total)
 
     def _on_ack(self, ack: Ack) -> None:
-        if self.outbox is None:
-            return
-        if ack.epoch is not None and ack.epoch != self.outbox.epoch:
-            # for an outbox this agent replaced: its seqs are not this outbox's
-            self._drop("ack_other_epoch", f"ack {ack.first_seq}..{ack.last_seq} of epoch "
-                                          f"{ack.epoch}, outbox epoch is {self.outbox.epoch}")
-            return
-        self.outbox.ack(ack.first_seq, ack.last_seq)
-        entry = self._inflight.get(ack.first_seq)
-        # an ack for a shorter batch with the same first seq (sent before a reconnect, delivered
-        # late) must not untrack the longer one in flight now: its records would then never be
-        # sent again while the link stays up (seen in the simulator after a broker restart)
-        if entry is not None and entry[0] <= ack.last_seq:
-            del self._inflight[ack.first_seq]
-            self._dropped_reported = max(self._dropped_reported, entry[2])
-        self._send_batches()
+        if self.outbox is not None:
+            self.telemetry.on_ack(self.outbox, ack)
 
     async def _telemetry_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.telemetry_flush_interval_s)
             try:
                 if self.monitor.due(time.monotonic()):
-                    self._queue_window(self.monitor.roll(time.time(), time.monotonic()))
+                    self._queue_window(self.monitor.roll(self._clock(), time.monotonic()))
                 self.flush()
                 self._send_batches()
             except Exception:
                 log.exception("%s: telemetry loop error", self.device_id)
-
-    async def _repair_loop(self) -> None:
-        interval = self.config.chunk_repair_interval_s
-        while True:
-            await asyncio.sleep(interval / 2)
-            updater = self.updater
-            download = updater.download
-            if download is None or download.complete or not self.link.connected \
-                    or updater.paused:
-                continue
-            if time.monotonic() - updater.last_chunk_at > interval:
-                updater.last_chunk_at = time.monotonic()
-                log.info("%s: no chunk for %.1fs, asking again for %d missing ranges",
-                         self.device_id, interval, len(download.missing_ranges()))
-                updater.request_missing()
 
     # -- introspection -------------------------------------------------------------------------
 
@@ -513,60 +436,3 @@ class EdgeAgent:
             "connected": self.link.connected,
             **self.updater.status(),
         }
-
-
-@dataclass(slots=True)
-class _Call:
-    """The prediction records of one inference call, kept compact until the next flush."""
-
-    ts: float
-    model: str
-    version: int
-    first: int  # prediction number of its first row
-    latency_ms: float  # per row
-    labels: list[Any]
-    confidences: list[float] | None
-    sampled: range | list[int]  # the rows whose records are kept
-
-
-_json = json.JSONEncoder(separators=(",", ":")).encode  # what the outbox stores records as
-_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-
-
-def _float_json(x: float) -> str:
-    """A float as ``json`` writes it (repr, or NaN/Infinity, which sending then refuses)."""
-    text = float.__repr__(x)
-    return _NON_FINITE.get(text, text)
-
-
-def _encode_pending(pending: list[dict[str, Any] | _Call], boot_id: str) -> list[str]:
-    """The outbox bodies of the pending records, in order.
-
-    Prediction records are written by format instead of through ``json`` (a third of the cost
-    of a batch's telemetry): keys in the same order, values as ``json`` encodes them, so the
-    body is the very string ``json`` would give (tests/agent_runtime compare them).
-    """
-    bodies: list[str] = []
-    append = bodies.append
-    label_json: dict[tuple[type, Any], str] = {}  # class labels repeat: encode each once
-    for item in pending:
-        if not isinstance(item, _Call):
-            append(_json(item))
-            continue
-        head = (f'{{"kind":"prediction","ts":{_float_json(item.ts)},"model":{_json(item.model)},'
-                f'"version":{int(item.version)},"prediction_id":"{boot_id}-')
-        latency = f',"latency_ms":{_float_json(item.latency_ms)},"label":'
-        labels, confidences, first = item.labels, item.confidences, item.first
-        for i in item.sampled:
-            label = labels[i]
-            if isinstance(label, float):
-                text = _float_json(label)
-            else:
-                key = (type(label), label)
-                text = label_json.get(key) or label_json.setdefault(key, _json(label))
-            if confidences is None:
-                append(f"{head}{first + i}\"{latency}{text}}}")
-            else:
-                append(f'{head}{first + i}"{latency}{text},"confidence":'
-                       f"{_float_json(confidences[i])}}}")
-    return bodies

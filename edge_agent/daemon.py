@@ -1,6 +1,12 @@
 """`edgewise-agent`: the device daemon. One agent, one event loop, until SIGTERM.
 
 Uses argparse, not click: the agent installs with as few packages as possible.
+
+The daemon is also where the update test hook is switched on: with ``EDGEWISE_AGENT_PAUSE_IN``
+(:data:`PAUSE_ENV`) set to a state name, or ``downloading:N``, it passes an
+:class:`~edge_agent.update.pause.UpdatePause` to its agent, which parks its update there so a
+test can SIGKILL the process at that point (tests/update_e2e, docs/agent.md). The agent itself
+never reads its environment.
 """
 
 from __future__ import annotations
@@ -8,16 +14,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, ConfigError, load_config
 from edge_agent.malloc_tuning import fix_malloc_thresholds
+from edge_agent.update.pause import UpdatePause
 from edgewise_mqtt.link import BrokerAddress
 
 log = logging.getLogger("edgewise.agent")
+
+# Test hook (tests/update_e2e): "STATE" or "downloading:N". Right after the step for STATE is
+# persisted (for downloading:N, after N chunks are written) the agent writes
+# {data_dir}/paused-in and stops advancing the update, so a test can SIGKILL it there.
+PAUSE_ENV = "EDGEWISE_AGENT_PAUSE_IN"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,8 +65,21 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
     return AgentConfig(device_id=args.device_id, data_dir=args.data_dir, broker=broker)
 
 
-async def run_agent(config: AgentConfig) -> None:
-    agent = EdgeAgent(config)
+def pause_from_env(environ: Mapping[str, str]) -> UpdatePause | None:
+    """The test hook :data:`PAUSE_ENV` asks for; None if unset. A value that is not a state name
+    (or downloading:N) is logged as an error and ignored."""
+    spec = environ.get(PAUSE_ENV)
+    if not spec:
+        return None
+    try:
+        return UpdatePause.parse(spec)
+    except ValueError:
+        log.error("%s=%r is not a state name (or downloading:N); ignored", PAUSE_ENV, spec)
+        return None
+
+
+async def run_agent(config: AgentConfig, pause: UpdatePause | None = None) -> None:
+    agent = EdgeAgent(config, pause=pause)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, ValueError) as exc:
         print(f"edgewise-agent: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    asyncio.run(run_agent(config))
+    asyncio.run(run_agent(config, pause_from_env(os.environ)))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ its WAL and shared-memory files, a partial download), so :meth:`SimulatedFleet.s
 process's soft ``RLIMIT_NOFILE`` to what the fleet needs, up to the hard limit, and says what to
 do when the hard limit is too low. Agents connect a bounded number at a time, so a broker is not
 hit by a thousand handshakes at once.
+
+The fleet owns what its agents share: one small-I/O thread pool for their update paths
+(:mod:`edge_agent.small_io`; a thousand agents share four threads, as a process of them always
+did), created with the fleet and shut down by :meth:`SimulatedFleet.stop`, and the wall clock
+they read (``clock``, ``time.time`` unless the scenario runner skews it).
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from typing import Any
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
+from edge_agent.small_io import small_io_executor
 from edgewise_mqtt.link import BrokerAddress
 
 log = logging.getLogger("edgewise.simulator")
 
 LabelFn = Callable[[int], dict[str, str]]
+Clock = Callable[[], float]
 Progress = Callable[[int, int], None]
 
 # descriptors one agent may hold at once: socket, outbox db + -wal + -shm, a partial download,
@@ -119,19 +126,20 @@ class SimulatedFleet:
 
     def __init__(self, broker: BrokerAddress, size: int, data_root: Path, *,
                  prefix: str = "sim", labels: LabelFn = default_labels,
-                 trusted_keys: Sequence[str] = (), **config_overrides: Any) -> None:
+                 trusted_keys: Sequence[str] = (), clock: Clock = time.time,
+                 **config_overrides: Any) -> None:
         if trusted_keys:
             config_overrides["trusted_keys"] = tuple(trusted_keys)
         configs = [AgentConfig(device_id=f"{prefix}-{i:04d}", data_dir=data_root / f"{prefix}-{i:04d}",
                                broker=broker, labels=labels(i), **config_overrides)
                    for i in range(size)]
-        self._setup(broker, data_root, configs)
+        self._setup(broker, data_root, configs, clock)
 
     @classmethod
     def from_groups(cls, broker: BrokerAddress, groups: Sequence[DeviceGroup], data_root: Path,
                     *, prefix: str = "sim",
                     broker_for: Callable[[str], BrokerAddress] | None = None,
-                    trusted_keys: Sequence[str] = (),
+                    trusted_keys: Sequence[str] = (), clock: Clock = time.time,
                     **config_overrides: Any) -> SimulatedFleet:
         """Devices named ``{prefix}-{group}-{NNNN}``, each group with its labels and settings
         (a group's ``config`` wins over ``config_overrides``). ``broker_for(device_id)`` may
@@ -148,16 +156,22 @@ class SimulatedFleet:
                     broker=broker_for(device_id) if broker_for else broker,
                     labels=dict(group.labels), device_class=group.device_class, **settings))
         fleet = cls.__new__(cls)
-        fleet._setup(broker, data_root, configs)
+        fleet._setup(broker, data_root, configs, clock)
         return fleet
 
-    def _setup(self, broker: BrokerAddress, data_root: Path, configs: Iterable[AgentConfig]) -> None:
+    def _setup(self, broker: BrokerAddress, data_root: Path, configs: Iterable[AgentConfig],
+               clock: Clock) -> None:
         self.broker = broker
         self.data_root = data_root
-        self.agents: list[EdgeAgent] = [EdgeAgent(c) for c in configs]
+        self.clock = clock
+        self.small_io = small_io_executor()
+        self.agents: list[EdgeAgent] = [self._new_agent(c) for c in configs]
         self._index = {a.device_id: i for i, a in enumerate(self.agents)}
         self.killed: set[str] = set()
         self.restarts = 0
+
+    def _new_agent(self, config: AgentConfig) -> EdgeAgent:
+        return EdgeAgent(config, clock=self.clock, small_io=self.small_io)
 
     def __len__(self) -> int:
         return len(self.agents)
@@ -204,6 +218,8 @@ class SimulatedFleet:
     async def stop(self, drain_timeout: float = 10.0) -> None:
         await asyncio.gather(*(a.stop(drain_timeout=drain_timeout) for a in self.agents
                                if a.device_id not in self.killed))
+        # a journal save still running finishes in its thread; nothing new is queued
+        self.small_io.shutdown(wait=False)
 
     # -- faults ----------------------------------------------------------------------------------
 
@@ -219,7 +235,7 @@ class SimulatedFleet:
         old = self.agent(device_id)
         if device_id not in self.killed:
             await old.stop()
-        agent = EdgeAgent(old.config)
+        agent = self._new_agent(old.config)
         self.agents[self._index[device_id]] = agent
         self.killed.discard(device_id)
         self.restarts += 1

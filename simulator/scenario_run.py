@@ -54,7 +54,6 @@ from simulator.workload import Workload, load_dataset
 log = logging.getLogger("edgewise.simulator.scenario")
 
 PREFIX = "sim"
-_REAL_TIME = time.time
 
 
 @dataclass
@@ -111,10 +110,15 @@ class _WarningCounter(logging.Handler):
             self.counts[template[:90]] += 1
 
 
-def set_clock_skew(seconds: float) -> None:
-    """Every simulated device's wall clock (``time.time`` in this process) runs ``seconds``
-    ahead (negative: behind) of the controller's, which is another process."""
-    time.time = (lambda: _REAL_TIME() + seconds) if seconds else _REAL_TIME
+class SkewedClock:
+    """The simulated devices' wall clock: ``skew_s`` ahead (negative: behind) of this host's,
+    which the controller (another process) reads. The fleet's agents are given it."""
+
+    def __init__(self) -> None:
+        self.skew_s = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.skew_s
 
 
 class _HostilePublisher:
@@ -201,6 +205,7 @@ class ScenarioRun:
         self._warnings = _WarningCounter()
         self._background: set[asyncio.Task[Any]] = set()
         self._full_disk: set[str] = set()
+        self.device_clock = SkewedClock()
 
     def t(self) -> float:
         return time.monotonic() - self.t0 if self.t0 else 0.0
@@ -277,7 +282,8 @@ class ScenarioRun:
             trusted = controller_trusted_keys(o.workdir / "controller")
         self.fleet = SimulatedFleet.from_groups(self.broker_address, groups,
                                                 o.workdir / "devices", prefix=PREFIX,
-                                                broker_for=broker_for, trusted_keys=trusted)
+                                                broker_for=broker_for, trusted_keys=trusted,
+                                                clock=self.device_clock)
         started = time.monotonic()
         await self.fleet.start()
         self.report.setup_notes.append(
@@ -317,7 +323,7 @@ class ScenarioRun:
     async def teardown(self) -> None:
         from simulator.demo import stop_process
 
-        set_clock_skew(0.0)
+        self.device_clock.skew_s = 0.0
         for task in list(self._background):
             task.cancel()
         if self.hostile is not None:
@@ -349,7 +355,7 @@ class ScenarioRun:
                                      feedback_coverage=w.feedback_coverage, seed=self.s.seed)
             cpu0 = sample_process()
             self.t0 = time.monotonic()
-            self.t0_wall = _REAL_TIME()
+            self.t0_wall = time.time()
             self.workload.start()
             self.say(f"timeline starts: {len(self.fleet)} devices serving, "
                      f"{w.rate_per_device:g} predictions/s each")
@@ -618,9 +624,9 @@ class ScenarioRun:
                                        max_db_pages=1 if cap else None)
 
     async def do_clock_skew(self, e: Event, ids: list[str], what: str) -> None:
-        """Every simulated device's wall clock (``time.time`` in the simulator process) runs
-        ``skew_s`` off the controller's; per device skew would need a clock in the agent."""
-        set_clock_skew(float(e.param("skew_s")))
+        """Every simulated device's wall clock (the clock the fleet gives its agents) runs
+        ``skew_s`` off the controller's; monotonic clocks (timeouts, windows) are not skewed."""
+        self.device_clock.skew_s = float(e.param("skew_s"))
         self.say(f"clock skew: every device's clock is now {e.param('skew_s'):+g} s off the "
                  "controller's")
 
@@ -671,7 +677,7 @@ class ScenarioRun:
 
     async def lift_faults(self) -> None:
         assert self.fleet is not None
-        set_clock_skew(0.0)
+        self.device_clock.skew_s = 0.0
         if self.proxy is not None:
             for d in list(self.proxy.faults):
                 self.proxy.set_fault(d, None)

@@ -10,7 +10,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.agent import _Call, _encode_pending
+from edge_agent.telemetry.records import CallRecords, encode_pending
 
 _json = json.JSONEncoder(separators=(",", ":")).encode
 labels = st.one_of(st.integers(-2**63, 2**63 - 1), st.booleans(), st.text(max_size=12),
@@ -18,7 +18,7 @@ labels = st.one_of(st.integers(-2**63, 2**63 - 1), st.booleans(), st.text(max_si
 floats = st.floats(allow_nan=True, allow_infinity=True)
 
 
-def _as_json_would(call: _Call, boot_id: str) -> list[str]:
+def _as_json_would(call: CallRecords, boot_id: str) -> list[str]:
     out = []
     for i in call.sampled:
         record = {"kind": "prediction", "ts": call.ts, "model": call.model,
@@ -38,19 +38,19 @@ def _as_json_would(call: _Call, boot_id: str) -> list[str]:
 def test_prediction_bodies_are_what_json_writes(
         ts: float, latency: float, model: str, version: int, first: int,
         rows: list[tuple[object, float]], with_confidence: bool, sample_all: bool) -> None:
-    call = _Call(ts, model, version, first, latency, [r[0] for r in rows],
-                 [r[1] for r in rows] if with_confidence else None,
-                 range(len(rows)) if sample_all else list(range(0, len(rows), 2)))
-    bodies = _encode_pending([call], "0a1b2c3d")
+    call = CallRecords(ts, model, version, first, latency, [r[0] for r in rows],
+                       [r[1] for r in rows] if with_confidence else None,
+                       range(len(rows)) if sample_all else list(range(0, len(rows), 2)))
+    bodies = encode_pending([call], "0a1b2c3d")
     assert bodies == _as_json_would(call, "0a1b2c3d")
     for body in bodies:  # and json reads them back (NaN/Infinity as Python's json allows)
         assert json.loads(body)["prediction_id"].startswith("0a1b2c3d-")
 
 
 def test_other_records_keep_their_order_around_predictions() -> None:
-    call = _Call(1.0, "m", 1, 0, 0.5, [1, 2], None, range(2))
+    call = CallRecords(1.0, "m", 1, 0, 0.5, [1, 2], None, range(2))
     error = {"kind": "error", "ts": 2.0, "reason": "invalid_input"}
-    bodies = _encode_pending([error, call, error], "b")
+    bodies = encode_pending([error, call, error], "b")
     assert [json.loads(b)["kind"] for b in bodies] == ["error", "prediction", "prediction",
                                                        "error"]
     assert math.isclose(json.loads(bodies[1])["latency_ms"], 0.5)

@@ -246,9 +246,8 @@ def _journal(data_dir: Path) -> tuple[UpdateStep, Desired | None]:
 
 
 def test_an_update_whose_manifest_expired_while_the_device_was_off_is_not_resumed(
-        broker: BrokerProcess, tmp_path: Path, iris_models: IrisModels,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge_agent.updater import PAUSE_ENV
+        broker: BrokerProcess, tmp_path: Path, iris_models: IrisModels) -> None:
+    from edge_agent.update.pause import UpdatePause
 
     a, b = iris_models.a, iris_models.b  # b spans several chunks
     data_dir = tmp_path / "dev"
@@ -257,18 +256,17 @@ def test_an_update_whose_manifest_expired_while_the_device_was_off_is_not_resume
         async with agent_and_controller(broker, data_dir, **TRUST) as (agent, ctl):
             await _activate(agent, ctl, a)
         # the device powers up, takes an update valid for 2 s, and loses power mid-download
-        monkeypatch.setenv(PAUSE_ENV, "downloading:1")
         ctl = FakeController(broker.address, agent.device_id)
         await ctl.start()
         try:
-            paused = EdgeAgent(agent_config(broker, data_dir, agent.device_id, **TRUST))
+            paused = EdgeAgent(agent_config(broker, data_dir, agent.device_id, **TRUST),
+                               pause=UpdatePause.parse("downloading:1"))
             await paused.start()
             ctl.serve(b.manifest.artifact, b.data)
             await publish_signed(ctl, KEY, b.manifest, deployment_id="dep-short",
                                  expires_in=2.0)
             await wait_until(lambda: (data_dir / "paused-in").exists(), 10, "the pause")
             paused.kill()
-            monkeypatch.delenv(PAUSE_ENV)
             await asyncio.sleep(2.5)  # off for longer than the manifest is valid
             again = EdgeAgent(agent_config(broker, data_dir, agent.device_id, **TRUST))
             await again.start()

@@ -114,7 +114,8 @@ def test_acks_for_another_epoch_are_ignored_and_undeliverable_records_dropped(
             agent.predict(np.asarray(ROWS[:5]))
             await wait_until(lambda: outbox.stats().dropped_total == 1, 10,
                              "the NaN record to be discarded")
-            await wait_until(lambda: agent._sent_upto >= outbox.stats().last_seq, 10,
+            sender = agent.telemetry.sender
+            await wait_until(lambda: sender.sent_upto >= outbox.stats().last_seq, 10,
                              "the later records to be sent")
             assert agent.dropped_messages["undeliverable_record"] == 1
             pending = outbox.stats().pending

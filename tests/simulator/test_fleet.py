@@ -64,6 +64,19 @@ def test_groups_name_devices_and_carry_labels_and_settings(tmp_path: Path) -> No
         fleet.agent("nope")
 
 
+def test_the_fleet_gives_every_agent_its_clock_and_one_small_io_pool(tmp_path: Path) -> None:
+    from edgewise_mqtt.link import BrokerAddress
+
+    fleet = SimulatedFleet(BrokerAddress("127.0.0.1", 1), 3, tmp_path, prefix="c",
+                           clock=lambda: 1_000.0)
+    pools = {id(a.updater.small_io) for a in fleet.agents}
+    assert pools == {id(fleet.small_io)}
+    for agent in fleet.agents:
+        assert agent.feedback("nobody-0", 1) is False
+        assert agent.unflushed_records() == 1
+        assert agent.updater.step.entered_at == 1_000.0
+
+
 @pytest.mark.broker
 def test_kill_and_restart_keep_the_data_directory(broker: BrokerProcess, tmp_path: Path) -> None:
     async def scenario() -> None:

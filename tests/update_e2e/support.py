@@ -34,8 +34,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from controller.security.signing import generate_keypair, sign_manifest, sign_rollback_order
+from edge_agent.daemon import PAUSE_ENV
 from edge_agent.update import REST_STATES as UPDATE_REST_STATES
-from edge_agent.updater import PAUSE_ENV
 from edgewise_mqtt.link import BrokerAddress
 from edgewise_wire import (
     Ack,
