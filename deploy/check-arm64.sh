@@ -14,7 +14,8 @@ set -euo pipefail
 ROOT="${EDGEWISE_ARM64_ROOT:-/var/cache/edgewise/bookworm-arm64}"
 MIRROR="${EDGEWISE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-TESTS=(tests/protocol tests/update tests/agent_outbox tests/monitoring)
+TESTS=(tests/unit/edgewise_wire tests/unit/edge_agent tests/unit/edgewise_monitoring
+       tests/integration/edge_agent/outbox)
 
 die() { echo "check-arm64: $*" >&2; exit 1; }
 
@@ -46,8 +47,13 @@ mkdir -p "$WORK/src" "$WORK/wheel"
 PYTHON="$REPO/.venv/bin/python"; [ -x "$PYTHON" ] || PYTHON=python3
 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/wheel" "$REPO"
 mkdir -p "$WORK/src/tests"
-cp "$REPO/tests/__init__.py" "$WORK/src/tests/"
-for t in "${TESTS[@]}"; do cp -r "$REPO/$t" "$WORK/src/tests/"; done
+cp "$REPO/tests/__init__.py" "$REPO/tests/conftest.py" "$WORK/src/tests/"
+cp -r "$REPO/tests/harness" "$WORK/src/tests/"
+for t in "${TESTS[@]}"; do
+  mkdir -p "$WORK/src/$(dirname "$t")"; cp -r "$REPO/$t" "$WORK/src/$t"
+  # the package chain above each tier folder
+  d=$(dirname "$t"); while [ "$d" != tests ]; do touch "$WORK/src/$d/__init__.py"; d=$(dirname "$d"); done
+done
 # agent tests only: modules that need the controller or the converters' stack are left out
 # (and named), as a device has neither
 grep -lE "^(from|import) (controller|converters|sqlalchemy|sklearn)|tests\.controller" \

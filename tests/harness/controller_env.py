@@ -8,8 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,10 @@ from edgewise_wire import Desired, decode
 from edgewise_wire.topics import DeviceChannel, DeviceTopic, device_wildcard, parse_topic
 from simulator.broker import BrokerProcess, free_port
 from simulator.demo import start_controller, stop_process
+from tests.harness.paths import REPO_ROOT
+from tests.harness.waiting import wait_for_async
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -100,17 +100,6 @@ class ControllerEnv:
         return self.client.rollout(str(ref))
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-                   interval: float = 0.2) -> Any:
-    """Poll ``predicate`` (sync) until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(predicate)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 async def wait_status(env: ControllerEnv, ref: int | str, statuses: set[str],
@@ -126,7 +115,7 @@ async def wait_status(env: ControllerEnv, ref: int | str, statuses: set[str],
         return last if last["status"] in statuses else None
 
     try:
-        return await wait_for(check, timeout, f"rollout {ref} to be {sorted(statuses)}")
+        return await wait_for_async(check, timeout, f"rollout {ref} to be {sorted(statuses)}", interval=0.2, in_thread=True)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last view: status {last.get('status')}, "
                              f"reasons {last.get('reasons', [])[-3:]}, gates {last.get('gates')}"
@@ -134,9 +123,9 @@ async def wait_status(env: ControllerEnv, ref: int | str, statuses: set[str],
 
 
 async def wait_registered(env: ControllerEnv, device_ids: set[str], timeout: float = 30) -> None:
-    await wait_for(lambda: device_ids <= {d["device_id"] for d in env.client.devices()
+    await wait_for_async(lambda: device_ids <= {d["device_id"] for d in env.client.devices()
                                           if d.get("seen", True)},
-                   timeout, f"{len(device_ids)} devices to register")
+                   timeout, f"{len(device_ids)} devices to register", interval=0.2, in_thread=True)
 
 
 async def run_cli(url: str, *args: str, timeout: float = 120) -> tuple[int, str]:

@@ -8,9 +8,9 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from simulator.broker import BrokerProcess, find_mosquitto, mosquitto_broker
 
@@ -45,8 +45,11 @@ def fresh_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
 PG_ADMIN_URL = os.environ.get(
     "EDGEWISE_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
+
 @pytest.fixture(scope="session")
-def pg_admin() -> Iterator[sa.Engine]:
+def pg_admin() -> Iterator[Any]:
+    import sqlalchemy as sa  # only where PostgreSQL is used: a device's test run has none
+
     engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT",
                               connect_args={"connect_timeout": 3})
     try:
@@ -63,8 +66,10 @@ def pg_admin() -> Iterator[sa.Engine]:
 
 
 @pytest.fixture(scope="module")
-def pg_module_url(pg_admin: sa.Engine) -> Iterator[str]:
+def pg_module_url(pg_admin: Any) -> Iterator[str]:
     """A fresh database for this test module, dropped (even with open connections) after."""
+    import sqlalchemy as sa
+
     name = f"ew_test_{secrets.token_hex(6)}"
     with pg_admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))

@@ -23,8 +23,8 @@ from controller.app.service import Controller
 from controller.config import ControllerConfig
 from edgewise_monitoring import MonitoringWindow
 from edgewise_wire import ModelRef, Reported, TelemetryBatch
+from tests.harness.profiles import make_profile
 from tests.integration.controller.store.conftest import build_manifest
-from tests.monitoring.helpers import make_profile
 
 REFERENCE = np.random.default_rng(0).normal(size=(5000, 2))
 PROFILE = make_profile(REFERENCE, (REFERENCE[:, 0] > 0).astype(int), labels=[0, 1])

@@ -25,7 +25,7 @@ from simulator.broker import BrokerProcess, free_port
 from simulator.demo import start_controller, stop_process
 from simulator.fleet import SimulatedFleet
 from simulator.workload import Workload, load_dataset
-from tests.harness.controller_env import DesiredRecorder, wait_for
+from tests.harness.controller_env import DesiredRecorder, wait_for_async
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -130,16 +130,16 @@ def test_replicas_start_at_once_split_telemetry_and_lose_nothing_when_one_is_kil
                                 feedback_delay_s=0.2)
             try:
                 ids = {ag.device_id for ag in fleet.agents}
-                await wait_for(lambda: ids <= {d["device_id"] for d in b.client.list_devices()},
-                               30, "20 devices to register")
+                await wait_for_async(lambda: ids <= {d["device_id"] for d in b.client.list_devices()},
+                               30, "20 devices to register", interval=0.2, in_thread=True)
                 # deployed through b; each agent fetches the artifact's chunks from whichever
                 # replica the share group hands its request to: both serve the shared store
                 await asyncio.to_thread(b.client.deploy, "iris", 1, sorted(ids))
                 assert await fleet.wait_for_version("iris", 1, timeout=60)
                 workload.start()
                 # both replicas ingest: the split is visible in their bridge counters
-                await wait_for(lambda: all(r.health()["bridge"].get("batches", 0) >= 5
-                                           for r in (a, b)), 30, "both replicas to ingest")
+                await wait_for_async(lambda: all(r.health()["bridge"].get("batches", 0) >= 5
+                                           for r in (a, b)), 30, "both replicas to ingest", interval=0.2, in_thread=True)
                 await asyncio.sleep(1.0)
                 split = {r.name: int(r.health()["bridge"]["batches"]) for r in (a, b)}
                 b.kill()  # in the middle of ingesting
@@ -192,8 +192,8 @@ def test_killing_the_lease_holder_mid_rollout_hands_the_rollout_over(
             workload.start()
             try:
                 ids = {ag.device_id for ag in fleet.agents}
-                await wait_for(lambda: ids <= {d["device_id"] for d in other.client.devices()},
-                               30, "20 devices to register")
+                await wait_for_async(lambda: ids <= {d["device_id"] for d in other.client.devices()},
+                               30, "20 devices to register", interval=0.2, in_thread=True)
                 # created through the replica that does not decide: the leader runs it
                 view = await asyncio.to_thread(other.client.create_rollout, {
                     "model": "iris", "version": 1, "waves": "25%,50%,100%",
@@ -204,12 +204,12 @@ def test_killing_the_lease_holder_mid_rollout_hands_the_rollout_over(
                     return bool(waves[0]["active"] == waves[0]["devices"] > 0)
 
                 try:
-                    await wait_for(first_wave_done, 40, "the first wave to be active")
+                    await wait_for_async(first_wave_done, 40, "the first wave to be active", interval=0.2, in_thread=True)
                 except AssertionError as exc:
                     raise AssertionError(f"{exc}: {other.client.rollout(str(view['id']))}\n"
                                          f"{leader.log()[-3000:]}") from None
                 leader.kill()  # during the first wave's soak: the rollout is half done
-                await wait_for(other.leads, 15, "the other replica to take the lease")
+                await wait_for_async(other.leads, 15, "the other replica to take the lease", interval=0.2, in_thread=True)
                 final: dict[str, Any] = {}
 
                 def completed() -> bool:
@@ -220,7 +220,7 @@ def test_killing_the_lease_holder_mid_rollout_hands_the_rollout_over(
                         return False
                     return final["status"] == "completed"
 
-                await wait_for(completed, 60, "the rollout to complete on the other replica")
+                await wait_for_async(completed, 60, "the rollout to complete on the other replica", interval=0.2, in_thread=True)
                 assert await fleet.wait_for_version("iris", 1, timeout=30)
             finally:
                 await workload.stop()

@@ -14,14 +14,14 @@ import pytest
 from edge_agent.agent import EdgeAgent, NoActiveModel
 from edgewise_wire import ArtifactRef
 from simulator.broker import BrokerProcess
-from tests.bad_input.support import (
+from tests.e2e.rollouts.conftest import Models
+from tests.harness.fake_controller import (
     Artifact,
     activate,
     agent_and_controller,
     agent_config,
-    wait_until,
+    wait_for_async,
 )
-from tests.e2e.rollouts.conftest import Models
 
 pytestmark = [pytest.mark.broker]
 
@@ -46,11 +46,11 @@ def test_no_model_desired_unloads_and_stays_unloaded(broker: BrokerProcess, tmp_
             await activate(agent, controller, a)
             assert agent.predict(a.manifest.smoke_tests[0].inputs[0])
             await controller.publish_desired(None, deployment_id="ro-3-revert")
-            await wait_until(lambda: agent.active is None and agent.state == "idle", 10,
+            await wait_for_async(lambda: agent.active is None and agent.state == "idle", 10,
                              "the model to be unloaded")
             with pytest.raises(NoActiveModel):
                 agent.predict(a.manifest.smoke_tests[0].inputs[0])
-            await wait_until(lambda: controller.last_reported is not None
+            await wait_for_async(lambda: controller.last_reported is not None
                              and controller.last_reported.active is None
                              and controller.last_reported.state == "idle", 10,
                              "the idle state reported")
@@ -94,10 +94,10 @@ def test_desiring_the_active_model_cancels_the_update_in_flight(
 
             controller.tamper = first_chunk_only
             await controller.publish_desired(b.manifest, deployment_id="ro-4")
-            await wait_until(lambda: agent.state == "downloading" and agent.download is not None
+            await wait_for_async(lambda: agent.state == "downloading" and agent.download is not None
                              and agent.download.received >= 1, 10, "the download to start")
             await controller.publish_desired(a.manifest, deployment_id="ro-4-revert")
-            await wait_until(lambda: agent.state == "active" and agent.download is None, 10,
+            await wait_for_async(lambda: agent.state == "active" and agent.download is None, 10,
                              "the update to be dropped")
             # the rest of v2 still arrives (a late repair answer): it must not be installed
             controller.tamper = None
@@ -122,7 +122,7 @@ def test_a_model_larger_than_max_model_bytes_fails_before_any_download(
             await activate(agent, controller, a)  # the small model fits
             controller.serve(b.manifest.artifact, b.data)
             await controller.publish_desired(b.manifest, deployment_id="ro-5")
-            await wait_until(lambda: agent.state == "failed", 10, "the refusal")
+            await wait_for_async(lambda: agent.state == "failed", 10, "the refusal")
             assert agent.last_error is not None and "max_model_bytes" in agent.last_error
             assert agent.active is not None and agent.active.version == 1  # still serving v1
             await asyncio.sleep(0.3)

@@ -22,10 +22,10 @@ from tests.harness.controller_env import (
     ControllerEnv,
     DesiredRecorder,
     run_cli,
-    wait_for,
     wait_registered,
     wait_status,
 )
+from tests.harness.waiting import wait_for_async
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -40,8 +40,8 @@ async def install(env: ControllerEnv, fleet: SimulatedFleet, version: int) -> in
     view = await asyncio.to_thread(env.create, model="iris", version=version, waves="100%",
                                    soak_seconds=0)
     await wait_status(env, view["id"], {"completed"}, 60)
-    await wait_for(lambda: all(runs(a, version) for a in fleet.agents), 30,
-                   f"every device on iris:{version}")
+    await wait_for_async(lambda: all(runs(a, version) for a in fleet.agents), 30,
+                   f"every device on iris:{version}", interval=0.2, in_thread=True)
     return int(view["id"])
 
 
@@ -67,8 +67,8 @@ def test_good_model_on_100_devices_goes_through_every_wave(env: ControllerEnv,
                 env.url, "rollout", "start", "iris:1", "--waves", "5%,25%,100%", "--soak", "1s",
                 "--max-p95-latency-ms", "1000", "--on-gate-failure", "abort", "--wait",
                 "--timeout", "90")
-            await wait_for(lambda: all(runs(a, 1) for a in fleet.agents), 20,
-                           "every agent on iris:1")
+            await wait_for_async(lambda: all(runs(a, 1) for a in fleet.agents), 20,
+                           "every agent on iris:1", interval=0.2, in_thread=True)
         finally:
             await workload.stop()
             await fleet.stop(drain_timeout=2)
@@ -122,8 +122,8 @@ def test_model_that_fails_activation_on_part_of_the_fleet_stops_in_the_first_wav
             started = await asyncio.to_thread(env.client.create_rollout, spec)
             final = await wait_status(env, started["id"], {"aborted", "failed", "completed",
                                                            "paused"}, 60)
-            await wait_for(lambda: all(runs(fleet.agent(d), 1) for d in first), 20,
-                           "the first wave back on iris:1")
+            await wait_for_async(lambda: all(runs(fleet.agent(d), 1) for d in first), 20,
+                           "the first wave back on iris:1", interval=0.2, in_thread=True)
         finally:
             await fleet.stop(drain_timeout=2)
             await recorder.stop()
@@ -175,8 +175,8 @@ def test_less_accurate_model_is_aborted_by_the_accuracy_gate(env: ControllerEnv,
             final = await wait_status(env, started["id"], {"aborted", "failed", "completed",
                                                            "paused"}, 60)
             first = recorder.devices_sent("iris", 2)
-            await wait_for(lambda: all(runs(fleet.agent(d), 1) for d in first), 20,
-                           "the first wave back on iris:1")
+            await wait_for_async(lambda: all(runs(fleet.agent(d), 1) for d in first), 20,
+                           "the first wave back on iris:1", interval=0.2, in_thread=True)
         finally:
             await workload.stop()
             await fleet.stop(drain_timeout=2)
@@ -211,14 +211,14 @@ def test_controller_killed_mid_rollout_continues_and_completes(env: ControllerEn
                                               waves="10%,50%,100%", soak_seconds=2,
                                               on_gate_failure="abort")
             rid = started["id"]
-            before = await wait_for(lambda: (v := env.view(rid))["wave"] == 2 and v, 30,
-                                    "the second wave to start")
+            before = await wait_for_async(lambda: (v := env.view(rid))["wave"] == 2 and v, 30,
+                                    "the second wave to start", interval=0.2, in_thread=True)
             env.kill()
             await asyncio.sleep(1.0)  # the fleet goes on without a controller for a moment
             await asyncio.to_thread(env.start)
             final = await wait_status(env, rid, {"completed", "aborted", "failed", "paused"}, 60)
-            await wait_for(lambda: all(runs(a, 2) for a in fleet.agents), 20,
-                           "every agent on iris:2")
+            await wait_for_async(lambda: all(runs(a, 2) for a in fleet.agents), 20,
+                           "every agent on iris:2", interval=0.2, in_thread=True)
         finally:
             await fleet.stop(drain_timeout=2)
             await recorder.stop()
@@ -257,11 +257,11 @@ def test_devices_that_join_after_the_start_get_the_version(env: ControllerEnv,
             assert started["targets"] == 4  # sim-0000, -0003, -0006, -0009
             await late.start()  # during the first wave's soak
             final = await wait_status(env, started["id"], {"completed", "paused", "aborted"}, 60)
-            await wait_for(lambda: all(runs(a, 1) for a in late.agents), 20,
-                           "the late joiners on iris:1")
+            await wait_for_async(lambda: all(runs(a, 1) for a in late.agents), 20,
+                           "the late joiners on iris:1", interval=0.2, in_thread=True)
             await later.start()  # after the rollout completed
-            await wait_for(lambda: runs(later.agent("later-0000"), 1), 20,
-                           "a device joining after completion on iris:1")
+            await wait_for_async(lambda: runs(later.agent("later-0000"), 1), 20,
+                           "a device joining after completion on iris:1", interval=0.2, in_thread=True)
             await asyncio.sleep(1.5)  # later-0001 (site=lisbon) must stay without a model
             view = await asyncio.to_thread(env.view, started["id"])
         finally:

@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                                   items: list[pytest.Item]) -> None:
     """Run the converter tests last: they load TensorFlow and torch into the test process
     (about 1 GiB resident), which would inflate the resident-memory checks of tests that run
-    a fleet in-process after them (tests/simulator/test_fleet_scale.py)."""
+    a fleet in-process after them (tests/integration/simulator/test_fleet_scale.py)."""
     here = Path(__file__).resolve().parent
     mine = [item for item in items if here in Path(str(item.path)).resolve().parents]
     others = [item for item in items if item not in mine]

@@ -31,14 +31,14 @@ from edgewise_wire.messages import ArtifactRequest, Message, ModelRef
 from edgewise_wire.topics import DeviceChannel, device_topic
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
-from tests.bad_input.conftest import IrisModels
-from tests.bad_input.support import (
+from tests.harness.fake_controller import (
     activate,
     agent_and_controller,
     assert_agent_healthy,
-    wait_until,
+    wait_for_async,
 )
 from tests.harness.fuzz_strategies import agent_topics, controller_topics, payloads
+from tests.harness.iris_models import IrisModels
 
 pytestmark = [pytest.mark.broker]
 
@@ -127,7 +127,7 @@ def test_agent_survives_random_input_on_its_topics(broker: BrokerProcess, tmp_pa
             for topic, payload in sent:
                 await controller.publish(topic, payload)
             expected = sum(1 for t, _ in sent if t in own)
-            await wait_until(lambda: agent.link.messages_in >= before + expected, 20,
+            await wait_for_async(lambda: agent.link.messages_in >= before + expected, 20,
                              "the fuzzed messages to reach the agent")
             assert_agent_healthy(agent)
             assert agent.dropped_messages["malformed"] > 0

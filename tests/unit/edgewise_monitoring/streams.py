@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.monitoring.helpers import make_profile
+from tests.harness.profiles import make_profile
 
 
 def normal_profile(rng: np.random.Generator, features: int = 8, m: int = 5000,

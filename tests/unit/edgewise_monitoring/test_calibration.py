@@ -15,7 +15,7 @@ from edgewise_monitoring.calibration import (
     fit_isotonic,
     fit_platt,
 )
-from tests.monitoring.helpers import make_profile
+from tests.harness.profiles import make_profile
 
 W = np.array([1.5, -1.0, 0.8, 0.0])
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgewise_monitoring import ModelWatch, MonitoringWindow, WatchSettings
-from tests.monitoring.helpers import make_profile
+from tests.harness.profiles import make_profile
 
 WINDOW = 500
 

@@ -12,8 +12,8 @@ import pytest
 
 from edge_agent.model_monitor import ModelMonitor
 from edgewise_monitoring import MonitoringWindow, merge_summaries
+from tests.harness.profiles import make_profile
 from tests.integration.controller.store.conftest import build_manifest
-from tests.monitoring.helpers import make_profile
 
 OPTIONAL = ("concept_drift_increases", "expected", "loss", "error_test", "feedback_unmatched")
 

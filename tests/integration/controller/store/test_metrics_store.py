@@ -20,8 +20,8 @@ from controller.storage.migrations import MIGRATIONS
 from controller.storage.tables import devices, metrics, schema_migrations, telemetry
 from edgewise_monitoring import MonitoringWindow, merge_summaries
 from edgewise_wire import ModelRef, Reported, TelemetryBatch
+from tests.harness.profiles import assert_close, make_profile
 from tests.integration.controller.store.conftest import build_manifest
-from tests.monitoring.helpers import assert_close, make_profile
 
 REFERENCE = np.random.default_rng(0).normal(size=(5000, 2))
 PROFILE = make_profile(REFERENCE, (REFERENCE[:, 0] > 0).astype(int), labels=[0, 1])

@@ -66,7 +66,7 @@ def test_drift_follows_the_window_verdict_and_names_what_drifted() -> None:
 
 def _windows(rng, n_windows: int, n: int, features: int, shift: float = 0.0):  # type: ignore[no-untyped-def]
     """Decile histograms of standard-normal windows against a large reference."""
-    from tests.monitoring.helpers import quantile_bins
+    from tests.harness.profiles import quantile_bins
 
     reference = rng.normal(size=20_000)
     edges, props = quantile_bins(reference)
