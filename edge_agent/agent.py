@@ -277,7 +277,9 @@ class EdgeAgent:
         first = self._next_prediction
         self._next_prediction += n
         model, version = manifest.model, manifest.version
-        self._recent.remember(first, labels, model, version)
+        # the probability of each predicted label, kept for the feedback's log loss and Brier
+        top = out.scores.max(axis=1) if out.scores is not None else None
+        self._recent.remember(first, labels, model, version, top)
         sample_rate = self.config.prediction_sample_rate
         if sample_rate >= 1.0:
             sampled: range | list[int] = range(n)
@@ -285,7 +287,7 @@ class EdgeAgent:
             draw = self._sampler.random
             sampled = [i for i in range(n) if draw() < sample_rate]
         if sampled:
-            confidences = out.scores.max(axis=1).tolist() if out.scores is not None else None
+            confidences = top.tolist() if top is not None else None
             self._pending_records.append(CallRecords(self._clock(), model, version, first,
                                                      per_row_ms, labels, confidences, sampled))
         prefix = self._boot_id + "-"
@@ -298,20 +300,24 @@ class EdgeAgent:
 
     def feedback(self, prediction_id: str, label: Any) -> bool:
         """Record the true label of an earlier prediction; False if it is no longer known."""
-        remembered = self._recent.get(prediction_id)
-        known = remembered is not None
+        found = self._recent.find(prediction_id)
+        known = found is not None
         record: dict[str, Any] = {"kind": "feedback", "ts": self._clock(),
                                   "prediction_id": prediction_id, "truth": label}
-        if remembered is not None:
-            predicted, model, version = remembered
+        if found is not None:
+            (predicted, model, version), confidence = found
             record["predicted"] = predicted
             record["correct"] = bool(predicted == label)
             # the version that made the prediction, which may not be the one running now
             record["model"], record["version"] = model, version
-            self.monitor.observe_feedback(model, version, predicted, label)
-        elif self.active is not None:
-            record["model"] = self.active.model
-            record["version"] = self.active.version
+            self.monitor.observe_feedback(model, version, predicted, label, confidence)
+        else:
+            # a label for a prediction this agent does not know (any more): counted in the
+            # window, so the controller sees labels going to waste
+            self.monitor.observe_unmatched_feedback()
+            if self.active is not None:
+                record["model"] = self.active.model
+                record["version"] = self.active.version
         self._pending_records.append(record)
         return known
 

@@ -23,16 +23,20 @@ class RecentPredictions:
         self.capacity = capacity
         self._prefix = f"{boot_id}-"
         self._firsts: deque[int] = deque()
-        self._calls: deque[tuple[list[Any], str, int]] = deque()
+        # per call: its labels, model, version, and the probability of each label (or None)
+        self._calls: deque[tuple[list[Any], str, int, Any]] = deque()
         self._rows = 0
 
     def __len__(self) -> int:
         return self._rows
 
-    def remember(self, first: int, labels: list[Any], model: str, version: int) -> None:
-        """The labels of one call whose predictions are numbered ``first``, ``first + 1``..."""
+    def remember(self, first: int, labels: list[Any], model: str, version: int,
+                 confidences: Any = None) -> None:
+        """The labels of one call whose predictions are numbered ``first``, ``first + 1``...;
+        ``confidences`` (a sequence, one per label, kept as given) lets feedback score the log
+        loss and Brier score."""
         self._firsts.append(first)
-        self._calls.append((labels, model, version))
+        self._calls.append((labels, model, version, confidences))
         self._rows += len(labels)
         while self._rows - len(self._calls[0][0]) >= self.capacity and len(self._calls) > 1:
             self._firsts.popleft()
@@ -40,6 +44,12 @@ class RecentPredictions:
 
     def get(self, prediction_id: str) -> Remembered | None:
         """What ``prediction_id`` predicted, or None if it is unknown or forgotten."""
+        found = self.find(prediction_id)
+        return found[0] if found is not None else None
+
+    def find(self, prediction_id: str) -> tuple[Remembered, float | None] | None:
+        """What ``prediction_id`` predicted and the probability the model gave it (None when the
+        model gives none), or None if it is unknown or forgotten."""
         if not prediction_id.startswith(self._prefix):
             return None
         number = prediction_id[len(self._prefix):]
@@ -49,8 +59,9 @@ class RecentPredictions:
         index = bisect_right(self._firsts, n) - 1
         if index < 0:
             return None
-        labels, model, version = self._calls[index]
+        labels, model, version, confidences = self._calls[index]
         offset = n - self._firsts[index]
         if offset >= len(labels):
             return None
-        return labels[offset], model, version
+        confidence = float(confidences[offset]) if confidences is not None else None
+        return (labels[offset], model, version), confidence

@@ -1,4 +1,5 @@
-"""Alert hysteresis: fire after K consecutive bad windows, clear after K good ones, never flap."""
+"""Window-rule hysteresis (latency, silence): fire after K consecutive bad windows, clear after
+K good ones, never flap."""
 
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ from controller.monitoring import (
 )
 
 RULES = AlertRules(fire_after=3, clear_after=2)
-BAD = Verdict(AlertKind.DRIFT, True, 0.9, 0.3, "drifted")
-GOOD = Verdict(AlertKind.DRIFT, False, 0.01, 0.3, "no drift")
-UNKNOWN = Verdict(AlertKind.DRIFT, None, None, None, "too few rows")
+BAD = Verdict(AlertKind.LATENCY, True, 900.0, 250.0, "p95 latency 900 ms")
+GOOD = Verdict(AlertKind.LATENCY, False, 10.0, 250.0, "p95 latency 10 ms")
+UNKNOWN = Verdict(AlertKind.LATENCY, None, None, None, "too few predictions")
 
 
 def run(verdicts: list[Verdict], state: AlertState | None = None,
         rules: AlertRules = RULES) -> tuple[AlertState, list[str]]:
-    state = state or AlertState(AlertKind.DRIFT, "d1")
+    state = state or AlertState(AlertKind.LATENCY, "d1")
     events = []
     for t, verdict in enumerate(verdicts):
         state, event = step(state, verdict, float(t), rules, "m", 1)
@@ -55,7 +56,7 @@ def test_unknown_windows_neither_count_nor_reset() -> None:
     state, events = run([BAD, UNKNOWN, BAD, UNKNOWN, UNKNOWN, BAD])
     assert events == [FIRED]
     state, events = run([UNKNOWN] * 10)
-    assert events == [] and state == AlertState(AlertKind.DRIFT, "d1")
+    assert events == [] and state == AlertState(AlertKind.LATENCY, "d1")
 
 
 def test_clears_after_k_good_windows_and_a_bad_one_restarts_the_clearing() -> None:
@@ -84,7 +85,7 @@ def test_streaks_are_capped_so_a_steady_state_stops_changing() -> None:
 
 
 def test_a_new_model_version_restarts_the_evidence_unless_firing() -> None:
-    state = AlertState(AlertKind.DRIFT, "d1")
+    state = AlertState(AlertKind.LATENCY, "d1")
     for t in range(2):
         state, _ = step(state, BAD, float(t), RULES, "m", 1)
     state, event = step(state, BAD, 3.0, RULES, "m", 2)
@@ -95,9 +96,9 @@ def test_a_new_model_version_restarts_the_evidence_unless_firing() -> None:
 
 
 def test_event_context_names_the_device_version_and_window() -> None:
-    verdict = Verdict(AlertKind.ACCURACY, True, 0.4, 0.87, "accuracy 40%",
+    verdict = Verdict(AlertKind.LATENCY, True, 900.0, 250.0, "p95 latency 900 ms",
                       {"window_start": 1.0, "window_end": 2.0})
-    state = AlertState(AlertKind.ACCURACY, "dev-7")
+    state = AlertState(AlertKind.LATENCY, "dev-7")
     event = None
     for t in range(3):
         state, event = step(state, verdict, float(t), RULES, "iris", 4)
@@ -105,21 +106,19 @@ def test_event_context_names_the_device_version_and_window() -> None:
     assert event.context["device_id"] == "dev-7"
     assert (event.context["model"], event.context["version"]) == ("iris", 4)
     assert event.context["window_end"] == 2.0 and event.context["consecutive"] == 3
-    assert event.to_dict()["kind"] == "accuracy"
+    assert event.to_dict()["kind"] == "latency"
 
 
-def window(device: str, end: float, drifted: bool | None, accuracy: float | None = 0.95,
-           labelled: int = 100) -> WindowObservation:
-    return WindowObservation(device, "iris", 1, "classification", end - 1, end, 200, labelled,
-                             accuracy=accuracy, p95_latency_ms=1.0, drift_psi=0.5 if drifted else 0.01,
-                             drift_threshold=0.2, drifted=drifted, reference_accuracy=0.97)
+def window(device: str, end: float, slow: bool) -> WindowObservation:
+    return WindowObservation(device, "iris", 1, end - 1, end, 200,
+                             p95_latency_ms=900.0 if slow else 1.0)
 
 
 def test_evaluate_judges_windows_in_order_per_device_and_reports_changes_only() -> None:
     windows = [window("a", t, True) for t in (3.0, 1.0, 2.0)] + [window("b", 1.0, False)]
     out = evaluate({}, windows, [], now=10.0, rules=RULES)
-    assert [(e.kind, e.device_id, e.event) for e in out.events] == [(AlertKind.DRIFT, "a", FIRED)]
-    assert out.changed[("drift", "a")].firing
+    assert [(e.kind, e.device_id, e.event) for e in out.events] == [(AlertKind.LATENCY, "a", FIRED)]
+    assert out.changed[("latency", "a")].firing
     again = evaluate(out.changed, [], [], now=11.0, rules=RULES)
     assert again.events == [] and again.changed == {}
 
@@ -139,7 +138,7 @@ def test_silence_fires_at_once_for_a_device_that_should_talk_and_clears_when_hea
 
 
 @pytest.mark.parametrize("bad_kwargs", [{"fire_after": 0}, {"clear_after": 0},
-                                        {"accuracy_max_drop": 2.0}, {"silent_after_s": 0}])
+                                        {"latency_p95_ms": 0}, {"silent_after_s": 0}])
 def test_impossible_rules_are_refused(bad_kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         AlertRules(**bad_kwargs)  # type: ignore[arg-type]
