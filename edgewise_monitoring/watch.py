@@ -100,12 +100,15 @@ class WatchSettings:
     @classmethod
     def flat_defaults(cls) -> dict[str, Any]:
         """Every flat setting name with its default (what docs/monitoring.md tabulates)."""
-        d = cls()
+        return cls().flat()
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flat name, as :meth:`from_flat` reads them."""
         out: dict[str, Any] = {}
-        for prefix, group in cls._PREFIXES:
-            for k, v in getattr(d, group).to_dict().items():
+        for prefix, group in self._PREFIXES:
+            for k, v in getattr(self, group).to_dict().items():
                 out[prefix + k] = v
-        out["alert_on_adwin"] = d.alert_on_adwin
+        out["alert_on_adwin"] = self.alert_on_adwin
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -58,7 +58,8 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(deployments_router(c.deployments, c.deployment_views, admin))
     app.include_router(rollouts_router(c.rollouts, admin))
     app.include_router(audit_router(c.audit))
-    app.include_router(alerts_router(c.alerts, c.monitoring.evaluate_now, admin))
+    app.include_router(alerts_router(c.alerts, c.monitoring.evaluate_now, c.monitoring.settings,
+                                    admin))
     app.include_router(retrain_runs_router(c.alerts))
     app.include_router(metrics_router(c.metrics))
     app.include_router(pages_router())

@@ -179,6 +179,9 @@ class ControllerClient:
         return self._call("GET", "/alerts/history", params=_params(
             since=since, limit=limit, kind=kind, device_id=device_id))
 
+    def explain_alert(self, event_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/alerts/events/{event_id}")
+
     def evaluate_alerts(self) -> dict[str, Any]:
         return self._call("POST", "/alerts/evaluate")
 

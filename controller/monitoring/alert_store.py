@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from controller.errors import NotFoundError
 from controller.monitoring import (
     AlertEvent,
     AlertKind,
@@ -256,8 +257,14 @@ class AlertStore:
 
     def alerts(self, *, include_cleared: bool = False, kind: str | None = None,
                device_id: str | None = None) -> list[dict[str, Any]]:
-        """Current alert states: firing ones, or every known one with ``include_cleared``."""
-        q = sa.select(alert_states).order_by(alert_states.c.kind, alert_states.c.device_id)
+        """Current alert states: firing ones, or every known one with ``include_cleared``.
+        ``event_id`` names the event that last fired the alert (``explain`` takes it)."""
+        e = alert_events.c
+        fired = (sa.select(sa.func.max(e.id)).where(
+            e.kind == alert_states.c.kind, e.device_id == alert_states.c.device_id,
+            e.event == "fired").scalar_subquery().label("event_id"))
+        q = sa.select(alert_states, fired).order_by(alert_states.c.kind,
+                                                    alert_states.c.device_id)
         if not include_cleared:
             q = q.where(alert_states.c.firing == sa.true())
         if kind is not None:
@@ -266,6 +273,29 @@ class AlertStore:
             q = q.where(alert_states.c.device_id == device_id)
         with self.db.read() as conn:
             return [_state_dict(r) for r in conn.execute(q)]
+
+    def explain(self, event_id: int) -> dict[str, Any]:
+        """An alert event with everything that explains it: the test that decided, its
+        statistic, threshold and false-alarm rate, the evidence (from the event), the alert's
+        state now, and the state of the detectors of that device or group and model version."""
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(alert_events).where(alert_events.c.id == event_id)).first()
+            if row is None:
+                raise NotFoundError("alert event", str(event_id))
+            state = conn.execute(sa.select(alert_states).where(
+                alert_states.c.kind == row.kind,
+                alert_states.c.device_id == row.device_id)).first()
+            watch = None
+            if row.model is not None and row.version is not None:
+                w = watch_states.c
+                raw = conn.execute(sa.select(w.state_json).where(
+                    w.scope_key == row.device_id, w.model == row.model,
+                    w.version == row.version)).scalar()
+                watch = json.loads(raw) if raw is not None else None
+        event = {**{k: v for k, v in row._mapping.items() if k != "context_json"},
+                 "context": json.loads(row.context_json)}
+        return {"event": event, "state": _state_dict(state) if state is not None else None,
+                "detectors": _watch_summary(watch)}
 
     def history(self, *, since: float | None = None, limit: int = 200, kind: str | None = None,
                 device_id: str | None = None) -> list[dict[str, Any]]:
@@ -374,3 +404,19 @@ def _segment_decision(finding: Mapping[str, Any], result: Mapping[str, Any], lab
                      "label": label, "period": [start, end], **dict(finding),
                      "alpha": result["alpha"], "level": result["level"],
                      "judged": result["judged"]}, fired=below)
+
+
+def _watch_summary(watch: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What each detector of a stored watch is doing now (its state and evidence), and what it
+    cannot watch; without the bulky per-component statistics."""
+    if watch is None:
+        return None
+    out: dict[str, Any] = {"scope": watch.get("scope"), "task": watch.get("task"),
+                           "not_watched": watch.get("missing", {}), "counted": watch.get("stats", {}),
+                           "settings": watch.get("settings", {})}
+    for name in ("drift", "error_rate", "mae", "bias"):
+        detector = watch.get(name)
+        if isinstance(detector, Mapping):
+            out[name] = {k: v for k, v in detector.items()
+                         if not isinstance(v, (list, dict)) or k in ("alarm_state", "state")}
+    return out

@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from controller.errors import ValidationError
 from controller.monitoring import ALERT_KINDS, AlertEvent
 from controller.monitoring.alert_store import AlertStore
 from controller.monitoring.metrics_store import MetricsStore
-from controller.rest import API
+from controller.rest import API, MAX_ID
 
 Since = Annotated[float | None, Query(description="windows ending after this Unix time")]
 Until = Annotated[float | None, Query(description="windows starting before this Unix time")]
@@ -36,6 +36,7 @@ def _trim(aggregate: dict[str, Any], summary: bool) -> dict[str, Any]:
 
 
 def alerts_router(alerts: AlertStore, evaluate_now: Callable[[], Awaitable[list[AlertEvent]]],
+                  settings: Callable[[], dict[str, Any]],
                   require_admin: Callable[..., Any]) -> APIRouter:
     router = APIRouter(tags=["alerts"])
     admin = [Depends(require_admin)]
@@ -54,6 +55,13 @@ def alerts_router(alerts: AlertStore, evaluate_now: Callable[[], Awaitable[list[
         """Alert events (fired, cleared), newest first."""
         return alerts.history(since=since, limit=limit, kind=_kind(kind),
                                          device_id=device_id)
+
+    @router.get(f"{API}/alerts/events/{{event_id}}")
+    def explain_alert(event_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
+        """One alert event explained: the test that fired (or cleared) it, its statistic against
+        its threshold, its false-alarm rate and the evidence; the alert's state now; the
+        detectors of that device or group; and the settings in force."""
+        return {**alerts.explain(event_id), "settings": settings()}
 
     @router.post(f"{API}/alerts/evaluate", dependencies=admin)
     async def evaluate_alerts() -> dict[str, Any]:

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from controller.cli.common import client_from, format_table, parse_since
+from controller.cli.common import client_from, emit, format_table, json_option, parse_since
+from controller.monitoring.rules import ALERT_KINDS
 
 
 def _num(value: Any, fmt: str = ".3g") -> str:
@@ -30,52 +31,102 @@ def _ago(ts: Any) -> str:
 @click.command("alerts")
 @click.option("--all", "show_all", is_flag=True, help="Every alert state, cleared ones too.")
 @click.option("--history", is_flag=True, help="Fired/cleared events instead of current states.")
-@click.option("--kind", type=click.Choice(["drift", "accuracy", "latency", "silent"]),
-              help="Only this kind of alert.")
-@click.option("--device", "device_id", help="Only this device.")
+@click.option("--kind", type=click.Choice(list(ALERT_KINDS)), help="Only this kind of alert.")
+@click.option("--device", "device_id", help="Only this device (or group, e.g. group:site=berlin).")
 @click.option("--since", help="With --history: events since 30m, 6h, 2d ago or a Unix time.")
+@click.option("--explain", "explain_id", type=click.IntRange(1), metavar="ID",
+              help="Explain one alert event (the ID column): the test, its statistic against "
+                   "its threshold, its false-alarm rate, the evidence and the settings.")
 @click.option("--evaluate", is_flag=True,
               help="Judge the metrics received so far first (needs an admin token).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def alerts(ctx: click.Context, show_all: bool, history: bool, kind: str | None,
-           device_id: str | None, since: str | None, evaluate: bool, as_json: bool) -> None:
-    """Show the alerts that are firing: drift, accuracy drop, latency, devices gone silent.
+           device_id: str | None, since: str | None, explain_id: int | None, evaluate: bool,
+           as_json: bool) -> None:
+    """Show the alerts that are firing: drift, accuracy, bias, concept (the devices' own
+    per-label tests), segments less accurate than the rest, latency, devices gone silent.
 
-    An alert fires after several bad metrics windows in a row and clears after as many good
-    ones (docs/monitoring.md). Exit code 0 when nothing fires, 2 when something does.
+    Drift, accuracy, bias and concept alerts come from sequential tests that accumulate
+    evidence across windows with a stated false-alarm rate (at most 1e-7 per row by default):
+    a large change fires in its first window, a small one once the evidence proves it. A
+    group's alert (device group:site=berlin) pools the evidence of its devices. Latency fires
+    after several slow windows in a row. docs/monitoring.md explains every test. Exit code 0
+    when nothing fires, 2 when something does.
 
     Example: edgewise alerts --kind drift --json
+
+    Example: edgewise alerts --explain 17
     """
     client = client_from(ctx)
+    if explain_id is not None:
+        emit(client.explain_alert(explain_id), as_json, format_explanation)
+        return
     if evaluate:
         client.evaluate_alerts()
     if history:
         events = client.alert_history(since=parse_since(since), kind=kind, device_id=device_id)
-        if as_json:
-            click.echo(json.dumps(events, indent=2))
-        else:
-            click.echo(format_table(["WHEN", "KIND", "DEVICE", "EVENT", "VERSION", "VALUE",
-                               "THRESHOLD", "DETAIL"],
-                              [[_ago(e["ts"]), e["kind"], e["device_id"], e["event"],
-                                f"{e['model']}:{e['version']}" if e.get("model") else "-",
-                                _num(e.get("value")), _num(e.get("threshold")), e["detail"]]
-                               for e in events]))
+        emit(events, as_json, lambda rows: format_table(
+            ["ID", "WHEN", "KIND", "DEVICE", "EVENT", "VERSION", "VALUE", "THRESHOLD", "DETAIL"],
+            [[e["id"], _ago(e["ts"]), e["kind"], e["device_id"], e["event"],
+              f"{e['model']}:{e['version']}" if e.get("model") else "-",
+              _num(e.get("value")), _num(e.get("threshold")), e["detail"]] for e in rows]))
         return
     rows = client.alerts(include_cleared=show_all, kind=kind, device_id=device_id)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        click.echo(format_table(["KIND", "DEVICE", "STATE", "SINCE", "VERSION", "VALUE", "THRESHOLD",
-                           "DETAIL"],
-                          [[r["kind"], r["device_id"], "FIRING" if r["firing"] else "ok",
-                            _ago(r["since"]) if r["firing"] else "-",
-                            f"{r['model']}:{r['version']}" if r.get("model") else "-",
-                            _num(r.get("value")), _num(r.get("threshold")), r["detail"]]
-                           for r in rows]))
+        click.echo(format_table(["ID", "KIND", "DEVICE", "STATE", "SINCE", "VERSION", "VALUE",
+                                 "THRESHOLD", "DETAIL"],
+                                [[r.get("event_id") or "-", r["kind"], r["device_id"],
+                                  "FIRING" if r["firing"] else "ok",
+                                  _ago(r["since"]) if r["firing"] else "-",
+                                  f"{r['model']}:{r['version']}" if r.get("model") else "-",
+                                  _num(r.get("value")), _num(r.get("threshold")), r["detail"]]
+                                 for r in rows]))
         firing = sum(1 for r in rows if r["firing"])
-        click.echo(f"{firing} alert{'s' if firing != 1 else ''} firing")
+        click.echo(f"{firing} alert{'s' if firing != 1 else ''} firing"
+                   + ("; `edgewise alerts --explain ID` says why" if firing else ""))
     sys.exit(2 if any(r["firing"] for r in rows) else 0)
+
+
+def format_explanation(doc: dict[str, Any]) -> str:
+    """An explained alert event as text: what fired, the test, the evidence, the settings."""
+    e = doc["event"]
+    ctx = e.get("context") or {}
+    decision = ctx.get("decision") or {}
+    explanation = decision.get("explanation") or {}
+    version = f"{e['model']}:{e['version']}" if e.get("model") else "-"
+    lines = [f"event {e['id']}: {e['kind']} {e['event']} on {e['device_id']} ({version}) "
+             f"{_ago(e['ts'])}", f"  {e['detail']}"]
+    if explanation:
+        lines.append("test")
+        for key in ("test", "false_alarm_rate", "alpha", "level", "reference_n", "reference_error",
+                    "null_error", "label", "period"):
+            if key in explanation:
+                lines.append(f"  {key.replace('_', ' '):<18}{explanation[key]}")
+        if decision.get("score") is not None:
+            lines.append(f"  {'evidence':<18}{decision['score']:.3g} against the threshold "
+                         f"{decision['threshold']:.3g} (natural logs)")
+        leader = explanation.get("leader")
+        if isinstance(leader, dict):
+            lines.append("  leading component  " + ", ".join(f"{k} {v}" for k, v in leader.items()))
+    elif e["kind"] in ("latency", "silent"):
+        lines.append(f"  window rule: value {_num(e.get('value'))} against threshold "
+                     f"{_num(e.get('threshold'))}")
+    if ctx.get("devices"):
+        lines.append(f"group of {len(ctx['devices'])} devices: {', '.join(ctx['devices'][:10])}"
+                     + (" ..." if len(ctx["devices"]) > 10 else ""))
+    state = doc.get("state")
+    if state:
+        lines.append(f"now: {'FIRING' if state['firing'] else 'cleared'} ({state['detail']})")
+    detectors = doc.get("detectors") or {}
+    if detectors.get("not_watched"):
+        lines.append("not watched: " + "; ".join(detectors["not_watched"].values()))
+    settings = doc.get("settings") or {}
+    if settings:
+        lines.append("settings: " + json.dumps(settings.get("detectors", {}), sort_keys=True))
+    return "\n".join(lines)
 
 
 # -- metrics -----------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ def figures(merged: Mapping[str, Any]) -> dict[str, Any]:
     verdicts = [f["drifted"] for f in drift["features"] if f["drifted"] is not None]
     if drift["prediction"] is not None and drift["prediction"]["drifted"] is not None:
         verdicts.append(drift["prediction"]["drifted"])
-    estimated = d["estimated_accuracy"]
+    estimated = d["estimated_accuracy"] or {}
+    loss = d.get("loss") or {}
     return {
         "predictions": int(merged["count"]),
         "errors": int(merged["errors"]),
@@ -51,7 +52,16 @@ def figures(merged: Mapping[str, Any]) -> dict[str, Any]:
         "macro_f1": score.get("macro_f1"),
         "mae": score.get("mae"),
         "rmse": score.get("rmse"),
-        "estimated_accuracy": estimated["value"] if estimated else None,
+        "bias": score.get("bias"),
+        # without labels: expected accuracy from calibrated probabilities (blind to concept
+        # drift: a change of what the labels mean leaves the model just as confident)
+        "estimated_accuracy": estimated.get("value"),
+        "estimated_accuracy_ci": ([estimated["ci_low"], estimated["ci_high"]]
+                                  if "ci_low" in estimated and "ci_high" in estimated else None),
+        "estimate_method": estimated.get("method"),
+        "log_loss": loss.get("log_loss"),
+        "brier": loss.get("brier"),
+        "prediction_bias": d.get("prediction_bias"),
         "latency_ms": d["latency_ms"],
         "drift_psi": max(psis) if psis else None,
         "drifted": any(verdicts) if verdicts else None,

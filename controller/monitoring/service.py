@@ -152,6 +152,19 @@ class MonitoringService:
         self._running: set[tuple[str, str]] = set()  # (kind, model) with a run under way
         self._evaluating = asyncio.Lock()
 
+    def settings(self) -> dict[str, Any]:
+        """Every alert setting in force, as `edgewise alerts --explain` shows them."""
+        rules, detection = self.config.rules, self.config.detection
+        return {"window_rules": {"fire_after": rules.fire_after, "clear_after": rules.clear_after,
+                                 "latency_p95_ms": rules.latency_p95_ms,
+                                 "latency_min_predictions": rules.latency_min_predictions,
+                                 "silent_after_s": rules.silent_after_s},
+                "detectors": detection.watch.flat(),
+                "group_by": detection.group_by,
+                "segments": {"label": detection.segment_label, "alpha": detection.segment_alpha,
+                             "min_labels": detection.segment_min_labels,
+                             "period_s": detection.segment_period_s}}
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
 

@@ -30,6 +30,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
+from controller.monitoring.sequential_alerts import is_group
 from controller.web.health import DEFAULT_GROUP_LABEL, FleetHealth, by_group_and_version
 from controller.web.rollup import DeviceFacts, Sums
 
@@ -144,13 +145,18 @@ class FleetCollector:
         alerts = self.health.firing_alerts()
         if not alerts["available"]:
             return
-        firing = GaugeMetricFamily("edgewise_alerts_firing", "Alerts firing now, by kind.",
-                                   labels=["kind", GROUP])
-        counts: dict[tuple[str, str], int] = defaultdict(int)
+        firing = GaugeMetricFamily("edgewise_alerts_firing", "Alerts firing now, by kind, "
+                                   "label group and scope (a device, or a group's pooled test).",
+                                   labels=["kind", GROUP, "scope"])
+        counts: dict[tuple[str, str, str], int] = defaultdict(int)
         for a in alerts["firing"]:
-            counts[(str(a.get("kind", "")), group_of.get(str(a.get("device_id")), ""))] += 1
-        for key, n in sorted(counts.items()):
-            firing.add_metric(list(key), n)
+            key = str(a.get("device_id"))
+            if is_group(key):  # group:site=berlin: the group is in the key
+                counts[(str(a.get("kind", "")), key.partition("=")[2], "group")] += 1
+            else:
+                counts[(str(a.get("kind", "")), group_of.get(key, ""), "device")] += 1
+        for labels, n in sorted(counts.items()):
+            firing.add_metric(list(labels), n)
         yield firing
 
     def _window_figures(self, now: float, versions: list[tuple[str, int]]) -> Iterator[Any]:
