@@ -17,12 +17,8 @@ from edgewise_wire import Ack, encode
 from edgewise_wire.topics import DeviceChannel, device_topic
 from simulator.broker import BrokerProcess, free_port
 from simulator.workload import load_dataset
-from tests.harness.telemetry import (
-    install_model,
-    iris_conversion,
-    outbox_records,
-    wait_for_async,
-)
+from tests.harness.telemetry import install_model, iris_conversion, outbox_records
+from tests.harness.waiting import wait_for_async
 
 ROWS = load_dataset("iris").features
 

@@ -39,7 +39,8 @@ from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
 from simulator.fleet import SimulatedFleet
 from simulator.workload import Workload, load_dataset
-from tests.harness.telemetry import TcpProxy, iris_conversion, wait_for_async
+from tests.harness.telemetry import TcpProxy, iris_conversion
+from tests.harness.waiting import wait_for_async
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

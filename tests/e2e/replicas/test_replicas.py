@@ -25,7 +25,8 @@ from simulator.broker import BrokerProcess, free_port
 from simulator.demo import start_controller, stop_process
 from simulator.fleet import SimulatedFleet
 from simulator.workload import Workload, load_dataset
-from tests.harness.controller_env import DesiredRecorder, wait_for_async
+from tests.harness.controller_env import DesiredRecorder
+from tests.harness.waiting import wait_for_async
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

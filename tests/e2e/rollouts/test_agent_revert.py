@@ -15,13 +15,8 @@ from edge_agent.agent import EdgeAgent, NoActiveModel
 from edgewise_wire import ArtifactRef
 from simulator.broker import BrokerProcess
 from tests.e2e.rollouts.conftest import Models
-from tests.harness.fake_controller import (
-    Artifact,
-    activate,
-    agent_and_controller,
-    agent_config,
-    wait_for_async,
-)
+from tests.harness.fake_controller import Artifact, activate, agent_and_controller, agent_config
+from tests.harness.waiting import wait_for_async
 
 pytestmark = [pytest.mark.broker]
 

@@ -28,12 +28,11 @@ from tests.harness.agents import (
     check_slots,
     copy_data_dir,
     device,
-    holds_for,
     retained_reported,
     same_ref,
     serving_version,
-    wait_for,
 )
+from tests.harness.waiting import holds_for, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 

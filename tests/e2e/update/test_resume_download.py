@@ -25,8 +25,8 @@ from tests.harness.agents import (
     device,
     same_ref,
     serving_version,
-    wait_for,
 )
+from tests.harness.waiting import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 

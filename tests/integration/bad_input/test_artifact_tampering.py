@@ -30,9 +30,9 @@ from tests.harness.fake_controller import (
     assert_agent_healthy,
     model_files,
     partial_files,
-    wait_for_async,
 )
 from tests.harness.iris_models import IrisModels
+from tests.harness.waiting import wait_for_async
 
 pytestmark = [pytest.mark.broker]
 

@@ -31,14 +31,10 @@ from edgewise_wire.messages import ArtifactRequest, Message, ModelRef
 from edgewise_wire.topics import DeviceChannel, device_topic
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
-from tests.harness.fake_controller import (
-    activate,
-    agent_and_controller,
-    assert_agent_healthy,
-    wait_for_async,
-)
+from tests.harness.fake_controller import activate, agent_and_controller, assert_agent_healthy
 from tests.harness.fuzz_strategies import agent_topics, controller_topics, payloads
 from tests.harness.iris_models import IrisModels
+from tests.harness.waiting import wait_for_async
 
 pytestmark = [pytest.mark.broker]
 

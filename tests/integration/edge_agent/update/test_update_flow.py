@@ -27,10 +27,10 @@ from tests.harness.fake_controller import (
     agent_and_controller,
     agent_config,
     model_files,
-    wait_for_async,
 )
 from tests.harness.iris_models import IrisModels
 from tests.harness.signed_desired import publish_signed
+from tests.harness.waiting import wait_for_async
 
 pytestmark = pytest.mark.broker
 
