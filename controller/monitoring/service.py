@@ -235,12 +235,7 @@ class MonitoringService:
             firing = await asyncio.to_thread(self.alerts.alerts, kind=kind)
         except Exception:
             firing = []  # the events alone name the devices then
-        # a group's alert names the group; its devices are in the event's context
-        devices = sorted(({a["device_id"] for a in firing if a["model"] == model}
-                          | {e.device_id for e in events}
-                          | {d for e in events for d in e.context.get("devices", ())})
-                         - {k for k in (e.device_id for e in events) if is_group(k)}
-                         - {a["device_id"] for a in firing if is_group(a["device_id"])})
+        devices = _alerting_devices(model, firing, events)
         actions = [a for a, on in (("command", self.config.retrain_command),
                                    ("webhook", self.config.retrain_webhook)) if on]
         try:
@@ -347,3 +342,15 @@ def _previous_feature_names(manifest_of: ManifestOf, model: str, version: int | 
     names = list(manifest.feature_names)
     return names if len(names) == n_features else None
 
+
+def _alerting_devices(model: str, firing: list[dict[str, Any]],
+                      events: list[AlertEvent]) -> list[str]:
+    """The devices the retraining run is about: those whose own alert of the kind fires for
+    ``model``. A group's alert (its pooled test) names the group, not the devices that moved it;
+    its devices stand in only when no device's own alert fires, since a group of many devices
+    can alarm on a change no single one of them has proven yet."""
+    own = {a["device_id"] for a in firing if a["model"] == model and not is_group(a["device_id"])}
+    own |= {e.device_id for e in events if not is_group(e.device_id)}
+    if own:
+        return sorted(own)
+    return sorted({d for e in events for d in e.context.get("devices", ())})

@@ -63,7 +63,6 @@ def controller(broker: BrokerProcess, tmp_path: Path):  # type: ignore[no-untype
 alert_interval_s = 0.5
 alert_fire_after = 3
 alert_clear_after = 3
-alert_accuracy_min_labels = 20
 alert_silent_after_s = 3600
 retrain_on = "accuracy"
 retrain_command = {json.dumps(command)}
