@@ -90,7 +90,9 @@ class WatchSettings:
             known = {f.name for f in fields(kinds[group])}
             unknown = set(kwargs) - known
             if unknown:
-                raise ValueError(f"unknown {group} setting(s): {sorted(unknown)}")
+                prefix = next(p for p, g in cls._PREFIXES if g == group)
+                raise ValueError(f"unknown setting(s) {sorted(prefix + u for u in unknown)}; "
+                                 f"known: {sorted(cls.flat_defaults())}")
             for name in ("thetas", "deltas", "etas"):
                 if name in kwargs:
                     kwargs[name] = tuple(float(x) for x in kwargs[name])
