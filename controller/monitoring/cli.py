@@ -178,11 +178,30 @@ def metrics(ctx: click.Context, target: str | None, device_id: str | None, label
         table.append([f"{r['model']}:{r['version']}", scope, r.get("devices_reporting", 0),
                       f.get("predictions", 0), _pct(f.get("error_rate")),
                       _pct(f.get("accuracy")) if f.get("mae") is None else _num(f["mae"]),
-                      f.get("labelled", 0), _pct(f.get("estimated_accuracy")),
+                      f.get("labelled", 0), _estimate(f), _loss_or_bias(f),
                       _num(latency.get("p95")), _num(f.get("drift_psi")),
                       ",".join(f.get("drifted_features") or []) or "-"])
     click.echo(format_table(["VERSION", "SCOPE", "DEVICES", "PREDICTIONS", "ERRORS", "ACCURACY/MAE",
-                       "LABELS", "EST.ACC", "P95 MS", "MAX PSI", "DRIFTED"], table))
+                             "LABELS", "EST.ACC (95% CI)", "LOG LOSS/BIAS", "P95 MS", "MAX PSI",
+                             "DRIFTED"], table))
+    if any((r.get("figures") or {}).get("estimated_accuracy") is not None for r in rows):
+        click.echo("EST.ACC: expected accuracy from calibrated probabilities, without labels; "
+                   "it cannot see concept drift (a change of what the labels mean leaves the "
+                   "model as confident as before): trust ACCURACY where labels arrive.")
+
+
+def _estimate(f: dict[str, Any]) -> str:
+    value, ci = f.get("estimated_accuracy"), f.get("estimated_accuracy_ci")
+    if value is None:
+        return "-"
+    return f"{value:.1%}" + (f" ({ci[0]:.1%}-{ci[1]:.1%})" if ci else "")
+
+
+def _loss_or_bias(f: dict[str, Any]) -> str:
+    """A classifier's log loss on its labels; a regressor's mean error (prediction - label)."""
+    if f.get("mae") is not None:
+        return _num(f.get("bias"))
+    return _num(f.get("log_loss"))
 
 
 # -- retraining runs ---------------------------------------------------------------------------
