@@ -64,7 +64,8 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(metrics_router(c.metrics))
     app.include_router(drift_router(c.drift))
     app.include_router(pages_router())
-    app.include_router(prometheus_router(c.health, c.metrics, lambda: dict(c.bridge.stats)))
+    app.include_router(prometheus_router(c.health, c.metrics, lambda: dict(c.bridge.stats),
+                                         c.drift.latest))
 
     @app.exception_handler(EdgewiseError)
     async def _edgewise_error(request: Request, exc: EdgewiseError) -> JSONResponse:

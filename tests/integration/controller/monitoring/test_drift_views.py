@@ -164,6 +164,21 @@ def test_bad_parameters_are_422(drift_fleet: DriftFleet, params: dict[str, Any])
     assert r.status_code == 422, r.text
 
 
+def test_the_fleet_wide_psi_per_feature_is_a_prometheus_gauge(drift_fleet: DriftFleet) -> None:
+    text = drift_fleet.client.get("/metrics").text
+    lines = [line for line in text.splitlines() if line.startswith("edgewise_feature_drift_psi{")]
+    gauges = {}
+    for line in lines:
+        labels, value = line.rsplit(" ", 1)
+        gauges[labels] = float(value)
+    assert all("group=" not in k and "device" not in k for k in gauges)
+    load = gauges[f'edgewise_feature_drift_psi{{feature="load",model="{MODEL}",version="2"}}']
+    temp = gauges[f'edgewise_feature_drift_psi{{feature="temp",model="{MODEL}",version="2"}}']
+    assert load > 0.3 and temp < 0.1
+    assert f'feature="{PREDICTION}",model="{MODEL}",version="2"' in "".join(gauges)
+    assert "# TYPE edgewise_feature_drift_psi gauge" in text
+
+
 def test_openapi_documents_the_drift_view(drift_fleet: DriftFleet) -> None:
     spec = drift_fleet.client.get("/openapi.json").json()
     op = spec["paths"]["/api/v1/drift/{model}"]["get"]
