@@ -162,13 +162,15 @@ def window_counts(reference: Reference, device_id: str, end: float,
 
 @dataclass
 class Tally:
-    """Counts of several windows added up, with how many windows, devices and rows."""
+    """Counts of several windows added up, with how many windows, devices and rows, and the
+    settings of the newest of them."""
 
     counts: np.ndarray
     windows: int = 0
     rows: int = 0
     devices: set[str] = field(default_factory=set)
     last_end: float | None = None
+    settings: Settings | None = None
 
     @classmethod
     def empty(cls, reference: Reference) -> Tally:
@@ -179,7 +181,17 @@ class Tally:
         self.windows += 1
         self.rows += w.rows
         self.devices.add(w.device_id)
-        self.last_end = w.end if self.last_end is None else max(self.last_end, w.end)
+        if self.last_end is None or w.end >= self.last_end:
+            self.last_end, self.settings = w.end, w.settings
+
+    def merge(self, other: Tally) -> None:
+        self.counts += other.counts
+        self.windows += other.windows
+        self.rows += other.rows
+        self.devices |= other.devices
+        if other.last_end is not None and (self.last_end is None
+                                           or other.last_end >= self.last_end):
+            self.last_end, self.settings = other.last_end, other.settings
 
 
 def verdicts(reference: Reference, tally: Tally, settings: Settings) -> list[dict[str, Any]]:
@@ -214,22 +226,35 @@ def severity(figure: Mapping[str, Any]) -> float:
 
 # -- per feature over time -------------------------------------------------------------------
 
+def bucket_tallies(reference: Reference, windows: Iterable[WindowCounts],
+                   plan: BucketPlan) -> list[Tally]:
+    """The windows added up per time bucket, each in the bucket its end falls in (windows
+    ending outside the plan are left out)."""
+    tallies = [Tally.empty(reference) for _ in range(plan.count)]
+    for w in windows:
+        index = plan.index(w.end)
+        if index is not None:
+            tallies[index].add(w)
+    return tallies
+
+
 def feature_series(reference: Reference, windows: Iterable[WindowCounts],
                    plan: BucketPlan) -> dict[str, Any]:
-    """Per histogram, one drift figure per time bucket of the windows ending in it, summed
-    across devices; with each histogram's latest and peak figure and the whole range merged.
+    """:func:`series` of the windows, added up per time bucket."""
+    return series(reference, plan, bucket_tallies(reference, windows, plan))
+
+
+def series(reference: Reference, plan: BucketPlan, tallies: Sequence[Tally]) -> dict[str, Any]:
+    """Per histogram, one drift figure per time bucket (``tallies``, one per bucket of
+    ``plan``, summed across devices); with each histogram's latest and peak figure and the
+    whole range added up. One setting, the newest window's, judges every bucket.
 
     Histograms come most drifted first (peak PSI over threshold), then in profile order.
     """
-    kept = [w for w in windows if plan.index(w.end) is not None]
-    settings = newest_settings(kept) or Settings()
-    tallies = [Tally.empty(reference) for _ in range(plan.count)]
     overall = Tally.empty(reference)
-    for w in kept:
-        index = plan.index(w.end)
-        assert index is not None
-        tallies[index].add(w)
-        overall.add(w)
+    for t in tallies:
+        overall.merge(t)
+    settings = overall.settings or Settings()
     per_bucket = [verdicts(reference, t, settings) for t in tallies]
     whole = verdicts(reference, overall, settings)
     features: list[dict[str, Any]] = []

@@ -12,7 +12,6 @@ Served by ``GET /api/v1/drift/{model}`` (``controller/monitoring/drift_api.py``)
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import defaultdict
@@ -25,6 +24,7 @@ from controller.errors import NotFoundError
 from controller.fleet.queries import load_labels, operator_labels
 from controller.fleet.selectors import DEFAULT_GROUP_LABEL
 from controller.monitoring import drift_markers as mk
+from controller.monitoring.drift_buckets import MAX_WINDOWS, BucketTallies, parse_summary
 from controller.monitoring.drift_series import (
     MALFORMED,
     OTHER_PROFILE,
@@ -32,8 +32,8 @@ from controller.monitoring.drift_series import (
     Tally,
     collect,
     drift_by,
-    feature_series,
     newest_settings,
+    series,
     verdicts,
 )
 from controller.storage.db import Database
@@ -53,7 +53,6 @@ log = logging.getLogger("edgewise.controller.drift")
 
 By = Literal["feature", "device", "group"]
 BY_VALUES: tuple[By, ...] = ("feature", "device", "group")
-MAX_WINDOWS = 100_000  # windows one view reads at most (the newest); beyond: narrow the range
 MAX_ALERT_EVENTS = 5000
 CACHE_S = 10.0  # every open dashboard polls every 5 s; the figures move per bucket, not per poll
 _CACHE_ENTRIES = 64
@@ -66,6 +65,7 @@ class DriftViews:
         self.db = db
         self.profile_of = profile_of
         self.cache_s = cache_s
+        self.buckets = BucketTallies(db)  # the per-feature series' tallies, kept between calls
         self._cache: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
@@ -150,17 +150,18 @@ class DriftViews:
                 "measured; a version converted with a sample (edgewise models push --sample) "
                 "has one")
             return out
-        rows, truncated = self._windows(model, version, plan.start, plan.end)
-        kept, skipped = collect(reference, rows)
-        out["skipped"] = dict(sorted(skipped.items()))
-        out["truncated"] = truncated
         if by == "feature":
-            series = feature_series(reference, kept, plan)
-            out.update(settings=series["settings"], windows=series["windows"],
-                       devices=series["devices"], rows_predicted=series["rows"],
-                       buckets=series["buckets"], features=series["features"],
-                       features_total=len(series["features"]))
+            read = self.buckets.read(model, version, reference, plan)
+            figures = series(reference, plan, read.tallies)
+            skipped, seen, truncated = read.skipped, read.seen, read.truncated
+            out.update(settings=figures["settings"], windows=figures["windows"],
+                       devices=figures["devices"], rows_predicted=figures["rows"],
+                       buckets=figures["buckets"], features=figures["features"],
+                       features_total=len(figures["features"]))
         else:
+            rows, truncated = self._windows(model, version, plan.start, plan.end)
+            kept, skipped = collect(reference, rows)
+            seen = len(rows)
             key_of = self._group_of(group_by) if by == "group" else (lambda d: d)
             drift = drift_by(reference, kept, key_of)
             settings = newest_settings(kept)
@@ -168,9 +169,11 @@ class DriftViews:
                        devices=len({w.device_id for w in kept}),
                        rows_predicted=sum(w.rows for w in kept), rows=drift,
                        rows_total=len(drift), features_total=len(reference.histograms))
-        if not kept:
+        out["skipped"] = dict(sorted(skipped.items()))
+        out["truncated"] = truncated
+        if not out["windows"]:
             out["status"] = "no_windows"
-            out["reason"] = _why_empty(ref, len(rows), skipped)
+            out["reason"] = _why_empty(ref, seen, skipped)
         elif truncated:
             out["reason"] = (f"more than {MAX_WINDOWS} windows in this range: only the newest "
                              "are counted; choose a shorter range")
@@ -191,15 +194,9 @@ class DriftViews:
              .where(m.model == model, m.version == version, m.window_end >= since,
                     m.window_end < until)
              .order_by(m.window_end.desc()).limit(MAX_WINDOWS + 1))
-        out = []
         with self.db.read() as conn:
-            for r in conn.execute(q):
-                try:
-                    summary = json.loads(r.summary_json)
-                except ValueError:
-                    summary = {}  # counted as malformed: it has no profile id
-                out.append((r.device_id, float(r.window_end),
-                            summary if isinstance(summary, dict) else {}))
+            out = [(r.device_id, float(r.window_end), parse_summary(r.summary_json))
+                   for r in conn.execute(q)]
         return out[:MAX_WINDOWS], len(out) > MAX_WINDOWS
 
     def _group_of(self, label: str) -> Callable[[str], str]:

@@ -12,9 +12,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from controller.monitoring.drift_series import OTHER_PROFILE, PREDICTION
+from controller.monitoring.drift_buckets import BucketTallies
+from controller.monitoring.drift_series import OTHER_PROFILE, PREDICTION, Reference
 from controller.storage.tables import metrics
+from controller.timebuckets import plan_buckets
 from edgewise_monitoring import merge_summaries, profile_id
+from edgewise_wire import TelemetryBatch
 from tests.harness.drift_fleet import (
     DRIFTING,
     FEATURES,
@@ -28,6 +31,7 @@ from tests.harness.drift_fleet import (
     DriftFleet,
     make_controller,
     populate,
+    window,
 )
 
 HOUR_IN_5_MIN = {"version": 2, "window": 3600, "buckets": 12}
@@ -199,5 +203,54 @@ def test_no_windows_in_the_range_is_empty_with_a_reason(tmp_path: Path) -> None:
         assert view["markers"] == []
         stale = c.drift.view(MODEL, 2, 1_700_000_000.0, 600, 10, by="device")
         assert stale["skipped"] == {OTHER_PROFILE: STALE_WINDOWS} and stale["status"] == "ok"
+    finally:
+        c.db.dispose()
+
+
+def test_only_buckets_that_gained_windows_are_read_again(tmp_path: Path) -> None:
+    c = make_controller(tmp_path)
+    try:
+        now = 1_800_000_007.0  # not on a bucket edge: the newest windows end before the plan
+        populate(c, now)
+        reader = BucketTallies(c.db)
+        reference = Reference.from_profile(PROFILE)
+        assert reference is not None
+        plan = plan_buckets(now, 3600, 12)
+        first = reader.read(MODEL, 2, reference, plan)
+        assert first.seen == 4 * 60 - int(SWITCH_AGO // WINDOW_S) + STALE_WINDOWS
+        again = reader.read(MODEL, 2, reference, plan)
+        assert all(a is b for a, b in zip(first.tallies, again.tallies, strict=True))
+        late = window(PROFILE, now - 200, seed=5)  # a late window for the last full bucket
+        c.telemetry.store_batch("d-3", TelemetryBatch(1, 1, [
+            {"kind": "metrics", "ts": now, "model": MODEL, "version": 2, "summary": late,
+             "seq": 1}], epoch=77), now + 1)
+        changed = plan.index(late["end_ts"])
+        after = reader.read(MODEL, 2, reference, plan)
+        for i, (a, b) in enumerate(zip(first.tallies, after.tallies, strict=True)):
+            assert (a is b) == (i != changed), i
+        assert after.tallies[changed].windows == first.tallies[changed].windows + 1
+        assert after.seen == first.seen + 1 and after.skipped == first.skipped
+    finally:
+        c.db.dispose()
+
+
+def test_a_range_of_too_many_windows_reads_the_newest_buckets(tmp_path: Path) -> None:
+    c = make_controller(tmp_path)
+    try:
+        now = 1_800_000_000.0
+        populate(c, now)
+        reference = Reference.from_profile(PROFILE)
+        assert reference is not None
+        plan = plan_buckets(now, 3600, 12)
+        small = BucketTallies(c.db, max_windows=40)
+        read = small.read(MODEL, 2, reference, plan)
+        counted = [t.windows for t in read.tallies]
+        assert read.truncated and 0 < sum(counted) <= 40
+        assert counted[-1] > 0 and counted[0] == 0  # the newest first
+        more = small.read(MODEL, 2, reference, plan)  # the next call goes further back
+        assert sum(t.windows for t in more.tallies) > sum(counted)
+        tiny = BucketTallies(c.db, memo_bytes=1)  # keeps at most one bucket between calls
+        tiny.read(MODEL, 2, reference, plan)
+        assert len(tiny._memo) == 1
     finally:
         c.db.dispose()
