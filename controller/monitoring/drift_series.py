@@ -249,7 +249,8 @@ def series(reference: Reference, plan: BucketPlan, tallies: Sequence[Tally]) -> 
     ``plan``, summed across devices); with each histogram's latest and peak figure and the
     whole range added up. One setting, the newest window's, judges every bucket.
 
-    Histograms come most drifted first (peak PSI over threshold), then in profile order.
+    Histograms come most drifted first (the furthest any bucket is over its threshold), then
+    in profile order; ``peak`` is the bucket of the highest PSI.
     """
     overall = Tally.empty(reference)
     for t in tallies:
@@ -268,11 +269,13 @@ def series(reference: Reference, plan: BucketPlan, tallies: Sequence[Tally]) -> 
             "min_rows": settings.min_rows_per_bin * h.bins,
             "points": points,
             "latest": measured[-1] if measured else None,
-            "peak": max(measured, key=severity) if measured else None,
+            "peak": max(measured, key=lambda p: p["psi"]) if measured else None,
+            "severity": max((severity(p) for p in measured), default=-1.0),
             "overall": {k: v for k, v in whole[j].items() if k not in ("name", "kind")},
         })
-    order = sorted(range(len(features)),
-                   key=lambda j: (-severity(features[j]["peak"] or {}), j))
+    # the furthest over its threshold first: a bucket's threshold grows as its rows shrink,
+    # so the highest PSI alone would rank a thin bucket's noise above a real shift
+    order = sorted(range(len(features)), key=lambda j: (-features[j].pop("severity"), j))
     return {
         "settings": settings.to_dict(),
         "windows": overall.windows,

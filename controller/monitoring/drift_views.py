@@ -146,9 +146,9 @@ class DriftViews:
         if reference is None:
             out["status"] = "no_profile"
             out["reason"] = problem or (
-                f"{ref} was registered without a reference profile, so its drift cannot be "
-                "measured; a version converted with a sample (edgewise models push --sample) "
-                "has one")
+                f"{ref} was registered without a reference profile (a manifest from before "
+                "profiles, or one not made by the converter), so its drift cannot be measured; "
+                "a version pushed with `edgewise models push` has one")
             return out
         if by == "feature":
             read = self.buckets.read(model, version, reference, plan)

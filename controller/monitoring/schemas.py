@@ -31,7 +31,7 @@ class FeatureDrift(BaseModel):
     min_rows: int = Field(description="rows a bucket needs for a figure")
     points: list[DriftPoint] = Field(description="one per time bucket, oldest first")
     latest: DriftPoint | None = Field(description="the newest bucket with a figure")
-    peak: DriftPoint | None = Field(description="the bucket furthest over its threshold")
+    peak: DriftPoint | None = Field(description="the bucket of the highest PSI")
     overall: DriftFigure = Field(description="every window of the range added up")
 
 
@@ -103,7 +103,8 @@ class DriftView(BaseModel):
     truncated: bool = Field(description="too many windows: only the newest were counted")
     settings: DriftSettings | None = Field(description="the drift settings of the newest window")
     buckets: list[DriftBucket]
-    features: list[FeatureDrift] = Field(description="by=feature: most drifted first")
+    features: list[FeatureDrift] = Field(description="by=feature: the furthest over their "
+                                                      "threshold first")
     features_total: int
     rows: list[DriftRow] = Field(description="by=device|group: most drifted first")
     rows_total: int
