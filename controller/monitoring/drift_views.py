@@ -111,21 +111,21 @@ class DriftViews:
         return out
 
     def latest(self, model: str, version: int, now: float, span: float) -> list[dict[str, Any]]:
-        """Each histogram's drift over the windows of the fleet that ended in the last
-        ``span`` seconds, summed (for ``/metrics``); empty without a profile or windows."""
+        """Each histogram's drift over the fleet's windows of about the last ``span`` seconds,
+        added up (for ``/metrics``); empty without a profile or windows.
+
+        The range is rounded out to ten aligned buckets (at most a tenth longer), so that
+        scrapes reuse the bucket tallies instead of parsing every window again."""
         reference, _ = self._reference(model, version)
         if reference is None:
             return []
-        rows, _ = self._windows(model, version, now - span, now + 1e-6)
-        kept, _ = collect(reference, rows)
-        if not kept:
-            return []
+        read = self.buckets.read(model, version, reference, plan_buckets(now, span, 10))
         tally = Tally.empty(reference)
-        for w in kept:
-            tally.add(w)
-        settings = newest_settings(kept)
-        assert settings is not None
-        return verdicts(reference, tally, settings)
+        for t in read.tallies:
+            tally.merge(t)
+        if tally.settings is None:
+            return []
+        return verdicts(reference, tally, tally.settings)
 
     # -- building --------------------------------------------------------------------------------
 
