@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from controller.errors import NotFoundError
+from controller.errors import NotFoundError, ValidationError
 from controller.fleet.queries import load_labels, operator_labels
 from controller.fleet.selectors import DEFAULT_GROUP_LABEL
 from controller.monitoring import drift_markers as mk
@@ -95,7 +95,7 @@ class DriftViews:
         ``top`` keeps the most drifted histograms (``by="feature"``), ``limit`` the most
         drifted rows (device, group); the totals say how many there were."""
         if by not in BY_VALUES:
-            raise ValueError(f"by must be one of {BY_VALUES}")
+            raise ValidationError(f"by must be one of {BY_VALUES}, not {by!r}")
         version = self.resolve(model, version)
         plan = plan_buckets(now, window, buckets)
         key = (model, version, plan, by, group_by if by == "group" else None)
@@ -171,12 +171,12 @@ class DriftViews:
                        rows_total=len(drift), features_total=len(reference.histograms))
         out["skipped"] = dict(sorted(skipped.items()))
         out["truncated"] = truncated
-        if not out["windows"]:
-            out["status"] = "no_windows"
-            out["reason"] = _why_empty(ref, seen, skipped)
-        elif truncated:
+        if truncated:
             out["reason"] = (f"more than {MAX_WINDOWS} windows in this range: only the newest "
                              "are counted; choose a shorter range")
+        if not out["windows"]:
+            out["status"] = "no_windows"
+            out["reason"] = out["reason"] or _why_empty(ref, seen, skipped)
         return out
 
     def _reference(self, model: str, version: int) -> tuple[Reference | None, str | None]:
