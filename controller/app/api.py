@@ -26,6 +26,7 @@ from controller.errors import (
 from controller.fleet.api import devices_router, fleet_router, telemetry_router
 from controller.models.api import models_router
 from controller.monitoring.api import alerts_router, metrics_router, retrain_runs_router
+from controller.monitoring.drift_api import drift_router
 from controller.rest import API
 from controller.rollouts.api import deployments_router, rollouts_router
 from controller.security.auth import ApiAuth, auth_router, check_exposure
@@ -62,8 +63,10 @@ def create_app(controller: Controller) -> FastAPI:
                                     admin))
     app.include_router(retrain_runs_router(c.alerts))
     app.include_router(metrics_router(c.metrics))
+    app.include_router(drift_router(c.drift))
     app.include_router(pages_router())
-    app.include_router(prometheus_router(c.health, c.metrics, lambda: dict(c.bridge.stats)))
+    app.include_router(prometheus_router(c.health, c.metrics, lambda: dict(c.bridge.stats),
+                                         c.drift.latest))
 
     @app.exception_handler(EdgewiseError)
     async def _edgewise_error(request: Request, exc: EdgewiseError) -> JSONResponse:

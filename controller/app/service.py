@@ -22,6 +22,7 @@ from controller.models.artifact_store import ArtifactStore
 from controller.models.queries import ModelViews
 from controller.models.registry import ModelRegistry
 from controller.monitoring.alert_store import AlertStore
+from controller.monitoring.drift_views import DriftViews
 from controller.monitoring.metrics_store import MetricsStore
 from controller.monitoring.service import MonitoringService, MonitoringSettings
 from controller.rollouts.deployment_views import DeploymentViews
@@ -81,6 +82,7 @@ class Controller:
         self.deployment_views = DeploymentViews(self.db, self.fleet)
         self.health = FleetHealth(self.db, self.registry, alerts=lambda: list(self.alerts.alerts()),
                                   metrics_store=self.metrics)
+        self.drift = DriftViews(self.db, self.metrics.profile)
 
     async def start(self) -> None:
         await self.bridge.start()

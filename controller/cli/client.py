@@ -204,3 +204,12 @@ class ControllerClient:
                       since: float | None = None) -> dict[str, Any]:
         return self._call("GET", f"/metrics/models/{model}/versions/{version}/groups/{label}",
                           params=_params(since=since))
+
+    def drift(self, model: str, version: int | None = None, *, window: float = 3600,
+              buckets: int = 30, by: str = "feature", group_by: str | None = None,
+              top: int | None = None, limit: int | None = None) -> dict[str, Any]:
+        """Per-feature drift of a model version (default: the latest) over the last
+        ``window`` seconds, or per device or label group (``by``)."""
+        return self._call("GET", f"/drift/{model}", params=_params(
+            version=version, window=window, buckets=buckets, by=by, group_by=group_by, top=top,
+            limit=limit))

@@ -1,5 +1,6 @@
-"""`edgewise alerts`, `edgewise metrics`, `edgewise retrain-runs`: what the fleet's monitoring
-sees. Each command is one REST call (``controller/monitoring/api.py``) plus formatting."""
+"""`edgewise alerts`, `edgewise metrics`, `edgewise drift`, `edgewise retrain-runs`: what the
+fleet's monitoring sees. Each command is one REST call (``controller/monitoring/api.py``,
+``controller/monitoring/drift_api.py``) plus formatting."""
 
 from __future__ import annotations
 
@@ -10,8 +11,19 @@ from typing import Any
 
 import click
 
-from controller.cli.common import client_from, emit, format_table, json_option, parse_since
+from controller.cli.common import (
+    client_from,
+    emit,
+    format_table,
+    json_option,
+    parse_since,
+)
+from controller.cli.render import is_tty
+from controller.fleet.versions import parse_model_ref
+from controller.monitoring.drift_render import render as render_drift
 from controller.monitoring.rules import ALERT_KINDS
+
+MAX_WINDOW_S = 30 * 86400  # what the drift endpoint accepts
 
 
 def _num(value: Any, fmt: str = ".3g") -> str:
@@ -204,6 +216,55 @@ def _loss_or_bias(f: dict[str, Any]) -> str:
     return _num(f.get("log_loss"))
 
 
+# -- drift per feature ------------------------------------------------------------------------
+
+@click.command("drift")
+@click.argument("target", metavar="MODEL[:VERSION]")
+@click.option("--by", type=click.Choice(["feature", "device", "group"]), default="feature",
+              show_default=True, help="Each feature over time, or each device or label group "
+                                      "over the whole range.")
+@click.option("--group-by", "group_by", default="site", show_default=True,
+              help="With --by group: the device label whose values form the groups.")
+@click.option("--since", default="1h", show_default=True,
+              help="The range: windows since 30m, 6h, 2d ago or a Unix time.")
+@click.option("--buckets", type=click.IntRange(2, 500), default=24, show_default=True,
+              help="About how many time buckets (the sparkline's width).")
+@click.option("--top", type=click.IntRange(1, 1000),
+              help="Only the most drifted features (or devices, groups).")
+@json_option
+@click.pass_context
+def drift(ctx: click.Context, target: str, by: str, group_by: str, since: str, buckets: int,
+          top: int | None, as_json: bool) -> None:
+    """Which feature drifted: PSI per feature of a model version (default: the latest) across
+    the fleet over time, the devices' histograms added up per time bucket and compared with
+    the version's reference profile; or per device or label group over the range.
+
+    Markers below the table say when the version started or stopped running on devices,
+    when rollouts and deployments began and ended, and when alerts fired and cleared. A
+    figure needs 10 rows per reference bin: "-" and "·" mean too few rows, not "no drift".
+
+    \b
+    Example:
+      edgewise drift iris:2 --since 6h
+      edgewise drift iris --by group --group-by site --json
+    """
+    try:
+        name, version = parse_model_ref(target)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="MODEL[:VERSION]") from None
+    now = time.time()
+    start = parse_since(since)
+    window = now - (start if start is not None else now)
+    if not 60 <= window <= MAX_WINDOW_S:
+        raise click.BadParameter("the range must be between 1 minute and 30 days back",
+                                 param_hint="--since")
+    view = client_from(ctx).drift(
+        name, version, window=round(window), buckets=buckets, by=by,
+        group_by=group_by if by == "group" else None,
+        top=top if by == "feature" else None, limit=top if by != "feature" else None)
+    emit(view, as_json, lambda v: render_drift(v, now, colour=is_tty()))
+
+
 # -- retraining runs ---------------------------------------------------------------------------
 
 @click.command("retrain-runs")
@@ -226,4 +287,4 @@ def retrain_runs(ctx: click.Context, limit: int, as_json: bool) -> None:
                         (r["detail"] or "")[:100]] for r in rows]))
 
 
-COMMANDS = (alerts, metrics, retrain_runs)
+COMMANDS = (alerts, metrics, drift, retrain_runs)

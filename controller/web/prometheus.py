@@ -11,7 +11,8 @@ the value of one device label, ``site`` unless the scrape asks ``/metrics?group_
   ``edgewise_prediction_errors_total``; over the last ``window`` seconds (gauges):
   ``edgewise_accuracy``, ``edgewise_latency_mean_ms``;
 - from the agents' metrics windows (merged per group and version by the metrics store):
-  ``edgewise_latency_p95_ms``, ``edgewise_drift_psi``, ``edgewise_drifted_features``;
+  ``edgewise_latency_p95_ms``, ``edgewise_drift_psi``, ``edgewise_drifted_features``; per
+  feature, summed over the whole fleet (the drift views): ``edgewise_feature_drift_psi``;
 - from the alert store: ``edgewise_alerts_firing``;
 - from the MQTT bridge: ``edgewise_bridge_events_total``.
 
@@ -43,6 +44,9 @@ log = logging.getLogger("edgewise.controller.metrics")
 
 GROUP = "group"
 VERSION_LABELS = [GROUP, "model", "version"]
+# (model, version, now, span) -> each histogram's fleet-wide drift over the last span seconds
+# (controller/monitoring/drift_views.py: DriftViews.latest)
+FeatureDrift = Callable[[str, int, float, float], list[dict[str, Any]]]
 
 
 class FleetCollector:
@@ -50,12 +54,13 @@ class FleetCollector:
 
     def __init__(self, health: FleetHealth, metrics_store: Any | None,
                  bridge_stats: Callable[[], Mapping[str, int]], group_by: str,
-                 window: float) -> None:
+                 window: float, feature_drift: FeatureDrift | None = None) -> None:
         self.health = health
         self.metrics_store = metrics_store
         self.bridge_stats = bridge_stats
         self.group_by = group_by
         self.window = window
+        self.feature_drift = feature_drift
 
     def collect(self) -> Iterator[Any]:
         now = time.time()
@@ -63,9 +68,10 @@ class FleetCollector:
         group_of = {f.device_id: f.labels.get(self.group_by, "") for f in facts}
         yield from self._devices(facts, group_of)
         yield from self._telemetry(facts, group_of, now)
-        yield from self._window_figures(now, sorted({(f.model, f.version) for f in facts
-                                                     if f.model is not None
-                                                     and f.version is not None}))
+        in_use = sorted({(f.model, f.version) for f in facts
+                         if f.model is not None and f.version is not None})
+        yield from self._window_figures(now, in_use)
+        yield from self._feature_drift(now, in_use)
         yield from self._alerts(group_of)
         bridge = CounterMetricFamily("edgewise_bridge_events", "MQTT bridge events: records "
                                      "stored, duplicates, messages dropped by reason.",
@@ -190,6 +196,28 @@ class FleetCollector:
         yield drift
         yield drifted
 
+    def _feature_drift(self, now: float, versions: list[tuple[str, int]]) -> Iterator[Any]:
+        """PSI per feature (and of the prediction) of each version in use, its devices'
+        histograms added up over the window: which feature drifts, bounded by the versions'
+        features rather than the fleet's size (no group or device label)."""
+        if self.feature_drift is None:
+            return
+        gauge = GaugeMetricFamily(
+            "edgewise_feature_drift_psi", f"PSI of a feature's histogram (\"(prediction)\": the "
+            f"model output's) added up over the fleet's metrics windows of the last "
+            f"{self.window:.0f} s, against the reference profile.",
+            labels=["model", "version", "feature"])
+        for model, version in versions:
+            try:
+                figures = self.feature_drift(model, version, now, self.window)
+            except Exception:  # one version's bad windows must not take /metrics down
+                log.exception("feature drift of %s:%s could not be computed", model, version)
+                continue
+            for f in figures:
+                if f["psi"] is not None:  # too few rows: no figure, never 0
+                    gauge.add_metric([model, str(version), f["name"]], f["psi"])
+        yield gauge
+
 
 def _total(parts: list[Sums]) -> Sums:
     total = Sums()
@@ -199,7 +227,8 @@ def _total(parts: list[Sums]) -> Sums:
 
 
 def metrics_router(health: FleetHealth, metrics_store: Any | None,
-                   bridge_stats: Callable[[], Mapping[str, int]]) -> APIRouter:
+                   bridge_stats: Callable[[], Mapping[str, int]],
+                   feature_drift: FeatureDrift | None = None) -> APIRouter:
     router = APIRouter(tags=["metrics"])
 
     @router.get("/metrics", response_class=Response, responses={200: {
@@ -217,7 +246,8 @@ def metrics_router(health: FleetHealth, metrics_store: Any | None,
             raise HTTPException(503, "prometheus-client is not installed on this controller: "
                                      "pip install 'edgewise[controller]'") from None
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(FleetCollector(health, metrics_store, bridge_stats, group_by, window))
+        registry.register(FleetCollector(health, metrics_store, bridge_stats, group_by, window,
+                                         feature_drift))
         body = await asyncio.to_thread(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -5,47 +5,19 @@ No database, no clock: the queries hand in rows and ``now``; tests drive these d
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# the bucket plan lives in the bottom layer, shared with monitoring's drift views; the fleet
+# views keep importing it from here
+from controller.timebuckets import NICE_STEPS as NICE_STEPS
+from controller.timebuckets import BucketPlan as BucketPlan
+from controller.timebuckets import plan_buckets as plan_buckets
 from edgewise_wire.update_states import gave_up_on
 
-# Bucket widths a person reads without arithmetic: seconds, minutes, hours, days.
-NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
-              43200, 86400)
 NO_GROUP = ""  # devices without the grouping label
-
-
-@dataclass(frozen=True)
-class BucketPlan:
-    """``count`` buckets of ``size`` seconds from ``start``; aligned to ``size`` so that two
-    polls a few seconds apart put an event in the same bucket."""
-
-    start: float
-    size: float
-    count: int
-
-    @property
-    def end(self) -> float:
-        return self.start + self.size * self.count
-
-    def index(self, ts: float) -> int | None:
-        i = math.floor((ts - self.start) / self.size)
-        return i if 0 <= i < self.count else None
-
-
-def plan_buckets(now: float, window: float, buckets: int) -> BucketPlan:
-    """At most about ``buckets`` buckets covering ``[now - window, now]``."""
-    if window <= 0 or buckets < 1:
-        raise ValueError("window and buckets must be positive")
-    wanted = window / buckets
-    size = next((s for s in NICE_STEPS if s >= wanted), math.ceil(wanted / 86400) * 86400)
-    start = math.floor((now - window) / size) * size
-    count = max(1, math.ceil((now - start) / size))
-    return BucketPlan(float(start), float(size), count)
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """A controller process with a simulated fleet that has something to show: two versions of an
 iris model, the first deployed everywhere and serving with labels fed back, feature drift on
-some devices, and a staged rollout of the second version. Used by the browser test (and, run
-as a script, to look at the dashboard by hand: ``python -m tests.harness.web_scenario``)."""
+some devices from the start and, halfway through, one feature shifting on every device (so the
+fleet's per-feature drift rises at a known time and drift alerts fire), and a staged rollout of
+the second version. Used by the browser test (and, run as a script, to look at the dashboard by
+hand: ``python -m tests.harness.web_scenario``)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,15 @@ from simulator.fleet import SimulatedFleet
 from simulator.workload import Workload, load_dataset
 
 PREFIX = "web"
-DRIFTING = ("web-0001", "web-0004")  # berlin and oslo devices whose inputs drift
+DRIFTING = ("web-0001", "web-0004")  # devices whose inputs drift from the start
+FLEET_SHIFTED = "petal width (cm)"  # shifts on every device halfway through serving
+STEADY = "sepal width (cm)"  # never shifts anywhere
+# Alerts judged every second and fired after two bad windows, so that the fleet-wide shift
+# fires drift alerts (markers on the drift charts) while the browser test watches.
+CONTROLLER_TOML = "alert_interval_s = 1.0\nalert_fire_after = 2\n"
+# 3 s windows of ~36 rows at 12 rows/s: enough for a verdict on the 3-class prediction
+# histogram (10 rows per class), which the drift alerts need.
+METRICS_WINDOW_S = 3.0
 
 
 def train_versions() -> list[Any]:
@@ -62,6 +72,7 @@ class Scenario:
     fleet: SimulatedFleet
     workload: Workload
     rollout: dict[str, Any] = field(default_factory=dict)
+    shifted_at: float = 0.0  # when FLEET_SHIFTED started shifting everywhere
 
     async def stop(self) -> None:
         await self.workload.stop()
@@ -71,9 +82,13 @@ class Scenario:
 
 async def start_scenario(broker: BrokerProcess, workdir: Path, devices: int = 8,
                          serve_seconds: float = 12.0, rate: float = 10.0) -> Scenario:
-    controller, url = start_controller(workdir / "controller", broker)
+    config = workdir / "controller.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(CONTROLLER_TOML)
+    controller, url = start_controller(workdir / "controller", broker,
+                                       extra_args=["--config", str(config)])
     fleet = SimulatedFleet(broker.address, devices, workdir / "devices", prefix=PREFIX,
-                           metrics_window_s=2.0)
+                           metrics_window_s=METRICS_WINDOW_S)
     workload: Workload | None = None
     try:
         await fleet.start()
@@ -89,7 +104,13 @@ async def start_scenario(broker: BrokerProcess, workdir: Path, devices: int = 8,
                             feedback_delay_s=0.2)
         workload.shift_features(DRIFTING, [0, 2], sd=1.0)
         workload.start()
-        await asyncio.sleep(serve_seconds)
+        await asyncio.sleep(serve_seconds / 2)
+        everyone = [a.device_id for a in fleet.agents]
+        shifted_at = time.time()
+        workload.shift_features([d for d in everyone if d not in DRIFTING], [FLEET_SHIFTED],
+                                sd=1.0)
+        workload.shift_features(DRIFTING, [0, 2, FLEET_SHIFTED], sd=1.0)  # replaces theirs
+        await asyncio.sleep(serve_seconds / 2)
         spec = {"name": "iris-v2-berlin", "model": "iris", "version": 2,
                 "selector": "site=berlin", "waves": "1,100%", "soak_seconds": 3600}
         response = await asyncio.to_thread(
@@ -100,7 +121,7 @@ async def start_scenario(broker: BrokerProcess, workdir: Path, devices: int = 8,
         await _until(lambda: httpx.get(f"{url}/api/v1/rollouts/{rollout_id}",
                                        timeout=10).json()["active"] >= 1, 60,
                      "the rollout's first wave to activate")
-        return Scenario(url, controller, fleet, workload, rollout)
+        return Scenario(url, controller, fleet, workload, rollout, shifted_at)
     except BaseException:
         if workload is not None:
             await workload.stop()

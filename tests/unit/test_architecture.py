@@ -31,8 +31,10 @@ PURE_MAY_IMPORT = {"numpy", "edgewise_wire", "edgewise_monitoring", "controller.
 PURE = ("controller/rollouts/spec.py", "controller/rollouts/gates.py",
         "controller/rollouts/engine.py", "controller/rollouts/decisions.py",
         "controller/rollouts/conflicts.py", "controller/monitoring/rules.py",
-        "controller/monitoring/hysteresis.py", "controller/fleet/selectors.py",
+        "controller/monitoring/hysteresis.py", "controller/monitoring/drift_series.py",
+        "controller/monitoring/drift_markers.py", "controller/fleet/selectors.py",
         "controller/fleet/versions.py", "controller/web/rollup.py", "controller/paging.py",
+        "controller/timebuckets.py",
         "edge_agent/update/", "edgewise_monitoring/", "edgewise_wire/")
 CLOCK_AND_IO = {"time", "socket", "sqlite3", "asyncio", "threading", "subprocess", "os"}
 # deliberate exceptions, each with its reason

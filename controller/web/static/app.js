@@ -1,5 +1,6 @@
 // Edgewise dashboard: a hash-routed page over the controller's REST API, refreshed by polling.
-// Pages: #/ fleet overview, #/devices/ID, #/models, #/models/NAME, #/rollouts, #/rollouts/ID.
+// Pages: #/ fleet overview, #/devices/ID, #/models, #/models/NAME[/VERSION] (with the version's
+// feature drift), #/rollouts, #/rollouts/ID.
 // Everything from the API is inserted as text (never as HTML).
 "use strict";
 
@@ -9,7 +10,7 @@
   const COLORS = { blue: "#2563eb", green: "#16a34a", red: "#dc2626", amber: "#d97706",
     violet: "#7c3aed", teal: "#0d9488", gray: "#94a3b8", pink: "#db2777" };
   const PALETTE = [COLORS.blue, COLORS.teal, COLORS.violet, COLORS.amber, COLORS.pink, COLORS.green];
-  const WINDOWS = [[900, "15 min"], [3600, "1 hour"], [21600, "6 hours"], [86400, "24 hours"]];
+  const WINDOWS = [[300, "5 min"], [900, "15 min"], [3600, "1 hour"], [21600, "6 hours"], [86400, "24 hours"]];
   const DRIFT_LINE = 0.1;  // PSI; docs/monitoring.md argues for 0.1 at n >= 500
 
   const state = {
@@ -61,7 +62,10 @@
     },
     span(seconds) {
       const w = WINDOWS.find((x) => x[0] === seconds);
-      return w ? w[1] : `${Math.round(seconds / 60)} min`;
+      if (w) return w[1];
+      if (seconds < 60) return `${Math.round(seconds)} s`;
+      if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+      return `${Math.round(seconds / 3600)} h`;
     },
   };
 
@@ -292,7 +296,7 @@
 
         const most = Math.max(1, ...o.versions.map((v) => v.devices));
         fill(versions, o.versions.length ? h("ul", { class: "hbars" }, o.versions.map((v, i) => h("li", {},
-          h("div", { class: "hbar-label" }, link(`#/models/${encodeURIComponent(v.model)}`, `${v.model}:${v.version}`),
+          h("div", { class: "hbar-label" }, link(`#/models/${encodeURIComponent(v.model)}/${v.version}`, `${v.model}:${v.version}`),
             h("span", { class: "muted", text: `${fmt.int(v.devices)} devices · ${fmt.int(v.online)} online` })),
           (() => { const b = h("div", { class: "hbar" }); const fillEl = h("span", {}); fillEl.style.width = `${(v.devices / most) * 100}%`;
             fillEl.style.background = PALETTE[i % PALETTE.length]; b.appendChild(fillEl); return b; })()))) : notAvailable("No device runs a model yet."));
@@ -435,11 +439,14 @@
     return { refresh };
   }
 
-  function modelPage(root, name) {
+  function modelPage(root, name, wantedVersion) {
     const versions = h("div", { "data-testid": "model-versions" });
     const placement = h("div", {});
+    const drift = featureDrift(name, wantedVersion);
     fill(root, h("div", { class: "page-head" }, h("div", { class: "crumbs" }, link("#/models", "Models"), " / ", h("span", { text: name })), windowPicker(refresh)),
-      card("Versions and conversion parity", {}, versions), card("Where each version runs", {}, placement));
+      card("Versions and conversion parity", {}, versions),
+      card("Feature drift across the fleet", { testid: "feature-drift", tools: drift.tools }, drift.body),
+      card("Where each version runs", {}, placement));
     async function refresh() {
       await guarded(async () => {
         let s;
@@ -448,6 +455,8 @@
           if (err instanceof ApiError && err.status === 404) { fill(root, card("Model not found", {}, notAvailable(err.message))); return; }
           throw err;
         }
+        drift.setVersions(s.versions.map((v) => v.version));
+        await drift.refresh();
         fill(versions, table(["Version", "Format", ["Size", "num"], "SHA-256", "Registered", ["Parity max |Δ|", "num"], ["Label agreement", "num"], ["Accuracy at conversion", "num"], ["Sample rows", "num"], "Source", [`Predictions · ${fmt.span(state.window)}`, "num"], ["Accuracy", "num"], ["Drift", "num"]],
           s.versions.slice().reverse().map((v) => h("tr", {},
             td(h("strong", { text: `v${v.version}` })), td(v.format), td(fmt.bytes(v.size), "num"), td(v.sha256.slice(0, 12), "mono"),
@@ -470,6 +479,109 @@
       });
     }
     return { refresh };
+  }
+
+  // -- which feature drifted: one small chart per feature over time ------------------------------
+
+  const DRIFT_SHOWN = 8;  // charts drawn at first; the rest on "show all" (a page stays quick)
+  const MARKER_STYLE = {
+    version_started: [COLORS.violet, "version started"], version_stopped: [COLORS.violet, "version stopped"],
+    rollout_started: [COLORS.blue, "rollout started"], rollout_ended: [COLORS.blue, "rollout ended"],
+    deployment: [COLORS.blue, "deployment"], alert_fired: [COLORS.red, "alert fired"],
+    alert_cleared: [COLORS.green, "alert cleared"],
+  };
+
+  // colours go in through the CSSOM: the page's CSP refuses style attributes
+  function swatch(color, cls) {
+    const el = h("span", { class: `swatch ${cls || ""}` });
+    el.style.background = color;
+    return el;
+  }
+
+  function featureDrift(name, wantedVersion) {
+    let version = wantedVersion ? Number(wantedVersion) : null;
+    let showAll = false;
+    const select = h("select", { "aria-label": "model version", "data-testid": "drift-version", onchange: () => {
+      version = Number(select.value); refresh().catch(() => {});
+    } });
+    const note = h("div", { "data-testid": "drift-note" });
+    const grid = h("div", { class: "drift-grid", "data-testid": "drift-charts" });
+    const more = h("div", { class: "pager" });
+    const markers = h("div", { "data-testid": "drift-markers" });
+    const legendBox = h("div", { class: "chart-legend marker-legend" },
+      h("span", {}, swatch(COLORS.amber), "PSI"),
+      h("span", {}, swatch(COLORS.red), "over its threshold"),
+      h("span", {}, swatch(COLORS.gray, "dashed"), "threshold"),
+      ...[["version", COLORS.violet], ["rollout, deployment", COLORS.blue], ["alert fired", COLORS.red], ["alert cleared", COLORS.green]]
+        .map(([text, color]) => h("span", {}, swatch(color, "marker-swatch"), text)));
+    const body = h("div", {}, note, legendBox, grid, more, markers);
+    const tools = h("label", { class: "tool" }, "version ", select);
+
+    function setVersions(list) {
+      const known = list.slice().sort((a, b) => b - a);
+      if (version === null || !known.includes(version)) version = known.length ? known[0] : null;
+      const wanted = known.map(String).join(",");
+      if (select.dataset.versions !== wanted) {
+        fill(select, ...known.map((v) => h("option", { value: v, text: `v${v}` })));
+        select.dataset.versions = wanted;
+      }
+      if (version !== null) select.value = String(version);
+    }
+
+    // where the charts start: the selected range, less the empty stretch before the version's
+    // first window or marker in it (a version deployed an hour ago fills a 24-hour chart)
+    function chartStart(view) {
+      const first = [...view.buckets.filter((b) => b.windows > 0).map((b) => b.ts), ...view.markers.map((m) => m.ts)];
+      if (!first.length) return view.start;
+      return Math.max(view.start, Math.floor(Math.min(...first) / view.bucket_s) * view.bucket_s - view.bucket_s);
+    }
+
+    function chart(f, view, marks, start) {
+      const pts = f.points.filter((p) => p.ts >= start);
+      const slot = h("div", { class: "chart-slot small", "data-testid": "drift-feature-chart", "data-feature": f.name });
+      const latest = f.latest;
+      const head = h("div", { class: "drift-head" },
+        h("span", { class: "mono drift-name", text: f.name }),
+        latest ? pill(`PSI ${fmt.psi(latest.psi)}`, latest.drifted ? "bad" : "ok") : pill("too few rows", ""),
+        h("span", { class: "muted small", text: f.peak ? `peak ${fmt.psi(f.peak.psi)}` : `needs ${fmt.int(f.min_rows)} rows a bucket` }));
+      const box = h("div", { class: "drift-feature" + (latest && latest.drifted ? " drifted" : "") }, head, slot);
+      grid.appendChild(box);
+      EwCharts.line(slot, { start, end: view.end, bucket: view.bucket_s, height: 130, left: 40, yMin: 0, yMinSpan: 0.15,
+        yFormat: (v) => v.toFixed(2), legend: false, markers: marks, title: `PSI of ${f.name}`,
+        series: [
+          { name: "threshold", color: COLORS.gray, points: pts.map((p) => [p.ts, p.threshold]), dashed: true },
+          { name: "PSI", color: COLORS.amber, points: pts.map((p) => [p.ts, p.psi]), area: true },
+          { name: "over threshold", color: COLORS.red, points: pts.map((p) => [p.ts, p.drifted ? p.psi : null]) }],
+        empty: `No figure in this range: a bucket needs ${fmt.int(f.min_rows)} rows.` });
+    }
+
+    async function refresh() {
+      if (version === null) { fill(note, notAvailable("No version registered.")); return; }
+      let view;
+      try {
+        view = (await api(`/drift/${encodeURIComponent(name)}`, { version, window: state.window, buckets: 60, top: showAll ? "" : DRIFT_SHOWN })).body;
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 404) { fill(note, notAvailable(err.message)); fill(grid); fill(markers); return; }
+        throw err;
+      }
+      const skipped = Object.values(view.skipped).reduce((a, b) => a + b, 0);
+      fill(note, view.reason ? h("p", { class: view.status === "ok" ? "muted" : "muted not-available", "data-testid": "drift-reason", text: view.reason }) : null,
+        view.status === "ok" ? h("p", { class: "muted small", text: `v${view.version} · ${fmt.int(view.devices)} devices · ${fmt.int(view.windows)} metrics windows · ${fmt.int(view.rows_predicted)} rows, added up per ${fmt.span(view.bucket_s)} bucket and compared with the reference profile${skipped ? ` · ${skipped} windows of another profile left out` : ""}` }) : null);
+      const firstShown = chartStart(view);
+      if (view.status === "ok" && firstShown > view.start) note.appendChild(h("p", { class: "muted small", text: `Charts start at ${fmt.time(firstShown)}: nothing of v${view.version} happened earlier in the last ${fmt.span(view.window_s)}.` }));
+      const marks = view.markers.map((m) => ({ t: m.ts, kind: m.kind, color: (MARKER_STYLE[m.kind] || [COLORS.gray])[0], text: m.text }));
+      grid.textContent = "";
+      legendBox.hidden = view.status !== "ok";
+      const start = chartStart(view);
+      if (view.status === "ok") for (const f of view.features) chart(f, view, marks, start);
+      fill(more, view.features_total > view.features.length
+        ? h("button", { type: "button", "data-testid": "drift-show-all", text: `Show all ${view.features_total} features`, onclick: () => { showAll = true; refresh().catch(() => {}); } })
+        : showAll && view.features_total > DRIFT_SHOWN ? h("button", { type: "button", text: `Show the ${DRIFT_SHOWN} most drifted`, onclick: () => { showAll = false; refresh().catch(() => {}); } }) : null);
+      fill(markers, view.markers.length ? table(["When", "Marker", "What"], view.markers.slice().reverse().map((m) => h("tr", { "data-kind": m.kind },
+        td(fmt.time(m.ts)), td(h("span", {}, swatch((MARKER_STYLE[m.kind] || [COLORS.gray])[0], "marker-swatch"), (MARKER_STYLE[m.kind] || [null, m.kind])[1]), "small"),
+        td(m.text, "small"))), { testid: "drift-marker-table" }) : h("p", { class: "muted small", text: "No version changes or alerts in this range." }));
+    }
+    return { body, tools, setVersions, refresh };
   }
 
   // -- rollouts and deployments ----------------------------------------------------------------
@@ -582,7 +694,7 @@
     const root = document.getElementById("view");
     let nav = "fleet";
     if (parts[0] === "devices" && parts[1]) state.page = devicePage(root, parts[1]);
-    else if (parts[0] === "models" && parts[1]) { state.page = modelPage(root, parts[1]); nav = "models"; }
+    else if (parts[0] === "models" && parts[1]) { state.page = modelPage(root, parts[1], parts[2]); nav = "models"; }
     else if (parts[0] === "models") { state.page = modelsPage(root); nav = "models"; }
     else if (parts[0] === "rollouts" && parts[1]) { state.page = rolloutPage(root, parts[1]); nav = "rollouts"; }
     else if (parts[0] === "rollouts") { state.page = rolloutsPage(root); nav = "rollouts"; }

@@ -1,5 +1,5 @@
 // Edgewise dashboard charts: small SVG line, bar and donut charts with no dependencies.
-// EwCharts.line(el, {series, yFormat, thresholds, ...}), EwCharts.bars(el, {...}),
+// EwCharts.line(el, {series, yFormat, thresholds, markers, ...}), EwCharts.bars(el, {...}),
 // EwCharts.donut(el, {parts}). Each call replaces the element's content.
 "use strict";
 
@@ -36,7 +36,7 @@
     return { lo, hi, ticks };
   }
 
-  const TIME_STEPS = [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+  const TIME_STEPS = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
 
   function timeTicks(start, end, width) {
     const wanted = Math.max(2, Math.floor(width / 90));
@@ -48,9 +48,9 @@
 
   function timeLabel(t, step) {
     const d = new Date(t * 1000);
-    const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
     if (step >= 86400) return d.toLocaleDateString([], { month: "short", day: "numeric" });
-    return hm;
+    if (step < 60) return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
   }
 
   function frame(el, opts) {
@@ -149,8 +149,23 @@
     el.appendChild(box);
   }
 
+  // vertical lines at events (a version change, an alert), behind the series; what they say
+  // shows in the tooltip of the bucket they fall in
+  function markerLines(f, xs, markers) {
+    const g = svg("g", { class: "markers" }, f.root);
+    for (const mk of markers) {
+      const px = xs.px(mk.t);
+      if (px < f.m.l || px > f.m.l + f.iw) continue;
+      const one = svg("g", { class: "marker", "data-kind": mk.kind }, g);
+      svg("line", { x1: px, x2: px, y1: f.m.t, y2: f.m.t + f.ih, stroke: mk.color }, one);
+      svg("path", { d: `M${px - 4},${f.m.t - 1}L${px + 4},${f.m.t - 1}L${px},${f.m.t + 5}Z`, fill: mk.color }, one);
+      svg("title", {}, one).textContent = mk.text;
+    }
+  }
+
   // series: [{name, color, points: [[t, v|null]], area?, dashed?}]
-  // opts: start, end, yFormat, yMin, yMax, yMinSpan, thresholds: [{value, label, color}], empty
+  // opts: start, end, yFormat, yMin, yMax, yMinSpan, thresholds: [{value, label, color}], empty,
+  //   markers: [{t, kind, color, text}] with bucket (seconds) to list them in the tooltip
   function line(el, opts) {
     const series = opts.series.filter((s) => s.points.some((p) => p[1] !== null && p[1] !== undefined));
     if (!series.length) return empty(el, opts.empty || "No data in this time range yet.");
@@ -164,6 +179,8 @@
     xs.px = (t) => f.m.l + ((t - start) / (end - start)) * f.iw;
     const py = (v) => f.m.t + f.ih - ((v - y.lo) / (y.hi - y.lo)) * f.ih;
     axes(f, y, xs, fmt);
+    const markers = opts.markers || [];
+    markerLines(f, xs, markers);
     for (const th of opts.thresholds || []) {
       const g = svg("g", { class: "threshold" }, f.root);
       svg("line", { x1: f.m.l, x2: f.m.l + f.iw, y1: py(th.value), y2: py(th.value), stroke: th.color || "#d9480f" }, g);
@@ -196,11 +213,12 @@
     }
     const times = [...new Set(series.flatMap((s) => s.points.map((p) => p[0])))].sort((a, b) => a - b);
     const rows = times.map((t) => ({ t }));
-    tooltip(el, f, xs, rows, (row) => series.map((s) => {
+    tooltip(el, f, xs, rows, (row) => [...series.map((s) => {
       const p = s.points.find((q) => q[0] === row.t);
       const v = p ? p[1] : null;
       return { color: s.color, text: `${s.name}: ${v === null || v === undefined ? "–" : fmt(v)}` };
-    }));
+    }), ...markers.filter((mk) => opts.bucket && mk.t >= row.t && mk.t < row.t + opts.bucket)
+      .map((mk) => ({ color: mk.color, text: mk.text }))]);
     if (opts.legend !== false) legend(el, series);
   }
 

@@ -1,6 +1,7 @@
 """The dashboard in a real browser: headless Chromium (Debian's `chromium`, driven by Playwright)
 loads the page of a real controller process with a simulated fleet on a real Mosquitto, and
-shows the devices and versions, a device's drift chart, and a rollout's progress.
+shows the devices and versions, a device's drift chart, the fleet's per-feature drift charts of
+a version with its version-change and alert markers, and a rollout's progress.
 
 Screenshots go to test-artifacts/dashboard-*.png. Without chromium or Playwright the test skips
 with the reason, except under CI, where that is a failure (scripts/test installs both).
@@ -21,7 +22,7 @@ import pytest
 
 from simulator.broker import BrokerProcess
 from tests.harness.paths import REPO_ROOT
-from tests.harness.web_scenario import DRIFTING, start_scenario
+from tests.harness.web_scenario import DRIFTING, FLEET_SHIFTED, STEADY, start_scenario
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -87,6 +88,13 @@ def _shot(page: Any, name: str) -> Path:
     return path
 
 
+def _wait_for_series(page: Any, selector: str) -> None:
+    """Until the series under ``selector`` is a line through at least two points."""
+    page.wait_for_function(
+        "s => { const p = document.querySelector(s); return !!p && p.getAttribute('d').includes('L'); }",
+        arg=f"{selector} path.line", timeout=60_000)
+
+
 def test_dashboard_shows_the_fleet_a_drift_chart_and_a_rollout(
         fresh_broker: BrokerProcess, tmp_path: Path, browser_page: Any) -> None:
     # a broker of its own: the controller must not learn of other tests' retained devices.
@@ -96,7 +104,7 @@ def test_dashboard_shows_the_fleet_a_drift_chart_and_a_rollout(
     thread.start()
     try:
         scenario = asyncio.run_coroutine_threadsafe(
-            start_scenario(fresh_broker, tmp_path, devices=8, serve_seconds=16.0, rate=12.0),
+            start_scenario(fresh_broker, tmp_path, devices=8, serve_seconds=24.0, rate=12.0),
             loop).result(timeout=180)
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
@@ -132,6 +140,30 @@ def test_dashboard_shows_the_fleet_a_drift_chart_and_a_rollout(
         assert psi > 0.1, psi
         assert "active" in page.inner_text("[data-testid=history]")
         _shot(page, "device")
+
+        # which feature drifted across the fleet: from the overview's versions in use to
+        # iris:1's charts over the last 5 minutes (5 s buckets). FLEET_SHIFTED moved on every
+        # device halfway through serving: its PSI goes over its threshold, drift alerts fire
+        # (red markers), and the rollout moved a berlin device off iris:1 (a version marker)
+        page.click("nav a[data-nav=fleet]")
+        page.click("[data-testid=versions-in-use] a[href='#/models/iris/1']")
+        page.click(".segmented button:text('5 min')")
+        drift = "[data-testid=feature-drift]"
+        chart = f"{drift} [data-testid=drift-feature-chart]"
+        shifted, steady = (f"{chart}[data-feature='{name}']" for name in (FLEET_SHIFTED, STEADY))
+        _wait_for_series(page, f"{shifted} svg .series[data-series='PSI']")
+        _wait_for_series(page, f"{steady} svg .series[data-series='PSI']")
+        page.wait_for_selector(f"{shifted} svg .series[data-series='over threshold'] path",
+                               timeout=60_000)
+        page.wait_for_selector(f"{drift} svg .marker[data-kind=alert_fired]", timeout=60_000)
+        page.wait_for_selector(f"{drift} svg .marker[data-kind=version_stopped]")
+        assert page.locator(f"{shifted} svg .series[data-series='threshold']").count() == 1
+        assert page.locator(chart).count() == 5  # four features and the prediction
+        assert page.locator(f"{drift} [data-testid=drift-show-all]").count() == 0
+        assert page.locator(f"{drift} [data-testid=drift-version]").input_value() == "1"
+        markers = page.inner_text(f"{drift} [data-testid=drift-marker-table]")
+        assert "drift alert fired on" in markers and "iris:1 stopped on web-" in markers
+        _shot(page, "drift")
 
         # the rollout: its first wave (one berlin device) runs iris:2
         page.click("nav a[data-nav=rollouts]")

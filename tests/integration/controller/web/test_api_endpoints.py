@@ -23,7 +23,8 @@ VIEWS = ["/api/v1/fleet/devices", "/api/v1/fleet/overview", "/api/v1/fleet/serie
          "/api/v1/devices/b-1/history", "/api/v1/devices/b-1/errors", "/api/v1/devices/b-1/series",
          "/api/v1/models", "/api/v1/models/iris/summary", "/api/v1/deployments",
          "/api/v1/deployments/dep-v2", "/metrics", "/api/v1/models/iris",
-         "/api/v1/models/iris/versions/1/manifest", "/api/v1/telemetry/count"]
+         "/api/v1/models/iris/versions/1/manifest", "/api/v1/telemetry/count",
+         "/api/v1/drift/iris"]
 PAGES = ["/", "/dashboard/", *[f"/dashboard/static/{name}" for name in STATIC_TYPES]]
 
 
