@@ -43,7 +43,10 @@ Threads
     asyncio thread. Calls may be moved to a worker thread (``asyncio.to_thread``) as long as they
     never overlap.
 
-Only the standard library is used: this module runs on the device.
+Only the standard library (and the wire contract's bounds) is used: this module runs on the
+device. One module on purpose, past 400 lines: every method is part of one transaction
+discipline over one connection (the counters written with the rows they count), and the
+guarantees above hold only if nothing outside this class writes the file.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ from enum import Enum
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from edgewise_wire.messages import MAX_EPOCH  # the largest epoch the wire carries
 
 log = logging.getLogger("edgewise.agent.outbox")
 
@@ -86,7 +91,6 @@ _SCHEMA = (
 _INSERT = "INSERT INTO outbox (body) VALUES (?)"
 _INSERT_META = "INSERT INTO outbox_meta (key, value) VALUES (?, ?)"
 # Epochs stay below 2**53 so that any JSON reader holds them exactly.
-MAX_EPOCH = 2**53 - 1
 _SET_META = "UPDATE outbox_meta SET value = ? WHERE key = ?"
 
 

@@ -331,14 +331,16 @@ def encode(message: Message) -> bytes:
 
 
 def encode_telemetry_spliced(first_seq: int, last_seq: int, bodies: list[tuple[int, str]],
-                              dropped_total: int, epoch: int) -> bytes | None:
+                              dropped_total: int, epoch: int,
+                              ts: float | None = None) -> bytes | None:
     """A ``telemetry`` message built from records already encoded as JSON objects (the
     outbox's bodies, without their seq), splicing each ``seq`` in instead of decoding and
     encoding every record again. Decodes to the same :class:`TelemetryBatch` as :func:`encode`.
 
     None when a body cannot be spliced safely (it has its own ``"seq"``, or a ``NaN`` or
     ``Infinity`` that JSON does not allow) or the message would be too large: the caller then
-    takes the record-by-record path, which finds and handles the offending record.
+    takes the record-by-record path, which finds and handles the offending record. ``ts``: the
+    sender's clock (default: the wall clock here).
     """
     parts = []
     for seq, body in bodies:
@@ -347,7 +349,8 @@ def encode_telemetry_spliced(first_seq: int, last_seq: int, bodies: list[tuple[i
         parts.append(f'{{"seq":{seq}}}' if body == "{}" else f'{{"seq":{seq},{body[1:]}')
     head = json.dumps({"schema": SCHEMA_VERSION, "type": TelemetryBatch.TYPE,
                        "first_seq": first_seq, "last_seq": last_seq,
-                       "dropped_total": dropped_total, "ts": now(), "epoch": epoch},
+                       "dropped_total": dropped_total, "ts": now() if ts is None else ts,
+                       "epoch": epoch},
                       separators=(",", ":"))
     data = f'{head[:-1]},"records":[{",".join(parts)}]}}'.encode()
     return data if len(data) <= TelemetryBatch.MAX_BYTES else None

@@ -80,7 +80,7 @@ class TelemetryUplink:
             # the stored JSON goes out as it is, with the seqs spliced in; only a batch that
             # cannot (too large, a NaN) is decoded record by record
             payload = encode_telemetry_spliced(first, last, raw, outbox.stats().dropped_total,
-                                               outbox.epoch)
+                                               outbox.epoch, ts=self.clock())
             if payload is None:
                 records = [{**json.loads(body), "seq": seq} for seq, body in raw]
                 payload, records = self._encode_batch(outbox, records)
