@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,9 @@ def pg_admin() -> Iterator[Any]:
     engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def pg_module_url(pg_admin: Any) -> Iterator[str]:
-    """A fresh database for this test module, dropped (even with open connections) after."""
+@contextmanager
+def fresh_database(pg_admin: Any) -> Iterator[str]:
+    """An empty PostgreSQL database of its own; dropped (even with open connections) after."""
     import sqlalchemy as sa
 
     name = f"ew_test_{secrets.token_hex(6)}"
@@ -78,3 +79,10 @@ def pg_module_url(pg_admin: Any) -> Iterator[str]:
     finally:
         with pg_admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+def pg_module_url(pg_admin: Any) -> Iterator[str]:
+    """A fresh database for this test module."""
+    with fresh_database(pg_admin) as url:
+        yield url

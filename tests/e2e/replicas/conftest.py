@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from tests.harness.fixtures import fresh_database
+
 
 @pytest.fixture
 def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
     """An empty database of this test's own (replicas must create the schema themselves)."""
-    name = f"ew_test_{secrets.token_hex(6)}"
-    with pg_admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield pg_admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with pg_admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database(pg_admin) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 
 import click
 import pytest
-import uvicorn
 from click.testing import CliRunner
 
-from controller.app.api import create_app
 from controller.app.cli import cli
 from controller.monitoring.drift_render import NO_FIGURE, SPARKS, sparkline
-from simulator.broker import free_port
+from tests.harness.api_server import serving
 from tests.harness.drift_fleet import MODEL, SHIFTED, STALE_WINDOWS, make_controller, populate
 
 
@@ -26,18 +23,8 @@ from tests.harness.drift_fleet import MODEL, SHIFTED, STALE_WINDOWS, make_contro
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     c = make_controller(tmp_path_factory.mktemp("drift-cli"))
     populate(c, time.time())
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(c), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the API server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(c) as url:
+        yield url
     c.db.dispose()
 
 

@@ -6,7 +6,6 @@ in through the store's write path; no broker needed."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,14 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from click.testing import CliRunner
 
-from controller.app.api import create_app
 from controller.app.cli import cli
 from controller.fleet.render import format_device
 from edgewise_wire import ModelRef, Reported
-from simulator.broker import free_port
+from tests.harness.api_server import serving
 from tests.harness.web_fleet import SHA, make_controller, populate
 
 SLOTS = ("staged_model", "staged_version", "staged_sha256", "previous_model",
@@ -47,18 +44,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         state="staged", active=ModelRef("iris", 1, SHA[1]), target=ModelRef("iris", 2, SHA[2]),
         staged=ModelRef("iris", 2, SHA[2]), deployment_id="dep-v2", ts=now - 20))
     c.rollouts.devices.register("pre-1", {"site": "oslo"}, "operator:test")
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(create_app(c), host="127.0.0.1", port=port,
-                                       log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        assert time.monotonic() < deadline, "the API server did not start"
-        time.sleep(0.05)
-    yield Server(f"http://127.0.0.1:{port}")
-    uv.should_exit = True
-    thread.join(10)
+    with serving(c) as url:
+        yield Server(url)
     c.db.dispose()
 
 
