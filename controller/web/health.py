@@ -316,6 +316,20 @@ class FleetHealth:
         latencies = [float(r.p95_latency_ms) for r in rows if r.p95_latency_ms is not None]
         return max(psis, default=None), max(latencies, default=None)
 
+    def _window_quality(self, model: str, version: int, since: float) -> dict[str, Any]:
+        """What only the merged metrics windows know: the label-free accuracy estimate with its
+        interval, and the log loss and mean error of the labels (empty without windows)."""
+        if self.metrics_store is None:
+            return {}
+        try:
+            aggregate = self.metrics_store.version_aggregate(model, version, since=since)
+        except (NotFoundError, MonitoringError, ValueError) as exc:
+            log.debug("no window figures for %s:%s: %s", model, version, exc)
+            return {}
+        f = aggregate.get("figures") or {}
+        return {k: f.get(k) for k in ("estimated_accuracy", "estimated_accuracy_ci",
+                                      "estimate_method", "log_loss", "brier", "bias")}
+
     def model_summary(self, name: str, now: float, window: float,
                       group_by: str = DEFAULT_GROUP_LABEL,
                       placement: Mapping[int, Mapping[str, Any]] | None = None
@@ -348,7 +362,8 @@ class FleetHealth:
                 "failed": where.get("failed", 0),
                 "groups": dict(sorted(by_group.get(v["version"], {}).items())),
                 "figures": {**sums.get(key, Sums()).figures(),
-                            "drift_psi": drift.get(f"{name}:{v['version']}")},
+                            "drift_psi": drift.get(f"{name}:{v['version']}"),
+                            **(self._window_quality(name, v["version"], since) if seen else {})},
             })
         return {"name": name, "task": task, "window_s": window, "group_by": group_by,
                 "drift_available": seen, "versions": out}

@@ -441,10 +441,15 @@
 
   function modelPage(root, name, wantedVersion) {
     const versions = h("div", { "data-testid": "model-versions" });
+    const estimateNote = h("div", {});
     const placement = h("div", {});
     const drift = featureDrift(name, wantedVersion);
+    // the label-free estimate with its interval; "–" without calibrated probabilities
+    const estimate = (f) => (typeof f.estimated_accuracy !== "number" ? "–"
+      : fmt.pct(f.estimated_accuracy) + (Array.isArray(f.estimated_accuracy_ci)
+        ? ` (${fmt.pct(f.estimated_accuracy_ci[0], 0)}–${fmt.pct(f.estimated_accuracy_ci[1], 0)})` : ""));
     fill(root, h("div", { class: "page-head" }, h("div", { class: "crumbs" }, link("#/models", "Models"), " / ", h("span", { text: name })), windowPicker(refresh)),
-      card("Versions and conversion parity", {}, versions),
+      card("Versions and conversion parity", {}, versions, estimateNote),
       card("Feature drift across the fleet", { testid: "feature-drift", tools: drift.tools }, drift.body),
       card("Where each version runs", {}, placement));
     async function refresh() {
@@ -457,7 +462,7 @@
         }
         drift.setVersions(s.versions.map((v) => v.version));
         await drift.refresh();
-        fill(versions, table(["Version", "Format", ["Size", "num"], "SHA-256", "Registered", ["Parity max |Δ|", "num"], ["Label agreement", "num"], ["Accuracy at conversion", "num"], ["Sample rows", "num"], "Source", [`Predictions · ${fmt.span(state.window)}`, "num"], ["Accuracy", "num"], ["Drift", "num"]],
+        fill(versions, table(["Version", "Format", ["Size", "num"], "SHA-256", "Registered", ["Parity max |Δ|", "num"], ["Label agreement", "num"], ["Accuracy at conversion", "num"], ["Sample rows", "num"], "Source", [`Predictions · ${fmt.span(state.window)}`, "num"], ["Accuracy", "num"], ["Est. accuracy, no labels", "num"], ["Log loss", "num"], ["Drift", "num"]],
           s.versions.slice().reverse().map((v) => h("tr", {},
             td(h("strong", { text: `v${v.version}` })), td(v.format), td(fmt.bytes(v.size), "num"), td(v.sha256.slice(0, 12), "mono"),
             td(fmt.time(v.created_at)),
@@ -466,8 +471,14 @@
             td(fmt.pct(typeof v.parity.artifact_accuracy === "number" ? v.parity.artifact_accuracy : null), "num"),
             td(fmt.int(v.parity.n), "num"),
             td([v.source.estimator, v.source.framework].filter(Boolean).join(" · ") || "–", "small"),
-            td(fmt.int(v.figures.predictions), "num"), td(fmt.pct(v.figures.accuracy), "num"), td(fmt.psi(v.figures.drift_psi), "num"))),
+            td(fmt.int(v.figures.predictions), "num"), td(fmt.pct(v.figures.accuracy), "num"),
+            td(estimate(v.figures), "num"),
+            td(typeof v.figures.log_loss === "number" ? v.figures.log_loss.toFixed(3) : "–", "num"),
+            td(fmt.psi(v.figures.drift_psi), "num"))),
           { empty: "No versions." }));
+        fill(estimateNote, s.versions.some((v) => typeof v.figures.estimated_accuracy === "number")
+          ? h("p", { class: "small muted", "data-testid": "estimate-note", text: "Est. accuracy, no labels: the accuracy the model expects of itself from its calibrated probabilities, with a 95% interval. It cannot see concept drift: when what the labels mean changes, the model stays just as confident. Trust Accuracy where labels arrive." })
+          : h("span", {}));
         const most = Math.max(1, ...s.versions.map((v) => v.running + v.installing + v.failed));
         fill(placement, table(["Version", ["Running", "num"], "", ["Online", "num"], ["Installing", "num"], ["Failed", "num"], `By ${s.group_by}`],
           s.versions.slice().reverse().map((v) => h("tr", {},

@@ -164,6 +164,12 @@ def test_dashboard_shows_the_fleet_a_drift_chart_and_a_rollout(
         markers = page.inner_text(f"{drift} [data-testid=drift-marker-table]")
         assert "drift alert fired on" in markers and "iris:1 stopped on web-" in markers
         _shot(page, "drift")
+        # the label-free estimate beside the measured accuracy, with its interval and what it
+        # cannot see
+        versions = page.inner_text("[data-testid=model-versions]").lower()
+        assert "est. accuracy, no labels" in versions and "log loss" in versions
+        page.wait_for_selector("[data-testid=estimate-note]", timeout=30_000)
+        assert "cannot see concept drift" in page.inner_text("[data-testid=estimate-note]")
 
         # the rollout: its first wave (one berlin device) runs iris:2
         page.click("nav a[data-nav=rollouts]")
