@@ -184,3 +184,26 @@ def test_retrain_runs_are_recorded(setup: tuple[TelemetryStore, AlertStore]) -> 
     (run,) = alerts.retrain_runs()
     assert run["status"] == "ok" and run["new_version"] == 2 and run["context"]["kind"] == "accuracy"
     assert alerts.last_retrain("accuracy", "iris") is not None
+
+
+def test_an_old_version_without_a_profile_is_not_watched_for_drift_and_says_so(
+        db: Database, registry: ModelRegistry) -> None:
+    manifest = dataclasses.replace(build_manifest(b"artifact-old"), reference_profile={},
+                                   parity={})
+    registry.register(manifest, b"artifact-old")
+    metrics = MetricsStore(db)
+    tel, alerts = TelemetryStore(db, metrics.store_windows), AlertStore(db, metrics)
+    feed(tel, "old", 3, shift=3.0, wrong=1.0)  # a huge shift and every label wrong
+    events = evaluate(alerts, 10.0)
+    assert not [e for e in events if e.kind in (AlertKind.DRIFT, AlertKind.ACCURACY)]
+    (watch,) = alerts.watches("old")
+    assert "drift" in watch["state"]["missing"] and "error_rate" in watch["state"]["missing"]
+
+
+def test_windows_too_small_or_unreadable_raise_no_alert(
+        db: Database, setup: tuple[TelemetryStore, AlertStore]) -> None:
+    tel, alerts = setup
+    feed(tel, "tiny", 5, n=6)  # six rows a window: too few to judge alone, pooled instead
+    assert evaluate(alerts, 10.0) == []
+    (watch,) = alerts.watches("tiny")
+    assert watch["state"]["stats"]["summaries"] == 5
