@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from controller.errors import NotFoundError
 from controller.fleet.store import FleetStore
 from controller.fleet.telemetry_store import TelemetryStore
 from controller.models.registry import ModelRegistry
@@ -207,3 +208,23 @@ def test_windows_too_small_or_unreadable_raise_no_alert(
     assert evaluate(alerts, 10.0) == []
     (watch,) = alerts.watches("tiny")
     assert watch["state"]["stats"]["summaries"] == 5
+
+
+def test_an_alert_event_is_explained_by_its_test_and_the_detectors_state(
+        setup: tuple[TelemetryStore, AlertStore]) -> None:
+    from controller.monitoring.cli import format_explanation
+
+    tel, alerts = setup
+    feed(tel, "drifting", 1, shift=2.0)
+    evaluate(alerts, 10.0)
+    (firing,) = [a for a in alerts.alerts() if a["kind"] == "drift"]
+    doc = alerts.explain(firing["event_id"])
+    assert doc["event"]["event"] == "fired" and doc["state"]["firing"] is True
+    decision = doc["event"]["context"]["decision"]
+    assert decision["fired"] and decision["score"] >= decision["threshold"]
+    assert doc["detectors"]["scope"] == "device" and doc["detectors"]["drift"]
+    text = format_explanation({**doc, "settings": {"detectors": {"drift_alpha": 1e-7}}})
+    assert "false alarm rate" in text and "at most 1e-07 per row" in text
+    assert "evidence" in text and "drift_alpha" in text
+    with pytest.raises(NotFoundError):
+        alerts.explain(10**9)
