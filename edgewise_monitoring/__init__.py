@@ -20,16 +20,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from edgewise_monitoring.accuracy import ClassificationScore, RegressionScore
-from edgewise_monitoring.accuracy_test import (
-    ErrorRateDetector,
-    ErrorRateSettings,
-    MeanShiftDetector,
-    MeanShiftSettings,
-)
+from edgewise_monitoring.accuracy_test import ErrorRateDetector, ErrorRateSettings
 from edgewise_monitoring.adwin import Adwin
-from edgewise_monitoring.calibration import CalibrationMap, ExpectedAccuracy, fit_calibration
+from edgewise_monitoring.calibration import CalibrationMap, fit_calibration
 from edgewise_monitoring.confidence import CONFIDENCE_EDGES, ConfidenceEstimate
 from edgewise_monitoring.errors import IncompatibleAggregates, MonitoringError, ProfileError
+from edgewise_monitoring.expected_accuracy import ExpectedAccuracy
 from edgewise_monitoring.histogram import BinnedCounts, FeatureCounts
 from edgewise_monitoring.labels import Label, canonical_label
 from edgewise_monitoring.latency import BOUNDS_MS, RELATIVE_BUCKET_WIDTH, LatencyHistogram
@@ -43,6 +39,7 @@ from edgewise_monitoring.psi import (
 )
 from edgewise_monitoring.quality import ProbabilisticLoss, prediction_bias, segment_test
 from edgewise_monitoring.reference import ReferenceProfile, profile_id
+from edgewise_monitoring.regression_test import MeanShiftDetector, MeanShiftSettings
 from edgewise_monitoring.sequential import Decision, EvidenceCusum
 from edgewise_monitoring.summary import SUMMARY_SCHEMA, derive, merge_summaries
 from edgewise_monitoring.window import MonitoringWindow

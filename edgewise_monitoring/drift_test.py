@@ -46,6 +46,10 @@ and pool with the next windows (nothing is thrown away, nothing is judged on a h
 Reference bins rarer than ``rare_proportion`` are merged into one, so a rare class of the
 prediction histogram does not make the chi-square approximation lie. A histogram with a single
 bin (a feature constant in the reference) cannot be judged and is reported as such.
+
+One module on purpose, about 450 lines: the drift detector is one class whose histograms,
+reference allowance and e-values only make sense together; the e-CUSUM it feeds is in
+:mod:`edgewise_monitoring.sequential`.
 """
 
 from __future__ import annotations

@@ -63,9 +63,9 @@ from typing import Any
 import numpy as np
 
 from edgewise_monitoring.accuracy import ClassificationScore, RegressionScore
-from edgewise_monitoring.calibration import ExpectedAccuracy
 from edgewise_monitoring.confidence import ConfidenceEstimate
 from edgewise_monitoring.errors import IncompatibleAggregates
+from edgewise_monitoring.expected_accuracy import ExpectedAccuracy
 from edgewise_monitoring.latency import LatencyHistogram
 from edgewise_monitoring.psi import DriftVerdict, drift_verdict
 from edgewise_monitoring.quality import ProbabilisticLoss, prediction_bias

@@ -13,7 +13,7 @@ Which detectors (each alarm is a :class:`~edgewise_monitoring.sequential.Decisio
                     prediction histograms against the reference profile
 ``error_rate``      classification: :class:`~edgewise_monitoring.accuracy_test.ErrorRateDetector`
                     on each window's labelled predictions, against the reference accuracy
-``mae``, ``bias``   regression: :class:`~edgewise_monitoring.accuracy_test.MeanShiftDetector` on
+``mae``, ``bias``   regression: :class:`~edgewise_monitoring.regression_test.MeanShiftDetector` on
                     the absolute and signed errors, against the reference MAE and bias
 ``device_error_rate`` the device's own per-label error-rate test reported alarms in a window
                     (faster than the window-level test: it fires at the label, not at the
@@ -40,16 +40,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from edgewise_monitoring.accuracy_test import (
-    ErrorRateDetector,
-    ErrorRateSettings,
-    MeanShiftDetector,
-    MeanShiftSettings,
-)
+from edgewise_monitoring.accuracy_test import ErrorRateDetector, ErrorRateSettings
 from edgewise_monitoring.drift_test import DriftDetector, DriftSettings
 from edgewise_monitoring.errors import MonitoringError, ProfileError
 from edgewise_monitoring.evidence import WindowEvidence, pool
 from edgewise_monitoring.reference import ReferenceProfile
+from edgewise_monitoring.regression_test import MeanShiftDetector, MeanShiftSettings
 from edgewise_monitoring.sequential import Decision
 
 

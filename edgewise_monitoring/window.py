@@ -43,9 +43,9 @@ import numpy.typing as npt
 from edgewise_monitoring.accuracy import ClassificationScore, RegressionScore
 from edgewise_monitoring.accuracy_test import ErrorRateDetector, ErrorRateSettings
 from edgewise_monitoring.adwin import Adwin
-from edgewise_monitoring.calibration import ExpectedAccuracy
 from edgewise_monitoring.confidence import ConfidenceEstimate
 from edgewise_monitoring.errors import ProfileError
+from edgewise_monitoring.expected_accuracy import ExpectedAccuracy
 from edgewise_monitoring.histogram import BinnedCounts, FeatureCounts
 from edgewise_monitoring.labels import as_flat_list, canonical_label
 from edgewise_monitoring.latency import LatencyHistogram

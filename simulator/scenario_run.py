@@ -9,6 +9,9 @@ The runner starts Mosquitto and a controller process of its own unless it is giv
 controller URL. What each event really does is written next to its handler in
 :mod:`simulator.scenario_faults` and in docs/simulator.md; what the run reports is gathered by
 :mod:`simulator.scenario_observation`.
+
+One module on purpose, about 430 lines: setting a run up, driving its timeline, letting it
+settle and tearing it down share the run's state; the faults and the report live beside it.
 """
 
 from __future__ import annotations

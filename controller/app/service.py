@@ -24,6 +24,7 @@ from controller.models.registry import ModelRegistry
 from controller.monitoring.alert_store import AlertStore
 from controller.monitoring.drift_views import DriftViews
 from controller.monitoring.metrics_store import MetricsStore
+from controller.monitoring.retrain_runs import RetrainRuns
 from controller.monitoring.service import MonitoringService, MonitoringSettings
 from controller.rollouts.deployment_views import DeploymentViews
 from controller.rollouts.deployments import Deployments
@@ -70,8 +71,9 @@ class Controller:
                                        self.bridge.publish_desired)
         # monitoring: alert evaluation, the retraining hook and its canary
         self.alerts = AlertStore(self.db, self.metrics)
+        self.retrain_runs = RetrainRuns(self.db)
         self.monitoring = MonitoringService(
-            self.alerts, MonitoringSettings.from_config(config),
+            self.alerts, self.retrain_runs, MonitoringSettings.from_config(config),
             is_leader=lambda: self.lease.held,
             register=self.registry.register, manifest_of=self.registry.get_manifest,
             start_rollout=self.rollouts.create, deploy=self.deployments.deploy,

@@ -1,4 +1,4 @@
-"""Alert states, alert history and retraining runs in the controller database.
+"""Alert states and alert history in the controller database.
 
 :meth:`AlertStore.evaluate` is one write transaction: it takes the metrics windows not yet
 evaluated (oldest first), the devices' last contact and the stored alert states; feeds each
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +49,6 @@ from controller.storage.tables import (
     device_labels,
     devices,
     metrics,
-    retrain_runs,
     watch_states,
 )
 from edgewise_monitoring.quality import segment_test
@@ -59,7 +57,6 @@ from edgewise_monitoring.watch import WatchSettings
 
 # pg_advisory_xact_lock key for alert evaluation: b"EwAlerts" as a big-endian int64.
 ALERT_LOCK_KEY = int.from_bytes(b"EwAlerts", "big")
-RUNNING = "running"
 SEGMENT_PERIOD_KEY = "segments:"  # watch_states rows that remember the last period judged
 
 
@@ -312,40 +309,6 @@ class AlertStore:
             return [{**{k: v for k, v in r._mapping.items() if k != "context_json"},
                      "context": json.loads(r.context_json)} for r in conn.execute(q)]
 
-    # -- retraining runs -----------------------------------------------------------------------
-
-    def start_retrain(self, kind: str, model: str, version: int | None, action: str,
-                      context: dict[str, Any]) -> int:
-        with self.db.write() as conn:
-            result = conn.execute(retrain_runs.insert().values(
-                started_at=time.time(), kind=kind, model=model, version=version, action=action,
-                status=RUNNING, detail="", context_json=json.dumps(context, sort_keys=True))
-                .returning(retrain_runs.c.id))
-            return int(result.scalar_one())
-
-    def finish_retrain(self, run_id: int, status: str, detail: str,
-                       new_version: int | None = None,
-                       context: dict[str, Any] | None = None) -> None:
-        values: dict[str, Any] = {"finished_at": time.time(), "status": status,
-                                  "detail": detail[:4000], "new_version": new_version}
-        if context is not None:
-            values["context_json"] = json.dumps(context, sort_keys=True, default=str)
-        with self.db.write() as conn:
-            conn.execute(retrain_runs.update().where(retrain_runs.c.id == run_id).values(**values))
-
-    def last_retrain(self, kind: str, model: str) -> float | None:
-        """When a retraining for this alert kind and model last started (for the cool-down)."""
-        q = sa.select(sa.func.max(retrain_runs.c.started_at)).where(
-            retrain_runs.c.kind == kind, retrain_runs.c.model == model)
-        with self.db.read() as conn:
-            value = conn.execute(q).scalar()
-        return float(value) if value is not None else None
-
-    def retrain_runs(self, limit: int = 50) -> list[dict[str, Any]]:
-        q = sa.select(retrain_runs).order_by(retrain_runs.c.id.desc()).limit(limit)
-        with self.db.read() as conn:
-            return [{**{k: v for k, v in r._mapping.items() if k != "context_json"},
-                     "context": json.loads(r.context_json)} for r in conn.execute(q)]
 
 
 def _state(r: Any) -> AlertState:

@@ -18,6 +18,7 @@ from controller.errors import ValidationError
 from controller.monitoring import ALERT_KINDS, AlertEvent
 from controller.monitoring.alert_store import AlertStore
 from controller.monitoring.metrics_store import MetricsStore
+from controller.monitoring.retrain_runs import RetrainRuns
 from controller.rest import API, MAX_ID
 
 Since = Annotated[float | None, Query(description="windows ending after this Unix time")]
@@ -72,14 +73,14 @@ def alerts_router(alerts: AlertStore, evaluate_now: Callable[[], Awaitable[list[
     return router
 
 
-def retrain_runs_router(alerts: AlertStore) -> APIRouter:
+def retrain_runs_router(runs: RetrainRuns) -> APIRouter:
     router = APIRouter(tags=["retraining"])
 
     @router.get(f"{API}/retrain-runs")
     def list_retrain_runs(limit: Annotated[int, Query(ge=1, le=1000)] = 50
                           ) -> list[dict[str, Any]]:
         """Runs of the continuous-training hook, newest first."""
-        return alerts.retrain_runs(limit)
+        return runs.runs(limit)
 
     return router
 

@@ -43,6 +43,7 @@ from controller.monitoring.retrain_hook import (
     post_webhook,
     run_command,
 )
+from controller.monitoring.retrain_runs import RetrainRuns
 from controller.monitoring.sequential_alerts import is_group
 from edgewise_monitoring.watch import WatchSettings
 from edgewise_wire import Manifest
@@ -132,11 +133,12 @@ Deploy = Callable[[str, int | None, list[str] | None], Awaitable[dict[str, Any]]
 
 
 class MonitoringService:
-    def __init__(self, alerts: AlertStore, settings: MonitoringSettings, *,
+    def __init__(self, alerts: AlertStore, runs: RetrainRuns, settings: MonitoringSettings, *,
                  is_leader: Callable[[], bool], register: RegisterModel, manifest_of: ManifestOf,
                  start_rollout: StartRollout | None, deploy: Deploy,
                  device_ids: Callable[[], list[str]]) -> None:
         self.alerts = alerts
+        self.runs = runs
         self.config = settings
         self.rules = settings.rules
         self.kinds = settings.retrain_on
@@ -214,7 +216,7 @@ class MonitoringService:
             if (kind, model) in self._running:
                 self.stats["retrain_already_running"] += 1
                 continue
-            last = await asyncio.to_thread(self.alerts.last_retrain, kind, model)
+            last = await asyncio.to_thread(self.runs.last_started, kind, model)
             if last is not None and time.time() - last < self.config.retrain_cooldown_s:
                 self.stats["retrain_cooled_down"] += 1
                 log.info("retraining for %s on %s skipped: last run %.0f s ago (cool-down %.0f s)",
@@ -239,7 +241,7 @@ class MonitoringService:
         actions = [a for a, on in (("command", self.config.retrain_command),
                                    ("webhook", self.config.retrain_webhook)) if on]
         try:
-            run_id = await asyncio.to_thread(self.alerts.start_retrain, kind, model, version,
+            run_id = await asyncio.to_thread(self.runs.start, kind, model, version,
                                              "+".join(actions), {})
         except Exception:
             # the database refused: the next alert of this kind tries again (no cool-down
@@ -290,7 +292,7 @@ class MonitoringService:
             detail = "; ".join(details)
             log.warning("retraining run %d: %s: %s", run_id, status, detail)
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.alerts.finish_retrain, run_id, status, detail,
+                await asyncio.to_thread(self.runs.finish, run_id, status, detail,
                                         new_version, context)
 
     async def _register(self, model: str, version: int | None, produced: ProducedModel) -> int:

@@ -15,6 +15,10 @@ states and write the audit log (same transaction as the state). So:
 
 Operator actions (create, pause, resume, abort) and the legacy all-at-once deployment go through
 the same lock and the same saves.
+
+One module on purpose, about 430 lines: the loop and the operator actions share one lock, one
+store and one compare-and-swap on the rollout's revision; the orders a decision sends
+(:mod:`.orders`) and what a wave is judged on (:mod:`.wave_observer`) are apart.
 """
 
 from __future__ import annotations

@@ -10,10 +10,9 @@ import pytest
 from edgewise_monitoring.accuracy_test import (
     ErrorRateDetector,
     ErrorRateSettings,
-    MeanShiftDetector,
-    MeanShiftSettings,
     binomial_lower_tail_test,
 )
+from edgewise_monitoring.regression_test import MeanShiftDetector, MeanShiftSettings
 
 LABELS = 100_000
 WINDOW = 500

@@ -10,11 +10,11 @@ import pytest
 from edgewise_monitoring import MonitoringWindow, ReferenceProfile
 from edgewise_monitoring.calibration import (
     CalibrationMap,
-    ExpectedAccuracy,
     fit_calibration,
     fit_isotonic,
     fit_platt,
 )
+from edgewise_monitoring.expected_accuracy import ExpectedAccuracy
 from tests.harness.profiles import make_profile
 
 W = np.array([1.5, -1.0, 0.8, 0.0])

@@ -15,6 +15,7 @@ from controller.models.registry import ModelRegistry
 from controller.monitoring import AlertEvent, AlertKind, AlertRules
 from controller.monitoring.alert_store import AlertStore, DetectionSettings
 from controller.monitoring.metrics_store import MetricsStore
+from controller.monitoring.retrain_runs import RetrainRuns
 from controller.storage.db import Database
 from edgewise_wire import ModelRef, Reported, TelemetryBatch
 from tests.integration.controller.store.conftest import build_manifest
@@ -179,12 +180,13 @@ def test_concurrent_evaluations_judge_each_window_once(
 
 def test_retrain_runs_are_recorded(setup: tuple[TelemetryStore, AlertStore]) -> None:
     _, alerts = setup
-    assert alerts.last_retrain("accuracy", "iris") is None
-    run_id = alerts.start_retrain("accuracy", "iris", 1, "command", {})
-    alerts.finish_retrain(run_id, "ok", "registered iris:2", 2, {"kind": "accuracy"})
-    (run,) = alerts.retrain_runs()
+    runs = RetrainRuns(alerts.db)
+    assert runs.last_started("accuracy", "iris") is None
+    run_id = runs.start("accuracy", "iris", 1, "command", {})
+    runs.finish(run_id, "ok", "registered iris:2", 2, {"kind": "accuracy"})
+    (run,) = runs.runs()
     assert run["status"] == "ok" and run["new_version"] == 2 and run["context"]["kind"] == "accuracy"
-    assert alerts.last_retrain("accuracy", "iris") is not None
+    assert runs.last_started("accuracy", "iris") is not None
 
 
 def test_an_old_version_without_a_profile_is_not_watched_for_drift_and_says_so(
