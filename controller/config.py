@@ -18,6 +18,9 @@ DEFAULT_HTTP_PORT = 8700
 class ControllerConfig:
     data_dir: Path = Path("edgewise-data")
     db_url: str | None = None  # default: SQLite file in data_dir
+    # bring the database to this release's schema at start (`edgewise db upgrade` does it by
+    # hand); False: a database behind the code is refused, for operators who migrate themselves
+    auto_migrate: bool = True
     broker: BrokerAddress = field(default_factory=BrokerAddress)
     http_host: str = "127.0.0.1"
     http_port: int = DEFAULT_HTTP_PORT
@@ -134,6 +137,8 @@ def load_controller_config(path: Path | None = None, **overrides: Any) -> Contro
                               or any(c in group for c in "/+#")):
         raise ValidationError(f"share_group {group!r} is not a valid MQTT shared-subscription "
                               "group name: use letters, digits, '-' or '_' (no '/', '+', '#')")
+    if not isinstance(values.get("auto_migrate", True), bool):
+        raise ValidationError(f"auto_migrate {values['auto_migrate']!r} must be true or false")
     ttl = values.get("manifest_ttl_s")
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
                             or not 0 < ttl < float("inf")):

@@ -25,7 +25,7 @@ TOP = ("controller", "edge_agent", "edgewise_wire", "edgewise_monitoring", "edge
 DEVICE = ("edge_agent", "edgewise_wire", "edgewise_monitoring", "edgewise_mqtt")
 # what a device never imports: the operator's side and its heavy libraries
 NOT_ON_DEVICE = {"controller", "converters", "simulator", "fastapi", "uvicorn", "sklearn", "onnx",
-                 "skl2onnx", "sqlalchemy", "click", "httpx", "scipy", "cryptography"}
+                 "skl2onnx", "sqlalchemy", "alembic", "click", "httpx", "scipy", "cryptography"}
 # pure cores: no database, MQTT, HTTP or clock; they may import these (and each other)
 PURE_MAY_IMPORT = {"numpy", "edgewise_wire", "edgewise_monitoring", "controller.errors"}
 PURE = ("controller/rollouts/spec.py", "controller/rollouts/gates.py",
