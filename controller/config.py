@@ -41,7 +41,7 @@ class ControllerConfig:
     alert_latency_p95_ms: float = 250.0
     alert_silent_after_s: float = 300.0
     # drift, accuracy, bias and concept alerts come from sequential tests with a stated
-    # false-alarm rate (edgewise_monitoring.watch): their settings by their flat names, e.g.
+    # false-alarm rate (controller.monitoring.watch): their settings by their flat names, e.g.
     # {drift_alpha = 1e-7, accuracy_tolerance = 0.0}; docs/monitoring.md lists every one
     detectors: dict[str, Any] = field(default_factory=dict)
     # devices of one group (this label's value) running one version pool their evidence, so a

@@ -4,9 +4,10 @@ The agent accumulates a window with it; the controller merges windows across dev
 and judges them. Neutral ground beside :mod:`edgewise_wire` (it ships to the device with the
 agent); it needs numpy, which is why it is not part of the stdlib-only contract.
 
-The sequential detectors (:mod:`~edgewise_monitoring.drift_test`,
-:mod:`~edgewise_monitoring.accuracy_test`, bundled per model version by
-:class:`~edgewise_monitoring.watch.ModelWatch`) judge those summaries with a stated false-alarm
+The sequential detectors (:mod:`~edgewise_monitoring.accuracy_test`,
+:mod:`~edgewise_monitoring.regression_test`, and on the controller
+:mod:`controller.monitoring.drift_test`, bundled per model version by
+:class:`controller.monitoring.watch.ModelWatch`) judge those summaries with a stated false-alarm
 rate and explain every alarm; :mod:`~edgewise_monitoring.calibration` gives the calibrated
 label-free accuracy estimate.
 
@@ -45,16 +46,13 @@ from edgewise_monitoring.summary import SUMMARY_SCHEMA, derive, merge_summaries
 from edgewise_monitoring.window import MonitoringWindow
 
 if TYPE_CHECKING:
-    from edgewise_monitoring.drift_test import DriftDetector, DriftSettings
     from edgewise_monitoring.evidence import PREDICTION, WindowEvidence, pool, pool_by_profile
-    from edgewise_monitoring.watch import ModelWatch, WatchSettings
 
 # What only the controller needs is imported on first use: the agent imports this package for
 # its window and should not pay for the detectors it never runs (about 0.4 MiB).
 _LAZY = {
-    "DriftDetector": "drift_test", "DriftSettings": "drift_test",
     "PREDICTION": "evidence", "WindowEvidence": "evidence", "pool": "evidence",
-    "pool_by_profile": "evidence", "ModelWatch": "watch", "WatchSettings": "watch",
+    "pool_by_profile": "evidence",
 }
 
 
@@ -77,8 +75,6 @@ __all__ = [
     "ClassificationScore",
     "ConfidenceEstimate",
     "Decision",
-    "DriftDetector",
-    "DriftSettings",
     "DriftVerdict",
     "ErrorRateDetector",
     "ErrorRateSettings",
@@ -90,14 +86,12 @@ __all__ = [
     "LatencyHistogram",
     "MeanShiftDetector",
     "MeanShiftSettings",
-    "ModelWatch",
     "MonitoringError",
     "MonitoringWindow",
     "ProbabilisticLoss",
     "ProfileError",
     "ReferenceProfile",
     "RegressionScore",
-    "WatchSettings",
     "WindowEvidence",
     "canonical_label",
     "derive",

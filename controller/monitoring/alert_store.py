@@ -35,6 +35,7 @@ from controller.monitoring import (
 )
 from controller.monitoring.metrics_store import MetricsStore
 from controller.monitoring.sequential_alerts import Judgement, apply_judgements, group_key
+from controller.monitoring.watch import WatchSettings
 from controller.monitoring.watch_store import (
     Watches,
     WatchKey,
@@ -53,7 +54,6 @@ from controller.storage.tables import (
 )
 from edgewise_monitoring.quality import segment_test
 from edgewise_monitoring.sequential import Decision
-from edgewise_monitoring.watch import WatchSettings
 
 # pg_advisory_xact_lock key for alert evaluation: b"EwAlerts" as a big-endian int64.
 ALERT_LOCK_KEY = int.from_bytes(b"EwAlerts", "big")

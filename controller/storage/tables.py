@@ -267,7 +267,7 @@ reported_order = sa.Table(
 )
 
 
-# the state of the sequential detectors (edgewise_monitoring.watch.ModelWatch) of one device or
+# the state of the sequential detectors (controller.monitoring.watch.ModelWatch) of one device or
 # group of devices ("group:site=berlin") for one model version
 watch_states = sa.Table(
     "watch_states", metadata,

@@ -28,12 +28,13 @@ DEVICE = ("edge_agent", "edgewise_wire", "edgewise_monitoring", "edgewise_mqtt")
 NOT_ON_DEVICE = {"controller", "converters", "simulator", "fastapi", "uvicorn", "sklearn", "onnx",
                  "skl2onnx", "sqlalchemy", "alembic", "click", "httpx", "scipy", "cryptography"}
 # pure cores: no database, MQTT, HTTP or clock; they may import these (and each other)
-PURE_MAY_IMPORT = {"numpy", "edgewise_wire", "edgewise_monitoring", "controller.errors"}
+PURE_MAY_IMPORT = {"numpy", "scipy", "edgewise_wire", "edgewise_monitoring", "controller.errors"}
 PURE = ("controller/rollouts/spec.py", "controller/rollouts/gates.py",
         "controller/rollouts/engine.py", "controller/rollouts/decisions.py",
         "controller/rollouts/conflicts.py", "controller/monitoring/rules.py",
         "controller/monitoring/hysteresis.py", "controller/monitoring/drift_series.py",
-        "controller/monitoring/drift_markers.py", "controller/fleet/selectors.py",
+        "controller/monitoring/drift_markers.py", "controller/monitoring/drift_test.py",
+        "controller/monitoring/watch.py", "controller/fleet/selectors.py",
         "controller/fleet/versions.py", "controller/web/rollup.py", "controller/paging.py",
         "controller/timebuckets.py",
         "edge_agent/update/", "edgewise_monitoring/", "edgewise_wire/")
