@@ -38,7 +38,7 @@ from edgewise_monitoring.psi import (
     psi,
     psi_noise_floor,
 )
-from edgewise_monitoring.quality import ProbabilisticLoss, prediction_bias, segment_test
+from edgewise_monitoring.quality import ProbabilisticLoss, prediction_bias
 from edgewise_monitoring.reference import ReferenceProfile, profile_id
 from edgewise_monitoring.regression_test import MeanShiftDetector, MeanShiftSettings
 from edgewise_monitoring.sequential import Decision, EvidenceCusum
@@ -105,5 +105,4 @@ __all__ = [
     "profile_id",
     "psi",
     "psi_noise_floor",
-    "segment_test",
 ]

@@ -34,6 +34,7 @@ from controller.monitoring import (
     evaluate,
 )
 from controller.monitoring.metrics_store import MetricsStore
+from controller.monitoring.segments import segment_test
 from controller.monitoring.sequential_alerts import Judgement, apply_judgements, group_key
 from controller.monitoring.watch import WatchSettings
 from controller.monitoring.watch_store import (
@@ -52,7 +53,6 @@ from controller.storage.tables import (
     metrics,
     watch_states,
 )
-from edgewise_monitoring.quality import segment_test
 from edgewise_monitoring.sequential import Decision
 
 # pg_advisory_xact_lock key for alert evaluation: b"EwAlerts" as a big-endian int64.
