@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.engine import make_url
 
 from controller.cli.common import data_dir_option, emit, fail, format_table, json_option
 from controller.storage import Database, migrator
+from controller.storage.db import normalize_url
 
 
 def _database_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -27,11 +29,19 @@ def _database_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextmanager
-def _database(config_path: Path | None, data_dir: Path | None,
-              db_url: str | None) -> Iterator[Database]:
+def _database(config_path: Path | None, data_dir: Path | None, db_url: str | None,
+              must_exist: bool = True) -> Iterator[Database]:
+    """The database the options name. Only an upgrade may create an SQLite file: a command that
+    reads one where there is none was given a wrong --data-dir or --db-url, and says so."""
     from controller.config import load_controller_config
+    from controller.errors import NotFoundError
 
     config = load_controller_config(config_path, data_dir=data_dir, db_url=db_url)
+    url = make_url(normalize_url(config.database_url))
+    if must_exist and url.get_backend_name() == "sqlite" and url.database not in (None, "") \
+            and not Path(url.database).exists():
+        raise NotFoundError("SQLite database (check --data-dir, --db-url or --config)",
+                            url.database)
     db = Database(config.database_url)
     try:
         yield db
@@ -128,7 +138,9 @@ def upgrade(revision: str, config_path: Path | None, data_dir: Path | None, db_u
 
     Example: edgewise db upgrade --sql --db-url postgresql+psycopg://edgewise@db/edgewise
     """
-    with _database(config_path, data_dir, db_url) as database:
+    # an upgrade creates an SQLite file; its SQL from a given revision reads no database
+    with _database(config_path, data_dir, db_url,
+                   must_exist=offline and start is None) as database:
         if offline:
             sql = migrator.upgrade_sql(database, revision, start)
             emit({"sql": sql}, as_json, sql.rstrip())

@@ -23,11 +23,22 @@ def as_json(result: Result) -> Any:
     return json.loads(result.stdout)
 
 
+def touch(db_url: str) -> None:
+    """Connect once, so an empty database exists (an SQLite file is created on first use)."""
+    db = Database(db_url)
+    try:
+        with db.read():
+            pass
+    finally:
+        db.dispose()
+
+
 def revisions() -> list[str]:
     return [r.revision for r in migrator.history()]
 
 
 def test_upgrade_current_history_downgrade(db_url: str) -> None:
+    touch(db_url)
     empty = as_json(run("db", "current", "--db-url", db_url, "--json"))
     assert (empty["current"], empty["pending"], empty["up_to_date"]) == (None, revisions(), False)
     assert "run `edgewise db upgrade`" in run("db", "current", "--db-url", db_url).stdout
@@ -51,6 +62,7 @@ def test_upgrade_current_history_downgrade(db_url: str) -> None:
 
 
 def test_offline_sql_prints_without_touching_the_database(db_url: str) -> None:
+    touch(db_url)
     sql = run("db", "upgrade", "--sql", "--db-url", db_url)
     assert sql.exit_code == 0 and "CREATE TABLE models" in sql.stdout
     assert as_json(run("db", "current", "--db-url", db_url, "--json"))["current"] is None
@@ -97,3 +109,14 @@ def test_serve_without_auto_migrate_refuses_a_database_behind(tmp_path: Path) ->
     from_config = run("controller", "serve", "--config", str(config), "--data-dir",
                       str(tmp_path), "--port", "0")
     assert from_config.exit_code == 1 and "auto_migrate is off" in from_config.stderr
+
+
+def test_a_sqlite_path_without_a_database_is_named_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "controller.sqlite"
+    for command in (["db", "current"], ["db", "history"], ["db", "downgrade", "base", "--yes"]):
+        result = run(*command, "--db-url", str(missing))
+        assert result.exit_code == 1
+        assert result.stderr.strip().splitlines() == [
+            f"error: SQLite database (check --data-dir, --db-url or --config) '{missing}' not "
+            "found"]
+    assert not missing.parent.exists()
