@@ -169,6 +169,29 @@ def with_label_head(model: Any, task: str, class_labels: Sequence[Any] | None) -
     return model
 
 
+def without_zipmap(model: Any) -> Any:
+    """The graph with its ZipMap node removed: the output it fed now carries ZipMap's input,
+    the probability tensor (the agent reads tensors, not sequences of maps)."""
+    helper = require("onnx.helper")
+    onnx = require("onnx")
+    model = _copy(model)
+    graph = model.graph
+    for node in [n for n in graph.node if n.op_type == "ZipMap"]:
+        (source,), (target,) = node.input, node.output
+        graph.node.remove(node)
+        for i, output in enumerate(graph.output):
+            if output.name == target:
+                for other in graph.node:  # whoever wrote the tensor now writes the output
+                    for j, name in enumerate(other.output):
+                        if name == source:
+                            other.output[j] = target
+                graph.output.remove(output)
+                graph.output.insert(i, helper.make_tensor_value_info(
+                    target, onnx.TensorProto.FLOAT, ["N", None]))
+                break
+    return model
+
+
 def float64_to_float32(model: Any) -> Any:
     """Run double-precision parts of a graph in float32 (DOUBLE initializers and Casts to
     DOUBLE), which onnx2tf cannot mix with float32 tensors. hummingbird emits them for
