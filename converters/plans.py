@@ -103,8 +103,10 @@ class ConversionPlan:
 class _SklearnPlan(ConversionPlan):
     def __init__(self, estimator: Any, sample: Any, labels: Any) -> None:
         from converters.sklearn_onnx import _check_estimator, _predict_source, describe_estimator
+        from converters.steps import check_steps
 
         task = _check_estimator(estimator)
+        check_steps(estimator)
         description = describe_estimator(estimator)
         matrix = check_sample(sample, getattr(estimator, "n_features_in_", None))
         truth = check_labels(labels, matrix.shape[0]) if labels is not None else None
@@ -172,6 +174,49 @@ class _SklearnPlan(ConversionPlan):
             self._tflite.update(sklearn_to_tflite(self.estimator, self.source, self.sample,
                                                   batch))
         return self._tflite[precision]
+
+
+class _TabularPlan(ConversionPlan):
+    """Pipelines over named, mixed-type columns: one typed ONNX input per column."""
+
+    def __init__(self, estimator: Any, sample: Any, labels: Any) -> None:
+        from converters.sklearn_onnx import _check_estimator, describe_estimator
+        from converters.steps import check_steps
+        from converters.tabular import monitor_matrix, tabular_source
+
+        task = _check_estimator(estimator)
+        check_steps(estimator)
+        description = describe_estimator(estimator)
+        source, self.frame, self.schema, output, truth = tabular_source(
+            estimator, sample, labels, task, description)
+        # no super().__init__: the source runs on the DataFrame, not on flat rows
+        self.source = source
+        self.sample = monitor_matrix(self.schema, self.frame)
+        self.labels = truth
+        self.source_out = output
+        self._float_onnx = None
+        self.wanted = ("float32",)
+        self._tflite = {}
+        self.estimator = estimator
+
+    def make_onnx(self) -> Candidate:
+        from converters.tabular import to_onnx
+
+        return to_onnx(self.estimator, self.schema, self.source.description)
+
+    def verify(self, candidate: Candidate, options: Options) -> ConversionResult:
+        from converters.tabular import verify_tabular
+
+        return verify_tabular(self.source, self.frame, self.schema, self.source_out, candidate,
+                              options)
+
+    def candidate(self, fmt: str, precision: str) -> Candidate:
+        if (fmt, precision) != ("onnx", "float32"):
+            raise UnsupportedModelError(
+                self.source.description, f"{fmt} {precision} is not offered for pipelines with "
+                "named, mixed-type inputs (string inputs have no TFLite form, and quantizing "
+                "would touch encoded categories); convert to onnx float32")
+        return self.float_onnx()
 
 
 class _CatBoostPlan(ConversionPlan):
@@ -303,6 +348,12 @@ def plan_for(model: Any, kind: str, sample: Any, labels: Any, task: str | None,
     if kind == "sklearn":
         if task not in (None, "classification", "regression"):
             raise ValueError(f"unknown task {task!r}")
+        from converters.tabular import is_frame, wants_tabular
+
+        if wants_tabular(model, sample):
+            return _TabularPlan(model, sample, labels)
+        if is_frame(sample):
+            sample = sample.to_numpy()
         return _SklearnPlan(model, sample, labels)
     if kind == "catboost":
         return _CatBoostPlan(model, sample, labels)
