@@ -345,16 +345,20 @@ class _TflitePlan(ConversionPlan):
 
 def plan_for(model: Any, kind: str, sample: Any, labels: Any, task: str | None,
           class_labels: Sequence[Any] | None, example_input: Any, say: Progress) -> ConversionPlan:
+    from converters.tabular import is_frame
+
     if kind == "sklearn":
         if task not in (None, "classification", "regression"):
             raise ValueError(f"unknown task {task!r}")
-        from converters.tabular import is_frame, wants_tabular
+        from converters.tabular import wants_tabular
 
         if wants_tabular(model, sample):
             return _TabularPlan(model, sample, labels)
         if is_frame(sample):
             sample = sample.to_numpy()
         return _SklearnPlan(model, sample, labels)
+    if kind != "sklearn" and is_frame(sample):  # a table read from .csv/.parquet
+        sample = sample.to_numpy()
     if kind == "catboost":
         return _CatBoostPlan(model, sample, labels)
     if kind == "keras":

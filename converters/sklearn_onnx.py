@@ -241,9 +241,11 @@ def _to_onnx(estimator: Any, n_features: int, description: str,
         if "Expected an int, got a boolean" in str(cause):
             from converters.skl2onnx_env import BROKEN_WITH, WORKS_WITH
 
-            first_line = (f"skl2onnx {require('skl2onnx').__version__} is broken with "
-                          f"{BROKEN_WITH}; it works with {WORKS_WITH}, the skl2onnx side "
-                          f"environment ({first_line[:120]})")
+            protobuf = require("google.protobuf").__version__
+            first_line = (f"skl2onnx {require('skl2onnx').__version__} is broken with the "
+                          f"installed protobuf {protobuf}, as with any {BROKEN_WITH}; it works "
+                          f"with {WORKS_WITH}, the skl2onnx side environment "
+                          f"({first_line[:120]})")
         raise UnsupportedModelError(description, f"{reason} ({type(exc).__name__}: {first_line})"
                                     ) from exc
 

@@ -62,9 +62,9 @@ def convert_file(model_file: Path, sample_file: Path, labels_file: Path | None, 
     """Load the files and run converters.api.convert; progress lines go to stderr."""
     from converters import load_labels_file
     from converters.api import convert
-    from converters.loading import load_array_file
+    from converters.loading import load_table_file
 
-    sample = load_array_file(sample_file)
+    sample = load_table_file(sample_file)
     labels = load_labels_file(labels_file) if labels_file else None
     example = None
     if input_shape:
@@ -125,11 +125,14 @@ def write_outcomes(outcomes: Sequence[Any], out_dir: Path, name: str) -> list[Pa
 @click.argument("model", type=click.Path(path_type=Path, exists=True))
 @click.option("--sample", "sample_file", required=True,
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Sample input rows (.npy or .csv): parity, calibration, smoke tests, profile. "
-                   "A .npy may hold rows shaped like the model's input (e.g. N x 8 x 8 x 1).")
+              help="Sample input rows (.npy, .csv or .parquet): parity, calibration, smoke "
+                   "tests, profile. A .csv with a header or a .parquet keeps column names and "
+                   "types (needed for mixed-type pipelines). A .npy may hold rows shaped like "
+                   "the model's input (e.g. N x 8 x 8 x 1).")
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path, exists=True,
                                                         dir_okay=False),
-              help="True labels for the sample rows (.npy or .csv), to report accuracy.")
+              help="True labels for the sample rows (.npy, .csv or a one-column .parquet), "
+                   "to report accuracy.")
 @click.option("--to", "formats", default="onnx", show_default=True,
               help="Comma-separated formats: onnx, tflite.")
 @click.option("--quantize", default="", help="Comma-separated extra precisions besides "
