@@ -121,18 +121,26 @@ def _column_roles(estimator: Any, names: Sequence[str]) -> dict[str, tuple[str, 
     return roles
 
 
-def _imputed(estimator: Any, names: Sequence[str]) -> set[str]:
-    """Columns that pass a SimpleImputer (or similar) before anything else sees them."""
-    out: set[str] = set()
+def _imputed(estimator: Any, names: Sequence[str]) -> dict[str, float]:
+    """Column → the value its SimpleImputer puts in for a missing one (what the model sees)."""
+    out: dict[str, float] = {}
     for _, step in walk(estimator):
         if type(step).__name__ != "ColumnTransformer":
             continue
         fitted = {name: trans for name, trans, *_ in step.transformers_}
         for name, columns in getattr(step, "_transformer_to_input_indices", {}).items():
             trans = fitted.get(name)
-            if trans is not None and not isinstance(trans, str) and any(
-                    "Imputer" in type(s).__name__ for _, s in walk(trans)):
-                out.update(names[i] for i in columns)
+            if trans is None or isinstance(trans, str):
+                continue
+            imputer = next((s for _, s in walk(trans) if "Imputer" in type(s).__name__), None)
+            if imputer is None:
+                continue
+            statistics = getattr(imputer, "statistics_", None)
+            for position, index in enumerate(columns):
+                value = math.nan
+                if statistics is not None and position < len(statistics):
+                    value = float(statistics[position])
+                out[names[index]] = value
     return out
 
 
@@ -157,7 +165,10 @@ def input_schema(estimator: Any, frame: Any) -> InputSchema:
                 f"or strings through an encoder: encode it with OneHotEncoder or OrdinalEncoder "
                 f"in a ColumnTransformer")
         if role == "number":
-            fields.append(InputField(name, "number", "float32", nullable=name in imputed))
+            value = imputed.get(name)
+            fields.append(InputField(name, "number", "float32", nullable=name in imputed,
+                                     imputed=value if value is not None and math.isfinite(value)
+                                     else None))
             continue
         if column.isna().any():
             raise SampleDataError(
@@ -365,8 +376,8 @@ def verify_tabular(source: Source, frame: Any, schema: InputSchema, source_out: 
 def reference_profile(schema: InputSchema, frame: Any, art_out: SourceOutput, task: str,
                       class_labels: Sequence[Any] | None, options: Options) -> dict[str, Any]:
     """Quantile bins for numbers and word counts, one bin per category (see the docstring)."""
-    matrix = monitor_matrix(schema, frame)
-    for j in range(matrix.shape[1]):  # imputed numbers: profiled at the column median
+    matrix = monitor_matrix(schema, frame)  # nulls at their imputed value, as the agent sees
+    for j in range(matrix.shape[1]):  # a null without a known imputed value: the median
         column = matrix[:, j]
         if np.isnan(column).any():
             finite = column[~np.isnan(column)]

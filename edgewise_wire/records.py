@@ -15,7 +15,7 @@ Schema (``manifest.input_schema``)::
                 {"name": "note", "kind": "text", "dtype": "string"}]}
 
 ``kind`` is ``number`` (a finite int or float; ``null`` only where ``nullable``, i.e. the
-pipeline imputes that column), ``category`` (one of ``categories``, the values seen in
+pipeline imputes that column, and ``imputed`` is the value its imputer puts in), ``category`` (one of ``categories``, the values seen in
 training) or ``text`` (any string). ``dtype`` is the artifact input's element type.
 
 Records arrive as one object (``{"age": 41, ...}``), a list of objects, columns
@@ -25,7 +25,8 @@ any bad row is refused as a whole (no row of it is predicted), and the error lis
 row (up to :data:`MAX_REPORTED`) as ``row N: field 'x': reason``.
 
 The monitoring view of a record (:meth:`RecordBatch.monitor_rows`) is numeric, one value per
-field: a number as is, a category as its index in ``categories`` (the reference profile bins
+field: a number as is, a category as its index in ``categories``, a null number as its ``imputed`` value, which
+is what the model sees (the reference profile bins
 categories with edges at 0.5, 1.5, ... so each category is a bin of its own), a text as its
 number of words. Drift on categories is thereby measured exactly like drift on numbers.
 """
@@ -69,6 +70,7 @@ class InputField:
     dtype: str  # element type of the artifact's input of this name
     categories: tuple[int | str, ...] | None = None  # kind "category": values seen in training
     nullable: bool = False  # kind "number": null is imputed by the model
+    imputed: float | None = None  # nullable numbers: the value the model puts in for null
 
     @classmethod
     def from_dict(cls, d: Any, ctx: str) -> InputField:
@@ -92,8 +94,12 @@ class InputField:
         nullable = d.get("nullable", False)
         if not isinstance(nullable, bool):
             raise SchemaError(f"{ctx}.nullable must be true or false")
+        imputed = d.get("imputed")
+        if imputed is not None and (isinstance(imputed, bool) or not isinstance(
+                imputed, (int, float)) or not math.isfinite(imputed)):
+            raise SchemaError(f"{ctx}.imputed must be a finite number")
         return cls(name, kind, dtype, tuple(raw) if kind == "category" and raw else None,
-                   nullable)
+                   nullable, None if imputed is None else float(imputed))
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "kind": self.kind, "dtype": self.dtype}
@@ -101,6 +107,8 @@ class InputField:
             d["categories"] = list(self.categories)
         if self.nullable:
             d["nullable"] = True
+        if self.imputed is not None:
+            d["imputed"] = self.imputed
         return d
 
     def check(self, value: Any) -> str | None:
@@ -138,7 +146,9 @@ class InputField:
             return float(self._index[value])
         if self.kind == "text":
             return float(len(str(value).split()))
-        return math.nan if value is None else float(value)
+        if value is None:
+            return math.nan if self.imputed is None else self.imputed
+        return float(value)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ def test_a_mixed_classifier_pipeline_converts_with_named_typed_inputs(table) -> 
         ("age", "number", True), ("income", "number", True), ("colour", "category", False),
         ("size", "category", False), ("note", "text", False)]
     assert schema.fields[2].categories == COLOURS
+    assert schema.fields[1].imputed == pytest.approx(frame["income"].mean())  # the imputer's
     assert manifest.parity["label_agreement"] == 1.0 and manifest.parity["max_abs_diff"] < 1e-4
     assert manifest.parity["artifact_accuracy"] == manifest.parity["source_accuracy"]
     smoke = manifest.smoke_tests[0]

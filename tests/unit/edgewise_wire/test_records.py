@@ -17,7 +17,7 @@ from edgewise_wire.records import (
 )
 
 SCHEMA = InputSchema((
-    InputField("age", "number", "float32", nullable=True),
+    InputField("age", "number", "float32", nullable=True, imputed=39.5),
     InputField("hours", "number", "float32"),
     InputField("colour", "category", "string", ("blue", "green", "red")),
     InputField("note", "text", "string"),
@@ -49,7 +49,9 @@ def test_every_accepted_form_gives_the_same_columns(payload: object) -> None:
     assert batch.columns["age"] == [41, None]
     rows = batch.monitor_rows()
     assert rows[0] == [41.0, 7.5, 2.0, 2.0]  # red is category 2; "all good" has two words
-    assert math.isnan(rows[1][0]) and rows[1][2] == 0.0
+    assert rows[1][0] == 39.5 and rows[1][2] == 0.0  # null: what the model's imputer puts in
+    unimputed = InputSchema((InputField("x", "number", "float32", nullable=True),))
+    assert math.isnan(validate_records([{"x": None}], unimputed).monitor_rows()[0][0])
 
 
 def test_one_object_is_one_row() -> None:
