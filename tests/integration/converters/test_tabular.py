@@ -166,3 +166,42 @@ def test_a_sample_without_the_fitted_columns_is_refused(table) -> None:  # type:
     model = mixed_pipeline(LogisticRegression(max_iter=500)).fit(frame, labels)
     with pytest.raises(SampleDataError, match=r"lacks the column\(s\) \['note'\]"):
         convert_one(model, frame.drop(columns=["note"]), name="x")
+
+
+def test_edgewise_convert_shows_the_winning_route_and_writes_the_schema(table, tmp_path: Path  # type: ignore[no-untyped-def]
+                                                                        ) -> None:
+    import joblib
+    from click.testing import CliRunner
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from controller.app.cli import cli
+    from converters.envs import find_python
+
+    frame, labels, _ = table
+    model = mixed_pipeline(LogisticRegression(max_iter=500)).fit(frame, labels)
+    joblib.dump(model, tmp_path / "mixed.joblib")
+    frame.to_parquet(tmp_path / "sample.parquet")
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "mixed.joblib"), "--sample",
+                                      str(tmp_path / "sample.parquet"), "--out",
+                                      str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.stdout)
+    assert entry["attempts"][0]["route"] == "skl2onnx" and entry["attempts"][0]["ok"]
+    written = json.loads((tmp_path / "out" / "mixed.float32.onnx.manifest.json").read_text())
+    assert [f["name"] for f in written["input_schema"]["fields"]] == list(frame.columns)
+    # a model whose first route fails: the table says which route won and why
+    numeric = frame[["age"]].fillna(40.0).to_numpy()
+    joblib.dump(HistGradientBoostingClassifier(max_iter=5).fit(numeric, labels),
+                tmp_path / "hgb.joblib")
+    np.save(tmp_path / "numeric.npy", numeric)
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "hgb.joblib"), "--sample",
+                                      str(tmp_path / "numeric.npy"), "--out",
+                                      str(tmp_path / "out")])
+    if find_python("skl2onnx") is None and find_python("hummingbird") is None:
+        assert result.exit_code == 1 and "no route verified; routes tried in order:" in \
+            result.stdout
+    elif "routes tried in order" in result.stdout:
+        assert result.exit_code == 0, result.output
+        assert "onnx float32: route " in result.stdout and " won; routes tried in order:" in \
+            result.stdout
+        assert "  skl2onnx: failed: skl2onnx failed" in result.stdout
