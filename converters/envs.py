@@ -1,6 +1,6 @@
 """Side environments for converter tools that cannot share the controller's Python environment.
 
-Four tools pin versions that conflict with the controller's (numpy 2, onnx 1.2x, TensorFlow
+Five environments pin versions that conflict with the controller's (numpy 2, onnx 1.2x, TensorFlow
 2.21), so each gets a virtual environment of its own and is run as a subprocess:
 
 ``onnx2tf``
@@ -12,6 +12,11 @@ Four tools pin versions that conflict with the controller's (numpy 2, onnx 1.2x,
     skl2onnx with protobuf < 5 (and onnx 1.19): protobuf 7 refuses the booleans skl2onnx 1.20
     writes into tree-ensemble attributes, so HistGradientBoosting* fails in the controller's
     environment and converts here. Gets the controller's scikit-learn and numpy versions.
+``compat-oldest``
+    The oldest scikit-learn, skl2onnx, onnx, onnxruntime, xgboost and lightgbm Edgewise supports
+    (docs/converters.md, "Compatibility"): workers/compat_smoke.py converts one model per
+    estimator family there, as the tests do with the newest versions in the controller's
+    environment.
 ``tflite-runtime``
     The frozen ``tflite-runtime`` 2.14 interpreter (needs numpy < 2), to verify that an artifact
     runs on devices that still use it.
@@ -96,6 +101,12 @@ ENVS: dict[str, ToolEnv] = {env.name: env for env in (
     ToolEnv("skl2onnx", (
         "skl2onnx==1.20.0", "onnx==1.19.1", "protobuf==4.25.5",
     ), "scikit-learn → ONNX with protobuf < 5 (the HistGradientBoosting fallback)", "skl2onnx"),
+    ToolEnv("compat-oldest", (
+        "scikit-learn==1.3.2", "skl2onnx==1.16.0", "onnx==1.15.0", "onnxruntime==1.20.1",
+        "xgboost-cpu==2.1.1", "lightgbm==4.0.0", "onnxmltools==1.12.0", "numpy==1.26.4",
+        "scipy==1.11.4", "protobuf==3.20.3",
+    ), "the oldest supported converter libraries, for the compatibility smoke test",
+        "skl2onnx"),
     ToolEnv("tflite-runtime", (
         "tflite-runtime==2.14.0", "numpy==1.26.4",
     ), "verify TFLite artifacts under tflite-runtime 2.14", "tflite_runtime.interpreter"),
