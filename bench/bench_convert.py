@@ -337,7 +337,10 @@ def merge_rows(new_rows: list[list[str]]) -> str:
     kept = [g for g in groups if g[0].split("|")[1].strip() not in names]
     body = [line for group in kept + added for line in group]
     note = (f"Rows {', '.join(names)}: measured later with `--only` on the same machine "
-            f"(load average {load_average():.1f}; other work was running).")
+            f"(load average {load_average():.1f}; other work was running). A mixed-table "
+            f"artifact's latency includes laying a pandas DataFrame out as its named inputs on "
+            f"every call; the boosting libraries' own predict uses their thread pools, which "
+            f"the load slows most.")
     notes = [line for line in lines[last:] if not line.startswith("Rows ")]
     markdown = "\n".join(lines[:first + 2] + body + notes + ["", note])
     update_doc_section("convert", markdown)
