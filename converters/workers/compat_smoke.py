@@ -13,6 +13,7 @@ library's own predictions. Prints one JSON object: {"versions": {...}, "families
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import warnings
@@ -28,10 +29,8 @@ PACKAGES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "xgboost
 def _versions() -> dict[str, str]:
     out = {}
     for package in PACKAGES:
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[package] = version(package)
-        except PackageNotFoundError:
-            pass
     if "xgboost-cpu" in out:
         out["xgboost"] = out.pop("xgboost-cpu")
     return out
