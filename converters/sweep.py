@@ -63,8 +63,8 @@ def build(cls: type, kind: str) -> Any:
     other = DecisionTreeClassifier(max_depth=3) if kind == "classifier" else \
         DecisionTreeRegressor(max_depth=3)
     kwargs: dict[str, Any] = {}
-    for name, param in inspect.signature(cls.__init__).parameters.items():
-        if param.default is not inspect.Parameter.empty or name == "self" or \
+    for name, param in inspect.signature(cls).parameters.items():
+        if param.default is not inspect.Parameter.empty or \
                 param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
             continue
         if name in ("estimator", "base_estimator", "regressor", "classifier"):
