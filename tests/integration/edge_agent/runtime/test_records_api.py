@@ -145,3 +145,55 @@ def test_drift_on_a_categorical_field_is_measured_like_on_a_number(tmp_path: Pat
 def _feature(summary: dict[str, Any], name: str) -> float:
     entry = next(f for f in summary["derived"]["drift"]["features"] if f["name"] == name)
     return float(entry["psi"])
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_boosting_models_in_a_mixed_pipeline_serve_records(tmp_path: Path, library: str) -> None:
+    pytest.importorskip(library)
+    from converters import convert_one
+
+    if library == "xgboost":
+        import xgboost
+
+        final = xgboost.XGBClassifier(n_estimators=10, max_depth=3)
+    else:
+        import lightgbm
+
+        final = lightgbm.LGBMClassifier(n_estimators=10, verbose=-1)
+    frame, labels, _ = mixed_frame()
+    frame = frame.drop(columns=["note"])
+    model = mixed_pipeline(final, for_trees=True).fit(frame, labels)
+    result = convert_one(model, frame, name=library, labels=labels)
+    assert result.manifest.parity["label_agreement"] == 1.0
+    expected = model.predict(frame).tolist()
+
+    async def body(client: httpx.AsyncClient, agent: EdgeAgent) -> None:
+        answer = await client.post("/v1/predict", json={"records": _records(frame)})
+        assert answer.status_code == 200, answer.text
+        assert [p["label"] for p in answer.json()["predictions"]] == expected
+
+    asyncio.run(_with_api(tmp_path, result, body))
+
+
+def test_a_catboost_model_serves_rows_of_numbers(tmp_path: Path) -> None:
+    catboost = pytest.importorskip("catboost")
+    from sklearn.datasets import load_wine
+
+    from converters import convert_one
+
+    X, y = load_wine(return_X_y=True)
+    model = catboost.CatBoostClassifier(iterations=20, verbose=0, allow_writing_files=False)
+    model.fit(X, y)
+    result = convert_one(model, X, name="catboost", labels=y)
+
+    async def body(client: httpx.AsyncClient, agent: EdgeAgent) -> None:
+        answer = await client.post("/v1/predict", json={"features": X.tolist()})
+        assert answer.status_code == 200, answer.text
+        got = answer.json()["predictions"]
+        assert [p["label"] for p in got] == model.predict(X).ravel().tolist()
+        assert np.abs(np.array([p["scores"] for p in got]) - model.predict_proba(X)).max() < 1e-4
+        records = await client.post("/v1/predict", json={"records": [{"a": 1}]})
+        assert records.status_code == 422 and "not records of named fields" in \
+            records.json()["error"]
+
+    asyncio.run(_with_api(tmp_path, result, body))
