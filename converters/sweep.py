@@ -112,11 +112,11 @@ def sweep_one(name: str, kind: str, cls: type) -> Row:
     if outcome.result is not None:
         report = outcome.result.report
         diff = outcome.result.manifest.parity["max_abs_diff"]
-        return Row(name, kind, "converted", f"{report.get('route', 'skl2onnx')}, max |diff| "
+        return Row(name, kind, "converted", f"{report.get('route', 'skl2onnx')}, max diff "
                                             f"{_magnitude(diff)}")
     error = outcome.error
     if isinstance(error, ParityError):
-        return Row(name, kind, "failed", f"parity: max |diff| {_magnitude(error.max_abs_diff)}, "
+        return Row(name, kind, "failed", f"parity: max diff {_magnitude(error.max_abs_diff)}, "
                                          f"labels agree {error.label_agreement:.0%}")
     if isinstance(error, UnsupportedModelError):
         return Row(name, kind, "refused", _reason(error))

@@ -25,8 +25,8 @@ def test_a_stale_table_is_reported() -> None:
 def test_the_sweep_marks_converted_and_refused_estimators() -> None:
     registry = {name: (kind, cls) for name, kind, cls in sweep.registry()}
     converted = sweep.sweep_one("LogisticRegression", *registry["LogisticRegression"])
-    assert converted.status == "converted" and converted.detail.startswith("skl2onnx, max")
+    assert converted.status == "converted" and converted.detail.startswith("skl2onnx, max diff")
     refused = sweep.sweep_one("MultiOutputRegressor", *registry["MultiOutputRegressor"])
     assert refused.status == "refused" and "not fittable" in refused.detail
     row = sweep.table([converted, refused]).splitlines()
-    assert "| LogisticRegression | classifier | converted |" in row[4]
+    assert "| LogisticRegression | classifier | converted | skl2onnx, max diff" in row[5]
