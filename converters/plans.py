@@ -152,8 +152,10 @@ class _SklearnPlan(ConversionPlan):
 
         skl2onnx = require("skl2onnx")
         started = time.perf_counter()
-        model = _to_onnx(self.estimator, self.source.n_features, self.source.description,
-                         target_opset)
+        from converters.onnx_graph import with_flat_label
+
+        model = with_flat_label(_to_onnx(self.estimator, self.source.n_features,
+                                         self.source.description, target_opset))
         return Candidate("onnx", "float32", model.SerializeToString(),
                          {"converter": "skl2onnx", "converter_version": skl2onnx.__version__},
                          time.perf_counter() - started)

@@ -69,6 +69,10 @@ def build(cls: type, kind: str) -> Any:
             continue
         if name in ("estimator", "base_estimator", "regressor", "classifier"):
             kwargs[name] = base
+    for name in ("estimator", "base_estimator"):  # a default of None that fit() then refuses
+        parameter = inspect.signature(cls).parameters.get(name)
+        if parameter is not None and parameter.default is None and name not in kwargs:
+            kwargs[name] = base
         elif name == "estimators":
             kwargs[name] = [("linear", base), ("tree", other)]
     return cls(**kwargs)
@@ -186,6 +190,14 @@ def listed(doc: str) -> tuple[str, list[tuple[str, str]]]:
     return header, pairs
 
 
+def parse_rows(doc: str) -> list[Row]:
+    """The rows of the table in ``doc``."""
+    body = doc.split(START, 1)[1].split(END, 1)[0]
+    return [Row(*(cell.strip() for cell in match))
+            for match in re.findall(r"^\| (\w+) \| (classifier|regressor) \| (\w+) \| (.*) \|$",
+                                    body, flags=re.M)]
+
+
 def check(doc: str) -> list[str]:
     """What is stale in the table of ``doc`` (empty when it matches the installed release)."""
     import sklearn
@@ -215,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="replace the table between the sweep markers in DOC")
     group.add_argument("--check", type=Path, metavar="DOC",
                        help="exit 1 when DOC's table is stale (other estimators or release)")
-    parser.add_argument("--only", nargs="*", metavar="NAME", help="sweep these estimators only")
+    parser.add_argument("--only", nargs="*", metavar="NAME",
+                        help="sweep these estimators only (with --write: replace their rows)")
     args = parser.parse_args(argv)
     if args.check:
         problems = check(args.check.read_text())
@@ -233,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name:40} {kind:10} {row.status:9} {time.perf_counter() - started:5.1f}s  "
               f"{row.detail}", file=sys.stderr)
         rows.append(row)
+    if args.write and args.only:  # replace just these rows of the existing table
+        old = {(r.name, r.kind): r for r in parse_rows(args.write.read_text())}
+        old.update({(r.name, r.kind): r for r in rows})
+        rows = sorted(old.values(), key=lambda r: (r.kind, r.name))
     text = table(rows)
     if args.write:
         doc = args.write.read_text()

@@ -106,3 +106,15 @@ def test_hist_gradient_boosting_converts_through_a_fallback_route(cls: Any, iris
     assert result.manifest.source["route"] in ("skl2onnx (side environment)", "hummingbird-ml")
     parity = result.manifest.parity
     assert parity["max_abs_diff"] <= parity["tolerance"] and parity["label_agreement"] == 1.0
+
+
+def test_labels_written_as_one_row_are_reshaped_to_one_per_row(iris: Any) -> None:
+    """skl2onnx writes QuadraticDiscriminantAnalysis labels as [1, N]; the artifact gets a
+    Reshape so the device reads one label per row (and parity compares them)."""
+    from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+
+    X, y = iris
+    result = convert_one(QuadraticDiscriminantAnalysis().fit(X, y), X, name="qda")
+    label = next(o for o in result.manifest.outputs if o.name == "label")
+    assert label.shape == (None,)
+    assert result.manifest.parity["label_agreement"] == 1.0
