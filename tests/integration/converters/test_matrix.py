@@ -24,10 +24,24 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from converters.api import Outcome, convert
+from converters.errors import ParityError
 from converters.precision import DEFAULT_TOLERANCES, FORMAT_PRECISIONS
 from edge_agent.runtime import load_runtime, prepare_features, smoke_test
 from edgewise_wire.manifest import Manifest
 from tests.integration.converters.conftest import require_env
+
+
+def refused_by_parity(outcome: Outcome) -> bool:
+    """An ONNX int8 artifact made by onnxruntime's quantizer may miss the int8 tolerance on a
+    small network (whether it does moves with the quantizer and exporter releases): then it
+    must be refused by the parity check, with the figures that missed, never shipped."""
+    if outcome.error is None:
+        return False
+    assert outcome.format == "onnx" and outcome.precision.startswith("int8"), outcome.error
+    assert isinstance(outcome.error, ParityError), outcome.error
+    tolerance = DEFAULT_TOLERANCES[outcome.precision]
+    assert f"tolerance {tolerance.max_abs_diff}" in str(outcome.error)
+    return True
 
 
 def check_outcome(outcome: Outcome, tmp_path: Path, sample: np.ndarray) -> Manifest:
@@ -141,6 +155,8 @@ def test_keras_models_in_every_precision(kind: str, keras_models: dict[str, Any]
     precisions = ("float32", "float16", "int8-dynamic", "int8-static")
     outcomes = run(keras_models[kind], sample, ("onnx", "tflite"), precisions, labels=y[:300])
     for outcome in outcomes:
+        if refused_by_parity(outcome):
+            continue
         m = check_outcome(outcome, tmp_path, X[:300])
         assert m.source["framework"] == "tensorflow"
         assert m.class_labels == tuple(range(10))
@@ -193,6 +209,8 @@ def test_torch_modules(kind: str, torch_models: dict[str, Any],
     outcomes = run(torch_models[kind], sample, ("onnx", "tflite"), ("float32", "int8-dynamic"),
                    labels=y[:300])
     for outcome in outcomes:
+        if refused_by_parity(outcome):
+            continue
         m = check_outcome(outcome, tmp_path, X[:300])
         assert m.source["framework"] == "torch"
         assert m.parity["scores_compared"] == "softmax"  # the modules emit logits
