@@ -25,6 +25,7 @@ from edge_agent.config import AgentConfig, ConfigError, load_config
 from edge_agent.malloc_tuning import fix_malloc_thresholds
 from edge_agent.update.pause import UpdatePause
 from edgewise_mqtt.link import BrokerAddress
+from edgewise_wire.version import edgewise_version
 
 log = logging.getLogger("edgewise.agent")
 
@@ -45,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--broker", help="MQTT broker HOST:PORT, overrides [broker] from the file")
     parser.add_argument("--data-dir", type=Path, help="overrides data_dir from the file")
     parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("--version", action="version",
+                        version=f"edgewise-agent {edgewise_version()}")
     return parser.parse_args(argv)
 
 

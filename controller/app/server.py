@@ -1,38 +1,127 @@
-"""`edgewise controller serve`: the REST API and the MQTT bridge on one event loop."""
+"""`edgewise controller serve`: the REST API and the MQTT bridge on one event loop.
+
+Start-up claims the port first, then opens the database, then connects to the broker, and only
+then announces the API: each step that fails raises :class:`StartupError`, one line naming the
+cause and the setting to change (the CLI prints it without a traceback).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
+import re
+import socket
 
 import uvicorn
 
 from controller.app.api import create_app
 from controller.app.service import Controller
 from controller.config import ControllerConfig
+from controller.errors import EdgewiseError
+from edgewise_mqtt.link import BrokerUnreachableError
 
 log = logging.getLogger("edgewise.controller")
 
 
-async def serve(config: ControllerConfig) -> None:
-    controller = Controller(config)
-    app = create_app(controller)
-    # HTTPS when a certificate is configured (http_tls_cert / http_tls_key)
-    tls = config.http_tls_cert is not None
-    server = uvicorn.Server(uvicorn.Config(app, host=config.http_host, port=config.http_port,
-                                           log_level="warning", lifespan="off",
-                                           ssl_certfile=config.http_tls_cert,
-                                           ssl_keyfile=config.http_tls_key,
-                                           # with TLS, an idle keep-alive client (a browser,
-                                           # the CLI) otherwise holds SIGTERM up for ever
-                                           timeout_graceful_shutdown=5))
-    await controller.start()
-    log.info("controller API on %s://%s:%d", "https" if tls else "http", config.http_host,
-             config.http_port)
+class StartupError(EdgewiseError):
+    """The controller cannot start; the message names the cause and the setting to change."""
+
+
+def claim_port(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, before anything announces it; uvicorn serves on it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        await server.serve()  # returns on SIGINT/SIGTERM
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        # create_server re-raises a failed name lookup as an OSError with the resolver's
+        # (negative) error number
+        if isinstance(exc, socket.gaierror) or (exc.errno is not None and exc.errno < 0):
+            reason = f"{host!r} is not a known name or address; set --host or http_host"
+        elif exc.errno == errno.EADDRINUSE:
+            reason = ("the port is already in use (another controller?); stop that process or "
+                      "choose another port with --port or http_port")
+        elif exc.errno == errno.EACCES:
+            reason = ("permission denied (ports below 1024 need privileges); choose another "
+                      "port with --port or http_port")
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            reason = "not an address of this machine; set --host or http_host"
+        else:
+            reason = f"{exc.strerror or exc}; check --host/--port (http_host/http_port)"
+        raise StartupError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def masked_url(url: str) -> str:
+    """A database URL with its password replaced by ``***``, parseable or not."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: mask by shape, never echo what may be a secret
+        return re.sub(r"(//[^/@:]*:)[^@/]*@", r"\1***@", url)
+
+
+def _database_reason(exc: BaseException, url: str) -> str:
+    """The driver's own first line (a refused connection, an unknown database, a bad URL),
+    without the URL's password."""
+    from sqlalchemy.exc import DBAPIError
+
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, DBAPIError):
+        cause = cause.__cause__
+    source = cause.orig if isinstance(cause, DBAPIError) and cause.orig is not None else exc
+    text = str(source).strip().splitlines()
+    reason = text[0].strip() if text else type(source).__name__
+    password = re.search(r"//[^/@:]*:([^@/]*)@", url)
+    return reason.replace(password.group(1), "***") if password and password.group(1) else reason
+
+
+def open_controller(config: ControllerConfig) -> Controller:
+    """The controller over its database, or :class:`StartupError` naming the database URL
+    (password masked) and why it cannot be opened."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return Controller(config)
+    except (SQLAlchemyError, EdgewiseError, ModuleNotFoundError) as exc:
+        url = config.database_url
+        raise StartupError(f"cannot open the database {masked_url(url)}: "
+                           f"{_database_reason(exc, url)}; check --db-url, EDGEWISE_DB_URL or "
+                           "db_url in the config") from None
+
+
+async def serve(config: ControllerConfig) -> None:
+    listener = claim_port(config.http_host, config.http_port)
+    try:
+        controller = open_controller(config)
+        app = create_app(controller)
+        # HTTPS when a certificate is configured (http_tls_cert / http_tls_key)
+        tls = config.http_tls_cert is not None
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                               ssl_certfile=config.http_tls_cert,
+                                               ssl_keyfile=config.http_tls_key,
+                                               # with TLS, an idle keep-alive client (a
+                                               # browser, the CLI) otherwise holds SIGTERM up
+                                               # for ever
+                                               timeout_graceful_shutdown=5))
+        try:
+            await controller.start()
+        except BrokerUnreachableError as exc:
+            with contextlib.suppress(Exception):
+                await controller.bridge.stop()
+            controller.db.dispose()
+            raise StartupError(f"{exc}; start the broker or set --broker or [broker] host/port "
+                               "in the config") from None
+        port = listener.getsockname()[1]
+        log.info("controller API on %s://%s:%d", "https" if tls else "http", config.http_host,
+                 port)
+        try:
+            await server.serve(sockets=[listener])  # returns on SIGINT/SIGTERM
+        finally:
+            await controller.stop()
     finally:
-        await controller.stop()
+        listener.close()
 
 
 def run(config: ControllerConfig) -> None:
