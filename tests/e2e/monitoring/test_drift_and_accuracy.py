@@ -23,8 +23,8 @@ import pytest
 from click.testing import CliRunner
 
 from controller.app.cli import cli
-from controller.cli.exit_codes import ExitCode
 from controller.cli.client import ControllerClient
+from controller.cli.exit_codes import ExitCode
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
 from simulator.fleet import SimulatedFleet
