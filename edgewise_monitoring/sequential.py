@@ -32,7 +32,7 @@ persistent ones accumulate evidence over several updates; noise does not accumul
 its log e-values have a negative mean.
 
 Everything here is numpy and ``math`` (the device has no scipy; ``statistics`` would cost the
-agent another 0.6 MiB). Normal quantiles use Acklam's rational approximation refined by one
+agent another 0.4 MiB). Normal quantiles use Acklam's rational approximation refined by one
 Halley step on ``math.erfc`` (relative error below 1e-12), chi-square quantiles and tails the
 Wilson-Hilferty approximation.
 """
