@@ -2,7 +2,7 @@
 
 Why not ``cryptography``: the device only ever *verifies* (the controller signs), and importing
 ``cryptography`` costs the agent about 8.5 MiB of RSS against an 80 MiB budget; importing this
-module costs about 0.5 MiB (tests/unit/test_docs_figures.py measures both claims' sources). The price is speed: about 1 ms per verification on an x86-64 development machine
+module costs about 0.5 MiB (tests/unit/test_docs_figures.py checks both figures). The price is speed: about 1 ms per verification on an x86-64 development machine
 (Python big-integer arithmetic; OpenSSL takes 0.1 ms), so presumably several ms on a Raspberry
 Pi; the agent verifies a handful of documents per update, and a process-wide cache makes repeats
 free (the simulator runs 1,000 agents in one process that verify the same envelope).

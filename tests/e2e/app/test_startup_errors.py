@@ -119,3 +119,19 @@ def test_a_controller_that_is_not_running(tmp_path: Path) -> None:
                                    cwd=tmp_path))
     assert f"cannot reach the controller at http://127.0.0.1:{port}" in line
     assert "--controller or EDGEWISE_URL" in line
+
+
+def test_an_agent_whose_local_api_port_is_taken(tmp_path: Path, taken_port: int) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'device_id = "pi-01"\ndata_dir = "{tmp_path / "agent"}"\n'
+                      f'http_port = {taken_port}\n[broker]\nhost = "127.0.0.1"\n'
+                      f"port = {free_port()}\n")
+    result = subprocess.run([sys.executable, "-m", "edge_agent.daemon", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    # besides its log (the development-mode warning of an agent without trusted keys)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert lines == [f"edgewise-agent: error: cannot serve the local API on 127.0.0.1:"
+                     f"{taken_port}: the port is already in use; set http_port (or http_host) "
+                     "in the agent's config"], result.stderr
