@@ -34,6 +34,14 @@ def read_overview(page: Any) -> dict[str, Any]:
             "alerts_more": int(match.group(1)) if match else 0}
 
 
+def alert_kinds(note: str) -> dict[str, int]:
+    """The alerts tile's note, "12 accuracy · 5 drift", as counts by kind."""
+    if note == "none firing":
+        return {}
+    return {kind: int(n.replace(",", "")) for n, kind in
+            (part.split(" ", 1) for part in note.split(" · "))}
+
+
 def problems(figures: dict[str, Any]) -> list[str]:
     """Why the figures contradict each other (empty when they agree)."""
     out = []
@@ -42,21 +50,24 @@ def problems(figures: dict[str, Any]) -> list[str]:
     if alerts["value"] == "–":
         return out  # alerts not available: nothing to compare
     count = int(alerts["value"].replace(",", ""))
-    if count != len(listed) + figures["alerts_more"]:
-        out.append(f"the alerts tile says {count}, the list shows {len(listed)} "
-                   f"+ {figures['alerts_more']} more")
+    kinds = alert_kinds(alerts["note"])
+    if count != len(listed) + figures["alerts_more"] or count != sum(kinds.values()):
+        out.append(f"the alerts tile says {count} ({alerts['note']}), the list shows "
+                   f"{len(listed)} + {figures['alerts_more']} more")
+    if not figures["alerts_more"]:
+        shown = {kind: listed.count(kind) for kind in set(listed)}
+        if shown != kinds:
+            out.append(f"the alerts tile counts {kinds}, the list shows {shown}")
     if drift["value"] == "–":
         if drift["note"] != "no metrics windows yet":
             out.append(f"no drift figure, yet the note says {drift['note']!r}")
         return out
-    if figures["alerts_more"]:
-        return out  # the list is cut: the drift alerts among the rest are not shown
-    firing = listed.count("drift")
+    firing = kinds.get("drift", 0)
     if firing == 0 and "not alerting" not in drift["note"]:
-        out.append(f"PSI {drift['value']} with no drift alert listed, yet the drift tile says "
+        out.append(f"PSI {drift['value']} with no drift alert firing, yet the drift tile says "
                    f"{drift['note']!r} (it must say 'not alerting')")
     if firing and f"{firing} drift alert" not in drift["note"]:
-        out.append(f"{firing} drift alerts listed, yet the drift tile says {drift['note']!r}")
+        out.append(f"{firing} drift alerts firing, yet the drift tile says {drift['note']!r}")
     return out
 
 

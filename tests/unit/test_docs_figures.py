@@ -9,12 +9,15 @@
   interpreter), a constant of the code, a figure of docs/benchmarks.md (the benchmarks' own
   output, committed), or a stated reason it is not a measurement. A new size fails until it is
   registered; a registered one that moved away from its source fails too.
+- The README's screenshot (docs/dashboard.png) comes with the figures it shows
+  (docs/dashboard.json, written by the browser test), and they agree with each other.
 """
 
 from __future__ import annotations
 
 import ast
 import io
+import json
 import re
 import subprocess
 import sys
@@ -23,6 +26,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -275,3 +279,43 @@ def test_the_size_check_catches_a_claim_far_from_its_measure() -> None:
     # the figure an earlier docstring gave for the Ed25519 module, against what it costs
     assert not close_enough(_mib("50 KiB"), 0.58)
     assert close_enough(_mib("0.5 MiB"), 0.58) and close_enough(25, 23.6)
+
+
+# -- the README's screenshot ----------------------------------------------------------------------
+
+def test_the_screenshot_and_its_figures_belong_together() -> None:
+    """docs/dashboard.json is what the browser test read off the page when it took
+    docs/dashboard.png (EDGEWISE_UPDATE_DOCS=1): the same file, and figures that agree."""
+    from tests.harness.dashboard_figures import SCREENSHOT, SIDECAR, problems, sha256
+
+    shown = json.loads(SIDECAR.read_text())
+    assert shown["screenshot"] == SCREENSHOT.name
+    assert shown["sha256"] == sha256(SCREENSHOT), (
+        "docs/dashboard.png changed without its figures: regenerate both with "
+        "EDGEWISE_UPDATE_DOCS=1 pytest tests/e2e/web/test_dashboard_browser.py")
+    assert not problems(shown), problems(shown)
+
+
+def test_the_screenshot_rules_catch_a_psi_beside_no_alert_unexplained() -> None:
+    from tests.harness.dashboard_figures import problems
+
+    def figures(drift_note: str, listed: list[str]) -> dict[str, Any]:
+        kinds = " · ".join(f"{listed.count(k)} {k}" for k in sorted(set(listed)))
+        return {"tiles": {"drift": {"value": "0.395", "note": drift_note},
+                          "alerts": {"value": str(len(listed)), "note": kinds or "none firing"}},
+                "alerts_listed": listed, "alerts_more": 0}
+
+    assert problems(figures("worst group PSI", []))  # the old tile said no more
+    assert not problems(figures("worst group PSI, not alerting", []))
+    assert not problems(figures("worst group PSI · 2 drift alerts firing", ["drift", "drift"]))
+    assert problems(figures("worst group PSI, not alerting", ["drift"]))
+    wrong_count = figures("worst group PSI, not alerting", [])
+    wrong_count["tiles"]["alerts"]["value"] = "3"
+    assert problems(wrong_count)
+    # a list cut at 12 is judged by the tile's counts by kind
+    cut = figures("worst group PSI · 5 drift alerts firing", ["accuracy"] * 12)
+    cut["tiles"]["alerts"] = {"value": "17", "note": "12 accuracy · 5 drift"}
+    cut["alerts_more"] = 5
+    assert not problems(cut)
+    cut["tiles"]["drift"]["note"] = "worst group PSI, not alerting"
+    assert problems(cut)

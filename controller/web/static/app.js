@@ -135,6 +135,13 @@
       "evidence (docs/monitoring.md).";
     return tile;
   }
+  // "12 accuracy · 5 drift": the firing alerts by kind, most first
+  function alertKinds(firing) {
+    const counts = {};
+    for (const a of firing) counts[a.kind] = (counts[a.kind] || 0) + 1;
+    return Object.entries(counts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+      .map(([kind, n]) => `${fmt.int(n)} ${kind}`).join(" · ");
+  }
   function table(head, rows, opts) {
     opts = opts || {};
     return h("table", { class: `grid ${opts.class || ""}`, "data-testid": opts.testid },
@@ -302,7 +309,7 @@
           kpi("Accuracy", fmt.pct(fig.accuracy), `on ${fmt.int(fig.labelled)} labels`, ""),
           kpi("Latency", fmt.ms(fig.mean_latency_ms), "mean per prediction", ""),
           driftKpi(o),
-          kpi("Alerts", o.alerts.available ? fmt.int(o.alerts.count) : "–", o.alerts.available ? (o.alerts.count ? "firing now" : "none firing") : "not available", o.alerts.count ? "bad" : "ok", "kpi-alerts"));
+          kpi("Alerts", o.alerts.available ? fmt.int(o.alerts.count) : "–", o.alerts.available ? (o.alerts.count ? alertKinds(o.alerts.firing) : "none firing") : "not available", o.alerts.count ? "bad" : "ok", "kpi-alerts"));
 
         EwCharts.bars(activity, { start: s.start, end: s.end, bucket: s.bucket_s, height: 200, yFormat: (v) => fmt.int(v),
           series: [{ name: "predictions", color: COLORS.blue, points: series(s.points, "predictions") },

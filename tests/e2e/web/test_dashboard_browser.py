@@ -202,7 +202,10 @@ def test_dashboard_shows_the_fleet_a_drift_chart_and_a_rollout(
         assert "1/3 devices run it" in progress and "wave 1 of 2" in progress, progress
         waves = page.inner_text("[data-testid=waves]")
         assert "current" in waves and "waiting" in waves
-        assert "rollout.created" in page.inner_text("[data-testid=audit]")
+        # the audit trail is fetched after the rollout itself: wait for it to be drawn
+        page.wait_for_function(
+            "() => (document.querySelector('[data-testid=audit]')?.innerText || '')"
+            ".includes('rollout.created')")
         page.wait_for_selector("[data-testid=gates] tbody tr td.mono")
         _shot(page, "rollout")
         assert not page.errors, page.errors
