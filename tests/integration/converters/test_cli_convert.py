@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +90,15 @@ def test_a_bad_sample_is_one_line_and_exit_1(files: Path, tmp_path: Path) -> Non
                                       str(tmp_path / "narrow.npy"), "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "3 columns but the model expects 13 features" in result.output
+
+
+def test_progress_goes_to_stderr_and_quiet_silences_it(files: Path, tmp_path: Path) -> None:
+    args = ["convert", str(files / "gb.joblib"), "--sample", str(files / "X.npy"), "--out",
+            str(tmp_path), "--json"]
+    loud = CliRunner().invoke(cli, args)
+    assert loud.exit_code == 0, loud.output
+    assert re.search(r"^\[\s*\d+\.\ds\] converting .*gb\.joblib to onnx", loud.stderr, re.M)
+    assert json.loads(loud.stdout)[0]["ok"] is True
+    quiet = CliRunner().invoke(cli, [*args, "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
+    assert json.loads(quiet.stdout)[0]["ok"] is True
