@@ -4,8 +4,9 @@
   within pyproject.toml's pins, or says at once that it does not: ``onnxruntime 1.32.0, outside
   today's pin <1.24,>=1.20`` (bench/common.py ``cited`` writes that for a benchmark run on another
   release), and the pin it names is today's.
-- Every size in a docstring or comment of the project's packages (``0.4 MiB``, ``128 KiB``) is
-  registered below with its source: measured here (an import's resident cost, in a fresh
+- Every size in README.md, docs/*.md (but docs/benchmarks.md, the benchmarks' own output) or a
+  docstring or comment of the project's packages (``0.4 MiB``, ``128 KiB``) is registered below
+  with its source: measured here (an import's resident cost, in a fresh
   interpreter), a constant of the code, a figure of docs/benchmarks.md (the benchmarks' own
   output, committed), or a stated reason it is not a measurement. A new size fails until it is
   registered; a registered one that moved away from its source fails too.
@@ -140,8 +141,9 @@ class Constant:
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A figure in docs/benchmarks.md, found by a pattern with one group (MiB)."""
+    """A figure in docs/benchmarks.md, found by a pattern with one group, in ``unit``."""
     pattern: str
+    unit: str = "MiB"
 
 
 Source = ImportCost | Constant | Benchmark | str  # str: why it is not a measurement
@@ -159,8 +161,52 @@ def _chunk_size() -> int:
     return DEFAULT_CHUNK_SIZE
 
 
+def _max_artifact() -> int:
+    from edgewise_wire.manifest import MAX_ARTIFACT_SIZE
+
+    return MAX_ARTIFACT_SIZE
+
+
+def _max_control() -> int:
+    from edgewise_wire.messages import MAX_CONTROL_BYTES
+
+    return MAX_CONTROL_BYTES
+
+
+def _max_telemetry() -> int:
+    from edgewise_wire.messages import MAX_TELEMETRY_BYTES
+
+    return MAX_TELEMETRY_BYTES
+
+
+def _local_api_body() -> int:
+    from edge_agent.local_api import MAX_BODY
+
+    return MAX_BODY
+
+
 # (file, figure as written) -> where it comes from
 SIZES: dict[tuple[str, str], Source] = {
+    # -- the docs
+    ("docs/protocol.md", "1 MiB"): Constant(_max_control),
+    ("docs/protocol.md", "4 MiB"): Constant(_max_telemetry),
+    ("docs/protocol.md", "64 KiB"): Constant(_chunk_size),
+    ("docs/protocol.md", "512 MiB"): Constant(_max_artifact),
+    ("docs/security.md", "1 MiB"): Constant(_max_control),
+    ("docs/security.md", "4 MiB"): Constant(_max_telemetry),
+    ("docs/agent.md", "4 MiB"): Constant(_local_api_body),
+    ("docs/agent.md", "1 MiB"): "the read size of edge_agent/download.py and runtime.py "
+                                "(1 << 20)",
+    ("docs/agent.md", "128 KiB"): Constant(_malloc_threshold),
+    ("docs/agent.md", "14 MiB"): ImportCost(("numpy",), ("onnxruntime",)),
+    ("docs/agent.md", "20 MiB"): "onnxruntime 1.32's import, measured once in a side "
+                                 "environment (outside the pin, so not measurable here)",
+    ("docs/simulator.md", "190 KiB"): Benchmark(r"\| 1000 \| [\d.]+ \| (\d+) KiB \|", "KiB"),
+    ("docs/simulator.md", "1.9 MiB"): Benchmark(r"\| 1MB \| 1000 \|(?: [^|]* \|){9} ([\d.]+) \|"),
+    ("docs/simulator.md", "18 MiB"): Benchmark(r"held ~([\d.]+) MiB per device"),
+    ("docs/simulator.md", "10.6 MiB"): "the onnxruntime sessions' share of it, measured with "
+                                       "bench/bench_fleet.py in an earlier run",
+    # -- the code's docstrings and comments
     ("bench/bench_agent_memory.py", "80 MiB"): "the agent's memory target (README.md)",
     ("bench/bench_fleet.py", "64 KiB"): Constant(_chunk_size),
     ("bench/bench_predict.py", "10 MiB"): "the size of a model the benchmark builds",
@@ -215,6 +261,10 @@ def _comments(path: Path) -> Iterator[str]:
 
 def _cited_sizes() -> set[tuple[str, str]]:
     found = set()
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        if path != BENCHMARKS:
+            for match in SIZE.finditer(" ".join(path.read_text().split())):
+                found.add((str(path.relative_to(ROOT)), f"{match.group(1)} {match.group(2)}"))
     for path in _python_files():
         where = str(path.relative_to(ROOT))
         for text in [*_docstrings(path), *_comments(path)]:
@@ -271,8 +321,9 @@ def test_sizes_from_the_code_and_the_benchmarks_match(key: tuple[str, str]) -> N
     assert isinstance(source, Benchmark)
     found = re.search(source.pattern, " ".join(BENCHMARKS.read_text().split()))
     assert found, f"docs/benchmarks.md no longer has {source.pattern!r} ({key})"
-    assert abs(_mib(key[1]) - float(found.group(1))) <= 0.1 * float(found.group(1)) + 0.05, (
-        f"{key[0]} says {key[1]}, docs/benchmarks.md {found.group(1)} MiB")
+    measured = _mib(f"{found.group(1)} {source.unit}")
+    assert abs(_mib(key[1]) - measured) <= 0.1 * measured + 0.05, (
+        f"{key[0]} says {key[1]}, docs/benchmarks.md {found.group(1)} {source.unit}")
 
 
 def test_the_size_check_catches_a_claim_far_from_its_measure() -> None:
