@@ -1,5 +1,7 @@
 """Figures the docs cite, checked against where they come from, without re-running a benchmark.
 
+- Edgewise's own version, where the docs show it (a wheel's name, an ``agent_version``), is
+  pyproject.toml's.
 - Every onnxruntime, numpy or paho-mqtt version cited in README.md, docs/*.md or a docstring lies
   within pyproject.toml's pins, or says at once that it does not: ``onnxruntime 1.32.0, outside
   today's pin <1.24,>=1.20`` (bench/common.py ``cited`` writes that for a benchmark run on another
@@ -104,6 +106,20 @@ def test_cited_versions_lie_within_the_pins_or_say_they_do_not() -> None:
     pins = _pins()
     problems = [p for where, text in _texts() for p in version_problems(where, text, pins)]
     assert not problems, "\n".join(problems)
+
+
+# Edgewise's own version where the docs show it: a wheel's file name, an agent_version example
+OWN_VERSION = re.compile(r"edgewise-(\d+\.\d+\.\d+)-py3|\"agent_version\": \"(\d+\.\d+\.\d+)\"")
+
+
+def test_edgewise_versions_cited_are_the_projects() -> None:
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    sources = [*_texts(), *((str(p.relative_to(ROOT)), p.read_text())
+                            for p in sorted((ROOT / "deploy").glob("*.sh")))]
+    cited = {(where, m.group(1) or m.group(2)) for where, text in sources
+             for m in OWN_VERSION.finditer(text)}
+    assert cited, "the pattern finds nothing: it no longer checks anything"
+    assert not {c for c in cited if c[1] != version}, f"pyproject.toml says {version}: {cited}"
 
 
 def test_the_version_check_catches_what_it_should() -> None:
