@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import re
 import socket
 
 import uvicorn
@@ -19,7 +18,8 @@ import uvicorn
 from controller.app.api import create_app
 from controller.app.service import Controller
 from controller.config import ControllerConfig
-from controller.errors import EdgewiseError
+from controller.errors import EdgewiseError, StorageError
+from controller.storage.open_errors import cannot_open
 from edgewise_mqtt.link import BrokerUnreachableError
 
 log = logging.getLogger("edgewise.controller")
@@ -52,31 +52,6 @@ def claim_port(host: str, port: int) -> socket.socket:
         raise StartupError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
-def masked_url(url: str) -> str:
-    """A database URL with its password replaced by ``***``, parseable or not."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not parseable: mask by shape, never echo what may be a secret
-        return re.sub(r"(//[^/@:]*:)[^@/]*@", r"\1***@", url)
-
-
-def _database_reason(exc: BaseException, url: str) -> str:
-    """The driver's own first line (a refused connection, an unknown database, a bad URL),
-    without the URL's password."""
-    from sqlalchemy.exc import DBAPIError
-
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, DBAPIError):
-        cause = cause.__cause__
-    source = cause.orig if isinstance(cause, DBAPIError) and cause.orig is not None else exc
-    text = str(source).strip().splitlines()
-    reason = text[0].strip() if text else type(source).__name__
-    password = re.search(r"//[^/@:]*:([^@/]*)@", url)
-    return reason.replace(password.group(1), "***") if password and password.group(1) else reason
-
-
 def open_controller(config: ControllerConfig) -> Controller:
     """The controller over its database, or :class:`StartupError` naming the database URL
     (password masked) and why it cannot be opened."""
@@ -84,11 +59,9 @@ def open_controller(config: ControllerConfig) -> Controller:
 
     try:
         return Controller(config)
-    except (SQLAlchemyError, EdgewiseError, ModuleNotFoundError) as exc:
-        url = config.database_url
-        raise StartupError(f"cannot open the database {masked_url(url)}: "
-                           f"{_database_reason(exc, url)}; check --db-url, EDGEWISE_DB_URL or "
-                           "db_url in the config") from None
+    except (SQLAlchemyError, StorageError, ModuleNotFoundError) as exc:
+        # ModuleNotFoundError: the URL's driver is not installed (psycopg for postgresql)
+        raise StartupError(cannot_open(exc, config.database_url)) from None
 
 
 async def serve(config: ControllerConfig) -> None:
