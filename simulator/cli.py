@@ -15,7 +15,7 @@ import click
 from controller.cli.common import Progress, emit, one_line
 from controller.cli.exit_codes import ExitCode
 from edgewise_mqtt.link import BrokerAddress
-from simulator.fleet import SimulatedFleet
+from simulator.fleet import FleetError, SimulatedFleet
 from simulator.workload import Workload, load_dataset
 
 PROGRESS_EVERY_S = 5.0  # a progress line this often while the fleet serves
@@ -23,13 +23,14 @@ PROGRESS_EVERY_S = 5.0  # a progress line this often while the fleet serves
 
 async def _simulate(devices: int, broker: BrokerAddress, data_dir: Path, dataset: str,
                     rate: float, duration: float, trusted_keys: tuple[str, ...],
-                    progress: Progress, every_s: float = PROGRESS_EVERY_S) -> dict[str, Any]:
+                    progress: Progress, every_s: float = PROGRESS_EVERY_S,
+                    connect_timeout: float = 60.0) -> dict[str, Any]:
     fleet = SimulatedFleet(broker, devices, data_dir, trusted_keys=trusted_keys)
     progress(f"connecting {devices} devices to {broker} "
              + (f"(trusting {len(trusted_keys)} signing key(s): signed models only)"
                 if trusted_keys else "(no trusted keys: development mode, unsigned models "
                 "accepted)"))
-    await fleet.start()
+    await fleet.start(connect_timeout=connect_timeout)
     progress("connected; devices serve predictions once the controller rolls a model out "
              + ("(Ctrl-C to stop)" if not duration else f"(for {duration:g} s, Ctrl-C to stop)"))
     workload = Workload(fleet, load_dataset(dataset), rate_per_device=rate)
@@ -64,7 +65,8 @@ async def _simulate(devices: int, broker: BrokerAddress, data_dir: Path, dataset
 
 def run_simulation(devices: int, broker: str, data_dir: Path, dataset: str, rate: float,
                    duration: float, trust_keys_from: Path | None = None, *,
-                   as_json: bool = False, quiet: bool = False) -> int:
+                   as_json: bool = False, quiet: bool = False,
+                   connect_timeout: float = 60.0) -> int:
     """``trust_keys_from``: a controller data directory or a PEM file whose manifest-signing
     keys the agents trust (None: development mode). Progress on stderr every few seconds
     (none with ``quiet``), the totals on stdout at the end (JSON with ``as_json``)."""
@@ -76,8 +78,13 @@ def run_simulation(devices: int, broker: str, data_dir: Path, dataset: str, rate
     except (ValueError, KeysError) as exc:
         click.echo(f"error: {one_line(exc)}", err=True)
         return ExitCode.USAGE
-    totals = asyncio.run(_simulate(devices, address, data_dir, dataset, rate, duration, trusted,
-                                   Progress(quiet)))
+    try:
+        totals = asyncio.run(_simulate(devices, address, data_dir, dataset, rate, duration,
+                                       trusted, Progress(quiet),
+                                       connect_timeout=connect_timeout))
+    except FleetError as exc:
+        click.echo(f"error: {one_line(exc)}; set --broker", err=True)
+        return ExitCode.ERROR
     emit(totals, as_json, f"stopped: {totals['predictions']} predictions, "
                           f"{totals['refused_no_model']} refused (no model yet), "
                           f"{totals['devices_with_model']}/{devices} devices had a model")

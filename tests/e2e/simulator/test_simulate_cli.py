@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.broker import BrokerProcess
+from controller.cli.exit_codes import ExitCode
+from simulator.broker import BrokerProcess, free_port
 from simulator.cli import PROGRESS_EVERY_S
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -65,3 +66,17 @@ def test_quiet_leaves_only_the_result(broker: BrokerProcess, tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert not [line for line in result.stderr.splitlines() if line.startswith("[")]
     assert json.loads(result.stdout)["devices"] == 2
+
+
+def test_a_broker_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "controller.app.cli", "simulate", "--devices", "2", "--broker",
+         f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "sim"), "--duration", "1",
+         "--connect-timeout", "2", "--quiet"], capture_output=True, text=True, timeout=120,
+        env=_env())
+    assert result.returncode == ExitCode.ERROR and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: 2 of 2 agents did not connect to 127.0.0.1:{port} within 2 s "
+                      "(first: sim-0000: connection refused); is the broker up, and does it "
+                      "allow 2 connections (max_connections)?; set --broker"], result.stderr
