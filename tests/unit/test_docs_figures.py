@@ -249,6 +249,9 @@ SIZES: dict[tuple[str, str], Source] = {
         ("numpy", "edgewise_monitoring"),
         ("edgewise_monitoring.drift_test", "edgewise_monitoring.evidence",
          "edgewise_monitoring.watch")),
+    ("edgewise_wire/version.py", "0.8 MiB"): ImportCost(
+        ("numpy", "onnxruntime", "paho.mqtt.client", "sqlite3", "ssl", "asyncio", "json"),
+        ("importlib.metadata",)),
     ("edgewise_monitoring/sequential.py", "0.4 MiB"): ImportCost(
         ("numpy", "edgewise_monitoring.sequential"), ("statistics",)),
 }
