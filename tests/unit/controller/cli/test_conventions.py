@@ -134,3 +134,26 @@ def test_agent_version_is_the_same() -> None:
     import edge_agent
 
     assert edge_agent.__version__ == edgewise_version()
+
+
+class _Rollouts:
+    """What `follow` asks of the client: the rollout's view, here always in one status."""
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+
+    def rollout(self, ref: str) -> dict[str, object]:
+        return {"id": ref, "status": self.status}
+
+
+@pytest.mark.parametrize("status, code", [
+    ("completed", ExitCode.OK), ("aborted", ExitCode.ROLLOUT_ABORTED),
+    ("failed", ExitCode.ROLLOUT_FAILED), ("paused", ExitCode.ROLLOUT_PAUSED),
+    ("running", ExitCode.TIMED_OUT),
+])
+def test_a_followed_rollout_ends_with_the_code_of_how_it_ended(status: str, code: int) -> None:
+    from controller.rollouts.cli import follow
+
+    ended = follow(_Rollouts(status), "7", timeout=0.01, as_json=True,  # type: ignore[arg-type]
+                   interval=0.01)
+    assert ended == code
