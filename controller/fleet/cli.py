@@ -25,6 +25,7 @@ from controller.cli.common import (
     json_option,
     resolve_data_dir,
 )
+from controller.cli.exit_codes import ExitCode
 from controller.cli.render import is_tty, labels_text, paint
 from controller.fleet.render import format_device, format_fleet_table, recent_figures
 
@@ -239,7 +240,7 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            fail(f"label {item!r} must look like KEY=VALUE")
+            fail(f"label {item!r} must look like KEY=VALUE", ExitCode.USAGE)
         labels[key] = value
     return labels
 

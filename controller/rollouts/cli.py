@@ -183,14 +183,14 @@ def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None
     if target:
         model, _, version_text = target.partition(":")
         if version_text and not version_text.isdigit():
-            fail(f"version in {target!r} must be a number, e.g. {model}:2")
+            fail(f"version in {target!r} must be a number, e.g. {model}:2", ExitCode.USAGE)
         spec["model"] = model
         if version_text:
             spec["version"] = int(version_text)
         else:
             spec.pop("version", None)
     if "model" not in spec:
-        fail("name the model: `edgewise rollout start NAME[:VERSION]`, or `model` in --spec")
+        fail("name the model: `edgewise rollout start NAME[:VERSION]`, or `model` in --spec", ExitCode.USAGE)
     if "version" not in spec:
         spec["version"] = client.latest_version(str(spec["model"]))
     if not spec_file:

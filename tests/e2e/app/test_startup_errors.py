@@ -135,3 +135,11 @@ def test_an_agent_whose_local_api_port_is_taken(tmp_path: Path, taken_port: int)
     assert lines == [f"edgewise-agent: error: cannot serve the local API on 127.0.0.1:"
                      f"{taken_port}: the port is already in use; set http_port (or http_host) "
                      "in the agent's config"], result.stderr
+
+
+def test_a_bad_argument_checked_by_the_command_is_a_usage_error(tmp_path: Path) -> None:
+    # refused before any request: exit 2, like click's own usage errors
+    result = edgewise("--controller", f"http://127.0.0.1:{free_port()}", "rollout", "start",
+                      "iris:x", cwd=tmp_path)
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr == "error: version in 'iris:x' must be a number, e.g. iris:2\n"
