@@ -30,7 +30,8 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "done: the command did what it was asked (a rollout completed, nothing fires)",
     ExitCode.ERROR: "error: refused by the controller, unreachable broker, database or "
                     "controller, a file that cannot be read; stderr has one line saying why",
-    ExitCode.USAGE: "usage error (click's): a bad option or argument; nothing was done",
+    ExitCode.USAGE: "usage error: a bad option or argument (click's check or the command's "
+                    "own); nothing was done",
     ExitCode.TIMED_OUT: "`--wait --timeout` passed; the work goes on (`edgewise rollout status "
                         "ID --wait`)",
     ExitCode.ROLLOUT_PAUSED: "rollout paused: a gate failed with `--on-gate-failure pause`, or "
