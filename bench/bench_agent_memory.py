@@ -80,7 +80,7 @@ sys.stdin.readline()
 
 # What the agent's process is made of: RSS after each import, in the order the agent's own
 # imports pull them in (each step includes the ones before it); last, whether the agent's
-# modules pulled in `cryptography` (replaced by edgewise_wire.ed25519).
+# modules pulled in `cryptography` (the agent verifies with PyNaCl, edgewise_wire.public_keys).
 _IMPORTS = """
 import json, sys
 def rss():
@@ -99,12 +99,9 @@ print(json.dumps({"steps": steps, "cryptography": "cryptography" in sys.modules}
 
 
 def import_steps() -> tuple[str, ...]:
-    """The agent's heavy imports in its own order; its Ed25519 verifier is the project's pure
-    Python one when present, else cryptography's."""
-    ed25519 = ("edgewise_wire.ed25519" if (REPO_ROOT / "edge_agent" / "ed25519.py").exists()
-               else "cryptography.hazmat.primitives.asymmetric.ed25519")
-    return ("numpy", "paho.mqtt.client", ed25519, "edge_agent.daemon", "edge_agent.local_api",
-            "onnxruntime")
+    """The agent's heavy imports in its own order, its Ed25519 verifier (PyNaCl) third."""
+    return ("numpy", "paho.mqtt.client", "edgewise_wire.public_keys", "edge_agent.daemon",
+            "edge_agent.local_api", "onnxruntime")
 
 
 def import_breakdown() -> dict[str, Any]:
@@ -427,9 +424,10 @@ def _remarks(r: dict[str, Any]) -> str:
             "(edge_agent/malloc_tuning.py), so that onnxruntime's large buffers are returned "
             "when freed; the run without (`--compare-malloc`, on in the full run) was skipped.")
     why.append(
-        "`cryptography` is no longer imported: the agent checks Ed25519 manifest signatures "
-        "with its own pure-Python verifier (edgewise_wire/ed25519.py); cryptography's import had "
-        "added 8.5 MiB (figures of 2026-11-27 04:52 UTC)."
+        "`cryptography` is not imported: the agent checks Ed25519 manifest signatures with "
+        "PyNaCl (libsodium, edgewise_wire/public_keys.py; its import costs are in the section "
+        "on Ed25519 verification); cryptography's import had added 8.5 MiB (figures of "
+        "2026-11-27 04:52 UTC)."
         if not r["agent_imports_cryptography"] else
         "The agent still imports `cryptography` (Ed25519 manifest signatures).")
     why.append(

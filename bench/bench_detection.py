@@ -55,10 +55,11 @@ import numpy as np  # noqa: E402
 
 from bench.common import fmt, load_average, measurement, publish, table  # noqa: E402
 from bench.previous_rules import Histogram, familywise_drift  # noqa: E402
+from controller.monitoring.drift_test import DriftDetector  # noqa: E402
+from controller.monitoring.watch import ModelWatch  # noqa: E402
 from converters.profile import build_reference_profile  # noqa: E402
-from edgewise_monitoring import Adwin, ModelWatch, MonitoringWindow  # noqa: E402
+from edgewise_monitoring import Adwin, MonitoringWindow  # noqa: E402
 from edgewise_monitoring.accuracy_test import ErrorRateDetector  # noqa: E402
-from edgewise_monitoring.drift_test import DriftDetector  # noqa: E402
 from edgewise_monitoring.evidence import WindowEvidence, pool  # noqa: E402
 from edgewise_monitoring.psi import psi  # noqa: E402
 

@@ -18,6 +18,9 @@ DEFAULT_HTTP_PORT = 8700
 class ControllerConfig:
     data_dir: Path = Path("edgewise-data")
     db_url: str | None = None  # default: SQLite file in data_dir
+    # bring the database to this release's schema at start (`edgewise db upgrade` does it by
+    # hand); False: a database behind the code is refused, for operators who migrate themselves
+    auto_migrate: bool = True
     broker: BrokerAddress = field(default_factory=BrokerAddress)
     http_host: str = "127.0.0.1"
     http_port: int = DEFAULT_HTTP_PORT
@@ -38,7 +41,7 @@ class ControllerConfig:
     alert_latency_p95_ms: float = 250.0
     alert_silent_after_s: float = 300.0
     # drift, accuracy, bias and concept alerts come from sequential tests with a stated
-    # false-alarm rate (edgewise_monitoring.watch): their settings by their flat names, e.g.
+    # false-alarm rate (controller.monitoring.watch): their settings by their flat names, e.g.
     # {drift_alpha = 1e-7, accuracy_tolerance = 0.0}; docs/monitoring.md lists every one
     detectors: dict[str, Any] = field(default_factory=dict)
     # devices of one group (this label's value) running one version pool their evidence, so a
@@ -134,6 +137,8 @@ def load_controller_config(path: Path | None = None, **overrides: Any) -> Contro
                               or any(c in group for c in "/+#")):
         raise ValidationError(f"share_group {group!r} is not a valid MQTT shared-subscription "
                               "group name: use letters, digits, '-' or '_' (no '/', '+', '#')")
+    if not isinstance(values.get("auto_migrate", True), bool):
+        raise ValidationError(f"auto_migrate {values['auto_migrate']!r} must be true or false")
     ttl = values.get("manifest_ttl_s")
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
                             or not 0 < ttl < float("inf")):

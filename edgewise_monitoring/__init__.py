@@ -4,9 +4,10 @@ The agent accumulates a window with it; the controller merges windows across dev
 and judges them. Neutral ground beside :mod:`edgewise_wire` (it ships to the device with the
 agent); it needs numpy, which is why it is not part of the stdlib-only contract.
 
-The sequential detectors (:mod:`~edgewise_monitoring.drift_test`,
-:mod:`~edgewise_monitoring.accuracy_test`, bundled per model version by
-:class:`~edgewise_monitoring.watch.ModelWatch`) judge those summaries with a stated false-alarm
+The sequential detectors (:mod:`~edgewise_monitoring.accuracy_test`,
+:mod:`~edgewise_monitoring.regression_test`, and on the controller
+:mod:`controller.monitoring.drift_test`, bundled per model version by
+:class:`controller.monitoring.watch.ModelWatch`) judge those summaries with a stated false-alarm
 rate and explain every alarm; :mod:`~edgewise_monitoring.calibration` gives the calibrated
 label-free accuracy estimate.
 
@@ -37,7 +38,7 @@ from edgewise_monitoring.psi import (
     psi,
     psi_noise_floor,
 )
-from edgewise_monitoring.quality import ProbabilisticLoss, prediction_bias, segment_test
+from edgewise_monitoring.quality import ProbabilisticLoss, prediction_bias
 from edgewise_monitoring.reference import ReferenceProfile, profile_id
 from edgewise_monitoring.regression_test import MeanShiftDetector, MeanShiftSettings
 from edgewise_monitoring.sequential import Decision, EvidenceCusum
@@ -45,16 +46,15 @@ from edgewise_monitoring.summary import SUMMARY_SCHEMA, derive, merge_summaries
 from edgewise_monitoring.window import MonitoringWindow
 
 if TYPE_CHECKING:
-    from edgewise_monitoring.drift_test import DriftDetector, DriftSettings
     from edgewise_monitoring.evidence import PREDICTION, WindowEvidence, pool, pool_by_profile
-    from edgewise_monitoring.watch import ModelWatch, WatchSettings
 
-# What only the controller needs is imported on first use: the agent imports this package for
-# its window and should not pay for the detectors it never runs (about 0.4 MiB).
+# Names the controller imports from here, resolved on first use. This once spared the agent the
+# detectors it never runs; they moved to controller.monitoring, and evidence is loaded anyway
+# (accuracy_test imports it), so today it saves the agent nothing (tests/unit/test_docs_figures.py
+# measured it at 0.0 MiB).
 _LAZY = {
-    "DriftDetector": "drift_test", "DriftSettings": "drift_test",
     "PREDICTION": "evidence", "WindowEvidence": "evidence", "pool": "evidence",
-    "pool_by_profile": "evidence", "ModelWatch": "watch", "WatchSettings": "watch",
+    "pool_by_profile": "evidence",
 }
 
 
@@ -77,8 +77,6 @@ __all__ = [
     "ClassificationScore",
     "ConfidenceEstimate",
     "Decision",
-    "DriftDetector",
-    "DriftSettings",
     "DriftVerdict",
     "ErrorRateDetector",
     "ErrorRateSettings",
@@ -90,14 +88,12 @@ __all__ = [
     "LatencyHistogram",
     "MeanShiftDetector",
     "MeanShiftSettings",
-    "ModelWatch",
     "MonitoringError",
     "MonitoringWindow",
     "ProbabilisticLoss",
     "ProfileError",
     "ReferenceProfile",
     "RegressionScore",
-    "WatchSettings",
     "WindowEvidence",
     "canonical_label",
     "derive",
@@ -111,5 +107,4 @@ __all__ = [
     "profile_id",
     "psi",
     "psi_noise_floor",
-    "segment_test",
 ]

@@ -1,7 +1,7 @@
 """What the sequential detectors read from a window: its additive counts, and how they pool.
 
 :class:`WindowEvidence` is the part of one window summary (or of several, added) that the
-detectors of :mod:`edgewise_monitoring.drift_test` and :mod:`edgewise_monitoring.accuracy_test`
+detectors of :mod:`controller.monitoring.drift_test` and :mod:`edgewise_monitoring.accuracy_test`
 judge: the counts per reference bin of every feature and of the prediction, the number of
 labelled predictions and of wrong ones (classification), the sums of errors (regression). Every
 field is a count or a sum, so evidence **pools by addition**: the windows a device sent since

@@ -8,18 +8,15 @@
 * :func:`prediction_bias`: per class, the share of predictions against the share of labels over
   the same labelled rows, with a McNemar-type test of their difference (the off-diagonal counts
   of the confusion matrix: ``FP_c`` against ``FN_c``).
-* :func:`segment_test`: is one segment (a device of a group, a site, a label group) significantly
-  less accurate than the rest? A one-sided test of each segment against the others pooled,
-  Bonferroni over the segments: at most ``alpha`` false findings per evaluation.
-  It is a fixed-sample test (exact: Fisher's conditional test); evaluate it on a fixed range (the last day, say), not on a range
-  growing with every window (repeated looks at a growing range inflate its error rate).
+
+Whether one segment (a device of a group, a site) is less accurate than the rest is judged on the
+controller: :mod:`controller.monitoring.segments`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -112,100 +109,3 @@ def prediction_bias(score: ClassificationScore | Mapping[str, Any], alpha: float
                                                                and p_value < level)})
     return {"n": n, "judged": judged, "alpha": alpha, "classes": classes,
             "biased_classes": [c["label"] for c in classes if c["biased"]]}
-
-
-@dataclass(frozen=True)
-class SegmentFinding:
-    """One segment against the rest: accuracies, z statistic, p-value, and the verdict."""
-
-    segment: str
-    labels: int
-    accuracy: float | None
-    rest_labels: int
-    rest_accuracy: float | None
-    z: float | None
-    p_value: float | None
-    below: bool | None  # None: not judged (too few labels)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"segment": self.segment, "labels": self.labels, "accuracy": self.accuracy,
-                "rest_labels": self.rest_labels, "rest_accuracy": self.rest_accuracy,
-                "z": self.z, "p_value": self.p_value, "below": self.below}
-
-
-def segment_test(segments: Mapping[str, tuple[int, int]], alpha: float = 0.01,
-                 min_labels: int = 100) -> dict[str, Any]:
-    """Which segments are significantly less accurate than the rest (module docstring)?
-
-    ``segments`` maps a name to ``(correct, labelled)``. Each segment with ``min_labels`` (and
-    at least as many elsewhere) is compared with all the others pooled by a one-sided exact
-    conditional test (Fisher's: given the total of errors, the segment's errors are
-    hypergeometric when every segment has the same error rate), each held at ``alpha / judged
-    segments``. Exact, because the normal approximation of a proportion near 0.9 has too thin a
-    lower tail at the small levels Bonferroni asks for (it gave 1.7% false findings at 1%).
-    Returns ``{"findings": [...], "below": [names], "alpha", "judged", "level"}``, findings
-    sorted by p-value; ``z`` is the normal-approximation statistic, for reading.
-    """
-    if not 0 < alpha < 1:
-        raise ValueError("alpha must lie in (0, 1)")
-    totals = {k: (int(c), int(n)) for k, (c, n) in segments.items()}
-    for name, (c, n) in totals.items():
-        if n < 0 or not 0 <= c <= n:
-            raise ValueError(f"segment {name!r}: {c} correct of {n}")
-    all_c = sum(c for c, _ in totals.values())
-    all_n = sum(n for _, n in totals.values())
-    all_err = all_n - all_c
-    judged = [k for k, (_, n) in totals.items() if n >= min_labels and all_n - n >= min_labels]
-    level = alpha / max(1, len(judged))
-    findings = []
-    for name, (c, n) in totals.items():
-        rc, rn = all_c - c, all_n - n
-        acc = c / n if n else None
-        racc = rc / rn if rn else None
-        if name not in judged or acc is None or racc is None:
-            findings.append(SegmentFinding(name, n, acc, rn, racc, None, None, None))
-            continue
-        pooled = all_c / all_n
-        se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n + 1 / rn))
-        z = (racc - acc) / se
-        p = hypergeometric_sf(n - c, all_n, all_err, n)
-        findings.append(SegmentFinding(name, n, acc, rn, racc, z, p, p < level))
-    findings.sort(key=lambda f: (f.p_value is None, f.p_value if f.p_value is not None else 1.0))
-    return {"alpha": alpha, "judged": len(judged), "level": level,
-            "findings": [f.to_dict() for f in findings],
-            "below": [f.segment for f in findings if f.below]}
-
-
-def hypergeometric_sf(k: int, total: int, marked: int, drawn: int) -> float:
-    """``P(X >= k)`` for ``X`` the marked items among ``drawn`` taken from ``total`` holding
-    ``marked`` (log-gamma terms summed from the nearer end until they no longer matter)."""
-    lo, hi = max(0, drawn - (total - marked)), min(drawn, marked)
-    if k <= lo:
-        return 1.0
-    if k > hi:
-        return 0.0
-
-    def log_pmf(x: int) -> float:
-        return (_log_comb(marked, x) + _log_comb(total - marked, drawn - x)
-                - _log_comb(total, drawn))
-
-    mean = drawn * marked / total if total else 0.0
-    if k > mean:  # upper tail, terms decrease from k on
-        acc = 0.0
-        for x in range(k, hi + 1):
-            t = math.exp(log_pmf(x))
-            acc += t
-            if t < acc * 1e-16:
-                break
-        return min(1.0, acc)
-    acc = 0.0  # lower tail P(X <= k - 1), terms decrease downward from k - 1
-    for x in range(k - 1, lo - 1, -1):
-        t = math.exp(log_pmf(x))
-        acc += t
-        if t < acc * 1e-16:
-            break
-    return max(0.0, 1.0 - acc)
-
-
-def _log_comb(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)

@@ -31,10 +31,12 @@ Large changes cross the threshold in one update (``e`` is astronomically large);
 persistent ones accumulate evidence over several updates; noise does not accumulate, because
 its log e-values have a negative mean.
 
-Everything here is numpy and ``math`` (the device has no scipy; ``statistics`` would cost the
-agent another 0.4 MiB). Normal quantiles use Acklam's rational approximation refined by one
-Halley step on ``math.erfc`` (relative error below 1e-12), chi-square quantiles and tails the
-Wilson-Hilferty approximation.
+Everything here is numpy and ``math``: the error-rate and mean-shift detectors run on the device
+too, which has no scipy (and ``statistics`` would cost the agent another 0.4 MiB). Normal
+quantiles use Acklam's rational approximation refined by one Halley step on ``math.erfc``
+(relative error below 1e-12, checked against scipy in the tests). The chi-square quantiles and
+tails of the drift detector, which runs on the controller only, are scipy's
+(:mod:`controller.monitoring.drift_test`).
 """
 
 from __future__ import annotations
@@ -94,23 +96,6 @@ def normal_quantile(p: float) -> float:
     e = normal_cdf(x) - p
     u = e * math.sqrt(2 * math.pi) * math.exp(x * x / 2)
     return x - u / (1 + x * u / 2)
-
-
-def chi2_quantile(p: float, dof: int) -> float:
-    """The ``p`` quantile of a chi-square with ``dof`` degrees of freedom (Wilson-Hilferty;
-    within about 1% of the exact value for dof >= 3, a few % for dof 1-2, p up to 1 - 1e-6)."""
-    k = max(int(dof), 1)
-    z = normal_quantile(p)
-    return float(k * max(0.0, 1 - 2 / (9 * k) + z * math.sqrt(2 / (9 * k))) ** 3)
-
-
-def chi2_sf(x: float, dof: int) -> float:
-    """Upper tail ``P(X > x)`` of a chi-square with ``dof`` degrees of freedom (Wilson-Hilferty)."""
-    k = max(int(dof), 1)
-    if x <= 0:
-        return 1.0
-    z = ((x / k) ** (1 / 3) - (1 - 2 / (9 * k))) / math.sqrt(2 / (9 * k))
-    return normal_sf(z)
 
 
 def _finite_or_none(x: float) -> float | None:

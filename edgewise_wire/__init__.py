@@ -2,7 +2,7 @@
 and the update states.
 
 Neutral ground: the agent and the controller both import it, and it imports the standard library
-only (``tests/unit/test_import_rules.py``), so a change to the contract is visibly a change to
+only, except PyNaCl in :mod:`edgewise_wire.public_keys` (``tests/unit/test_architecture.py``), so a change to the contract is visibly a change to
 both sides and a change to either side never edits it. Documented in ``docs/protocol.md``.
 """
 

@@ -1,7 +1,7 @@
 """The signed envelope: the format of signed manifests and rollback orders, and its verification.
 
-Part of the wire contract both sides import; standard library only. The device *verifies* with
-:mod:`edgewise_wire.ed25519` (pure Python); signing and key generation need ``cryptography`` and
+Part of the wire contract both sides import. The device *verifies* with
+:mod:`edgewise_wire.public_keys` (PyNaCl); signing and key generation need ``cryptography`` and
 live on the controller (:mod:`controller.security.signing`), which builds the signed content with
 :func:`manifest_signed_content` and :func:`rollback_signed_content` from here, so the bytes that
 are signed and the bytes that are checked come from one definition.
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from edgewise_wire import ed25519
+from edgewise_wire import public_keys
 
 ALG = "ed25519"
 MANIFEST_TYPE = "edgewise.manifest.v1"
@@ -141,7 +141,7 @@ def trusted_keys_from(public_pems: Iterable[bytes]) -> dict[str, bytes]:
 def _load_public(public_pem: bytes) -> bytes:
     """The raw 32-byte key of an Ed25519 public PEM; anything else is a misconfigured key."""
     try:
-        return ed25519.public_key_from_pem(public_pem)
+        return public_keys.public_key_from_pem(public_pem)
     except (TypeError, ValueError) as exc:
         # the message says what the PEM holds instead (a private key, an RSA key, no PEM, ...)
         raise MisconfiguredTrustedKey(f"trusted key: {exc}") from None
@@ -178,7 +178,11 @@ def _check_signature(what: str, doc: Mapping[str, Any], signed: dict[str, Any],
         payload = canonical_bytes({**signed, "key_id": key_id})
     except (TypeError, ValueError) as exc:
         raise MalformedEnvelope(f"{what} cannot be put in canonical form: {exc}") from None
-    if not ed25519.verify(public, sig, payload):
+    try:
+        valid = public_keys.verify(public, sig, payload)
+    except public_keys.MalformedSignature as exc:
+        raise BadSignature(f"{what}: {exc}") from None
+    if not valid:
         raise BadSignature(f"{what}: signature by key {key_id!r} does not match the content "
                            "(tampered, or signed over different fields)")
     return key_id

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from controller.app import cli_db
 from controller.audit import cli as audit_cli
 from controller.cli.client import ControllerClientError
 from controller.cli.common import DEFAULT_URL, fail, json_option, quiet_option
@@ -89,10 +90,14 @@ def controller() -> None:
 @click.option("--artifact-dir", type=click.Path(path_type=Path),
               help="Content-addressed artifact store; replicas must share one "
                    "(default: DATA_DIR/artifacts).")
+@click.option("--auto-migrate/--no-auto-migrate", default=None,
+              help="Upgrade the database schema at start (the default, config auto_migrate); "
+                   "with --no-auto-migrate a database behind this release is refused and "
+                   "`edgewise db upgrade` migrates it.")
 def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: str | None,
                      broker: str | None, http_host: str | None, http_port: int | None,
                      api_token: str | None, share_group: str | None,
-                     artifact_dir: Path | None) -> None:
+                     artifact_dir: Path | None, auto_migrate: bool | None) -> None:
     """Serve the REST API and bridge the MQTT fleet until interrupted.
 
     Example: edgewise controller serve --broker 127.0.0.1:1883 --data-dir /var/lib/edgewise
@@ -106,7 +111,8 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
         config = load_controller_config(config_path, data_dir=data_dir, db_url=db_url,
                                         broker=broker, http_host=http_host,
                                         http_port=http_port, api_token=api_token,
-                                        share_group=share_group, artifact_dir=artifact_dir)
+                                        share_group=share_group, artifact_dir=artifact_dir,
+                                        auto_migrate=auto_migrate)
         # the API is announced once its port is claimed, the database open and the broker
         # reached ("controller API on ..." on stderr)
         run(config)
@@ -197,7 +203,7 @@ def demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float,
 
 # every feature's commands, registered one way
 for _feature in (models_cli, fleet_cli, rollouts_cli, monitoring_cli, audit_cli, cli_tokens,
-                 cli_keys, cli_pki):
+                 cli_keys, cli_pki, cli_db):
     for _command in _feature.COMMANDS:
         cli.add_command(_command)
 

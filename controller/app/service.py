@@ -31,7 +31,7 @@ from controller.rollouts.deployments import Deployments
 from controller.rollouts.runner import RolloutRunner
 from controller.security.desired_signer import DesiredSigner, ensure_signing_key
 from controller.security.signing_keys import SigningKeys
-from controller.storage import Database
+from controller.storage import Database, migrator
 from controller.web.health import FleetHealth
 from edgewise_wire import Manifest, ProbationPolicy
 
@@ -43,7 +43,10 @@ class Controller:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.database_url)
-        self.db.migrate()
+        applied = migrator.ensure_current(self.db, config.auto_migrate)
+        if applied:
+            log.info("database upgraded to revision %s (applied %s)", applied[-1],
+                     ", ".join(applied))
         # every desired state is signed with the active key of {data_dir}/signing-keys (created
         # now if there is none); a rotation applies at the next signature
         self.signer = DesiredSigner(ensure_signing_key(SigningKeys.for_data_dir(config.data_dir)),

@@ -34,7 +34,9 @@ from controller.monitoring import (
     evaluate,
 )
 from controller.monitoring.metrics_store import MetricsStore
+from controller.monitoring.segments import segment_test
 from controller.monitoring.sequential_alerts import Judgement, apply_judgements, group_key
+from controller.monitoring.watch import WatchSettings
 from controller.monitoring.watch_store import (
     Watches,
     WatchKey,
@@ -51,9 +53,7 @@ from controller.storage.tables import (
     metrics,
     watch_states,
 )
-from edgewise_monitoring.quality import segment_test
 from edgewise_monitoring.sequential import Decision
-from edgewise_monitoring.watch import WatchSettings
 
 # pg_advisory_xact_lock key for alert evaluation: b"EwAlerts" as a big-endian int64.
 ALERT_LOCK_KEY = int.from_bytes(b"EwAlerts", "big")

@@ -2,7 +2,7 @@
 
 Drift, accuracy, bias and concept alerts are not judged window by window: sequential tests
 accumulate their evidence across windows with a stated false-alarm rate
-(:mod:`edgewise_monitoring.watch`, turned into alert changes by
+(:mod:`controller.monitoring.watch`, turned into alert changes by
 :mod:`controller.monitoring.sequential_alerts`). Latency is a service-level threshold, where a
 bad window is bad whatever came before; silence is a span of time.
 

@@ -1,6 +1,6 @@
 """Alerts from sequential tests: what the detectors decided becomes alert states and events.
 
-The detectors (:mod:`edgewise_monitoring.watch`) accumulate evidence across windows and say when
+The detectors (:mod:`controller.monitoring.watch`) accumulate evidence across windows and say when
 it crossed their level (``fired``), while it stays there (``state == "alarm"``) and when it
 ended (``cleared``). An alert follows them: it fires on the first alarm, stays while the test is
 in alarm, and clears when the test clears. Two cases have no test state to follow, and clear

@@ -45,7 +45,7 @@ from controller.monitoring.retrain_hook import (
 )
 from controller.monitoring.retrain_runs import RetrainRuns
 from controller.monitoring.sequential_alerts import is_group
-from edgewise_monitoring.watch import WatchSettings
+from controller.monitoring.watch import WatchSettings
 from edgewise_wire import Manifest
 
 log = logging.getLogger("edgewise.controller.monitoring")

@@ -1,7 +1,7 @@
 """The sequential detectors of each device and group of devices, per model version, kept between
 evaluations.
 
-A :class:`~edgewise_monitoring.watch.ModelWatch` is built at the first window of a model version
+A :class:`~controller.monitoring.watch.ModelWatch` is built at the first window of a model version
 from the version's manifest (its reference profile, its task, and the accuracy or MAE measured at
 conversion as the reference for versions whose profile carries no quality block), then stored as
 JSON in ``watch_states`` inside the evaluation's transaction, so evidence keeps accumulating
@@ -20,8 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from controller.monitoring.watch import ModelWatch, WatchSettings
 from controller.storage.tables import watch_states
-from edgewise_monitoring.watch import ModelWatch, WatchSettings
 
 log = logging.getLogger("edgewise.controller.monitoring")
 

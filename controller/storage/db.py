@@ -1,11 +1,10 @@
-"""The controller's database: engine set-up for SQLite or PostgreSQL, transactions, and applying
-the registered migrations.
+"""The controller's database: engine set-up for SQLite or PostgreSQL, and transactions.
 
 One :class:`Database` wraps a SQLAlchemy Core engine on SQLite (the default, a single file) or
 PostgreSQL (several controller replicas). The stores take a ``Database`` and use
 :meth:`Database.read` / :meth:`Database.write`, so that transaction semantics that differ
 between the two backends live here and nowhere else. The tables are in
-:mod:`controller.storage.tables`, the migrations in :mod:`controller.storage.migrations`.
+:mod:`controller.storage.tables`; :mod:`controller.storage.migrator` brings a database to them.
 """
 
 from __future__ import annotations
@@ -24,11 +23,6 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
 from controller.errors import EdgewiseError, StorageError, ValidationError
-from controller.storage.migrations import MIGRATIONS
-from controller.storage.tables import schema_migrations
-
-# pg_advisory_xact_lock key: b"Edgewise" as a big-endian int64, so replicas agree on it.
-MIGRATION_LOCK_KEY = int.from_bytes(b"Edgewise", "big")
 
 
 def normalize_url(url: str) -> str:
@@ -56,7 +50,7 @@ def _translated_errors() -> Iterator[None]:
 
 
 class Database:
-    """Engine plus schema management for one controller database."""
+    """The engine of one controller database and its transactions."""
 
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
@@ -100,35 +94,6 @@ class Database:
         if self.dialect_name == "postgresql":
             return postgresql.insert(table).on_conflict_do_nothing()
         raise StorageError(f"unsupported database dialect {self.dialect_name!r}")
-
-    def applied_migrations(self) -> list[int]:
-        with self.read() as conn:
-            if not sa.inspect(conn).has_table("schema_migrations"):
-                return []
-            rows = conn.execute(sa.select(schema_migrations.c.version)
-                                .order_by(schema_migrations.c.version))
-            return [r.version for r in rows]
-
-    def migrate(self) -> list[int]:
-        """Apply missing migrations in one transaction; return the versions applied now.
-
-        Safe to call from several replicas at once: PostgreSQL serialises them on an advisory
-        lock held to the end of the transaction, SQLite on its write lock (BEGIN IMMEDIATE).
-        """
-        applied_now: list[int] = []
-        with self.write() as conn:
-            if self.dialect_name == "postgresql":
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
-            schema_migrations.create(conn, checkfirst=True)
-            done = set(conn.execute(sa.select(schema_migrations.c.version)).scalars())
-            for m in sorted(MIGRATIONS, key=lambda m: m.version):
-                if m.version in done:
-                    continue
-                m.apply(conn)
-                conn.execute(schema_migrations.insert().values(
-                    version=m.version, description=m.description, applied_at=time.time()))
-                applied_now.append(m.version)
-        return applied_now
 
     def dispose(self) -> None:
         self.engine.dispose()

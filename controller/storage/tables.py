@@ -1,8 +1,9 @@
 """The controller's tables as they are now: what the stores query and write.
 
-Created by the migrations in :mod:`controller.storage.migrations`, whose explicit DDL (or frozen
-copies of older shapes) must stay in step with these definitions: a migration never reads this
-module, so a table can change here without changing what an old migration creates.
+Created by the revisions in :mod:`controller.storage.migrations`, whose explicit DDL (or frozen
+copies of older shapes) must stay in step with these definitions, indexes included: a revision
+never reads this module, so a table can change here without changing what an old revision
+creates. ``tests/integration/controller/store/test_migrations.py`` compares the two.
 """
 
 from __future__ import annotations
@@ -10,14 +11,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
-
-schema_migrations = sa.Table(
-    "schema_migrations", metadata,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("applied_at", sa.Float, nullable=False),
-)
-
 
 models = sa.Table(
     "models", metadata,
@@ -61,7 +54,7 @@ devices = sa.Table(
     sa.Column("desired_version", sa.Integer),
     sa.Column("desired_deployment_id", sa.String(128)),
     sa.Column("dropped_total", sa.BigInteger, nullable=False, server_default="0"),
-    # migration 6: the agent's standby slot (a verified artifact waiting to be
+    # revision 0006: the agent's standby slot (a verified artifact waiting to be
     # activated) and its previous slot (kept for an instant rollback), as last reported
     sa.Column("staged_model", sa.String(128)),
     sa.Column("staged_version", sa.Integer),
@@ -83,7 +76,7 @@ deployments = sa.Table(
 )
 
 
-# Current schema (migration 3): an agent outbox's records are keyed by its epoch too, so a
+# Current schema (revision 0003): an agent outbox's records are keyed by its epoch too, so a
 # replaced outbox whose seq restarts at 1 is not taken for a replay (docs/monitoring.md).
 telemetry = sa.Table(
     "telemetry", metadata,
@@ -100,6 +93,7 @@ telemetry = sa.Table(
     sa.Column("payload_json", sa.Text, nullable=False),
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Index("ix_telemetry_device_kind", "device_id", "kind"),
+    sa.Index("ix_telemetry_ts", "ts"),
 )
 
 
@@ -119,6 +113,7 @@ rollouts = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("created_by", sa.String(128), nullable=False, server_default=""),
     sa.ForeignKeyConstraint(["model", "version"], ["model_versions.model", "model_versions.version"]),
+    sa.Index("ix_rollouts_status", "status"),
 )
 
 
@@ -133,6 +128,7 @@ audit_log = sa.Table(
               sa.ForeignKey("rollouts.id")),
     sa.Column("device_ids_json", sa.Text, nullable=False, server_default="[]"),
     sa.Column("detail_json", sa.Text, nullable=False, server_default="{}"),
+    sa.Index("ix_audit_log_rollout", "rollout_id", "id"),
 )
 
 
@@ -174,6 +170,9 @@ metrics = sa.Table(
     sa.Column("summary_json", sa.Text, nullable=False),
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Column("evaluated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_metrics_version_end", "model", "version", "window_end"),
+    sa.Index("ix_metrics_end", "window_end"),
+    sa.Index("ix_metrics_evaluated", "evaluated"),
 )
 
 
@@ -196,7 +195,8 @@ alert_states = sa.Table(
 
 alert_events = sa.Table(
     "alert_events", metadata,
-    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
     sa.Column("ts", sa.Float, nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("device_id", sa.String(128), nullable=False),
@@ -207,12 +207,14 @@ alert_events = sa.Table(
     sa.Column("threshold", sa.Float),
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("context_json", sa.Text, nullable=False),
+    sa.Index("ix_alert_events_ts", "ts"),
 )
 
 
 retrain_runs = sa.Table(
     "retrain_runs", metadata,
-    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("finished_at", sa.Float),
     sa.Column("kind", sa.String(32), nullable=False),
@@ -241,6 +243,7 @@ device_history = sa.Table(
     sa.Column("target_version", sa.Integer),
     sa.Column("deployment_id", sa.String(128)),
     sa.Column("error", sa.Text),
+    sa.Index("ix_device_history_device", "device_id", "id"),
 )
 
 
@@ -264,7 +267,7 @@ reported_order = sa.Table(
 )
 
 
-# the state of the sequential detectors (edgewise_monitoring.watch.ModelWatch) of one device or
+# the state of the sequential detectors (controller.monitoring.watch.ModelWatch) of one device or
 # group of devices ("group:site=berlin") for one model version
 watch_states = sa.Table(
     "watch_states", metadata,

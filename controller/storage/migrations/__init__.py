@@ -1,38 +1,20 @@
-"""The registered migrations, one module each (``mNNNN_name.py`` with ``VERSION``,
-``DESCRIPTION`` and ``apply(conn)``), applied in order by :meth:`controller.storage.db.Database.migrate`
-and recorded in ``schema_migrations``.
+"""The controller's schema history as an Alembic environment: ``env.py`` (run by Alembic, holds
+the replica-safe lock) and ``versions/``, one revision per schema change, ``mNNNN_name.py`` with
+revision id ``"NNNN"`` and ``down_revision`` the one before, each with an ``upgrade()`` and a
+``downgrade()``. :mod:`controller.storage.migrator` drives them; `edgewise db` is its command line.
 
-A migration is never edited once released: it creates exactly what it always did, from explicit
+A revision is never edited once released: it creates exactly what it always did, from explicit
 DDL or frozen copies of the tables it made, never from :mod:`controller.storage.tables` (the
-current shapes). A change to the schema is a new module here plus the new shape in ``tables``.
+current shapes). A change to the schema is a new revision in ``versions/`` plus the new shape in
+``tables``; ``tests/integration/controller/store/test_migrations.py`` fails while the two
+disagree.
+
+Adding one: ``versions/mNNNN_name.py`` with ``revision = "NNNN"`` and ``down_revision`` the
+newest; ``upgrade()`` runs DDL valid on SQLite and PostgreSQL through ``op`` only (offline SQL
+cannot run queries); ``downgrade()`` first calls :func:`.guards.refuse_loss` for the rows it
+would delete, then undoes ``upgrade()``; the new shapes, indexes included, go in ``tables.py``.
 """
 
-from __future__ import annotations
+from pathlib import Path
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from sqlalchemy.engine import Connection
-
-from controller.storage.migrations import (
-    m0001_initial,
-    m0002_rollouts,
-    m0003_monitoring,
-    m0004_device_history,
-    m0005_leases,
-    m0006_device_slots,
-    m0007_watches,
-)
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    description: str
-    apply: Callable[[Connection], None]
-
-
-MIGRATIONS: tuple[Migration, ...] = tuple(
-    Migration(m.VERSION, m.DESCRIPTION, m.apply)
-    for m in (m0001_initial, m0002_rollouts, m0003_monitoring, m0004_device_history,
-              m0005_leases, m0006_device_slots, m0007_watches))
+SCRIPT_LOCATION = Path(__file__).parent

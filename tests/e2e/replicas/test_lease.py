@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from controller.app.lease import Lease
+from controller.storage import migrator
 from controller.storage.db import Database
 
 
 def test_sqlite_single_process_always_holds_the_lease(tmp_path: Path) -> None:
     db = Database(str(tmp_path / "c.sqlite"))
-    db.migrate()
+    migrator.upgrade(db)
     lease = Lease(db)
     asyncio.run(lease.start())
     assert lease.held and lease.current_term() == 1
@@ -31,7 +32,7 @@ def test_renewal_slower_than_half_the_lease_is_refused(tmp_path: Path) -> None:
 
 def test_one_holder_at_a_time_and_takeover_after_the_holder_dies(pg_url: str) -> None:
     dbs = [Database(pg_url), Database(pg_url)]
-    dbs[0].migrate()
+    migrator.upgrade(dbs[0])
 
     async def scenario() -> None:
         a = Lease(dbs[0], holder="a", lease_s=1.0, renew_s=0.25)

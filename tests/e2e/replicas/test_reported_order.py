@@ -9,13 +9,14 @@ import pytest
 from controller.config import load_controller_config
 from controller.errors import ValidationError
 from controller.fleet.store import FleetStore
+from controller.storage import migrator
 from controller.storage.db import Database
 from edgewise_wire import Reported
 
 
 def test_an_older_report_stored_after_a_newer_one_is_not_applied(tmp_path: Path) -> None:
     db = Database(str(tmp_path / "c.sqlite"))
-    db.migrate()
+    migrator.upgrade(db)
     fleet = FleetStore(db)
     fleet.set_reported("d1", Reported(state="active", active=None, ts=200.0))
     fleet.set_reported("d1", Reported(state="downloading", active=None, ts=100.0))  # late

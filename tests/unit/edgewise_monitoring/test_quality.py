@@ -1,4 +1,4 @@
-"""Log loss, Brier, prediction bias and the segment test."""
+"""Log loss, Brier and prediction bias."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgewise_monitoring import ClassificationScore
-from edgewise_monitoring.quality import ProbabilisticLoss, prediction_bias, segment_test
+from edgewise_monitoring.quality import ProbabilisticLoss, prediction_bias
 
 
 def test_loss_figures_match_their_definitions() -> None:
@@ -39,18 +39,3 @@ def test_prediction_bias_flags_a_class_predicted_too_often() -> None:
     noisy[rng.random(2000) < 0.1] ^= 1  # symmetric mistakes
     fair.update(noisy, truth)
     assert prediction_bias(fair)["biased_classes"] == []
-
-
-def test_segment_test_null_rate_and_a_bad_segment() -> None:
-    rng = np.random.default_rng(1)
-    false_findings = 0
-    for _ in range(300):
-        segments = {f"d{i}": (int(rng.binomial(500, 0.9)), 500) for i in range(20)}
-        false_findings += bool(segment_test(segments, alpha=0.01)["below"])
-    assert false_findings / 300 <= 0.02  # alpha 0.01 per evaluation (Bonferroni: conservative)
-    segments = {f"d{i}": (int(rng.binomial(500, 0.9)), 500) for i in range(20)}
-    segments["bad"] = (int(rng.binomial(500, 0.8)), 500)
-    out = segment_test(segments, alpha=0.01)
-    assert out["below"] == ["bad"] and out["findings"][0]["segment"] == "bad"
-    few = segment_test({"a": (5, 10), "b": (900, 1000)})
-    assert few["below"] == [] and few["judged"] == 0

@@ -26,6 +26,7 @@ from controller.rollouts import SpecError, Status
 from controller.rollouts.observations import p95
 from controller.rollouts.runner import RolloutRunner
 from controller.rollouts.store import StaleRollout
+from controller.storage import migrator
 from controller.storage.db import Database
 from controller.storage.tables import devices
 from edgewise_wire import Desired, ModelRef, Reported
@@ -102,7 +103,7 @@ class Harness:
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     if request.param == "sqlite":
         database = Database(str(tmp_path / "c.sqlite"))
-        database.migrate()
+        migrator.upgrade(database)
         yield database
         database.dispose()
         return
@@ -112,7 +113,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     database = Database(admin.url.set(database=name).render_as_string(hide_password=False))
     try:
-        database.migrate()
+        migrator.upgrade(database)
         yield database
     finally:
         database.dispose()

@@ -23,6 +23,7 @@ from controller.rollouts.runner import RolloutRunner
 from controller.rollouts.spec import spec_from_dict, spec_to_dict
 from controller.security.desired_signer import DesiredSigner
 from controller.security.signing import generate_keypair
+from controller.storage import migrator
 from controller.storage.db import Database
 from controller.web.rollup import DeviceFacts
 from edgewise_wire import Desired, ModelRef, ProbationPolicy, Reported
@@ -98,7 +99,7 @@ def test_rollout_spec_takes_a_probation_policy() -> None:
 class Harness:
     def __init__(self, tmp_path: Path) -> None:
         self.db = Database(str(tmp_path / "c.sqlite"))
-        self.db.migrate()
+        migrator.upgrade(self.db)
         self.registry = ModelRegistry(self.db, ArtifactStore(tmp_path / "artifacts"))
         self.fleet = FleetStore(self.db)
         private, public, _ = generate_keypair()

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from controller.models.artifact_store import ArtifactStore
 from controller.models.registry import ModelRegistry
+from controller.storage import migrator
 from controller.storage.db import Database
 from controller.storage.tables import metadata
 from edgewise_wire import ArtifactRef, Manifest, SmokeTest, TensorSpec
@@ -33,6 +34,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     engine = sa.create_engine(url)
     try:
         metadata.drop_all(engine)
+        with engine.begin() as conn:  # and the revision it recorded
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
     finally:
         engine.dispose()
 
@@ -40,7 +43,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def db(db_url: str) -> Iterator[Database]:
     database = Database(db_url)
-    database.migrate()
+    migrator.upgrade(database)
     yield database
     database.dispose()
 

@@ -1,4 +1,4 @@
-"""Database set-up and migrations on both backends."""
+"""Database set-up on both backends (the migrations: test_migrations.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from controller.storage import migrator
 from controller.storage.db import Database, normalize_url
-from controller.storage.migrations import MIGRATIONS
-from controller.storage.tables import devices, schema_migrations
-
-EXPECTED_TABLES = {"schema_migrations", "models", "model_versions", "devices", "deployments",
-                   "telemetry"}
+from controller.storage.tables import devices
 
 
 def test_bare_path_becomes_sqlite_url(tmp_path: Path) -> None:
@@ -35,54 +32,13 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
 
 def test_in_memory_sqlite_is_shared_across_threads() -> None:
     db = Database(":memory:")
-    db.migrate()
-    seen: list[list[int]] = []
-    t = threading.Thread(target=lambda: seen.append(db.applied_migrations()))
+    migrator.upgrade(db)
+    seen: list[migrator.Status] = []
+    t = threading.Thread(target=lambda: seen.append(migrator.status(db)))
     t.start()
     t.join()
-    assert seen == [[m.version for m in MIGRATIONS]]
+    assert [s.current for s in seen] == [migrator.head()]
     db.dispose()
-
-
-def test_migrate_creates_schema_and_twice_is_noop(db_url: str) -> None:
-    db = Database(db_url)
-    try:
-        assert db.migrate() == [m.version for m in MIGRATIONS]
-        assert set(sa.inspect(db.engine).get_table_names()) >= EXPECTED_TABLES
-        assert db.migrate() == []
-        with db.read() as conn:
-            assert conn.execute(sa.select(sa.func.count()).select_from(schema_migrations)
-                                ).scalar_one() == len(MIGRATIONS)
-    finally:
-        db.dispose()
-
-
-def test_concurrent_migrate_applies_once(db_url: str) -> None:
-    """Replicas starting together: each migrates, exactly one applies, none fails."""
-    replicas = [Database(db_url) for _ in range(4)]
-    barrier = threading.Barrier(len(replicas))
-    results: list[list[int]] = []
-    errors: list[BaseException] = []
-
-    def start(db: Database) -> None:
-        barrier.wait()
-        try:
-            results.append(db.migrate())
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=start, args=(db,)) for db in replicas]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    try:
-        assert errors == []
-        assert sorted(results, key=len) == [[]] * (len(replicas) - 1) + [[m.version for m in MIGRATIONS]]
-        assert replicas[0].applied_migrations() == [m.version for m in MIGRATIONS]
-    finally:
-        for db in replicas:
-            db.dispose()
 
 
 def test_insert_ignore_skips_duplicates(db: Database) -> None:

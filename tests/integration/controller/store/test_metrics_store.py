@@ -1,6 +1,6 @@
 """Metrics windows at the controller, on both backends: stored once, keyed by epoch, added up per
 device, version, label group and fleet exactly as merge_summaries would; version_figures for
-the rollout gates; the migration that introduced epochs keeps existing telemetry."""
+the rollout gates; the revision that introduced epochs keeps existing telemetry."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from controller.fleet.store import FleetStore
 from controller.fleet.telemetry_store import TelemetryStore
 from controller.models.registry import ModelRegistry
 from controller.monitoring.metrics_store import NO_FIGURES, MetricsStore, VersionFigures
+from controller.storage import migrator
 from controller.storage.db import Database
-from controller.storage.migrations import MIGRATIONS
-from controller.storage.tables import devices, metrics, schema_migrations, telemetry
+from controller.storage.tables import devices, metrics, telemetry
 from edgewise_monitoring import MonitoringWindow, merge_summaries
 from edgewise_wire import ModelRef, Reported, TelemetryBatch
 from tests.harness.profiles import assert_close, make_profile
@@ -167,19 +167,16 @@ def test_same_seqs_under_a_new_epoch_are_new_records(db: Database) -> None:
     assert tel.keys("d") == [(111, 1), (111, 2), (111, 3), (222, 1), (222, 2), (222, 3)]
 
 
-def test_migration_3_keeps_v1_telemetry_under_epoch_0(db_url: str) -> None:
+def test_revision_3_keeps_v1_telemetry_under_epoch_0(db_url: str) -> None:
     db = Database(db_url)
     try:
-        with db.write() as conn:  # a database as migration 1 left it, with one record
-            schema_migrations.create(conn, checkfirst=True)
-            MIGRATIONS[0].apply(conn)
-            conn.execute(schema_migrations.insert().values(version=1, description="v1",
-                                                           applied_at=0.0))
+        migrator.upgrade(db, "0001")
+        with db.write() as conn:  # a database as revision 1 left it, with one record
             conn.execute(devices.insert().values(device_id="old", first_seen=1.0, last_seen=1.0))
             conn.exec_driver_sql(
                 "INSERT INTO telemetry (device_id, seq, kind, ts, payload_json, received_at) "
                 "VALUES ('old', 41, 'prediction', 1.0, '{}', 1.0)")
-        assert 3 in db.migrate()
+        assert "0003" in migrator.upgrade(db)
         tel = TelemetryStore(db)
         assert tel.keys("old") == [(0, 41)]
         # the old device goes on under epoch 0 without a duplicate, a new outbox is new

@@ -1,5 +1,5 @@
-"""Issue 4: the staged and previous slots an agent reports are stored (migration 6) and read
-back, on SQLite and PostgreSQL; a database at migration 5 is upgraded in place."""
+"""The staged and previous slots an agent reports are stored (revision 0006) and read back, on
+SQLite and PostgreSQL; a database at revision 0005 is upgraded in place."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import sqlalchemy as sa
 
 from controller.fleet.store import FleetStore
+from controller.storage import migrator
 from controller.storage.db import Database
-from controller.storage.migrations import MIGRATIONS
-from controller.storage.tables import devices, schema_migrations
+from controller.storage.tables import devices
 from edgewise_wire import ModelRef, Reported
 
 SLOT_COLUMNS = {f"{slot}_{part}" for slot in ("staged", "previous")
@@ -58,23 +58,19 @@ def test_an_older_report_does_not_overwrite_the_slots(fleet: FleetStore) -> None
     assert fleet.stale_reports == 1
 
 
-def test_migration_6_adds_the_slot_columns_to_a_v5_database(db_url: str) -> None:
+def test_revision_6_adds_the_slot_columns_to_a_v5_database(db_url: str) -> None:
     db = Database(db_url)
     try:
-        with db.write() as conn:  # a database as migrations 1-5 left it, with a device in it
-            schema_migrations.create(conn)
-            for m in MIGRATIONS:
-                if m.version <= 5:
-                    m.apply(conn)
-                    conn.execute(schema_migrations.insert().values(
-                        version=m.version, description=m.description, applied_at=0.0))
+        assert migrator.upgrade(db, "0005")[-1] == "0005"
+        with db.write() as conn:  # a database as revisions 1-5 left it, with a device in it
             before = {c["name"] for c in sa.inspect(conn).get_columns("devices")}
             conn.execute(devices.insert().values(  # v1 columns only
                 device_id="old", first_seen=1.0, last_seen=1.0, state="active",
                 active_model="iris", active_version=1))
-        assert not before & SLOT_COLUMNS  # migration 1 still creates the v1 devices table
-        assert db.migrate() == [6, 7]  # and every later one
-        assert db.migrate() == []
+        assert not before & SLOT_COLUMNS  # revision 1 still creates the v1 devices table
+        applied = migrator.upgrade(db)
+        assert applied[0] == "0006" and applied[-1] == migrator.head()  # and every later one
+        assert migrator.upgrade(db) == []
         with db.read() as conn:
             after = {c["name"] for c in sa.inspect(conn).get_columns("devices")}
         assert after == before | SLOT_COLUMNS

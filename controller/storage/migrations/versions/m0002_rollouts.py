@@ -1,16 +1,23 @@
-"""Migration 2: rollouts, the audit log, operator labels on devices, devices registered before their first
-contact. Explicit DDL, valid on SQLite and PostgreSQL."""
+"""rollouts, audit log, operator device labels, device pre-registration
+
+Rollouts, the audit log, operator labels on devices, devices registered before their first
+contact. Explicit DDL, valid on SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy.engine import Connection
+from alembic import op
 
-VERSION = 2
-DESCRIPTION = 'rollouts, audit log, operator device labels, device pre-registration'
+from controller.storage.migrations.guards import Loss, refuse_loss
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
 
 
-def apply(conn: Connection) -> None:
-    pg = conn.dialect.name == "postgresql"
+def upgrade() -> None:
+    pg = op.get_context().dialect.name == "postgresql"
     pk = "id BIGSERIAL PRIMARY KEY" if pg else "id INTEGER PRIMARY KEY AUTOINCREMENT"
     ref = "BIGINT" if pg else "INTEGER"
     ddl = [
@@ -52,5 +59,16 @@ def apply(conn: Connection) -> None:
             note TEXT NOT NULL DEFAULT '')""",
     ]
     for statement in ddl:
-        conn.exec_driver_sql(statement)
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    refuse_loss(revision, [
+        Loss("rollouts", "rollouts and their state"),
+        Loss("audit_log", "the audit log"),
+        Loss("device_labels", "labels set by operators"),
+        Loss("device_registrations", "devices registered before their first contact"),
+    ])
+    for table in ("audit_log", "rollouts", "device_labels", "device_registrations"):
+        op.drop_table(table)
 

@@ -1,18 +1,24 @@
-"""Migration 1: models, model versions, devices, deployments and telemetry, as they were first
-created. Frozen copies of those shapes: later migrations changed ``devices`` (the reported slots)
-and ``telemetry`` (keyed by outbox epoch), and this one keeps creating exactly what it always did.
+"""models, model_versions, devices, deployments, telemetry
+
+Models, model versions, devices, deployments and telemetry, as they were first created. Frozen
+copies of those shapes: later revisions changed ``devices`` (the reported slots) and ``telemetry``
+(keyed by outbox epoch), and this one keeps creating exactly what it always did.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from alembic import op
+from sqlalchemy.schema import CreateIndex, CreateTable
 
-VERSION = 1
-DESCRIPTION = "models, model_versions, devices, deployments, telemetry"
+from controller.storage.migrations.guards import Loss, refuse_loss
 
-# the v1 telemetry table from this frozen copy and keeps creating exactly what it always did.
-# Likewise ``devices`` since migration 6 added columns to it.
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+# Later revisions reshaped ``telemetry`` (3) and ``devices`` (6): these are the shapes of 1.
 _v1_metadata = sa.MetaData()
 
 
@@ -87,8 +93,23 @@ _deployments_v1 = sa.Table(
     sa.ForeignKeyConstraint(["model", "version"], ["model_versions.model", "model_versions.version"]),
 )
 
+_CREATED = (_models_v1, _model_versions_v1, _deployments_v1, _devices_v1, _telemetry_v1)
 
 
-def apply(conn: Connection) -> None:
-    _v1_metadata.create_all(conn, tables=[_models_v1, _model_versions_v1, _deployments_v1,
-                                          _devices_v1, _telemetry_v1])
+def upgrade() -> None:
+    for table in _CREATED:
+        op.execute(CreateTable(table))
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            op.execute(CreateIndex(index))
+
+
+def downgrade() -> None:
+    refuse_loss(revision, [
+        Loss("models", "registered models"),
+        Loss("model_versions", "registered model versions"),
+        Loss("deployments", "deployments"),
+        Loss("devices", "devices and their reported state"),
+        Loss("telemetry", "telemetry records"),
+    ])
+    for table in reversed(_CREATED):
+        op.drop_table(table.name)

@@ -18,7 +18,7 @@ off the true ones by about ``d / m`` in chi-square distance; over many windows t
 like a small persistent shift, and a test that ignores it would eventually alarm on every
 device. The null hypothesis is therefore composite: *the device's distribution lies within the
 reference's sampling uncertainty*, i.e. ``m * chi2-distance(true, p) <= q``, ``q`` the
-chi-square quantile at ``1 - reference_alpha``. Under it ``G`` is at most noncentral
+chi-square quantile at ``1 - reference_alpha`` (scipy's, exact). Under it ``G`` is at most noncentral
 chi-square with noncentrality ``lambda_max = n q / m``.
 
 **The e-value.** For a tilt ``theta`` in (0, 1/2), a noncentral chi-square has
@@ -37,7 +37,7 @@ features: with 8 features and the prediction there are 36 components, and the fa
 **False alarms.** At most ``alpha`` per row (default 1e-7: at most 0.01 false alarms per
 100,000 rows per device, whatever the window size), conditional on the reference being inside
 its ``reference_alpha`` ball, which happens with probability ``1 - reference_alpha`` per
-histogram once per model version. Measured (tests/unit/edgewise_monitoring, bench): none in
+histogram once per model version. Measured (tests/unit/controller/monitoring, bench): none in
 millions of no-change rows.
 
 **Small windows, rare bins.** A histogram is judged once it holds ``min_rows_per_bin`` rows per
@@ -49,7 +49,9 @@ bin (a feature constant in the reference) cannot be judged and is reported as su
 
 One module on purpose, about 450 lines: the drift detector is one class whose histograms,
 reference allowance and e-values only make sense together; the e-CUSUM it feeds is in
-:mod:`edgewise_monitoring.sequential`.
+:mod:`edgewise_monitoring.sequential`. It lives on the controller, beside the watch that runs it:
+the device never judges drift, and its quantiles and p-values come from scipy, which the device
+does not install.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.stats import chi2
 
 from edgewise_monitoring.errors import MonitoringError
 from edgewise_monitoring.evidence import PREDICTION, WindowEvidence, pool
@@ -73,8 +76,6 @@ from edgewise_monitoring.sequential import (
     AlarmState,
     Decision,
     EvidenceCusum,
-    chi2_quantile,
-    chi2_sf,
     log_mean_exp,
 )
 
@@ -202,7 +203,7 @@ class DriftDetector:
         self._index = {h.name: i for i, h in enumerate(self.hists)}
         self._testable = [i for i, h in enumerate(self.hists) if h.testable]
         # q per testable histogram: the chi-square quantile bounding the reference's error
-        self._q = {i: chi2_quantile(1.0 - self.settings.reference_alpha, self.hists[i].dof)
+        self._q = {i: float(chi2.ppf(1.0 - self.settings.reference_alpha, self.hists[i].dof))
                    for i in self._testable}
         self.cusum = EvidenceCusum(max(1, len(self._testable) * self._thetas.size),
                                    self.settings.alpha)
@@ -370,7 +371,7 @@ class DriftDetector:
             explanation["window_log_e"] = window_log_e if math.isfinite(window_log_e) else None
             explanation["histograms"] = [
                 {"name": j.name, "n": j.n, "g": round(j.g, 4), "dof": j.dof,
-                 "p_value": chi2_sf(j.g, j.dof), "psi": round(j.psi, 6),
+                 "p_value": float(chi2.sf(j.g, j.dof)), "psi": round(j.psi, 6),
                  "noise_floor_psi": j.dof * (1 / j.n + 1 / self.reference_n),
                  "reference_allowance": round(j.allowance, 4),
                  "log_e": round(float(j.log_e.max()), 4), "nan_values": j.other}

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgewise_monitoring import ModelWatch, MonitoringWindow, WatchSettings
+from controller.monitoring.watch import ModelWatch, WatchSettings
+from edgewise_monitoring import MonitoringWindow
 from tests.harness.profiles import make_profile
 
 WINDOW = 500

@@ -40,8 +40,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from controller.monitoring.drift_test import DriftDetector, DriftSettings
 from edgewise_monitoring.accuracy_test import ErrorRateDetector, ErrorRateSettings
-from edgewise_monitoring.drift_test import DriftDetector, DriftSettings
 from edgewise_monitoring.errors import MonitoringError, ProfileError
 from edgewise_monitoring.evidence import WindowEvidence, pool
 from edgewise_monitoring.reference import ReferenceProfile

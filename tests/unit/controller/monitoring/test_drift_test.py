@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from scipy.stats import chi2
 
+from controller.monitoring.drift_test import DriftDetector, DriftSettings
 from edgewise_monitoring import MonitoringWindow
-from edgewise_monitoring.drift_test import DriftDetector, DriftSettings
 from edgewise_monitoring.evidence import PREDICTION, WindowEvidence, pool
 from tests.unit.edgewise_monitoring.streams import (
     normal_profile,
@@ -218,3 +219,20 @@ def test_fleet_pooling_detects_a_shared_small_shift_sooner() -> None:
     pooled = [_fleet_delay(10, 0.15, s) for s in range(3)]
     assert all(p is not None and p <= 2 for p in pooled)
     assert all(a is None or a > 3 for a in alone)
+
+
+def test_reference_allowance_and_p_values_are_scipys_exact_chi_square() -> None:
+    """The allowance for the reference's sampling error is ``n q / m`` with ``q`` the exact
+    chi-square quantile at ``1 - reference_alpha`` (not an approximation), and each histogram's
+    p-value is the exact chi-square tail of its G."""
+    rng = np.random.default_rng(7)
+    profile, edges = normal_profile(rng, classes=None)
+    det = DriftDetector.from_profile(profile, DriftSettings(reference_alpha=1e-3))
+    decision = det.update_counts(window_counts(rng.normal(0.3, 1.0, size=(WINDOW, 8)), edges))
+    histograms = decision.explanation["histograms"]
+    assert histograms
+    for h in histograms:
+        q = float(chi2.ppf(1 - 1e-3, h["dof"]))
+        assert h["reference_allowance"] == pytest.approx(h["n"] * q / det.reference_n, abs=1e-4)
+        # the explanation rounds g to 4 places, the p-value is of the unrounded g
+        assert h["p_value"] == pytest.approx(float(chi2.sf(h["g"], h["dof"])), rel=1e-3)
