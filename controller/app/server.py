@@ -59,7 +59,11 @@ def open_controller(config: ControllerConfig) -> Controller:
 
     try:
         return Controller(config)
-    except (SQLAlchemyError, StorageError, ModuleNotFoundError) as exc:
+    except StorageError as exc:
+        if not isinstance(exc.__cause__, SQLAlchemyError):
+            raise  # the storage layer's own refusal (a schema behind, ...) says what to do
+        raise StartupError(cannot_open(exc, config.database_url)) from None
+    except (SQLAlchemyError, ModuleNotFoundError) as exc:
         # ModuleNotFoundError: the URL's driver is not installed (psycopg for postgresql)
         raise StartupError(cannot_open(exc, config.database_url)) from None
 
