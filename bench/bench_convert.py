@@ -1,7 +1,11 @@
 """Conversion report: for each model, conversion time, artifact size, and single-row and batch
 latency of the source framework vs ONNX (onnxruntime) vs TFLite (ai-edge-litert), in one run.
 
-Usage: python bench/bench_convert.py [--quick] [--rows N]
+Usage: python bench/bench_convert.py [--quick] [--rows N] [--only CASE ...]
+
+``--only`` runs the cases whose names contain one of the words given (e.g. ``--only XGBoost
+LightGBM ColumnTransformer``) and replaces just their rows in the table of docs/benchmarks.md,
+keeping the other rows from the earlier run.
 
 Every artifact comes from converters.api.convert (so it passed its parity check first). Latency:
 one thread everywhere (onnxruntime intra-op 1, LiteRT num_threads=1, torch.set_num_threads(1),
@@ -57,7 +61,19 @@ def latency(predict: Callable[[np.ndarray], Any], rows: np.ndarray, single: int)
             "batch_ms": median_seconds(lambda: predict(rows), 5) * 1e3}
 
 
-def artifact_predict(fmt: str, artifact: bytes, manifest: Any) -> Callable[[np.ndarray], Any]:
+def artifact_predict(fmt: str, artifact: bytes, manifest: Any) -> Callable[[Any], Any]:
+    if manifest.input_schema is not None:  # named inputs: rows are a DataFrame
+        import onnxruntime as ort
+
+        from converters.tabular import feed
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(artifact, options, providers=["CPUExecutionProvider"])
+        wanted = [manifest.label_output] + ([manifest.score_output] if manifest.score_output
+                                            else [])
+        return lambda frame: session.run(wanted, feed(manifest.input_schema, frame))
     if fmt == "onnx":
         from converters.onnx_model import OnnxRunner
 
@@ -147,6 +163,25 @@ def cases(quick: bool) -> list[tuple[str, Callable[[], tuple[Any, np.ndarray, np
         path.write_bytes(buffer.getvalue())
         return path, inputs, labels
 
+    def boosting(library: str) -> Callable[[], tuple[Any, np.ndarray, np.ndarray]]:
+        def build() -> tuple[Any, np.ndarray, np.ndarray]:
+            if library == "xgboost":
+                import xgboost
+
+                return xgboost.XGBClassifier(n_estimators=trees, max_depth=4).fit(X, y), X, y
+            import lightgbm
+
+            return lightgbm.LGBMClassifier(n_estimators=trees, verbose=-1).fit(X, y), X, y
+        return build
+
+    def mixed_table() -> tuple[Any, Any, np.ndarray]:
+        from sklearn.linear_model import LogisticRegression as Logistic
+
+        from tests.harness.tabular import mixed_frame, mixed_pipeline
+
+        frame, labels, _ = mixed_frame(n=1000)
+        return mixed_pipeline(Logistic(max_iter=1000)).fit(frame, labels), frame, labels
+
     both = ("onnx", "tflite")
     return [
         ("sklearn LogisticRegression", sk(LogisticRegression(max_iter=2000)), ("onnx",),
@@ -165,6 +200,10 @@ def cases(quick: bool) -> list[tuple[str, Callable[[], tuple[Any, np.ndarray, np
         ("torch MLP", torch_model("mlp"), both, ("float32", "int8-dynamic")),
         ("torch CNN 8x8", torch_model("cnn"), both, ("float32",)),
         ("ONNX CNN file", onnx_file, both, ("float32",)),
+        (f"XGBoost XGBClassifier({trees})", boosting("xgboost"), ("onnx",), ("float32",)),
+        (f"LightGBM LGBMClassifier({trees})", boosting("lightgbm"), ("onnx",), ("float32",)),
+        ("sklearn ColumnTransformer pipeline (mixed table)", mixed_table, ("onnx",),
+         ("float32",)),
     ]
 
 
@@ -172,6 +211,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller forests, fewer calls")
     parser.add_argument("--rows", type=int, default=1000, help="batch size for batch latency")
+    parser.add_argument("--only", nargs="+", metavar="WORD",
+                        help="run only the cases whose name contains one of these words, and "
+                             "replace only their rows in docs/benchmarks.md")
     args = parser.parse_args()
     import tensorflow as tf
     import torch
@@ -185,12 +227,21 @@ def main() -> int:
     single = 100 if args.quick else 200
     results = []
     for name, build, formats, precisions in cases(args.quick):
+        if args.only and not any(word.lower() in name.lower() for word in args.only):
+            continue
         model, sample, labels = build()
         print(f"== {name}", flush=True)
-        source, flat = load_source(model, sample, labels=labels)
-        rows = np.resize(flat, (args.rows, flat.shape[1]))
-        entry: dict[str, Any] = {"case": name, "source": latency(source.predict, rows, single),
-                                 "artifacts": []}
+        rows: Any
+        if hasattr(sample, "columns"):  # a mixed-type table: the model's own predict_proba
+            import pandas as pd
+
+            rows = pd.concat([sample] * (args.rows // len(sample) + 1)).iloc[:args.rows]
+            source_latency = latency(model.predict_proba, rows, single)
+        else:
+            source, flat = load_source(model, sample, labels=labels)
+            rows = np.resize(flat, (args.rows, flat.shape[1]))
+            source_latency = latency(source.predict, rows, single)
+        entry: dict[str, Any] = {"case": name, "source": source_latency, "artifacts": []}
         for outcome in convert(model, sample, name="bench", formats=formats,
                                precisions=precisions, labels=labels):
             row: dict[str, Any] = {"format": outcome.format, "precision": outcome.precision,
@@ -205,14 +256,15 @@ def main() -> int:
                 row.update(bytes=len(result.artifact),
                            max_abs_diff=result.manifest.parity["max_abs_diff"],
                            accuracy=result.manifest.parity.get("artifact_accuracy"),
-                           **latency(predict, rows.astype(np.float32), single))
+                           **latency(predict, rows if hasattr(rows, "columns")
+                                     else rows.astype(np.float32), single))
                 print(f"   {outcome.format} {outcome.precision}: {row['bytes']} B, "
                       f"{row['single_row_us']:.1f} µs/row, {row['batch_ms']:.2f} ms/batch")
             entry["artifacts"].append(row)
         results.append(entry)
     info["load_average_1m_at_end"] = round(load_average(), 2)
-    write_result("convert", {"machine": info, "rows": args.rows, "quick": args.quick,
-                             "cases": results})
+    write_result("convert" if not args.only else "convert_only",
+                 {"machine": info, "rows": args.rows, "quick": args.quick, "cases": results})
     table_rows = []
     for entry in results:
         src = entry["source"]
@@ -228,6 +280,10 @@ def main() -> int:
                 f"{a['bytes'] / 1024:.1f}", f"{a['max_abs_diff']:.1e}",
                 f"{a['single_row_us']:.0f}", f"{a['batch_ms']:.2f}",
                 f"{a['accuracy']:.3f}" if a.get("accuracy") is not None else "-"])
+    if args.only:
+        merged = merge_rows(table_rows)
+        print(merged)
+        return 0
     markdown = "\n".join([
         "## Conversion (`bench/bench_convert.py`)",
         "",
@@ -249,6 +305,46 @@ def main() -> int:
     update_doc_section("convert", markdown)
     print(markdown)
     return 0
+
+
+def merge_rows(new_rows: list[list[str]]) -> str:
+    """The convert table of docs/benchmarks.md with the new cases' rows in place of their old
+    ones (or appended), and a line naming the run they come from; returns the new section."""
+    from bench.common import DOC
+
+    text = DOC.read_text()
+    start, end = "<!-- bench:convert:start -->", "<!-- bench:convert:end -->"
+    section = text.split(start, 1)[1].split(end, 1)[0].strip("\n")
+    lines = section.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("| model |"))
+    last = first + 2
+    while last < len(lines) and lines[last].startswith("|"):
+        last += 1
+    groups: list[list[str]] = []
+    for line in lines[first + 2:last]:
+        if not line.startswith("|  |") or not groups:
+            groups.append([line])
+        else:
+            groups[-1].append(line)
+    rendered = table(["x"] * len(new_rows[0]), new_rows).splitlines()[2:]
+    added: list[list[str]] = []
+    for line in rendered:
+        if not line.startswith("|  |") or not added:
+            added.append([line])
+        else:
+            added[-1].append(line)
+    names = {group[0].split("|")[1].strip(): group for group in added}
+    kept = [g for g in groups if g[0].split("|")[1].strip() not in names]
+    body = [line for group in kept + added for line in group]
+    note = (f"Rows {', '.join(names)}: measured later with `--only` on the same machine "
+            f"(load average {load_average():.1f}; other work was running). A mixed-table "
+            f"artifact's latency includes laying a pandas DataFrame out as its named inputs on "
+            f"every call; the boosting libraries' own predict uses their thread pools, which "
+            f"the load slows most.")
+    notes = [line for line in lines[last:] if not line.startswith("Rows ")]
+    markdown = "\n".join(lines[:first + 2] + body + notes + ["", note])
+    update_doc_section("convert", markdown)
+    return markdown
 
 
 if __name__ == "__main__":

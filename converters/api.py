@@ -10,7 +10,14 @@ Routes (source → format/precision → tool):
 ==========  ====================================  =============================================
 source      onnx                                  tflite
 ==========  ====================================  =============================================
-sklearn     skl2onnx; int8 via onnxruntime        hummingbird-ml → onnx2tf (float32, float16)
+sklearn     skl2onnx, then skl2onnx in its side   hummingbird-ml → onnx2tf (float32, float16)
+            env, then hummingbird-ml (first with
+            parity wins); int8 via onnxruntime
+xgboost,    skl2onnx + onnxmltools converters     refused (ai.onnx.ml tree ops)
+lightgbm
+catboost    catboost's own ONNX export            refused (ai.onnx.ml tree ops)
+tabular     skl2onnx, one named typed input per   refused (string inputs)
+            column (ColumnTransformer pipelines)
 keras       tf2onnx; int8 via onnxruntime         TFLiteConverter (all four precisions)
 torch       torch.onnx.export; int8 via ORT       onnx2tf on the exported graph
 onnx file   the graph (flat input, label head)    onnx2tf
@@ -29,12 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from converters.artifact import Options, verify
+from converters.artifact import Options
 from converters.errors import ConversionError, ModelFileError, UnsupportedModelError
 from converters.loading import MODEL_SUFFIXES, load_model_file
 from converters.plans import FILE_KINDS, Progress, plan_for
 from converters.precision import FORMAT_PRECISIONS, Tolerance, tolerance_for
 from converters.result import ConversionResult
+from converters.routes import first_with_parity
 from converters.source import (
     SUPPORTED_NN,
     Source,
@@ -69,7 +77,10 @@ def load_model_path(path: str | Path) -> tuple[Any, str]:
             return load_keras_file(path), "keras"
         raise ModelFileError(path, "a directory, but not a SavedModel (no saved_model.pb)")
     if suffix in MODEL_SUFFIXES:
-        return load_model_file(path), "sklearn"
+        from converters.boosting import is_catboost
+
+        model = load_model_file(path)
+        return model, "catboost" if is_catboost(model) else "sklearn"
     if suffix in (".keras", ".h5"):
         from converters.keras_convert import load_keras_file
 
@@ -98,10 +109,13 @@ def load_model_path(path: str | Path) -> tuple[Any, str]:
 
 
 def detect_kind(model: Any) -> str:
-    """"sklearn" | "keras" | "torch" for model objects."""
+    """"sklearn" | "catboost" | "keras" | "torch" for model objects."""
+    from converters.boosting import is_catboost
     from converters.keras_convert import _SavedModel, is_keras_model
     from converters.torch_convert import is_torch_module
 
+    if is_catboost(model):
+        return "catboost"
     if isinstance(model, _SavedModel) or is_keras_model(model):
         return "keras"
     if is_torch_module(model):
@@ -155,13 +169,17 @@ def convert(model: Any, sample: Any, *, name: str, formats: Sequence[str] = ("on
             options = Options(name=name, tolerance=tolerance_for(precision, tolerances),
                               labels=plan.labels, feature_names=feature_names,
                               tflite_runtimes=tuple(tflite_runtimes))
-            try:
-                candidate = plan.candidate(fmt, precision)
+            def check(candidate: Any, options: Options = options, fmt: str = fmt,
+                      precision: str = precision) -> ConversionResult:
                 say(f"{fmt} {precision}: verifying {len(candidate.data)} bytes on "
                     f"{plan.sample.shape[0]} rows")
-                result = verify(plan.source, plan.sample, plan.source_out, candidate, options)
+                return plan.verify(candidate, options)
+
+            try:
+                result = first_with_parity(plan.routes(fmt, precision), check, say,
+                                           f"{fmt} {precision}")
                 outcome = Outcome(fmt, precision, result, None, time.perf_counter() - started)
-                say(f"{fmt} {precision}: ok, max |diff| "
+                say(f"{fmt} {precision}: ok via {result.report.get('route')}, max |diff| "
                     f"{result.manifest.parity['max_abs_diff']:.2e}")
             except ConversionError as exc:
                 outcome = Outcome(fmt, precision, None, exc, time.perf_counter() - started)

@@ -1,6 +1,6 @@
 """Side environments for converter tools that cannot share the controller's Python environment.
 
-Three tools pin versions that conflict with the controller's (numpy 2, onnx 1.2x, TensorFlow
+Five environments pin versions that conflict with the controller's (numpy 2, onnx 1.2x, TensorFlow
 2.21), so each gets a virtual environment of its own and is run as a subprocess:
 
 ``onnx2tf``
@@ -8,6 +8,15 @@ Three tools pin versions that conflict with the controller's (numpy 2, onnx 1.2x
 ``hummingbird``
     scikit-learn trees and linear models → standard-op ONNX (via PyTorch). Pins onnx ≤ 1.16.1.
     Gets the controller's own scikit-learn version, so the pickled model loads unchanged there.
+``skl2onnx``
+    skl2onnx with protobuf < 5 (and onnx 1.19): protobuf 7 refuses the booleans skl2onnx 1.20
+    writes into tree-ensemble attributes, so HistGradientBoosting* fails in the controller's
+    environment and converts here. Gets the controller's scikit-learn and numpy versions.
+``compat-oldest``
+    The oldest scikit-learn, skl2onnx, onnx, onnxruntime, xgboost and lightgbm Edgewise supports
+    (docs/converters.md, "Compatibility"): workers/compat_smoke.py converts one model per
+    estimator family there, as the tests do with the newest versions in the controller's
+    environment.
 ``tflite-runtime``
     The frozen ``tflite-runtime`` 2.14 interpreter (needs numpy < 2), to verify that an artifact
     runs on devices that still use it.
@@ -28,6 +37,7 @@ lists them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import importlib.metadata
@@ -61,18 +71,21 @@ class ToolEnv:
 
     def pinned(self) -> tuple[str, ...]:
         """Requirements with this process's scikit-learn version added where the env unpickles."""
-        if self.name != "hummingbird":
+        if self.name not in UNPICKLING:
             return self.requirements
-        try:
-            sklearn = importlib.metadata.version("scikit-learn")
-        except importlib.metadata.PackageNotFoundError:
-            return self.requirements
-        return (*self.requirements, f"scikit-learn=={sklearn}")
+        added = []
+        for package in UNPICKLING[self.name]:
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                added.append(f"{package}=={importlib.metadata.version(package)}")
+        return (*self.requirements, *added)
 
     def key(self) -> str:
         text = "\n".join((platform.python_version(), platform.machine(), *self.pinned()))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+
+# Environments that unpickle the user's model get these packages at the controller's versions.
+UNPICKLING = {"hummingbird": ("scikit-learn",), "skl2onnx": ("scikit-learn", "numpy")}
 
 ENVS: dict[str, ToolEnv] = {env.name: env for env in (
     ToolEnv("onnx2tf", (
@@ -85,6 +98,15 @@ ENVS: dict[str, ToolEnv] = {env.name: env for env in (
         "onnxruntime==1.23.0",
         "protobuf==4.25.5", "numpy==1.26.4",
     ), "scikit-learn trees/linear models → standard-op ONNX (hummingbird-ml)", "hummingbird.ml"),
+    ToolEnv("skl2onnx", (
+        "skl2onnx==1.20.0", "onnx==1.19.1", "protobuf==4.25.5",
+    ), "scikit-learn → ONNX with protobuf < 5 (the HistGradientBoosting fallback)", "skl2onnx"),
+    ToolEnv("compat-oldest", (
+        "scikit-learn==1.3.2", "skl2onnx==1.16.0", "onnx==1.15.0", "onnxruntime==1.20.1",
+        "xgboost-cpu==2.1.1", "lightgbm==4.0.0", "onnxmltools==1.12.0", "numpy==1.26.4",
+        "scipy==1.11.4", "protobuf==3.20.3",
+    ), "the oldest supported converter libraries, for the compatibility smoke test",
+        "skl2onnx"),
     ToolEnv("tflite-runtime", (
         "tflite-runtime==2.14.0", "numpy==1.26.4",
     ), "verify TFLite artifacts under tflite-runtime 2.14", "tflite_runtime.interpreter"),
@@ -183,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m converters.envs",
         description="Build or list the side environments of the converters (onnx2tf, "
-                    "hummingbird, tflite-runtime).",
+                    "hummingbird, skl2onnx, tflite-runtime).",
         epilog="Example: python -m converters.envs setup onnx2tf tflite-runtime")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("setup", help="build missing environments (all when none named)")

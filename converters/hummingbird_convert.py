@@ -1,4 +1,5 @@
-"""scikit-learn → TFLite: hummingbird-ml (standard-op ONNX) → onnx2tf, both in side environments.
+"""scikit-learn → TFLite: hummingbird-ml (standard-op ONNX) → onnx2tf, both in side environments;
+and hummingbird's graph on its own as the fallback ONNX route when skl2onnx fails.
 
 skl2onnx writes trees and linear models as ``ai.onnx.ml`` ops that no TFLite converter reads.
 hummingbird-ml rewrites them as tensor computations (GEMM, Gather, comparisons), which onnx2tf
@@ -35,6 +36,7 @@ from converters.onnx_graph import (
     load_model,
     onnx_bytes,
     with_flat_input,
+    with_label_head,
 )
 from converters.onnx_tflite import onnx_to_tflite_many
 from converters.source import Source
@@ -50,6 +52,17 @@ SUPPORTED = (
 )
 
 
+def sklearn_to_onnx(estimator: Any, source: Source, sample: np.ndarray, *,
+                    timeout: float = 600.0) -> Candidate:
+    """hummingbird's standard-op graph as an ONNX artifact (a fallback route after skl2onnx)."""
+    core, info, seconds = _hummingbird_core(estimator, source, sample, timeout)
+    started = time.perf_counter()
+    data = onnx_bytes(with_label_head(core, source.task, source.class_labels))
+    return Candidate("onnx", "float32", data, {
+        "converter": "hummingbird-ml", "converter_version": info["hummingbird"],
+        "torch_version": info["torch"]}, seconds + time.perf_counter() - started)
+
+
 def sklearn_to_tflite(estimator: Any, source: Source, sample: np.ndarray,
                       precisions: Sequence[str], *, timeout: float = 600.0) -> dict[str, Candidate]:
     """hummingbird → ONNX (probabilities or values only) → onnx2tf → TFLite, per precision."""
@@ -59,6 +72,19 @@ def sklearn_to_tflite(estimator: Any, source: Source, sample: np.ndarray,
                 source.description, f"TFLite {precision} is not offered for scikit-learn models "
                 "(hummingbird graphs compare features with tree split thresholds; int8 would move rows "
                 "across splits), use float32 or float16", supported=SUPPORTED)
+    core, info, seconds = _hummingbird_core(estimator, source, sample, timeout)
+    made = onnx_to_tflite_many(onnx_bytes(core), precisions, sample,
+                               description=source.description, timeout=timeout)
+    return {precision: replace(candidate, converter={
+        "converter": "hummingbird-ml+onnx2tf", "hummingbird_version": info["hummingbird"],
+        "onnx2tf_version": candidate.converter.get("converter_version"),
+    }, seconds=candidate.seconds + seconds) for precision, candidate in made.items()}
+
+
+def _hummingbird_core(estimator: Any, source: Source, sample: np.ndarray,
+                      timeout: float) -> tuple[Any, dict[str, Any], float]:
+    """(graph with one flat float32 input and one output: probabilities or values, worker
+    info, seconds), made by hummingbird-ml in its side environment."""
     python = envs.require_python("hummingbird")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgewise-hummingbird-") as tmp:
@@ -88,13 +114,7 @@ def sklearn_to_tflite(estimator: Any, source: Source, sample: np.ndarray,
     if len(wanted) != 1:
         raise ConversionError(f"unexpected hummingbird outputs {outputs} for a {source.task} model")
     core = float64_to_float32(with_flat_input(keep_outputs(graph, wanted), (source.n_features,)))
-    seconds = time.perf_counter() - started
-    made = onnx_to_tflite_many(onnx_bytes(core), precisions, sample,
-                               description=source.description, timeout=timeout)
-    return {precision: replace(candidate, converter={
-        "converter": "hummingbird-ml+onnx2tf", "hummingbird_version": info["hummingbird"],
-        "onnx2tf_version": candidate.converter.get("converter_version"),
-    }, seconds=candidate.seconds + seconds) for precision, candidate in made.items()}
+    return core, info, time.perf_counter() - started
 
 
 def without_random_state(estimator: Any) -> Any:

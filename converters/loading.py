@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from converters.validation import check_sample
 log = logging.getLogger("edgewise.converters")
 
 MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib")
-DATA_SUFFIXES = (".npy", ".csv")
+DATA_SUFFIXES = (".npy", ".csv", ".parquet")
 
 
 def load_model_file(path: str | Path) -> object:
@@ -36,9 +37,19 @@ def load_model_file(path: str | Path) -> object:
     if not path.is_file():
         raise ModelFileError(path, "no such file")
     joblib = require("joblib")
+    exceptions = require("sklearn.exceptions")
     log.warning("loading %s: unpickling runs arbitrary code, only do this for trusted files", path)
     try:
-        model = joblib.load(path)
+        with warnings.catch_warnings():
+            # a model pickled by another scikit-learn release may load and predict wrongly
+            warnings.simplefilter("error", exceptions.InconsistentVersionWarning)
+            model = joblib.load(path)
+    except exceptions.InconsistentVersionWarning as exc:
+        raise ModelFileError(path, f"step {exc.estimator_name} was pickled with scikit-learn "
+                                   f"{exc.original_sklearn_version}, this is "
+                                   f"{exc.current_sklearn_version}: re-save it under "
+                                   f"{exc.current_sklearn_version} (or convert with "
+                                   f"{exc.original_sklearn_version} installed)") from None
     except Exception as exc:  # a corrupt pickle can raise almost anything
         raise ModelFileError(path, f"not a readable pickle/joblib file "
                                    f"({type(exc).__name__}: {exc})") from exc
@@ -47,12 +58,49 @@ def load_model_file(path: str | Path) -> object:
     return model
 
 
+def load_table_file(path: str | Path) -> Any:
+    """A sample that keeps its column names and types: a pandas DataFrame from ``.parquet`` or
+    from a ``.csv`` with a header line; anything else as :func:`load_array_file` reads it.
+
+    Mixed-type pipelines (converters/tabular.py) need the names and the string columns; numeric
+    models take the DataFrame's values.
+    """
+    path = _data_path(path, "sample")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return load_array_file(path)
+    if suffix == ".csv":
+        rows = _read_csv(path, "sample")
+        if all(_is_number(cell) for cell in rows[0]):  # no header: a plain numeric matrix
+            return load_sample_file(path)
+    pandas = _pandas(path, "sample")
+    try:
+        frame = pandas.read_parquet(path) if suffix == ".parquet" else pandas.read_csv(path)
+    except Exception as exc:  # pandas and pyarrow raise many kinds
+        raise SampleDataError(f"{path}: not a readable {suffix[1:]} table "
+                              f"({type(exc).__name__}: {exc})") from exc
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise SampleDataError(f"{path}: sample holds no data rows")
+    return frame
+
+
+def _pandas(path: Path, what: str) -> Any:
+    try:
+        import pandas
+    except ImportError:
+        raise SampleDataError(f"{path}: reading a {what} table needs pandas (and pyarrow for "
+                              f"parquet): pip install 'edgewise[tables]'") from None
+    return pandas
+
+
 def load_sample_file(path: str | Path) -> np.ndarray:
     """Read a sample (rows x features) from ``.npy`` or ``.csv`` as a finite float64 array.
 
     A CSV may start with a header line; it is recognised by holding a field that is not a number.
     """
     path = _data_path(path, "sample")
+    if path.suffix.lower() == ".parquet":
+        return check_sample(load_table_file(path), what=str(path))
     if path.suffix.lower() == ".npy":
         raw: Any = _load_npy(path, "sample")
     else:
@@ -101,7 +149,15 @@ def load_labels_file(path: str | Path) -> np.ndarray:
     is taken as a header.
     """
     path = _data_path(path, "labels")
-    if path.suffix.lower() == ".npy":
+    if path.suffix.lower() == ".parquet":
+        frame = _pandas(path, "labels").read_parquet(path)
+        if frame.shape[1] != 1:
+            raise SampleDataError(f"{path}: labels table must have exactly one column, "
+                                  f"has {frame.shape[1]}")
+        array = frame.iloc[:, 0].to_numpy()
+        if array.dtype == object:
+            array = array.astype(str)
+    elif path.suffix.lower() == ".npy":
         array = np.asarray(_load_npy(path, "labels"))
         if array.ndim == 2 and array.shape[1] == 1:
             array = array[:, 0]

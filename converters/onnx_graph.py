@@ -169,6 +169,59 @@ def with_label_head(model: Any, task: str, class_labels: Sequence[Any] | None) -
     return model
 
 
+def with_flat_label(model: Any, name: str = "label") -> Any:
+    """The graph with output ``name`` reshaped to one value per row, when the converter wrote it
+    as a single row ``[1, N]`` (skl2onnx does so for QuadraticDiscriminantAnalysis); otherwise
+    the graph unchanged."""
+    output = next((o for o in model.graph.output if o.name == name), None)
+    if output is None or not output.type.HasField("tensor_type"):
+        return model
+    dims = output.type.tensor_type.shape.dim
+    if len(dims) != 2 or not (dims[0].HasField("dim_value") and dims[0].dim_value == 1):
+        return model
+    helper = require("onnx.helper")
+    numpy_helper = require("onnx.numpy_helper")
+    model = _copy(model)
+    graph = model.graph
+    raw = f"{name}_as_one_row"
+    for node in graph.node:
+        for i, out in enumerate(node.output):
+            if out == name:
+                node.output[i] = raw
+    graph.initializer.append(numpy_helper.from_array(np.array([-1], dtype=np.int64),
+                                                     "edgewise_flat_shape"))
+    graph.node.append(helper.make_node("Reshape", [raw, "edgewise_flat_shape"], [name],
+                                       name="edgewise_flat_label"))
+    position = [o.name for o in graph.output].index(name)
+    elem = output.type.tensor_type.elem_type
+    graph.output.remove(output)
+    graph.output.insert(position, helper.make_tensor_value_info(name, elem, ["N"]))
+    return model
+
+
+def without_zipmap(model: Any) -> Any:
+    """The graph with its ZipMap node removed: the output it fed now carries ZipMap's input,
+    the probability tensor (the agent reads tensors, not sequences of maps)."""
+    helper = require("onnx.helper")
+    onnx = require("onnx")
+    model = _copy(model)
+    graph = model.graph
+    for node in [n for n in graph.node if n.op_type == "ZipMap"]:
+        (source,), (target,) = node.input, node.output
+        graph.node.remove(node)
+        for i, output in enumerate(graph.output):
+            if output.name == target:
+                for other in graph.node:  # whoever wrote the tensor now writes the output
+                    for j, name in enumerate(other.output):
+                        if name == source:
+                            other.output[j] = target
+                graph.output.remove(output)
+                graph.output.insert(i, helper.make_tensor_value_info(
+                    target, onnx.TensorProto.FLOAT, ["N", None]))
+                break
+    return model
+
+
 def float64_to_float32(model: Any) -> Any:
     """Run double-precision parts of a graph in float32 (DOUBLE initializers and Casts to
     DOUBLE), which onnx2tf cannot mix with float32 tensors. hummingbird emits them for

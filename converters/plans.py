@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from converters.artifact import Candidate
+from converters.artifact import Candidate, Options, verify
 from converters.deps import require
-from converters.errors import UnsupportedModelError
+from converters.errors import ConversionError, UnsupportedModelError
+from converters.result import ConversionResult
+from converters.routes import Route
 from converters.source import (
     SUPPORTED_NN,
     Source,
@@ -52,6 +54,19 @@ class ConversionPlan:
         self.wanted: tuple[str, ...] = ("float32",)  # every precision this run asks for
         self._tflite: dict[str, Candidate] = {}
 
+    def routes(self, fmt: str, precision: str) -> list[Route]:
+        """The converters to try, in order, for one artifact (one route unless overridden)."""
+        if (fmt, precision) == ("onnx", "float32"):
+            return [Route("", self.make_onnx)]
+        return [Route("", lambda: self.candidate(fmt, precision))]
+
+    def verify(self, candidate: Candidate, options: Options) -> ConversionResult:
+        """Check ``candidate`` against the source on the sample and draft its manifest."""
+        result = verify(self.source, self.sample, self.source_out, candidate, options)
+        if candidate.format == "onnx" and candidate.precision == "float32":
+            self._float_onnx = candidate  # quantized artifacts start from the verified graph
+        return result
+
     def candidate(self, fmt: str, precision: str) -> Candidate:
         if fmt == "onnx" and precision != "float32":
             from converters.quantize import quantize_onnx
@@ -64,8 +79,18 @@ class ConversionPlan:
         return self.tflite(precision)
 
     def float_onnx(self) -> Candidate:
+        """The verified float32 graph, else the first route's graph that can be made."""
         if self._float_onnx is None:
-            self._float_onnx = self.make_onnx()
+            errors: list[ConversionError] = []
+            for route in self.routes("onnx", "float32"):
+                try:
+                    self._float_onnx = route.make()
+                    break
+                except ConversionError as exc:
+                    errors.append(exc)
+            else:
+                raise errors[0]
+        assert self._float_onnx is not None
         return self._float_onnx
 
     def make_onnx(self) -> Candidate:
@@ -78,8 +103,10 @@ class ConversionPlan:
 class _SklearnPlan(ConversionPlan):
     def __init__(self, estimator: Any, sample: Any, labels: Any) -> None:
         from converters.sklearn_onnx import _check_estimator, _predict_source, describe_estimator
+        from converters.steps import check_steps
 
         task = _check_estimator(estimator)
+        check_steps(estimator)
         description = describe_estimator(estimator)
         matrix = check_sample(sample, getattr(estimator, "n_features_in_", None))
         truth = check_labels(labels, matrix.shape[0]) if labels is not None else None
@@ -103,19 +130,45 @@ class _SklearnPlan(ConversionPlan):
         super().__init__(source, matrix, truth)
         self.estimator = estimator
 
+    def routes(self, fmt: str, precision: str) -> list[Route]:
+        if fmt != "onnx" or precision != "float32":
+            return super().routes(fmt, precision)
+        from converters.hummingbird_convert import sklearn_to_onnx
+        from converters.skl2onnx_env import sklearn_to_onnx_in_env
+
+        return [
+            Route("skl2onnx", lambda: self.skl2onnx(None)),
+            Route("skl2onnx (side environment)",
+                  lambda: sklearn_to_onnx_in_env(self.estimator, self.source)),
+            Route("hummingbird-ml", lambda: sklearn_to_onnx(self.estimator, self.source,
+                                                             self.sample)),
+        ]
+
     def make_onnx(self) -> Candidate:
+        return self.skl2onnx(None)
+
+    def skl2onnx(self, target_opset: int | None) -> Candidate:
         from converters.sklearn_onnx import _to_onnx
 
         skl2onnx = require("skl2onnx")
         started = time.perf_counter()
-        model = _to_onnx(self.estimator, self.source.n_features, self.source.description, None)
+        from converters.onnx_graph import with_flat_label
+
+        model = with_flat_label(_to_onnx(self.estimator, self.source.n_features,
+                                         self.source.description, target_opset))
         return Candidate("onnx", "float32", model.SerializeToString(),
                          {"converter": "skl2onnx", "converter_version": skl2onnx.__version__},
                          time.perf_counter() - started)
 
     def tflite(self, precision: str) -> Candidate:
+        from converters.boosting import SUPPORTED_BOOSTING, TFLITE_REFUSAL, is_boosting_wrapper
         from converters.hummingbird_convert import PRECISIONS as HUMMINGBIRD_PRECISIONS
         from converters.hummingbird_convert import sklearn_to_tflite
+        from converters.sklearn_onnx import _final_step
+
+        if is_boosting_wrapper(_final_step(self.estimator)):
+            raise UnsupportedModelError(self.source.description, TFLITE_REFUSAL,
+                                        supported=SUPPORTED_BOOSTING)
 
         if precision not in self._tflite:  # one hummingbird + onnx2tf run for all wanted
             batch = [p for p in self.wanted if p in HUMMINGBIRD_PRECISIONS
@@ -123,6 +176,70 @@ class _SklearnPlan(ConversionPlan):
             self._tflite.update(sklearn_to_tflite(self.estimator, self.source, self.sample,
                                                   batch))
         return self._tflite[precision]
+
+
+class _TabularPlan(ConversionPlan):
+    """Pipelines over named, mixed-type columns: one typed ONNX input per column."""
+
+    def __init__(self, estimator: Any, sample: Any, labels: Any) -> None:
+        from converters.sklearn_onnx import _check_estimator, describe_estimator
+        from converters.steps import check_steps
+        from converters.tabular import monitor_matrix, tabular_source
+
+        task = _check_estimator(estimator)
+        check_steps(estimator)
+        description = describe_estimator(estimator)
+        source, self.frame, self.schema, output, truth = tabular_source(
+            estimator, sample, labels, task, description)
+        # no super().__init__: the source runs on the DataFrame, not on flat rows
+        self.source = source
+        self.sample = monitor_matrix(self.schema, self.frame)
+        self.labels = truth
+        self.source_out = output
+        self._float_onnx = None
+        self.wanted = ("float32",)
+        self._tflite = {}
+        self.estimator = estimator
+
+    def make_onnx(self) -> Candidate:
+        from converters.tabular import to_onnx
+
+        return to_onnx(self.estimator, self.schema, self.source.description)
+
+    def verify(self, candidate: Candidate, options: Options) -> ConversionResult:
+        from converters.tabular import verify_tabular
+
+        return verify_tabular(self.source, self.frame, self.schema, self.source_out, candidate,
+                              options)
+
+    def candidate(self, fmt: str, precision: str) -> Candidate:
+        if (fmt, precision) != ("onnx", "float32"):
+            raise UnsupportedModelError(
+                self.source.description, f"{fmt} {precision} is not offered for pipelines with "
+                "named, mixed-type inputs (string inputs have no TFLite form, and quantizing "
+                "would touch encoded categories); convert to onnx float32")
+        return self.float_onnx()
+
+
+class _CatBoostPlan(ConversionPlan):
+    """CatBoost models: their own ONNX export; no TFLite route."""
+
+    def __init__(self, model: Any, sample: Any, labels: Any) -> None:
+        from converters.boosting import catboost_source
+
+        source, matrix, truth = catboost_source(model, sample, labels)
+        super().__init__(source, matrix, truth)
+
+    def make_onnx(self) -> Candidate:
+        from converters.boosting import catboost_to_onnx
+
+        return catboost_to_onnx(self.source)
+
+    def tflite(self, precision: str) -> Candidate:
+        from converters.boosting import SUPPORTED_BOOSTING, TFLITE_REFUSAL
+
+        raise UnsupportedModelError(self.source.description, TFLITE_REFUSAL,
+                                    supported=SUPPORTED_BOOSTING)
 
 
 class _GraphPlan(ConversionPlan):
@@ -230,10 +347,22 @@ class _TflitePlan(ConversionPlan):
 
 def plan_for(model: Any, kind: str, sample: Any, labels: Any, task: str | None,
           class_labels: Sequence[Any] | None, example_input: Any, say: Progress) -> ConversionPlan:
+    from converters.tabular import is_frame
+
     if kind == "sklearn":
         if task not in (None, "classification", "regression"):
             raise ValueError(f"unknown task {task!r}")
+        from converters.tabular import wants_tabular
+
+        if wants_tabular(model, sample):
+            return _TabularPlan(model, sample, labels)
+        if is_frame(sample):
+            sample = sample.to_numpy()
         return _SklearnPlan(model, sample, labels)
+    if kind != "sklearn" and is_frame(sample):  # a table read from .csv/.parquet
+        sample = sample.to_numpy()
+    if kind == "catboost":
+        return _CatBoostPlan(model, sample, labels)
     if kind == "keras":
         return _KerasPlan(model, sample, labels, task, class_labels, say)
     if kind == "torch":

@@ -203,6 +203,17 @@ def _final_step(estimator: Any) -> Any:
     return estimator
 
 
+def opsets_for(final: Any, target_opset: int | None) -> int | dict[str, int] | None:
+    """skl2onnx's target opset; XGBoost and LightGBM converters (onnxmltools) write
+    ``ai.onnx.ml`` opset 3 and refuse a newer one."""
+    from converters.boosting import is_boosting_wrapper
+
+    if not is_boosting_wrapper(final):
+        return target_opset
+    return {"": target_opset or require("skl2onnx").get_latest_tested_opset_version(),
+            "ai.onnx.ml": 3}
+
+
 def _to_onnx(estimator: Any, n_features: int, description: str,
              target_opset: int | None) -> Any:
     """Run skl2onnx with a float input named ``input`` and ZipMap disabled on the classifier.
@@ -215,14 +226,26 @@ def _to_onnx(estimator: Any, n_features: int, description: str,
     base = require("sklearn.base")
     final = _final_step(estimator)
     options = {id(final): {"zipmap": False}} if base.is_classifier(final) else None
+    from converters.boosting import register_boosting_converters
+
+    register_boosting_converters()
     try:
         return skl2onnx.convert_sklearn(
             estimator, initial_types=[(INPUT_NAME, data_types.FloatTensorType([None, n_features]))],
-            options=options, target_opset=target_opset)
+            options=options, target_opset=opsets_for(final, target_opset))
     except Exception as exc:  # skl2onnx raises RuntimeError, ValueError, NotImplementedError...
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         reason = ("skl2onnx has no converter for it" if "MissingShapeCalculator" in type(exc).__name__
                   or "MissingConverter" in type(exc).__name__ else "skl2onnx failed")
+        cause = exc.__cause__ or exc.__context__
+        if "Expected an int, got a boolean" in str(cause):
+            from converters.skl2onnx_env import BROKEN_WITH, WORKS_WITH
+
+            protobuf = require("google.protobuf").__version__
+            first_line = (f"skl2onnx {require('skl2onnx').__version__} is broken with the "
+                          f"installed protobuf {protobuf}, as with any {BROKEN_WITH}; it works "
+                          f"with {WORKS_WITH}, the skl2onnx side environment "
+                          f"({first_line[:120]})")
         raise UnsupportedModelError(description, f"{reason} ({type(exc).__name__}: {first_line})"
                                     ) from exc
 

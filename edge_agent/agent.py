@@ -54,7 +54,7 @@ from edge_agent.outbox import (
     TelemetryOutbox,
 )
 from edge_agent.recent import RecentPredictions
-from edge_agent.runtime import InferenceRuntime, InvalidInput, prepare_features
+from edge_agent.runtime import InferenceRuntime, InvalidInput, monitor_rows, prepare_features
 from edge_agent.slots import Slot
 from edge_agent.small_io import small_io_executor
 from edge_agent.telemetry.records import CallRecords, encode_pending
@@ -243,7 +243,12 @@ class EdgeAgent:
     # -- inference ---------------------------------------------------------------------------
 
     def predict(self, features: Any) -> list[Prediction]:
-        """Predict one row or a batch; raises NoActiveModel or InvalidInput."""
+        """Predict one row or a batch; raises NoActiveModel or InvalidInput.
+
+        ``features`` is a row or a batch of numbers, or, for a model with an input schema,
+        records of named fields (one object, a list of objects, or columns; see
+        edgewise_wire/records.py), refused as a whole with every bad row named.
+        """
         runtime = self.runtime  # one read: a model switch mid-call cannot mix two models
         if runtime is None:
             raise NoActiveModel(f"device {self.device_id} has no active model yet")
@@ -270,7 +275,7 @@ class EdgeAgent:
             watch.observe(len(rows), latency_ms)
         per_row_ms = latency_ms / len(rows)
         if self.monitor.model == manifest.model and self.monitor.version == manifest.version:
-            self.monitor.observe(rows, out.labels, out.scores, latency_ms)
+            self.monitor.observe(monitor_rows(rows), out.labels, out.scores, latency_ms)
         labels = out.labels.tolist()
         scores = out.scores.tolist() if out.scores is not None else None
         n = len(labels)

@@ -5,6 +5,8 @@ stays light (FastAPI and uvicorn would add about 25 MiB to a Pi's resident memor
 
     POST /v1/predict   {"features": [5.1, 3.5, 1.4, 0.2]}            one row
                        {"features": [[...], [...]]}                   a batch
+                       {"records": [{"age": 41, "colour": "red"}]}    named fields (a model
+                       {"records": {"age": [41], "colour": ["red"]}}  with an input schema)
     POST /v1/feedback  {"prediction_id": "...", "label": 0}
     GET  /v1/health
 
@@ -70,10 +72,12 @@ class LocalApi:
     # -- endpoints ---------------------------------------------------------------------------
 
     def _predict(self, body: Any) -> Any:
-        if not isinstance(body, dict) or "features" not in body:
-            raise HttpError(422, 'body must be an object with "features": a row or a list of rows')
+        if not isinstance(body, dict) or ("features" in body) == ("records" in body):
+            raise HttpError(422, 'body must be an object with "features" (a row or a list of '
+                                 'rows) or "records" (objects of named fields, or columns)')
         try:
-            predictions = self.agent.predict(body["features"])
+            predictions = self.agent.predict(body["records"] if "records" in body
+                                             else body["features"])
         except InvalidInput as exc:
             raise HttpError(422, str(exc)) from None
         except NoActiveModel as exc:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgewise_wire.manifest import Manifest
+from edgewise_wire.records import InputSchema, RecordError, is_records, validate_records
 
 
 class RuntimeLoadError(Exception):
@@ -31,10 +32,30 @@ class RuntimeOutput:
     scores: np.ndarray | None  # class probabilities (rows x classes), when the model has them
 
 
+@dataclass(frozen=True)
+class RecordInput:
+    """Validated records of a tabular model: one named input per field, and their numeric view
+    (a category as its index, a text as its word count) for drift monitoring."""
+
+    feed: dict[str, np.ndarray]
+    monitor: np.ndarray  # rows x fields, float64
+
+    def __len__(self) -> int:
+        return int(self.monitor.shape[0])
+
+
+Features = np.ndarray | RecordInput
+
+
 class InferenceRuntime(Protocol):
     manifest: Manifest
 
-    def run(self, features: np.ndarray) -> RuntimeOutput: ...
+    def run(self, features: Features) -> RuntimeOutput: ...
+
+
+def monitor_rows(features: Features) -> np.ndarray:
+    """What the drift monitor sees of an input: the float rows, or the records' numeric view."""
+    return features.monitor if isinstance(features, RecordInput) else features
 
 
 class OnnxRuntimeModel:
@@ -62,8 +83,10 @@ class OnnxRuntimeModel:
         if manifest.score_output:
             self._output_names.append(manifest.score_output)
 
-    def run(self, features: np.ndarray) -> RuntimeOutput:
-        outputs = self._session.run(self._output_names, {self._input_name: features})
+    def run(self, features: Features) -> RuntimeOutput:
+        feed = features.feed if isinstance(features, RecordInput) else \
+            {self._input_name: features}
+        outputs = self._session.run(self._output_names, feed)
         labels = np.asarray(outputs[0])
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
@@ -71,8 +94,14 @@ class OnnxRuntimeModel:
         return RuntimeOutput(labels=labels, scores=scores)
 
 
-def prepare_features(features: object, manifest: Manifest) -> np.ndarray:
-    """Validate and shape input rows as the model's first input expects (float32, 2-D)."""
+def prepare_features(features: object, manifest: Manifest) -> Features:
+    """Validate and shape input rows as the model expects: a float32 2-D batch, or for a model
+    with an input schema, records of named fields (edgewise_wire/records.py)."""
+    if manifest.input_schema is not None:
+        return prepare_records(features, manifest.input_schema)
+    if is_records(features):
+        raise InvalidInput(f"model {manifest.model}:{manifest.version} takes rows of "
+                           f"{manifest.n_features} numbers, not records of named fields")
     try:
         array = np.asarray(features, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -91,6 +120,25 @@ def prepare_features(features: object, manifest: Manifest) -> np.ndarray:
     if not np.isfinite(array).all():
         raise InvalidInput("features contain NaN or infinity")
     return array
+
+
+_NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64,
+                 "string": object}
+
+
+def prepare_records(features: object, schema: InputSchema) -> RecordInput:
+    """Records checked against ``schema`` and laid out as the artifact's named inputs."""
+    try:
+        batch = validate_records(features, schema)
+    except (RecordError, ValueError) as exc:
+        raise InvalidInput(str(exc)) from None
+    feed = {}
+    for field in schema.fields:
+        values = batch.columns[field.name]
+        if field.kind == "number":
+            values = [np.nan if v is None else v for v in values]
+        feed[field.name] = np.array(values, dtype=_NUMPY_DTYPES[field.dtype]).reshape(-1, 1)
+    return RecordInput(feed, np.array(batch.monitor_rows(), dtype=np.float64))
 
 
 def _tflite_interpreter_class() -> Any:
@@ -146,7 +194,9 @@ class TfliteModel:
             return next(iter(outputs.values()))
         raise RuntimeLoadError(f"manifest output {name!r} is not in the model's outputs {sorted(outputs)}")
 
-    def run(self, features: np.ndarray) -> RuntimeOutput:
+    def run(self, features: Features) -> RuntimeOutput:
+        if isinstance(features, RecordInput):
+            raise InvalidInput("a TFLite model takes one float matrix, not records")
         rows = features.shape[0]
         if rows != self._batch:
             self._interpreter.resize_tensor_input(self._input["index"], [rows, *features.shape[1:]])
@@ -189,6 +239,9 @@ def load_runtime(path: Path, manifest: Manifest) -> InferenceRuntime:
     if manifest.format == "onnx":
         return OnnxRuntimeModel(path, manifest)
     if manifest.format == "tflite":
+        if manifest.input_schema is not None:
+            raise RuntimeLoadError("a TFLite artifact with an input schema: records are served "
+                                   "by ONNX artifacts only")
         return TfliteModel(path, manifest)
     raise RuntimeLoadError(f"format {manifest.format!r} is not supported by this agent")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgewise_wire.errors import SchemaError
+from edgewise_wire.records import InputSchema
 from edgewise_wire.validation import (
     SHA256_HEX,
     get_dict,
@@ -202,10 +203,20 @@ class Manifest:
     tflite_ops: dict[str, int] = field(default_factory=dict)
     # The device-side health window after activation; None: the agent's default.
     probation: ProbationPolicy | None = None
+    # Tabular models with one named, typed input per column (edgewise_wire/records.py); None:
+    # the artifact takes one float matrix. Older agents do not know it and fail the smoke test
+    # of such a model (its smoke inputs hold strings), so it is never activated there.
+    input_schema: InputSchema | None = None
     schema: int = MANIFEST_SCHEMA
 
     @property
+    def takes_records(self) -> bool:
+        return self.input_schema is not None
+
+    @property
     def n_features(self) -> int:
+        if self.input_schema is not None:
+            return len(self.input_schema.fields)
         shape = self.inputs[0].shape
         last = shape[-1] if shape else None
         return int(last) if last is not None else len(self.feature_names)
@@ -244,6 +255,8 @@ class Manifest:
         }
         if self.probation is not None:  # optional: manifests without one keep their exact form
             d["probation"] = self.probation.to_dict()
+        if self.input_schema is not None:
+            d["input_schema"] = self.input_schema.to_dict()
         d["schema"] = self.schema
         return d
 
@@ -300,6 +313,8 @@ class Manifest:
             tflite_ops=_tflite_ops(d, ctx),
             probation=(ProbationPolicy.from_dict(d["probation"], f"{ctx}.probation")
                        if d.get("probation") is not None else None),
+            input_schema=(InputSchema.from_dict(d["input_schema"], f"{ctx}.input_schema")
+                          if d.get("input_schema") is not None else None),
             schema=schema,
         )
 

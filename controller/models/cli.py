@@ -38,9 +38,12 @@ def models() -> None:
 @click.argument("model_file", type=click.Path(path_type=Path, exists=True))
 @click.option("--sample", "sample_file", required=True,
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Sample input rows (.npy or .csv) for parity checks and the reference profile.")
+              help="Sample input rows (.npy, .csv or .parquet; a .csv with a header or a .parquet "
+                   "keeps column names and types, for mixed-type pipelines) for parity checks "
+                   "and the reference profile.")
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="True labels for the sample rows (.npy or .csv), to report accuracy.")
+              help="True labels for the sample rows (.npy, .csv or a one-column .parquet), to "
+                   "report accuracy.")
 @click.option("--name", help="Model name in the registry (default: the file's stem).")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="[PRECISION=]VALUE",
               help="Largest output difference allowed between the source model and the artifact "

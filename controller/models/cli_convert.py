@@ -66,9 +66,9 @@ def convert_file(model_file: Path, sample_file: Path, labels_file: Path | None, 
     commands pass a :class:`~controller.cli.common.Progress`: stderr unless ``--quiet``)."""
     from converters import load_labels_file
     from converters.api import convert
-    from converters.loading import load_array_file
+    from converters.loading import load_table_file
 
-    sample = load_array_file(sample_file)
+    sample = load_table_file(sample_file)
     labels = load_labels_file(labels_file) if labels_file else None
     example = None
     if input_shape:
@@ -107,7 +107,28 @@ def report_table(outcomes: Sequence[Any]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
              for r in [header, *rows]]
-    return "\n".join(lines)
+    return "\n".join(lines + route_lines(outcomes))
+
+
+def route_lines(outcomes: Sequence[Any]) -> list[str]:
+    """Which converter made each artifact, and what the routes before it did (only where more
+    than one route was tried): the first route whose artifact passes the parity check wins."""
+    lines = []
+    for o in outcomes:
+        attempts = (o.result.report.get("attempts") if o.result is not None
+                    else getattr(o.error, "attempts", None)) or []
+        if len(attempts) < 2:
+            continue
+        verdict = (f"route {o.result.report['route']} won" if o.result is not None
+                   else "no route verified")
+        lines.append(f"{o.format} {o.precision}: {verdict}; routes tried in order:")
+        for a in attempts:
+            if a["ok"]:
+                outcome = f"ok, parity max|diff| {a['parity'].get('max_abs_diff', 0.0):.1e}"
+            else:
+                outcome = f"failed: {_short(a.get('error') or '', 200)}"
+            lines.append(f"  {a['route']}: {outcome}")
+    return lines
 
 
 def write_outcomes(outcomes: Sequence[Any], out_dir: Path, name: str) -> list[Path]:
@@ -130,11 +151,14 @@ def write_outcomes(outcomes: Sequence[Any], out_dir: Path, name: str) -> list[Pa
 @click.argument("model", type=click.Path(path_type=Path, exists=True))
 @click.option("--sample", "sample_file", required=True,
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Sample input rows (.npy or .csv): parity, calibration, smoke tests, profile. "
-                   "A .npy may hold rows shaped like the model's input (e.g. N x 8 x 8 x 1).")
+              help="Sample input rows (.npy, .csv or .parquet): parity, calibration, smoke "
+                   "tests, profile. A .csv with a header or a .parquet keeps column names and "
+                   "types (needed for mixed-type pipelines). A .npy may hold rows shaped like "
+                   "the model's input (e.g. N x 8 x 8 x 1).")
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path, exists=True,
                                                         dir_okay=False),
-              help="True labels for the sample rows (.npy or .csv), to report accuracy.")
+              help="True labels for the sample rows (.npy, .csv or a one-column .parquet), "
+                   "to report accuracy.")
 @click.option("--to", "formats", default="onnx", show_default=True,
               help="Comma-separated formats: onnx, tflite.")
 @click.option("--quantize", default="", help="Comma-separated extra precisions besides "
@@ -168,14 +192,21 @@ def convert_command(model: Path, sample_file: Path, labels_file: Path | None, fo
                     quiet: bool) -> None:
     """Convert MODEL to ONNX and/or TFLite, verify every artifact against MODEL, write them.
 
-    MODEL: scikit-learn .joblib/.pkl (unpickling runs code: trusted files only), Keras
-    .keras/.h5 or a SavedModel directory, PyTorch TorchScript .pt or torch.export .pt2, .onnx,
-    or .tflite (passed through after verification).
+    MODEL: scikit-learn .joblib/.pkl (unpickling runs code: trusted files only; XGBoost,
+    LightGBM and CatBoost models too), Keras .keras/.h5 or a SavedModel directory, PyTorch
+    TorchScript .pt or torch.export .pt2, .onnx, or .tflite (passed through after
+    verification). A pipeline over named, mixed-type columns (ColumnTransformer) takes its
+    --sample as a .csv with a header or a .parquet and gets one named input per column.
+
+    Each artifact has an ordered list of converter routes; the first whose artifact passes the
+    parity check wins, and the output lists every route tried and what it did.
 
     Exit code 0 when every artifact was made and verified, 9 when any failed (the table says
     why; the others are still written). Progress goes to stderr (--quiet silences it).
 
     Example: edgewise convert digits.keras --sample X.npy --labels y.npy --to onnx,tflite --quantize int8 --out build/
+
+    Example: edgewise convert churn.joblib --sample customers.parquet --labels churned.csv
     """
     from converters.precision import normalize_precision
 
@@ -208,6 +239,8 @@ def convert_command(model: Path, sample_file: Path, labels_file: Path | None, fo
         click.echo(json.dumps([{"format": o.format, "precision": o.precision,
                                 "ok": o.result is not None,
                                 "error": str(o.error) if o.error else None,
+                                "attempts": (o.result.report.get("attempts") if o.result
+                                             else getattr(o.error, "attempts", None)),
                                 "report": o.result.report if o.result else None}
                                for o in outcomes], indent=2))
     else:
