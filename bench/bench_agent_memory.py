@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     REPO_ROOT,
     SizedModel,
+    cited,
     fmt,
     machine,
     machine_line,
@@ -403,9 +404,9 @@ def _remarks(r: dict[str, Any]) -> str:
     text.append(f"While serving it grew by {grew:.1f} MiB over {r['seconds']:g} s." if grew >= 1
                  else f"It did not grow while serving ({r['seconds']:g} s, peak within "
                       f"{max(grew, 0):.1f} MiB of the figure after the fill).")
-    why = ["Why the figure changed from the 106.1 MiB peak of 2026-11-27 04:52 UTC (onnxruntime "
-           "1.32.0, cryptography imported, glibc's default malloc thresholds, libraries cached "
-           "as installed):"]
+    why = ["Why the figure changed from the 106.1 MiB peak of 2026-11-27 04:52 UTC ("
+           f"{cited('onnxruntime', '1.32.0')}; cryptography imported, glibc's default malloc "
+           "thresholds, libraries cached as installed):"]
     defaults = r["cold_glibc_malloc_defaults"]
     if defaults:
         more = defaults["serving_peak"]["rss"] - peak["rss"]

@@ -79,8 +79,35 @@ def machine() -> dict[str, Any]:
 
 def machine_line(info: dict[str, Any]) -> str:
     return (f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, {info['os']}, "
-            f"Python {info['python']}, onnxruntime {info['onnxruntime']}, paho-mqtt "
-            f"{info['paho_mqtt']}, Mosquitto {info['mosquitto']}")
+            f"Python {info['python']}, {cited('onnxruntime', info['onnxruntime'])}, "
+            f"{cited('paho-mqtt', info['paho_mqtt'])}, Mosquitto {info['mosquitto']}")
+
+
+def agent_pin(package: str) -> str | None:
+    """The version range pyproject.toml's ``agent`` extra allows for ``package``, if it names it."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    for line in extras["agent"]:
+        requirement = Requirement(line)
+        if requirement.name == package:
+            return str(requirement.specifier)
+    return None
+
+
+def cited(package: str, version: str) -> str:
+    """``package version`` for a doc, with ", outside today's pin SPEC" when the project's pins
+    no longer admit that version: a figure measured with another release says so (and
+    tests/unit/test_docs_figures.py refuses a citation outside the pins that does not)."""
+    from packaging.specifiers import SpecifierSet
+
+    pin = agent_pin(package)
+    if pin is None or SpecifierSet(pin).contains(version, prereleases=True):
+        return f"{package} {version}"
+    return f"{package} {version}, outside today's pin {pin}"
 
 
 def mem_available_mib() -> float:

@@ -4,4 +4,7 @@ This package must stay installable alone (``pip install edgewise[agent]``): it i
 from ``controller``, ``converters`` or ``simulator``, and no FastAPI, scikit-learn or onnx.
 """
 
-__version__ = "0.1.0"
+from edgewise_wire.version import edgewise_version
+
+# what the agent reports as agent_version; the same figure as `edgewise-agent --version`
+__version__ = edgewise_version()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from edge_agent.config import AgentConfig, ConfigError, load_config
 from edge_agent.malloc_tuning import fix_malloc_thresholds
 from edge_agent.update.pause import UpdatePause
 from edgewise_mqtt.link import BrokerAddress
+from edgewise_wire.version import edgewise_version
 
 log = logging.getLogger("edgewise.agent")
 
@@ -45,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--broker", help="MQTT broker HOST:PORT, overrides [broker] from the file")
     parser.add_argument("--data-dir", type=Path, help="overrides data_dir from the file")
     parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("--version", action="version",
+                        version=f"edgewise-agent {edgewise_version()}")
     return parser.parse_args(argv)
 
 
@@ -91,7 +95,15 @@ async def run_agent(config: AgentConfig, pause: UpdatePause | None = None) -> No
         from edge_agent.local_api import LocalApi
 
         local_api = LocalApi(agent, config.http_host, config.http_port)
-        await local_api.start()
+        try:
+            await local_api.start()
+        except OSError as exc:
+            await agent.stop(drain_timeout=0)
+            reason = ("the port is already in use" if exc.errno == errno.EADDRINUSE
+                      else " ".join(str(exc.strerror or exc).split()))
+            raise ConfigError(f"cannot serve the local API on {config.http_host}:"
+                              f"{config.http_port}: {reason}; set http_port (or http_host) in "
+                              "the agent's config") from None
     log.info("agent %s started (broker %s, data %s, model %s)", config.device_id, config.broker,
              config.data_dir, agent.active or "none yet")
     await stop.wait()
@@ -110,7 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, ValueError) as exc:
         print(f"edgewise-agent: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    asyncio.run(run_agent(config, pause_from_env(os.environ)))
+    try:
+        asyncio.run(run_agent(config, pause_from_env(os.environ)))
+    except ConfigError as exc:
+        print(f"edgewise-agent: error: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,10 @@ from edgewise_monitoring.window import MonitoringWindow
 if TYPE_CHECKING:
     from edgewise_monitoring.evidence import PREDICTION, WindowEvidence, pool, pool_by_profile
 
-# What only the controller needs is imported on first use: the agent imports this package for
-# its window and should not pay for the detectors it never runs (about 0.4 MiB).
+# Names the controller imports from here, resolved on first use. This once spared the agent the
+# detectors it never runs; they moved to controller.monitoring, and evidence is loaded anyway
+# (accuracy_test imports it), so today it saves the agent nothing (tests/unit/test_docs_figures.py
+# measured it at 0.0 MiB).
 _LAZY = {
     "PREDICTION": "evidence", "WindowEvidence": "evidence", "pool": "evidence",
     "pool_by_profile": "evidence",

@@ -32,7 +32,7 @@ persistent ones accumulate evidence over several updates; noise does not accumul
 its log e-values have a negative mean.
 
 Everything here is numpy and ``math``: the error-rate and mean-shift detectors run on the device
-too, which has no scipy (and ``statistics`` would cost the agent another 0.6 MiB). Normal
+too, which has no scipy (and ``statistics`` would cost the agent another 0.4 MiB). Normal
 quantiles use Acklam's rational approximation refined by one Halley step on ``math.erfc``
 (relative error below 1e-12, checked against scipy in the tests). The chi-square quantiles and
 tails of the drift detector, which runs on the controller only, are scipy's

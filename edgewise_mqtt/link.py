@@ -52,6 +52,11 @@ class BrokerAddress:
         return f"{self.host}:{self.port}"
 
 
+class BrokerUnreachableError(TimeoutError):
+    """The broker did not accept the connection in time; the message names it and the last
+    reason (refused, unknown host, bad credentials, ...). A TimeoutError, as before."""
+
+
 @dataclass(frozen=True)
 class Will:
     topic: str
@@ -100,6 +105,8 @@ class MqttLink:
         self._pending_pubs: dict[int, asyncio.Future[None]] = {}
         self.connected = False
         self.connect_count = 0
+        # why the last attempt to connect failed, for the error a caller sees
+        self.last_error: str | None = None
         self.messages_in = 0
         self.handler_errors = 0
 
@@ -137,7 +144,12 @@ class MqttLink:
         if not self._try_connect():
             self._schedule_reconnect()
         if wait:
-            await asyncio.wait_for(self._connected_event.wait(), timeout)
+            try:
+                await asyncio.wait_for(self._connected_event.wait(), timeout)
+            except TimeoutError:
+                raise BrokerUnreachableError(
+                    f"cannot reach the MQTT broker at {self.broker} within {timeout:g} s"
+                    + (f" ({self.last_error})" if self.last_error else "")) from None
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         assert self._connected_event is not None, "start() first"
@@ -220,6 +232,7 @@ class MqttLink:
                         properties: Any) -> None:
         if reason.is_failure:
             log.warning("%s: broker %s refused the connection: %s", self.client_id, self.broker, reason)
+            self.last_error = f"the broker refused the connection: {reason}"
             return
         self.connected = True
         self.connect_count += 1
@@ -345,6 +358,7 @@ class MqttLink:
             return True
         except (OSError, mqtt.WebsocketConnectionError) as exc:
             log.debug("%s: connect to %s failed: %s", self.client_id, self.broker, exc)
+            self.last_error = _reason(exc)
             return False
 
     def _schedule_reconnect(self) -> None:
@@ -368,3 +382,12 @@ class MqttLink:
                         break
                     await asyncio.sleep(0.05)
             delay = min(delay * 2, self._reconnect_max)
+
+
+def _reason(exc: BaseException) -> str:
+    """A connect failure in a few words: ``connection refused``, ``unknown host ...``."""
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__

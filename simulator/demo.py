@@ -7,12 +7,15 @@ parity check, pushed, rolled out and monitored; the fleet table; a clean shutdow
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,9 +26,11 @@ from simulator.fleet import SimulatedFleet
 from simulator.keys import controller_trusted_keys
 from simulator.workload import Workload, load_dataset
 
+Say = Callable[..., None]
 
-def _step(text: str) -> None:
-    click.echo(click.style("==> ", fg="cyan", bold=True) + text)
+
+def _step(say: Say, text: str) -> None:
+    say(click.style("==> ", fg="cyan", bold=True) + text)
 
 
 def start_controller(workdir: Path, broker: BrokerProcess, port: int | None = None,
@@ -81,61 +86,73 @@ def _train_and_convert(name: str):
 
 
 async def _demo(devices: int, workdir: Path, broker: BrokerProcess, url: str,
-                serve_seconds: float, trusted_keys: tuple[str, ...] = ()) -> bool:
+                serve_seconds: float, trusted_keys: tuple[str, ...] = (),
+                say: Say = click.echo) -> dict[str, Any]:
+    """The tour; returns what it showed (the summary of ``edgewise demo --json``)."""
     client = ControllerClient(url)
     fleet = SimulatedFleet(broker.address, devices, workdir / "devices", prefix="demo",
                            trusted_keys=trusted_keys)
-    _step(f"starting {devices} simulated devices (real agents, one event loop)")
+    _step(say, f"starting {devices} simulated devices (real agents, one event loop)")
     if trusted_keys:
-        click.echo(f"    they trust the controller's {len(trusted_keys)} manifest-signing "
+        say(f"    they trust the controller's {len(trusted_keys)} manifest-signing "
                    "key(s): only signed models run")
     await fleet.start()
     try:
-        _step("training a scikit-learn pipeline on iris and converting it to ONNX")
+        _step(say, "training a scikit-learn pipeline on iris and converting it to ONNX")
         result = await asyncio.to_thread(_train_and_convert, "iris")
         parity = result.manifest.parity
-        click.echo(f"    parity on {parity['n']} rows: max |diff| {parity['max_abs_diff']:.1e}, "
+        say(f"    parity on {parity['n']} rows: max |diff| {parity['max_abs_diff']:.1e}, "
                    f"labels agree {parity['label_agreement']:.0%}, {result.manifest.artifact.size} bytes")
         stored = await asyncio.to_thread(client.push_version, result.manifest, result.artifact)
-        click.echo(f"    registered iris:{stored['version']}")
+        say(f"    registered iris:{stored['version']}")
 
         for _ in range(100):  # every device has said hello to the controller
             known = await asyncio.to_thread(client.list_devices)
             if len(known) >= devices:
                 break
             await asyncio.sleep(0.1)
-        _step(f"rolling iris:{stored['version']} out to the fleet")
+        _step(say, f"rolling iris:{stored['version']} out to the fleet")
         await asyncio.to_thread(client.deploy, "iris", stored["version"])
 
         def progress(done: int, total: int) -> None:
-            click.echo(f"\r    {done}/{total} devices active", nl=False)
+            say(f"\r    {done}/{total} devices active", nl=False)
 
         ok = await fleet.wait_for_version("iris", stored["version"], 120, progress)
-        click.echo()
+        say()
         if not ok:
-            click.echo("    not every device activated the model; see the table below")
+            say("    not every device activated the model; see the table below")
 
-        _step(f"serving predictions for {serve_seconds:.0f} s, with true labels fed back")
+        _step(say, f"serving predictions for {serve_seconds:.0f} s, with true labels fed back")
         workload = Workload(fleet, load_dataset("iris"), rate_per_device=5.0,
                             feedback_delay_s=0.3)
         workload.start()
         await asyncio.sleep(serve_seconds)
         await workload.stop()
         await fleet.wait_drained(30)
-        click.echo(f"    {workload.stats['predictions']} predictions, "
+        say(f"    {workload.stats['predictions']} predictions, "
                    f"{workload.stats['feedback']} labels fed back")
 
-        _step("fleet as the controller sees it (edgewise fleet)")
+        _step(say, "fleet as the controller sees it (edgewise fleet)")
         rows = await asyncio.to_thread(client.list_devices)
-        click.echo(format_fleet_table(rows))
+        say(format_fleet_table(rows))
         good = [r for r in rows if r["online"] and r["active_model"] == "iris"
                 and r["active_version"] == stored["version"]]
-        return ok and len(good) == devices
+        return {"ok": ok and len(good) == devices, "devices": devices,
+                "devices_on_model": len(good), "model": "iris", "version": stored["version"],
+                "predictions": workload.stats["predictions"],
+                "labels_fed_back": workload.stats["feedback"]}
     finally:
         await fleet.stop(drain_timeout=5)
 
 
-def run_demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float) -> int:
+def run_demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float,
+             as_json: bool = False) -> int:
+    """The tour narrated on stdout; with ``as_json`` the narration goes to stderr and stdout
+    gets one JSON summary."""
+
+    def say(text: str = "", **kwargs: Any) -> None:
+        click.echo(text, err=as_json, **kwargs)
+
     workdir = workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -145,34 +162,37 @@ def run_demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float
             not Path("/usr/sbin/mosquitto").exists():
         click.echo("error: mosquitto is not installed (apt-get install mosquitto)", err=True)
         return 1
-    _step("starting an MQTT broker")
+    _step(say, "starting an MQTT broker")
     try:
         broker = start_broker(workdir / "broker", prefer=prefer)
     except BrokerError as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
-    click.echo(f"    {broker.kind} on {broker.host}:{broker.port}")
+    say(f"    {broker.kind} on {broker.host}:{broker.port}")
     controller = None
     try:
-        _step("starting the controller (registry, MQTT bridge, REST API)")
+        _step(say, "starting the controller (registry, MQTT bridge, REST API)")
         controller, url = start_controller(workdir / "controller", broker)
-        click.echo(f"    {url}  (SQLite database and artifacts in {workdir / 'controller'})")
+        say(f"    {url}  (SQLite database and artifacts in {workdir / 'controller'})")
         # the controller created its signing key at start; the devices trust it
         trusted = controller_trusted_keys(workdir / "controller")
-        ok = asyncio.run(_demo(devices, workdir, broker, url, serve_seconds, trusted))
+        summary = asyncio.run(_demo(devices, workdir, broker, url, serve_seconds, trusted, say))
     finally:
-        _step("shutting down")
+        _step(say, "shutting down")
         if controller is not None:
             stop_process(controller)
         broker.stop()
-    click.echo(f"""
+    say(f"""
 Where the pieces are:
   broker       {broker.kind}, log {broker.log_path}
   controller   {workdir / 'controller'}  (controller.sqlite, artifacts/, signing-keys/, controller.log)
   devices      {workdir / 'devices'}/<device>/  (models/, outbox.sqlite, active.json)
 Next: run `edgewise controller serve` and `edgewise simulate` yourself; see README.md.""")
-    if ok:
-        click.echo(click.style(f"demo finished: all {devices} devices ran the model", fg="green"))
+    if as_json:
+        click.echo(json.dumps({**summary, "workdir": str(workdir), "controller_url": url,
+                               "broker": f"{broker.host}:{broker.port}"}, indent=2))
+    if summary["ok"]:
+        say(click.style(f"demo finished: all {devices} devices ran the model", fg="green"))
         return 0
-    click.echo(click.style("demo finished with devices not on the model: see above", fg="red"))
+    say(click.style("demo finished with devices not on the model: see above", fg="red"))
     return 1

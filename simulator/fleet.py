@@ -204,14 +204,17 @@ class SimulatedFleet:
 
         results = await asyncio.gather(*(start_one(a) for a in self.agents),
                                        return_exceptions=True)
-        failed = [(a.device_id, r) for a, r in zip(self.agents, results, strict=True)
+        failed = [(a, r) for a, r in zip(self.agents, results, strict=True)
                   if isinstance(r, BaseException)]
         if failed:
-            device_id, error = failed[0]
+            agent, error = failed[0]
+            # a time-out says little; the link knows why its last attempt failed
+            why = agent.link.last_error if isinstance(error, TimeoutError) else None
             raise FleetError(
                 f"{len(failed)} of {len(self.agents)} agents did not connect to {self.broker} "
-                f"within {connect_timeout:.0f} s (first: {device_id}: {error!r}); is the broker "
-                f"up, and does it allow {len(self.agents)} connections (max_connections)?")
+                f"within {connect_timeout:g} s (first: {agent.device_id}: {why or repr(error)}); "
+                f"is the broker up, and does it allow {len(self.agents)} connections "
+                "(max_connections)?")
         log.info("fleet of %d agents connected to %s in %.1f s", len(self.agents), self.broker,
                  time.monotonic() - started)
 

@@ -16,7 +16,8 @@ import click
 from controller.app import cli_db
 from controller.audit import cli as audit_cli
 from controller.cli.client import ControllerClientError
-from controller.cli.common import DEFAULT_URL, fail
+from controller.cli.common import DEFAULT_URL, fail, json_option, quiet_option
+from controller.cli.exit_codes import exit_codes_help
 from controller.config import DEFAULT_HTTP_PORT
 from controller.errors import EdgewiseError
 from controller.fleet import cli as fleet_cli
@@ -24,6 +25,7 @@ from controller.models import cli as models_cli
 from controller.monitoring import cli as monitoring_cli
 from controller.rollouts import cli as rollouts_cli
 from controller.security import cli_keys, cli_pki, cli_tokens
+from edgewise_wire.version import edgewise_version
 
 
 class _Edgewise(click.Group):
@@ -38,7 +40,10 @@ class _Edgewise(click.Group):
             fail(str(exc))
 
 
-@click.group(cls=_Edgewise, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Edgewise, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=exit_codes_help(title="Exit codes (docs/cli.md)"))
+@click.version_option(edgewise_version(), "-V", "--version", prog_name="edgewise",
+                      message="%(prog)s %(version)s")
 @click.option("--controller", "url", envvar="EDGEWISE_URL", default=DEFAULT_URL, show_default=True,
               help="Base URL of the controller's REST API (env EDGEWISE_URL).")
 @click.option("--token", envvar="EDGEWISE_API_TOKEN", default=None,
@@ -108,9 +113,8 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
                                         http_port=http_port, api_token=api_token,
                                         share_group=share_group, artifact_dir=artifact_dir,
                                         auto_migrate=auto_migrate)
-        scheme = "https" if config.http_tls_cert else "http"
-        click.echo(f"edgewise controller: API {scheme}://{config.http_host}:{config.http_port}, "
-                   f"broker {config.broker}, data {config.data_dir}")
+        # the API is announced once its port is claimed, the database open and the broker
+        # reached ("controller API on ..." on stderr)
         run(config)
     except (EdgewiseError, ValueError) as exc:
         fail(str(exc))
@@ -126,6 +130,8 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
 @click.option("--rate", type=float, default=2.0, show_default=True,
               help="Predictions per second per device.")
 @click.option("--duration", type=float, default=0.0, help="Seconds to run (0: until Ctrl-C).")
+@click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=60.0,
+              show_default=True, help="Seconds to wait for every device to reach the broker.")
 @click.option("--trust-keys-from", type=click.Path(path_type=Path, exists=True),
               help="Trust the manifest-signing keys of this controller data directory (or a PEM "
                    "file, or a bundle's trusted_keys/): the agents then run only models the "
@@ -138,12 +144,18 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
               "instead of starting a broker and a controller.")
 @click.option("--report-json", type=click.Path(path_type=Path, dir_okay=False),
               help="With --scenario: also write the report as JSON here.")
+@json_option
+@quiet_option
 @click.pass_context
 def simulate(ctx: click.Context, devices: int, broker: str, data_dir: Path, dataset: str,
              rate: float, duration: float, trust_keys_from: Path | None,
-             scenario_file: Path | None, external: bool, report_json: Path | None) -> None:
+             scenario_file: Path | None, external: bool, report_json: Path | None,
+             as_json: bool, quiet: bool, connect_timeout: float) -> None:
     """Run N real agents in this process against a broker, serving a bundled dataset; or run a
-    scenario file (exit code 0 when its checks pass).
+    scenario file (exit code 0 when its checks pass, 8 when one fails).
+
+    Progress goes to stderr while it runs (--quiet silences it); the totals, or the scenario's
+    report, go to stdout at the end (JSON with --json).
 
     Example: edgewise simulate --devices 100 --broker 127.0.0.1:1883 --duration 60
 
@@ -156,11 +168,13 @@ def simulate(ctx: click.Context, devices: int, broker: str, data_dir: Path, data
 
         url = ctx.find_root().obj["url"] if external else None
         sys.exit(run_scenario_command(scenario_file, data_dir, broker=broker if external else None,
-                                      controller_url=url, report_json=report_json))
+                                      controller_url=url, report_json=report_json,
+                                      as_json=as_json, quiet=quiet))
     from simulator.cli import run_simulation
 
     sys.exit(run_simulation(devices, broker, data_dir, dataset, rate, duration,
-                            trust_keys_from))
+                            trust_keys_from, as_json=as_json, quiet=quiet,
+                            connect_timeout=connect_timeout))
 
 
 @cli.command("demo")
@@ -172,15 +186,19 @@ def simulate(ctx: click.Context, devices: int, broker: str, data_dir: Path, data
               help="auto: Mosquitto when installed, else the embedded amqtt broker.")
 @click.option("--serve-seconds", type=float, default=8.0, show_default=True,
               help="How long the fleet serves predictions after the rollout.")
-def demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float) -> None:
+@json_option
+def demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float,
+         as_json: bool) -> None:
     """Everything on this machine: broker, controller, a simulated fleet, a model trained,
     converted, pushed, rolled out and monitored; then a clean shutdown.
+
+    With --json the tour is narrated on stderr and stdout gets one JSON summary.
 
     Example: edgewise demo --devices 50 --dir /tmp/edgewise-demo
     """
     from simulator.demo import run_demo
 
-    sys.exit(run_demo(devices, workdir, broker_kind, serve_seconds))
+    sys.exit(run_demo(devices, workdir, broker_kind, serve_seconds, as_json))
 
 
 # every feature's commands, registered one way

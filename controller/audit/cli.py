@@ -6,7 +6,7 @@ import time
 
 import click
 
-from controller.cli.common import client_from, emit, format_table
+from controller.cli.common import client_from, emit, format_table, json_option
 
 
 @click.command("audit")
@@ -15,7 +15,7 @@ from controller.cli.common import client_from, emit, format_table
 @click.option("--action", help="Only actions starting with this, e.g. rollout.aborted or device.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--before", type=int, help="Page: entries older than this id (the 'next' value).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def audit(ctx: click.Context, rollout_id: int | None, device: str | None, action: str | None,
           limit: int, before: int | None, as_json: bool) -> None:

@@ -38,13 +38,34 @@ def _params(**kwargs: Any) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
+def check_base_url(url: str) -> str:
+    """``url`` without its trailing slash if it is a controller's base URL (``http(s)://HOST``
+    with an optional port, no path), else :class:`ControllerClientError` saying what to write."""
+    setting = "set --controller or EDGEWISE_URL"
+    example = "e.g. http://127.0.0.1:8700"
+    try:
+        parsed = httpx.URL(url.strip())
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise ControllerClientError(f"controller URL {url!r} is not a URL ({exc}); write "
+                                    f"http(s)://HOST[:PORT], {example}; {setting}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ControllerClientError(f"controller URL {url!r} is not an http(s) URL with a host; "
+                                    f"write http(s)://HOST[:PORT], {example}; {setting}")
+    if parsed.path not in ("", "/") or parsed.query or parsed.fragment:
+        base = f"{parsed.scheme}://{parsed.netloc.decode()}"
+        raise ControllerClientError(f"controller URL {url!r} has a path; give the controller's "
+                                    f"base URL ({base}), the API's /api/v1 is added by the "
+                                    f"client; {setting}")
+    return str(url).strip().rstrip("/")
+
+
 class ControllerClient:
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0,
                  ca_cert: str | None = None) -> None:
         headers = {"X-Edgewise-Actor": local_actor()}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_base_url(base_url)
         # ca_cert: the CA that signed an https controller's certificate
         verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=ca_cert)
                                          if ca_cert else True)

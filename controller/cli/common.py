@@ -1,9 +1,11 @@
-"""What every `edgewise` command shares: the client, one-line errors, tables, JSON output and the
-one duration grammar.
+"""What every `edgewise` command shares: the client, one-line errors, tables, JSON output,
+progress lines and the one duration grammar (docs/cli.md states the conventions).
 
 A feature's commands (``controller/<feature>/cli.py``) are one REST call or library call plus
-rendering; they reach the controller through :func:`client_from` and print through
-:func:`emit`, so ``--json`` means the same everywhere.
+rendering; they reach the controller through :func:`client_from`, take ``--json`` through
+:func:`json_option` and print through :func:`emit`, so ``--json`` means the same everywhere
+(tests/unit/controller/cli/test_conventions.py walks the command tree and checks it). Long work
+reports progress on stderr through :class:`Progress`, silenced by :func:`quiet_option`.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ import click
 
 from controller.cli.client import ControllerClient
 from controller.cli.credentials import resolve_credentials
+from controller.cli.exit_codes import ExitCode
 from controller.config import DEFAULT_HTTP_PORT
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_OK, EXIT_ERROR = 0, 1
 
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_HTTP_PORT}"
 
@@ -37,14 +38,21 @@ def client_from(ctx: click.Context, timeout: float = 30.0) -> ControllerClient:
     return ControllerClient(obj["url"], token, timeout=timeout, ca_cert=ca_cert)
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+def one_line(message: object) -> str:
+    """``message`` with its line breaks and runs of blanks folded: an error is one line, so a log
+    keeps it whole and ``grep`` finds it."""
+    return " ".join(str(message).split())
+
+
+def fail(message: object, code: int = ExitCode.ERROR) -> NoReturn:
     """One red line on stderr, then exit: how every command reports a refusal."""
-    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
-    sys.exit(code)
+    click.echo(click.style("error: ", fg="red", bold=True) + one_line(message), err=True)
+    sys.exit(int(code))
 
 
 def json_option(func: F) -> F:
-    """``--json``: print what the calls returned, for scripts."""
+    """``--json``: print what the command did as JSON on stdout, for scripts (the one way every
+    command takes it)."""
     return click.option("--json", "as_json", is_flag=True,
                         help="Print JSON for scripts.")(func)
 
@@ -52,9 +60,33 @@ def json_option(func: F) -> F:
 def emit(data: Any, as_json: bool, render: str | Callable[[Any], str] = "") -> None:
     """``data`` as indented JSON with ``--json``, else the rendered text."""
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(data, indent=2, default=str))
     else:
         click.echo(render(data) if callable(render) else render)
+
+
+# -- progress of long work: stderr, so stdout stays the result --------------------------------
+
+def quiet_option(func: F) -> F:
+    """``-q/--quiet`` (env ``EDGEWISE_QUIET``): no progress lines, for CI logs; the result and
+    errors still print."""
+    return click.option("-q", "--quiet", is_flag=True, envvar="EDGEWISE_QUIET",
+                        help="No progress lines on stderr (env EDGEWISE_QUIET=1); the result "
+                             "and errors still print.")(func)
+
+
+class Progress:
+    """Progress lines of long work on stderr, each with the seconds since the work began;
+    nothing with ``--quiet``. Stdout stays what the command produced (JSON with ``--json``)."""
+
+    def __init__(self, quiet: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
+        self.quiet = quiet
+        self._clock = clock
+        self._start = clock()
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(f"[{self._clock() - self._start:5.1f}s] {message}", err=True)
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]],

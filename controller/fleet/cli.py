@@ -22,8 +22,10 @@ from controller.cli.common import (
     emit,
     fail,
     format_table,
+    json_option,
     resolve_data_dir,
 )
+from controller.cli.exit_codes import ExitCode
 from controller.cli.render import is_tty, labels_text, paint
 from controller.fleet.render import format_device, format_fleet_table, recent_figures
 
@@ -102,7 +104,7 @@ def device() -> None:
               show_default=True, help="How many version-history entries to show.")
 @click.option("--window", type=click.FloatRange(60, 30 * 86400), default=3600.0,
               show_default=True, help="Seconds of recent figures (predictions, accuracy, ...).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def device_show(ctx: click.Context, device_id: str, history_limit: int, window: float,
                 as_json: bool) -> None:
@@ -137,7 +139,7 @@ def devices() -> None:
 
 @devices.command("list")
 @click.option("--selector", help="Only devices whose labels match, e.g. 'site=berlin,!canary'.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def devices_list(ctx: click.Context, selector: str | None, as_json: bool) -> None:
     """List devices with their effective labels (the operator's labels override the device's).
@@ -155,7 +157,7 @@ def devices_list(ctx: click.Context, selector: str | None, as_json: bool) -> Non
 
 @devices.command("show")
 @click.argument("device_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def devices_show(ctx: click.Context, device_id: str, as_json: bool) -> None:
     """Show one device: state, versions, labels and where each label comes from.
@@ -198,7 +200,7 @@ def _parse_label_args(args: Sequence[str]) -> tuple[dict[str, str], list[str]]:
 @devices.command("label")
 @click.argument("device_id")
 @click.argument("labels", nargs=-1, required=True, metavar="KEY=VALUE... KEY-...")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def devices_label(ctx: click.Context, device_id: str, labels: tuple[str, ...],
                   as_json: bool) -> None:
@@ -216,7 +218,7 @@ def devices_label(ctx: click.Context, device_id: str, labels: tuple[str, ...],
 @click.argument("device_id")
 @click.argument("labels", nargs=-1, metavar="[KEY=VALUE...]")
 @click.option("--note", default="", help="Free text kept with the registration.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def devices_register(ctx: click.Context, device_id: str, labels: tuple[str, ...], note: str,
                      as_json: bool) -> None:
@@ -238,7 +240,7 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            fail(f"label {item!r} must look like KEY=VALUE")
+            fail(f"label {item!r} must look like KEY=VALUE", ExitCode.USAGE)
         labels[key] = value
     return labels
 
@@ -262,11 +264,12 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
               help="Re-enroll: revoke the device's current credential and issue a new one.")
 @click.option("--broker-pid-file", type=click.Path(path_type=Path),
               help="Send SIGHUP to this broker process when the change needs a reload.")
+@json_option
 @data_dir_option
 def devices_enroll(device_id: str, out_dir: Path, mode: str, broker_host: str | None,
                    broker_port: int | None, days: int | None, device_class: str,
                    label_values: tuple[str, ...], agent_data_dir: str, force: bool,
-                   broker_pid_file: Path | None, data_dir: Path | None,
+                   broker_pid_file: Path | None, as_json: bool, data_dir: Path | None,
                    config_path: Path | None) -> None:
     """Issue DEVICE_ID a credential and write its bundle: agent.toml, CA, client certificate
     and key (or password), trusted manifest-signing keys. Copy it to the device's /etc/edgewise
@@ -282,6 +285,11 @@ def devices_enroll(device_id: str, out_dir: Path, mode: str, broker_host: str | 
         broker_host=broker_host, broker_port=broker_port, days=days, force=force,
         device_class=device_class, labels=labels, agent_data_dir=agent_data_dir,
         broker_pid_file=broker_pid_file)
+    if as_json:
+        emit({"device_id": device_id, "mode": bundle.mode, "broker": str(bundle.broker),
+              "directory": str(bundle.directory), "archive": str(bundle.archive),
+              "notes": list(bundle.notes)}, as_json)
+        return
     for note in bundle.notes:
         click.echo(note)
     click.echo(f"enrolled {device_id} ({bundle.mode}, broker {bundle.broker}): "
@@ -293,9 +301,10 @@ def devices_enroll(device_id: str, out_dir: Path, mode: str, broker_host: str | 
 @click.argument("device_id")
 @click.option("--broker-pid-file", type=click.Path(path_type=Path),
               help="Send SIGHUP to this broker process (else the recorded --reload-command).")
+@json_option
 @data_dir_option
-def devices_revoke(device_id: str, broker_pid_file: Path | None, data_dir: Path | None,
-                   config_path: Path | None) -> None:
+def devices_revoke(device_id: str, broker_pid_file: Path | None, as_json: bool,
+                   data_dir: Path | None, config_path: Path | None) -> None:
     """Revoke DEVICE_ID's credential at the broker: its certificate goes on the CRL (or its
     password out of the password file) and the ACL denies it everything, cutting off a live
     connection too once the broker reloads.
@@ -313,6 +322,11 @@ def devices_revoke(device_id: str, broker_pid_file: Path | None, data_dir: Path 
     revoked = ca.revoke(device_id)
     settings = load_broker_settings(ca)
     synced = sync_broker_dir(ca, settings)
+    if as_json:
+        reload = reload_broker(settings, broker_pid_file)
+        emit({"device_id": device_id, "kind": revoked.kind, "serial": revoked.serial,
+              "broker_dir_synced": bool(synced), "reload": reload}, as_json)
+        return
     click.echo(f"revoked {device_id} ({revoked.kind}"
                + (f", serial {revoked.serial}" if revoked.serial else "") + ")")
     if not synced:

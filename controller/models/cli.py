@@ -14,7 +14,16 @@ from typing import Any
 
 import click
 
-from controller.cli.common import client_from, emit, format_table
+from controller.cli.common import (
+    Progress,
+    client_from,
+    emit,
+    fail,
+    format_table,
+    json_option,
+    quiet_option,
+)
+from controller.cli.exit_codes import ExitCode, exit_codes_help
 from controller.cli.render import is_tty, paint, pct, span
 from controller.models.cli_convert import convert_command
 
@@ -24,7 +33,8 @@ def models() -> None:
     """Convert, register and list models."""
 
 
-@models.command("push")
+@models.command("push", epilog=exit_codes_help(ExitCode.OK, ExitCode.ERROR, ExitCode.USAGE,
+                                                ExitCode.CONVERSION_FAILED))
 @click.argument("model_file", type=click.Path(path_type=Path, exists=True))
 @click.option("--sample", "sample_file", required=True,
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -45,13 +55,16 @@ def models() -> None:
               help="Precision: float32, fp16 (TFLite), int8 (dynamic range), int8-static.")
 @click.option("--verify-on", default="ai-edge-litert", show_default=True,
               help="TFLite: runtimes to verify on (ai-edge-litert, tflite-runtime).")
+@json_option
+@quiet_option
 @click.pass_context
 def models_push(ctx: click.Context, model_file: Path, sample_file: Path, labels_file: Path | None,
                 name: str | None, tolerances: tuple[str, ...], fmt: str, quantize: str,
-                verify_on: str) -> None:
+                verify_on: str, as_json: bool, quiet: bool) -> None:
     """Convert MODEL_FILE locally (as `edgewise convert` does), check parity, upload.
 
-    Unpickling runs code: push only files you trust.
+    Progress goes to stderr (--quiet silences it); stdout gets the registered version (JSON
+    with --json). Unpickling runs code: push only files you trust.
 
     Example: edgewise models push iris.joblib --sample X.npy --labels y.npy --name iris
     """
@@ -63,27 +76,31 @@ def models_push(ctx: click.Context, model_file: Path, sample_file: Path, labels_
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--quantize") from None
     model_name = name or (model_file.stem if model_file.is_file() else model_file.name)
-    click.echo(f"converting {model_file.name} to {fmt} {precision} ...")
+    progress = Progress(quiet)
+    client = client_from(ctx)  # a bad --controller URL is refused before the conversion
+    progress(f"converting {model_file.name} to {fmt} {precision}")
     try:
         (outcome,) = convert_file(model_file, sample_file, labels_file, name=model_name,
                                   formats=[fmt], precisions=[precision],
                                   tolerances=parse_tolerances(tolerances, ()),
-                                  tflite_runtimes=verify_on.split(","), progress=False)
+                                  tflite_runtimes=verify_on.split(","), progress=progress)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if outcome.error is not None:
-        raise outcome.error
+        fail(f"{model_file.name}: {outcome.error}", ExitCode.CONVERSION_FAILED)
     result = outcome.result
     parity = result.manifest.parity
-    click.echo(f"parity on {parity.get('n')} rows: max |diff| {parity.get('max_abs_diff', 0):.2e}, "
-               f"label agreement {parity.get('label_agreement', 1.0):.2%}")
-    stored = client_from(ctx).push_version(result.manifest, result.artifact)
-    click.echo(f"registered {stored['model']}:{stored['version']} "
-               f"({stored['size']} bytes, sha256 {stored['sha256'][:12]})")
+    progress(f"parity on {parity.get('n')} rows: max |diff| "
+             f"{parity.get('max_abs_diff', 0):.2e}, label agreement "
+             f"{parity.get('label_agreement', 1.0):.2%}")
+    progress(f"uploading {len(result.artifact):,} bytes to {client.base_url}")
+    stored = client.push_version(result.manifest, result.artifact)
+    emit(stored, as_json, f"registered {stored['model']}:{stored['version']} "
+                          f"({stored['size']} bytes, sha256 {stored['sha256'][:12]})")
 
 
 @models.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def models_list(ctx: click.Context, as_json: bool) -> None:
     """List registered models and their latest versions.
@@ -102,7 +119,7 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
               help="Device label whose values split the 'where it runs' counts.")
 @click.option("--window", type=click.FloatRange(60, 30 * 86400), default=3600.0,
               show_default=True, help="Seconds of recent figures per version.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def models_show(ctx: click.Context, name: str, group_by: str, window: float,
                 as_json: bool) -> None:

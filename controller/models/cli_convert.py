@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
+
+from controller.cli.common import Progress, json_option, quiet_option
+from controller.cli.exit_codes import ExitCode, exit_codes_help
 
 TFLITE_RUNTIMES = ("ai-edge-litert", "tflite-runtime")
 
@@ -58,8 +61,9 @@ def convert_file(model_file: Path, sample_file: Path, labels_file: Path | None, 
                  tolerances: dict[str, Any] | None = None, task: str | None = None,
                  classes: Sequence[str] | None = None, input_shape: Sequence[int] | None = None,
                  tflite_runtimes: Sequence[str] = ("ai-edge-litert",),
-                 progress: bool = True) -> list[Any]:
-    """Load the files and run converters.api.convert; progress lines go to stderr."""
+                 progress: Callable[[str], None] | None = None) -> list[Any]:
+    """Load the files and run converters.api.convert; each step is told to ``progress`` (the
+    commands pass a :class:`~controller.cli.common.Progress`: stderr unless ``--quiet``)."""
     from converters import load_labels_file
     from converters.api import convert
     from converters.loading import load_table_file
@@ -74,8 +78,8 @@ def convert_file(model_file: Path, sample_file: Path, labels_file: Path | None, 
     class_labels = _typed_classes(classes) if classes else None
 
     def say(message: str) -> None:
-        if progress:
-            click.echo(f"  {message}", err=True)
+        if progress is not None:
+            progress(message)
 
     return convert(model_file, sample, name=name, formats=formats, precisions=precisions,
                    labels=labels, task=task, class_labels=class_labels, tolerances=tolerances,
@@ -142,7 +146,8 @@ def write_outcomes(outcomes: Sequence[Any], out_dir: Path, name: str) -> list[Pa
     return written
 
 
-@click.command("convert")
+@click.command("convert", epilog=exit_codes_help(ExitCode.OK, ExitCode.ERROR, ExitCode.USAGE,
+                                                  ExitCode.CONVERSION_FAILED))
 @click.argument("model", type=click.Path(path_type=Path, exists=True))
 @click.option("--sample", "sample_file", required=True,
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -178,11 +183,13 @@ def write_outcomes(outcomes: Sequence[Any], out_dir: Path, name: str) -> list[Pa
 @click.option("--verify-on", default="ai-edge-litert", show_default=True,
               help="TFLite runtimes to run each TFLite artifact in: ai-edge-litert, "
                    "tflite-runtime (2.14, for devices on numpy < 2).")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcomes as JSON.")
+@json_option
+@quiet_option
 def convert_command(model: Path, sample_file: Path, labels_file: Path | None, formats: str,
                     quantize: str, out_dir: Path, name: str | None, task: str | None,
                     classes: str | None, input_shape: str | None, tolerances: tuple[str, ...],
-                    agreements: tuple[str, ...], verify_on: str, as_json: bool) -> None:
+                    agreements: tuple[str, ...], verify_on: str, as_json: bool,
+                    quiet: bool) -> None:
     """Convert MODEL to ONNX and/or TFLite, verify every artifact against MODEL, write them.
 
     MODEL: scikit-learn .joblib/.pkl (unpickling runs code: trusted files only; XGBoost,
@@ -194,8 +201,8 @@ def convert_command(model: Path, sample_file: Path, labels_file: Path | None, fo
     Each artifact has an ordered list of converter routes; the first whose artifact passes the
     parity check wins, and the output lists every route tried and what it did.
 
-    Exit code 0 when every artifact was made and verified, 1 when any failed (the table says
-    why; the others are still written).
+    Exit code 0 when every artifact was made and verified, 9 when any failed (the table says
+    why; the others are still written). Progress goes to stderr (--quiet silences it).
 
     Example: edgewise convert digits.keras --sample X.npy --labels y.npy --to onnx,tflite --quantize int8 --out build/
 
@@ -215,15 +222,16 @@ def convert_command(model: Path, sample_file: Path, labels_file: Path | None, fo
             raise click.BadParameter(f"unknown runtime {runtime!r}; choose from "
                                      f"{', '.join(TFLITE_RUNTIMES)}", param_hint="--verify-on")
     name = name or (model.stem if model.is_file() else model.name)
-    click.echo(f"converting {model} to {formats} ({', '.join(dict.fromkeys(precisions))})",
-               err=True)
+    progress = Progress(quiet)
+    progress(f"converting {model} to {formats} ({', '.join(dict.fromkeys(precisions))})")
     try:
         outcomes = convert_file(model, sample_file, labels_file, name=name,
                                 formats=formats.split(","),
                                 precisions=list(dict.fromkeys(precisions)),
                                 tolerances=parse_tolerances(tolerances, agreements), task=task,
                                 classes=classes.split(",") if classes else None,
-                                input_shape=shape, tflite_runtimes=runtimes)
+                                input_shape=shape, tflite_runtimes=runtimes,
+                                progress=progress)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     written = write_outcomes(outcomes, out_dir, name)
@@ -240,7 +248,7 @@ def convert_command(model: Path, sample_file: Path, labels_file: Path | None, fo
         if written:
             click.echo(f"wrote {len(written) // 2} artifacts with manifests to {out_dir}/")
     if any(o.result is None for o in outcomes):
-        sys.exit(1)
+        sys.exit(ExitCode.CONVERSION_FAILED)
 
 
 def _typed_classes(values: Sequence[str]) -> list[Any]:

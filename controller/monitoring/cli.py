@@ -18,6 +18,7 @@ from controller.cli.common import (
     json_option,
     parse_since,
 )
+from controller.cli.exit_codes import ExitCode, exit_codes_help
 from controller.cli.render import is_tty
 from controller.fleet.versions import parse_model_ref
 from controller.monitoring.drift_render import render as render_drift
@@ -40,7 +41,8 @@ def _ago(ts: Any) -> str:
 
 # -- alerts ------------------------------------------------------------------------------------
 
-@click.command("alerts")
+@click.command("alerts", epilog=exit_codes_help(ExitCode.OK, ExitCode.ERROR,
+                                                   ExitCode.ALERTS_FIRING))
 @click.option("--all", "show_all", is_flag=True, help="Every alert state, cleared ones too.")
 @click.option("--history", is_flag=True, help="Fired/cleared events instead of current states.")
 @click.option("--kind", type=click.Choice(list(ALERT_KINDS)), help="Only this kind of alert.")
@@ -64,7 +66,7 @@ def alerts(ctx: click.Context, show_all: bool, history: bool, kind: str | None,
     a large change fires in its first window, a small one once the evidence proves it. A
     group's alert (device group:site=berlin) pools the evidence of its devices. Latency fires
     after several slow windows in a row. docs/monitoring.md explains every test. Exit code 0
-    when nothing fires, 2 when something does.
+    when nothing fires, 7 when something does (docs/cli.md).
 
     Example: edgewise alerts --kind drift --json
 
@@ -99,7 +101,7 @@ def alerts(ctx: click.Context, show_all: bool, history: bool, kind: str | None,
         firing = sum(1 for r in rows if r["firing"])
         click.echo(f"{firing} alert{'s' if firing != 1 else ''} firing"
                    + ("; `edgewise alerts --explain ID` says why" if firing else ""))
-    sys.exit(2 if any(r["firing"] for r in rows) else 0)
+    sys.exit(ExitCode.ALERTS_FIRING if any(r["firing"] for r in rows) else ExitCode.OK)
 
 
 def format_explanation(doc: dict[str, Any]) -> str:
@@ -150,7 +152,7 @@ def format_explanation(doc: dict[str, Any]) -> str:
 @click.option("--selector", help="With NAME:VERSION: only devices matching, e.g. site=berlin.")
 @click.option("--since", default="1h", show_default=True,
               help="Windows since 30m, 6h, 2d ago or a Unix time.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def metrics(ctx: click.Context, target: str | None, device_id: str | None, label: str | None,
             selector: str | None, since: str, as_json: bool) -> None:
@@ -269,7 +271,7 @@ def drift(ctx: click.Context, target: str, by: str, group_by: str, since: str, b
 
 @click.command("retrain-runs")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def retrain_runs(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Runs of the continuous-training hook: which alert started them and what came of it.

@@ -22,28 +22,19 @@ from controller.cli.common import (
     emit,
     fail,
     format_table,
+    json_option,
     parse_duration,
 )
+from controller.cli.exit_codes import ExitCode, exit_codes_help
 from controller.rollouts.render import change_signature, outcome_lines, render_rollout
 
-# exit codes of `rollout start|status|abort --wait`
-EXIT_COMPLETED, EXIT_ERROR, EXIT_ABORTED, EXIT_TIMEOUT, EXIT_PAUSED, EXIT_FAILED = 0, 1, 2, 3, 4, 5
+# how `rollout start|status|abort --wait` ends (controller/cli/exit_codes.py)
+EXIT_CODES_HELP = exit_codes_help(ExitCode.OK, ExitCode.ERROR, ExitCode.TIMED_OUT,
+                                  ExitCode.ROLLOUT_PAUSED, ExitCode.ROLLOUT_FAILED,
+                                  ExitCode.ROLLOUT_ABORTED, title="Exit codes with --wait")
 
-
-EXIT_CODES_HELP = """\b
-Exit codes with --wait:
-  0  completed: every wave reported the version and passed its gates
-  1  error: the spec was refused, the controller is unreachable, ...
-  2  aborted: a gate failed (or an operator aborted); the moved devices
-     were sent back to what they ran before
-  3  --timeout passed; the rollout goes on (`edgewise rollout status ID --wait`)
-  4  paused: a gate failed with --on-gate-failure pause, or an operator paused it
-  5  failed: aborted, but some devices never confirmed their revert"""
-
-
-_FINAL = {"completed": EXIT_COMPLETED, "aborted": EXIT_ABORTED, "failed": EXIT_FAILED,
-          "paused": EXIT_PAUSED}
-
+_FINAL = {"completed": ExitCode.OK, "aborted": ExitCode.ROLLOUT_ABORTED,
+          "failed": ExitCode.ROLLOUT_FAILED, "paused": ExitCode.ROLLOUT_PAUSED}
 
 
 def _durations(text: str) -> float | list[float]:
@@ -118,7 +109,7 @@ def follow(client: ControllerClient, ref: str, timeout: float, as_json: bool,
                 click.echo(json.dumps(view, indent=2))
             click.echo(f"timed out after {timeout:g}s; the rollout goes on: "
                        f"`edgewise rollout status {view['id']} --wait`", err=as_json)
-            return EXIT_TIMEOUT
+            return ExitCode.TIMED_OUT
         time.sleep(interval)
 
 
@@ -170,7 +161,7 @@ def rollout() -> None:
 @click.option("--wait/--no-wait", default=False, help="Show live progress until it ends.")
 @click.option("--timeout", default="0", show_default=True,
               help="Stop waiting after this long (0: no limit); the rollout goes on.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None,
                   selector: str | None, waves: str | None, soak: str | None,
@@ -192,14 +183,14 @@ def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None
     if target:
         model, _, version_text = target.partition(":")
         if version_text and not version_text.isdigit():
-            fail(f"version in {target!r} must be a number, e.g. {model}:2")
+            fail(f"version in {target!r} must be a number, e.g. {model}:2", ExitCode.USAGE)
         spec["model"] = model
         if version_text:
             spec["version"] = int(version_text)
         else:
             spec.pop("version", None)
     if "model" not in spec:
-        fail("name the model: `edgewise rollout start NAME[:VERSION]`, or `model` in --spec")
+        fail("name the model: `edgewise rollout start NAME[:VERSION]`, or `model` in --spec", ExitCode.USAGE)
     if "version" not in spec:
         spec["version"] = client.latest_version(str(spec["model"]))
     if not spec_file:
@@ -254,7 +245,7 @@ def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None
 @click.option("--wait/--no-wait", default=False, help="Follow live progress until it ends.")
 @click.option("--timeout", default="0", show_default=True,
               help="Stop waiting after this long (0: no limit).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def rollout_status(ctx: click.Context, ref: str, wait: bool, timeout: str, as_json: bool) -> None:
     """Show a rollout: each wave's progress and the gates of the current wave against their
@@ -273,7 +264,7 @@ def rollout_status(ctx: click.Context, ref: str, wait: bool, timeout: str, as_js
 @click.option("--all/--live", "include_finished", default=True, show_default=True,
               help="Include finished rollouts, or only live ones.")
 @click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def rollout_list(ctx: click.Context, include_finished: bool, limit: int, as_json: bool) -> None:
     """List rollouts, newest first.
@@ -298,7 +289,7 @@ def _action(ctx: click.Context, ref: str, action: str, reason: str, as_json: boo
 @rollout.command("pause")
 @click.argument("ref", metavar="ID")
 @click.option("--reason", default="", help="Why, for the audit log.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def rollout_pause(ctx: click.Context, ref: str, reason: str, as_json: bool) -> None:
     """Stop sending further waves; devices already moved keep the version.
@@ -311,7 +302,7 @@ def rollout_pause(ctx: click.Context, ref: str, reason: str, as_json: bool) -> N
 @rollout.command("resume")
 @click.argument("ref", metavar="ID")
 @click.option("--reason", default="", help="Why, for the audit log.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def rollout_resume(ctx: click.Context, ref: str, reason: str, as_json: bool) -> None:
     """Continue a paused rollout: the current wave's soak and timeouts start over, and its
@@ -328,7 +319,7 @@ def rollout_resume(ctx: click.Context, ref: str, reason: str, as_json: bool) -> 
 @click.option("--wait/--no-wait", default=False, help="Follow the reverts until confirmed.")
 @click.option("--timeout", default="0", show_default=True,
               help="Stop waiting after this long (0: no limit).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def rollout_abort(ctx: click.Context, ref: str, reason: str, wait: bool, timeout: str,
                   as_json: bool) -> None:

@@ -6,13 +6,12 @@ the controller host; a running controller picks a newly activated key up at its 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from controller.cli.common import data_dir_option, resolve_data_dir
+from controller.cli.common import data_dir_option, emit, json_option, resolve_data_dir
 
 
 @click.group("keys")
@@ -32,15 +31,24 @@ _SAFE_ROTATION = ("the safe rotation: `edgewise keys create` (trusted, not signi
                   "retire OLD_ID`")
 
 
+def _key_json(key: Any) -> dict[str, Any]:
+    return {"key_id": key.key_id, "active": key.active, "created_at": key.created_at,
+            "retired_at": key.retired_at}
+
+
 @keys.command("create")
+@json_option
 @data_dir_option
-def keys_create(data_dir: Path | None, config_path: Path | None) -> None:
+def keys_create(as_json: bool, data_dir: Path | None, config_path: Path | None) -> None:
     """Create a signing key: the active one if there is none yet, else trusted but not signing
     (new enrollment bundles carry it) until `edgewise keys activate`.
 
     Example: edgewise keys create --data-dir /var/lib/edgewise
     """
     key = _keys(data_dir, config_path).create()
+    if as_json:
+        emit(_key_json(key), as_json)
+        return
     if key.active:
         click.echo(f"created signing key {key.key_id} (active)")
         return
@@ -51,8 +59,10 @@ def keys_create(data_dir: Path | None, config_path: Path | None) -> None:
 
 @keys.command("activate")
 @click.argument("key_id")
+@json_option
 @data_dir_option
-def keys_activate(key_id: str, data_dir: Path | None, config_path: Path | None) -> None:
+def keys_activate(key_id: str, as_json: bool, data_dir: Path | None,
+                  config_path: Path | None) -> None:
     """Make an existing, not retired key the one that signs (from the next publish, no restart);
     the previous one stays trusted until `edgewise keys retire`.
 
@@ -61,6 +71,9 @@ def keys_activate(key_id: str, data_dir: Path | None, config_path: Path | None) 
     Example: edgewise keys activate 3f2a9c0d11e4b5a6 --data-dir /var/lib/edgewise
     """
     new, old = _keys(data_dir, config_path).activate(key_id)
+    if as_json:
+        emit({"active": _key_json(new), "previous": _key_json(old) if old else None}, as_json)
+        return
     if old is None or old.key_id == new.key_id:
         click.echo(f"signing key is {new.key_id}" + (" (it already was)" if old else ""))
         return
@@ -69,8 +82,9 @@ def keys_activate(key_id: str, data_dir: Path | None, config_path: Path | None) 
 
 
 @keys.command("rotate")
+@json_option
 @data_dir_option
-def keys_rotate(data_dir: Path | None, config_path: Path | None) -> None:
+def keys_rotate(as_json: bool, data_dir: Path | None, config_path: Path | None) -> None:
     """Create a new key and make it sign at once; the old one stays trusted until `keys retire`.
 
     Devices must already trust the new key, and they cannot (it is new): until each gets its
@@ -81,9 +95,10 @@ def keys_rotate(data_dir: Path | None, config_path: Path | None) -> None:
     Example: edgewise keys rotate --data-dir /var/lib/edgewise
     """
     new, old = _keys(data_dir, config_path).rotate()
-    click.echo(f"signing key is now {new.key_id}"
-               + (f"; {old.key_id} stays trusted until `edgewise keys retire {old.key_id}`"
-                  if old else ""))
+    emit({"active": _key_json(new), "previous": _key_json(old) if old else None}, as_json,
+         f"signing key is now {new.key_id}"
+         + (f"; {old.key_id} stays trusted until `edgewise keys retire {old.key_id}`"
+            if old else ""))
     if old is not None:
         click.echo(click.style("warning: ", fg="yellow", bold=True)
                    + f"devices that do not trust {new.key_id} yet refuse every new desired "
@@ -92,28 +107,29 @@ def keys_rotate(data_dir: Path | None, config_path: Path | None) -> None:
 
 @keys.command("retire")
 @click.argument("key_id")
+@json_option
 @data_dir_option
-def keys_retire(key_id: str, data_dir: Path | None, config_path: Path | None) -> None:
+def keys_retire(key_id: str, as_json: bool, data_dir: Path | None,
+                config_path: Path | None) -> None:
     """Stop listing a key as trusted in new bundles.
 
     Example: edgewise keys retire 3f2a9c0d11e4b5a6 --data-dir /var/lib/edgewise
     """
-    _keys(data_dir, config_path).retire(key_id)
-    click.echo(f"signing key {key_id} retired")
+    key = _keys(data_dir, config_path).retire(key_id)
+    emit(_key_json(key), as_json, f"signing key {key_id} retired")
 
 
 @keys.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @data_dir_option
 def keys_list(as_json: bool, data_dir: Path | None, config_path: Path | None) -> None:
     """List signing keys: id, created, retired, which one signs.
 
     Example: edgewise keys list --json
     """
-    rows = [{"key_id": k.key_id, "active": k.active, "created_at": k.created_at,
-             "retired_at": k.retired_at} for k in _keys(data_dir, config_path).all()]
+    rows = [_key_json(k) for k in _keys(data_dir, config_path).all()]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        emit(rows, as_json)
         return
     if not rows:
         click.echo("no signing keys: `edgewise keys create`")

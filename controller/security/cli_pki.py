@@ -5,12 +5,11 @@ TLS listeners, certificates and ACL (:mod:`controller.security.pki`,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from controller.cli.common import data_dir_option, resolve_data_dir
+from controller.cli.common import data_dir_option, emit, json_option, resolve_data_dir
 
 
 @click.group("pki")
@@ -19,8 +18,9 @@ def pki() -> None:
 
 
 @pki.command("init")
+@json_option
 @data_dir_option
-def pki_init(data_dir: Path | None, config_path: Path | None) -> None:
+def pki_init(as_json: bool, data_dir: Path | None, config_path: Path | None) -> None:
     """Create the fleet CA (once; enrolling a device also does it).
 
     Example: edgewise pki init --data-dir /var/lib/edgewise
@@ -28,12 +28,13 @@ def pki_init(data_dir: Path | None, config_path: Path | None) -> None:
     from controller.security.pki import FleetCA
 
     ca = FleetCA.for_data_dir(resolve_data_dir(data_dir, config_path))
-    click.echo(f"created the fleet CA in {ca.dir}" if ca.init()
-               else f"the fleet CA exists in {ca.dir}")
+    created = ca.init()
+    emit({"ca_dir": str(ca.dir), "created": created}, as_json,
+         f"created the fleet CA in {ca.dir}" if created else f"the fleet CA exists in {ca.dir}")
 
 
 @pki.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @data_dir_option
 def pki_list(as_json: bool, data_dir: Path | None, config_path: Path | None) -> None:
     """List issued credentials: identity, kind, serial, expiry, revocation.
@@ -47,7 +48,7 @@ def pki_list(as_json: bool, data_dir: Path | None, config_path: Path | None) -> 
     rows = [asdict(i) for i in FleetCA.for_data_dir(resolve_data_dir(data_dir, config_path))
             .identities()]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        emit(rows, as_json)
         return
     for r in rows:
         status = f"revoked {r['revoked_at']}" if r["revoked_at"] else "valid"
@@ -59,9 +60,10 @@ def pki_list(as_json: bool, data_dir: Path | None, config_path: Path | None) -> 
 @click.argument("hostnames", nargs=-1, required=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Directory for server.crt, server.key and ca.crt.")
+@json_option
 @data_dir_option
-def pki_server_cert(hostnames: tuple[str, ...], out_dir: Path, data_dir: Path | None,
-                    config_path: Path | None) -> None:
+def pki_server_cert(hostnames: tuple[str, ...], out_dir: Path, as_json: bool,
+                    data_dir: Path | None, config_path: Path | None) -> None:
     """Issue a TLS server certificate, e.g. for the controller's HTTPS API.
 
     Example: edgewise pki server-cert ctl.example.net 10.0.0.5 --out /etc/edgewise/api-tls
@@ -75,8 +77,10 @@ def pki_server_cert(hostnames: tuple[str, ...], out_dir: Path, data_dir: Path | 
     _write_public(out_dir / "server.crt", issued.cert_pem)
     _write_private(out_dir / "server.key", issued.key_pem)
     _write_public(out_dir / "ca.crt", ca.ca_cert_pem())
-    click.echo(f"wrote {out_dir}/server.crt, server.key, ca.crt; set http_tls_cert and "
-               "http_tls_key in the controller's config")
+    emit({"hostnames": list(hostnames), "cert": str(out_dir / "server.crt"),
+          "key": str(out_dir / "server.key"), "ca_cert": str(out_dir / "ca.crt")}, as_json,
+         f"wrote {out_dir}/server.crt, server.key, ca.crt; set http_tls_cert and "
+         "http_tls_key in the controller's config")
 
 
 @click.group("broker")
@@ -102,11 +106,12 @@ def broker() -> None:
 @click.option("--group", default=None,
               help="Group owning the broker's files, e.g. mosquitto (it must read them after "
                    "dropping root).")
+@json_option
 @data_dir_option
 def broker_config(out_dir: Path, hostnames: tuple[str, ...], cert_port: int,
                   password_port: int | None, bind: str, reload_command: str | None,
-                  controller_replicas: int, group: str | None, data_dir: Path | None,
-                  config_path: Path | None) -> None:
+                  controller_replicas: int, group: str | None, as_json: bool,
+                  data_dir: Path | None, config_path: Path | None) -> None:
     """Write Mosquitto's TLS listener(s), ACL, CA, server certificate, CRL and password file,
     and the controller's own client certificate(s) (in OUT/controller/).
 
@@ -121,7 +126,8 @@ def broker_config(out_dir: Path, hostnames: tuple[str, ...], cert_port: int,
     from controller.security.pki import FleetCA
 
     ca = FleetCA.for_data_dir(resolve_data_dir(data_dir, config_path))
-    if ca.init():
+    created_ca = ca.init()
+    if created_ca and not as_json:
         click.echo(f"created the fleet CA in {ca.dir}")
     settings = BrokerSettings(out_dir=str(out_dir.resolve()), hostnames=list(hostnames),
                               cert_port=cert_port, password_port=password_port, bind=bind,
@@ -129,6 +135,16 @@ def broker_config(out_dir: Path, hostnames: tuple[str, ...], cert_port: int,
                               controller_replicas=controller_replicas, group=group)
     write_broker_dir(ca, settings)
     out = out_dir.resolve()
+    if as_json:
+        controllers = []
+        for name in settings.controllers:
+            cert, key = controller_cert_paths(out, name)
+            controllers.append({"name": name, "tls_ca": str(out / "controller" / "ca.crt"),
+                                "tls_cert": str(cert), "tls_key": str(key)})
+        emit({"out_dir": str(out), "include": str(out / CONF_NAME), "created_ca": created_ca,
+              "hostnames": list(hostnames), "port": cert_port, "password_port": password_port,
+              "controllers": controllers}, as_json)
+        return
     click.echo(f"wrote the broker configuration to {out}")
     click.echo(f"  Mosquitto: include {out / CONF_NAME} (Debian: ln -s it into "
                "/etc/mosquitto/conf.d/) and restart mosquitto"

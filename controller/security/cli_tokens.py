@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from controller.cli.common import data_dir_option, fail, resolve_data_dir
+from controller.cli.common import data_dir_option, emit, fail, json_option, resolve_data_dir
 from controller.cli.credentials import credentials_path, load_credentials, save_credentials
 
 
@@ -21,8 +21,9 @@ from controller.cli.credentials import credentials_path, load_credentials, save_
 @click.option("--token-stdin", is_flag=True, help="Read the token from standard input.")
 @click.option("--ca-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CA certificate of an https controller (the fleet CA's ca.crt).")
+@json_option
 @click.pass_context
-def login(ctx: click.Context, token_stdin: bool, ca_cert: Path | None) -> None:
+def login(ctx: click.Context, token_stdin: bool, ca_cert: Path | None, as_json: bool) -> None:
     """Check an API token against the controller and save it for later commands.
 
     The token is kept in ~/.config/edgewise/credentials.json (mode 0600), per controller URL.
@@ -47,7 +48,10 @@ def login(ctx: click.Context, token_stdin: bool, ca_cert: Path | None) -> None:
     data = load_credentials()
     data[url] = {"token": token, **({"ca_cert": ca} if ca else {})}
     save_credentials(data)
-    if not who.get("auth"):
+    if as_json:
+        emit({"url": url, "auth": bool(who.get("auth")), "name": who.get("name"),
+              "scope": who.get("scope"), "saved_in": str(credentials_path())}, as_json)
+    elif not who.get("auth"):
         click.echo(f"saved; note: {url} does not check tokens (no token is configured there)")
     else:
         click.echo(f"logged in to {url} as {who['name']} ({who['scope']}); "
@@ -55,8 +59,9 @@ def login(ctx: click.Context, token_stdin: bool, ca_cert: Path | None) -> None:
 
 
 @click.command("logout")
+@json_option
 @click.pass_context
-def logout(ctx: click.Context) -> None:
+def logout(ctx: click.Context, as_json: bool) -> None:
     """Forget the token saved for this controller.
 
     Example: edgewise --controller https://ctl.example.net:8700 logout
@@ -64,10 +69,10 @@ def logout(ctx: click.Context) -> None:
     url = ctx.find_root().obj["url"].rstrip("/")
     data = load_credentials()
     if data.pop(url, None) is None:
-        click.echo(f"no token saved for {url}")
+        emit({"url": url, "forgot": False}, as_json, f"no token saved for {url}")
         return
     save_credentials(data)
-    click.echo(f"forgot the token for {url}")
+    emit({"url": url, "forgot": True}, as_json, f"forgot the token for {url}")
 
 
 @click.group("tokens")
@@ -79,8 +84,10 @@ def tokens() -> None:
 @click.argument("name")
 @click.option("--scope", type=click.Choice(["read", "admin"]), required=True,
               help="read: views only; admin: also calls that change state.")
+@json_option
 @data_dir_option
-def tokens_create(name: str, scope: str, data_dir: Path | None, config_path: Path | None) -> None:
+def tokens_create(name: str, scope: str, as_json: bool, data_dir: Path | None,
+                  config_path: Path | None) -> None:
     """Create a token; it is printed once and only its hash is stored. A running controller
     accepts it at once.
 
@@ -89,14 +96,15 @@ def tokens_create(name: str, scope: str, data_dir: Path | None, config_path: Pat
     from controller.security.auth import TokenStore
 
     token = TokenStore.for_data_dir(resolve_data_dir(data_dir, config_path)).create(name, scope)
-    click.echo(token)
+    emit({"name": name, "scope": scope, "token": token}, as_json, token)
     click.echo(f"token {name!r} ({scope}) created: store it now, it is not shown again; "
                "`edgewise login` saves it for the CLI", err=True)
 
 
 @tokens.command("list")
+@json_option
 @data_dir_option
-def tokens_list(data_dir: Path | None, config_path: Path | None) -> None:
+def tokens_list(as_json: bool, data_dir: Path | None, config_path: Path | None) -> None:
     """List tokens by name, scope and creation time (never the tokens themselves).
 
     Example: edgewise tokens list --data-dir /var/lib/edgewise
@@ -104,6 +112,10 @@ def tokens_list(data_dir: Path | None, config_path: Path | None) -> None:
     from controller.security.auth import TokenStore
 
     rows = TokenStore.for_data_dir(resolve_data_dir(data_dir, config_path)).list()
+    if as_json:
+        emit([{"name": r.name, "scope": r.scope, "created_at": r.created_at,
+               "prefix": r.prefix} for r in rows], as_json)
+        return
     if not rows:
         click.echo("no tokens (the API is open on loopback only)")
     for row in rows:
@@ -112,8 +124,10 @@ def tokens_list(data_dir: Path | None, config_path: Path | None) -> None:
 
 @tokens.command("revoke")
 @click.argument("name")
+@json_option
 @data_dir_option
-def tokens_revoke(name: str, data_dir: Path | None, config_path: Path | None) -> None:
+def tokens_revoke(name: str, as_json: bool, data_dir: Path | None,
+                  config_path: Path | None) -> None:
     """Revoke a token; a running controller refuses it at once.
 
     Example: edgewise tokens revoke grafana --data-dir /var/lib/edgewise
@@ -121,7 +135,7 @@ def tokens_revoke(name: str, data_dir: Path | None, config_path: Path | None) ->
     from controller.security.auth import TokenStore
 
     TokenStore.for_data_dir(resolve_data_dir(data_dir, config_path)).revoke(name)
-    click.echo(f"token {name!r} revoked")
+    emit({"name": name, "revoked": True}, as_json, f"token {name!r} revoked")
 
 
 

@@ -117,6 +117,31 @@
       h("div", { class: "kpi-label", text: label }), h("div", { class: "kpi-value", text: value }),
       note ? h("div", { class: "kpi-note", text: note }) : null);
   }
+  // The fleet's drift tile. Its figure is the worst group's PSI, a distance; an alert comes
+  // from a sequential test with a stated false-alarm rate (docs/monitoring.md), so a high PSI
+  // with no drift alert is not yet proven drift: the note says which of the two it is.
+  function driftKpi(o) {
+    const fig = o.figures;
+    if (!o.drift_available) return kpi("Drift", "–", "no metrics windows yet", "", "kpi-drift");
+    const firing = o.alerts.available ? o.alerts.firing.filter((a) => a.kind === "drift").length : null;
+    const drifting = fig.drifting ? `${fmt.int(fig.drifting)} devices drifting` : "";
+    let note;
+    if (firing === null) note = drifting || "worst group PSI";
+    else if (firing) note = `worst group PSI · ${fmt.int(firing)} drift alert${firing === 1 ? "" : "s"} firing`;
+    else note = `worst group PSI, not alerting${drifting ? ` (${drifting})` : ""}`;
+    const tile = kpi("Drift", fmt.psi(fig.drift_psi), note, firing ? "bad" : "", "kpi-drift");
+    tile.title = "PSI measures how far the inputs moved from the reference profile. A drift " +
+      "alert fires only when a sequential test, with a stated false-alarm rate, has enough " +
+      "evidence (docs/monitoring.md).";
+    return tile;
+  }
+  // "12 accuracy · 5 drift": the firing alerts by kind, most first
+  function alertKinds(firing) {
+    const counts = {};
+    for (const a of firing) counts[a.kind] = (counts[a.kind] || 0) + 1;
+    return Object.entries(counts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+      .map(([kind, n]) => `${fmt.int(n)} ${kind}`).join(" · ");
+  }
   function table(head, rows, opts) {
     opts = opts || {};
     return h("table", { class: `grid ${opts.class || ""}`, "data-testid": opts.testid },
@@ -283,8 +308,8 @@
           kpi(`Predictions · ${fmt.span(o.window_s)}`, fmt.int(fig.predictions), `${fmt.int(fig.errors)} errors`, ""),
           kpi("Accuracy", fmt.pct(fig.accuracy), `on ${fmt.int(fig.labelled)} labels`, ""),
           kpi("Latency", fmt.ms(fig.mean_latency_ms), "mean per prediction", ""),
-          kpi("Drift", o.drift_available ? fmt.psi(fig.drift_psi) : "–", !o.drift_available ? "no metrics windows yet" : fig.drifting ? `${fmt.int(fig.drifting)} devices drifting` : "worst group PSI", fig.drifting ? "bad" : "", "kpi-drift"),
-          kpi("Alerts", o.alerts.available ? fmt.int(o.alerts.count) : "–", o.alerts.available ? (o.alerts.count ? "firing now" : "none firing") : "not available", o.alerts.count ? "bad" : "ok"));
+          driftKpi(o),
+          kpi("Alerts", o.alerts.available ? fmt.int(o.alerts.count) : "–", o.alerts.available ? (o.alerts.count ? alertKinds(o.alerts.firing) : "none firing") : "not available", o.alerts.count ? "bad" : "ok", "kpi-alerts"));
 
         EwCharts.bars(activity, { start: s.start, end: s.end, bucket: s.bucket_s, height: 200, yFormat: (v) => fmt.int(v),
           series: [{ name: "predictions", color: COLORS.blue, points: series(s.points, "predictions") },

@@ -71,7 +71,10 @@ def test_push_rollout_and_fleet_from_the_cli(fresh_broker: BrokerProcess, tmp_pa
                                      "--sample", str(tmp_path / "X.npy"),
                                      "--labels", str(tmp_path / "y.npy"), "--name", "wine"])
         assert pushed.exit_code == 0, pushed.output
-        assert "registered wine:1" in pushed.output
+        assert pushed.stdout.startswith("registered wine:1")
+        # progress on stderr: the conversion's steps, the parity, the upload
+        assert "converting wine.joblib to onnx float32" in pushed.stderr
+        assert "parity on" in pushed.stderr and "uploading" in pushed.stderr
 
         listed = runner.invoke(cli, [*base, "models", "list", "--json"])
         assert [m["name"] for m in json.loads(listed.output)] == ["wine"]
@@ -95,6 +98,13 @@ def test_push_rollout_and_fleet_from_the_cli(fresh_broker: BrokerProcess, tmp_pa
 
         bad = runner.invoke(cli, [*base, "rollout", "start", "wine:7"])
         assert bad.exit_code == 1 and "404" in bad.output
+
+        # for CI: JSON on stdout, nothing on stderr
+        quiet = runner.invoke(cli, [*base, "models", "push", str(tmp_path / "wine.joblib"),
+                                    "--sample", str(tmp_path / "X.npy"), "--name", "wine",
+                                    "--json", "--quiet"])
+        assert quiet.exit_code == 0, quiet.output
+        assert json.loads(quiet.stdout)["version"] == 2 and quiet.stderr == ""
     finally:
         agent.terminate()
         agent.wait(10)

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 
 from controller.app.cli import cli
 from controller.cli.client import ControllerClient
+from controller.cli.exit_codes import ExitCode
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
 from simulator.fleet import SimulatedFleet
@@ -148,9 +149,9 @@ def test_drift_and_concept_change_fire_their_alerts_and_the_hook_retrains(
     versions = [v["version"] for v in client.get_model("iris")["versions"]]
     assert versions == [1, 2]
 
-    # the operator's view: `edgewise alerts` exits 2 while alerts fire, JSON for scripts
+    # the operator's view: `edgewise alerts` exits 7 while alerts fire, JSON for scripts
     out = CliRunner().invoke(cli, ["--controller", url, "alerts", "--json", "--kind", "drift"])
-    assert out.exit_code == 2, out.output
+    assert out.exit_code == ExitCode.ALERTS_FIRING, out.output
     assert set(drifted) <= {a["device_id"] for a in json.loads(out.output)}
     table = CliRunner().invoke(cli, ["--controller", url, "metrics", "iris:1", "--group", "site"])
     assert table.exit_code == 0 and "iris:1" in table.output, table.output

@@ -3,8 +3,10 @@ loads the page of a real controller process with a simulated fleet on a real Mos
 shows the devices and versions, a device's drift chart, the fleet's per-feature drift charts of
 a version with its version-change and alert markers, and a rollout's progress.
 
-Screenshots go to test-artifacts/dashboard-*.png. Without chromium or Playwright the test skips
-with the reason, except under CI, where that is a failure (scripts/test installs both).
+Screenshots go to test-artifacts/dashboard-*.png; with EDGEWISE_UPDATE_DOCS=1 the overview's also
+replaces the README's docs/dashboard.png, with the figures it shows in docs/dashboard.json
+(tests/harness/dashboard_figures.py). Without chromium or Playwright the test skips with the
+reason, except under CI, where that is a failure (scripts/test installs both).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 
 from simulator.broker import BrokerProcess
+from tests.harness.dashboard_figures import SCREENSHOT, problems, read_overview, write_sidecar
 from tests.harness.paths import REPO_ROOT
 from tests.harness.web_scenario import DRIFTING, FLEET_SHIFTED, STEADY, start_scenario
 
@@ -88,6 +91,24 @@ def _shot(page: Any, name: str) -> Path:
     return path
 
 
+def _overview_shot(page: Any) -> None:
+    """The fleet overview's screenshot with the figures it shows, read before and after it (the
+    page refreshes itself: a shot between two different readings is taken again). The drift
+    tile must agree with the alerts listed. With EDGEWISE_UPDATE_DOCS=1 the shot becomes the
+    README's docs/dashboard.png and its figures docs/dashboard.json."""
+    for _ in range(5):
+        before = read_overview(page)
+        path = _shot(page, "fleet")
+        if read_overview(page) == before:
+            break
+    else:
+        pytest.fail("the overview's figures kept changing while it was photographed")
+    assert not problems(before), problems(before)
+    if os.environ.get("EDGEWISE_UPDATE_DOCS") == "1":
+        shutil.copyfile(path, SCREENSHOT)
+        write_sidecar(before)
+
+
 def _wait_for_series(page: Any, selector: str) -> None:
     """Until the series under ``selector`` is a line through at least two points."""
     page.wait_for_function(
@@ -125,7 +146,7 @@ def test_dashboard_shows_the_fleet_a_drift_chart_and_a_rollout(
         page.wait_for_selector("[data-testid=fleet-activity] svg .series rect")
         page.wait_for_selector("[data-testid=groups] tbody tr")
         assert {"berlin", "lisbon", "oslo"} <= set(page.inner_text("[data-testid=groups]").split())
-        _shot(page, "fleet")
+        _overview_shot(page)
 
         # a drifting device over the last 15 minutes (15 s buckets): its drift chart draws a
         # PSI line of several points, above the 0.1 mark; latency and accuracy lines too
@@ -181,7 +202,10 @@ def test_dashboard_shows_the_fleet_a_drift_chart_and_a_rollout(
         assert "1/3 devices run it" in progress and "wave 1 of 2" in progress, progress
         waves = page.inner_text("[data-testid=waves]")
         assert "current" in waves and "waiting" in waves
-        assert "rollout.created" in page.inner_text("[data-testid=audit]")
+        # the audit trail is fetched after the rollout itself: wait for it to be drawn
+        page.wait_for_function(
+            "() => (document.querySelector('[data-testid=audit]')?.innerText || '')"
+            ".includes('rollout.created')")
         page.wait_for_selector("[data-testid=gates] tbody tr td.mono")
         _shot(page, "rollout")
         assert not page.errors, page.errors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from sklearn.datasets import load_wine
 from sklearn.ensemble import GradientBoostingClassifier
 
 from controller.app.cli import cli
+from controller.cli.exit_codes import ExitCode
 from edgewise_wire.manifest import Manifest
 
 
@@ -54,12 +56,13 @@ def test_convert_writes_verified_artifacts_and_a_report(files: Path, tmp_path: P
     assert manifest.artifact.size == (tmp_path / "out" / "cnn.float16.tflite").stat().st_size
 
 
-def test_a_failed_artifact_exits_1_and_the_rest_are_written(files: Path, tmp_path: Path) -> None:
+def test_a_failed_artifact_has_its_exit_code_and_the_rest_are_written(files: Path,
+                                                                      tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, [
         "convert", str(files / "gb.joblib"), "--sample", str(files / "X.npy"), "--to", "onnx",
         "--quantize", "int8", "--out", str(tmp_path), "--json"])
-    assert result.exit_code == 1, result.output
-    report = json.loads(result.output[result.output.index("["):])
+    assert result.exit_code == ExitCode.CONVERSION_FAILED, result.output
+    report = json.loads(result.stdout)  # progress went to stderr: stdout is the JSON alone
     assert [(r["format"], r["precision"], r["ok"]) for r in report] == [
         ("onnx", "float32", True), ("onnx", "int8-dynamic", False)]
     assert "nothing to quantize" in report[1]["error"]
@@ -87,3 +90,15 @@ def test_a_bad_sample_is_one_line_and_exit_1(files: Path, tmp_path: Path) -> Non
                                       str(tmp_path / "narrow.npy"), "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "3 columns but the model expects 13 features" in result.output
+
+
+def test_progress_goes_to_stderr_and_quiet_silences_it(files: Path, tmp_path: Path) -> None:
+    args = ["convert", str(files / "gb.joblib"), "--sample", str(files / "X.npy"), "--out",
+            str(tmp_path), "--json"]
+    loud = CliRunner().invoke(cli, args)
+    assert loud.exit_code == 0, loud.output
+    assert re.search(r"^\[\s*\d+\.\ds\] converting .*gb\.joblib to onnx", loud.stderr, re.M)
+    assert json.loads(loud.stdout)[0]["ok"] is True
+    quiet = CliRunner().invoke(cli, [*args, "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
+    assert json.loads(quiet.stdout)[0]["ok"] is True
