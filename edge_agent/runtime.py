@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge_agent.health.sources import process_rss_bytes
 from edgewise_wire.manifest import Manifest
 
 
@@ -39,6 +40,9 @@ class InferenceRuntime(Protocol):
 
 class OnnxRuntimeModel:
     """An ONNX artifact in onnxruntime, one intra-op thread (a Pi has few cores to share)."""
+
+    # resident memory the process gained while loading it (set by load_runtime)
+    session_bytes: int | None = None
 
     def __init__(self, path: Path, manifest: Manifest, *, threads: int = 1) -> None:
         import onnxruntime as ort  # imported here: a TFLite-only device need not load it
@@ -121,6 +125,8 @@ class TfliteModel:
     graphs converted from Keras or PyTorch emit probabilities only.
     """
 
+    session_bytes: int | None = None  # as OnnxRuntimeModel's
+
     def __init__(self, path: Path, manifest: Manifest, *, threads: int = 1) -> None:
         interpreter_class = _tflite_interpreter_class()
         self.manifest = manifest
@@ -185,12 +191,22 @@ def _dequantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 
 
 def load_runtime(path: Path, manifest: Manifest) -> InferenceRuntime:
-    """Load ``path`` in the runtime for the manifest's format."""
+    """Load ``path`` in the runtime for the manifest's format. The resident memory the process
+    gained meanwhile is kept as the runtime's ``session_bytes``: a model version's memory cost
+    in its health windows (approximate: another thread allocating at the same time counts too,
+    and memory the allocator reuses from an unloaded model does not)."""
+    before = process_rss_bytes()
+    runtime: OnnxRuntimeModel | TfliteModel
     if manifest.format == "onnx":
-        return OnnxRuntimeModel(path, manifest)
-    if manifest.format == "tflite":
-        return TfliteModel(path, manifest)
-    raise RuntimeLoadError(f"format {manifest.format!r} is not supported by this agent")
+        runtime = OnnxRuntimeModel(path, manifest)
+    elif manifest.format == "tflite":
+        runtime = TfliteModel(path, manifest)
+    else:
+        raise RuntimeLoadError(f"format {manifest.format!r} is not supported by this agent")
+    after = process_rss_bytes()
+    if before is not None and after is not None:
+        runtime.session_bytes = max(0, after - before)
+    return runtime
 
 
 def smoke_test(runtime: InferenceRuntime) -> None:
