@@ -22,6 +22,7 @@ from controller.storage.migrations import (
     m0005_leases,
     m0006_device_slots,
     m0007_watches,
+    m0008_health_windows,
 )
 
 
@@ -35,4 +36,4 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = tuple(
     Migration(m.VERSION, m.DESCRIPTION, m.apply)
     for m in (m0001_initial, m0002_rollouts, m0003_monitoring, m0004_device_history,
-              m0005_leases, m0006_device_slots, m0007_watches))
+              m0005_leases, m0006_device_slots, m0007_watches, m0008_health_windows))

@@ -1,0 +1,58 @@
+"""REST resources of device health: one device's windows, alerts and versions' cost
+(``/devices/{id}/health``), its recent log lines (``/devices/{id}/logs``), and the fleet's
+newest windows and firing health alerts (``/health``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from controller.device_health.logs import DeviceUnreachable, LogsRequester
+from controller.device_health.views import DeviceHealthViews
+from controller.rest import API, in_thread
+
+Since = Annotated[float, Query(ge=60, le=30 * 86400,
+                               description="seconds back from now the windows cover")]
+
+
+def device_health_router(views: DeviceHealthViews, logs: LogsRequester | None) -> APIRouter:
+    router = APIRouter(prefix=API, tags=["device health"])
+
+    @router.get("/devices/{device_id}/health")
+    async def device_health(device_id: str, window: Since = 6 * 3600) -> dict[str, Any]:
+        """The device's health windows of the last ``window`` seconds (oldest first), its firing
+        health alerts with their explanation, and what each model version cost on it."""
+        return await in_thread(views.device, device_id, time.time() - window)
+
+    @router.get("/devices/{device_id}/logs")
+    async def device_logs(
+            device_id: str,
+            since: Annotated[float, Query(ge=0, le=30 * 86400,
+                                          description="seconds back from now")] = 600,
+            max_lines: Annotated[int, Query(ge=1, le=1000)] = 200,
+            timeout: Annotated[float, Query(gt=0, le=60)] = 5.0) -> dict[str, Any]:
+        """The device's recent log lines (warnings and errors by default), asked over MQTT.
+        504 when the device does not answer in ``timeout`` seconds."""
+        if logs is None:
+            raise HTTPException(503, "this controller has no MQTT link to ask devices")
+        try:
+            return await logs.fetch(device_id, time.time() - since, max_lines, timeout)
+        except DeviceUnreachable as exc:
+            raise HTTPException(504, str(exc)) from None
+
+    @router.get("/health/devices")
+    async def fleet_health() -> dict[str, Any]:
+        """Every device's newest health window and the firing health alerts."""
+        latest = await in_thread(views.latest)
+        alerts = await in_thread(views.alerts)
+        return {"devices": latest, "alerts": [a.to_dict() for a in alerts],
+                "thresholds": views.thresholds.to_dict()}
+
+    @router.get("/health/alerts")
+    async def health_alerts() -> list[dict[str, Any]]:
+        """The firing health alerts of every device, each with its explanation."""
+        return [a.to_dict() for a in await in_thread(views.alerts)]
+
+    return router

@@ -1,0 +1,47 @@
+"""Migration 8: one row per device health window (resources over the window and the served model
+version's cost), for the device health history, health alerts and rollout resource gates."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Connection
+
+VERSION = 8
+DESCRIPTION = "device health windows"
+
+
+def apply(conn: Connection) -> None:
+    conn.exec_driver_sql("""CREATE TABLE health_windows (
+        device_id VARCHAR(128) NOT NULL REFERENCES devices (device_id),
+        epoch BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        window_start FLOAT NOT NULL,
+        window_end FLOAT NOT NULL,
+        model VARCHAR(128),
+        version INTEGER,
+        samples INTEGER NOT NULL,
+        rss_bytes FLOAT,
+        rss_max_bytes FLOAT,
+        cpu_percent FLOAT,
+        mem_available_bytes FLOAT,
+        load1 FLOAT,
+        disk_free_bytes FLOAT,
+        disk_total_bytes FLOAT,
+        temp_c FLOAT,
+        throttled BIGINT,
+        outbox_backlog FLOAT,
+        rtt_ms FLOAT,
+        reconnects INTEGER,
+        agent_started_ts FLOAT,
+        uptime_s FLOAT,
+        session_bytes FLOAT,
+        predictions BIGINT,
+        cpu_s FLOAT,
+        latency_ms FLOAT,
+        gauges_json TEXT NOT NULL,
+        rejected TEXT NOT NULL,
+        received_at FLOAT NOT NULL,
+        PRIMARY KEY (device_id, epoch, seq))""")
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_health_windows_device_end ON health_windows (device_id, window_end)")
+    conn.exec_driver_sql("CREATE INDEX ix_health_windows_version_end "
+                         "ON health_windows (model, version, window_end)")
