@@ -191,6 +191,21 @@ class MqttLink:
             self._rtt_probe = (info.mid, time.monotonic())
         return int(info.rc)
 
+    def publish_threadsafe(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Publish from any thread: the publish runs on the link's loop (paho's socket
+        callbacks schedule work on it, which only its own thread may do)."""
+        loop = self._loop
+        if loop is None:
+            raise ConnectionError(f"{self.client_id}: not started")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.publish(topic, payload, qos)
+        else:
+            loop.call_soon_threadsafe(self.publish, topic, payload, qos)
+
     async def publish_and_wait(self, topic: str, payload: bytes, qos: int = 1,
                                retain: bool = False, timeout: float = 10.0) -> None:
         """Publish and wait for the broker's PUBACK (qos 1)."""

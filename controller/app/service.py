@@ -64,8 +64,7 @@ class Controller:
                                         self.health_store.store_windows)
         self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry, self.registry,
                                        share_group=config.share_group)
-        self.device_logs = LogsRequester(lambda topic, payload: self.bridge.link.publish(
-            topic, payload))
+        self.device_logs = LogsRequester(self.bridge.link.publish_threadsafe)
         self.bridge.logs_handler = self.device_logs.on_reply
         # only the holder of the lease runs rollouts and judges alerts (several replicas)
         self.lease = Lease(self.db, lease_s=config.lease_s, renew_s=config.lease_renew_s)
