@@ -195,6 +195,11 @@ def load_runtime(path: Path, manifest: Manifest) -> InferenceRuntime:
     gained meanwhile is kept as the runtime's ``session_bytes``: a model version's memory cost
     in its health windows (approximate: another thread allocating at the same time counts too,
     and memory the allocator reuses from an unloaded model does not)."""
+    if manifest.format == "onnx":
+        # the library itself is not the model's cost: loaded before the measurement starts
+        import onnxruntime  # noqa: F401
+    elif manifest.format == "tflite":
+        _tflite_interpreter_class()
     before = process_rss_bytes()
     runtime: OnnxRuntimeModel | TfliteModel
     if manifest.format == "onnx":
