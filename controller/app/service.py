@@ -14,8 +14,10 @@ from controller.app.lease import Lease
 from controller.audit.store import AuditLog
 from controller.config import ControllerConfig
 from controller.device_health.logs import LogsRequester
+from controller.device_health.rules import HealthThresholds
 from controller.device_health.store import HealthStore
 from controller.device_health.views import DeviceHealthViews
+from controller.errors import ValidationError
 from controller.fleet.bridge import ControllerBridge
 from controller.fleet.device_registry import DeviceRegistry
 from controller.fleet.queries import FleetViews
@@ -93,7 +95,11 @@ class Controller:
         self.health = FleetHealth(self.db, self.registry, alerts=lambda: list(self.alerts.alerts()),
                                   metrics_store=self.metrics)
         self.drift = DriftViews(self.db, self.metrics.profile)
-        self.device_health = DeviceHealthViews(self.health_store)
+        try:
+            thresholds = HealthThresholds.from_dict(config.health_alerts)
+        except ValueError as exc:
+            raise ValidationError(f"health_alerts: {exc}") from None
+        self.device_health = DeviceHealthViews(self.health_store, thresholds)
 
     async def start(self) -> None:
         await self.bridge.start()
