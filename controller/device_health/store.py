@@ -188,11 +188,45 @@ class HealthStore:
                             h.device_id.in_(ids[i:i + _IN_CHUNK]))
                      .group_by(h.device_id))
                 for r in conn.execute(q):
-                    n = int(r.n or 0)
-                    cpu = float(r.cpu) * 1000.0 / n if n and r.cpu is not None else None
-                    out[r.device_id] = ResourceCost(
-                        float(r.session) if r.session is not None else None, cpu, n)
+                    out[r.device_id] = _cost(r.session, r.cpu, r.n)
         return out
+
+    def baseline_costs(self, device_ids: Sequence[str], model: str, version: int,
+                       since: float, until: float) -> dict[str, ResourceCost]:
+        """What each device's version before ``model:version`` cost: the version of its
+        newest window ending in ``[since, until]`` that served another model version, over its
+        windows in that range. Devices that served nothing else there are left out."""
+        h = health_windows.c
+        out: dict[str, ResourceCost] = {}
+        ids = list(device_ids)
+        other = sa.and_(h.model.is_not(None), h.version.is_not(None),
+                        sa.or_(h.model != model, h.version != version),
+                        h.window_end >= since, h.window_end <= until)
+        with self.db.read() as conn:
+            for i in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[i:i + _IN_CHUNK]
+                newest = (sa.select(h.device_id, sa.func.max(h.window_end).label("end"))
+                          .where(other, h.device_id.in_(chunk)).group_by(h.device_id)
+                          .subquery())
+                served = conn.execute(sa.select(h.device_id, h.model, h.version).join(
+                    newest, sa.and_(h.device_id == newest.c.device_id,
+                                    h.window_end == newest.c.end))).all()
+                for device_id, prev_model, prev_version in served:
+                    r = conn.execute(
+                        sa.select(sa.func.max(h.session_bytes).label("session"),
+                                  sa.func.sum(h.cpu_s).label("cpu"),
+                                  sa.func.sum(h.predictions).label("n"))
+                        .where(h.device_id == device_id, h.model == prev_model,
+                               h.version == prev_version, h.window_end >= since,
+                               h.window_end <= until)).one()
+                    out[device_id] = _cost(r.session, r.cpu, r.n)
+        return out
+
+
+def _cost(session: Any, cpu_s: Any, n: Any) -> ResourceCost:
+    count = int(n or 0)
+    cpu = float(cpu_s) * 1000.0 / count if count and cpu_s is not None else None
+    return ResourceCost(float(session) if session is not None else None, cpu, count)
 
 
 def _public(row: Any) -> dict[str, Any]:

@@ -160,6 +160,9 @@ class CostSource(Protocol):
     def version_costs(self, device_ids: Sequence[str], model: str, version: int,
                       since: float) -> Mapping[str, CostLike]: ...
 
+    def baseline_costs(self, device_ids: Sequence[str], model: str, version: int,
+                       since: float, until: float) -> Mapping[str, CostLike]: ...
+
 
 # -- observations --------------------------------------------------------------------------------
 

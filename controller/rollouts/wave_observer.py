@@ -60,20 +60,16 @@ class WaveObserver:
     async def _costs(self, record: RolloutRecord, state: RolloutState, devices: Sequence[str],
                      since: float) -> tuple[Mapping[str, CostLike], Mapping[str, CostLike]]:
         """The new version's cost on each device since the wave started, and the cost of the
-        version each device ran before, from its windows since an hour before the rollout."""
+        version each device served before it (from its own health windows in the hour before
+        the rollout and up to the wave's start: a device installed by hand has no previous
+        desired state, but it has health windows)."""
         assert self.costs is not None
-        new = await asyncio.to_thread(self.costs.version_costs, devices, record.spec.model,
-                                      record.spec.version, since)
-        groups: dict[ModelVersion, list[str]] = defaultdict(list)
-        for d in devices:
-            previous = state.previous.get(d)
-            if previous is not None and previous != record.target:
-                groups[previous].append(d)
-        old: dict[str, CostLike] = {}
-        for previous, group in groups.items():
-            old.update(await asyncio.to_thread(
-                self.costs.version_costs, group, previous.model, previous.version,
-                record.created_at - BASELINE_WINDOW_S))
+        spec = record.spec
+        new = await asyncio.to_thread(self.costs.version_costs, devices, spec.model,
+                                      spec.version, since)
+        old = await asyncio.to_thread(self.costs.baseline_costs, devices, spec.model,
+                                      spec.version, record.created_at - BASELINE_WINDOW_S,
+                                      since)
         return new, old
 
     async def _baselines(self, record: RolloutRecord, state: RolloutState,

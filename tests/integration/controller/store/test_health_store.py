@@ -87,3 +87,19 @@ def test_a_versions_cost_per_device(stores: tuple[TelemetryStore, HealthStore]) 
     assert view["versions"][1]["cpu_ms_per_prediction"] == pytest.approx(2.0)
     with pytest.raises(NotFoundError):
         DeviceHealthViews(store).device("nobody", 0.0)
+
+
+def test_the_baseline_is_the_version_each_device_served_before(
+        stores: tuple[TelemetryStore, HealthStore]) -> None:
+    telemetry, store = stores
+    telemetry.store_batch("pi-1", TelemetryBatch(1, 3, [
+        health(1, 1000.0, version=1, session=2 * MIB, predictions=10, cpu_s=0.01),
+        health(2, 2000.0, version=2, session=8 * MIB),
+        health(3, 3000.0, version=3, session=3 * MIB)]), 4000.0)
+    telemetry.store_batch("pi-2", TelemetryBatch(1, 1, [health(1, 1000.0, version=3)]), 4000.0)
+    # rolling out v3 at 2500: pi-1 served v2 just before; pi-2 served only v3
+    base = store.baseline_costs(["pi-1", "pi-2"], "iris", 3, 0.0, 2500.0)
+    assert set(base) == {"pi-1"} and base["pi-1"].session_bytes == 8 * MIB
+    base = store.baseline_costs(["pi-1"], "iris", 3, 0.0, 1500.0)
+    assert base["pi-1"].session_bytes == 2 * MIB
+    assert base["pi-1"].cpu_ms_per_prediction == pytest.approx(1.0)
