@@ -12,6 +12,8 @@ from fastapi import APIRouter, HTTPException, Query
 from controller.device_health.logs import DeviceUnreachable, LogsRequester
 from controller.device_health.views import DeviceHealthViews
 from controller.rest import API, in_thread
+from edgewise_wire.errors import TopicError
+from edgewise_wire.topics import validate_device_id
 
 Since = Annotated[float, Query(ge=60, le=30 * 86400,
                                description="seconds back from now the windows cover")]
@@ -34,13 +36,18 @@ def device_health_router(views: DeviceHealthViews, logs: LogsRequester | None) -
             max_lines: Annotated[int, Query(ge=1, le=1000)] = 200,
             timeout: Annotated[float, Query(gt=0, le=60)] = 5.0) -> dict[str, Any]:
         """The device's recent log lines (warnings and errors by default), asked over MQTT.
-        504 when the device does not answer in ``timeout`` seconds."""
+        409 when the device does not answer in ``timeout`` seconds (offline, or an agent
+        from before logs on demand) or the controller has no broker connection."""
+        try:
+            validate_device_id(device_id)
+        except TopicError as exc:
+            raise HTTPException(422, str(exc)) from None
         if logs is None:
-            raise HTTPException(503, "this controller has no MQTT link to ask devices")
+            raise HTTPException(409, "this controller has no MQTT link to ask devices")
         try:
             return await logs.fetch(device_id, time.time() - since, max_lines, timeout)
         except DeviceUnreachable as exc:
-            raise HTTPException(504, str(exc)) from None
+            raise HTTPException(409, str(exc)) from None
 
     @router.get("/health/devices")
     async def fleet_health() -> dict[str, Any]:

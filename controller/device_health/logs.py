@@ -53,8 +53,12 @@ class LogsRequester:
         fut: asyncio.Future[LogsReply] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = (device_id, fut)
         try:
-            self.publish(device_topic(device_id, DeviceChannel.LOGS_REQUEST),
-                         encode(LogsRequest(request_id, since_ts, max_lines)))
+            try:
+                self.publish(device_topic(device_id, DeviceChannel.LOGS_REQUEST),
+                             encode(LogsRequest(request_id, since_ts, max_lines)))
+            except (ConnectionError, OSError) as exc:
+                raise DeviceUnreachable(f"cannot ask device {device_id} for its logs: the "
+                                        f"controller has no broker connection ({exc})") from None
             reply = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise DeviceUnreachable(
