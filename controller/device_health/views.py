@@ -57,6 +57,7 @@ class DeviceHealthViews:
         return {"device_id": device_id, "since": since,
                 "latest": windows[-1] if windows else None, "windows": windows,
                 "alerts": [a.to_dict() for a in alerts],
+                "thresholds": self.thresholds.to_dict(),
                 "versions": sorted(costs.values(), key=lambda c: (c["model"], c["version"]))}
 
     def latest(self, device_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
