@@ -14,6 +14,8 @@ from edge_agent.health.window import HealthWindow
 
 log = logging.getLogger("edgewise.agent.health")
 
+COST_SAMPLE = 16  # one inference call in this many has its CPU time read
+
 
 class HealthSampler:
     def __init__(self, sources: HealthSources, *, sample_s: float, window_s: float,
@@ -34,6 +36,13 @@ class HealthSampler:
         self._connects_at_open: int | None = None
         self._has_throttling = False
         self._problems_logged = 0
+        self._calls = 0
+
+    def time_this_call(self) -> bool:
+        """Whether this inference call's CPU time is read (the first, then one in
+        :data:`COST_SAMPLE`); the window extrapolates from those calls' rows."""
+        self._calls += 1
+        return self._calls % COST_SAMPLE == 1
 
     def due(self, mono: float) -> bool:
         return mono >= self._next_sample

@@ -46,8 +46,9 @@ class HealthWindow:
         self.latest: dict[str, float] = {}  # single values: the newest reading
         self.throttled = 0  # get_throttled bits seen in any sample
         self.predictions = 0
-        self.cpu_s = 0.0
         self.latency_ms_total = 0.0
+        self.timed_cpu_s = 0.0  # CPU time of the calls that were timed
+        self.timed_rows = 0  # and their rows
 
     def add(self, reading: Mapping[str, float]) -> None:
         """One sample: gauges are tallied, other values kept as the newest."""
@@ -64,11 +65,22 @@ class HealthWindow:
             else:
                 self.latest[name] = value
 
-    def observe_call(self, rows: int, cpu_s: float, latency_ms: float) -> None:
-        """One inference call of ``rows`` rows: the process CPU time and wall time it took."""
+    def observe_call(self, rows: int, latency_ms: float, cpu_s: float | None = None) -> None:
+        """One inference call of ``rows`` rows: the wall time it took and, when it was timed,
+        the process CPU time."""
         self.predictions += rows
-        self.cpu_s += cpu_s
         self.latency_ms_total += latency_ms
+        if cpu_s is not None:
+            self.timed_cpu_s += cpu_s
+            self.timed_rows += rows
+
+    @property
+    def cpu_s(self) -> float:
+        """The process CPU time of all the window's calls, extrapolated from the timed ones
+        (per row)."""
+        if not self.timed_rows:
+            return 0.0
+        return self.timed_cpu_s * self.predictions / self.timed_rows
 
     def record(self, end_ts: float, *, reconnects: int, agent_started_ts: float,
                has_throttling: bool) -> dict[str, Any]:

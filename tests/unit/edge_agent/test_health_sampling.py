@@ -140,13 +140,14 @@ def test_a_window_summarises_min_mean_max_and_the_model_cost() -> None:
     for rss, temp in ((10 * MIB, 50.0), (14 * MIB, 60.0), (12 * MIB, 55.0)):
         window.add({"rss_bytes": rss, "temp_c": temp, "uptime_s": 5.0, "throttled": 0})
     window.add({"rss_bytes": 12 * MIB, "throttled": THROTTLED_NOW})
-    window.observe_call(10, 0.002, 5.0)
-    window.observe_call(30, 0.006, 15.0)
+    window.observe_call(10, 5.0, 0.002)
+    window.observe_call(30, 15.0, 0.006)
+    window.observe_call(40, 20.0)  # not timed: its CPU time is extrapolated per row
     record = window.record(160.0, reconnects=1, agent_started_ts=90.0, has_throttling=True)
     assert record["gauges"]["rss_bytes"] == [10 * MIB, 12 * MIB, 14 * MIB]
     assert record["gauges"]["temp_c"] == [50.0, 55.0, 60.0]  # three samples had it
     assert record["throttled"] == THROTTLED_NOW
-    assert record["cost"] == {"predictions": 40, "cpu_s": pytest.approx(0.008),
+    assert record["cost"] == {"predictions": 80, "cpu_s": pytest.approx(0.016),
                               "latency_ms": 0.5, "session_bytes": 3 * MIB}
     parsed = parse_health(record)
     assert parsed.rejected == [] and parsed.model == "iris" and parsed.version == 2
@@ -192,3 +193,12 @@ def test_a_model_switch_closes_the_window_and_opens_one_for_the_new_version(
     assert record is not None and (record["model"], record["version"]) == ("iris", 3)
     assert record["cost"]["session_bytes"] == 5 * MIB
     assert sampler.window.version == 3  # the next window keeps the model
+
+
+def test_one_call_in_sixteen_has_its_cpu_time_read(tmp_path: Path) -> None:
+    from edge_agent.health.sampler import COST_SAMPLE
+
+    sampler = HealthSampler(sources(tmp_path), sample_s=1.0, window_s=60.0, started_ts=0.0,
+                            now=0.0, mono=0.0)
+    timed = [sampler.time_this_call() for _ in range(3 * COST_SAMPLE)]
+    assert [i for i, t in enumerate(timed) if t] == [0, COST_SAMPLE, 2 * COST_SAMPLE]
