@@ -48,7 +48,7 @@ from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.download import ArtifactDownload
 from edge_agent.health.log_ring import LogRing
-from edge_agent.health.sampler import HealthSampler
+from edge_agent.health.sampler import HealthSampler, ReadingSource
 from edge_agent.health.sources import HealthSources
 from edge_agent.model_monitor import ModelMonitor
 from edge_agent.outbox import (
@@ -116,7 +116,7 @@ class EdgeAgent:
 
     def __init__(self, config: AgentConfig, *, clock: Callable[[], float] = time.time,
                  small_io: Executor | None = None, pause: UpdatePause | None = None,
-                 health_sources: HealthSources | None = None) -> None:
+                 health_sources: ReadingSource | None = None) -> None:
         self.config = config
         self._clock = clock
         self.device_id = config.device_id

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from collections import Counter
+from typing import Any, Protocol
 
-from edge_agent.health.sources import HealthSources
 from edge_agent.health.window import HealthWindow
 
 log = logging.getLogger("edgewise.agent.health")
@@ -17,8 +17,18 @@ log = logging.getLogger("edgewise.agent.health")
 COST_SAMPLE = 16  # one inference call in this many has its CPU time read
 
 
+class ReadingSource(Protocol):
+    """Where samples come from: :class:`~edge_agent.health.sources.HealthSources` on a device,
+    a simulated board in the simulator. ``read()`` includes ``cpu_s``, the process's
+    cumulative CPU seconds; ``problems`` counts readings left out, by reason."""
+
+    problems: Counter[str]
+
+    def read(self) -> dict[str, float]: ...
+
+
 class HealthSampler:
-    def __init__(self, sources: HealthSources, *, sample_s: float, window_s: float,
+    def __init__(self, sources: ReadingSource, *, sample_s: float, window_s: float,
                  started_ts: float, now: float, mono: float, device_id: str = "") -> None:
         if not (math.isfinite(sample_s) and sample_s > 0 and math.isfinite(window_s)
                 and window_s >= sample_s):
