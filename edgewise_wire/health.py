@@ -84,7 +84,11 @@ class HealthRecord:
 def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past float range (JSON has no limit)
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _in_range(value: float, bounds: tuple[float, float]) -> bool:

@@ -51,11 +51,12 @@ def device_health_router(views: DeviceHealthViews, logs: LogsRequester | None) -
 
     @router.get("/health/devices")
     async def fleet_health() -> dict[str, Any]:
-        """Every device's newest health window and the firing health alerts."""
+        """Every device's newest health window, the firing health alerts, the thresholds, and
+        this replica's counts of health windows stored and of fields left out, by reason."""
         latest = await in_thread(views.latest)
         alerts = await in_thread(views.alerts)
         return {"devices": latest, "alerts": [a.to_dict() for a in alerts],
-                "thresholds": views.thresholds.to_dict()}
+                "thresholds": views.thresholds.to_dict(), "stats": dict(views.store.stats)}
 
     @router.get("/health/alerts")
     async def health_alerts() -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgewise_wire import LogsReply, LogsRequest, SchemaError, TelemetryBatch, decode, encode
 from edgewise_wire.health import parse_health
@@ -42,6 +44,13 @@ def test_an_absurd_gauge_is_left_out_and_the_rest_kept(gauges: dict[str, Any],
     assert list(parsed.gauges) == ["load1"]
 
 
+def test_numbers_past_float_range_are_not_numbers() -> None:
+    parsed = parse_health(record(samples=10**400, gauges={"load1": [0, 1, 10**400]}))
+    assert parsed.rejected == ["load1: not [min, mean, max]", "samples: not a number"]
+    with pytest.raises(SchemaError):
+        parse_health(record(ts=10**400))
+
+
 def test_bad_cost_model_and_scalars_are_named() -> None:
     parsed = parse_health(record(cost={"cpu_s": -1, "predictions": "many"}, version="2",
                                  reconnects=float("inf"), gauges="none"))
@@ -74,3 +83,25 @@ def test_logs_request_and_reply_round_trip() -> None:
         decode(encode(LogsReply("r1", [{"ts": 1.0}])), LogsReply)
     # more lines than a reply holds are capped, not refused
     assert decode(encode(LogsRequest("r", 0.0, 10**6)), LogsRequest).max_lines == 1000
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=10**300)
+    | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                 max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({"ts": _json, "start_ts": _json, "gauges": _json, "cost": _json,
+                              "model": _json, "version": _json, "samples": _json,
+                              "throttled": _json}))
+def test_any_record_is_read_or_refused_never_a_crash(raw: dict[str, Any]) -> None:
+    for record in (raw, {**raw, "ts": 10.0, "start_ts": 5.0}):
+        try:
+            parsed = parse_health(record)
+        except SchemaError:
+            continue
+        for lo, mean, hi in parsed.gauges.values():
+            assert lo <= mean <= hi
