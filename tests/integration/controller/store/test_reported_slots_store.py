@@ -73,7 +73,7 @@ def test_migration_6_adds_the_slot_columns_to_a_v5_database(db_url: str) -> None
                 device_id="old", first_seen=1.0, last_seen=1.0, state="active",
                 active_model="iris", active_version=1))
         assert not before & SLOT_COLUMNS  # migration 1 still creates the v1 devices table
-        assert db.migrate() == [6, 7]  # and every later one
+        assert db.migrate() == [m.version for m in MIGRATIONS if m.version > 5]  # and later
         assert db.migrate() == []
         with db.read() as conn:
             after = {c["name"] for c in sa.inspect(conn).get_columns("devices")}
