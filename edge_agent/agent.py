@@ -233,7 +233,7 @@ class EdgeAgent:
                                   tag=str(int(self._clock())), device_id=self.device_id)
         self.updater.start()
         if self.log_ring is not None:
-            logging.getLogger("edgewise").addHandler(self.log_ring)
+            self.log_ring.attach()
         self._tasks.append(asyncio.create_task(self._telemetry_loop()))
         await self.link.start(wait=wait_connected)
 
@@ -270,7 +270,7 @@ class EdgeAgent:
     def _close(self) -> None:
         self._closed = True
         if self.log_ring is not None:
-            logging.getLogger("edgewise").removeHandler(self.log_ring)
+            self.log_ring.detach()
         for task in self._tasks:
             task.cancel()
         self.updater.close()

@@ -45,7 +45,7 @@ class HealthSampler:
         self._last_cpu: tuple[float, float] | None = None  # (monotonic, cpu seconds)
         self._connects_at_open: int | None = None
         self._has_throttling = False
-        self._problems_logged = 0
+        self._problems_logged: set[str] = set()
         self._calls = 0
 
     def time_this_call(self) -> bool:
@@ -72,9 +72,10 @@ class HealthSampler:
         if self._connects_at_open is None:
             self._connects_at_open = connects
         self.window.add(reading)
-        problems = sum(self.sources.problems.values())
-        if problems > self._problems_logged:
-            self._problems_logged = problems
+        kinds = set(self.sources.problems)
+        if not kinds <= self._problems_logged:
+            # a board's broken sensor stays broken: said once per kind of problem, then counted
+            self._problems_logged |= kinds
             log.warning("%s: health readings left out (counted): %s", self.device_id,
                         dict(self.sources.problems))
 

@@ -58,8 +58,10 @@ def test_a_tls_certificate_error_names_the_certificate() -> None:
 
 def test_the_log_ring_keeps_its_devices_recent_warnings(tmp_path: Path) -> None:
     ring = LogRing(3, mentioning="pi-1")
+    other = LogRing(3, logging.INFO, mentioning="pi-2")
     log = logging.getLogger("edgewise.test.ring")
-    log.addHandler(ring)
+    ring.attach()
+    other.attach()
     try:
         log.info("pi-1: not kept (below WARNING)")
         log.warning("pi-2: another device's line")
@@ -70,7 +72,10 @@ def test_the_log_ring_keeps_its_devices_recent_warnings(tmp_path: Path) -> None:
         except ValueError:
             log.exception("pi-1: failed")
     finally:
-        log.removeHandler(ring)
+        ring.detach()
+        other.detach()
+    log.warning("pi-1: after the ring was detached")
+    assert [line["message"] for line in other.tail()] == ["pi-2: another device's line"]
     lines = ring.tail()
     assert [line["message"] for line in lines] == [
         "pi-1: warning 3", "pi-1: warning 4", "pi-1: failed (ValueError: bad)"]
