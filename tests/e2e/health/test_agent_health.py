@@ -25,8 +25,6 @@ from tests.harness.controller_env import run_cli
 from tests.harness.telemetry import install_model, iris_conversion
 from tests.harness.waiting import wait_for_async
 
-pytestmark = pytest.mark.broker
-
 ROWS = load_dataset("iris").features.tolist()
 
 
@@ -35,6 +33,7 @@ def proc_rss(pid: int) -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.broker
 def test_a_real_agent_reports_its_health_and_its_logs(tmp_path: Path,
                                                       broker: BrokerProcess) -> None:
     device = f"health-{free_port()}"
@@ -116,3 +115,23 @@ def test_a_real_agent_reports_its_health_and_its_logs(tmp_path: Path,
             await controller.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_agent_without_its_broker_says_so_once_in_its_log(tmp_path: Path) -> None:
+    """A wrongly enrolled device is not silent in `journalctl`: one WARNING line naming the
+    broker and the cause, not one per retry."""
+    from edgewise_mqtt.link import BrokerAddress
+
+    port = free_port()  # nothing listens there
+    agent = AgentProcess(tmp_path / "dev", f"lonely-{port}", BrokerAddress("127.0.0.1", port),
+                         None)
+    agent.start()
+    try:
+        time.sleep(3.0)  # the link retries several times meanwhile
+        assert agent.alive
+    finally:
+        agent.stop()
+    lines = [line for line in agent.log_text().splitlines() if "cannot connect" in line]
+    assert len(lines) == 1, agent.log_text()[-2000:]
+    assert " WARNING edgewise.mqtt: " in lines[0]
+    assert f"cannot connect to broker 127.0.0.1:{port}: connection refused" in lines[0]
