@@ -224,5 +224,7 @@ class ControllerClient:
         return self._call("GET", f"/devices/{device_id}/logs", params={
             "since": since, "max_lines": max_lines, "timeout": timeout})
 
-    def fleet_health(self) -> dict[str, Any]:
-        return self._call("GET", "/health/devices")
+    def fleet_health(self, ids: list[str] | None = None,
+                     alerts: bool = True) -> dict[str, Any]:
+        return self._call("GET", "/health/devices", params=_params(
+            ids=",".join(ids) if ids is not None else None, alerts=str(alerts).lower()))

@@ -50,12 +50,20 @@ def device_health_router(views: DeviceHealthViews, logs: LogsRequester | None) -
             raise HTTPException(409, str(exc)) from None
 
     @router.get("/health/devices")
-    async def fleet_health() -> dict[str, Any]:
-        """Every device's newest health window, the firing health alerts, the thresholds, and
-        this replica's counts of health windows stored and of fields left out, by reason."""
-        latest = await in_thread(views.latest)
-        alerts = await in_thread(views.alerts)
-        return {"devices": latest, "alerts": [a.to_dict() for a in alerts],
+    async def fleet_health(
+            ids: Annotated[str | None, Query(max_length=20_000, description=(
+                "only these devices, comma-separated (a page of the fleet table)"))] = None,
+            alerts: Annotated[bool, Query(description="judge the health alerts too")] = True,
+    ) -> dict[str, Any]:
+        """Every device's newest health window (or those of ``ids``), the firing health alerts,
+        the thresholds, and this replica's counts of health windows stored and of fields left
+        out, by reason."""
+        wanted = [i for i in ids.split(",") if i] if ids is not None else None
+        latest = await in_thread(views.latest, wanted)
+        firing = await in_thread(views.alerts) if alerts else []
+        if wanted is not None:
+            firing = [a for a in firing if a.device_id in set(wanted)]
+        return {"devices": latest, "alerts": [a.to_dict() for a in firing],
                 "thresholds": views.thresholds.to_dict(), "stats": dict(views.store.stats)}
 
     @router.get("/health/alerts")

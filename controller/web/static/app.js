@@ -251,13 +251,25 @@
         throw err;
       }
       const { items, total } = page.body;
+      // the page's devices' newest health windows; a controller without device health: none
+      const health = items.length ? await api("/health/devices", { ids: items.map((d) => d.device_id).join(","), alerts: false })
+        .then((r) => r.body.devices).catch((err) => { if (err instanceof ApiError && err.status === 404) return {}; throw err; }) : {};
+      const showHealth = Object.keys(health).length > 0;
+      const healthCells = (w) => w ? [
+        td(w.rss_bytes === null ? "–" : fmt.bytes(w.rss_bytes), "num"),
+        td(w.cpu_percent === null ? "–" : `${w.cpu_percent.toFixed(1)}%`, "num"),
+        td(w.temp_c === null ? "–" : `${w.temp_c.toFixed(0)} °C`, "num"),
+        td(w.disk_free_bytes === null || !w.disk_total_bytes ? "–" : fmt.pct(w.disk_free_bytes / w.disk_total_bytes, 0), "num")]
+        : [td("–", "num"), td("–", "num"), td("–", "num"), td("–", "num")];
       const rows = items.map((d) => h("tr", {},
         td(link(`#/devices/${encodeURIComponent(d.device_id)}`, d.device_id), "mono"),
         td(presencePill(d.online)), td(fmt.version(d.active_model, d.active_version), "mono"),
         td(statePill(d.state)), td(fmt.ago(d.last_seen)),
         td(Object.entries(d.labels || {}).map(([k, v]) => h("span", { class: "chip", text: `${k}=${v}` }))),
-        td(fmt.int(d.predictions), "num"), td(fmt.pct(d.accuracy), "num")));
-      fill(devices, table(["Device", "Status", "Model", "State", "Last seen", "Labels", ["Predictions", "num"], ["Accuracy", "num"]], rows,
+        td(fmt.int(d.predictions), "num"), td(fmt.pct(d.accuracy), "num"),
+        ...(showHealth ? healthCells(health[d.device_id]) : [])));
+      const healthHead = showHealth ? [["Memory", "num"], ["CPU", "num"], ["Temp", "num"], ["Disk free", "num"]] : [];
+      fill(devices, table(["Device", "Status", "Model", "State", "Last seen", "Labels", ["Predictions", "num"], ["Accuracy", "num"], ...healthHead], rows,
         { testid: "devices", empty: total ? "No device on this page." : "No devices match." }));
       const last = Math.min(f.offset + items.length, total);
       fill(pager,

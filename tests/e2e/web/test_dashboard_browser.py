@@ -159,6 +159,9 @@ def test_dashboard_shows_the_fleet_a_drift_chart_and_a_rollout(
         # device halfway through serving: its PSI goes over its threshold, drift alerts fire
         # (red markers), and the rollout moved a berlin device off iris:1 (a version marker)
         page.click("nav a[data-nav=fleet]")
+        # the device table has health columns once devices report health
+        page.wait_for_selector("[data-testid=devices] th:has-text('Memory')")
+        assert "°C" in page.inner_text("[data-testid=devices]")
         page.click("[data-testid=versions-in-use] a[href='#/models/iris/1']")
         page.click(".segmented button:text('5 min')")
         drift = "[data-testid=feature-drift]"

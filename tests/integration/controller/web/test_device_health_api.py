@@ -32,6 +32,14 @@ def test_fleet_health_lists_each_devices_newest_window(fleet: Fleet) -> None:
     assert body["thresholds"]["temp_c"] == 80.0
 
 
+def test_fleet_health_of_a_page_of_devices(fleet: Fleet) -> None:
+    body = fleet.client.get("/api/v1/health/devices",
+                            params={"ids": "b-2,o-1", "alerts": "false"}).json()
+    assert set(body["devices"]) == {"b-2"} and body["alerts"] == []
+    body = fleet.client.get("/api/v1/health/devices", params={"ids": "b-1"}).json()
+    assert [a["device_id"] for a in body["alerts"]] == ["b-1"]
+
+
 def test_an_unknown_device_is_404_and_a_malformed_id_422(fleet: Fleet) -> None:
     assert fleet.client.get("/api/v1/devices/nobody/health").status_code == 404
     assert fleet.client.get("/api/v1/devices/a+b/logs").status_code == 422
