@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_agent.health.sources import process_rss_bytes
+from edge_agent.malloc_tuning import release_free_memory
 from edgewise_wire.manifest import Manifest
 
 
@@ -200,6 +201,7 @@ def load_runtime(path: Path, manifest: Manifest) -> InferenceRuntime:
         import onnxruntime  # noqa: F401
     elif manifest.format == "tflite":
         _tflite_interpreter_class()
+    release_free_memory()  # memory freed earlier (an unloaded model) must not be reused unseen
     before = process_rss_bytes()
     runtime: OnnxRuntimeModel | TfliteModel
     if manifest.format == "onnx":
@@ -209,8 +211,9 @@ def load_runtime(path: Path, manifest: Manifest) -> InferenceRuntime:
     else:
         raise RuntimeLoadError(f"format {manifest.format!r} is not supported by this agent")
     after = process_rss_bytes()
-    if before is not None and after is not None:
-        runtime.session_bytes = max(0, after - before)
+    if before is not None and after is not None and after > before:
+        # nothing gained is no measurement (memory reused after all): left out, not 0
+        runtime.session_bytes = after - before
     return runtime
 
 
