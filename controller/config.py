@@ -53,6 +53,9 @@ class ControllerConfig:
     alert_segment_alpha: float = 0.01
     alert_segment_min_labels: int = 100
     alert_segment_period_s: float = 3600.0
+    # device health alerts (docs/monitoring.md, "Device health"): thresholds by name, e.g.
+    # {temp_c = 75.0, disk_free_share = 0.1, leak_bytes_per_hour = 2097152}
+    health_alerts: dict[str, Any] = field(default_factory=dict)
     retrain_on: str = ""  # alert kinds that start the hook, comma-separated: "accuracy,drift"
     retrain_command: str | None = None  # a command line, run without a shell
     retrain_webhook: str | None = None  # or a URL the alert context is POSTed to

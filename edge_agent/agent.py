@@ -47,6 +47,9 @@ from typing import Any
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.download import ArtifactDownload
+from edge_agent.health.log_ring import LogRing
+from edge_agent.health.sampler import HealthSampler, ReadingSource
+from edge_agent.health.sources import HealthSources
 from edge_agent.model_monitor import ModelMonitor
 from edge_agent.outbox import (
     OutboxError,
@@ -67,6 +70,8 @@ from edgewise_mqtt.link import MqttLink, Will
 from edgewise_wire import (
     Ack,
     Desired,
+    LogsReply,
+    LogsRequest,
     Manifest,
     ModelRef,
     Presence,
@@ -110,7 +115,8 @@ class EdgeAgent:
     ``pause``: the update test hook (:mod:`edge_agent.update.pause`), never set on a device."""
 
     def __init__(self, config: AgentConfig, *, clock: Callable[[], float] = time.time,
-                 small_io: Executor | None = None, pause: UpdatePause | None = None) -> None:
+                 small_io: Executor | None = None, pause: UpdatePause | None = None,
+                 health_sources: ReadingSource | None = None) -> None:
         self.config = config
         self._clock = clock
         self.device_id = config.device_id
@@ -132,6 +138,20 @@ class EdgeAgent:
         # -- monitoring (issue 6)
         self.monitor = ModelMonitor(config.metrics_window_s, config.device_id)
         self._sampler = random.Random()
+        # -- device health: sampled in the telemetry loop, one "health" record per window;
+        # health_sources: a test's or the simulator's fake /proc and /sys
+        self.health: HealthSampler | None = None
+        if config.health_sample_s > 0:
+            self.health = HealthSampler(
+                health_sources or HealthSources(config.data_dir),
+                sample_s=min(config.health_sample_s, config.metrics_window_s),
+                window_s=config.metrics_window_s, started_ts=clock(), now=clock(),
+                mono=time.monotonic(), device_id=config.device_id)
+        self.log_ring: LogRing | None = None
+        if config.log_ring_lines > 0:
+            self.log_ring = LogRing(config.log_ring_lines,
+                                    logging.getLevelName(config.log_ring_level),
+                                    mentioning=config.device_id)
         self.link = MqttLink(
             f"ew-agent-{self.device_id}",
             config.broker,
@@ -184,11 +204,25 @@ class EdgeAgent:
         if slot is None or runtime is None:
             self.active = None
             self.deployment_id = deployment_id
+            self._switch_health(None, None, None)
             return
         self.active = slot.ref
         self.deployment_id = slot.deployment_id
         # the previous model's monitoring window closes here; the new model's starts
         self._queue_window(self.monitor.switch(slot.manifest, self._clock(), time.monotonic()))
+        self._switch_health(slot.ref.model, slot.ref.version,
+                            getattr(runtime, "session_bytes", None))
+
+    def _switch_health(self, model: str | None, version: int | None,
+                       session_bytes: int | None) -> None:
+        """The health window of the previous model closes; the new model's resource cost is
+        measured in windows of its own."""
+        health = self.health
+        if health is not None and (health.window.model, health.window.version) != (model,
+                                                                                  version):
+            self._queue_window(health.switch(self._clock(), time.monotonic(),
+                                             self.link.connect_count, model, version,
+                                             session_bytes))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -198,6 +232,8 @@ class EdgeAgent:
                                   overflow=OverflowPolicy(self.config.outbox_overflow),
                                   tag=str(int(self._clock())), device_id=self.device_id)
         self.updater.start()
+        if self.log_ring is not None:
+            self.log_ring.attach()
         self._tasks.append(asyncio.create_task(self._telemetry_loop()))
         await self.link.start(wait=wait_connected)
 
@@ -205,8 +241,11 @@ class EdgeAgent:
         """Stop cleanly: flush telemetry to disk, optionally wait until it is acknowledged."""
         if self._closed:
             return
-        # the partial window
+        # the partial windows
         self._queue_window(self.monitor.roll(self._clock(), time.monotonic()))
+        if self.health is not None:
+            self._queue_window(self.health.roll(self._clock(), time.monotonic(),
+                                                self.link.connect_count))
         self.flush()
         deadline = time.monotonic() + drain_timeout
         while drain_timeout and self.outbox and (self.outbox.stats().pending or
@@ -230,6 +269,8 @@ class EdgeAgent:
 
     def _close(self) -> None:
         self._closed = True
+        if self.log_ring is not None:
+            self.log_ring.detach()
         for task in self._tasks:
             task.cancel()
         self.updater.close()
@@ -259,6 +300,11 @@ class EdgeAgent:
             self._record_error("invalid_input")
             self.monitor.observe_error(1)
             raise
+        health = self.health
+        # the model's CPU time is read on every COST_SAMPLE-th call only: the process CPU clock
+        # is a system call, too dear for every single-row prediction (bench/bench_health.py)
+        timed = health is not None and health.time_this_call()
+        cpu_started = time.process_time() if timed else 0.0
         started = time.perf_counter()
         try:
             out = runtime.run(rows)
@@ -270,6 +316,10 @@ class EdgeAgent:
                 watch.observe_error(len(rows))
             raise RuntimeError(f"inference failed: {exc}") from exc
         latency_ms = (time.perf_counter() - started) * 1000.0
+        if health is not None and health.window.version == manifest.version \
+                and health.window.model == manifest.model:
+            health.window.observe_call(len(rows), latency_ms,
+                                       time.process_time() - cpu_started if timed else None)
         watch = self.updater.probation_for(manifest.artifact.sha256)
         if watch is not None:
             watch.observe(len(rows), latency_ms)
@@ -347,6 +397,8 @@ class EdgeAgent:
     def _on_connect(self) -> None:
         self.link.subscribe(self.topic(DeviceChannel.DESIRED))
         self.link.subscribe(self.topic(DeviceChannel.ACK))
+        if self.log_ring is not None:
+            self.link.subscribe(self.topic(DeviceChannel.LOGS_REQUEST))
         self.link.publish(self.topic(DeviceChannel.PRESENCE),
                           encode(Presence(online=True, ts=self._clock(),
                                           agent_version=__version__)), retain=True)
@@ -371,12 +423,23 @@ class EdgeAgent:
                     self.updater.on_desired(decode(payload, Desired))
                 elif parsed.channel is DeviceChannel.ACK:
                     self._on_ack(decode(payload, Ack))
+                elif parsed.channel is DeviceChannel.LOGS_REQUEST:
+                    self._send_logs(decode(payload, LogsRequest))
                 else:
                     self._drop("unexpected_topic", topic)
             else:
                 self._drop("unexpected_topic", topic)
         except ProtocolError as exc:
             self._drop("malformed", f"{topic}: {exc}")
+
+    def _send_logs(self, request: LogsRequest) -> None:
+        """Reply with the recent log lines asked for (qos 0: a lost reply is asked again)."""
+        ring = self.log_ring
+        if ring is None:
+            return
+        lines = ring.tail(request.since_ts, request.max_lines)
+        self.link.publish(self.topic(DeviceChannel.LOGS),
+                          encode(LogsReply(request.request_id, lines, ring.dropped)), qos=0)
 
     def report(self) -> None:
         if not self.link.connected:
@@ -424,10 +487,25 @@ class EdgeAgent:
             try:
                 if self.monitor.due(time.monotonic()):
                     self._queue_window(self.monitor.roll(self._clock(), time.monotonic()))
+                self._sample_health()
                 self.flush()
                 self._send_batches()
             except Exception:
                 log.exception("%s: telemetry loop error", self.device_id)
+
+    def _sample_health(self) -> None:
+        health, mono = self.health, time.monotonic()
+        if health is None:
+            return
+        if health.due(mono):
+            extra: dict[str, float] = {}
+            if self.outbox is not None:
+                extra["outbox_backlog"] = self.outbox.stats().pending
+            if self.link.rtt_ms is not None:
+                extra["rtt_ms"] = self.link.rtt_ms
+            health.sample(mono, extra, self.link.connect_count)
+        if health.closing(mono):
+            self._queue_window(health.roll(self._clock(), mono, self.link.connect_count))
 
     # -- introspection -------------------------------------------------------------------------
 

@@ -51,6 +51,13 @@ class AgentConfig:
     # probability prediction_sample_rate (the window summaries always count every prediction)
     metrics_window_s: float = 60.0
     prediction_sample_rate: float = 1.0
+    # device health (docs/monitoring.md, "Device health"): the process and the board are
+    # sampled every health_sample_s and summarised per metrics_window_s into a "health" record;
+    # 0 turns sampling off (a shorter metrics window is sampled once). log_ring_lines: recent log lines kept for `edgewise device logs`,
+    # at log_ring_level and above
+    health_sample_s: float = 5.0
+    log_ring_lines: int = 200
+    log_ring_level: str = "WARNING"
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
@@ -73,6 +80,15 @@ class AgentConfig:
                 and 0.0 <= self.prediction_sample_rate <= 1.0):
             raise ConfigError("prediction_sample_rate must be within [0, 1] (1: keep every "
                               "prediction record; window summaries always count them all)")
+
+        if not (isinstance(self.health_sample_s, (int, float))
+                and 0 <= self.health_sample_s < float("inf")):
+            raise ConfigError("health_sample_s must be 0 (off) or a positive number of seconds "
+                              "(a window shorter than it holds one sample)")
+        if not (isinstance(self.log_ring_lines, int) and 0 <= self.log_ring_lines <= 10_000):
+            raise ConfigError("log_ring_lines must be a whole number within [0, 10000]")
+        if self.log_ring_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("log_ring_level must be DEBUG, INFO, WARNING or ERROR")
 
     def with_overrides(self, **kwargs: Any) -> AgentConfig:
         return replace(self, **kwargs)

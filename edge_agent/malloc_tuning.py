@@ -40,3 +40,20 @@ def fix_malloc_thresholds(threshold: int = THRESHOLD_BYTES) -> bool:
     if not ok:
         log.debug("mallopt refused the thresholds; glibc defaults stay")
     return ok
+
+
+def release_free_memory() -> bool:
+    """Hand the heap's free pages back to the system (glibc ``malloc_trim(0)``), so that the
+    resident size measured next counts what is in use, not what was freed and kept: the agent
+    does it before loading a model, whose session memory it measures. False off glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True

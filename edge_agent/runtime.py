@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge_agent.health.sources import process_rss_bytes
+from edge_agent.malloc_tuning import release_free_memory
 from edgewise_wire.manifest import Manifest
 from edgewise_wire.records import InputSchema, RecordError, is_records, validate_records
 
@@ -60,6 +62,9 @@ def monitor_rows(features: Features) -> np.ndarray:
 
 class OnnxRuntimeModel:
     """An ONNX artifact in onnxruntime, one intra-op thread (a Pi has few cores to share)."""
+
+    # resident memory the process gained while loading it (set by load_runtime)
+    session_bytes: int | None = None
 
     def __init__(self, path: Path, manifest: Manifest, *, threads: int = 1) -> None:
         import onnxruntime as ort  # imported here: a TFLite-only device need not load it
@@ -169,6 +174,8 @@ class TfliteModel:
     graphs converted from Keras or PyTorch emit probabilities only.
     """
 
+    session_bytes: int | None = None  # as OnnxRuntimeModel's
+
     def __init__(self, path: Path, manifest: Manifest, *, threads: int = 1) -> None:
         interpreter_class = _tflite_interpreter_class()
         self.manifest = manifest
@@ -235,15 +242,32 @@ def _dequantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 
 
 def load_runtime(path: Path, manifest: Manifest) -> InferenceRuntime:
-    """Load ``path`` in the runtime for the manifest's format."""
+    """Load ``path`` in the runtime for the manifest's format. The resident memory the process
+    gained meanwhile is kept as the runtime's ``session_bytes``: a model version's memory cost
+    in its health windows (approximate: another thread allocating at the same time counts too,
+    and memory the allocator reuses from an unloaded model does not)."""
     if manifest.format == "onnx":
-        return OnnxRuntimeModel(path, manifest)
-    if manifest.format == "tflite":
+        # the library itself is not the model's cost: loaded before the measurement starts
+        import onnxruntime  # noqa: F401
+    elif manifest.format == "tflite":
+        _tflite_interpreter_class()
+    release_free_memory()  # memory freed earlier (an unloaded model) must not be reused unseen
+    before = process_rss_bytes()
+    runtime: OnnxRuntimeModel | TfliteModel
+    if manifest.format == "onnx":
+        runtime = OnnxRuntimeModel(path, manifest)
+    elif manifest.format == "tflite":
         if manifest.input_schema is not None:
             raise RuntimeLoadError("a TFLite artifact with an input schema: records are served "
                                    "by ONNX artifacts only")
-        return TfliteModel(path, manifest)
-    raise RuntimeLoadError(f"format {manifest.format!r} is not supported by this agent")
+        runtime = TfliteModel(path, manifest)
+    else:
+        raise RuntimeLoadError(f"format {manifest.format!r} is not supported by this agent")
+    after = process_rss_bytes()
+    if before is not None and after is not None and after > before:
+        # nothing gained is no measurement (memory reused after all): left out, not 0
+        runtime.session_bytes = after - before
+    return runtime
 
 
 def smoke_test(runtime: InferenceRuntime) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,11 @@ class MqttLink:
         self.last_error: str | None = None
         self.messages_in = 0
         self.handler_errors = 0
+        # the last measured publish -> PUBACK time; one publish at a time is timed
+        self.rtt_ms: float | None = None
+        self._rtt_probe: tuple[int, float] | None = None  # (mid, monotonic send time)
+        # why the broker cannot be reached, logged once per change of cause (not per retry)
+        self.connect_failure: str | None = None
 
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -193,7 +199,24 @@ class MqttLink:
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
         """Queue a message; returns paho's result code (0 when queued on a live connection)."""
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if qos and self._rtt_probe is None and info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self._rtt_probe = (info.mid, time.monotonic())
         return int(info.rc)
+
+    def publish_threadsafe(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Publish from any thread: the publish runs on the link's loop (paho's socket
+        callbacks schedule work on it, which only its own thread may do)."""
+        loop = self._loop
+        if loop is None:
+            raise ConnectionError(f"{self.client_id}: not started")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.publish(topic, payload, qos)
+        else:
+            loop.call_soon_threadsafe(self.publish, topic, payload, qos)
 
     async def publish_and_wait(self, topic: str, payload: bytes, qos: int = 1,
                                retain: bool = False, timeout: float = 10.0) -> None:
@@ -231,9 +254,12 @@ class MqttLink:
     def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                         properties: Any) -> None:
         if reason.is_failure:
-            log.warning("%s: broker %s refused the connection: %s", self.client_id, self.broker, reason)
-            self.last_error = f"the broker refused the connection: {reason}"
+            self._connect_failed(f"the broker refused the connection: {reason}")
             return
+        if self.connect_failure is not None:
+            log.info("%s: connected to broker %s (before: %s)", self.client_id, self.broker,
+                        self.connect_failure)
+            self.connect_failure = None
         self.connected = True
         self.connect_count += 1
         if self._connected_event is not None:
@@ -255,6 +281,7 @@ class MqttLink:
                 fut.set_exception(ConnectionError("disconnected"))
         self._pending_subs.clear()
         self._pending_pubs.clear()
+        self._rtt_probe = None
         if was_connected and self._on_disconnect is not None:
             try:
                 self._on_disconnect()
@@ -285,6 +312,10 @@ class MqttLink:
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
                         properties: Any) -> None:
+        probe = self._rtt_probe
+        if probe is not None and probe[0] == mid:
+            self.rtt_ms = (time.monotonic() - probe[1]) * 1000.0
+            self._rtt_probe = None
         fut = self._pending_pubs.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(None)
@@ -357,9 +388,17 @@ class MqttLink:
                 self.client.reconnect()
             return True
         except (OSError, mqtt.WebsocketConnectionError) as exc:
-            log.debug("%s: connect to %s failed: %s", self.client_id, self.broker, exc)
-            self.last_error = _reason(exc)
+            self._connect_failed(describe_connect_error(exc))
             return False
+
+    def _connect_failed(self, cause: str) -> None:
+        """Log why the broker cannot be reached at WARNING, once per cause: a device that is
+        wrongly enrolled says so in its journal without a line per retry."""
+        self.last_error = cause
+        if cause != self.connect_failure:
+            log.warning("%s: cannot connect to broker %s: %s (retrying; logged again when the "
+                        "cause changes)", self.client_id, self.broker, cause)
+        self.connect_failure = cause
 
     def _schedule_reconnect(self) -> None:
         if self._stopping or self._loop is None:
@@ -384,10 +423,18 @@ class MqttLink:
             delay = min(delay * 2, self._reconnect_max)
 
 
-def _reason(exc: BaseException) -> str:
-    """A connect failure in a few words: ``connection refused``, ``unknown host ...``."""
+def describe_connect_error(exc: BaseException) -> str:
+    """A connection error in words that point at the cause (DNS, refused, TLS, timeout)."""
+    import ssl  # here: only a failure pays for it
+
     if isinstance(exc, socket.gaierror):
-        return f"unknown host: {exc.strerror or exc}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
+        return f"the host name does not resolve (DNS): {exc}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted: {exc.verify_message or exc}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listens on that port)"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "connection timed out"
+    return f"{type(exc).__name__}: {exc}"

@@ -224,7 +224,9 @@ def _optional_ref(d: dict[str, Any], key: str) -> ModelRef | None:
     return ModelRef.from_dict(raw, key) if raw is not None else None
 
 
-RECORD_KINDS = ("prediction", "feedback", "error", "metrics")
+# "health" (edgewise_wire.health) is newer than the others: a controller from before it refuses
+# a batch holding one, so controllers are upgraded before agents (docs/protocol.md)
+RECORD_KINDS = ("prediction", "feedback", "error", "metrics", "health")
 
 # Epochs are random integers below 2**53, so every JSON reader holds them exactly.
 MAX_EPOCH = 2**53 - 1
@@ -317,8 +319,60 @@ class ArtifactRequest(Message):
         return cls(sha, tuple(ranges))
 
 
+MAX_LOG_LINES = 1000
+
+
+@dataclass(frozen=True)
+class LogsRequest(Message):
+    """Controller -> agent: send the log lines of your ring logged at or after ``since_ts``
+    (the newest ``max_lines`` of them). ``request_id`` comes back in the reply."""
+
+    TYPE: ClassVar[str] = "logs_req"
+    request_id: str
+    since_ts: float = 0.0
+    max_lines: int = 200
+
+    def body(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "since_ts": self.since_ts,
+                "max_lines": self.max_lines}
+
+    @classmethod
+    def from_body(cls, d: dict[str, Any]) -> LogsRequest:
+        return cls(get_str(d, "request_id", max_len=64), get_float(d, "since_ts"),
+                   min(get_int(d, "max_lines", minimum=0), MAX_LOG_LINES))
+
+
+@dataclass(frozen=True)
+class LogsReply(Message):
+    """Agent -> controller: recent log lines, oldest first, each ``{ts, level, logger,
+    message}``; ``dropped``: lines the ring has pushed out since the agent started."""
+
+    TYPE: ClassVar[str] = "logs"
+    request_id: str
+    lines: list[dict[str, Any]]
+    dropped: int = 0
+
+    def body(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "lines": self.lines, "dropped": self.dropped}
+
+    @classmethod
+    def from_body(cls, d: dict[str, Any]) -> LogsReply:
+        lines = get_list(d, "lines", max_items=MAX_LOG_LINES)
+        for i, line in enumerate(lines):
+            ctx = f"lines[{i}]"
+            if not isinstance(line, dict):
+                raise SchemaError(f"{ctx} must be an object")
+            get_float(line, "ts", ctx)
+            get_str(line, "level", ctx, max_len=16)
+            get_str(line, "logger", ctx, max_len=128)
+            get_str(line, "message", ctx, max_len=4096)
+        return cls(get_str(d, "request_id", max_len=64), lines,
+                   get_int(d, "dropped", minimum=0))
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (Presence, Desired, Reported, TelemetryBatch, Ack, ArtifactRequest)
+    cls.TYPE: cls for cls in (Presence, Desired, Reported, TelemetryBatch, Ack, ArtifactRequest,
+                              LogsRequest, LogsReply)
 }
 
 
@@ -390,6 +444,8 @@ __all__ = [
     "Ack",
     "ArtifactRequest",
     "Desired",
+    "LogsReply",
+    "LogsRequest",
     "Manifest",
     "Message",
     "ModelRef",

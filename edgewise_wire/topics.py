@@ -11,6 +11,8 @@ Layout (root ``ew/v1``)::
     ew/v1/dev/{device_id}/telemetry    agent -> controller
     ew/v1/dev/{device_id}/ack          controller -> agent
     ew/v1/dev/{device_id}/art/req      agent -> controller
+    ew/v1/dev/{device_id}/logs/req     controller -> agent   (recent log lines, please)
+    ew/v1/dev/{device_id}/logs         agent -> controller   (the reply)
     ew/v1/art/{sha256}/{chunk_index}   controller -> agents (broadcast)
 """
 
@@ -38,6 +40,8 @@ class DeviceChannel(str, Enum):
     TELEMETRY = "telemetry"
     ACK = "ack"
     ARTIFACT_REQUEST = "art/req"
+    LOGS_REQUEST = "logs/req"
+    LOGS = "logs"
 
 
 def validate_device_id(device_id: str) -> str:

@@ -31,6 +31,7 @@ from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
 from edge_agent.small_io import small_io_executor
 from edgewise_mqtt.link import BrokerAddress
+from simulator.boards import SimulatedBoard
 
 log = logging.getLogger("edgewise.simulator")
 
@@ -165,13 +166,17 @@ class SimulatedFleet:
         self.data_root = data_root
         self.clock = clock
         self.small_io = small_io_executor()
+        configs = list(configs)
+        # each device's hardware, kept across its agent's restarts
+        self.boards = {c.device_id: SimulatedBoard(c.device_id) for c in configs}
         self.agents: list[EdgeAgent] = [self._new_agent(c) for c in configs]
         self._index = {a.device_id: i for i, a in enumerate(self.agents)}
         self.killed: set[str] = set()
         self.restarts = 0
 
     def _new_agent(self, config: AgentConfig) -> EdgeAgent:
-        return EdgeAgent(config, clock=self.clock, small_io=self.small_io)
+        return EdgeAgent(config, clock=self.clock, small_io=self.small_io,
+                         health_sources=self.boards[config.device_id])
 
     def __len__(self) -> int:
         return len(self.agents)

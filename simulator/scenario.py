@@ -180,6 +180,11 @@ ACTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "broker_restart": ((), {"down_s": 2.0}),
     "drift": (("kind",), {"features": None, "sd": 0.0, "offset": 0.0, "rate": 1.0,
                           "duration_s": None}),
+    # device health faults on the simulated boards (simulator/boards.py)
+    "heat": (("temp_c",), {"ramp_s": 30.0}),
+    "memory_leak": (("mib_per_min",), {}),
+    "fill_disk": (("free_mib",), {"ramp_s": 30.0}),
+    "heal": ((), {}),
 }
 _SELECTOR_KEYS = {"group", "groups", "labels", "devices", "count", "fraction"}
 # events that act on the whole simulation, not on selected devices
@@ -405,7 +410,7 @@ class _Parser:
 
     def check_params(self, action: str, p: dict[str, Any], where: str, remaining: float) -> None:
         for key in ("duration_s", "latency_s", "down_s", "per_second", "bandwidth_kbps",
-                    "reset_every_s"):
+                    "reset_every_s", "ramp_s", "mib_per_min", "free_mib"):
             if p.get(key) is not None:
                 self.number(p, key, where, minimum=0.0)
         if p.get("duration_s") is not None and p["duration_s"] > remaining:
@@ -415,6 +420,8 @@ class _Parser:
             self.number(p, "loss", where, minimum=0.0, maximum=1.0)
         if action == "clock_skew":
             self.number(p, "skew_s", where)
+        if action == "heat":
+            self.number(p, "temp_c", where, minimum=-40.0, maximum=120.0)
         if action == "rollout":
             if p.get("estimator") is not None:
                 self.string(p, "estimator", where, choices=ESTIMATORS)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.outbox import TelemetryOutbox
+from simulator.boards import SimulatedBoard
 from simulator.fleet import SETTLED_STATES
 from simulator.scenario import Event, ScenarioError
 from simulator.scenario_links import LinkFault
@@ -318,6 +319,41 @@ async def drift(run: ScenarioRun, e: Event, ids: list[str], what: str) -> None:
         run.spawn(end())
 
 
+async def heat(run: ScenarioRun, e: Event, ids: list[str], what: str) -> None:
+    """The simulated boards' temperature ramps to ``temp_c`` over ``ramp_s`` and stays there
+    (from 80 degC the board reports throttling, as a Pi's firmware does) until ``heal``."""
+    _boards(run, ids, lambda b: b.heat(float(e.param("temp_c")), float(e.param("ramp_s"))))
+    run.say(f"{len(ids)} devices ({what}) heat up to {e.param('temp_c')} degC over "
+            f"{e.param('ramp_s')} s")
+
+
+async def memory_leak(run: ScenarioRun, e: Event, ids: list[str], what: str) -> None:
+    """The agents' resident memory, as their boards report it, grows by ``mib_per_min``
+    until ``heal``."""
+    _boards(run, ids, lambda b: b.leak(float(e.param("mib_per_min"))))
+    run.say(f"{len(ids)} devices ({what}) leak {e.param('mib_per_min')} MiB a minute")
+
+
+async def fill_disk(run: ScenarioRun, e: Event, ids: list[str], what: str) -> None:
+    """The boards' free space on the data directory falls to ``free_mib`` over ``ramp_s``
+    (only the health readings: the outbox itself is capped by ``full_disk``)."""
+    _boards(run, ids, lambda b: b.fill_disk(float(e.param("free_mib")), float(e.param("ramp_s"))))
+    run.say(f"{len(ids)} devices ({what}) fill their disk to {e.param('free_mib')} MiB free over "
+            f"{e.param('ramp_s')} s")
+
+
+async def heal(run: ScenarioRun, e: Event, ids: list[str], what: str) -> None:
+    """Ends ``heat``, ``memory_leak`` and ``fill_disk`` on the selected boards."""
+    _boards(run, ids, lambda b: b.heal())
+    run.say(f"{len(ids)} devices ({what}) healthy again: cooled, leak fixed, disk cleaned up")
+
+
+def _boards(run: ScenarioRun, ids: list[str], change: Callable[[SimulatedBoard], None]) -> None:
+    assert run.fleet is not None
+    for d in ids:
+        change(run.fleet.boards[d])
+
+
 FAULTS: dict[str, Fault] = {
     "rollout": rollout,
     "disconnect": disconnect,
@@ -331,4 +367,8 @@ FAULTS: dict[str, Fault] = {
     "clock_skew": clock_skew,
     "broker_restart": broker_restart,
     "drift": drift,
+    "heat": heat,
+    "memory_leak": memory_leak,
+    "fill_disk": fill_disk,
+    "heal": heal,
 }

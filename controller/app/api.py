@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from controller.app.service import Controller
 from controller.audit.api import audit_router
+from controller.device_health.api import device_health_router
 from controller.errors import (
     ConflictError,
     EdgewiseError,
@@ -64,9 +65,10 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(retrain_runs_router(c.retrain_runs))
     app.include_router(metrics_router(c.metrics))
     app.include_router(drift_router(c.drift))
+    app.include_router(device_health_router(c.device_health, c.device_logs))
     app.include_router(pages_router())
     app.include_router(prometheus_router(c.health, c.metrics, lambda: dict(c.bridge.stats),
-                                         c.drift.latest))
+                                         c.drift.latest, c.device_health))
 
     @app.exception_handler(EdgewiseError)
     async def _edgewise_error(request: Request, exc: EdgewiseError) -> JSONResponse:

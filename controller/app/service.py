@@ -13,6 +13,11 @@ from typing import Any
 from controller.app.lease import Lease
 from controller.audit.store import AuditLog
 from controller.config import ControllerConfig
+from controller.device_health.logs import LogsRequester
+from controller.device_health.rules import HealthThresholds
+from controller.device_health.store import HealthStore
+from controller.device_health.views import DeviceHealthViews
+from controller.errors import ValidationError
 from controller.fleet.bridge import ControllerBridge
 from controller.fleet.device_registry import DeviceRegistry
 from controller.fleet.queries import FleetViews
@@ -58,9 +63,14 @@ class Controller:
         self.fleet = FleetStore(self.db)
         self.devices = DeviceRegistry(self.db, self.fleet)
         self.metrics = MetricsStore(self.db)
-        self.telemetry = TelemetryStore(self.db, self.metrics.store_windows)
+        # device health windows, stored in the telemetry's transaction as well
+        self.health_store = HealthStore(self.db)
+        self.telemetry = TelemetryStore(self.db, self.metrics.store_windows,
+                                        self.health_store.store_windows)
         self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry, self.registry,
                                        share_group=config.share_group)
+        self.device_logs = LogsRequester(self.bridge.link.publish_threadsafe)
+        self.bridge.logs_handler = self.device_logs.on_reply
         # only the holder of the lease runs rollouts and judges alerts (several replicas)
         self.lease = Lease(self.db, lease_s=config.lease_s, renew_s=config.lease_renew_s)
         self.audit = AuditLog(self.db)
@@ -68,7 +78,7 @@ class Controller:
             self.db, self.registry, self.fleet, self.bridge.publish_desired,
             lambda: self.bridge.link.connect_count if self.bridge.link.connected else None,
             metrics=self.metrics, leader=self.lease.current_term, signer=self.signer,
-            devices=self.devices)
+            devices=self.devices, costs=self.health_store)
         self.deployments = Deployments(self.registry, self.fleet, self.signer,
                                        self.rollouts.claim_for_deployment,
                                        self.bridge.publish_desired)
@@ -88,6 +98,11 @@ class Controller:
         self.health = FleetHealth(self.db, self.registry, alerts=lambda: list(self.alerts.alerts()),
                                   metrics_store=self.metrics)
         self.drift = DriftViews(self.db, self.metrics.profile)
+        try:
+            thresholds = HealthThresholds.from_dict(config.health_alerts)
+        except ValueError as exc:
+            raise ValidationError(f"health_alerts: {exc}") from None
+        self.device_health = DeviceHealthViews(self.health_store, thresholds)
 
     async def start(self) -> None:
         await self.bridge.start()

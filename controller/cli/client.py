@@ -234,3 +234,18 @@ class ControllerClient:
         return self._call("GET", f"/drift/{model}", params=_params(
             version=version, window=window, buckets=buckets, by=by, group_by=group_by, top=top,
             limit=limit))
+
+    # -- device health -------------------------------------------------------------------------
+
+    def device_health(self, device_id: str, window: float) -> dict[str, Any]:
+        return self._call("GET", f"/devices/{device_id}/health", params={"window": window})
+
+    def device_logs(self, device_id: str, since: float, max_lines: int,
+                    timeout: float) -> dict[str, Any]:
+        return self._call("GET", f"/devices/{device_id}/logs", params={
+            "since": since, "max_lines": max_lines, "timeout": timeout})
+
+    def fleet_health(self, ids: list[str] | None = None,
+                     alerts: bool = True) -> dict[str, Any]:
+        return self._call("GET", "/health/devices", params=_params(
+            ids=",".join(ids) if ids is not None else None, alerts=str(alerts).lower()))

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -90,6 +91,9 @@ class ControllerBridge:
         # the last desired state and its encoding: a deployment sends one Desired to many
         # devices, and encoding its manifest costs ~2 ms (2 s for a thousand devices)
         self._encoded_desired: tuple[Desired, bytes] | None = None
+        # (device id, payload) of every ``logs`` reply (device health's logs on demand); set
+        # by whoever asks devices for logs
+        self.logs_handler: Callable[[str, bytes], None] | None = None
         self.link = MqttLink(
             client_id or f"ew-controller-{os.getpid()}-{os.urandom(3).hex()}",
             broker,
@@ -133,6 +137,9 @@ class ControllerBridge:
         for channel in _INGESTED:
             topic = device_wildcard(channel)
             self.link.subscribe(shared(self.share_group, topic) if self.share_group else topic)
+        if self.logs_handler is not None:
+            # never shared: the replica that asked a device for its logs waits for the reply
+            self.link.subscribe(device_wildcard(DeviceChannel.LOGS), qos=0)
 
     def _drop(self, reason: str, detail: str) -> None:
         self.stats[f"dropped_{reason}"] += 1
@@ -148,6 +155,9 @@ class ControllerBridge:
             channel = parsed.channel
             if channel is DeviceChannel.ARTIFACT_REQUEST:
                 self.chunks.handle_request(parsed.device_id, decode(payload, ArtifactRequest))
+                return
+            if channel is DeviceChannel.LOGS and self.logs_handler is not None:
+                self.logs_handler(parsed.device_id, payload)
                 return
             if channel is DeviceChannel.TELEMETRY:
                 message = decode(payload, TelemetryBatch)

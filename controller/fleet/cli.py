@@ -13,9 +13,11 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
+from controller.cli.client import ControllerClient, ControllerClientError
 from controller.cli.common import (
     client_from,
     data_dir_option,
@@ -27,6 +29,7 @@ from controller.cli.common import (
 )
 from controller.cli.exit_codes import ExitCode
 from controller.cli.render import is_tty, labels_text, paint
+from controller.device_health.cli import device_health, device_logs
 from controller.fleet.render import format_device, format_fleet_table, recent_figures
 
 
@@ -54,7 +57,7 @@ def fleet(ctx: click.Context, selector: str | None, watch: bool, interval: float
     refreshes = 0
     try:
         while True:
-            rows = client.devices(selector)
+            rows = with_health(client, client.devices(selector))
             if as_json:
                 click.echo(json.dumps(rows, separators=(",", ":")) if watch
                            else json.dumps(rows, indent=2))
@@ -119,11 +122,29 @@ def device_show(ctx: click.Context, device_id: str, history_limit: int, window: 
             "recent": recent_figures(client.device_series(device_id, window, 12)),
             "history": client.device_history(device_id, history_limit),
             "errors": client.device_errors(device_id, 5)}
+    health = with_health(client, [info])[0].get("health")
+    if health is not None:
+        view["health"] = health
     if as_json:
         click.echo(json.dumps(view, indent=2))
         return
     click.echo(format_device(view, window, is_tty()))
 
+
+
+device.add_command(device_health)
+device.add_command(device_logs)
+
+
+def with_health(client: ControllerClient, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with each device's newest health window as ``health`` (left out for a device
+    without one, and for every row when the controller predates device health)."""
+    try:
+        latest = client.fleet_health([r["device_id"] for r in rows], alerts=False)["devices"]
+    except ControllerClientError:
+        return rows
+    return [{**r, "health": latest[r["device_id"]]} if r["device_id"] in latest else r
+            for r in rows]
 
 
 # -- the device registry -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 from controller.cli.common import format_table
 from controller.cli.render import STATE_COLOURS, ago, paint, pct, span, version_text
+from controller.device_health.render import HEALTH_HEADER, health_cells, mib
 
 
 def format_fleet_table(rows: list[dict[str, Any]], colour: bool = False,
@@ -15,13 +16,16 @@ def format_fleet_table(rows: list[dict[str, Any]], colour: bool = False,
     """The fleet table: one row per device, then ``N devices, M online``."""
     now = time.time() if now is None else now
     table = []
+    # health columns once any device reports health (agents from before it send none)
+    show_health = any(d.get("health") for d in rows)
     for d in rows:
         presence = "online" if d.get("online") else (
             "offline" if d.get("seen", True) else "never seen")
         table.append([d["device_id"], presence, version_text(d.get("active_model"),
                                                          d.get("active_version")),
                       d.get("state") or "-", ago(d.get("last_seen"), now),
-                      d.get("predictions", 0), pct(d.get("accuracy"))])
+                      d.get("predictions", 0), pct(d.get("accuracy"))]
+                     + (health_cells(d.get("health")) if show_health else []))
     online = sum(1 for d in rows if d.get("online"))
 
     def paint_cell(column: int, cell: str) -> str:
@@ -33,7 +37,8 @@ def format_fleet_table(rows: list[dict[str, Any]], colour: bool = False,
         return cell
 
     body = format_table(["DEVICE", "ONLINE", "MODEL", "STATE", "LAST SEEN", "PREDICTIONS",
-                         "ACCURACY"], table, paint_cell if colour else None)
+                         "ACCURACY"] + (HEALTH_HEADER if show_health else []), table,
+                        paint_cell if colour else None)
     return body + f"\n{len(rows)} devices, {online} online"
 
 
@@ -96,6 +101,15 @@ def format_device(view: dict[str, Any], window: float, colour: bool = False) -> 
         + (f", p95 {recent['p95_latency_ms']:.2f} ms" if recent["p95_latency_ms"] is not None
            else "")
         + f", drift PSI {drift_text}")
+    health = view.get("health")
+    if health:
+        cpu, temp = health.get("cpu_percent"), health.get("temp_c")
+        lines.append(
+            f"health      RSS {mib(health.get('rss_bytes'))}, CPU "
+            + (f"{cpu:.1f}%" if cpu is not None else "-") + ", temperature "
+            + (f"{temp:.1f} C" if temp is not None else "-")
+            + f", disk free {mib(health.get('disk_free_bytes'))}"
+            + f" (`edgewise device health {d['device_id']}`)")
     if d.get("last_error"):
         lines.append(f"last error  {paint(d['last_error'], colour, fg='red')}")
     lines += ["", paint("VERSION HISTORY (newest first)", colour, bold=True)]

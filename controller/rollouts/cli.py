@@ -146,6 +146,11 @@ def rollout() -> None:
               "wave, in ms (default: off).")
 @click.option("--max-drift-psi", type=float, help="Largest input/prediction drift (PSI) on any "
               "device of the wave (default: off; needs agents that send metrics windows).")
+@click.option("--max-memory-increase", help="Stop the wave when the new version's session "
+              "memory exceeds the previous version's on the same devices by more than this "
+              "(0.25 or 25%; median over the wave; default: off; needs agents that send device "
+              "health).")
+@click.option("--max-cpu-increase", help="The same for CPU time per prediction (0.25 or 25%).")
 @click.option("--wave-timeout", help="How long a wave may take to report, or a gate to gather "
               "evidence, before that counts as a failure: 1h (default).")
 @click.option("--on-gate-failure", type=click.Choice(["pause", "abort"]),
@@ -168,6 +173,7 @@ def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None
                   min_reporting: str | None, max_failed: str | None,
                   max_accuracy_drop: float | None, min_labelled: int | None,
                   max_p95_latency_ms: float | None, max_drift_psi: float | None,
+                  max_memory_increase: str | None, max_cpu_increase: str | None,
                   wave_timeout: str | None, on_gate_failure: str | None, priority: int | None,
                   name: str | None, probation_s: float | None, dry_run: bool, wait: bool,
                   timeout: str, as_json: bool) -> None:
@@ -207,7 +213,9 @@ def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None
         "min_reporting_share": _share(min_reporting) if min_reporting is not None else None,
         "max_failed_activations": _budget(max_failed) if max_failed is not None else None,
         "max_accuracy_drop": max_accuracy_drop, "min_labelled": min_labelled,
-        "max_p95_latency_ms": max_p95_latency_ms, "max_drift_psi": max_drift_psi}
+        "max_p95_latency_ms": max_p95_latency_ms, "max_drift_psi": max_drift_psi,
+        "max_memory_increase": _increase_text(max_memory_increase),
+        "max_cpu_increase": _increase_text(max_cpu_increase)}
     gates.update({k: v for k, v in gate_flags.items() if v is not None})
     if gates:
         spec["gates"] = gates
@@ -335,5 +343,15 @@ def rollout_abort(ctx: click.Context, ref: str, reason: str, wait: bool, timeout
     emit(view, as_json, "\n".join(render_rollout(view)))
 
 
+def _increase_text(text: str | None) -> float | str | None:
+    """``25%`` stays text (the spec reads it); ``0.25`` becomes a number."""
+    if text is None or text.strip().endswith("%"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        fail(f"{text!r} is not an increase: write 0.25 or 25%")
+
 
 COMMANDS = (rollout,)
+

@@ -27,6 +27,8 @@ FAILED_ACTIVATIONS = "failed_activations"
 ACCURACY_DROP = "accuracy_drop"
 P95_LATENCY = "p95_latency_ms"
 DRIFT = "drift_psi"
+MEMORY_INCREASE = "memory_increase"
+CPU_INCREASE = "cpu_increase"
 
 _EPS = 1e-9  # 0.90 - 0.85 is 0.05000000000000004; a threshold is not missed by float noise
 Z_ONE_SIDED_95 = 1.645  # how sure the accuracy gate must be before it fails a wave
@@ -50,6 +52,13 @@ class DeviceObservation:
     p95_latency_ms: float | None = None
     drift_psi: float | None = None
     baseline_accuracy: float | None = None
+    # resource cost of the rollout's version on this device and of the version it ran before
+    # (session memory at activation in bytes, CPU ms per prediction); None: not measured (an
+    # agent from before device health measures neither)
+    session_bytes: float | None = None
+    cpu_ms_per_prediction: float | None = None
+    baseline_session_bytes: float | None = None
+    baseline_cpu_ms_per_prediction: float | None = None
 
     def runs(self, target: ModelVersion) -> bool:
         """Whether the device reports ``target`` active and committed (not staged, not in
@@ -110,6 +119,13 @@ def evaluate_gates(gates: Gates, wave_devices: Sequence[str], observations: Obse
                               [o.p95_latency_ms for o in running]))
     if gates.max_drift_psi is not None:
         results.append(_worst(DRIFT, gates.max_drift_psi, enough, [o.drift_psi for o in running]))
+    if gates.max_memory_increase is not None:
+        results.append(_increase(MEMORY_INCREASE, gates.max_memory_increase, enough, [
+            (o.session_bytes, o.baseline_session_bytes) for o in running], "session memory"))
+    if gates.max_cpu_increase is not None:
+        results.append(_increase(CPU_INCREASE, gates.max_cpu_increase, enough, [
+            (o.cpu_ms_per_prediction, o.baseline_cpu_ms_per_prediction) for o in running],
+            "CPU time per prediction"))
     return results
 
 
@@ -166,6 +182,27 @@ def _accuracy(max_drop: float, min_labelled: int,
     return GateResult(ACCURACY_DROP, drop, max_drop, False, pending=True,
                       detail=f"{detail}; over the threshold but within sampling noise "
                              f"(+/-{margin:.3f}): waiting for more labels")
+
+
+def _increase(name: str, threshold: float, enough: int,
+              pairs: Sequence[tuple[float | None, float | None]], what: str) -> GateResult:
+    """The new version's cost against the previous version's on the same devices: the median
+    of the per-device increases (``new / old - 1``), so one noisy measurement decides nothing.
+    Judged once ``enough`` devices measured both; devices that did not (an agent from before
+    device health, a device that ran no model before) are not counted."""
+    increases = sorted(new / old - 1.0 for new, old in pairs
+                       if new is not None and old is not None and old > 0)
+    if not increases:
+        return GateResult(name, None, threshold, False, pending=True,
+                          detail=f"no device measured the {what} of both versions yet (need "
+                                 f"{enough}; agents from before device health measure none)")
+    mid = len(increases) // 2
+    median = increases[mid] if len(increases) % 2 else (increases[mid - 1] + increases[mid]) / 2
+    detail = (f"{what} {median:+.0%} against the previous version (median of "
+              f"{len(increases)} devices, need {enough})")
+    if len(increases) < enough:
+        return GateResult(name, median, threshold, False, pending=True, detail=detail)
+    return GateResult(name, median, threshold, median <= threshold + _EPS, detail=detail)
 
 
 def _worst(name: str, threshold: float, enough: int, values: Sequence[float | None]) -> GateResult:

@@ -147,11 +147,31 @@ class MetricsFirstFigures:
         return out
 
 
+class CostLike(Protocol):
+    @property
+    def session_bytes(self) -> float | None: ...
+    @property
+    def cpu_ms_per_prediction(self) -> float | None: ...
+
+
+class CostSource(Protocol):
+    """A model version's resource cost per device (``controller/device_health/store.py``)."""
+
+    def version_costs(self, device_ids: Sequence[str], model: str, version: int,
+                      since: float) -> Mapping[str, CostLike]: ...
+
+    def baseline_costs(self, device_ids: Sequence[str], model: str, version: int,
+                       since: float, until: float) -> Mapping[str, CostLike]: ...
+
+
 # -- observations --------------------------------------------------------------------------------
 
 def observe(rows: Mapping[str, DeviceRow], device_ids: Sequence[str], target: ModelVersion,
             figures: Mapping[str, FiguresLike] | None = None,
-            baselines: Mapping[str, float | None] | None = None) -> dict[str, DeviceObservation]:
+            baselines: Mapping[str, float | None] | None = None,
+            costs: Mapping[str, CostLike] | None = None,
+            baseline_costs: Mapping[str, CostLike] | None = None
+            ) -> dict[str, DeviceObservation]:
     """The engine's view of ``device_ids``; devices without a row are left out (unknown).
 
     A device's ``failed`` (or ``rolled_back``) state counts against this rollout only if the
@@ -168,12 +188,18 @@ def observe(rows: Mapping[str, DeviceRow], device_ids: Sequence[str], target: Mo
         if state in FAILED_UPDATE_STATES and row.target != target:
             state = "idle"
         f = figures.get(d) if figures else None
+        cost = costs.get(d) if costs else None
+        base = baseline_costs.get(d) if baseline_costs else None
         out[d] = DeviceObservation(
             active=row.active, update_state=state, online=row.online,
             accuracy=f.accuracy if f else None, labelled=f.labelled if f else 0,
             p95_latency_ms=f.p95_latency_ms if f else None,
             drift_psi=f.drift_psi if f else None,
-            baseline_accuracy=baselines.get(d) if baselines else None)
+            baseline_accuracy=baselines.get(d) if baselines else None,
+            session_bytes=cost.session_bytes if cost else None,
+            cpu_ms_per_prediction=cost.cpu_ms_per_prediction if cost else None,
+            baseline_session_bytes=base.session_bytes if base else None,
+            baseline_cpu_ms_per_prediction=base.cpu_ms_per_prediction if base else None)
     return out
 
 

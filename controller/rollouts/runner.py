@@ -60,6 +60,7 @@ from controller.rollouts.engine import (
 )
 from controller.rollouts.gates import ModelVersion
 from controller.rollouts.observations import (
+    CostSource,
     FiguresSource,
     MetricsFirstFigures,
     Ownership,
@@ -97,14 +98,17 @@ class RolloutRunner:
                  metrics: FiguresSource | None = None, figures: FiguresSource | None = None,
                  interval: float = 0.5, leader: Callable[[], int | None] | None = None,
                  signer: DesiredSigner | None = None,
-                 devices: DeviceRegistry | None = None) -> None:
+                 devices: DeviceRegistry | None = None,
+                 costs: CostSource | None = None) -> None:
         """``connection()``: a number that changes with every (re)connection to the broker,
         None while disconnected. ``metrics``: the monitoring store (figures from agent windows,
         drift included); devices without windows fall back to raw telemetry. ``figures``
         replaces both. ``leader()``: the term of this replica's lease, None while
         another replica decides; the loop acts only while it holds one. ``signer``
         signs every desired state; without one they go out unsigned (devices in development
-        mode only: the controller always passes one)."""
+        mode only: the controller always passes one). ``costs``: each version's resource cost
+        per device (device health windows), for the resource gates; without it they stay
+        pending."""
         self.store = RolloutStore(db)
         self.devices = devices or DeviceRegistry(db, fleet)
         self.audit = AuditLog(db)
@@ -120,7 +124,7 @@ class RolloutRunner:
         # the (connection, lease term) whose orders were published again
         self._synced: tuple[int, int | None] | None = None
         self.orders = RolloutOrders(registry, publish, signer, self.stats)
-        self.observer = WaveObserver(self.figures, self.orders.reference_accuracy)
+        self.observer = WaveObserver(self.figures, self.orders.reference_accuracy, costs)
 
     @property
     def signer(self) -> DesiredSigner | None:

@@ -46,8 +46,9 @@ class RolloutSpecBody(BaseModel):
                                               "healthy before the next; one value per wave allowed")
     gates: dict[str, float | int | str | None] = Field(
         default_factory=dict, description="min_reporting_share (0.9), max_failed_activations "
-        "(0; a count, a share or '5%'), max_accuracy_drop, max_p95_latency_ms, max_drift_psi "
-        "(off), min_labelled (30)")
+        "(0; a count, a share or '5%'), max_accuracy_drop, max_p95_latency_ms, max_drift_psi, "
+        "max_memory_increase, max_cpu_increase ('25%' or 0.25: how much more the new version "
+        "may cost than the previous one on the same devices) (off), min_labelled (30)")
     on_gate_failure: Literal["pause", "abort"] = Field(
         "pause", description="stop and wait for a human, or send every moved device back")
     priority: int = Field(0, description="a higher priority takes devices over from a live "

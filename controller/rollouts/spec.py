@@ -93,6 +93,10 @@ class Gates:
     max_p95_latency_ms: float | None = None
     max_drift_psi: float | None = None
     min_labelled: int = 30
+    # resource gates: how much more the new version may cost than the previous one on the same
+    # devices (0.25: 25% more); session memory at activation, CPU time per prediction
+    max_memory_increase: float | None = None
+    max_cpu_increase: float | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,8 @@ _TOP_KEYS = {"model", "version", "selector", "waves", "soak_seconds", "gates", "
              "priority", "wave_timeout_seconds", "name", "probation"}
 _PROBATION_KEYS = {"duration_s", "max_error_rate", "max_p95_latency_ms", "min_predictions"}
 _GATE_KEYS = {"min_reporting_share", "max_failed_activations", "max_accuracy_drop",
-              "max_p95_latency_ms", "max_drift_psi", "min_labelled"}
+              "max_p95_latency_ms", "max_drift_psi", "min_labelled", "max_memory_increase",
+              "max_cpu_increase"}
 
 
 def spec_from_dict(d: Mapping[str, Any]) -> RolloutSpec:
@@ -213,7 +218,8 @@ def spec_to_dict(spec: RolloutSpec) -> dict[str, Any]:
                                    else int(budget.count or 0)),
         "min_labelled": g.min_labelled,
     }
-    for key in ("max_accuracy_drop", "max_p95_latency_ms", "max_drift_psi"):
+    for key in ("max_accuracy_drop", "max_p95_latency_ms", "max_drift_psi",
+                "max_memory_increase", "max_cpu_increase"):
         if getattr(g, key) is not None:
             gates[key] = getattr(g, key)
     soak = spec.soak_seconds
@@ -327,6 +333,11 @@ def _gate_problems(g: Gates) -> list[str]:
         problems.append(f"gates.max_drift_psi: must be >= 0, got {g.max_drift_psi}")
     if g.min_labelled < 0:
         problems.append(f"gates.min_labelled: must be >= 0, got {g.min_labelled}")
+    for name in ("max_memory_increase", "max_cpu_increase"):
+        value = getattr(g, name)
+        if value is not None and not 0 <= value <= 100:
+            problems.append(f"gates.{name}: must be within [0, 100] (0.25 or '25%': a quarter "
+                            f"more), got {value}")
     return problems
 
 
@@ -380,7 +391,25 @@ def _gates_from_dict(d: Any) -> Gates:
         max_p95_latency_ms=optional("max_p95_latency_ms"),
         max_drift_psi=optional("max_drift_psi"),
         min_labelled=_typed(d, "min_labelled", int, "an integer", 30),
+        max_memory_increase=_increase(d.get("max_memory_increase"), "max_memory_increase"),
+        max_cpu_increase=_increase(d.get("max_cpu_increase"), "max_cpu_increase"),
     )
+
+
+def _increase(value: Any, key: str) -> float | None:
+    """A share (0.25) or a percentage ('25%') of the previous version's cost."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100
+        except ValueError:
+            pass
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value):
+        return float(value)
+    raise SpecError(f"gates.{key}: expected a share (0.25) or a percentage ('25%'), "
+                    f"got {value!r}")
 
 
 def _probation_from_dict(d: Any) -> ProbationPolicy | None:

@@ -1,5 +1,6 @@
 """What the gates of a wave are judged on: each planned device's reported state, and for the
-current wave the figures of the new version and the accuracy baseline each device is held to."""
+current wave the figures of the new version, the accuracy baseline each device is held to, and
+the resource cost of the new version and of the previous one on each device."""
 
 from __future__ import annotations
 
@@ -11,15 +12,23 @@ from controller.fleet.device_registry import DeviceRow
 from controller.fleet.versions import ModelVersion
 from controller.rollouts.engine import RolloutState, Status
 from controller.rollouts.gates import DeviceObservation
-from controller.rollouts.observations import BASELINE_WINDOW_S, FiguresSource, observe
+from controller.rollouts.observations import (
+    BASELINE_WINDOW_S,
+    CostLike,
+    CostSource,
+    FiguresSource,
+    observe,
+)
 from controller.rollouts.store import RolloutRecord
 
 
 class WaveObserver:
     def __init__(self, figures: FiguresSource,
-                 reference_accuracy: Callable[[ModelVersion], Awaitable[float | None]]) -> None:
+                 reference_accuracy: Callable[[ModelVersion], Awaitable[float | None]],
+                 costs: CostSource | None = None) -> None:
         self.figures = figures
         self._reference_accuracy = reference_accuracy
+        self.costs = costs
 
     async def observe(self, record: RolloutRecord, state: RolloutState,
                        rows: Mapping[str, DeviceRow],
@@ -28,7 +37,10 @@ class WaveObserver:
         for the gates the spec switches on (and, for a view, of a paused rollout too)."""
         gates = record.spec.gates
         figures = baselines = None
-        metric_gates = (gates.max_accuracy_drop, gates.max_p95_latency_ms, gates.max_drift_psi)
+        costs: Mapping[str, CostLike] | None = None
+        baseline_costs: Mapping[str, CostLike] | None = None
+        metric_gates = (gates.max_accuracy_drop, gates.max_p95_latency_ms, gates.max_drift_psi,
+                        gates.max_memory_increase, gates.max_cpu_increase)
         judged = {Status.RUNNING, Status.SOAKING} | ({Status.PAUSED} if for_view else set())
         if state.status in judged and state.wave >= 0 \
                 and any(g is not None for g in metric_gates):
@@ -39,7 +51,26 @@ class WaveObserver:
                                               record.spec.model, record.spec.version, since)
             if gates.max_accuracy_drop is not None:
                 baselines = await self._baselines(record, state, wave)
-        return observe(rows, list(state.assignment), record.target, figures, baselines)
+            if self.costs is not None and (gates.max_memory_increase is not None
+                                           or gates.max_cpu_increase is not None):
+                costs, baseline_costs = await self._costs(record, state, wave, since)
+        return observe(rows, list(state.assignment), record.target, figures, baselines,
+                       costs, baseline_costs)
+
+    async def _costs(self, record: RolloutRecord, state: RolloutState, devices: Sequence[str],
+                     since: float) -> tuple[Mapping[str, CostLike], Mapping[str, CostLike]]:
+        """The new version's cost on each device since the wave started, and the cost of the
+        version each device served before it (from its own health windows in the hour before
+        the rollout and up to the wave's start: a device installed by hand has no previous
+        desired state, but it has health windows)."""
+        assert self.costs is not None
+        spec = record.spec
+        new = await asyncio.to_thread(self.costs.version_costs, devices, spec.model,
+                                      spec.version, since)
+        old = await asyncio.to_thread(self.costs.baseline_costs, devices, spec.model,
+                                      spec.version, record.created_at - BASELINE_WINDOW_S,
+                                      since)
+        return new, old
 
     async def _baselines(self, record: RolloutRecord, state: RolloutState,
                          devices: Sequence[str]) -> dict[str, float | None]:

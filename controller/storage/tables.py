@@ -277,3 +277,42 @@ watch_states = sa.Table(
     sa.Column("state_json", sa.Text, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+
+# one device health window (migration 8): gauges as the alerts and charts read them (the mean,
+# or the extreme that matters: least memory available, least disk free, hottest), the served
+# version's cost, and every gauge's [min, mean, max] in gauges_json
+health_windows = sa.Table(
+    "health_windows", metadata,
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Column("epoch", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("window_start", sa.Float, nullable=False),
+    sa.Column("window_end", sa.Float, nullable=False),
+    sa.Column("model", sa.String(128)),
+    sa.Column("version", sa.Integer),
+    sa.Column("samples", sa.Integer, nullable=False),
+    sa.Column("rss_bytes", sa.Float),
+    sa.Column("rss_max_bytes", sa.Float),
+    sa.Column("cpu_percent", sa.Float),
+    sa.Column("mem_available_bytes", sa.Float),
+    sa.Column("load1", sa.Float),
+    sa.Column("disk_free_bytes", sa.Float),
+    sa.Column("disk_total_bytes", sa.Float),
+    sa.Column("temp_c", sa.Float),
+    sa.Column("throttled", sa.BigInteger),
+    sa.Column("outbox_backlog", sa.Float),
+    sa.Column("rtt_ms", sa.Float),
+    sa.Column("reconnects", sa.Integer),
+    sa.Column("agent_started_ts", sa.Float),
+    sa.Column("uptime_s", sa.Float),
+    sa.Column("session_bytes", sa.Float),
+    sa.Column("predictions", sa.BigInteger),
+    sa.Column("cpu_s", sa.Float),
+    sa.Column("latency_ms", sa.Float),
+    sa.Column("gauges_json", sa.Text, nullable=False),
+    sa.Column("rejected", sa.Text, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Index("ix_health_windows_device_end", "device_id", "window_end"),
+    sa.Index("ix_health_windows_version_end", "model", "version", "window_end"),
+)

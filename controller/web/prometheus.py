@@ -14,7 +14,13 @@ the value of one device label, ``site`` unless the scrape asks ``/metrics?group_
   ``edgewise_latency_p95_ms``, ``edgewise_drift_psi``, ``edgewise_drifted_features``; per
   feature, summed over the whole fleet (the drift views): ``edgewise_feature_drift_psi``;
 - from the alert store: ``edgewise_alerts_firing``;
-- from the MQTT bridge: ``edgewise_bridge_events_total``.
+- from the MQTT bridge: ``edgewise_bridge_events_total``;
+- from the devices' health windows (the newest window of each device that sent one in the last
+  ``window`` seconds), per group, never per device: ``edgewise_health_devices``,
+  ``edgewise_health_rss_bytes``, ``edgewise_health_cpu_percent``,
+  ``edgewise_health_temperature_celsius``, ``edgewise_health_disk_free_ratio``,
+  ``edgewise_health_memory_available_bytes`` (each with ``stat`` min, mean or max), and
+  ``edgewise_health_alerts_firing`` by kind.
 
 A figure that was not measured is left out, never reported as 0.
 """
@@ -31,6 +37,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
+from controller.device_health.views import DeviceHealthViews
 from controller.monitoring.sequential_alerts import is_group
 from controller.web.health import DEFAULT_GROUP_LABEL, FleetHealth, by_group_and_version
 from controller.web.rollup import DeviceFacts, Sums
@@ -54,8 +61,10 @@ class FleetCollector:
 
     def __init__(self, health: FleetHealth, metrics_store: Any | None,
                  bridge_stats: Callable[[], Mapping[str, int]], group_by: str,
-                 window: float, feature_drift: FeatureDrift | None = None) -> None:
+                 window: float, feature_drift: FeatureDrift | None = None,
+                 device_health: DeviceHealthViews | None = None) -> None:
         self.health = health
+        self.device_health = device_health
         self.metrics_store = metrics_store
         self.bridge_stats = bridge_stats
         self.group_by = group_by
@@ -73,6 +82,7 @@ class FleetCollector:
         yield from self._window_figures(now, in_use)
         yield from self._feature_drift(now, in_use)
         yield from self._alerts(group_of)
+        yield from self._device_health(group_of, now)
         bridge = CounterMetricFamily("edgewise_bridge_events", "MQTT bridge events: records "
                                      "stored, duplicates, messages dropped by reason.",
                                      labels=["event"])
@@ -165,6 +175,54 @@ class FleetCollector:
             firing.add_metric(list(labels), n)
         yield firing
 
+    def _device_health(self, group_of: dict[str, str], now: float) -> Iterator[Any]:
+        """Each group's devices' newest health windows, summarised (min, mean, max)."""
+        if self.device_health is None:
+            return
+        latest = self.device_health.latest()
+        values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        reporting: dict[str, int] = defaultdict(int)
+        for device_id, w in latest.items():
+            if w["window_end"] < now - self.window or device_id not in group_of:
+                continue
+            group = group_of[device_id]
+            reporting[group] += 1
+            free, total = w.get("disk_free_bytes"), w.get("disk_total_bytes")
+            for name, value in (("rss", w.get("rss_bytes")), ("cpu", w.get("cpu_percent")),
+                                ("temp", w.get("temp_c")),
+                                ("mem", w.get("mem_available_bytes")),
+                                ("disk", free / total if free is not None and total else None)):
+                if value is not None:
+                    values[group][name].append(float(value))
+        devices = GaugeMetricFamily("edgewise_health_devices", "Devices that sent a health "
+                                    "window in the last window seconds.", labels=[GROUP])
+        for group, n in sorted(reporting.items()):
+            devices.add_metric([group], n)
+        yield devices
+        for name, metric, text in (
+                ("rss", "edgewise_health_rss_bytes", "Agent resident memory"),
+                ("cpu", "edgewise_health_cpu_percent", "Agent CPU, percent of one core"),
+                ("temp", "edgewise_health_temperature_celsius", "Hottest thermal zone"),
+                ("mem", "edgewise_health_memory_available_bytes", "System memory available"),
+                ("disk", "edgewise_health_disk_free_ratio", "Free share of the data disk")):
+            family = GaugeMetricFamily(metric, f"{text} over the group's devices (their "
+                                       "newest health window).", labels=[GROUP, "stat"])
+            for group in sorted(values):
+                v = values[group].get(name)
+                if v:
+                    for stat, x in (("min", min(v)), ("mean", sum(v) / len(v)),
+                                    ("max", max(v))):
+                        family.add_metric([group, stat], x)
+            yield family
+        firing = GaugeMetricFamily("edgewise_health_alerts_firing", "Device health alerts "
+                                   "firing now, by kind and label group.", labels=["kind", GROUP])
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for a in self.device_health.alerts():
+            counts[(a.kind, group_of.get(a.device_id, ""))] += 1
+        for key, n in sorted(counts.items()):
+            firing.add_metric(list(key), n)
+        yield firing
+
     def _window_figures(self, now: float, versions: list[tuple[str, int]]) -> Iterator[Any]:
         """p95 latency and drift per group and version, merged from the metrics windows."""
         if self.metrics_store is None:
@@ -228,7 +286,8 @@ def _total(parts: list[Sums]) -> Sums:
 
 def metrics_router(health: FleetHealth, metrics_store: Any | None,
                    bridge_stats: Callable[[], Mapping[str, int]],
-                   feature_drift: FeatureDrift | None = None) -> APIRouter:
+                   feature_drift: FeatureDrift | None = None,
+                   device_health: DeviceHealthViews | None = None) -> APIRouter:
     router = APIRouter(tags=["metrics"])
 
     @router.get("/metrics", response_class=Response, responses={200: {
@@ -247,7 +306,7 @@ def metrics_router(health: FleetHealth, metrics_store: Any | None,
                                      "pip install 'edgewise[controller]'") from None
         registry = CollectorRegistry(auto_describe=False)
         registry.register(FleetCollector(health, metrics_store, bridge_stats, group_by, window,
-                                         feature_drift))
+                                         feature_drift, device_health))
         body = await asyncio.to_thread(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

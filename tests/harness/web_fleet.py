@@ -115,6 +115,38 @@ def populate(c: Controller, now: float) -> None:
     quiet.append({"kind": "metrics", "ts": now - 20, "model": "iris", "version": 2,
                   "summary": window_summary(now - 80, seed=3), "seq": 6})
     c.telemetry.store_batch("b-2", TelemetryBatch(1, 6, quiet, epoch=6), now)
+    populate_health(c, now)
+
+
+MIB = 1024 * 1024
+
+
+def health_window(seq: int, end: float, *, version: int, rss: float, temp: float,
+                  session: float, disk_free: float = 6e9) -> dict[str, Any]:
+    return {"seq": seq, "kind": "health", "ts": end, "start_ts": end - 60, "samples": 12,
+            "agent_started_ts": end - 3600, "uptime_s": 86400.0, "reconnects": 0,
+            "mem_total_bytes": 4e9, "disk_total_bytes": 3e10, "throttled": 0,
+            "gauges": {"rss_bytes": [rss - MIB, rss, rss + MIB], "cpu_percent": [1.0, 2.0, 5.0],
+                       "mem_available_bytes": [2e9, 2.1e9, 2.2e9], "load1": [0.2, 0.3, 0.4],
+                       "disk_free_bytes": [disk_free, disk_free, disk_free],
+                       "temp_c": [temp - 2, temp - 1, temp], "outbox_backlog": [0, 1, 3],
+                       "rtt_ms": [2.0, 3.0, 5.0]},
+            "model": "iris", "version": version,
+            "cost": {"session_bytes": session, "predictions": 100, "cpu_s": 0.05,
+                     "latency_ms": 0.4}}
+
+
+def populate_health(c: Controller, now: float) -> None:
+    """Health windows of two berlin devices over the last hour: b-1 heats up to 84 degC on
+    iris:1; b-2 serves iris:2, whose session takes more memory. Stored as the bridge would,
+    without telemetry rows (the telemetry counts above stay as they are)."""
+    b1 = [health_window(100 + i, now - 3600 + i * 300, version=1, rss=60 * MIB + i * 0.1 * MIB,
+                        temp=60.0 + 2 * i, session=4 * MIB) for i in range(12)]
+    b2 = [health_window(100 + i, now - 3600 + i * 300, version=2, rss=70 * MIB, temp=55.0,
+                        session=9 * MIB) for i in range(12)]
+    with c.db.write() as conn:
+        c.health_store.store_windows(conn, "b-1", 5, b1, now)
+        c.health_store.store_windows(conn, "b-2", 6, b2, now)
 
 
 def make_controller(tmp: Path, db_url: str | None = None, **config: Any) -> Controller:

@@ -37,8 +37,8 @@ PURE = ("controller/rollouts/spec.py", "controller/rollouts/gates.py",
         "controller/monitoring/watch.py", "controller/monitoring/segments.py",
         "controller/fleet/selectors.py",
         "controller/fleet/versions.py", "controller/web/rollup.py", "controller/paging.py",
-        "controller/timebuckets.py",
-        "edge_agent/update/", "edgewise_monitoring/", "edgewise_wire/")
+        "controller/timebuckets.py", "controller/device_health/rules.py",
+        "edge_agent/update/", "edge_agent/health/window.py", "edge_agent/health/readings.py", "edgewise_monitoring/", "edgewise_wire/")
 CLOCK_AND_IO = {"time", "socket", "sqlite3", "asyncio", "threading", "subprocess", "os"}
 # deliberate exceptions, each with its reason
 PURE_EXCEPTIONS = {

@@ -276,13 +276,25 @@
         throw err;
       }
       const { items, total } = page.body;
+      // the page's devices' newest health windows; a controller without device health: none
+      const health = items.length ? await api("/health/devices", { ids: items.map((d) => d.device_id).join(","), alerts: false })
+        .then((r) => r.body.devices).catch((err) => { if (err instanceof ApiError && err.status === 404) return {}; throw err; }) : {};
+      const showHealth = Object.keys(health).length > 0;
+      const healthCells = (w) => w ? [
+        td(w.rss_bytes === null ? "–" : fmt.bytes(w.rss_bytes), "num"),
+        td(w.cpu_percent === null ? "–" : `${w.cpu_percent.toFixed(1)}%`, "num"),
+        td(w.temp_c === null ? "–" : `${w.temp_c.toFixed(0)} °C`, "num"),
+        td(w.disk_free_bytes === null || !w.disk_total_bytes ? "–" : fmt.pct(w.disk_free_bytes / w.disk_total_bytes, 0), "num")]
+        : [td("–", "num"), td("–", "num"), td("–", "num"), td("–", "num")];
       const rows = items.map((d) => h("tr", {},
         td(link(`#/devices/${encodeURIComponent(d.device_id)}`, d.device_id), "mono"),
         td(presencePill(d.online)), td(fmt.version(d.active_model, d.active_version), "mono"),
         td(statePill(d.state)), td(fmt.ago(d.last_seen)),
         td(Object.entries(d.labels || {}).map(([k, v]) => h("span", { class: "chip", text: `${k}=${v}` }))),
-        td(fmt.int(d.predictions), "num"), td(fmt.pct(d.accuracy), "num")));
-      fill(devices, table(["Device", "Status", "Model", "State", "Last seen", "Labels", ["Predictions", "num"], ["Accuracy", "num"]], rows,
+        td(fmt.int(d.predictions), "num"), td(fmt.pct(d.accuracy), "num"),
+        ...(showHealth ? healthCells(health[d.device_id]) : [])));
+      const healthHead = showHealth ? [["Memory", "num"], ["CPU", "num"], ["Temp", "num"], ["Disk free", "num"]] : [];
+      fill(devices, table(["Device", "Status", "Model", "State", "Last seen", "Labels", ["Predictions", "num"], ["Accuracy", "num"], ...healthHead], rows,
         { testid: "devices", empty: total ? "No device on this page." : "No devices match." }));
       const last = Math.min(f.offset + items.length, total);
       fill(pager,
@@ -370,12 +382,77 @@
     const volume = h("div", { class: "chart-slot", "data-testid": "volume-chart" });
     const history = h("div", {});
     const errors = h("div", {});
+    // device health: resources over time, health alerts, what each model version cost here
+    const memory = h("div", { class: "chart-slot", "data-testid": "health-memory-chart" });
+    const cpu = h("div", { class: "chart-slot", "data-testid": "health-cpu-chart" });
+    const temperature = h("div", { class: "chart-slot", "data-testid": "health-temp-chart" });
+    const disk = h("div", { class: "chart-slot", "data-testid": "health-disk-chart" });
+    const healthFacts = h("div", { "data-testid": "health-facts" });
+    const costs = h("div", { "data-testid": "health-costs" });
+    const logs = h("div", { "data-testid": "device-logs" });
+    const logsButton = h("button", { type: "button", class: "button", text: "Fetch recent logs", "data-testid": "fetch-logs" });
+    logsButton.addEventListener("click", () => fetchLogs());
     fill(root,
       h("div", { class: "page-head" }, h("div", { class: "crumbs" }, link("#/", "Fleet"), " / ", h("span", { text: deviceId })), windowPicker(refresh)),
       head, kpis,
       h("div", { class: "row" }, card("Latency", { class: "span-2" }, latency), card("Accuracy", { class: "span-2" }, accuracy)),
       h("div", { class: "row" }, card("Drift (PSI, worst feature or prediction)", { class: "span-2" }, drift), card("Predictions and errors", { class: "span-2" }, volume)),
-      h("div", { class: "row" }, card("Version history", { class: "span-2", testid: "history" }, history), card("Last errors", { class: "span-2" }, errors)));
+      h("div", { class: "row" }, card("Version history", { class: "span-2", testid: "history" }, history), card("Last errors", { class: "span-2" }, errors)),
+      h("div", { class: "row" }, card("Agent memory (resident)", { class: "span-2" }, memory), card("Agent CPU", { class: "span-2" }, cpu)),
+      h("div", { class: "row" }, card("Temperature (hottest zone)", { class: "span-2" }, temperature), card("Disk free (data directory)", { class: "span-2" }, disk)),
+      h("div", { class: "row" }, card("Device health", { class: "span-2", testid: "device-health" }, healthFacts), card("Model cost per version, on this device", { class: "span-2" }, costs)),
+      h("div", { class: "row" }, card("Recent log lines (asked from the device over MQTT)", { class: "span-4" }, logsButton, logs)));
+
+    async function fetchLogs() {
+      await guarded(async () => {
+        try {
+          const r = (await api(`/devices/${encodeURIComponent(deviceId)}/logs`, { since: 3600, max_lines: 50, timeout: 5 })).body;
+          fill(logs, table(["When", "Level", "Logger", "Message"], r.lines.slice().reverse().map((l) => h("tr", {},
+            td(fmt.time(l.ts)), td(pill(l.level, l.level === "WARNING" ? "busy" : "bad")), td(l.logger, "mono small"), td(l.message))),
+            { empty: "No warnings or errors in the last hour. ✓" }));
+        } catch (err) {
+          if (err instanceof ApiError && err.status === 409) { fill(logs, notAvailable(err.message)); return; }
+          throw err;
+        }
+      });
+    }
+
+    function showHealth(view, start, end) {
+      const ws = view.windows;
+      const pts = (key, scale) => ws.map((w) => [w.window_end, w[key] === null ? null : w[key] / (scale || 1)]);
+      const MIB = 1048576;
+      EwCharts.line(memory, { start, end, yMin: 0, yFormat: (v) => `${v.toFixed(0)} MiB`, left: 64, series: [
+        { name: "RSS", color: COLORS.blue, points: pts("rss_bytes", MIB), area: true },
+        { name: "peak", color: COLORS.violet, points: pts("rss_max_bytes", MIB), dashed: true }],
+        empty: "No health windows in this range (agents from before device health send none)." });
+      EwCharts.line(cpu, { start, end, yMin: 0, yMinSpan: 5, yFormat: (v) => `${v.toFixed(0)}%`, series: [
+        { name: "CPU", color: COLORS.teal, points: pts("cpu_percent"), area: true },
+        { name: "load ×100", color: COLORS.gray, points: ws.map((w) => [w.window_end, w.load1 === null ? null : w.load1 * 100]), dashed: true }],
+        empty: "No health windows in this range." });
+      const hot = view.thresholds ? view.thresholds.temp_c : 80;
+      EwCharts.line(temperature, { start, end, yMinSpan: 10, yFormat: (v) => `${v.toFixed(0)} °C`, series: [
+        { name: "temperature", color: COLORS.amber, points: pts("temp_c"), area: true }],
+        thresholds: [{ value: hot, label: `${hot} °C` }],
+        empty: "This board reports no temperature." });
+      EwCharts.line(disk, { start, end, yMin: 0, yMax: 1, yFormat: (v) => fmt.pct(v, 0), series: [
+        { name: "free", color: COLORS.green, points: ws.map((w) => [w.window_end, w.disk_free_bytes === null || !w.disk_total_bytes ? null : w.disk_free_bytes / w.disk_total_bytes]), area: true }],
+        empty: "No disk figures in this range." });
+      const l = view.latest;
+      fill(healthFacts,
+        l ? h("dl", { class: "facts" },
+          h("dt", { text: "Newest window" }), h("dd", { text: `${fmt.time(l.window_end)} · ${l.samples} samples` }),
+          h("dt", { text: "Memory available" }), h("dd", { text: l.mem_available_bytes === null ? "–" : fmt.bytes(l.mem_available_bytes) }),
+          h("dt", { text: "Load" }), h("dd", { text: l.load1 === null ? "–" : l.load1.toFixed(2) }),
+          h("dt", { text: "Link" }), h("dd", { text: `${l.reconnects || 0} reconnects · broker RTT ${fmt.ms(l.rtt_ms)} · outbox backlog ${fmt.int(l.outbox_backlog)}` }),
+          l.throttled ? h("dt", { text: "Throttling" }) : null, l.throttled ? h("dd", { class: "bad-text", text: `get_throttled 0x${l.throttled.toString(16)}` }) : null,
+          l.rejected ? h("dt", { text: "Left out" }) : null, l.rejected ? h("dd", { class: "muted", text: l.rejected }) : null) : notAvailable("No health windows in this range."),
+        view.alerts.length ? h("ul", { class: "health-alerts", "data-testid": "health-alerts" }, view.alerts.map((a) => h("li", {}, pill(a.kind, "bad"), " ", a.explanation)))
+          : h("p", { class: "muted", "data-testid": "health-alerts", text: "No health alerts. ✓" }));
+      fill(costs, table(["Version", "Session memory", "CPU / prediction", "Peak RSS", "Predictions"], view.versions.map((v) => h("tr", {},
+        td(fmt.version(v.model, v.version), "mono"), td(v.session_bytes === null ? "–" : fmt.bytes(v.session_bytes)),
+        td(v.cpu_ms_per_prediction === null ? "–" : fmt.ms(v.cpu_ms_per_prediction)), td(v.peak_rss_bytes === null ? "–" : fmt.bytes(v.peak_rss_bytes)),
+        td(fmt.int(v.predictions)))), { empty: "No model served in this range." }));
+    }
 
     async function refresh() {
       await guarded(async () => {
@@ -386,10 +463,15 @@
           if (err instanceof ApiError && err.status === 404) { fill(root, card("Device not found", {}, notAvailable(err.message))); return; }
           throw err;
         }
-        const [se, hi, er] = await Promise.all([
+        const [se, hi, er, he] = await Promise.all([
           api(`/devices/${encodeURIComponent(deviceId)}/series`, { window: state.window, buckets: 60 }),
           api(`/devices/${encodeURIComponent(deviceId)}/history`, { limit: 50 }),
           api(`/devices/${encodeURIComponent(deviceId)}/errors`, { limit: 20 }),
+          // a controller from before device health has no such view: the panel says so
+          api(`/devices/${encodeURIComponent(deviceId)}/health`, { window: Math.max(60, state.window) }).catch((err) => {
+            if (err instanceof ApiError && err.status === 404) return null;
+            throw err;
+          }),
         ]);
         const s = se.body, pts = s.points;
         fill(head,
@@ -436,6 +518,8 @@
           { name: "predictions", color: COLORS.blue, points: series(pts, "predictions") },
           { name: "errors", color: COLORS.red, points: series(pts, "errors") }],
           empty: "No predictions in this time range." });
+        if (he) showHealth(he.body, s.start, s.end);
+        else fill(healthFacts, notAvailable("This controller does not keep device health."));
         fill(history, table(["When", "State", "Runs", "Target", "Deployment", "Error"], hi.body.map((e) => h("tr", {},
           td(fmt.time(e.ts)), td(statePill(e.state)), td(fmt.version(e.model, e.version), "mono"),
           td(fmt.version(e.target_model, e.target_version), "mono"), td(e.deployment_id, "mono small"),

@@ -1,6 +1,7 @@
 """The dashboard in a real browser: headless Chromium (Debian's `chromium`, driven by Playwright)
 loads the page of a real controller process with a simulated fleet on a real Mosquitto, and
-shows the devices and versions, a device's drift chart, the fleet's per-feature drift charts of
+shows the devices and versions, a device's drift chart and its health (resources over time, the
+model's cost, recent log lines), the fleet's per-feature drift charts of
 a version with its version-change and alert markers, and a rollout's progress.
 
 Screenshots go to test-artifacts/dashboard-*.png; with EDGEWISE_UPDATE_DOCS=1 the overview's also
@@ -161,12 +162,27 @@ def test_dashboard_shows_the_fleet_a_drift_chart_and_a_rollout(
         assert psi > 0.1, psi
         assert "active" in page.inner_text("[data-testid=history]")
         _shot(page, "device")
+        # its health: memory, CPU and disk over time from the agent's health windows (this
+        # host has no thermal zone the simulated devices read: the chart says so), what the
+        # model version cost on it, and its recent log lines asked over MQTT
+        for chart, series in (("health-memory-chart", "RSS"), ("health-cpu-chart", "CPU"),
+                              ("health-disk-chart", "free")):
+            _wait_for_line(page, chart, series)
+        page.wait_for_selector("[data-testid=health-costs] tbody tr td.mono")
+        assert "iris:" in page.inner_text("[data-testid=health-costs]")
+        assert "Newest window" in page.inner_text("[data-testid=health-facts]")
+        page.click("[data-testid=fetch-logs]")
+        page.wait_for_selector("[data-testid=device-logs] table, [data-testid=device-logs] p")
+        _shot(page, "device-health")
 
         # which feature drifted across the fleet: from the overview's versions in use to
         # iris:1's charts over the last 5 minutes (5 s buckets). FLEET_SHIFTED moved on every
         # device halfway through serving: its PSI goes over its threshold, drift alerts fire
         # (red markers), and the rollout moved a berlin device off iris:1 (a version marker)
         page.click("nav a[data-nav=fleet]")
+        # the device table has health columns once devices report health
+        page.wait_for_selector("[data-testid=devices] th:has-text('Memory')")
+        assert "°C" in page.inner_text("[data-testid=devices]")
         page.click("[data-testid=versions-in-use] a[href='#/models/iris/1']")
         page.click(".segmented button:text('5 min')")
         drift = "[data-testid=feature-drift]"

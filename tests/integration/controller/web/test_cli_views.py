@@ -86,8 +86,11 @@ def test_device_show(url: str) -> None:
     b1 = run(url, "device", "show", "b-1").output
     assert re.search(r"last 1h\s+10 predictions, 1 errors, accuracy 66.7%", b1)
     assert "drift PSI" in b1
+    assert re.search(r"health\s+RSS 61.1 MiB, CPU 2.0%, temperature 82.0 C", b1)
+    assert "health " not in out  # l-1 sends no health: no line
     view = json.loads(run(url, "device", "show", "b-1", "--json").output)
-    assert set(view) == {"device", "recent", "history", "errors"}
+    assert set(view) == {"device", "recent", "history", "errors", "health"}
+    assert view["health"]["temp_c"] == 82.0
     assert view["recent"]["predictions"] == 10 and view["recent"]["drift_psi"] > 1.0
     assert [h["state"] for h in view["history"]] == ["active", "idle"]
 

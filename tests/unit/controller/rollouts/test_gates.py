@@ -149,3 +149,47 @@ def test_gate_result_to_dict() -> None:
     r = GateResult(DRIFT, 0.3, 0.2, False, detail="worst of 3 devices (need 3)")
     assert r.to_dict() == {"name": DRIFT, "value": 0.3, "threshold": 0.2, "passed": False,
                            "pending": False, "detail": "worst of 3 devices (need 3)"}
+
+
+# -- resource gates: the new version's cost against the previous one on the same devices --------
+
+def costing(new_mem: float | None, old_mem: float | None, new_cpu: float | None = None,
+            old_cpu: float | None = None) -> DeviceObservation:
+    return on_new(session_bytes=new_mem, baseline_session_bytes=old_mem,
+                  cpu_ms_per_prediction=new_cpu, baseline_cpu_ms_per_prediction=old_cpu)
+
+
+def test_three_times_the_memory_fails_and_equal_cost_passes() -> None:
+    from controller.rollouts.gates import CPU_INCREASE, MEMORY_INCREASE
+
+    gates = Gates(max_memory_increase=0.25, max_cpu_increase=0.5)
+    heavy = {d: costing(30e6, 10e6, 0.2, 0.1) for d in WAVE}
+    results = by_name(evaluate_gates(gates, WAVE, heavy, NEW))
+    memory, cpu = results[MEMORY_INCREASE], results[CPU_INCREASE]
+    assert memory.failed and memory.value == pytest.approx(2.0)
+    assert memory.detail == ("session memory +200% against the previous version (median of 10 "
+                             "devices, need 9)")
+    assert cpu.failed and cpu.value == pytest.approx(1.0)
+    same = {d: costing(10.2e6, 10e6, 0.1, 0.1) for d in WAVE}
+    assert all(r.passed for r in evaluate_gates(gates, WAVE, same, NEW))
+
+
+def test_one_noisy_device_does_not_decide_the_memory_gate() -> None:
+    from controller.rollouts.gates import MEMORY_INCREASE
+
+    obs = {d: costing(10e6, 10e6) for d in WAVE}
+    obs[WAVE[0]] = costing(90e6, 10e6)
+    assert by_name(evaluate_gates(Gates(max_memory_increase=0.25), WAVE, obs, NEW))[
+        MEMORY_INCREASE].passed
+
+
+def test_without_costs_of_both_versions_the_resource_gate_waits() -> None:
+    from controller.rollouts.gates import MEMORY_INCREASE
+
+    gates = Gates(max_memory_increase=0.25)
+    old_agents = {d: costing(None, None) for d in WAVE}  # agents from before device health
+    r = by_name(evaluate_gates(gates, WAVE, old_agents, NEW))[MEMORY_INCREASE]
+    assert r.pending and r.value is None and "agents from before device health" in r.detail
+    few = {d: costing(30e6, 10e6) if d in WAVE[:3] else costing(30e6, None) for d in WAVE}
+    r = by_name(evaluate_gates(gates, WAVE, few, NEW))[MEMORY_INCREASE]
+    assert r.pending and r.value == pytest.approx(2.0)  # 3 of the 9 it needs

@@ -262,3 +262,15 @@ def test_the_documented_request_body_names_exactly_the_keys_the_parser_takes() -
     # and every example a reader could copy from the schema's defaults parses
     defaults = RolloutSpecBody(model="iris", version=1).model_dump()
     assert spec_from_dict(defaults).model == "iris"
+
+
+def test_resource_gates_take_a_share_or_a_percentage() -> None:
+    from controller.rollouts.spec import SpecError, spec_from_dict, spec_to_dict
+
+    spec = spec_from_dict({"model": "m", "version": 2, "gates": {
+        "max_memory_increase": "25%", "max_cpu_increase": 0.5}})
+    assert spec.gates.max_memory_increase == 0.25 and spec.gates.max_cpu_increase == 0.5
+    assert spec_from_dict(spec_to_dict(spec)) == spec
+    for bad in ("lots", -0.1, True):
+        with pytest.raises(SpecError, match="max_memory_increase"):
+            spec_from_dict({"model": "m", "version": 2, "gates": {"max_memory_increase": bad}})
