@@ -94,7 +94,7 @@ def output_layers(model: Any) -> list[str]:
     (a linear model) is still quantized whole."""
     producers = {out: node for node in model.graph.node for out in node.output}
     found: list[str] = []
-    seen: set[str] = set()
+    seen: set[int] = set()
     pending = [output.name for output in model.graph.output]
     while pending:
         node = producers.get(pending.pop())
