@@ -21,7 +21,7 @@ import pytest
 
 from tests.harness.paths import REPO_ROOT
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # installs on a loaded machine
 
 # dependencies only the controller has reasons to import: a device must not carry them
 CONTROLLER_ONLY_CORE = {"sqlalchemy", "fastapi", "cryptography", "uvicorn", "scikit-learn"}
