@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Edgewise agent on Raspberry Pi OS / Debian (arm64; armhf and amd64 work too):
+# Install the Edgewise agent on Raspberry Pi OS / Debian, 64-bit (arm64 or amd64; not armhf:
+# onnxruntime and numpy publish no 32-bit ARM wheels):
 # a system user, a Python virtual environment with the agent extras, the device's enrollment
 # bundle in /etc/edgewise, and the systemd service, enabled (and started when systemd runs).
 #
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
     --unit) UNIT="${2:?--unit needs a file}"; shift 2 ;;
     --no-apt) APT=0; shift ;;
     --no-start) START=0; shift ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -59,8 +60,12 @@ if [ -r /etc/os-release ]; then
     *) die "this script is for Debian and Raspberry Pi OS, not ${PRETTY_NAME:-this system}" ;;
   esac
 fi
-ARCH="$(uname -m)"
-[ "$ARCH" = aarch64 ] || say "note: this is $ARCH; the agent is tested on aarch64 and x86_64"
+case "$(uname -m)" in
+  aarch64|x86_64) ;;
+  armv6l|armv7l|armv8l)
+    die "this is a 32-bit ARM system ($(uname -m)): onnxruntime and numpy publish no wheels for it; install the 64-bit Raspberry Pi OS (arm64) on a Pi 3, 4 or 5" ;;
+  *) die "unsupported machine $(uname -m): the agent runs on aarch64 (arm64) and x86_64" ;;
+esac
 
 if [ -z "$PACKAGE" ]; then
   shopt -s nullglob

@@ -89,7 +89,8 @@ def test_an_unknown_host_to_listen_on(data_dir: Path) -> None:
      "Connection refused"),
     # a scheme SQLAlchemy has no dialect for
     (f"nosuchdb://edgewise:{SECRET}@db.example.net/edgewise", "Can't load plugin"),
-])
+], ids=["nothing-listens", "no-dialect"])  # ids without the free port: every xdist worker
+#                                            must collect the same test names
 def test_a_database_that_cannot_be_opened(tmp_path: Path, url: str, reason: str) -> None:
     line = one_error_line(edgewise("controller", "serve", "--data-dir", str(tmp_path / "data"),
                                    "--db-url", url, "--port", "0", cwd=tmp_path))

@@ -85,6 +85,27 @@ def test_install_script_refuses_without_a_bundle() -> None:
     assert helped.returncode == 0 and "--bundle PATH" in helped.stdout
 
 
+@pytest.mark.parametrize("machine", ["armv7l", "armv6l"])
+def test_install_script_refuses_32_bit_arm_before_installing(machine: str, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the script refuses a non-root user before it looks at the machine")
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    uname = shim / "uname"  # the Pi's answer, for this run of the script only
+    uname.write_text(f'#!/bin/sh\n[ "$1" = -m ] && echo {machine} && exit 0\n'
+                     'exec /usr/bin/uname "$@"\n')
+    uname.chmod(0o755)
+    bundle = tmp_path / "pi-01.tar.gz"
+    bundle.write_bytes(b"")
+    env = {**os.environ, "PATH": f"{shim}:{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", str(DEPLOY / "install-agent.sh"), "--bundle", str(bundle),
+                           "--no-apt"], capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"32-bit ARM system ({machine})" in done.stderr, done.stderr
+    assert "64-bit Raspberry Pi OS" in done.stderr
+    assert "==>" not in done.stdout, "it did something before refusing"
+
+
 def test_mosquitto_examples_are_the_generators_output() -> None:
     settings = BrokerSettings(out_dir="/etc/mosquitto/edgewise", hostnames=["mqtt.example.net"],
                               password_port=8884, group="mosquitto")
