@@ -115,6 +115,7 @@ class MqttLink:
         self._rtt_probe: tuple[int, float] | None = None  # (mid, monotonic send time)
         # why the broker cannot be reached, logged once per change of cause (not per retry)
         self.connect_failure: str | None = None
+        self._caller_waiting = False
 
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -147,15 +148,21 @@ class MqttLink:
         self._loop = asyncio.get_running_loop()
         self._connected_event = asyncio.Event()
         self._stopping = False
-        if not self._try_connect():
-            self._schedule_reconnect()
-        if wait:
-            try:
-                await asyncio.wait_for(self._connected_event.wait(), timeout)
-            except TimeoutError:
-                raise BrokerUnreachableError(
-                    f"cannot reach the MQTT broker at {self.broker} within {timeout:g} s"
-                    + (f" ({self.last_error})" if self.last_error else "")) from None
+        # a caller that waits reports a failure itself (BrokerUnreachableError): meanwhile the
+        # link's own warnings would say the same thing again
+        self._caller_waiting = wait
+        try:
+            if not self._try_connect():
+                self._schedule_reconnect()
+            if wait:
+                try:
+                    await asyncio.wait_for(self._connected_event.wait(), timeout)
+                except TimeoutError:
+                    raise BrokerUnreachableError(
+                        f"cannot reach the MQTT broker at {self.broker} within {timeout:g} s"
+                        + (f" ({self.last_error})" if self.last_error else "")) from None
+        finally:
+            self._caller_waiting = False
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         assert self._connected_event is not None, "start() first"
@@ -395,6 +402,9 @@ class MqttLink:
         """Log why the broker cannot be reached at WARNING, once per cause: a device that is
         wrongly enrolled says so in its journal without a line per retry."""
         self.last_error = cause
+        if self._caller_waiting:
+            log.debug("%s: cannot connect to broker %s: %s", self.client_id, self.broker, cause)
+            return
         if cause != self.connect_failure:
             log.warning("%s: cannot connect to broker %s: %s (retrying; logged again when the "
                         "cause changes)", self.client_id, self.broker, cause)

@@ -53,6 +53,8 @@ DEVICE_ACCESS: dict[str, str] = {
     "art/req": WRITE,
     "metrics": WRITE,
     "cmd/res": WRITE,
+    "logs/req": READ,  # the controller asks for a device's recent log lines
+    "logs": WRITE,  # and the device answers
 }
 
 CONF_NAME = "edgewise.conf"

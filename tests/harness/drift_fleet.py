@@ -54,6 +54,13 @@ HOUR = 3600.0
 SHIFT_AGO = 1800.0
 SWITCH_AGO = 900.0
 STALE_WINDOWS = 3
+
+
+def first_alert_ts(now: float) -> float:
+    """When d-1's drift alert fired (d-2's ten seconds later): about five minutes after the
+    shift, placed a minute into an aligned five-minute bucket, so the two alerts share their
+    bucket (and their one-minute bucket) whichever second the views are asked at."""
+    return (now - SHIFT_AGO + 300) // 300 * 300 + 60
 _NORMAL = NormalDist()
 
 
@@ -143,8 +150,8 @@ def populate(c: Controller, now: float) -> None:
             status="completed", priority=0, revision=3, created_at=now - SWITCH_AGO - 60,
             updated_at=now - SWITCH_AGO + 60, created_by="operator:test"))
         conn.execute(alert_events.insert(), [
-            _alert(now - SHIFT_AGO + 300, "d-1", 2, "fired", "load drifted (PSI 1.9)"),
-            _alert(now - SHIFT_AGO + 310, "d-2", 2, "fired", "load drifted (PSI 2.1)"),
+            _alert(first_alert_ts(now), "d-1", 2, "fired", "load drifted (PSI 1.9)"),
+            _alert(first_alert_ts(now) + 10, "d-2", 2, "fired", "load drifted (PSI 2.1)"),
             _alert(now - SWITCH_AGO + 120, "d-4", 3, "fired", "temp drifted"),
         ])
 

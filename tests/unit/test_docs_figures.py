@@ -201,6 +201,18 @@ def _local_api_body() -> int:
     return MAX_BODY
 
 
+def _disk_free_alert() -> int:
+    from controller.device_health.rules import HealthThresholds
+
+    return int(HealthThresholds().disk_free_bytes)
+
+
+def _leak_per_hour() -> int:
+    from controller.device_health.rules import HealthThresholds
+
+    return int(HealthThresholds().leak_bytes_per_hour)
+
+
 # (file, figure as written) -> where it comes from
 SIZES: dict[tuple[str, str], Source] = {
     # -- the docs
@@ -222,7 +234,11 @@ SIZES: dict[tuple[str, str], Source] = {
     ("docs/simulator.md", "18 MiB"): Benchmark(r"held ~([\d.]+) MiB per device"),
     ("docs/simulator.md", "10.6 MiB"): "the onnxruntime sessions' share of it, measured with "
                                        "bench/bench_fleet.py in an earlier run",
+    ("docs/monitoring.md", "200 MiB"): Constant(_disk_free_alert),
+    ("docs/monitoring.md", "1 MiB"): Constant(_leak_per_hour),
     # -- the code's docstrings and comments
+    ("bench/bench_health.py", "2 MiB"): "the health sampler's memory budget, a target",
+    ("bench/bench_health.py", "80 MiB"): "the agent's memory target (README.md)",
     ("bench/bench_agent_memory.py", "80 MiB"): "the agent's memory target (README.md)",
     ("bench/bench_fleet.py", "64 KiB"): Constant(_chunk_size),
     ("bench/bench_predict.py", "10 MiB"): "the size of a model the benchmark builds",

@@ -227,7 +227,8 @@ def test_overflow_drops_are_counted_exactly(broker: BrokerProcess, tmp_path: Pat
             agent = EdgeAgent(AgentConfig(
                 device_id=device_id, data_dir=tmp_path / device_id,
                 broker=BrokerAddress(broker.host, proxy.port), outbox_max_records=bound,
-                outbox_overflow=policy, ack_timeout_s=2.0, telemetry_flush_interval_s=0.1))
+                outbox_overflow=policy, ack_timeout_s=2.0, telemetry_flush_interval_s=0.1,
+                health_sample_s=0))  # health records would share the bound this test counts
             await agent.start()
             await wait_for_async(lambda: device_id in {d["device_id"] for d in client.list_devices()},
                              20, "the device to register")
@@ -305,7 +306,8 @@ def test_a_replaced_outbox_is_not_taken_for_a_replay(broker: BrokerProcess,
 
         async def run_agent(predictions: int, deploy: bool) -> int:
             agent = EdgeAgent(AgentConfig(device_id=device_id, data_dir=data_dir,
-                                          broker=broker.address, telemetry_flush_interval_s=0.1))
+                                          broker=broker.address, telemetry_flush_interval_s=0.1,
+                                          health_sample_s=0))  # the test counts records exactly
             await agent.start()
             try:
                 if deploy:

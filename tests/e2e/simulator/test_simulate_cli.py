@@ -78,5 +78,6 @@ def test_a_broker_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == ExitCode.ERROR and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: 2 of 2 agents did not connect to 127.0.0.1:{port} within 2 s "
-                      "(first: sim-0000: connection refused); is the broker up, and does it "
+                      "(first: sim-0000: connection refused (nothing listens on that port)); is "
+                      "the broker up, and does it "
                       "allow 2 connections (max_connections)?; set --broker"], result.stderr

@@ -38,7 +38,8 @@ BAD_INPUTS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "infinity": ([[5.1, 3.5, 1.4, 0.2], [float("inf"), 3.5, 1.4, 0.2]], ("infinity",)),
     "strings": (["a", "b", "c", "d"], ("must be numbers",)),
     "mixed-strings": ([5.1, "wide", 1.4, 0.2], ("must be numbers",)),
-    "dict": ({"sepal": 5.1}, ("must be numbers",)),
+    # a record of named fields, given to a model that takes a matrix
+    "dict": ({"sepal": 5.1}, ("takes rows of 4 numbers", "not records of named fields")),
     "ragged-batch": ([ROW, ROW[:2]], ("must be numbers",)),
     "empty-list": ([], ("expects 4 features", "got 0")),
     "empty-row": ([[]], ("expects 4 features", "got 0")),

@@ -93,7 +93,7 @@ def test_csv_and_parquet_samples_keep_names_and_types(table, tmp_path: Path) -> 
         assert loaded["colour"].tolist() == frame["colour"].tolist()
         (outcome,) = convert_file(model_file, tmp_path / sample, tmp_path / "labels.parquet",
                                   name="mixed", formats=["onnx"], precisions=["float32"],
-                                  progress=False)
+                                  progress=None)
         assert outcome.error is None, outcome.error
         assert outcome.result.manifest.parity["source_accuracy"] > 0.5
     assert load_labels_file(tmp_path / "labels.parquet").tolist() == labels.tolist()

@@ -29,6 +29,7 @@ from tests.harness.drift_fleet import (
     SWITCH_AGO,
     WINDOW_S,
     DriftFleet,
+    first_alert_ts,
     make_controller,
     populate,
     window,
@@ -103,7 +104,7 @@ def test_markers_show_version_changes_rollouts_and_this_versions_alerts(
     assert kinds == ["alert_fired", "rollout_started", "version_stopped", "rollout_ended"]
     fired = v2[0]
     assert fired["count"] == 2 and fired["devices"] == list(DRIFTING)
-    assert fired["ts"] == pytest.approx(drift_fleet.now - SHIFT_AGO + 300)
+    assert fired["ts"] == pytest.approx(first_alert_ts(drift_fleet.now))
     assert fired["text"] == "drift alert fired on 2 devices: d-1, d-2"
     stopped = v2[2]
     assert stopped["text"] == f"{MODEL}:2 stopped on d-4 (now {MODEL}:3)"
