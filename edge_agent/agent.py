@@ -135,7 +135,7 @@ class EdgeAgent:
         self._next_prediction = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._closed = False
-        # -- monitoring (issue 6)
+        # -- monitoring
         self.monitor = ModelMonitor(config.metrics_window_s, config.device_id)
         self._sampler = random.Random()
         # -- device health: sampled in the telemetry loop, one "health" record per window;

@@ -35,18 +35,18 @@ class AgentConfig:
     chunk_repair_interval_s: float = 3.0
     feedback_memory: int = 20_000  # how many recent predictions feedback can still refer to
     # the largest model artifact this device takes (memory/storage budget of a small board);
-    # a larger one fails before any download, reported as a failed activation (issue 5)
+    # a larger one fails before any download, reported as a failed activation
     max_model_bytes: int | None = None
     # localhost HTTP API for applications on the device (predict, feedback, health); None: off
     http_port: int | None = None
     http_host: str = "127.0.0.1"
     # manifest-signing public keys the device trusts: file paths (relative to the config file)
-    # or PEM text; written by `edgewise devices enroll` (security, issue 9)
+    # or PEM text; written by `edgewise devices enroll`
     trusted_keys: tuple[str, ...] = ()
-    # issue 4: the health window a new model serves under before it is committed, when neither
+    # the health window a new model serves under before it is committed, when neither
     # the desired state (rollout) nor the manifest sets one; 0 commits after the smoke test
     probation_s: float = 0.0
-    # monitoring (issue 6; docs/monitoring.md): the active model's window summary goes to the
+    # monitoring (docs/monitoring.md): the active model's window summary goes to the
     # outbox as a "metrics" record every metrics_window_s; raw prediction records are kept with
     # probability prediction_sample_rate (the window summaries always count every prediction)
     metrics_window_s: float = 60.0
@@ -133,7 +133,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path(".")) -> AgentCo
     if unknown:
         raise ConfigError(f"unknown [broker] keys {sorted(unknown)}; known: {sorted(_BROKER_KEYS)}")
     values = dict(raw)
-    # -- security (issue 9): certificate and key paths are relative to the config file, so an
+    # -- security: certificate and key paths are relative to the config file, so an
     # enrollment bundle can be copied anywhere
     broker_raw = dict(broker_raw)
     for key in ("tls_ca", "tls_cert", "tls_key"):

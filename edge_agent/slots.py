@@ -10,7 +10,8 @@ served before the last switch, kept for an instant rollback (no download). A sta
 verified file in ``models/`` that the pointer does not name yet. Switching writes the whole
 pointer to ``active.json.tmp``, fsyncs it and renames it over ``active.json`` (then fsyncs the
 directory), so after a power cut the pointer is either the old one or the new one, never a mix.
-An ``active.json`` from before issue 4 (no ``previous``) reads as a pointer with no previous slot.
+An ``active.json`` from before slots and signed updates (no ``previous``) reads as a pointer
+with no previous slot.
 """
 
 from __future__ import annotations

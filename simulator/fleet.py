@@ -43,7 +43,7 @@ Progress = Callable[[int, int], None]
 # and a model file being read; plus room for the rest of the process
 FDS_PER_AGENT = 6
 FDS_RESERVED = 256
-# the agent states in which its active model is the one it runs at rest (issue 4)
+# the agent states in which its active model is the one it runs at rest
 SETTLED_STATES = ("active", "rolled_back")
 
 
@@ -121,7 +121,7 @@ def sample_process(pid: int | str = "self") -> ProcessSample:
 
 
 class SimulatedFleet:
-    """``trusted_keys`` (issue 4): PEM texts (or files) of the manifest-signing keys every agent
+    """``trusted_keys``: PEM texts (or files) of the manifest-signing keys every agent
     trusts: the agents then act only on desired states signed by one of them (enforce mode;
     ``simulator.keys.controller_trusted_keys`` reads a controller's). Empty: development mode."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -18,10 +19,29 @@ if TYPE_CHECKING:
     from simulator.scenario_run import ScenarioRun
 
 
+async def _controller_rows(run: ScenarioRun) -> list[dict]:
+    """The controller's rows of this run's devices, once what it shows each live agent running
+    (and online) matches the agent itself, or when ``settle_timeout_s`` has passed. Reported
+    states and presence travel on their own topics, unacknowledged, so under load the
+    controller's view trails the fleet's by a moment after the telemetry has settled."""
+    assert run.client is not None
+    ids = {d for d, _, _ in run.devices}
+    expected = {a.device_id: (f"{a.active.model}:{a.active.version}" if a.active else "None:None",
+                              a.link.connected) for a in run.live}
+    deadline = time.monotonic() + run.o.settle_timeout_s
+    while True:
+        rows = [r for r in await asyncio.to_thread(run.client.list_devices)
+                if r["device_id"] in ids]
+        seen = {r["device_id"]: (f"{r.get('active_model')}:{r.get('active_version')}",
+                                 bool(r.get("online"))) for r in rows}
+        if all(seen.get(d) == e for d, e in expected.items()) or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.5)
+
+
 async def observe_controller(run: ScenarioRun) -> None:
     assert run.client is not None and run.fleet is not None
-    rows = await asyncio.to_thread(run.client.list_devices)
-    ours = [r for r in rows if r["device_id"] in {d for d, _, _ in run.devices}]
+    ours = await _controller_rows(run)
     cv = run.report.controller_view
     cv["devices"] = len(ours)
     cv["online"] = sum(1 for r in ours if r.get("online"))
@@ -39,7 +59,7 @@ async def observe_controller(run: ScenarioRun) -> None:
     run.report.end_state = {
         "live": len(run.live), "killed": len(run.fleet.killed),
         "connected": sum(1 for a in run.live if a.link.connected),
-        # issue 4: a device that rolled back (its probation failed) failed its update too
+        # a device that rolled back (its probation failed) failed its update too
         "failed": sum(1 for a in run.live if a.state in ("failed", "rolled_back")),
         "versions": dict(versions)}
     run.report.agent_counters = {

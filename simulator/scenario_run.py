@@ -249,7 +249,7 @@ class ScenarioRun:
                 return proxy.address
             return self.broker_address
 
-        # issue 4: with a controller of its own, the agents trust its signing keys (enforce
+        # with a controller of its own, the agents trust its signing keys (enforce
         # mode); an external controller's keys are not known here (development mode)
         trusted: tuple[str, ...] = ()
         if self.controller_proc is not None:

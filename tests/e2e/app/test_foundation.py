@@ -98,7 +98,7 @@ def test_ten_agents_receive_v1_and_every_record_is_stored_once(
         assert row["active_model"] == "iris" and row["active_version"] == 1
         assert row["predictions"] > 0
         assert row["accuracy"] is not None and row["accuracy"] > 0.8
-    # plus one "metrics" window summary per device at its clean stop (issue 6)
+    # plus one "metrics" window summary per device at its clean stop
     windows = sum(agent.monitor.stats["windows"] for agent in fleet.agents)
     assert windows == len(fleet.agents)
     assert total_produced == workload.stats["predictions"] + workload.stats["feedback"] + windows

@@ -1,4 +1,4 @@
-"""Two controller replicas on one PostgreSQL database and one Mosquitto (issue 10).
+"""Two controller replicas on one PostgreSQL database and one Mosquitto.
 
 Real processes (`edgewise controller serve --db-url ... --share-group ...`), real agents
 (SimulatedFleet), SIGKILL for the crashes. The share group spreads the fleet's telemetry over

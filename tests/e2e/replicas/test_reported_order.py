@@ -1,4 +1,4 @@
-"""Replica settings and the order of reports stored by two replicas (issue 10)."""
+"""Replica settings and the order of reports stored by two replicas."""
 
 from __future__ import annotations
 

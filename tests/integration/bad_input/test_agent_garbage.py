@@ -244,7 +244,7 @@ def test_a_model_its_runtime_cannot_load_fails_clearly_and_the_previous_model_ke
             await activate(agent, ctl, iris_models.a)
             ctl.serve(tflite.artifact, iris_models.c.data)
             await ctl.publish_desired(tflite)
-            # issue 4: a failed activation rolls back to the previous slot, and says why
+            # a failed activation rolls back to the previous slot, and says why
             await wait_for_async(lambda: agent.state == "rolled_back", 10, "state 'rolled_back'")
             assert agent.last_error is not None and "TFLite interpreter cannot load" in agent.last_error
             await wait_for_async(lambda: ctl.last_reported is not None

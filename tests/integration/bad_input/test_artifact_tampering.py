@@ -66,7 +66,7 @@ def _assert_serves(agent: EdgeAgent, artifact: Artifact, models: IrisModels) -> 
 
 async def _wait_failed(agent: EdgeAgent, ctl: FakeController, state: str = "failed") -> str:
     """Wait for the refusal: ``failed`` before activation, ``rolled_back`` when the activation
-    itself failed (issue 4: the previous slot is switched back in)."""
+    itself failed (the previous slot is switched back in)."""
     await wait_for_async(lambda: agent.state == state, 10,
                      f"state {state!r} (state {agent.state}, last_error {agent.last_error})")
     await wait_for_async(lambda: ctl.last_reported is not None
@@ -206,7 +206,7 @@ def test_whole_file_hash_mismatch_fails_and_the_previous_model_keeps_serving(
 
     async def restart() -> None:
         # after a restart the device still runs the previous model, not the refused one, and
-        # still says that the last update failed (issue 4: the journal keeps the outcome)
+        # still says that the last update failed (the journal keeps the outcome)
         agent = EdgeAgent(agent_config(broker, data_dir, device_id))
         await asyncio.wait_for(agent.start(), 15)
         try:

@@ -27,7 +27,7 @@ def diabetes() -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-# -- issue 3: the conversion matrix's models, trained once per session --------------------------
+# -- the conversion matrix's models, trained once per session --------------------------
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:

@@ -45,7 +45,7 @@ def test_staged_and_previous_are_stored_and_cleared(fleet: FleetStore) -> None:
     assert (d["previous_model"], d["previous_version"], d["previous_sha256"]) == (
         "iris", 2, "b" * 64)
 
-    # a report without slots (an agent from before issue 4) clears them
+    # a report without slots (an agent from before slots and signed updates) clears them
     fleet.set_reported("d1", Reported(state="active", active=V3, ts=12.0))
     assert set(slots(fleet.get("d1")).values()) == {None}
 

@@ -1,4 +1,4 @@
-"""Issue 4: a device's staged artifact and previous slot (instant rollback), as its agent
+"""A device's staged artifact and previous slot (instant rollback), as its agent
 reports them, in the REST views, `edgewise device show` (text and --json) and the dashboard's
 device page. One real HTTP server (uvicorn on a free port) over a controller whose fleet went
 in through the store's write path; no broker needed."""
@@ -68,7 +68,7 @@ def test_device_detail_and_list_carry_the_slots(server: Server) -> None:
     page = get(server, "/fleet/devices", q="s-")
     assert [(d["device_id"], d["staged_version"], d["previous_version"])
             for d in page["items"]] == [("s-1", None, 1), ("s-2", 2, None)]
-    # devices of an agent from before issue 4, or never seen, have them as null
+    # devices of an agent from before slots and signed updates, or never seen, have them as null
     for device_id in ("b-1", "pre-1"):
         row = get(server, f"/devices/{device_id}")
         assert all(k in row and row[k] is None for k in SLOTS), (device_id, row)

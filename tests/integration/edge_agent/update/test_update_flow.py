@@ -1,4 +1,4 @@
-"""The agent's update path with signatures, probation and rollback (issue 4), in process.
+"""The agent's update path with signatures, probation and rollback, in process.
 
 A real EdgeAgent on the real broker, enforcing signatures; the test signs what it publishes as
 the controller does. Process kills (SIGKILL in every state) are in tests/update_e2e; here the
