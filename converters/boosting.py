@@ -7,7 +7,7 @@ writes ONNX itself (``save_model(format="onnx")``); :func:`catboost_plan` verifi
 like any other artifact. All three emit ``ai.onnx.ml`` tree ensembles, which no TFLite converter
 reads: TFLite is refused for them with that reason.
 
-Install with ``pip install 'edgewise[boosting]'`` (xgboost, lightgbm, catboost, onnxmltools).
+Install with ``pip install '.[boosting]'`` in the checkout (xgboost, lightgbm, catboost, onnxmltools).
 """
 
 from __future__ import annotations

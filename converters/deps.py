@@ -11,15 +11,15 @@ from types import ModuleType
 
 from converters.errors import ConversionError
 
-INSTALL_HINT = "pip install 'edgewise[controller]'"
-
 # The extra that brings each heavy framework (see [project.optional-dependencies]).
 EXTRAS = {"keras": "keras", "tensorflow": "keras", "tf2onnx": "keras", "torch": "torch",
           "onnxscript": "torch", "ai_edge_litert": "tflite"}
 
 
 def install_hint(extra: str = "controller") -> str:
-    return f"pip install 'edgewise[{extra}]'"
+    """How to add an extra: from the checkout or wheel, never by name from an index (Edgewise
+    is not published there, and an unclaimed name could be anybody's package)."""
+    return f"pip install '.[{extra}]' in your Edgewise checkout (not from a package index)"
 
 
 def require(module: str, extra: str | None = None) -> ModuleType:

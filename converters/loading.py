@@ -89,7 +89,7 @@ def _pandas(path: Path, what: str) -> Any:
         import pandas
     except ImportError:
         raise SampleDataError(f"{path}: reading a {what} table needs pandas (and pyarrow for "
-                              f"parquet): pip install 'edgewise[tables]'") from None
+                              f"parquet): pip install '.[tables]' in your Edgewise checkout") from None
     return pandas
 
 

@@ -131,7 +131,7 @@ def embedded_broker(workdir: Path, port: int | None = None) -> BrokerProcess:
         import amqtt  # noqa: F401
     except ImportError:
         raise BrokerError("no MQTT broker available: install Mosquitto (apt-get install "
-                          "mosquitto) or the embedded one (pip install 'edgewise[embedded-broker]')"
+                          "mosquitto) or the embedded one (pip install '.[embedded-broker]' in your Edgewise checkout)"
                           ) from None
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()

@@ -303,7 +303,7 @@ def metrics_router(health: FleetHealth, metrics_store: Any | None,
             from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
         except ImportError:
             raise HTTPException(503, "prometheus-client is not installed on this controller: "
-                                     "pip install 'edgewise[controller]'") from None
+                                     "pip install '.[controller]' in your Edgewise checkout") from None
         registry = CollectorRegistry(auto_describe=False)
         registry.register(FleetCollector(health, metrics_store, bridge_stats, group_by, window,
                                          feature_drift, device_health))

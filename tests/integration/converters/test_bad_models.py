@@ -128,11 +128,11 @@ def test_missing_framework_names_the_extra(monkeypatch: pytest.MonkeyPatch,
                                            tmp_path: Path) -> None:
     (tmp_path / "m.keras").write_bytes(b"PK")
     monkeypatch.setitem(__import__("sys").modules, "tensorflow", None)
-    with pytest.raises(ConversionError, match=r"pip install 'edgewise\[keras\]'"):
+    with pytest.raises(ConversionError, match=r"pip install '\.\[keras\]'"):
         load_model_path(tmp_path / "m.keras")
     monkeypatch.setitem(__import__("sys").modules, "torch", None)
     (tmp_path / "m.pt").write_bytes(b"PK")
-    with pytest.raises(ConversionError, match=r"pip install 'edgewise\[torch\]'"):
+    with pytest.raises(ConversionError, match=r"pip install '\.\[torch\]'"):
         load_model_path(tmp_path / "m.pt")
 
 

@@ -294,7 +294,7 @@ def test_fitted_feature_names_are_used_when_none_given(
 def test_missing_skl2onnx_says_what_to_install(monkeypatch: pytest.MonkeyPatch,
                                                fitted_iris: BaseEstimator) -> None:
     monkeypatch.setitem(sys.modules, "skl2onnx", None)  # makes `import skl2onnx` fail
-    with pytest.raises(ConversionError, match=r"pip install 'edgewise\[controller\]'"):
+    with pytest.raises(ConversionError, match=r"pip install '\.\[controller\]'"):
         convert_sklearn(fitted_iris, load_iris().data, name="x")
 
 
