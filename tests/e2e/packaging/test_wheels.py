@@ -90,7 +90,7 @@ def test_build_makes_an_sdist_and_a_wheel_with_the_packages_and_their_data(
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "edgewise-agent = edge_agent.daemon:main" in scripts
-    assert "edgewise = controller.app.cli:main" in scripts
+    assert "edgewise = controller.app.entry:main" in scripts
 
 
 def test_agent_extra_installs_the_agent_without_the_controllers_dependencies(
@@ -104,6 +104,10 @@ def test_agent_extra_installs_the_agent_without_the_controllers_dependencies(
     assert extras["agent"] <= installed, extras["agent"] - installed
     controller_only = (extras["controller"] - extras["agent"] - {"edgewise"}) | CONTROLLER_ONLY_CORE
     assert not installed & controller_only, f"the agent pulled {sorted(installed & controller_only)}"
+    # the operator's command, installed here too, says what it needs in one line
+    refused = _run([bin_dir / "edgewise", "--help"], timeout=120)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.count("\n") == 1 and "[controller] extra" in refused.stderr
     # the agent's modules import with only its own dependencies present
     imported = _run([bin_dir / "python", "-c",
                      "import edge_agent.agent, edge_agent.daemon, edge_agent.runtime"], timeout=120)
