@@ -24,8 +24,11 @@ goes to the outbox as a ``metrics`` record. Raw prediction records are sampled a
 ``prediction_sample_rate``; the window summaries count every prediction. Batches carry the
 outbox's epoch, and acks for another epoch (an outbox this agent replaced) are ignored.
 
-Why this module is over 400 lines: it is where the parts meet (MQTT link, updater, telemetry
-uplink, monitor), and the prediction path, which on every call feeds the monitor, the probation
+Device health (:class:`~edge_agent.health.agent_health.AgentHealth`): sampled on the telemetry
+loop, each call charged to its model version, one ``health`` record per window.
+
+Why this module is over 500 lines: it is where the parts meet (MQTT link, updater, telemetry
+uplink, monitor, health), and the prediction path, which on every call feeds the monitor, the probation
 window and the telemetry records, is kept whole in one place. The decisions are not here: they
 are the pure cores (:mod:`edge_agent.update.plan`, :mod:`edge_agent.telemetry.sender`).
 """
@@ -47,6 +50,7 @@ from typing import Any
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.download import ArtifactDownload
+from edge_agent.health.agent_health import AgentHealth
 from edge_agent.health.log_ring import LogRing
 from edge_agent.health.sampler import HealthSampler, ReadingSource
 from edge_agent.health.sources import HealthSources
@@ -140,13 +144,15 @@ class EdgeAgent:
         self._sampler = random.Random()
         # -- device health: sampled in the telemetry loop, one "health" record per window;
         # health_sources: a test's or the simulator's fake /proc and /sys
-        self.health: HealthSampler | None = None
+        self.health: AgentHealth | None = None
         if config.health_sample_s > 0:
-            self.health = HealthSampler(
-                health_sources or HealthSources(config.data_dir),
-                sample_s=min(config.health_sample_s, config.metrics_window_s),
-                window_s=config.metrics_window_s, started_ts=clock(), now=clock(),
-                mono=time.monotonic(), device_id=config.device_id)
+            self.health = AgentHealth(
+                HealthSampler(health_sources or HealthSources(config.data_dir),
+                              sample_s=min(config.health_sample_s, config.metrics_window_s),
+                              window_s=config.metrics_window_s, started_ts=clock(),
+                              now=clock(), mono=time.monotonic(), device_id=config.device_id),
+                clock=clock, connects=lambda: self.link.connect_count,
+                gauges=self._health_gauges)
         self.log_ring: LogRing | None = None
         if config.log_ring_lines > 0:
             self.log_ring = LogRing(config.log_ring_lines,
@@ -204,25 +210,16 @@ class EdgeAgent:
         if slot is None or runtime is None:
             self.active = None
             self.deployment_id = deployment_id
-            self._switch_health(None, None, None)
+            if self.health is not None:
+                self._queue_window(self.health.switch(None, None, None))
             return
         self.active = slot.ref
         self.deployment_id = slot.deployment_id
         # the previous model's monitoring window closes here; the new model's starts
         self._queue_window(self.monitor.switch(slot.manifest, self._clock(), time.monotonic()))
-        self._switch_health(slot.ref.model, slot.ref.version,
-                            getattr(runtime, "session_bytes", None))
-
-    def _switch_health(self, model: str | None, version: int | None,
-                       session_bytes: int | None) -> None:
-        """The health window of the previous model closes; the new model's resource cost is
-        measured in windows of its own."""
-        health = self.health
-        if health is not None and (health.window.model, health.window.version) != (model,
-                                                                                  version):
-            self._queue_window(health.switch(self._clock(), time.monotonic(),
-                                             self.link.connect_count, model, version,
-                                             session_bytes))
+        if self.health is not None:  # and the health window: each version's cost its own
+            self._queue_window(self.health.switch(slot.ref.model, slot.ref.version,
+                                                  getattr(runtime, "session_bytes", None)))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -244,8 +241,7 @@ class EdgeAgent:
         # the partial windows
         self._queue_window(self.monitor.roll(self._clock(), time.monotonic()))
         if self.health is not None:
-            self._queue_window(self.health.roll(self._clock(), time.monotonic(),
-                                                self.link.connect_count))
+            self._queue_window(self.health.roll())
         self.flush()
         deadline = time.monotonic() + drain_timeout
         while drain_timeout and self.outbox and (self.outbox.stats().pending or
@@ -301,10 +297,7 @@ class EdgeAgent:
             self.monitor.observe_error(1)
             raise
         health = self.health
-        # the model's CPU time is read on every COST_SAMPLE-th call only: the process CPU clock
-        # is a system call, too dear for every single-row prediction (bench/bench_health.py)
-        timed = health is not None and health.time_this_call()
-        cpu_started = time.process_time() if timed else 0.0
+        cpu_started = health.call_started() if health is not None else None
         started = time.perf_counter()
         try:
             out = runtime.run(rows)
@@ -316,10 +309,9 @@ class EdgeAgent:
                 watch.observe_error(len(rows))
             raise RuntimeError(f"inference failed: {exc}") from exc
         latency_ms = (time.perf_counter() - started) * 1000.0
-        if health is not None and health.window.version == manifest.version \
-                and health.window.model == manifest.model:
-            health.window.observe_call(len(rows), latency_ms,
-                                       time.process_time() - cpu_started if timed else None)
+        if health is not None:
+            health.call_ended(manifest.model, manifest.version, len(rows), latency_ms,
+                              cpu_started)
         watch = self.updater.probation_for(manifest.artifact.sha256)
         if watch is not None:
             watch.observe(len(rows), latency_ms)
@@ -487,25 +479,21 @@ class EdgeAgent:
             try:
                 if self.monitor.due(time.monotonic()):
                     self._queue_window(self.monitor.roll(self._clock(), time.monotonic()))
-                self._sample_health()
+                if self.health is not None:
+                    self._queue_window(self.health.tick())
                 self.flush()
                 self._send_batches()
             except Exception:
                 log.exception("%s: telemetry loop error", self.device_id)
 
-    def _sample_health(self) -> None:
-        health, mono = self.health, time.monotonic()
-        if health is None:
-            return
-        if health.due(mono):
-            extra: dict[str, float] = {}
-            if self.outbox is not None:
-                extra["outbox_backlog"] = self.outbox.stats().pending
-            if self.link.rtt_ms is not None:
-                extra["rtt_ms"] = self.link.rtt_ms
-            health.sample(mono, extra, self.link.connect_count)
-        if health.closing(mono):
-            self._queue_window(health.roll(self._clock(), mono, self.link.connect_count))
+    def _health_gauges(self) -> dict[str, float]:
+        """What only the agent knows for a health sample: its outbox and its link."""
+        gauges: dict[str, float] = {}
+        if self.outbox is not None:
+            gauges["outbox_backlog"] = self.outbox.stats().pending
+        if self.link.rtt_ms is not None:
+            gauges["rtt_ms"] = self.link.rtt_ms
+        return gauges
 
     # -- introspection -------------------------------------------------------------------------
 
