@@ -72,9 +72,20 @@ class ControllerClient:
         self._http = httpx.Client(base_url=self.base_url + API_PREFIX, headers=headers,
                                   timeout=timeout, verify=verify)
 
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; a read of a kept-alive connection that the server closed at that
+        moment (its keep-alive timeout) is sent once more on a new connection, for reads
+        only: they change nothing, so a second send is safe."""
+        try:
+            return self._http.request(method, path, **kwargs)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            if method.upper() not in ("GET", "HEAD"):
+                raise
+            return self._http.request(method, path, **kwargs)
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._send(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ControllerClientError(
                 f"cannot reach the controller at {self.base_url} ({exc}); is "
