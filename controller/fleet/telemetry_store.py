@@ -161,6 +161,7 @@ _SQLITE_INSERT = (f"INSERT INTO telemetry ({_COLUMNS}) VALUES "
 _PG_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS telemetry_stage "
              "(LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
 _PG_COPY = f"COPY telemetry_stage ({_COLUMNS}) FROM STDIN"
+_PG_COPY_DIRECT = f"COPY telemetry ({_COLUMNS}) FROM STDIN"
 # in key order: two replicas inserting overlapping groups take the key locks in the same order
 _PG_MERGE = (f"INSERT INTO telemetry ({_COLUMNS}) SELECT {_COLUMNS} FROM telemetry_stage "
              "ORDER BY device_id, epoch, seq ON CONFLICT DO NOTHING")
@@ -170,7 +171,8 @@ def insert_rows(conn: sa.Connection, rows: Sequence[Row]) -> int:
     """Insert telemetry rows (in :data:`TELEMETRY_COLUMNS` order) inside ``conn``'s
     transaction, each (device, epoch, seq) once; return how many were new. SQLite:
     ``executemany`` of one prepared INSERT ... ON CONFLICT DO NOTHING; PostgreSQL: COPY into
-    a temporary staging table, then one INSERT ... SELECT ... ON CONFLICT DO NOTHING."""
+    the table under a savepoint, and if a key is already there (a resent batch), COPY into a
+    temporary staging table instead, then one INSERT ... SELECT ... ON CONFLICT DO NOTHING."""
     raw: Any = conn.connection.driver_connection
     try:
         return _insert_rows(conn.dialect.name, raw, rows)
@@ -186,6 +188,17 @@ def insert_rows(conn: sa.Connection, rows: Sequence[Row]) -> int:
         raise StorageError(f"database error: {e!r}") from e
 
 
+def _key(row: Row) -> tuple[str, int, int]:
+    return row[0], row[1], row[2]
+
+
+def _copy(cur: Any, sql: str, rows: Sequence[Row]) -> None:
+    with cur.copy(sql) as copy:
+        write = copy.write_row
+        for row in rows:
+            write(row)
+
+
 def _insert_rows(dialect: str, raw: Any, rows: Sequence[Row]) -> int:
     if dialect == "sqlite":
         cur = raw.cursor()
@@ -195,12 +208,23 @@ def _insert_rows(dialect: str, raw: Any, rows: Sequence[Row]) -> int:
         finally:
             cur.close()
     if dialect == "postgresql":
+        import psycopg  # the PostgreSQL driver: present wherever a PostgreSQL URL is used
+
+        # in key order: two replicas writing overlapping groups lock the keys in the same order
+        ordered = sorted(rows, key=_key)
         with raw.cursor() as cur:
+            # most groups hold no record already stored: COPY straight into the table, and
+            # only if a key is there already (a resent batch) take the staging table's way
+            cur.execute("SAVEPOINT ew_copy")
+            try:
+                _copy(cur, _PG_COPY_DIRECT, ordered)
+            except psycopg.errors.UniqueViolation:
+                cur.execute("ROLLBACK TO SAVEPOINT ew_copy")
+            else:
+                cur.execute("RELEASE SAVEPOINT ew_copy")
+                return len(ordered)
             cur.execute(_PG_STAGE)
-            with cur.copy(_PG_COPY) as copy:
-                write = copy.write_row
-                for row in rows:
-                    write(row)
+            _copy(cur, _PG_COPY, ordered)
             cur.execute(_PG_MERGE)
             return int(cur.rowcount)
     raise StorageError(f"unsupported database dialect {dialect!r}")
