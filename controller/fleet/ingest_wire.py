@@ -47,9 +47,10 @@ Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 
 # the order of TELEMETRY_COLUMNS, the tuple every writer takes
 TELEMETRY_COLUMNS = ("device_id", "epoch", "seq", "kind", "ts", "model", "version",
-                     "prediction_id", "latency_ms", "correct", "payload_json", "received_at")
+                     "prediction_id", "latency_ms", "correct", "payload_json", "received_at", "n")
 Row = tuple[str, int, int, str, float, "str | None", "int | None", "str | None",
-            "float | None", "bool | None", str, float]
+            "float | None", "bool | None", str, float, int]
+MAX_PREDICTIONS = 1_000_000  # in one columnar record
 
 
 class _Envelope(msgspec.Struct, kw_only=True):
@@ -75,6 +76,7 @@ class _Record(msgspec.Struct, kw_only=True):
     prediction_id: Text | None = None
     latency_ms: float | None = None
     correct: bool | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=MAX_PREDICTIONS)] | None = None
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
@@ -154,7 +156,8 @@ def _add_record(batch: DecodedBatch, raw: msgspec.Raw) -> None:
         if latency is not None and not math.isfinite(latency):
             latency = None
         row = (batch.device_id, batch.epoch, r.seq, r.kind, r.ts, r.model, r.version,
-               r.prediction_id, latency, r.correct, text, batch.received_at)
+               r.prediction_id, latency, r.correct, text, batch.received_at,
+               _count(r.kind, r.n))
     kind = row[3]
     if kind in WINDOW_KINDS:
         (batch.windows if kind == "metrics" else batch.health).append(_any_decoder.decode(raw))
@@ -182,10 +185,22 @@ def _lenient_row(batch: DecodedBatch, r: Any, text: str, lo: int | None = None,
         raise SchemaError(f"ts must be a finite number, got {ts!r:.40}")
     version = r.get("version")
     correct = r.get("correct")
+    n: Any = r.get("n")
     return (batch.device_id, batch.epoch, seq, kind, tsf, _text(r.get("model")),
             version if _is_int(version) else None, _text(r.get("prediction_id")),
             _number(r.get("latency_ms")), correct if isinstance(correct, bool) else None,
-            text, batch.received_at)
+            text, batch.received_at,
+            _count(kind, n if _is_int(n) and 1 <= n <= MAX_PREDICTIONS else None))
+
+
+def _count(kind: str, n: int | None) -> int:
+    """How many predictions a row stands for: a columnar record must say (``n``)."""
+    if kind != "predictions":
+        return 1
+    if n is None:
+        raise SchemaError(f"a predictions record needs n, its number of predictions "
+                          f"(1..{MAX_PREDICTIONS})")
+    return n
 
 
 def rows_of(device_id: str, batch: TelemetryBatch, received_at: float) -> DecodedBatch:

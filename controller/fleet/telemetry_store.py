@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from controller.errors import NotFoundError, StorageError, ValidationError
 from controller.fleet.ingest_wire import TELEMETRY_COLUMNS, DecodedBatch, Row, rows_of
+from controller.fleet.prediction_sums import latency_count, latency_sum, predictions_count
 from controller.storage.db import Database
 from controller.storage.tables import devices, telemetry
 from edgewise_wire import TelemetryBatch
@@ -97,12 +98,13 @@ class TelemetryStore:
         t = telemetry.c
         q = sa.select(
             sa.func.count().label("records"),
-            sa.func.count(sa.case((t.kind == "prediction", 1))).label("predictions"),
+            predictions_count().label("predictions"),
             sa.func.count(sa.case((t.kind == "feedback", 1))).label("feedback_records"),
             sa.func.count(sa.case((t.kind == "error", 1))).label("errors"),
             sa.func.count(t.correct).label("labelled"),
             sa.func.sum(sa.case((t.correct == sa.true(), 1), else_=0)).label("hits"),
-            sa.func.avg(t.latency_ms).label("mean_latency_ms"),
+            latency_sum().label("latency_sum"),
+            latency_count().label("latency_n"),
             sa.func.min(t.seq).label("first_seq"),
             sa.func.max(t.seq).label("last_seq"),
             sa.func.max(t.ts).label("last_ts"),
@@ -114,7 +116,7 @@ class TelemetryStore:
                 raise NotFoundError("device", device_id)
             m = conn.execute(q).one()._mapping
         labelled = int(m["labelled"])
-        latency = m["mean_latency_ms"]
+        latency = float(m["latency_sum"]) / int(m["latency_n"]) if m["latency_n"] else None
         return {
             "device_id": device_id,
             "records": int(m["records"]),

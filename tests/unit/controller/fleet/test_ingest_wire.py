@@ -31,7 +31,8 @@ def test_rows_carry_the_columns_and_the_record_whole() -> None:
     row = dict(zip(TELEMETRY_COLUMNS, b.rows[0], strict=True))
     assert row == {"device_id": "d1", "epoch": 7, "seq": 1, "kind": "prediction", "ts": 11.0,
                    "model": "iris", "version": 3, "prediction_id": "p1", "latency_ms": 0.5,
-                   "correct": None, "payload_json": row["payload_json"], "received_at": 99.0}
+                   "correct": None, "payload_json": row["payload_json"], "received_at": 99.0,
+                   "n": 1}
     assert json.loads(row["payload_json"]) == good(1)
     assert b.rejected == [] and b.records == 2
 
