@@ -65,3 +65,25 @@ def test_retention_reports_what_it_deleted(fresh: Fleet) -> None:
         assert result["kept"] == fresh.controller.telemetry.count() >= 5
         r = run(url, "data", "retention")
         assert r.exit_code == 2 and "--days" in r.output
+
+
+def test_the_retraining_hook_gets_the_export(fresh: Fleet, tmp_path: Path) -> None:
+    """The command's environment names the training data the controller exported for it."""
+    import asyncio
+    import sys
+
+    from controller.monitoring.retrain_hook import build_context, run_command
+
+    service = fresh.controller.monitoring
+    out_dir = tmp_path / "run-1"
+    path = asyncio.run(service._training_data("iris", out_dir))
+    assert path == str(out_dir / "training_data.parquet")
+    assert pq.read_table(path).num_rows == 15
+    assert asyncio.run(service._training_data("nope", tmp_path / "run-2")) is None
+    context = build_context(run_id=1, kind="accuracy", model="iris", version=1, devices=["b-1"],
+                            alerts=[], fired_at=0.0, output_dir=out_dir, controller_url=None)
+    context["training_data"] = path
+    script = ("import os, pyarrow.parquet as pq; "
+              "print(pq.read_table(os.environ['EDGEWISE_TRAINING_DATA']).num_rows)")
+    result = asyncio.run(run_command(f"{sys.executable} -c \"{script}\"", context, out_dir, 60))
+    assert result.status == "no_model" and "15" in result.detail, result
