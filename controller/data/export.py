@@ -17,6 +17,8 @@ bounded by one batch (plus the labels, one entry per feedback record).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgspec
+import numpy as np
 import sqlalchemy as sa
 
 from controller.errors import ValidationError
@@ -258,14 +261,16 @@ class _Columns:
         names = [f"{boot}-{p}" for p in pids]
         known = [truth.get(i) for i in names]
         ids: list[str | None] = list(names)
-        t = _column(body.get("t"), n, float(r.ts))
-        lat = _column(body.get("lat"), n, r.latency_ms)
-        conf = _column(body.get("confidence"), n, None)
-        inputs = body.get("inputs")
-        rows: list[Any] = inputs if isinstance(inputs, list) and len(inputs) == n else []
+        t, lat = _per_row(body.get("calls"), n, float(r.ts), r.latency_ms)
+        scores = _f32(body.get("confidence_f32"), n, 1)
+        conf: list[Any] = scores[:, 0].tolist() if scores is not None else [None] * n
+        x = _f32(body.get("inputs_f32"), n, self.features)
         cols: list[Sequence[Any]]
-        if rows and all(isinstance(x, list) and len(x) == self.features
-                                    for x in rows):
+        rows: Any = body.get("inputs")
+        if x is not None:
+            cols = [x[:, i].tolist() for i in range(self.features)]
+        elif isinstance(rows, list) and len(rows) == n and all(
+                isinstance(row, list) and len(row) == self.features for row in rows):
             cols = list(zip(*rows, strict=True)) if self.features else []
         else:
             cols = [[None] * n for _ in range(self.features)]
@@ -275,7 +280,7 @@ class _Columns:
             if not keep:
                 return
             ids, known, t, lat, conf, labels = (
-                [x[i] for i in keep] for x in (ids, known, t, lat, conf, labels))
+                [col[i] for i in keep] for col in (ids, known, t, lat, conf, labels))
             cols = [[c[i] for i in keep] for c in cols]
         k = len(keep)
         self._keys(r, k)
@@ -298,8 +303,34 @@ class _Columns:
         self.received.extend([float(r.received_at)] * k)
 
 
-def _column(value: Any, n: int, default: Any) -> list[Any]:
-    return value if isinstance(value, list) and len(value) == n else [default] * n
+def _per_row(calls: Any, n: int, ts: float, latency: float | None
+             ) -> tuple[list[Any], list[Any]]:
+    """Each prediction's time and latency from the record's ``calls`` ([rows, ts, latency]
+    per call); the row's own when they do not add up to ``n``."""
+    t: list[Any] = []
+    lat: list[Any] = []
+    if isinstance(calls, list):
+        for seg in calls:
+            if not (isinstance(seg, list) and len(seg) == 3 and isinstance(seg[0], int)):
+                break
+            t.extend([seg[1]] * seg[0])
+            lat.extend([seg[2]] * seg[0])
+    if len(t) != n:
+        return [ts] * n, [latency] * n
+    return t, lat
+
+
+def _f32(text: Any, n: int, width: int) -> Any:
+    """A base64 float32 array of n x width, or None when absent or of another size."""
+    if not isinstance(text, str) or width < 1:
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    if len(raw) != 4 * n * width:
+        return None
+    return np.frombuffer(raw, dtype="<f4").reshape(n, width).astype(np.float64)
 
 
 def _floats(values: list[Any]) -> list[float | None]:

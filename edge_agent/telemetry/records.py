@@ -11,21 +11,29 @@ Two forms of prediction records:
   arrays (one outbox row, one seq and one controller row for many predictions), with the
   input rows the model saw, so the collected data can be exported as a training set::
 
-    {"kind": "predictions", "ts": <last call>, "model": "iris", "version": 3, "n": 2,
-     "boot": "<boot id>", "pid": [17, 18], "t": [<call time per row>, ...],
-     "latency_ms": <mean per row>, "lat": [<per row>, ...], "labels": [1, 0],
-     "confidence": [0.9, 0.7], "inputs": [[5.1, 3.5, 1.4, 0.2], ...]}
+    {"kind": "predictions", "ts": <last call>, "model": "iris", "version": 3, "n": 3,
+     "boot": "<boot id>", "pid": [17, 18, 19],
+     "calls": [[2, <ts>, <latency_ms per row>], [1, <ts>, <latency_ms>]],
+     "latency_ms": <mean per row>, "labels": [1, 0, 2],
+     "confidence_f32": "<base64 float32 x n>",
+     "n_features": 4, "inputs_f32": "<base64 float32, n rows x n_features, row-major>"}
 
-  A prediction's id is ``<boot>-<pid>``, as in the per-prediction form. ``confidence`` is
-  left out for a model without scores, ``inputs`` where the rows cannot be written as JSON.
+  A prediction's id is ``<boot>-<pid>``, as in the per-prediction form; ``calls`` gives each
+  call's row count, time and latency per row, in order (their counts add up to ``n``).
+  ``confidence_f32`` is left out for a model without scores; a model with an input schema has
+  ``inputs`` (the rows as JSON, in field order) instead of ``inputs_f32``; neither when the
+  inputs cannot be written.
   Controllers read this kind from the release that added it on (upgrade them first).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(slots=True)
@@ -110,55 +118,58 @@ def _encode_columnar(pending: list[dict[str, Any] | CallRecords], boot_id: str) 
 
 
 def _columnar(calls: list[CallRecords], boot_id: str) -> str:
-    """One ``predictions`` record for the calls (same model version), in call order."""
+    """One ``predictions`` record for the calls (same model version), in call order. Numbers
+    repeated per call (time, latency) go once per call; float arrays (confidences, numeric
+    inputs) as base64 of little-endian float32, which costs a fraction of writing each float
+    in JSON (and is what the model saw: its inputs are float32)."""
     pid: list[int] = []
-    t: list[float] = []
-    lat: list[float] = []
+    segments: list[list[float]] = []  # [rows, ts, latency_ms] per call
     labels: list[Any] = []
-    conf: list[float] | None = [] if all(c.confidences is not None for c in calls) else None
-    inputs: list[Any] | None = []
+    conf: list[Any] | None = [] if all(c.confidences is not None for c in calls) else None
+    arrays: list[Any] | None = []  # numeric input rows (float32 arrays)
+    json_rows: list[Any] | None = []  # other input rows (records of named fields)
     for c in calls:
         s = c.sampled
         k = len(s)
-        if isinstance(s, range) and k == len(c.labels):  # every row: slices, no Python loop
+        whole = isinstance(s, range) and k == len(c.labels)
+        if whole:  # every row: slices, no Python loop
             pid.extend(range(c.first, c.first + k))
             labels.extend(c.labels)
             if conf is not None:
                 conf.extend(c.confidences or ())
-            rows = _rows(c.inputs)
         else:
             pid.extend(c.first + i for i in s)
             labels.extend(c.labels[i] for i in s)
             if conf is not None and c.confidences is not None:
                 conf.extend(c.confidences[i] for i in s)
-            rows = _rows(c.inputs)
-            rows = [rows[i] for i in s] if rows is not None else None
-        t.extend([c.ts] * k)
-        lat.extend([c.latency_ms] * k)
-        if inputs is not None and rows is not None:
-            inputs.extend(rows)
+        segments.append([k, c.ts, c.latency_ms])
+        x = c.inputs
+        if isinstance(x, np.ndarray) and x.ndim == 2 and arrays is not None:
+            arrays.append(x if whole else x[list(s)])
+            json_rows = None
+        elif x is not None and json_rows is not None and hasattr(x, "rows"):
+            rows = x.rows()
+            json_rows.extend(rows if whole else [rows[i] for i in s])
+            arrays = None
         else:
-            inputs = None
+            arrays = json_rows = None
     last = calls[-1]
+    n = len(pid)
+    total_ms = sum(seg[0] * seg[2] for seg in segments)
     record: dict[str, Any] = {
         "kind": "predictions", "ts": last.ts, "model": last.model, "version": last.version,
-        "n": len(pid), "boot": boot_id, "pid": pid, "t": t,
-        "latency_ms": sum(lat) / len(lat) if lat else 0.0, "lat": lat, "labels": labels}
+        "n": n, "boot": boot_id, "pid": pid, "calls": segments,
+        "latency_ms": total_ms / n if n else 0.0, "labels": labels}
     if conf is not None:
-        record["confidence"] = conf
-    if inputs is not None:
-        record["inputs"] = inputs
+        record["confidence_f32"] = _f32(np.asarray(conf, dtype="<f4"))
+    if arrays:
+        x = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+        record["n_features"] = int(x.shape[1])
+        record["inputs_f32"] = _f32(np.ascontiguousarray(x, dtype="<f4"))
+    elif json_rows:
+        record["inputs"] = json_rows
     return _json(record)
 
 
-def _rows(inputs: Any) -> list[Any] | None:
-    """The input rows as JSON values: a numeric array's rows, a RecordBatch's rows in field
-    order; None if there are none."""
-    if inputs is None:
-        return None
-    tolist = getattr(inputs, "tolist", None)
-    if tolist is not None:
-        rows: list[Any] = tolist()
-        return rows
-    as_rows = getattr(inputs, "rows", None)
-    return as_rows() if callable(as_rows) else None
+def _f32(a: Any) -> str:
+    return base64.b64encode(a.tobytes()).decode("ascii")

@@ -3,6 +3,7 @@ every sampled prediction's id, time, latency, label, confidence and input row, i
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -25,21 +26,27 @@ def test_calls_of_one_version_become_one_record() -> None:
     recs = [json.loads(b) for b in bodies]
     assert [r["kind"] for r in recs] == ["predictions", "error", "predictions", "predictions"]
     first = recs[0]
-    assert (first["n"], first["pid"], first["t"], first["boot"]) == (
-        5, [0, 1, 2, 3, 4], [1.0, 1.0, 2.0, 2.0, 2.0], "boot")
-    assert first["labels"] == [0, 1, 0, 1, 2] and first["confidence"] == [0, 0.25, 0, 0.25, 0.5]
-    assert first["inputs"][2] == [2.0, 3.0] and len(first["inputs"]) == 5
+    assert (first["n"], first["pid"], first["calls"], first["boot"]) == (
+        5, [0, 1, 2, 3, 4], [[2, 1.0, 0.5], [3, 2.0, 0.5]], "boot")
+    assert first["labels"] == [0, 1, 0, 1, 2]
+    assert f32(first["confidence_f32"]).tolist() == [0, 0.25, 0, 0.25, 0.5]
+    inputs = f32(first["inputs_f32"]).reshape(5, first["n_features"])
+    assert inputs[2].tolist() == [2.0, 3.0] and inputs[4].tolist() == [6.0, 7.0]
     assert first["latency_ms"] == 0.5 and first["ts"] == 2.0
-    assert recs[3]["version"] == 2 and "confidence" not in recs[3]
+    assert recs[3]["version"] == 2 and "confidence_f32" not in recs[3]
 
 
 def test_only_sampled_rows_are_kept() -> None:
     (body,) = encode_pending([call(1.0, 1, 10, 4, sampled=[1, 3])], "b", columnar=True)
     rec = json.loads(body)
     assert rec["pid"] == [11, 13] and rec["labels"] == [1, 0] and rec["n"] == 2
-    assert rec["inputs"] == [[12.0, 13.0], [16.0, 17.0]]
+    assert f32(rec["inputs_f32"]).reshape(2, 2).tolist() == [[12.0, 13.0], [16.0, 17.0]]
 
 
 def test_default_stays_one_record_per_prediction() -> None:
     bodies = encode_pending([call(1.0, 1, 0, 3)], "b")
     assert [json.loads(b)["kind"] for b in bodies] == ["prediction"] * 3
+
+
+def f32(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4")
