@@ -198,23 +198,44 @@ class Exporter:
         for key in self.label_keys:
             arrays.append(pa.array([labels.get(d, {}).get(key) for d in c.device_id],
                                    pa.string()))
-        conv = _converter(self.label_type, pa)
         arrays += [pa.array(c.model, pa.string()), pa.array(c.version, pa.int64()),
                    pa.array(c.epoch, pa.int64()), pa.array(c.seq, pa.int64()),
-                   pa.array(c.pid, pa.string()), pa.array(c.ts, pa.float64()),
-                   pa.array(c.received, pa.float64()), pa.array(c.latency, pa.float64()),
-                   pa.array(conv(c.prediction), self.label_type),
-                   pa.array(_floats(c.probability), pa.float64()),
-                   pa.array(conv(c.label), self.label_type)]
+                   pa.array(c.pid, pa.string()), _float_array(pa, c.ts),
+                   _float_array(pa, c.received), _float_array(pa, c.latency),
+                   self._labels_array(c.prediction),
+                   _float_array(pa, c.probability),
+                   self._labels_array(c.label)]
         for i, t in enumerate(self.feature_types):
             column = c.inputs[i]
             if t == pa.float64():
-                arrays.append(pa.array(_floats(column), pa.float64()))
+                arrays.append(_float_array(pa, column))
             else:
                 arrays.append(pa.array([None if v is None else str(v) for v in column],
                                        pa.string()))
         assert all(len(a) == n for a in arrays)
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+    def _labels_array(self, values: list[Any]) -> Any:
+        """Labels in the column's type, converted by Arrow when they all fit; a value of
+        another type is left empty."""
+        pa = self.pa
+        if self.label_type == pa.float64():
+            return _float_array(pa, values)
+        try:
+            return pa.array(values, self.label_type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+            return pa.array(_converter(self.label_type, pa)(values), self.label_type)
+
+
+def _float_array(pa: Any, values: list[Any]) -> Any:
+    """A float64 column: Arrow converts Python floats (NaN as null) in C; values of other
+    types (a record with a string where a number was expected) go the careful way."""
+    try:
+        array = pa.array(values, pa.float64(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.array(_floats(values), pa.float64())
+    return array
 
 
 class _Columns:
