@@ -74,6 +74,10 @@ def test_export_rows_equal_what_the_devices_produced(
         for c in cs:
             for i in c.sampled:
                 produced[(d, f"{boot}-{c.first + i}")] += 1
+    # the views count a columnar row as the predictions it holds
+    for d in ("dev-a", "dev-b", "dev-c"):
+        assert store.device_summary(d)["predictions"] == sum(
+            v for (dev, _), v in produced.items() if dev == d)
     out = tmp_path / "iris.parquet"
     summary = write(Exporter(db, pushed, ExportQuery("iris")), "parquet", out)
     table = pq.read_table(out)
