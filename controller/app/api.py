@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from controller.app.service import Controller
 from controller.audit.api import audit_router
+from controller.data.api import data_router
 from controller.device_health.api import device_health_router
 from controller.errors import (
     ConflictError,
@@ -57,6 +58,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(devices_router(c.devices, c.fleet_views, c.health, admin))
     app.include_router(fleet_router(c.fleet_views, c.health))
     app.include_router(telemetry_router(c.telemetry.count))
+    app.include_router(data_router(c.db, c.registry.get_manifest, admin))
     app.include_router(deployments_router(c.deployments, c.deployment_views, admin))
     app.include_router(rollouts_router(c.rollouts, admin))
     app.include_router(audit_router(c.audit))

@@ -8,11 +8,14 @@ tests can drive this class directly.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from controller.app.lease import Lease
 from controller.audit.store import AuditLog
 from controller.config import ControllerConfig
+from controller.data.export import EmptyExport, Exporter, ExportQuery
+from controller.data.export import write as write_export
 from controller.device_health.logs import LogsRequester
 from controller.device_health.rules import HealthThresholds
 from controller.device_health.store import HealthStore
@@ -93,7 +96,7 @@ class Controller:
             is_leader=lambda: self.lease.held,
             register=self.registry.register, manifest_of=self.registry.get_manifest,
             start_rollout=self.rollouts.create, deploy=self.deployments.deploy,
-            device_ids=self.fleet.device_ids)
+            device_ids=self.fleet.device_ids, export_data=self.export_training_data)
         # read models of the views
         self.fleet_views = FleetViews(self.db)
         self.model_views = ModelViews(self.db, self.registry)
@@ -121,6 +124,16 @@ class Controller:
         await self.bridge.stop()
         self.db.dispose()
 
+
+    def export_training_data(self, model: str, out: Path, since: float | None) -> int:
+        """The model's predictions (every version) since ``since`` as Parquet at ``out``, for
+        the retraining hook; returns the rows written (0: none, and no file)."""
+        try:
+            exporter = Exporter(self.db, self.registry.get_manifest(model),
+                                ExportQuery(model, since=since))
+            return write_export(exporter, "parquet", out).rows
+        except EmptyExport:
+            return 0
     def push_model(self, manifest: Manifest, artifact: bytes) -> Manifest:
         return self.registry.register(manifest, artifact)
 

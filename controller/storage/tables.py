@@ -92,6 +92,9 @@ telemetry = sa.Table(
     sa.Column("correct", sa.Boolean),
     sa.Column("payload_json", sa.Text, nullable=False),
     sa.Column("received_at", sa.Float, nullable=False),
+    # revision 0009: how many predictions the row stands for (a columnar "predictions" record
+    # holds many; every other row 1)
+    sa.Column("n", sa.BigInteger, nullable=False, server_default="1"),
     sa.Index("ix_telemetry_device_kind", "device_id", "kind"),
     sa.Index("ix_telemetry_ts", "ts"),
 )
