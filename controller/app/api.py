@@ -61,7 +61,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(rollouts_router(c.rollouts, admin))
     app.include_router(audit_router(c.audit))
     app.include_router(alerts_router(c.alerts, c.monitoring.evaluate_now, c.monitoring.settings,
-                                    admin))
+                                    admin, c.alert_marks))
     app.include_router(retrain_runs_router(c.retrain_runs))
     app.include_router(metrics_router(c.metrics))
     app.include_router(drift_router(c.drift))

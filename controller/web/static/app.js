@@ -356,6 +356,8 @@
         else if (!o.alerts.firing.length) fill(alerts, h("p", { class: "all-clear", text: "✓ No alerts firing." }));
         else fill(alerts, h("ul", { class: "alerts" }, o.alerts.firing.slice(0, 12).map((a) => h("li", {},
           pill(a.kind, "bad"), " ", link(`#/devices/${encodeURIComponent(a.device_id)}`, a.device_id),
+          a.acked_by ? [" ", pill(`acked by ${a.acked_by}`, "ok")] : null,
+          a.silenced_by && a.silenced_by.length ? [" ", pill("silenced", "warn")] : null,
           h("div", { class: "muted small", text: `${a.detail || ""} ${a.since ? "since " + fmt.ago(a.since) : ""}` })))),
           o.alerts.firing.length > 12 ? h("p", { class: "muted", text: `and ${o.alerts.firing.length - 12} more` }) : null);
 
