@@ -68,7 +68,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(device_health_router(c.device_health, c.device_logs))
     app.include_router(pages_router())
     app.include_router(prometheus_router(c.health, c.metrics, lambda: dict(c.bridge.stats),
-                                         c.drift.latest, c.device_health))
+                                         c.drift.latest, c.device_health, c.notifier.figures))
 
     @app.exception_handler(EdgewiseError)
     async def _edgewise_error(request: Request, exc: EdgewiseError) -> JSONResponse:

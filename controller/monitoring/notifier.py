@@ -120,6 +120,12 @@ class AlertNotifier:
     def queued(self, target: str) -> int:
         return len(self.queues[target])
 
+    def figures(self) -> tuple[dict[str, int], dict[str, int]]:
+        """The counters and, per configured receiver, its queue length (for /metrics)."""
+        configured = [t for t, url in (("alertmanager", self.settings.alertmanager_url),
+                                       ("webhook", self.settings.webhook_url)) if url]
+        return dict(self.stats), {t: len(self.queues[t]) for t in configured}
+
     async def _build_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
