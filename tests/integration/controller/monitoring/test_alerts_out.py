@@ -7,6 +7,7 @@ stored, listed, and keep silenced alerts from being notified."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -219,3 +220,36 @@ def test_acks_and_silences_are_listed_and_silenced_alerts_are_not_notified(
         assert sent[0]["annotations"]["acknowledged_by"] == "ops@host"
 
     asyncio.run(main())
+
+
+def test_the_controllers_evaluation_goes_on_while_alertmanager_is_down(tmp_path: Path) -> None:
+    """Through the controller as composed: evaluate_now returns its events while every body for
+    the unreachable Alertmanager waits on the notifier's queue and is retried."""
+    from tests.harness.web_fleet import make_controller
+
+    c = make_controller(tmp_path / "c", alertmanager_url=f"http://127.0.0.1:{free_port()}",
+                        alert_resend_s=3600.0)
+
+    async def main() -> None:
+        c.notifier.settings = dataclasses.replace(c.notifier.settings, retry_max_s=0.2)
+        c.notifier.start()
+        try:
+            now = time.time()
+            for i in range(3):
+                _seen(c.db, f"pi-{i}", now - 3600)
+                events = await c.monitoring.evaluate_now()
+                assert [(e.device_id, e.event) for e in events] == [(f"pi-{i}", "fired")]
+            assert c.monitoring.stats["evaluations"] == 3
+            await wait_for_async(lambda: c.notifier.stats["alertmanager_failed_attempts"] >= 2,
+                                 20.0, "retries against the unreachable Alertmanager")
+            assert c.notifier.stats["alertmanager_sent"] == 0
+            assert 1 <= c.notifier.queued("alertmanager") <= 3
+            counts, queues = c.notifier.figures()
+            assert queues == {"alertmanager": c.notifier.queued("alertmanager")}
+        finally:
+            await c.notifier.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        c.db.dispose()

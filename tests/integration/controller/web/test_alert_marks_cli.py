@@ -79,3 +79,36 @@ def test_bad_input_gets_one_line_errors(url: str) -> None:
     assert unknown.exit_code == 1 and "999999" in unknown.output
     duration = run(url, "alerts", "silence", "--matcher", "model=iris", "--for", "soon")
     assert duration.exit_code == 2 and "not a duration" in duration.output
+
+
+def test_marking_alerts_needs_the_api_token(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from controller.app.api import create_app
+
+    c = make_controller(tmp_path / "c", api_token="admin-1", read_token="read-1",
+                        dashboard_public=False)
+    try:
+        with TestClient(create_app(c)) as client:
+            for method, path, body in (
+                    ("POST", "/api/v1/alerts/events/1/ack", {}),
+                    ("POST", "/api/v1/alerts/silences", {"matchers": ["model=iris"]}),
+                    ("DELETE", "/api/v1/alerts/silences/1", None)):
+                for headers in ({}, {"Authorization": "Bearer read-1"}):
+                    answer = client.request(method, path, json=body, headers=headers)
+                    assert answer.status_code in (401, 403), (method, path, headers)
+            admin = {"Authorization": "Bearer admin-1"}
+            made = client.post("/api/v1/alerts/silences", headers=admin,
+                               json={"matchers": ["model=~iris|wine"], "duration_s": 60})
+            assert made.status_code == 200, made.text
+            both = client.post("/api/v1/alerts/silences", headers=admin,
+                               json={"matchers": ["model=iris"], "event_id": 1})
+            assert both.status_code == 422 and "not both" in both.text
+            bad = client.post("/api/v1/alerts/silences", headers=admin,
+                              json={"matchers": ["model=~("]})
+            assert bad.status_code == 422 and "bad regular expression" in bad.text
+            assert client.get("/api/v1/alerts/silences").status_code == 401
+            listed = client.get("/api/v1/alerts/silences", headers={"Authorization": "Bearer read-1"})
+            assert [s["text"] for s in listed.json()] == ["model=~iris|wine"]
+    finally:
+        c.db.dispose()
