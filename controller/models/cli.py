@@ -62,13 +62,17 @@ def models() -> None:
               help="MLflow tracking URI for models:/ and runs:/ (default: $MLFLOW_TRACKING_URI).")
 @click.option("--registry-uri", envvar="MLFLOW_REGISTRY_URI",
               help="MLflow model registry URI, when it differs from the tracking URI.")
+@click.option("--mlflow-write-back", is_flag=True,
+              help="After the upload, tag the MLflow run with the Edgewise version and parity "
+                   "and log the conversion report to it (needs write access to the run).")
 @json_option
 @quiet_option
 @click.pass_context
 def models_push(ctx: click.Context, model: str, sample_file: Path | None,
                 labels_file: Path | None, name: str | None, tolerances: tuple[str, ...],
                 fmt: str, quantize: str, verify_on: str, tracking_uri: str | None,
-                registry_uri: str | None, as_json: bool, quiet: bool) -> None:
+                registry_uri: str | None, mlflow_write_back: bool, as_json: bool,
+                quiet: bool) -> None:
     """Convert a model locally (as `edgewise convert` does), check parity, upload.
 
     MODEL_FILE is a file `edgewise convert` takes; an MLflow URI (models:/NAME/VERSION,
@@ -96,6 +100,8 @@ def models_push(ctx: click.Context, model: str, sample_file: Path | None,
         ref = parse_uri(model)
     except MlflowSourceError as exc:
         raise click.BadParameter(str(exc), param_hint="MODEL_FILE|MLFLOW_URI") from None
+    if mlflow_write_back and ref is None:
+        raise click.UsageError("--mlflow-write-back needs an MLflow URI (models:/ or runs:/)")
     progress = Progress(quiet)
     client = client_from(ctx)  # a bad --controller URL is refused before the conversion
     lineage: dict[str, Any] | None = None
@@ -144,6 +150,14 @@ def models_push(ctx: click.Context, model: str, sample_file: Path | None,
              f"{parity.get('label_agreement', 1.0):.2%}")
     progress(f"uploading {len(result.artifact):,} bytes to {client.base_url}")
     stored = client.push_version(manifest, result.artifact)
+    if mlflow_write_back and lineage is not None:
+        from controller.models.mlflow_source import write_back
+
+        try:
+            progress("wrote back " + write_back(lineage, stored, manifest.to_dict(),
+                                                tracking_uri))
+        except MlflowSourceError as exc:  # the version is registered; say so with the error
+            fail(f"registered {stored['model']}:{stored['version']}, but {exc}")
     emit(stored, as_json, f"registered {stored['model']}:{stored['version']} "
                           f"({stored['size']} bytes, sha256 {stored['sha256'][:12]})")
 

@@ -232,3 +232,36 @@ def _from_signature(schema: Any) -> Any:
 def _redact(uri: str) -> str:
     """A tracking URI without its password (``https://user:secret@host`` -> ``https://user@host``)."""
     return re.sub(r"//([^:/@]+):[^@/]+@", r"//\1@", uri)
+
+
+def write_back(lineage: dict[str, Any], stored: dict[str, Any], manifest_dict: dict[str, Any],
+               tracking_uri: str | None = None) -> str:
+    """Record the Edgewise version on the MLflow run the model came from: tags
+    ``edgewise.<model>.version``, ``...parity_max_abs_diff`` and ``...label_agreement``, and the
+    conversion report (parity, verified runtimes, artifact hash) as a JSON artifact under
+    ``edgewise/``. Returns what was written, for the progress line."""
+    run_id = lineage.get("run_id")
+    if not run_id:
+        raise MlflowSourceError("the model has no MLflow run to write back to")
+    _mlflow()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    model, version = stored["model"], stored["version"]
+    parity = manifest_dict.get("parity") or {}
+    prefix = f"edgewise.{model}"
+    try:
+        client.set_tag(run_id, f"{prefix}.version", str(version))
+        for key in ("max_abs_diff", "label_agreement", "artifact_accuracy"):
+            if isinstance(parity.get(key), (int, float)):
+                client.set_tag(run_id, f"{prefix}.parity_{key}", f"{parity[key]:.6g}")
+        client.log_dict(run_id, {
+            "model": model, "version": version, "sha256": stored.get("sha256"),
+            "size": stored.get("size"), "format": manifest_dict.get("format"),
+            "precision": manifest_dict.get("precision"), "parity": parity,
+            "verified_runtimes": manifest_dict.get("verified_runtimes"),
+            "opset": manifest_dict.get("opset")}, f"edgewise/{model}-v{version}.json")
+    except Exception as exc:
+        raise MlflowSourceError(f"writing back to MLflow run {run_id} failed: "
+                                f"{_one_line(exc)}") from None
+    return f"tags {prefix}.* and edgewise/{model}-v{version}.json on run {run_id}"

@@ -86,8 +86,14 @@ def test_push_by_registered_version_alias_and_run(url: str, store: dict[str, Any
     assert by_alias.exit_code == 0, by_alias.output
     assert "registered iris-mlflow:2" in by_alias.output
     by_run = run(url, store, "models", "push", f"runs:/{store['run_id']}/model",
-                 "--name", "iris-run", "-q")
+                 "--name", "iris-run", "--mlflow-write-back", "-q")
     assert by_run.exit_code == 0, by_run.output
+    # written back to the run: the Edgewise version, its parity, the conversion report
+    mlrun = mlflow.MlflowClient(tracking_uri=store["uri"]).get_run(store["run_id"])
+    assert mlrun.data.tags["edgewise.iris-run.version"] == "1"
+    assert float(mlrun.data.tags["edgewise.iris-run.parity_label_agreement"]) == 1.0
+    report = mlflow.artifacts.load_dict(f"{mlrun.info.artifact_uri}/edgewise/iris-run-v1.json")
+    assert report["version"] == 1 and report["parity"]["label_agreement"] == 1.0
 
     summary = json.loads(run(url, store, "models", "show", "iris-mlflow", "--json").output)
     lineage = {v["version"]: v["source"]["mlflow"] for v in summary["versions"]}
@@ -105,6 +111,12 @@ def test_push_by_registered_version_alias_and_run(url: str, store: dict[str, Any
     assert "@champion" in text and "run metrics: accuracy" in text
     run_summary = json.loads(run(url, store, "models", "show", "iris-run", "--json").output)
     assert run_summary["versions"][0]["source"]["mlflow"]["run_id"] == store["run_id"]
+
+
+def test_write_back_needs_an_mlflow_uri(url: str, store: dict[str, Any]) -> None:
+    result = run(url, store, "models", "push", str(store["sample"]), "--sample",
+                 str(store["sample"]), "--mlflow-write-back", "-q")
+    assert result.exit_code == 2 and "needs an MLflow URI" in result.output
 
 
 @pytest.mark.parametrize("uri, code, fragment", [
