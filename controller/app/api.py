@@ -63,14 +63,14 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(rollouts_router(c.rollouts, admin))
     app.include_router(audit_router(c.audit))
     app.include_router(alerts_router(c.alerts, c.monitoring.evaluate_now, c.monitoring.settings,
-                                    admin))
+                                    admin, c.alert_marks))
     app.include_router(retrain_runs_router(c.retrain_runs))
     app.include_router(metrics_router(c.metrics))
     app.include_router(drift_router(c.drift))
     app.include_router(device_health_router(c.device_health, c.device_logs))
     app.include_router(pages_router())
     app.include_router(prometheus_router(c.health, c.metrics, lambda: dict(c.bridge.stats),
-                                         c.drift.latest, c.device_health))
+                                         c.drift.latest, c.device_health, c.notifier.figures))
 
     @app.exception_handler(EdgewiseError)
     async def _edgewise_error(request: Request, exc: EdgewiseError) -> JSONResponse:

@@ -8,6 +8,7 @@ tests can drive this class directly.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ from controller.models.artifact_store import ArtifactStore
 from controller.models.object_store import ObjectArtifactStore, StoreLocation, s3_client
 from controller.models.queries import ModelViews
 from controller.models.registry import ModelRegistry
+from controller.monitoring.alert_marks import AlertMarks
 from controller.monitoring.alert_store import AlertStore
 from controller.monitoring.drift_views import DriftViews
 from controller.monitoring.metrics_store import MetricsStore
+from controller.monitoring.notifier import AlertNotifier, NotifySettings
 from controller.monitoring.retrain_runs import RetrainRuns
 from controller.monitoring.service import MonitoringService, MonitoringSettings
 from controller.rollouts.deployment_views import DeploymentViews
@@ -91,17 +94,26 @@ class Controller:
         # monitoring: alert evaluation, the retraining hook and its canary
         self.alerts = AlertStore(self.db, self.metrics)
         self.retrain_runs = RetrainRuns(self.db)
+        self.alert_marks = AlertMarks(self.db, config.alert_group_by)
+        self.notifier = AlertNotifier(self.alert_marks, NotifySettings(
+            alertmanager_url=config.alertmanager_url, webhook_url=config.alert_webhook_url,
+            webhook_secret=config.alert_webhook_secret, queue_size=config.alert_notify_queue,
+            resend_s=config.alert_resend_s,
+            generator_url=f"http://{config.http_host}:{config.http_port}/"),
+            is_leader=lambda: self.lease.held)
         self.monitoring = MonitoringService(
             self.alerts, self.retrain_runs, MonitoringSettings.from_config(config),
             is_leader=lambda: self.lease.held,
             register=self.registry.register, manifest_of=self.registry.get_manifest,
             start_rollout=self.rollouts.create, deploy=self.deployments.deploy,
-            device_ids=self.fleet.device_ids, export_data=self.export_training_data)
+            device_ids=self.fleet.device_ids, export_data=self.export_training_data,
+            notifier=self.notifier)
         # read models of the views
         self.fleet_views = FleetViews(self.db)
         self.model_views = ModelViews(self.db, self.registry)
         self.deployment_views = DeploymentViews(self.db, self.fleet)
-        self.health = FleetHealth(self.db, self.registry, alerts=lambda: list(self.alerts.alerts()),
+        self.health = FleetHealth(self.db, self.registry, alerts=lambda: self.alert_marks.annotate(
+                                      self.alerts.alerts(), time.time()),
                                   metrics_store=self.metrics)
         self.drift = DriftViews(self.db, self.metrics.profile)
         try:

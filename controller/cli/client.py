@@ -243,6 +243,22 @@ class ControllerClient:
     def evaluate_alerts(self) -> dict[str, Any]:
         return self._call("POST", "/alerts/evaluate")
 
+    def ack_alert(self, event_id: int, comment: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/alerts/events/{event_id}/ack", json={"comment": comment})
+
+    def silence_alerts(self, *, event_id: int | None = None, matchers: list[str] | None = None,
+                       duration_s: float = 7200.0, comment: str = "") -> dict[str, Any]:
+        return self._call("POST", "/alerts/silences", json={
+            "event_id": event_id, "matchers": matchers or [], "duration_s": duration_s,
+            "comment": comment})
+
+    def silences(self, include_expired: bool = False) -> list[dict[str, Any]]:
+        return self._call("GET", "/alerts/silences",
+                          params={"all": str(include_expired).lower()})
+
+    def expire_silence(self, silence_id: int) -> dict[str, Any]:
+        return self._call("DELETE", f"/alerts/silences/{silence_id}")
+
     def retrain_runs(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._call("GET", "/retrain-runs", params={"limit": limit})
 

@@ -36,6 +36,7 @@ from controller.config import ControllerConfig
 from controller.errors import ValidationError
 from controller.monitoring import ALERT_KINDS, FIRED, AlertEvent, AlertRules
 from controller.monitoring.alert_store import AlertStore, DetectionSettings
+from controller.monitoring.notifier import AlertNotifier
 from controller.monitoring.retrain_hook import (
     HookResult,
     ProducedModel,
@@ -141,9 +142,11 @@ class MonitoringService:
                  is_leader: Callable[[], bool], register: RegisterModel, manifest_of: ManifestOf,
                  start_rollout: StartRollout | None, deploy: Deploy,
                  device_ids: Callable[[], list[str]],
-                 export_data: ExportData | None = None) -> None:
+                 export_data: ExportData | None = None,
+                 notifier: AlertNotifier | None = None) -> None:
         self.alerts = alerts
         self._export_data = export_data
+        self.notifier = notifier
         self.runs = runs
         self.config = settings
         self.rules = settings.rules
@@ -175,8 +178,12 @@ class MonitoringService:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
+        if self.notifier is not None:
+            self.notifier.start()
 
     async def stop(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.stop()
         tasks = [t for t in (self._task, *self._hooks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -204,6 +211,8 @@ class MonitoringService:
             events = await asyncio.to_thread(self.alerts.evaluate, time.time(), self.rules,
                                              self.config.detection)
         self.stats["evaluations"] += 1
+        if self.notifier is not None:
+            self.notifier.wake(events)  # records them; never waits for a receiver
         for event in events:
             self.stats[f"{event.event}_{event.kind.value}"] += 1
             log.warning("alert %s %s on %s (%s:%s): %s", event.kind.value, event.event,
