@@ -53,16 +53,17 @@ class NatsNode:
         return proc is not None and proc.poll() is None
 
 
-# What Edgewise needs from NATS's MQTT layer. Each QoS 1 subscription of an MQTT client is a
-# JetStream consumer; by default NATS replicates it over the cluster (raft) and files it on disk,
-# and on a busy machine creating one took over 4 s and failed ("timeout for request type CC"):
-# the client gets a refused SUBACK. Edgewise's clients use clean sessions and subscribe again on
-# every connect, so a consumer need not outlive its connection: one in-memory replica is enough.
-# The streams (retained messages, QoS 1 messages in flight) stay replicated on every node.
-# The streams' replica count is set explicitly: left to NATS it is the number of JetStream peers
-# known when the first MQTT client connects, which was 2 of 3 here, and a 2-replica stream has
-# no quorum once either node dies (every retained or QoS 1 publish then timed out).
-EDGEWISE_MQTT_OPTIONS = "stream_replicas: 3, consumer_replicas: 1, consumer_memory_storage: true"
+# What Edgewise needs from NATS's MQTT layer (measured on the tests of tests/e2e/broker_cluster):
+# * the streams' replica count is set explicitly: left to NATS it is the number of JetStream peers
+#   known when the first MQTT client connects, which was 2 of 3 here, and a 2-replica stream has
+#   no quorum once either node dies (every retained or QoS 1 publish then timed out);
+# * each QoS 1 subscription of an MQTT client is a JetStream consumer. Filed on disk (the
+#   default), creating one took over 4 s on a busy machine and failed ("timeout for request type
+#   CC"): the client gets a refused SUBACK (MqttLink subscribes again). In memory it is cheaper.
+#   One replica (``consumer_replicas: 1``) is cheaper still but dies with the node that holds it,
+#   while the client, connected to another node, keeps a subscription that delivers nothing:
+#   devices then missed their desired state after a node was killed. So: replicated, in memory.
+EDGEWISE_MQTT_OPTIONS = "stream_replicas: 3, consumer_memory_storage: true"
 NATS_DEFAULT_MQTT_OPTIONS = ""
 
 

@@ -1,6 +1,6 @@
 """Telemetry from many device identities over few MQTT connections: load for the controller.
 
-A real agent per device costs the simulator ~100 KiB and an outbox file each; ten thousand of
+A real agent per device costs the simulator its memory and an outbox file each; ten thousand of
 them do not fit beside a controller on a small machine. What the controller's ingest sees is
 only the wire, so this generator produces exactly that: for every virtual device, ``telemetry``
 messages on its own topic ``ew/v1/dev/{id}/telemetry`` (the agent's wire format, built with
