@@ -116,7 +116,7 @@ async def run_phase(st: Any, spec: LoadSpec, seconds: float, warmup: float,
             "resent_messages": load.stats.messages_resent,
             "load_average": load_average(),
         }
-        load.running = False
+        load.stop_producing()
         t1 = time.monotonic()
         while load.outstanding() and time.monotonic() - t1 < drain_timeout:
             await asyncio.sleep(0.5)

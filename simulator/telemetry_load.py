@@ -5,9 +5,11 @@ them do not fit beside a controller on a small machine. What the controller's in
 only the wire, so this generator produces exactly that: for every virtual device, ``telemetry``
 messages on its own topic ``ew/v1/dev/{id}/telemetry`` (the agent's wire format, built with
 :mod:`edgewise_wire`), with an outbox epoch per device and gap-free increasing seqs, and it
-listens on each device's ``ack`` topic like an agent. A batch that is not acknowledged within
-``ack_timeout_s`` is sent again (as an agent's sender does), so a controller that falls behind
-sees the duplicates a real fleet would send it.
+listens on each device's ``ack`` topic like an agent. Each device sends like the agent's sender
+(edge_agent/telemetry/sender.py, default settings): at most ``max_inflight`` batches of at most
+``batch_size`` records out at once, the rest waiting (as in the outbox) for an ack to free the
+window; a window unacknowledged for ``ack_timeout_s`` is sent again, so a controller that falls
+behind sees the duplicates and the growing batches a real fleet would send it.
 
 Records are prediction records as the agent writes them (model, version, a prediction id made
 of a boot id and a counter, latency, label, confidence) and, for a share of the predictions,
@@ -47,6 +49,8 @@ class VirtualDevice:
     next_seq: int = 1
     predictions: int = 0
     carry: float = 0.0  # fractional predictions not yet made
+    waiting: list[tuple[float, int]] = field(default_factory=list)  # (ts, predictions) unsent
+    waiting_records: int = 0  # predictions waiting (feedback records are added when sent)
     # first_seq -> (last_seq, payload, sent at, records)
     unacked: dict[int, tuple[int, bytes, float, int]] = field(default_factory=dict)
 
@@ -62,8 +66,9 @@ class LoadStats:
     publish_refused: int = 0  # paho refused to queue (not connected): sent again later
 
     def outstanding(self, devices: list[VirtualDevice]) -> int:
-        """Records sent or made that no ack has covered yet."""
-        return sum(r for d in devices for (_, _, _, r) in d.unacked.values())
+        """Records made that no ack has covered yet (in flight or waiting to be sent)."""
+        return sum(d.waiting_records + sum(r for (_, _, _, r) in d.unacked.values())
+                   for d in devices)
 
 
 @dataclass(frozen=True)
@@ -73,16 +78,19 @@ class LoadSpec:
     flush_s: float = 5.0  # a device sends what it has every flush_s seconds
     feedback_share: float = 0.1  # share of predictions whose true label comes back
     connections: int = 20
-    ack_timeout_s: float = 15.0
+    ack_timeout_s: float = 10.0  # the agent's defaults
+    batch_size: int = 500
+    max_inflight: int = 4
     prefix: str = "load"
     model: str = "digits-mlp"
     version: int = 3
 
 
 def prediction_records(device: VirtualDevice, n: int, ts: float, spec: LoadSpec,
-                       rng: random.Random) -> list[dict[str, Any]]:
+                       rng: random.Random,
+                       records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """``n`` prediction records (and some feedback records) as the agent writes them."""
-    records: list[dict[str, Any]] = []
+    records = [] if records is None else records
     for _ in range(n):
         number = device.predictions
         device.predictions += 1
@@ -119,6 +127,7 @@ class TelemetryLoad:
         self.links: list[MqttLink] = []
         self._task: asyncio.Task[None] | None = None
         self.running = False
+        self.producing = False
 
     # -- connections ---------------------------------------------------------------------
 
@@ -165,8 +174,12 @@ class TelemetryLoad:
 
         return subscribe_all
 
+    def stop_producing(self) -> None:
+        """Make no more predictions; keep sending what waits, and resending, until acked."""
+        self.producing = False
+
     async def stop(self) -> None:
-        self.running = False
+        self.running = self.producing = False
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -176,8 +189,8 @@ class TelemetryLoad:
     # -- producing -----------------------------------------------------------------------
 
     def run(self) -> None:
-        """Start producing on the running loop (until :meth:`stop`)."""
-        self.running = True
+        """Start producing on the running loop (until :meth:`stop_producing` or :meth:`stop`)."""
+        self.running = self.producing = True
         self._task = asyncio.get_running_loop().create_task(self._produce())
 
     async def _produce(self) -> None:
@@ -211,23 +224,44 @@ class TelemetryLoad:
         return self.links[int(device.device_id.rsplit("-", 1)[1]) % len(self.links)]
 
     def _flush(self, device: VirtualDevice, seconds: float) -> None:
-        spec = self.spec
-        wanted = device.carry + seconds * spec.predictions_per_s
+        """The predictions of the last ``seconds`` join the waiting ones; send what fits."""
+        wanted = device.carry + seconds * self.spec.predictions_per_s if self.producing else 0.0
         n = int(wanted)
         device.carry = wanted - n
-        if n == 0:
-            return
-        records = prediction_records(device, n, self.clock(), spec, self.rng)
-        first = device.next_seq
-        for i, record in enumerate(records):
-            record["seq"] = first + i
-        last = first + len(records) - 1
-        device.next_seq = last + 1
-        payload = encode(TelemetryBatch(first, last, records, epoch=device.epoch))
-        self.stats.records_produced += len(records)
-        device.unacked[first] = (last, payload, time.monotonic(), len(records))
-        self._send(device, payload)
-        self.stats.messages_sent += 1
+        if n:
+            device.waiting.append((self.clock(), n))
+            device.waiting_records += n
+            self.stats.records_produced += n
+        self._send_window(device)
+
+    def _send_window(self, device: VirtualDevice) -> None:
+        spec = self.spec
+        while device.waiting and len(device.unacked) < spec.max_inflight:
+            records: list[dict[str, Any]] = []
+            predictions = 0
+            # up to batch_size predictions (their feedback records ride along, as in the agent's
+            # outbox the two kinds interleave)
+            while device.waiting and predictions < spec.batch_size:
+                ts, n = device.waiting[0]
+                take = min(n, spec.batch_size - predictions)
+                before = len(records)
+                prediction_records(device, take, ts, spec, self.rng, records)
+                self.stats.records_produced += len(records) - before - take  # the feedback
+                predictions += take
+                if take == n:
+                    device.waiting.pop(0)
+                else:
+                    device.waiting[0] = (ts, n - take)
+            device.waiting_records -= predictions
+            first = device.next_seq
+            for i, record in enumerate(records):
+                record["seq"] = first + i
+            last = first + len(records) - 1
+            device.next_seq = last + 1
+            payload = encode(TelemetryBatch(first, last, records, epoch=device.epoch))
+            device.unacked[first] = (last, payload, time.monotonic(), len(records))
+            self._send(device, payload)
+            self.stats.messages_sent += 1
 
     def _send(self, device: VirtualDevice, payload: bytes) -> None:
         rc = self._link_of(device).publish(device_topic(device.device_id, DeviceChannel.TELEMETRY),
@@ -236,13 +270,17 @@ class TelemetryLoad:
             self.stats.publish_refused += 1
 
     def _resend_overdue(self, now: float) -> None:
+        """A window with a batch unacknowledged for ack_timeout_s goes out again, oldest first."""
         timeout = self.spec.ack_timeout_s
         for device in self.devices:
-            for first, (last, payload, sent, records) in list(device.unacked.items()):
-                if now - sent > timeout:
-                    device.unacked[first] = (last, payload, now, records)
-                    self._send(device, payload)
-                    self.stats.messages_resent += 1
+            unacked = device.unacked
+            if not unacked or not any(now - sent > timeout for (_, _, sent, _) in unacked.values()):
+                continue
+            for first in sorted(unacked):
+                last, payload, _, records = unacked[first]
+                unacked[first] = (last, payload, now, records)
+                self._send(device, payload)
+                self.stats.messages_resent += 1
 
     # -- acknowledgements ----------------------------------------------------------------
 
@@ -266,6 +304,8 @@ class TelemetryLoad:
         del device.unacked[ack.first_seq]
         self.stats.acks += 1
         self.stats.records_acked += entry[3]
+        if self.running:
+            self._send_window(device)
 
     def outstanding(self) -> int:
         return self.stats.outstanding(self.devices)

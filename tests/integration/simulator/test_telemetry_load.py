@@ -32,7 +32,7 @@ def test_generated_telemetry_is_stored_once_and_acknowledged(broker: BrokerProce
             load.run()
             await wait_for_async(lambda: load.stats.records_produced >= 600, 30,
                                  "600 records produced")
-            load.running = False  # stop producing; keep the links for the acks
+            load.stop_producing()  # keep the links for the acks
             await wait_for_async(lambda: load.outstanding() == 0, 30,
                                  lambda: f"every ack ({load.outstanding()} records outstanding)")
             await load.stop()
