@@ -21,6 +21,7 @@ from controller.errors import ValidationError
 from controller.fleet.bridge import ControllerBridge
 from controller.fleet.device_registry import DeviceRegistry
 from controller.fleet.queries import FleetViews
+from controller.fleet.seal_counters import SealCounters
 from controller.fleet.store import FleetStore
 from controller.fleet.telemetry_store import TelemetryStore
 from controller.models.artifact_store import ArtifactStore
@@ -54,8 +55,9 @@ class Controller:
                      ", ".join(applied))
         # every desired state is signed with the active key of {data_dir}/signing-keys (created
         # now if there is none); a rotation applies at the next signature
+        # each device's desired state is sealed with its next counter (replay protection)
         self.signer = DesiredSigner(ensure_signing_key(SigningKeys.for_data_dir(config.data_dir)),
-                                    config.manifest_ttl_s)
+                                    config.manifest_ttl_s, counters=SealCounters(self.db).next)
         # models
         self.store = ArtifactStore(config.artifacts_path)  # replicas share one
         self.registry = ModelRegistry(self.db, self.store)
