@@ -7,6 +7,7 @@ tests can drive this class directly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -36,6 +37,7 @@ from controller.rollouts.deployment_views import DeploymentViews
 from controller.rollouts.deployments import Deployments
 from controller.rollouts.runner import RolloutRunner
 from controller.security.desired_signer import DesiredSigner, ensure_signing_key
+from controller.security.key_publisher import KeyUpdatePublisher
 from controller.security.signing_keys import SigningKeys
 from controller.storage import Database, migrator
 from controller.web.health import FleetHealth
@@ -56,7 +58,8 @@ class Controller:
         # every desired state is signed with the active key of {data_dir}/signing-keys (created
         # now if there is none); a rotation applies at the next signature
         # each device's desired state is sealed with its next counter (replay protection)
-        self.signer = DesiredSigner(ensure_signing_key(SigningKeys.for_data_dir(config.data_dir)),
+        signing_keys = SigningKeys.for_data_dir(config.data_dir)
+        self.signer = DesiredSigner(ensure_signing_key(signing_keys),
                                     config.manifest_ttl_s, counters=SealCounters(self.db).next)
         # models
         self.store = ArtifactStore(config.artifacts_path)  # replicas share one
@@ -71,6 +74,12 @@ class Controller:
                                         self.health_store.store_windows)
         self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry, self.registry,
                                        share_group=config.share_group)
+        # signing keys over the air: the key update, retained, republished on every change
+        self.key_updates = KeyUpdatePublisher(
+            signing_keys, lambda topic, payload: self.bridge.link.publish(topic, payload,
+                                                                          retain=True),
+            lambda: self.bridge.link.connect_count if self.bridge.link.connected else None)
+        self._key_task: asyncio.Task[None] | None = None
         self.device_logs = LogsRequester(self.bridge.link.publish_threadsafe)
         self.bridge.logs_handler = self.device_logs.on_reply
         # only the holder of the lease runs rollouts and judges alerts (several replicas)
@@ -111,9 +120,12 @@ class Controller:
         await self.lease.start()
         self.monitoring.start()
         await self.rollouts.start()
+        self._key_task = asyncio.create_task(self.key_updates.run())
         log.info("controller connected to broker %s, database %s", self.config.broker, self.db)
 
     async def stop(self) -> None:
+        if self._key_task is not None:
+            self._key_task.cancel()
         await self.monitoring.stop()
         await self.rollouts.stop()
         await self.lease.stop()  # hand the lease over at once
