@@ -7,8 +7,8 @@ whatever the clock does, and still above what devices accepted if the database i
 an old backup or rebuilt (as long as the clock is right), where a plain ``+ 1`` would start
 below and every device would refuse the controller until its counters caught up.
 
-One statement per device inside one transaction: on PostgreSQL the row lock orders two replicas
-issuing for the same device, so no counter is issued twice.
+Three statements per 500 devices inside one transaction: on PostgreSQL the update's row locks
+order two replicas issuing for the same device, so no counter is issued twice.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from controller.storage.db import Database
 from controller.storage.tables import seal_counters
 
+_CHUNK = 500  # well under every backend's bind-parameter limit
+
 
 class SealCounters:
     def __init__(self, db: Database) -> None:
@@ -30,17 +32,20 @@ class SealCounters:
         floor = int(now * 1000)
         out: dict[str, int] = {}
         table = seal_counters
+        ids = list(dict.fromkeys(device_ids))
         with self.db.write() as conn:
-            for device_id in dict.fromkeys(device_ids):
-                conn.execute(self.db.insert_ignore(table).values(
-                    device_id=device_id, counter=floor - 1, issued_at=now))
-                conn.execute(table.update().where(table.c.device_id == device_id).values(
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i:i + _CHUNK]
+                conn.execute(self.db.insert_ignore(table), [
+                    {"device_id": d, "counter": floor - 1, "issued_at": now} for d in chunk])
+                # the row locks taken here keep another replica out until this commits
+                conn.execute(table.update().where(table.c.device_id.in_(chunk)).values(
                     counter=sa.case((table.c.counter + 1 > floor, table.c.counter + 1),
                                     else_=floor),
                     issued_at=now))
-                out[device_id] = int(conn.execute(
-                    sa.select(table.c.counter).where(table.c.device_id == device_id)
-                ).scalar_one())
+                out.update((row.device_id, int(row.counter)) for row in conn.execute(
+                    sa.select(table.c.device_id, table.c.counter)
+                    .where(table.c.device_id.in_(chunk))))
         return out
 
     def highest(self, device_id: str) -> int | None:
