@@ -29,7 +29,7 @@ def _keys(data_dir: Path | None, config_path: Path | None) -> Any:
 
 _SAFE_ROTATION = ("the safe rotation: `edgewise keys create` (trusted, not signing; the running "
                   "controller sends devices a key update signed by the keys they trust), wait "
-                  "until the devices trust it (`edgewise-agent status` shows trusted_keys), "
+                  "until the devices trust it (the agent's local /v1/health lists trusted_keys), "
                   "`edgewise keys activate NEW_ID`, later `edgewise keys retire OLD_ID`")
 
 
