@@ -24,6 +24,7 @@ from pathlib import Path
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, ConfigError, load_config
 from edge_agent.malloc_tuning import fix_malloc_thresholds
+from edge_agent.trust_state import TrustStateError
 from edge_agent.update.pause import UpdatePause
 from edgewise_mqtt.link import BrokerAddress
 from edgewise_wire.version import edgewise_version
@@ -105,7 +106,10 @@ async def _renew_periodically(config_dir: Path, stop: asyncio.Event) -> None:
 
 async def run_agent(config: AgentConfig, pause: UpdatePause | None = None,
                     config_dir: Path | None = None) -> None:
-    agent = EdgeAgent(config, pause=pause)
+    try:
+        agent = EdgeAgent(config, pause=pause)
+    except TrustStateError as exc:  # a damaged trust.json: one line, exit 1
+        raise ConfigError(str(exc)) from None
     stop = asyncio.Event()
     renewal = (asyncio.create_task(_renew_periodically(config_dir, stop))
                if config_dir is not None else None)
