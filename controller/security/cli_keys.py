@@ -92,7 +92,8 @@ def keys_activate(key_id: str, as_json: bool, data_dir: Path | None,
 def keys_rotate(as_json: bool, data_dir: Path | None, config_path: Path | None) -> None:
     """Create a new key and make it sign at once; the old one stays trusted until `keys retire`.
 
-    Devices learn the new key from the key update the running controller publishes at once;
+    Devices must already trust the new key to take what it signs. They learn it from the key
+    update the running controller publishes at once;
     an online device applies it before the next desired state, but one that is offline gets
     both when it reconnects, and until the key update reaches a device it refuses what the
     new key signs and keeps serving its model. The gentler path: `keys create`, wait until
@@ -107,8 +108,8 @@ def keys_rotate(as_json: bool, data_dir: Path | None, config_path: Path | None) 
             if old else ""))
     if old is not None:
         click.echo(click.style("warning: ", fg="yellow", bold=True)
-                   + f"devices that do not trust {new.key_id} yet refuse what it signs until "
-                   "the key update reaches them; " + _SAFE_ROTATION, err=True)
+                   + f"devices that do not trust {new.key_id} yet refuse every new desired state "
+                   "until the key update reaches them; " + _SAFE_ROTATION, err=True)
 
 
 @keys.command("retire")
