@@ -118,10 +118,10 @@ def test_captured_desired_states_are_refused_after_a_signed_rollback(
 
             # the attacker replays the captured v2: signed, unexpired, an upgrade from v1
             tap.inject(a.device_id, captured_v2)
-            await wait_for_async(lambda: a.updater.gate.refusals["replay"] >= 1, TIMEOUT,
+            await wait_for_async(lambda: a.updater.gate.refusals["replay"] >= 1
+                                 and "replay refused" in (a.last_error or ""), TIMEOUT,
                                  lambda: f"the replay refused: {_where([a])}")
             assert a.active is not None and a.active.version == v1
-            assert "replay refused" in (a.last_error or "")
             device = await wait_for_async(
                 lambda: (d := client.device(a.device_id)) and "replay refused" in
                 (d.get("last_error") or "") and d, TIMEOUT,
@@ -130,10 +130,10 @@ def test_captured_desired_states_are_refused_after_a_signed_rollback(
 
             # the same capture on the other device: sealed for another
             tap.inject(b.device_id, captured_v2)
-            await wait_for_async(lambda: b.updater.gate.refusals["other_device"] >= 1, TIMEOUT,
-                                 lambda: f"the foreign seal refused: {_where([b])}")
+            await wait_for_async(lambda: b.updater.gate.refusals["other_device"] >= 1
+                                 and f"seal is for device '{a.device_id}'" in (b.last_error or ""),
+                                 TIMEOUT, lambda: f"the foreign seal refused: {_where([b])}")
             assert b.active is not None and b.active.version == v1
-            assert f"seal is for device '{a.device_id}'" in (b.last_error or "")
 
             # forward to v2 again; the captured rollback order is used up
             await asyncio.to_thread(client.deploy, "iris", v2, ids, {"duration_s": 0.5})
@@ -222,10 +222,12 @@ def test_a_full_key_rotation_over_the_air_with_a_device_offline(
                                                 envelope=envelope, order=None))
                 before = agent.updater.rejected
                 tap.inject(agent.device_id, forged)
-                await wait_for_async(lambda a=agent, n=before: a.updater.rejected > n, TIMEOUT,
+                # counted first, then reported: wait for both
+                await wait_for_async(lambda a=agent, n=before: a.updater.rejected > n
+                                     and key_a.key_id in (a.last_error or ""), TIMEOUT,
                                      lambda a=agent: f"the A-signed envelope refused: "
                                                      f"{_where([a])}")
-                assert key_a.key_id in (agent.last_error or "")
+                assert "does not trust" in (agent.last_error or "")
                 assert agent.active is not None and agent.active.version == v2
             # and the trust survives a restart although agent.toml still lists A
             fleet.kill(online.device_id)
