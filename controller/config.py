@@ -75,6 +75,15 @@ class ControllerConfig:
     # -- replicas (docs/scaling.md): a shared content-addressed artifact directory
     # (default {data_dir}/artifacts) and the lease that picks the one deciding replica
     artifact_dir: Path | None = None
+    # -- artifacts in an S3-compatible object store (docs/scaling.md): "s3://bucket/prefix";
+    # artifact_dir is then each replica's local, verified cache. Devices download from a
+    # presigned URL (valid artifact_store_presign_s, at most 7 days) or, with
+    # artifact_store_public_url, from that base URL; credentials: boto3's usual chain
+    artifact_store: str | None = None
+    artifact_store_endpoint: str | None = None  # e.g. http://minio:9000 (None: AWS)
+    artifact_store_region: str | None = None
+    artifact_store_public_url: str | None = None
+    artifact_store_presign_s: float = 7 * 86400.0
     lease_s: float = 5.0  # another replica takes over this long after the holder dies
     lease_renew_s: float = 1.0
     # -- signed updates (controller/security/desired_signer.py): how long a signed manifest

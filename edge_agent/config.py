@@ -33,6 +33,9 @@ class AgentConfig:
     outbox_overflow: str = "drop_oldest"
     # an update asks again for missing chunks when none arrived for this long
     chunk_repair_interval_s: float = 3.0
+    # when a signed manifest names an HTTP(S) URL for its artifact (an object store), download
+    # it from there with range requests first, MQTT chunks after that failed; false: MQTT only
+    artifact_http: bool = True
     feedback_memory: int = 20_000  # how many recent predictions feedback can still refer to
     # the largest model artifact this device takes (memory/storage budget of a small board);
     # a larger one fails before any download, reported as a failed activation
@@ -65,6 +68,8 @@ class AgentConfig:
             raise ConfigError("telemetry_batch_size must be >= 1")
         if self.outbox_overflow not in ("drop_oldest", "refuse_new"):
             raise ConfigError("outbox_overflow must be 'drop_oldest' or 'refuse_new'")
+        if not isinstance(self.artifact_http, bool):
+            raise ConfigError("artifact_http must be true or false")
         if self.max_model_bytes is not None and (
                 isinstance(self.max_model_bytes, bool) or not isinstance(self.max_model_bytes, int)
                 or self.max_model_bytes < 1):

@@ -114,7 +114,8 @@ class Updater:
         self.fetch = ArtifactFetch(
             link, device_topic(settings.device_id, DeviceChannel.ARTIFACT_REQUEST),
             settings.data_dir / "download", device_id=settings.device_id, report=host.report,
-            parking=self.parking, repair_interval_s=settings.chunk_repair_interval_s)
+            parking=self.parking, repair_interval_s=settings.chunk_repair_interval_s,
+            use_url=settings.artifact_http)
         self.work = StateWork(self.slots, self.fetch, host,
                               default_probation=ProbationPolicy(settings.probation_s),
                               device_id=settings.device_id)
@@ -436,4 +437,6 @@ class Updater:
                 "seal_counter": self.gate.state.highest_counter,
                 "key_sequence": self.gate.state.key_sequence,
                 "trusted_keys": sorted(self.gate.trusted_keys),
+                # downloads from a manifest's artifact URL: bytes, interruptions, fallbacks
+                "artifact_url": dict(self.fetch.stats),
                 "trust": "enforcing" if self.gate.enforcing else "development (unsigned accepted)"}

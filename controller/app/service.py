@@ -26,6 +26,7 @@ from controller.fleet.seal_counters import SealCounters
 from controller.fleet.store import FleetStore
 from controller.fleet.telemetry_store import TelemetryStore
 from controller.models.artifact_store import ArtifactStore
+from controller.models.object_store import ObjectArtifactStore, StoreLocation, s3_client
 from controller.models.queries import ModelViews
 from controller.models.registry import ModelRegistry
 from controller.monitoring.alert_store import AlertStore
@@ -55,14 +56,16 @@ class Controller:
         if applied:
             log.info("database upgraded to revision %s (applied %s)", applied[-1],
                      ", ".join(applied))
+        # models: artifact files in a shared directory, or in an object store with each
+        # replica's directory as its verified cache (then devices get a URL to fetch from)
+        self.store = open_artifact_store(config)
+        locate = self.store.url_for if isinstance(self.store, ObjectArtifactStore) else None
         # every desired state is signed with the active key of {data_dir}/signing-keys (created
-        # now if there is none); a rotation applies at the next signature
-        # each device's desired state is sealed with its next counter (replay protection)
+        # now if there is none; a rotation applies at the next signature) and sealed with the
+        # device's next counter (replay protection)
         signing_keys = SigningKeys.for_data_dir(config.data_dir)
-        self.signer = DesiredSigner(ensure_signing_key(signing_keys),
-                                    config.manifest_ttl_s, counters=SealCounters(self.db).next)
-        # models
-        self.store = ArtifactStore(config.artifacts_path)  # replicas share one
+        self.signer = DesiredSigner(ensure_signing_key(signing_keys), config.manifest_ttl_s,
+                                    locate=locate, counters=SealCounters(self.db).next)
         self.registry = ModelRegistry(self.db, self.store)
         # fleet and its telemetry; metrics windows are stored in the telemetry's transaction
         self.fleet = FleetStore(self.db)
@@ -140,3 +143,17 @@ class Controller:
                      probation: ProbationPolicy | None = None) -> dict[str, Any]:
         """Set the desired model of the given devices at once (see :class:`Deployments`)."""
         return await self.deployments.deploy(model, version, device_ids, probation)
+
+
+def open_artifact_store(config: ControllerConfig) -> ArtifactStore | ObjectArtifactStore:
+    """The artifact store the configuration names (``artifact_store`` or ``artifact_dir``)."""
+    cache = ArtifactStore(config.artifacts_path)
+    if not config.artifact_store:
+        return cache
+    location = StoreLocation.parse(config.artifact_store)
+    store = ObjectArtifactStore(
+        location, s3_client(config.artifact_store_endpoint, config.artifact_store_region), cache,
+        public_url=config.artifact_store_public_url,
+        presign_s=min(config.artifact_store_presign_s, config.manifest_ttl_s))
+    log.info("artifacts in %s (local cache %s)", location, config.artifacts_path)
+    return store
