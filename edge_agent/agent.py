@@ -84,6 +84,7 @@ from edgewise_wire import (
     decode,
     encode,
 )
+from edgewise_wire.key_update import KeyUpdateMessage, keys_topic
 from edgewise_wire.topics import (
     ChunkTopic,
     DeviceChannel,
@@ -389,6 +390,9 @@ class EdgeAgent:
         return device_topic(self.device_id, channel)
 
     def _on_connect(self) -> None:
+        # the key update first: its retained copy then arrives before the retained desired state,
+        # which a key it brings may have signed
+        self.link.subscribe(keys_topic())
         self.link.subscribe(self.topic(DeviceChannel.DESIRED))
         self.link.subscribe(self.topic(DeviceChannel.ACK))
         if self.log_ring is not None:
@@ -409,6 +413,9 @@ class EdgeAgent:
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         try:
+            if topic == keys_topic():
+                self.updater.on_key_update(decode(payload, KeyUpdateMessage))
+                return
             parsed = parse_topic(topic)
             if isinstance(parsed, ChunkTopic):
                 self.updater.on_chunk(parsed, payload)

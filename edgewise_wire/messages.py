@@ -106,7 +106,8 @@ class Desired(Message):
     :attr:`manifest` is parsed from it). ``rollback_order`` is a signed order that allows going
     to a version not above the running one, or to no model. ``probation`` overrides the
     manifest's health window (from the rollout); it is outside the signature and can only
-    change when a verified model is committed, never which model runs.
+    change when a verified model is committed, never which model runs. ``seal`` makes it
+    single-use and names the one device it is for (``edgewise_wire.seal``).
     """
 
     TYPE: ClassVar[str] = "desired"
@@ -116,6 +117,7 @@ class Desired(Message):
     envelope: dict[str, Any] | None = None
     rollback_order: dict[str, Any] | None = None
     probation: ProbationPolicy | None = None
+    seal: dict[str, Any] | None = None
 
     def body(self) -> dict[str, Any]:
         manifest: Any = None
@@ -133,6 +135,8 @@ class Desired(Message):
             d["rollback_order"] = self.rollback_order
         if self.probation is not None:
             d["probation"] = self.probation.to_dict()
+        if self.seal is not None:
+            d["seal"] = self.seal
         return d
 
     @classmethod
@@ -154,7 +158,8 @@ class Desired(Message):
                    envelope=envelope,
                    rollback_order=get_dict(d, "rollback_order", optional=True),
                    probation=(ProbationPolicy.from_dict(probation)
-                              if probation is not None else None))
+                              if probation is not None else None),
+                   seal=get_dict(d, "seal", optional=True))
 
 
 @dataclass(frozen=True)

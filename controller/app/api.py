@@ -32,6 +32,7 @@ from controller.monitoring.drift_api import drift_router
 from controller.rest import API
 from controller.rollouts.api import deployments_router, rollouts_router
 from controller.security.auth import ApiAuth, auth_router, check_exposure
+from controller.security.enroll_api import enroll_router
 from controller.web.pages import pages_router
 from controller.web.prometheus import metrics_router as prometheus_router
 
@@ -68,6 +69,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(metrics_router(c.metrics))
     app.include_router(drift_router(c.drift))
     app.include_router(device_health_router(c.device_health, c.device_logs))
+    app.include_router(enroll_router(c.config.data_dir))
     app.include_router(pages_router())
     app.include_router(prometheus_router(c.health, c.metrics, lambda: dict(c.bridge.stats),
                                          c.drift.latest, c.device_health, c.notifier.figures))

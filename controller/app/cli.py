@@ -25,7 +25,7 @@ from controller.fleet import cli as fleet_cli
 from controller.models import cli as models_cli
 from controller.monitoring import cli as monitoring_cli
 from controller.rollouts import cli as rollouts_cli
-from controller.security import cli_keys, cli_pki, cli_tokens
+from controller.security import cli_claims, cli_keys, cli_pki, cli_tokens
 from edgewise_wire.version import edgewise_version
 
 
@@ -214,7 +214,7 @@ def demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float,
 
 # every feature's commands, registered one way
 for _feature in (models_cli, fleet_cli, rollouts_cli, monitoring_cli, audit_cli, cli_tokens,
-                 cli_keys, cli_pki, cli_db, data_cli):
+                 cli_keys, cli_pki, cli_claims, cli_db, data_cli):
     for _command in _feature.COMMANDS:
         cli.add_command(_command)
 

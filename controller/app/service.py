@@ -7,6 +7,7 @@ tests can drive this class directly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from controller.errors import ValidationError
 from controller.fleet.bridge import ControllerBridge
 from controller.fleet.device_registry import DeviceRegistry
 from controller.fleet.queries import FleetViews
+from controller.fleet.seal_counters import SealCounters
 from controller.fleet.store import FleetStore
 from controller.fleet.telemetry_store import TelemetryStore
 from controller.models.artifact_store import ArtifactStore
@@ -42,6 +44,7 @@ from controller.rollouts.deployment_views import DeploymentViews
 from controller.rollouts.deployments import Deployments
 from controller.rollouts.runner import RolloutRunner
 from controller.security.desired_signer import DesiredSigner, ensure_signing_key
+from controller.security.key_publisher import KeyUpdatePublisher
 from controller.security.signing_keys import SigningKeys
 from controller.storage import Database, migrator
 from controller.web.health import FleetHealth
@@ -59,14 +62,16 @@ class Controller:
         if applied:
             log.info("database upgraded to revision %s (applied %s)", applied[-1],
                      ", ".join(applied))
-        # every desired state is signed with the active key of {data_dir}/signing-keys (created
-        # now if there is none); a rotation applies at the next signature
         # models: artifact files in a shared directory, or in an object store with each
         # replica's directory as its verified cache (then devices get a URL to fetch from)
         self.store = open_artifact_store(config)
         locate = self.store.url_for if isinstance(self.store, ObjectArtifactStore) else None
-        self.signer = DesiredSigner(ensure_signing_key(SigningKeys.for_data_dir(config.data_dir)),
-                                    config.manifest_ttl_s, locate=locate)
+        # every desired state is signed with the active key of {data_dir}/signing-keys (created
+        # now if there is none; a rotation applies at the next signature) and sealed with the
+        # device's next counter (replay protection)
+        signing_keys = SigningKeys.for_data_dir(config.data_dir)
+        self.signer = DesiredSigner(ensure_signing_key(signing_keys), config.manifest_ttl_s,
+                                    locate=locate, counters=SealCounters(self.db).next)
         self.registry = ModelRegistry(self.db, self.store)
         # fleet and its telemetry; metrics windows are stored in the telemetry's transaction
         self.fleet = FleetStore(self.db)
@@ -78,6 +83,12 @@ class Controller:
                                         self.health_store.store_windows)
         self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry, self.registry,
                                        share_group=config.share_group)
+        # signing keys over the air: the key update, retained, republished on every change
+        self.key_updates = KeyUpdatePublisher(
+            signing_keys, lambda topic, payload: self.bridge.link.publish(topic, payload,
+                                                                          retain=True),
+            lambda: self.bridge.link.connect_count if self.bridge.link.connected else None)
+        self._key_task: asyncio.Task[None] | None = None
         self.device_logs = LogsRequester(self.bridge.link.publish_threadsafe)
         self.bridge.logs_handler = self.device_logs.on_reply
         # only the holder of the lease runs rollouts and judges alerts (several replicas)
@@ -127,9 +138,12 @@ class Controller:
         await self.lease.start()
         self.monitoring.start()
         await self.rollouts.start()
+        self._key_task = asyncio.create_task(self.key_updates.run())
         log.info("controller connected to broker %s, database %s", self.config.broker, self.db)
 
     async def stop(self) -> None:
+        if self._key_task is not None:
+            self._key_task.cancel()
         await self.monitoring.stop()
         await self.rollouts.stop()
         await self.lease.stop()  # hand the lease over at once

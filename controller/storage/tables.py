@@ -346,3 +346,14 @@ health_windows = sa.Table(
     sa.Index("ix_health_windows_device_end", "device_id", "window_end"),
     sa.Index("ix_health_windows_version_end", "model", "version", "window_end"),
 )
+
+
+# the highest seal counter issued to each device (migration 12, controller/fleet/seal_counters.py):
+# each signed desired state carries the next one; devices refuse a counter not above the highest
+# they accepted
+seal_counters = sa.Table(
+    "seal_counters", metadata,
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("counter", sa.BigInteger, nullable=False),
+    sa.Column("issued_at", sa.Float, nullable=False),
+)
