@@ -19,7 +19,18 @@ from controller.fleet.selectors import DEFAULT_GROUP_LABEL
 from controller.models.queries import ModelViews
 from controller.models.registry import ModelRegistry
 from controller.models.schemas import ModelOut, ModelSummary, ModelVersions, PushedVersion
-from controller.rest import API, PAGED, TOTAL_HEADER, GroupBy, Limit, Offset, Window, in_thread
+from controller.rest import (
+    API,
+    MAX_JSON_DEPTH,
+    PAGED,
+    TOTAL_HEADER,
+    GroupBy,
+    Limit,
+    Offset,
+    Window,
+    in_thread,
+    json_too_deep,
+)
 from edgewise_wire import Manifest, SchemaError
 
 MAX_ARTIFACT_UPLOAD = 512 * 1024 * 1024
@@ -69,6 +80,9 @@ def models_router(registry: ModelRegistry, views: ModelViews, summary: ModelSumm
                  response_model=PushedVersion)
     async def push_version(name: str, manifest: Annotated[str, Form()],
                            artifact: Annotated[UploadFile, File()]) -> dict[str, Any]:
+        if json_too_deep(manifest):  # json.loads recurses: checked before it runs
+            raise HTTPException(422, f"manifest is not valid: it nests deeper than "
+                                     f"{MAX_JSON_DEPTH} levels")
         try:
             parsed = Manifest.from_dict(json.loads(manifest))
         except (json.JSONDecodeError, SchemaError) as exc:

@@ -21,6 +21,7 @@ from controller.models.artifact_store import ArtifactStore
 from controller.storage.db import Database
 from controller.storage.tables import model_versions, models
 from edgewise_wire import ArtifactRef, Manifest, SchemaError
+from edgewise_wire.envelope import canonical_bytes
 
 _REGISTER_ATTEMPTS = 5
 
@@ -139,8 +140,13 @@ def _check_manifest(manifest: Manifest, artifact: bytes) -> None:
     """Refuse anything a device would later refuse, while the operator is still here to fix it."""
     try:
         Manifest.from_dict(manifest.to_dict())
+        # what the desired-state signer will do with it: a manifest that cannot be put in
+        # canonical form would be stored and then fail every deployment
+        canonical_bytes(manifest.to_dict())
     except SchemaError as e:
         raise ValidationError(f"invalid manifest: {e}") from e
+    except (ValueError, TypeError, RecursionError) as e:
+        raise ValidationError(f"invalid manifest: it cannot be signed ({e})") from e
     ref = manifest.artifact
     sha = hashlib.sha256(artifact).hexdigest()
     if sha != ref.sha256:

@@ -1,0 +1,176 @@
+"""Hostile REST input sent over HTTP to a real ``edgewise controller serve`` process with an API
+token, on a real broker: nothing the client sends makes the controller answer 5xx, and a request
+it refuses leaves nothing stored and nothing published.
+
+Each case once answered 500 or did harm before it was refused: a deployment naming an invalid
+device id was recorded and published to the valid ids first; a deeply nested manifest raised
+RecursionError; a rollout reference of thousands of digits hit Python's int-parsing limit;
+``1e400`` and ``NaN`` reached the validation error handler, which could not serialise them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from controller.cli.client import ControllerClient
+from edgewise_mqtt.link import BrokerAddress
+from simulator.broker import BrokerProcess
+from simulator.demo import start_controller, stop_process
+from tests.harness.controller_env import DesiredRecorder
+from tests.harness.iris_models import IrisModels
+from tests.harness.waiting import wait_for
+
+pytestmark = [pytest.mark.broker]
+
+TOKEN = "hostile-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Served:
+    url: str
+    http: httpx.Client
+    client: ControllerClient
+    workdir: Path
+    iris: IrisModels
+
+    def log(self) -> str:
+        path = self.workdir / "controller.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def served(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory,
+           iris_models: IrisModels) -> Iterator[Served]:
+    workdir = tmp_path_factory.mktemp("hostile")
+    proc, url = start_controller(workdir, broker, extra_args=["--api-token", TOKEN])
+    client = ControllerClient(url, token=TOKEN, timeout=30)
+    client.push_version(iris_models.a.manifest, iris_models.a.data)
+    http = httpx.Client(base_url=url, headers=AUTH, timeout=60)
+    try:
+        yield Served(url, http, client, workdir, iris_models)
+    finally:
+        http.close()
+        client.close()
+        stop_process(proc)
+
+
+def _recorder(broker: BrokerProcess) -> DesiredRecorder:
+    return DesiredRecorder(BrokerAddress(broker.host, broker.port))
+
+
+# ------------------------------------------------------------------------ device ids
+
+INVALID_IDS = {
+    "slash": "a/b",
+    "hash": "#",
+    "plus": "+",
+    "empty": "",
+    "blank": "   ",
+    "inner-space": "dev 1",
+    "too-long": "d" * 65,
+    "nul": "dev\x00",
+    "dotdot": "../etc",
+}
+
+
+@pytest.mark.parametrize("bad", sorted(INVALID_IDS))
+def test_deployment_with_an_invalid_device_id_is_refused_whole(served: Served,
+                                                              broker: BrokerProcess,
+                                                              bad: str) -> None:
+    """All or nothing: 422 naming the id, no deployment recorded, no desired state published
+    (to the valid ids either); a valid deployment right after is the barrier that proves the
+    broker carried nothing before it."""
+    valid = f"ok-{uuid.uuid4().hex[:6]}"
+
+    async def run() -> None:
+        recorder = _recorder(broker)
+        await recorder.start()
+        try:
+            before = served.http.get("/api/v1/deployments").json()
+            response = await asyncio.to_thread(
+                served.http.post, "/api/v1/deployments",
+                json={"model": "iris", "devices": [valid, INVALID_IDS[bad]]})
+            assert response.status_code == 422, (response.status_code, response.text,
+                                                 served.log())
+            detail = response.json()["detail"]
+            assert isinstance(detail, str) and "\n" not in detail and "device id" in detail
+            assert served.http.get("/api/v1/deployments").json() == before
+            good = await asyncio.to_thread(served.client.deploy, "iris", None, [valid])
+            wait_for(lambda: any(s.deployment_id == good["deployment_id"]
+                                 for s in recorder.sent), 20, "the valid deployment to arrive")
+            assert {s.deployment_id for s in recorder.sent if s.device_id == valid} == {
+                good["deployment_id"]}, recorder.sent
+        finally:
+            await recorder.stop()
+
+    asyncio.run(run())
+
+
+# ------------------------------------------------------------------------ hostile bodies
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _manifest_with(served: Served, **changes: Any) -> str:
+    d = served.iris.a.manifest.to_dict()
+    d.update(changes)
+    return json.dumps(d)
+
+
+def _post_manifest(served: Served, manifest_text: str, name: str = "iris") -> httpx.Response:
+    return served.http.post(f"/api/v1/models/{name}/versions",
+                            data={"manifest": manifest_text},
+                            files={"artifact": ("a.onnx", served.iris.a.data,
+                                                "application/octet-stream")})
+
+
+def test_deeply_nested_manifest_is_refused(served: Served) -> None:
+    text = _manifest_with(served).replace('"source": {', '"source": {"x": ' + _deep(50_000)
+                                          + ', ', 1)
+    assert _deep(50_000) in text
+    response = _post_manifest(served, text)
+    assert response.status_code == 422, (response.status_code, response.text[:300])
+
+
+def test_manifest_the_registry_could_not_sign_is_refused(served: Served) -> None:
+    """Nested below the recursion limit but deeper than any real manifest, and NaN inside a
+    free-form field: both once stored, then failed at signing."""
+    nested: Any = {}
+    for _ in range(200):
+        nested = {"n": nested}
+    for source in (nested, {"x": float("nan")}):
+        response = _post_manifest(served, _manifest_with(served, source=source))
+        assert response.status_code == 422, (response.status_code, response.text[:300])
+
+
+def test_rollout_reference_of_thousands_of_digits(served: Served) -> None:
+    for method in ("GET", "POST"):
+        path = "/api/v1/rollouts/" + "9" * 5000 + ("" if method == "GET" else "/pause")
+        response = served.http.request(method, path)
+        assert response.status_code in (404, 422), (method, response.status_code,
+                                                    response.text[:300])
+
+
+@pytest.mark.parametrize("literal", ["1e400", "-1e400", "NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_in_a_json_body(served: Served, literal: str) -> None:
+    bodies = {
+        "/api/v1/deployments": '{"model": "iris", "version": %s}',
+        "/api/v1/rollouts": '{"model": "iris", "version": %s, "selector": "all"}',
+    }
+    for path, body in bodies.items():
+        response = served.http.post(path, content=(body % literal).encode(),
+                                    headers={"Content-Type": "application/json"})
+        assert 400 <= response.status_code < 500, (path, response.status_code,
+                                                   response.text[:300])
+        json.loads(response.text)  # a JSON body (no bare NaN in it)
