@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -174,3 +175,118 @@ def test_non_finite_numbers_in_a_json_body(served: Served, literal: str) -> None
         assert 400 <= response.status_code < 500, (path, response.status_code,
                                                    response.text[:300])
         json.loads(response.text)  # a JSON body (no bare NaN in it)
+
+
+# ------------------------------------------------------------------------ the corpus
+
+HOSTILE_STRINGS = [
+    "../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "..", ".", "a/b", "#", "+", " ", "",
+    "a\x00b", "%00", "9" * 5000, "-1", "1e400", "NaN", "Infinity", "x" * 10_000,
+    "\u202eevil", "\U0001f600", "'; DROP TABLE models; --", "${jndi:ldap://x}", "\r\nX-A: b",
+]
+_TOO_DEEP = _deep(100_000)
+HOSTILE_BODIES: dict[str, bytes] = {
+    "deep-array": _TOO_DEEP.encode(),
+    "deep-object": ('{"a":' * 50_000 + "1" + "}" * 50_000).encode(),
+    "deep-in-field": ('{"model": "iris", "probation": ' + _TOO_DEEP + "}").encode(),
+    "huge-float": b'{"model": "iris", "version": 1e400, "devices": [1e400]}',
+    "nan": b'{"model": NaN, "version": NaN, "reason": NaN}',
+    "infinity": b'{"model": "iris", "version": -Infinity}',
+    "huge-int": ('{"model": "iris", "version": ' + "9" * 5000 + "}").encode(),
+    "nul-bytes": b'{"model": "ir\\u0000is", "devices": ["a\\u0000b"], "reason": "\\u0000"}',
+    "raw-nul": b"\x00" * 64,
+    "not-utf8": b"\xff\xfe\xfd{",
+    "traversal": b'{"model": "../../etc/passwd", "devices": ["../x"], "labels": {"../a": "/"}}',
+    "lone-surrogate": b'{"model": "\\ud800", "reason": "\\udfff"}',
+    "wrong-types": b'{"model": [], "version": {}, "devices": "all", "labels": [1]}',
+    "scalar": b'"just a string"',
+    "null": b"null",
+    "empty": b"",
+    "truncated": b'{"model": "iris", "devi',
+    "many-keys": ("{" + ",".join(f'"k{i}": {i}' for i in range(50_000)) + "}").encode(),
+}
+CONTENT_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded",
+                 "multipart/form-data; boundary=xyz", "application/xml", None]
+
+
+def _operations(served: Served) -> list[tuple[str, str, dict[str, Any]]]:
+    spec = served.http.get("/openapi.json").json()
+    return [(method.upper(), path, op) for path, ops in spec["paths"].items()
+            for method, op in ops.items()]
+
+
+def _fill(path: str, value: str) -> str:
+    from urllib.parse import quote
+
+    out = path
+    while "{" in out:
+        start = out.index("{")
+        out = out[:start] + quote(value, safe="") + out[out.index("}", start) + 1:]
+    return out
+
+
+def test_hostile_corpus_never_makes_the_controller_answer_5xx(served: Served) -> None:
+    """Every operation of the OpenAPI document, with hostile path and query values, and every
+    operation that takes a body with hostile bodies in every content type: no answer >= 500,
+    and the controller is still healthy at the end."""
+    failures: list[str] = []
+    sent = 0
+
+    def check(response: httpx.Response, what: str) -> None:
+        nonlocal sent
+        sent += 1
+        if response.status_code >= 500:
+            failures.append(f"{what}: {response.status_code} {response.text[:200]!r}")
+
+    for method, path, op in _operations(served):
+        params = [p for p in op.get("parameters", []) if p["in"] == "query"]
+        for value in HOSTILE_STRINGS:
+            url = _fill(path, value) if "{" in path else path
+            query = {p["name"]: value[:2000] for p in params}  # a URL has its bounds
+            if "{" not in path and not query:
+                continue
+            if method == "GET" and "logs" in path:
+                query.setdefault("timeout", "1")
+            check(served.http.request(method, url, params=query), f"{method} {url[:80]} {value[:20]!r}")
+        if "requestBody" not in op:
+            continue
+        url = _fill(path, "iris") if "{" in path else path
+        # every body as JSON; a few of them in every other content type
+        cases = [(name, "application/json") for name in HOSTILE_BODIES] + [
+            (name, content_type) for name in ("deep-array", "nan", "raw-nul", "traversal")
+            for content_type in CONTENT_TYPES if content_type != "application/json"]
+        for name, content_type in cases:
+            headers = {"Content-Type": content_type} if content_type else {}
+            check(served.http.request(method, url, content=HOSTILE_BODIES[name],
+                                      headers=headers),
+                  f"{method} {url} body {name} as {content_type}")
+    assert sent > 500
+    assert not failures, f"{len(failures)} of {sent} answered 5xx:\n" + "\n".join(failures[:20])
+    health = served.http.get("/api/v1/health").json()
+    assert health["status"] == "ok" and health["mqtt_connected"], health
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(served: Served) -> None:
+    big = b"[" + b"1," * (5 * 1024 * 1024) + b"1]"  # 10 MiB of JSON, nested 1 deep
+    declared = served.http.post("/api/v1/deployments", content=big,
+                                headers={"Content-Type": "application/json"})
+    assert declared.status_code == 413, (declared.status_code, declared.text[:200])
+    assert "at most" in declared.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for i in range(0, len(big), 1 << 20):
+            yield big[i:i + (1 << 20)]
+
+    chunked = served.http.post("/api/v1/rollouts", content=chunks(),
+                               headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 413, (chunked.status_code, chunked.text[:200])
+    # a Content-Length of 40 digits (no HTTP client sends it: written on a socket)
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /api/v1/deployments HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: " + b"9" * 40
+                     + b"\r\n\r\n{}")
+        status_line = sock.makefile("rb").readline()
+    assert status_line.split()[1].startswith(b"4"), status_line
+    assert served.http.get("/api/v1/health").json()["status"] == "ok"
