@@ -215,7 +215,8 @@ class ControllerBridge:
                     self.stats["batches"] += 1
                     # the epoch goes back too: an agent ignores acks for an outbox it replaced
                     acks.append((item.device_id,
-                                 Ack(message.first_seq, message.last_seq, message.epoch)))
+                                 Ack(message.first_seq, message.last_seq,
+                                     message.epoch if message.epoch is not None else 0)))
                 elif isinstance(message, Reported):
                     self.fleet.set_reported(item.device_id, message)
                 elif isinstance(message, Presence):
