@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, 
 
 from controller.errors import NotFoundError
 from controller.fleet.selectors import DEFAULT_GROUP_LABEL
+from controller.models.names import check_model_name
 from controller.models.queries import ModelViews
 from controller.models.registry import ModelRegistry
 from controller.models.schemas import ModelOut, ModelSummary, ModelVersions, PushedVersion
@@ -80,6 +81,7 @@ def models_router(registry: ModelRegistry, views: ModelViews, summary: ModelSumm
                  response_model=PushedVersion)
     async def push_version(name: str, manifest: Annotated[str, Form()],
                            artifact: Annotated[UploadFile, File()]) -> dict[str, Any]:
+        check_model_name(name)  # ValidationError: 422 with the rule
         if json_too_deep(manifest):  # json.loads recurses: checked before it runs
             raise HTTPException(422, f"manifest is not valid: it nests deeper than "
                                      f"{MAX_JSON_DEPTH} levels")

@@ -25,7 +25,9 @@ from controller.cli.common import (
 )
 from controller.cli.exit_codes import ExitCode, exit_codes_help
 from controller.cli.render import is_tty, paint, pct, span
+from controller.errors import ValidationError
 from controller.models.cli_convert import convert_command
+from controller.models.names import check_model_name, default_model_name
 
 
 @click.group()
@@ -44,7 +46,8 @@ def models() -> None:
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="True labels for the sample rows (.npy, .csv or a one-column .parquet), to "
                    "report accuracy.")
-@click.option("--name", help="Model name in the registry (default: the file's stem).")
+@click.option("--name", help="Model name in the registry (default: the file's stem in lower "
+                             "case): 1-64 of a-z 0-9 . _ -, starting with a letter or digit.")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="[PRECISION=]VALUE",
               help="Largest output difference allowed between the source model and the artifact "
                    "(default per precision, float32 1e-4; see `edgewise convert --help`).")
@@ -75,7 +78,12 @@ def models_push(ctx: click.Context, model_file: Path, sample_file: Path, labels_
         precision = normalize_precision(quantize)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--quantize") from None
-    model_name = name or (model_file.stem if model_file.is_file() else model_file.name)
+    model_name = name or default_model_name(model_file.stem if model_file.is_file()
+                                            else model_file.name)
+    try:
+        check_model_name(model_name)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
     progress = Progress(quiet)
     client = client_from(ctx)  # a bad --controller URL is refused before the conversion
     progress(f"converting {model_file.name} to {fmt} {precision}")

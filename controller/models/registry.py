@@ -18,6 +18,7 @@ from sqlalchemy import exc
 
 from controller.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from controller.models.artifact_store import ArtifactStore
+from controller.models.names import check_model_name
 from controller.storage.db import Database
 from controller.storage.tables import model_versions, models
 from edgewise_wire import ArtifactRef, Manifest, SchemaError
@@ -34,6 +35,7 @@ class ModelRegistry:
     def register(self, manifest: Manifest, artifact: bytes) -> Manifest:
         """Verify ``artifact`` against ``manifest``, store both, and return the manifest with
         its assigned version. Concurrent registrations of one model get distinct versions."""
+        check_model_name(manifest.model)
         _check_manifest(manifest, artifact)
         self.store.put(artifact)
         for attempt in range(_REGISTER_ATTEMPTS):

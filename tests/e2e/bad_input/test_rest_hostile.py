@@ -130,7 +130,9 @@ def _manifest_with(served: Served, **changes: Any) -> str:
 
 
 def _post_manifest(served: Served, manifest_text: str, name: str = "iris") -> httpx.Response:
-    return served.http.post(f"/api/v1/models/{name}/versions",
+    from urllib.parse import quote
+
+    return served.http.post(f"/api/v1/models/{quote(name, safe='')}/versions",
                             data={"manifest": manifest_text},
                             files={"artifact": ("a.onnx", served.iris.a.data,
                                                 "application/octet-stream")})
@@ -290,3 +292,34 @@ def test_oversized_bodies_are_refused_before_they_are_read(served: Served) -> No
         status_line = sock.makefile("rb").readline()
     assert status_line.split()[1].startswith(b"4"), status_line
     assert served.http.get("/api/v1/health").json()["status"] == "ok"
+
+
+# ------------------------------------------------------------------------ model names
+
+# ('..' and '/' never reach the route: the URL normalises them; the unit tests cover them)
+BAD_MODEL_NAMES = {"upper": "Iris", "space": "my model", "leading-dash": "-x",
+                   "leading-dot": ".hidden", "too-long": "m" * 65, "unicode": "mödel",
+                   "nul": "a\x00b", "plus": "a+b", "hash": "a#b"}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MODEL_NAMES))
+def test_model_names_outside_the_rule_are_refused(served: Served, case: str) -> None:
+    """Only the length was checked: now the character set too, with the rule in the answer,
+    and nothing is registered."""
+    import dataclasses
+
+    name = BAD_MODEL_NAMES[case]
+    manifest = dataclasses.replace(served.iris.a.manifest, model=name)
+    response = _post_manifest(served, json.dumps(manifest.to_dict()), name=name)
+    assert response.status_code == 422, (response.status_code, response.text[:300])
+    detail = response.json()["detail"]
+    assert "lower-case letters, digits" in detail and "\n" not in detail
+    assert name not in {m["name"] for m in served.http.get("/api/v1/models").json()}
+
+
+def test_a_name_inside_the_rule_is_registered(served: Served) -> None:
+    import dataclasses
+
+    manifest = dataclasses.replace(served.iris.a.manifest, model="iris_v2.small-1")
+    response = _post_manifest(served, json.dumps(manifest.to_dict()), name="iris_v2.small-1")
+    assert response.status_code == 201, response.text[:300]
