@@ -39,7 +39,7 @@ GroupBy = Annotated[str, Query(min_length=1, max_length=63, pattern=r"^[A-Za-z0-
 # multipart upload up to the artifact limit plus MAX_FORM_OVERHEAD, and any JSON document
 # (a body, an uploaded manifest) nested at most MAX_JSON_DEPTH arrays/objects deep. The largest
 # real body is a deployment to many devices (100,000 ids of 64 characters is about 7 MB) or a
-# manifest with its reference profile (well under 1 MiB, nested 5 deep).
+# manifest with its reference profile (far smaller, nested about 5 deep).
 MAX_JSON_BODY = 8 * 1024 * 1024
 MAX_FORM_OVERHEAD = 2 * 1024 * 1024
 MAX_JSON_DEPTH = 32

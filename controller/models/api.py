@@ -98,7 +98,8 @@ def models_router(registry: ModelRegistry, views: ModelViews, summary: ModelSumm
         staged = await run(registry.store.stage, parsed.artifact.chunk_size)
         try:
             # streamed to disk in bounded pieces, hashed on the way: memory stays flat
-            # whatever the artifact's size (it was held whole once: 513 MiB took 700 MB)
+            # whatever the artifact's size (it was once held whole, and the controller's resident
+            # size grew by more than the artifact)
             while block := await artifact.read(UPLOAD_BLOCK):
                 if staged.digest.size + len(block) > MAX_ARTIFACT_UPLOAD:
                     raise HTTPException(413, f"artifact larger than {MAX_ARTIFACT_UPLOAD} bytes")
