@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Header, Query
+from fastapi import Depends, Header, Query, Request
 
 from controller.storage import MAX_ID as MAX_ID
 
@@ -48,12 +48,23 @@ _ACTOR_CHARS = re.compile(r"[^A-Za-z0-9_.@:+/ -]")
 T = TypeVar("T")
 
 
-def actor_of(x_edgewise_actor: Annotated[str | None, Header()] = None) -> str:
-    """``operator:NAME`` from the X-Edgewise-Actor header (the CLI sends ``user@host``),
-    ``operator:api`` without one. A claim for the record, not an identity check: tokens guard
-    the calls."""
-    name = _ACTOR_CHARS.sub("", x_edgewise_actor or "").strip()[:64]
-    return f"operator:{name or 'api'}"
+# where the auth layer (controller/security/auth.py) leaves the name of the token a call was
+# identified by, on the request's state
+PRINCIPAL_STATE = "edgewise_principal"
+
+
+def actor_of(request: Request,
+             x_edgewise_actor: Annotated[str | None, Header()] = None) -> str:
+    """Who made a call, for the audit log: ``operator:TOKEN_NAME``, the identity of the token
+    the auth layer checked (``config:api_token`` for the configured one). The X-Edgewise-Actor
+    header (the CLI sends ``user@host``) is only a client's claim: it never replaces the
+    token's identity, and is recorded as ``operator:api (unverified: CLAIM)`` only when no
+    token identified the call (an API with no tokens at all)."""
+    principal = getattr(request.state, PRINCIPAL_STATE, None)
+    if principal:
+        return f"operator:{principal}"
+    claim = _ACTOR_CHARS.sub("", x_edgewise_actor or "").strip()[:64]
+    return f"operator:api (unverified: {claim})" if claim else "operator:api"
 
 
 Actor = Annotated[str, Depends(actor_of)]
