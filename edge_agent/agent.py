@@ -130,6 +130,7 @@ class EdgeAgent:
         self.deployment_id: str | None = None
         self.outbox: TelemetryOutbox | None = None
         self.dropped_messages: Counter[str] = Counter()
+        self._malformed_acks = 0  # of dropped_messages["malformed"], those on the ack topic
         self.predictions_served = 0
         # records for the outbox, in order: dicts, and one CallRecords per sampled inference
         # call (expanded into prediction records at flush, off the prediction path)
@@ -417,7 +418,8 @@ class EdgeAgent:
                     try:
                         ack = decode(payload, Ack)
                     except ProtocolError as exc:  # no epoch, no range: it deletes nothing
-                        self._drop("ack_refused", f"{topic}: {exc}")
+                        self._malformed_acks += 1
+                        self._drop("malformed", f"{topic}: {exc}")
                         return
                     self._on_ack(ack)
                 elif parsed.channel is DeviceChannel.LOGS_REQUEST:
@@ -478,7 +480,8 @@ class EdgeAgent:
     def acks_refused(self) -> int:
         """Acks that deleted nothing because they did not name this outbox's epoch and a range
         (a gauge of every health sample, and in :meth:`status`)."""
-        return self.dropped_messages["ack_refused"] + self.dropped_messages["ack_other_epoch"]
+        return (self._malformed_acks + self.dropped_messages["ack_refused"]
+                + self.dropped_messages["ack_other_epoch"])
 
     def _on_ack(self, ack: Ack) -> None:
         if self.outbox is not None:

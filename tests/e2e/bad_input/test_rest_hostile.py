@@ -28,7 +28,7 @@ from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
 from tests.harness.controller_env import DesiredRecorder
 from tests.harness.iris_models import IrisModels
-from tests.harness.waiting import wait_for
+from tests.harness.waiting import wait_for_async
 
 pytestmark = [pytest.mark.broker]
 
@@ -97,7 +97,7 @@ def test_deployment_with_an_invalid_device_id_is_refused_whole(served: Served,
         recorder = _recorder(broker)
         await recorder.start()
         try:
-            before = served.http.get("/api/v1/deployments").json()
+            before = (await asyncio.to_thread(served.http.get, "/api/v1/deployments")).json()
             response = await asyncio.to_thread(
                 served.http.post, "/api/v1/deployments",
                 json={"model": "iris", "devices": [valid, INVALID_IDS[bad]]})
@@ -105,10 +105,13 @@ def test_deployment_with_an_invalid_device_id_is_refused_whole(served: Served,
                                                  served.log())
             detail = response.json()["detail"]
             assert isinstance(detail, str) and "\n" not in detail and "device id" in detail
-            assert served.http.get("/api/v1/deployments").json() == before
+            after = (await asyncio.to_thread(served.http.get, "/api/v1/deployments")).json()
+            assert after == before
             good = await asyncio.to_thread(served.client.deploy, "iris", None, [valid])
-            wait_for(lambda: any(s.deployment_id == good["deployment_id"]
-                                 for s in recorder.sent), 20, "the valid deployment to arrive")
+            # awaited: the recorder's link runs on this event loop
+            await wait_for_async(lambda: any(s.deployment_id == good["deployment_id"]
+                                             for s in recorder.sent), 60,
+                                 "the valid deployment to arrive")
             assert {s.deployment_id for s in recorder.sent if s.device_id == valid} == {
                 good["deployment_id"]}, recorder.sent
         finally:
