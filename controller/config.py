@@ -27,10 +27,12 @@ class ControllerConfig:
     api_token: str | None = None  # when set, mutating REST calls need "Authorization: Bearer"
     share_group: str | None = None  # MQTT shared-subscription group for several replicas
     # -- dashboard and read-only views (docs/dashboard.md) --
-    # True: the dashboard, /metrics and every GET of the API are open to anyone who reaches the
-    # port. False (with api_token set): they need "Authorization: Bearer" with api_token or
-    # read_token, the token handed to the group of people who may look but not change.
-    dashboard_public: bool = True
+    # False (the default): once any API token exists, the dashboard's data, /metrics and every
+    # GET of the API need "Authorization: Bearer" with an admin or a read token (read_token,
+    # the token handed to the group of people who may look but not change). True (or
+    # `serve --public-dashboard`): those views are open to anyone who reaches the port; calls
+    # that change state still need an admin token. /api/v1/health is always open.
+    dashboard_public: bool = False
     read_token: str | None = None
     # -- monitoring (docs/monitoring.md): alert evaluation and the retraining hook --
     alert_interval_s: float = 10.0  # how often metrics windows and silences are judged
@@ -158,6 +160,9 @@ def load_controller_config(path: Path | None = None, **overrides: Any) -> Contro
                               or any(c in group for c in "/+#")):
         raise ValidationError(f"share_group {group!r} is not a valid MQTT shared-subscription "
                               "group name: use letters, digits, '-' or '_' (no '/', '+', '#')")
+    if not isinstance(values.get("dashboard_public", False), bool):
+        raise ValidationError(f"dashboard_public {values['dashboard_public']!r} must be true "
+                              "or false")
     if not isinstance(values.get("auto_migrate", True), bool):
         raise ValidationError(f"auto_migrate {values['auto_migrate']!r} must be true or false")
     ttl = values.get("manifest_ttl_s")

@@ -131,6 +131,7 @@ class EdgeAgent:
         self.deployment_id: str | None = None
         self.outbox: TelemetryOutbox | None = None
         self.dropped_messages: Counter[str] = Counter()
+        self._malformed_acks = 0  # of dropped_messages["malformed"], those on the ack topic
         self.predictions_served = 0
         # records for the outbox, in order: dicts, and one CallRecords per sampled inference
         # call (expanded into prediction records at flush, off the prediction path)
@@ -423,7 +424,13 @@ class EdgeAgent:
                 if parsed.channel is DeviceChannel.DESIRED:
                     self.updater.on_desired(decode(payload, Desired))
                 elif parsed.channel is DeviceChannel.ACK:
-                    self._on_ack(decode(payload, Ack))
+                    try:
+                        ack = decode(payload, Ack)
+                    except ProtocolError as exc:  # no epoch, no range: it deletes nothing
+                        self._malformed_acks += 1
+                        self._drop("malformed", f"{topic}: {exc}")
+                        return
+                    self._on_ack(ack)
                 elif parsed.channel is DeviceChannel.LOGS_REQUEST:
                     self._send_logs(decode(payload, LogsRequest))
                 else:
@@ -478,6 +485,13 @@ class EdgeAgent:
         return outbox is not None and \
             self.telemetry.sender.drops_unreported(outbox.stats().dropped_total)
 
+    @property
+    def acks_refused(self) -> int:
+        """Acks that deleted nothing because they did not name this outbox's epoch and a range
+        (a gauge of every health sample, and in :meth:`status`)."""
+        return (self._malformed_acks + self.dropped_messages["ack_refused"]
+                + self.dropped_messages["ack_other_epoch"])
+
     def _on_ack(self, ack: Ack) -> None:
         if self.outbox is not None:
             self.telemetry.on_ack(self.outbox, ack)
@@ -500,6 +514,8 @@ class EdgeAgent:
         gauges: dict[str, float] = {}
         if self.outbox is not None:
             gauges["outbox_backlog"] = self.outbox.stats().pending
+        # acks refused since start: without an epoch or a range, or for another epoch
+        gauges["acks_refused"] = self.acks_refused
         if self.link.rtt_ms is not None:
             gauges["rtt_ms"] = self.link.rtt_ms
         return gauges
@@ -519,6 +535,7 @@ class EdgeAgent:
             "outbox_epoch": self.outbox.epoch if self.outbox else None,
             "monitor": dict(self.monitor.stats),
             "dropped_messages": dict(self.dropped_messages),
+            "acks_refused": self.acks_refused,
             "connected": self.link.connected,
             **self.updater.status(),
         }

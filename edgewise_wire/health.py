@@ -45,6 +45,7 @@ GAUGES: dict[str, tuple[float, float]] = {
     "temp_c": (-60, 150),  # the hottest thermal zone
     "outbox_backlog": (0, 1e12),  # records waiting in the outbox
     "rtt_ms": (0, 3_600_000),  # publish to broker acknowledgement
+    "acks_refused": (0, 1e12),  # telemetry acks refused (no epoch, no range, another epoch)
 }
 
 # the cost of serving the window's model, and each field's plausible range

@@ -284,13 +284,16 @@ class TelemetryBatch(Message):
 @dataclass(frozen=True)
 class Ack(Message):
     """Controller -> agent: records first_seq..last_seq of outbox ``epoch`` are committed; the
-    agent may delete them. An agent ignores an ack for another epoch (an outbox it replaced);
-    ``epoch`` None (absent) comes from a controller without epochs and matches any."""
+    agent may delete them. Every field is required: an ack without an epoch could delete
+    unacknowledged records of any outbox, so a decoder refuses it (and the agent counts it);
+    an agent also refuses an ack for another epoch (an outbox it replaced). A batch sent
+    without an epoch (an outbox from before epochs) is acknowledged as epoch 0, the epoch
+    such an outbox keeps."""
 
     TYPE: ClassVar[str] = "ack"
     first_seq: int
     last_seq: int
-    epoch: int | None = None
+    epoch: int
 
     def body(self) -> dict[str, Any]:
         return {"first_seq": self.first_seq, "last_seq": self.last_seq, "epoch": self.epoch}
@@ -298,8 +301,11 @@ class Ack(Message):
     @classmethod
     def from_body(cls, d: dict[str, Any]) -> Ack:
         first = get_int(d, "first_seq", minimum=1)
-        return cls(first, get_int(d, "last_seq", minimum=first),
-                   get_int(d, "epoch", optional=True, minimum=0))
+        last = get_int(d, "last_seq", minimum=first)
+        epoch = get_int(d, "epoch", minimum=0)
+        if epoch > MAX_EPOCH:
+            raise SchemaError(f"field 'epoch' exceeds {MAX_EPOCH}")
+        return cls(first, last, epoch)
 
 
 @dataclass(frozen=True)

@@ -44,13 +44,17 @@ class DeviceChannel(str, Enum):
     LOGS = "logs"
 
 
+DEVICE_ID_RULE = ("1-64 characters of letters, digits, '_', '-' or '.', starting with a letter "
+                  "or digit")
+
+
 def validate_device_id(device_id: str) -> str:
-    """Return ``device_id`` if it is safe to put in a topic and a file name."""
+    """Return ``device_id`` if it is safe to put in a topic and a file name: the one device id
+    rule, used by the agent, the controller's REST API, CLI, registry and PKI alike."""
     if not isinstance(device_id, str) or not _DEVICE_ID.fullmatch(device_id):
-        raise TopicError(
-            f"invalid device id {device_id!r}: use 1-64 characters of letters, digits, "
-            "'_', '-' or '.', starting with a letter or digit"
-        )
+        shown = device_id[:80] + "..." if isinstance(device_id, str) and len(device_id) > 80 \
+            else device_id
+        raise TopicError(f"invalid device id {shown!r}: use {DEVICE_ID_RULE}")
     return device_id
 
 

@@ -107,6 +107,37 @@ def get_list(obj: Mapping[str, Any], key: str, ctx: str = "", *, optional: bool 
     return value
 
 
+# free-form parts of a message (a manifest's source, parity, reference profile) nest at most this
+# deep: they are signed as canonical JSON, which recurses, and a real one nests about 5 deep
+MAX_FREE_FORM_DEPTH = 16
+
+
+def get_free_form(obj: Mapping[str, Any], key: str, ctx: str = "", *,
+                  max_depth: int = MAX_FREE_FORM_DEPTH) -> dict[str, Any]:
+    """An optional free-form object (default ``{}``) that can still be signed and sent:
+    nested at most ``max_depth`` levels, numbers finite, keys strings. Checked without
+    recursion, so any depth is refused rather than crashing the check."""
+    value = get_dict(obj, key, ctx, optional=True) or {}
+    where = _where(obj, key, ctx)
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+            if not all(isinstance(k, str) for k in item):
+                raise SchemaError(f"field {where!r} has a key that is not a string")
+        elif isinstance(item, list):
+            children = item
+        else:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise SchemaError(f"field {where!r} holds a number that is not finite")
+            continue
+        if depth > max_depth:
+            raise SchemaError(f"field {where!r} nests deeper than {max_depth} levels")
+        stack.extend((child, depth + 1) for child in children)
+    return dict(value)
+
+
 def get_str_map(obj: Mapping[str, Any], key: str, ctx: str = "") -> dict[str, str]:
     value = get_dict(obj, key, ctx, optional=True) or {}
     for k, v in value.items():

@@ -12,8 +12,10 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from controller.app.body_limits import BodyLimits
 from controller.app.service import Controller
 from controller.audit.api import audit_router
 from controller.data.api import data_router
@@ -26,10 +28,10 @@ from controller.errors import (
     ValidationError,
 )
 from controller.fleet.api import devices_router, fleet_router, telemetry_router
-from controller.models.api import models_router
+from controller.models.api import MAX_ARTIFACT_UPLOAD, models_router
 from controller.monitoring.api import alerts_router, metrics_router, retrain_runs_router
 from controller.monitoring.drift_api import drift_router
-from controller.rest import API
+from controller.rest import API, MAX_FORM_OVERHEAD, MAX_JSON_BODY, MAX_JSON_DEPTH
 from controller.rollouts.api import deployments_router, rollouts_router
 from controller.security.auth import ApiAuth, auth_router, check_exposure
 from controller.security.enroll_api import enroll_router
@@ -74,6 +76,15 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(prometheus_router(c.health, c.metrics, lambda: dict(c.bridge.stats),
                                          c.drift.latest, c.device_health, c.notifier.figures))
 
+    # bodies bounded in size and nesting before any route parses them (docs/security.md)
+    app.add_middleware(BodyLimits, max_body=MAX_JSON_BODY,
+                       max_upload=MAX_ARTIFACT_UPLOAD + MAX_FORM_OVERHEAD,
+                       max_depth=MAX_JSON_DEPTH)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
+
     @app.exception_handler(EdgewiseError)
     async def _edgewise_error(request: Request, exc: EdgewiseError) -> JSONResponse:
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
@@ -89,3 +100,13 @@ def create_app(controller: Controller) -> FastAPI:
                           "term": c.lease.term, **c.lease.stats}}
 
     return app
+
+
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """FastAPI's 422 body without what it echoes back: the input (and the constraint context)
+    may be anything the client sent, ``1e400`` parsed to infinity or NaN among them, which a
+    JSON response cannot carry. Where and what is wrong is kept."""
+    return [{"loc": [part if isinstance(part, (str, int)) else str(part)
+                     for part in error.get("loc", ())],
+             "msg": str(error.get("msg", "invalid")), "type": str(error.get("type", ""))}
+            for error in exc.errors()]

@@ -86,6 +86,10 @@ def controller() -> None:
 @click.option("--host", "http_host", help="Address for the REST API (default 127.0.0.1).")
 @click.option("--port", "http_port", type=int, help=f"Port for the REST API (default {DEFAULT_HTTP_PORT}).")
 @click.option("--api-token", help="Require this bearer token on calls that change state.")
+@click.option("--public-dashboard/--private-dashboard", "dashboard_public", default=None,
+              help="Open the dashboard's data, /metrics and every GET of the API to anyone who "
+                   "reaches the port, tokens or not (config dashboard_public; default private: "
+                   "once a token exists, views need a read or admin token).")
 @click.option("--share-group", help="MQTT shared-subscription group: replicas with the same group "
               "split the fleet's telemetry between them (docs/scaling.md).")
 @click.option("--artifact-dir", type=click.Path(path_type=Path),
@@ -106,7 +110,8 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
                      broker: str | None, http_host: str | None, http_port: int | None,
                      api_token: str | None, share_group: str | None,
                      artifact_dir: Path | None, artifact_store: str | None,
-                     artifact_store_endpoint: str | None, auto_migrate: bool | None) -> None:
+                     artifact_store_endpoint: str | None, auto_migrate: bool | None,
+                     dashboard_public: bool | None) -> None:
     """Serve the REST API and bridge the MQTT fleet until interrupted.
 
     Example: edgewise controller serve --broker 127.0.0.1:1883 --data-dir /var/lib/edgewise
@@ -123,7 +128,8 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
                                         share_group=share_group, artifact_dir=artifact_dir,
                                         artifact_store=artifact_store,
                                         artifact_store_endpoint=artifact_store_endpoint,
-                                        auto_migrate=auto_migrate)
+                                        auto_migrate=auto_migrate,
+                                        dashboard_public=dashboard_public)
         # the API is announced once its port is claimed, the database open and the broker
         # reached ("controller API on ..." on stderr)
         run(config)

@@ -6,7 +6,6 @@ hash and size before it stores anything).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -16,13 +15,29 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, 
 
 from controller.errors import NotFoundError
 from controller.fleet.selectors import DEFAULT_GROUP_LABEL
+from controller.models.names import check_model_name
 from controller.models.queries import ModelViews
 from controller.models.registry import ModelRegistry
 from controller.models.schemas import ModelOut, ModelSummary, ModelVersions, PushedVersion
-from controller.rest import API, PAGED, TOTAL_HEADER, GroupBy, Limit, Offset, Window, in_thread
+from controller.rest import (
+    API,
+    MAX_JSON_DEPTH,
+    PAGED,
+    TOTAL_HEADER,
+    GroupBy,
+    Limit,
+    Offset,
+    Window,
+    in_thread,
+    json_too_deep,
+)
 from edgewise_wire import Manifest, SchemaError
+from edgewise_wire.manifest import MAX_ARTIFACT_SIZE
 
-MAX_ARTIFACT_UPLOAD = 512 * 1024 * 1024
+# the largest artifact an upload may carry (the manifest's own limit); it is streamed to disk
+# in blocks of UPLOAD_BLOCK bytes, so this bounds disk use, not memory
+MAX_ARTIFACT_UPLOAD = MAX_ARTIFACT_SIZE
+UPLOAD_BLOCK = 1024 * 1024
 
 # (name, now, window, group_by, placement per version) -> the summary the fleet health views
 # build (controller/web/health.py)
@@ -69,16 +84,31 @@ def models_router(registry: ModelRegistry, views: ModelViews, summary: ModelSumm
                  response_model=PushedVersion)
     async def push_version(name: str, manifest: Annotated[str, Form()],
                            artifact: Annotated[UploadFile, File()]) -> dict[str, Any]:
+        check_model_name(name)  # ValidationError: 422 with the rule
+        if json_too_deep(manifest):  # json.loads recurses: checked before it runs
+            raise HTTPException(422, f"manifest is not valid: it nests deeper than "
+                                     f"{MAX_JSON_DEPTH} levels")
         try:
             parsed = Manifest.from_dict(json.loads(manifest))
         except (json.JSONDecodeError, SchemaError) as exc:
             raise HTTPException(422, f"manifest is not valid: {exc}") from None
         if parsed.model != name:
             raise HTTPException(422, f"manifest is for model {parsed.model!r}, not {name!r}")
-        data = await artifact.read(MAX_ARTIFACT_UPLOAD + 1)
-        if len(data) > MAX_ARTIFACT_UPLOAD:
-            raise HTTPException(413, f"artifact larger than {MAX_ARTIFACT_UPLOAD} bytes")
-        stored = await asyncio.to_thread(registry.register, parsed, data)
+        await run(registry.check, parsed)  # name and manifest, before the artifact is copied
+        staged = await run(registry.store.stage, parsed.artifact.chunk_size)
+        try:
+            # streamed to disk in bounded pieces, hashed on the way: memory stays flat
+            # whatever the artifact's size (it was once held whole, and the controller's resident
+            # size grew by more than the artifact)
+            while block := await artifact.read(UPLOAD_BLOCK):
+                if staged.digest.size + len(block) > MAX_ARTIFACT_UPLOAD:
+                    raise HTTPException(413, f"artifact larger than {MAX_ARTIFACT_UPLOAD} bytes")
+                await run(staged.write, block)
+            await run(staged.close)
+        except BaseException:
+            staged.discard()
+            raise
+        stored = await run(registry.register_staged, parsed, staged)
         return {"model": stored.model, "version": stored.version,
                 "sha256": stored.artifact.sha256, "size": stored.artifact.size}
 

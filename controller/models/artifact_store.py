@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from controller.errors import NotFoundError, StorageError, ValidationError
+from edgewise_wire import ArtifactRef
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _READ_BLOCK = 1024 * 1024
@@ -35,6 +36,8 @@ class ArtifactBlobs(Protocol):
     def get(self, sha: str) -> bytes: ...
     def open_range(self, sha: str, offset: int, length: int) -> bytes: ...
     def exists(self, sha: str) -> bool: ...
+    def stage(self, chunk_size: int) -> StagedArtifact: ...
+    def commit(self, staged: StagedArtifact, sha: str) -> str: ...
 
 
 class ArtifactStore:
@@ -66,6 +69,25 @@ class ArtifactStore:
             os.replace(tmp, target)
         except OSError as e:
             Path(tmp).unlink(missing_ok=True)
+            raise StorageError(f"cannot write artifact {sha}: {e}") from e
+        return sha
+
+    def stage(self, chunk_size: int) -> StagedArtifact:
+        """A temporary file in the store's file system for an upload streamed to disk."""
+        return StagedArtifact(self.root / ".staging", chunk_size)
+
+    def commit(self, staged: StagedArtifact, sha: str) -> str:
+        """Move a closed :class:`StagedArtifact` whose sha256 is ``sha`` into place (a good
+        copy already there is kept and the staged one removed)."""
+        target = self.path(sha)
+        try:
+            if target.is_file() and self.verify(sha):
+                staged.discard()
+                return sha
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged.path, target)
+        except OSError as e:
+            staged.discard()
             raise StorageError(f"cannot write artifact {sha}: {e}") from e
         return sha
 
@@ -102,3 +124,75 @@ class ArtifactStore:
         except FileNotFoundError:
             raise NotFoundError("artifact", sha) from None
         return h.hexdigest() == sha
+
+
+class ArtifactDigest:
+    """The sha256, size and chunk hashes of bytes fed in pieces: what
+    :meth:`ArtifactRef.describe` computes from the whole artifact, without holding it."""
+
+    def __init__(self, chunk_size: int) -> None:
+        if chunk_size < 1:
+            raise ValidationError(f"chunk size must be >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
+        self.size = 0
+        self._whole = hashlib.sha256()
+        self._chunk = hashlib.sha256()
+        self._in_chunk = 0
+        self._chunks: list[str] = []
+
+    def update(self, data: bytes) -> None:
+        self._whole.update(data)
+        self.size += len(data)
+        view = memoryview(data)
+        while view:
+            take = min(len(view), self.chunk_size - self._in_chunk)
+            self._chunk.update(view[:take])
+            self._in_chunk += take
+            view = view[take:]
+            if self._in_chunk == self.chunk_size:
+                self._chunks.append(self._chunk.hexdigest())
+                self._chunk = hashlib.sha256()
+                self._in_chunk = 0
+
+    def ref(self) -> ArtifactRef:
+        chunks = list(self._chunks)
+        if self._in_chunk or not chunks:  # the short last chunk (describe(b"") has one too)
+            chunks.append(self._chunk.hexdigest())
+        return ArtifactRef(self._whole.hexdigest(), self.size, self.chunk_size, tuple(chunks))
+
+
+class StagedArtifact:
+    """An artifact being written to a temporary file beside the store, hashed as it arrives;
+    :meth:`ArtifactStore.commit` moves it into place, :meth:`discard` removes it. Memory stays
+    bounded by the pieces written, whatever the artifact's size."""
+
+    def __init__(self, root: Path, chunk_size: int) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".upload.", suffix=".tmp")
+        self.path = Path(tmp)
+        self._file = os.fdopen(fd, "wb")
+        self.digest = ArtifactDigest(chunk_size)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as e:
+            self.discard()
+            raise StorageError(f"cannot stage an artifact upload: {e}") from e
+        self.digest.update(data)
+
+    def close(self) -> ArtifactRef:
+        """Flush to disk; the description of what was written."""
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as e:
+            self.discard()
+            raise StorageError(f"cannot stage an artifact upload: {e}") from e
+        return self.digest.ref()
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)

@@ -25,7 +25,9 @@ from controller.cli.common import (
 )
 from controller.cli.exit_codes import ExitCode, exit_codes_help
 from controller.cli.render import is_tty, paint, pct, span
+from controller.errors import ValidationError
 from controller.models.cli_convert import convert_command
+from controller.models.names import check_model_name, default_model_name
 
 
 @click.group()
@@ -45,8 +47,9 @@ def models() -> None:
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="True labels for the sample rows (.npy, .csv or a one-column .parquet), to "
                    "report accuracy.")
-@click.option("--name", help="Model name in the registry (default: the file's stem, or the "
-                             "MLflow registered model's name).")
+@click.option("--name", help="Model name in the registry (default: the file's stem in lower "
+                             "case, or the MLflow registered model's name): 1-64 of a-z 0-9 . _ -, "
+                             "starting with a letter or digit.")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="[PRECISION=]VALUE",
               help="Largest output difference allowed between the source model and the artifact "
                    "(default per precision, float32 1e-4; see `edgewise convert --help`).")
@@ -102,6 +105,15 @@ def models_push(ctx: click.Context, model: str, sample_file: Path | None,
         raise click.BadParameter(str(exc), param_hint="MODEL_FILE|MLFLOW_URI") from None
     if mlflow_write_back and ref is None:
         raise click.UsageError("--mlflow-write-back needs an MLflow URI (models:/ or runs:/)")
+    if ref is None:
+        path = Path(model)
+        model_name = name or default_model_name(path.stem if path.is_file() else path.name)
+    else:
+        model_name = name or default_model_name(ref.default_name)
+    try:
+        check_model_name(model_name)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
     progress = Progress(quiet)
     client = client_from(ctx)  # a bad --controller URL is refused before the conversion
     lineage: dict[str, Any] | None = None
@@ -114,7 +126,6 @@ def models_push(ctx: click.Context, model: str, sample_file: Path | None,
         if sample_file is None:
             raise click.UsageError("--sample is required for a model file (an MLflow model "
                                    "may use its input example instead)")
-        model_name = name or (model_file.stem if model_file.is_file() else model_file.name)
         progress(f"converting {model_file.name} to {fmt} {precision}")
         label = model_file.name
         try:
@@ -128,7 +139,7 @@ def models_push(ctx: click.Context, model: str, sample_file: Path | None,
         label = ref.uri
         progress(f"resolving {ref.uri} through MLflow")
         try:
-            (outcome,), lineage = _convert_mlflow(ref, sample_file, labels_file, name, fmt,
+            (outcome,), lineage = _convert_mlflow(ref, sample_file, labels_file, model_name, fmt,
                                                   precision, parse_tolerances(tolerances, ()),
                                                   verify_on.split(","), tracking_uri,
                                                   registry_uri, progress)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.errors import NotFoundError, StorageError, ValidationError
-from controller.models.artifact_store import ArtifactStore, check_sha256
+from controller.models.artifact_store import ArtifactStore, StagedArtifact, check_sha256
 
 log = logging.getLogger("edgewise.controller.objstore")
 
@@ -98,14 +98,28 @@ class ObjectArtifactStore:
 
     def put(self, data: bytes) -> str:
         sha = self.cache.put(data)
+        self._upload(sha)
+        return sha
+
+    def stage(self, chunk_size: int) -> StagedArtifact:
+        """An upload streamed to disk lands in the local cache first (bounded memory)."""
+        return self.cache.stage(chunk_size)
+
+    def commit(self, staged: StagedArtifact, sha: str) -> str:
+        self.cache.commit(staged, sha)
+        self._upload(sha)
+        return sha
+
+    def _upload(self, sha: str) -> None:
+        """Copy the cached artifact to the bucket, streamed from its file."""
         try:
-            self.client.put_object(Bucket=self.location.bucket, Key=self.location.key(sha),
-                                   Body=data, ContentType="application/octet-stream",
-                                   Metadata={"sha256": sha})
+            with self.cache.path(sha).open("rb") as body:
+                self.client.put_object(Bucket=self.location.bucket, Key=self.location.key(sha),
+                                       Body=body, ContentType="application/octet-stream",
+                                       Metadata={"sha256": sha})
         except Exception as exc:  # botocore's errors: connection, credentials, ClientError
             raise StorageError(f"cannot upload artifact {sha[:12]} to {self.location}: "
                                f"{exc}") from exc
-        return sha
 
     # -- reads: through the verified local cache -------------------------------------------------
 

@@ -8,7 +8,6 @@ Version numbers are assigned here, per model name, 1, 2, 3, ...
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from typing import Any
@@ -17,10 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from controller.errors import ConflictError, NotFoundError, StorageError, ValidationError
-from controller.models.artifact_store import ArtifactBlobs
+from controller.models.artifact_store import ArtifactBlobs, StagedArtifact
+from controller.models.names import check_model_name
 from controller.storage.db import Database
 from controller.storage.tables import model_versions, models
 from edgewise_wire import ArtifactRef, Manifest, SchemaError
+from edgewise_wire.envelope import canonical_bytes
 
 _REGISTER_ATTEMPTS = 5
 
@@ -33,8 +34,33 @@ class ModelRegistry:
     def register(self, manifest: Manifest, artifact: bytes) -> Manifest:
         """Verify ``artifact`` against ``manifest``, store both, and return the manifest with
         its assigned version. Concurrent registrations of one model get distinct versions."""
-        _check_manifest(manifest, artifact)
+        check_model_name(manifest.model)
+        _check_manifest(manifest)
+        _check_artifact(manifest.artifact, ArtifactRef.describe(artifact,
+                                                                manifest.artifact.chunk_size))
         self.store.put(artifact)
+        return self._insert(manifest)
+
+    def check(self, manifest: Manifest) -> None:
+        """What :meth:`register` checks before it looks at the artifact (name, manifest): a
+        REST upload calls it before streaming the artifact to disk."""
+        check_model_name(manifest.model)
+        _check_manifest(manifest)
+
+    def register_staged(self, manifest: Manifest, staged: StagedArtifact) -> Manifest:
+        """:meth:`register` for an artifact streamed to disk (``ArtifactStore.stage``) and
+        closed: its hashes were computed as it was written, so nothing is read back into
+        memory. The staged file is moved into the store or removed."""
+        try:
+            self.check(manifest)
+            _check_artifact(manifest.artifact, staged.digest.ref())
+        except Exception:
+            staged.discard()
+            raise
+        self.store.commit(staged, manifest.artifact.sha256)
+        return self._insert(manifest)
+
+    def _insert(self, manifest: Manifest) -> Manifest:
         for attempt in range(_REGISTER_ATTEMPTS):
             try:
                 return self._insert_next_version(manifest)
@@ -135,18 +161,25 @@ def _model_exists(conn: sa.Connection, name: str) -> bool:
     return conn.execute(sa.select(models.c.name).where(models.c.name == name)).first() is not None
 
 
-def _check_manifest(manifest: Manifest, artifact: bytes) -> None:
+def _check_manifest(manifest: Manifest) -> None:
     """Refuse anything a device would later refuse, while the operator is still here to fix it."""
     try:
         Manifest.from_dict(manifest.to_dict())
+        # what the desired-state signer will do with it: a manifest that cannot be put in
+        # canonical form would be stored and then fail every deployment
+        canonical_bytes(manifest.to_dict())
     except SchemaError as e:
         raise ValidationError(f"invalid manifest: {e}") from e
-    ref = manifest.artifact
-    sha = hashlib.sha256(artifact).hexdigest()
-    if sha != ref.sha256:
-        raise ValidationError(f"artifact sha256 is {sha}, manifest says {ref.sha256}")
-    if len(artifact) != ref.size:
-        raise ValidationError(f"artifact size is {len(artifact)} bytes, manifest says {ref.size}")
-    if ArtifactRef.describe(artifact, ref.chunk_size) != ref:
+    except (ValueError, TypeError, RecursionError) as e:
+        raise ValidationError(f"invalid manifest: it cannot be signed ({e})") from e
+
+
+def _check_artifact(ref: ArtifactRef, actual: ArtifactRef) -> None:
+    """The artifact's own description (``actual``) must match the manifest's exactly."""
+    if actual.sha256 != ref.sha256:
+        raise ValidationError(f"artifact sha256 is {actual.sha256}, manifest says {ref.sha256}")
+    if actual.size != ref.size:
+        raise ValidationError(f"artifact size is {actual.size} bytes, manifest says {ref.size}")
+    if actual != ref:
         raise ValidationError("manifest chunk hashes do not match the artifact "
                               f"(chunk_size {ref.chunk_size})")

@@ -32,7 +32,10 @@ class DeploymentRequest(BaseModel):
     model: str = Field(min_length=1, max_length=128)
     version: int | None = Field(default=None, ge=1, le=2**31 - 1,
                                 description="default: the latest version")
-    devices: list[str] | None = Field(default=None, description="default: every known device")
+    devices: list[str] | None = Field(
+        default=None, max_length=100_000,
+        description="default: every known device; each id 1-64 letters, digits, '_', '-' or "
+        "'.', starting with a letter or digit (one invalid id refuses the whole deployment)")
     # the health window before the devices commit it (ProbationPolicy)
     probation: dict[str, Any] | None = Field(
         default=None, description="{duration_s, max_error_rate, max_p95_latency_ms, "

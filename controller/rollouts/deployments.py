@@ -14,11 +14,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from controller.errors import ConflictError
+from controller.errors import ConflictError, ValidationError
 from controller.fleet.store import FleetStore
 from controller.models.registry import ModelRegistry
 from controller.security.desired_signer import DesiredSigner
 from edgewise_wire import Desired, ProbationPolicy
+from edgewise_wire.errors import TopicError
+from edgewise_wire.topics import validate_device_id
 
 log = logging.getLogger("edgewise.controller")
 
@@ -42,7 +44,12 @@ class Deployments:
                      probation: ProbationPolicy | None = None) -> dict[str, Any]:
         """Set the desired model of the given devices (default: every known device) and publish
         it, signed; a device running a version not below it gets a signed rollback order too.
-        Must run on the event loop that drives the MQTT connection: paho is driven by it alone."""
+        Must run on the event loop that drives the MQTT connection: paho is driven by it alone.
+
+        All or nothing: one invalid device id refuses the whole deployment (ValidationError)
+        before anything is stored or published."""
+        if device_ids is not None:
+            check_device_ids(device_ids)
         manifest = await asyncio.to_thread(self.registry.get_manifest, model, version)
         if device_ids is None:
             device_ids = await asyncio.to_thread(self.fleet.device_ids)
@@ -70,3 +77,13 @@ class Deployments:
                  f" ({orders} with a rollback order)" if orders else "")
         return {"deployment_id": deployment_id, "model": manifest.model,
                 "version": manifest.version, "devices": device_ids}
+
+
+def check_device_ids(device_ids: Sequence[str]) -> None:
+    """Every id must follow the one device id rule (edgewise_wire.topics); the first that does
+    not is named in a one-line ValidationError."""
+    for device_id in device_ids:
+        try:
+            validate_device_id(device_id)
+        except TopicError as exc:
+            raise ValidationError(str(exc)) from None

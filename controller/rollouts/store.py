@@ -166,7 +166,8 @@ class RolloutStore:
         """A rollout by id (``7``, ``#7``) or by name (the newest of that name)."""
         text = ref.strip().removeprefix("#")
         if text.isascii() and text.isdigit():
-            if int(text) > MAX_ID:
+            # thousands of digits would pass Python's int-parsing limit before the range check
+            if len(text.lstrip("0")) > len(str(MAX_ID)) or int(text) > MAX_ID:
                 raise NotFoundError("rollout", ref)
             return self.get(int(text))
         with self.db.read() as conn:

@@ -39,6 +39,7 @@ from fastapi import APIRouter, Header, HTTPException, Request
 
 from controller.config import ControllerConfig
 from controller.errors import ConflictError, NotFoundError, ValidationError
+from controller.rest import PRINCIPAL_STATE
 
 SCOPES = ("read", "admin")
 TOKEN_FILE = "api-tokens.json"
@@ -206,9 +207,13 @@ class ApiAuth:
                                 headers={"WWW-Authenticate": "Bearer"})
         return principal
 
-    def require_admin(self, authorization: Annotated[str | None, Header()] = None) -> None:
-        """FastAPI dependency for calls that change state."""
+    def require_admin(self, request: Request,
+                      authorization: Annotated[str | None, Header()] = None) -> None:
+        """FastAPI dependency for calls that change state; the token's identity is left on the
+        request for the audit log's actor (``controller.rest.actor_of``)."""
         principal = self.identify(authorization)
+        if principal is not None:
+            setattr(request.state, PRINCIPAL_STATE, principal.name)
         if principal is not None and not principal.is_admin:
             raise HTTPException(403, f"token {principal.name!r} is read-only; this call "
                                      "changes state and needs an admin token")

@@ -150,9 +150,12 @@ class TelemetrySender:
 
     def on_ack(self, first_seq: int, last_seq: int, epoch: int | None,
                outbox_epoch: int) -> AckDecision:
-        """What to do with the controller's ack of ``first_seq..last_seq`` (``epoch`` None: a
-        controller from before epochs, which acknowledges the only outbox it knows)."""
-        if epoch is not None and epoch != outbox_epoch:
+        """What to do with the controller's ack of ``first_seq..last_seq`` of ``epoch``: only
+        an ack naming this outbox's epoch deletes anything (``None``, no epoch, is refused: it
+        could name any outbox)."""
+        if epoch is None:
+            return RefuseAck(f"ack {first_seq}..{last_seq} names no epoch")
+        if epoch != outbox_epoch:
             return RefuseAck(f"ack {first_seq}..{last_seq} of epoch {epoch}, outbox epoch is "
                              f"{outbox_epoch}")
         return ApplyAck(first_seq, last_seq)

@@ -95,7 +95,8 @@ class TelemetryUplink:
         decision = self.sender.on_ack(ack.first_seq, ack.last_seq, ack.epoch, outbox.epoch)
         if not isinstance(decision, ApplyAck):
             # for an outbox this agent replaced: its seqs are not this outbox's
-            self.drop("ack_other_epoch", decision.detail)
+            self.drop("ack_other_epoch" if ack.epoch is not None else "ack_refused",
+                      decision.detail)
             return
         outbox.ack(decision.first_seq, decision.last_seq)
         self.sender.acked(decision.first_seq, decision.last_seq)

@@ -253,7 +253,7 @@ class Controller:
         elif parsed.channel is DeviceChannel.TELEMETRY:
             batch = decode(payload, TelemetryBatch)
             self.client.publish(self.topic(DeviceChannel.ACK),
-                                encode(Ack(batch.first_seq, batch.last_seq, epoch=batch.epoch)))
+                                encode(Ack(batch.first_seq, batch.last_seq, epoch=batch.epoch if batch.epoch is not None else 0)))
         elif parsed.channel is DeviceChannel.ARTIFACT_REQUEST:
             request = decode(payload, ArtifactRequest)
             with self._lock:

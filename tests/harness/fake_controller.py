@@ -113,7 +113,8 @@ class FakeController:
             batch = decode(payload, TelemetryBatch)
             self.batches.append(batch)
             self.link.publish(self.topic(DeviceChannel.ACK),
-                              encode(Ack(batch.first_seq, batch.last_seq)))
+                              encode(Ack(batch.first_seq, batch.last_seq,
+                                         batch.epoch if batch.epoch is not None else 0)))
             return
         if parsed.channel is not DeviceChannel.ARTIFACT_REQUEST:
             return

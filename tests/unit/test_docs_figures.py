@@ -183,6 +183,18 @@ def _max_artifact() -> int:
     return MAX_ARTIFACT_SIZE
 
 
+def _max_json_body() -> int:
+    from controller.rest import MAX_JSON_BODY
+
+    return MAX_JSON_BODY
+
+
+def _form_overhead() -> int:
+    from controller.rest import MAX_FORM_OVERHEAD
+
+    return MAX_FORM_OVERHEAD
+
+
 def _max_control() -> int:
     from edgewise_wire.messages import MAX_CONTROL_BYTES
 
@@ -220,7 +232,13 @@ SIZES: dict[tuple[str, str], Source] = {
     ("docs/protocol.md", "4 MiB"): Constant(_max_telemetry),
     ("docs/protocol.md", "64 KiB"): Constant(_chunk_size),
     ("docs/protocol.md", "512 MiB"): Constant(_max_artifact),
-    ("docs/security.md", "1 MiB"): Constant(_max_control),
+    ("docs/security.md", "1 MiB"): Constant(_max_control),  # also UPLOAD_BLOCK's size
+    ("docs/security.md", "8 MiB"): Constant(_max_json_body),
+    ("docs/security.md", "2 MiB"): Constant(_form_overhead),
+    ("docs/security.md", "512 MiB"): Constant(_max_artifact),
+    ("docs/security.md", "300 MiB"): "the artifact tests/e2e/bad_input/test_large_upload.py "
+                                     "uploads",
+    ("docs/security.md", "100 MiB"): "that test's bound on the controller's resident growth",
     ("docs/security.md", "4 MiB"): Constant(_max_telemetry),
     ("docs/agent.md", "4 MiB"): Constant(_local_api_body),
     ("docs/agent.md", "1 MiB"): "the read size of edge_agent/download.py and runtime.py "

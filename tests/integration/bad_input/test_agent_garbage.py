@@ -124,6 +124,10 @@ ACK_GARBAGE: dict[str, Callable[[], bytes]] = {
     "schema-version-0": lambda: _json({"schema": 0, "type": "ack", "first_seq": 1, "last_seq": 1}),
     "wrong-type-desired": lambda: encode(Desired("dep", None)),
     "missing-last-seq": lambda: _json({"schema": 1, "type": "ack", "first_seq": 1}),
+    # an ack must name its outbox epoch: without one it could delete any outbox's records
+    "missing-epoch": lambda: _json({"schema": 1, "type": "ack", "first_seq": 1, "last_seq": 1}),
+    "null-epoch": lambda: _json({"schema": 1, "type": "ack", "first_seq": 1, "last_seq": 1,
+                                 "epoch": None}),
     "first-seq-zero": lambda: _json({"schema": 1, "type": "ack", "first_seq": 0, "last_seq": 1}),
     "inverted-range": lambda: _json({"schema": 1, "type": "ack", "first_seq": 5, "last_seq": 2}),
     "seq-float": lambda: _json({"schema": 1, "type": "ack", "first_seq": 1.5, "last_seq": 2}),
@@ -206,7 +210,9 @@ def test_garbage_ack_is_dropped_and_counted_then_telemetry_is_still_acknowledged
 def test_ack_for_records_never_sent_is_harmless(broker: BrokerProcess, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with agent_and_controller(broker, tmp_path / "agent") as (agent, ctl):
-            ack = _json({"schema": 1, "type": "ack", "first_seq": 1000, "last_seq": 2000})
+            assert agent.outbox is not None
+            ack = _json({"schema": 1, "type": "ack", "first_seq": 1000, "last_seq": 2000,
+                         "epoch": agent.outbox.epoch})
             await _deliver(agent, ctl, ctl.topic(ACK), ack)
             assert_agent_healthy(agent)
             assert agent.dropped_messages == Counter()

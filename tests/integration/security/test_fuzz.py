@@ -50,7 +50,7 @@ def _as_dict(message: Message) -> dict[str, Any]:
 
 def _agent_valid(models: IrisModels) -> list[dict[str, Any]]:
     return [_as_dict(Desired("dep-fuzz", models.b.manifest)), _as_dict(Desired("dep-none", None)),
-            _as_dict(Ack(1, 5))]
+            _as_dict(Ack(1, 5, 7))]
 
 
 def _controller_valid(sha: str) -> list[dict[str, Any]]:

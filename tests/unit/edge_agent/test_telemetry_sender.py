@@ -80,8 +80,10 @@ def test_an_ack_for_another_outbox_is_refused() -> None:
     s.sent(1, 10, 0.0, 0)
     decision = s.on_ack(1, 10, epoch=8, outbox_epoch=7)
     assert isinstance(decision, RefuseAck) and "epoch 8" in decision.detail
-    # a controller from before epochs acknowledges the only outbox it knows
-    assert s.on_ack(1, 10, epoch=None, outbox_epoch=7) == ApplyAck(1, 10)
+    # an ack naming no epoch could be for any outbox: refused as well
+    refused = s.on_ack(1, 10, epoch=None, outbox_epoch=7)
+    assert isinstance(refused, RefuseAck) and "no epoch" in refused.detail
+    assert s.on_ack(1, 10, epoch=7, outbox_epoch=7) == ApplyAck(1, 10)
 
 
 def test_drops_no_batch_would_carry_are_reported_in_an_empty_batch() -> None:

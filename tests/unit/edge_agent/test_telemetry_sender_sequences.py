@@ -5,7 +5,7 @@ the link are small models; the shell's loop is replayed as edge_agent/telemetry/
 runs it.
 
 Invariants: a record leaves the outbox by an ack only once the controller stored it; an ack
-for another epoch deletes nothing; what the sender reports as in flight covers every batch of
+for another epoch, or naming none, deletes nothing; what the sender reports as in flight covers every batch of
 records out; and once the link is reliable again, everything not dropped (and counted) reaches
 the controller and the outbox drains.
 """
@@ -120,7 +120,7 @@ class SenderMachine(RuleBasedStateMachine):
     def apply_ack(self, ack: AckMessage) -> None:
         """TelemetryUplink.on_ack."""
         decision = self.sender.on_ack(ack.first, ack.last, ack.epoch, EPOCH)
-        if ack.epoch not in (None, EPOCH):
+        if ack.epoch != EPOCH:  # another outbox's, or none named: refused
             assert isinstance(decision, RefuseAck)
             return
         assert decision == ApplyAck(ack.first, ack.last)  # exactly what was acknowledged
@@ -133,15 +133,14 @@ class SenderMachine(RuleBasedStateMachine):
     # -- the link and the controller --------------------------------------------------------------
 
     @precondition(lambda self: self.to_controller)
-    @rule(pick=st.integers(min_value=0), lose=st.booleans(), old_controller=st.booleans())
-    def a_batch_arrives_or_is_lost(self, pick: int, lose: bool, old_controller: bool) -> None:
+    @rule(pick=st.integers(min_value=0), lose=st.booleans())
+    def a_batch_arrives_or_is_lost(self, pick: int, lose: bool) -> None:
         batch = self.to_controller.pop(pick % len(self.to_controller))
         if lose:
             return
         self.at_controller |= batch.seqs
         self.controller_dropped_total = max(self.controller_dropped_total, batch.dropped_total)
-        self.to_device.append(AckMessage(batch.first, batch.last,
-                                         None if old_controller else EPOCH))
+        self.to_device.append(AckMessage(batch.first, batch.last, EPOCH))
 
     @precondition(lambda self: self.to_device)
     @rule(pick=st.integers(min_value=0), lose=st.booleans(), twice=st.booleans())
@@ -157,6 +156,10 @@ class SenderMachine(RuleBasedStateMachine):
           epoch=st.integers(min_value=0, max_value=20).filter(lambda e: e != EPOCH))
     def an_ack_for_another_outbox_arrives(self, first: int, length: int, epoch: int) -> None:
         self.apply_ack(AckMessage(first, first + length, epoch))
+
+    @rule(first=st.integers(min_value=1, max_value=60), length=st.integers(0, 60))
+    def an_ack_naming_no_epoch_arrives(self, first: int, length: int) -> None:
+        self.apply_ack(AckMessage(first, first + length, None))
 
     @rule(seconds=st.sampled_from([0.5, 3.0, ACK_TIMEOUT_S + 1]))
     def time_passes(self, seconds: float) -> None:
@@ -211,7 +214,7 @@ class SenderMachine(RuleBasedStateMachine):
                 break
             self.the_sender_runs()
             while self.to_controller:
-                self.a_batch_arrives_or_is_lost(0, lose=False, old_controller=False)
+                self.a_batch_arrives_or_is_lost(0, lose=False)
             while self.to_device:
                 self.an_ack_arrives_or_is_lost(0, lose=False, twice=False)
             self.now += ACK_TIMEOUT_S + 1  # what was lost before is sent again
@@ -235,8 +238,8 @@ def test_a_late_ack_of_the_shorter_first_send_strands_nothing() -> None:
     m.records_are_stored(1)
     m.the_link_drops(lose_in_flight=False)
     m.the_link_comes_back()
-    m.a_batch_arrives_or_is_lost(0, lose=False, old_controller=False)  # 1..3
-    m.a_batch_arrives_or_is_lost(0, lose=True, old_controller=False)  # 1..4
+    m.a_batch_arrives_or_is_lost(0, lose=False)  # 1..3
+    m.a_batch_arrives_or_is_lost(0, lose=True)  # 1..4
     m.an_ack_arrives_or_is_lost(0, lose=False, twice=False)  # the ack of 1..3
     assert m.present == {4}
     m.teardown()

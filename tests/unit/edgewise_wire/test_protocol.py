@@ -92,7 +92,7 @@ def test_unsafe_device_ids_cannot_build_topics(device_id: str) -> None:
              deployment_id="dep-1", progress=(2, 3), labels={"site": "berlin"}),
     TelemetryBatch(5, 6, [{"seq": 5, "kind": "prediction", "ts": 1.0},
                           {"seq": 6, "kind": "feedback", "ts": 2.0}], dropped_total=4),
-    Ack(5, 6),
+    Ack(5, 6, 1),
     ArtifactRequest(SHA, ((0, 2), (5, 9))),
 ])
 def test_messages_round_trip(message: object) -> None:
@@ -118,6 +118,14 @@ def test_manifest_round_trips_through_json() -> None:
     (b'{"schema": 1, "type": "ack", "first_seq": 5, "last_seq": 2}', "must be >= 5"),
     (b'{"schema": 1, "type": "ack", "first_seq": "1", "last_seq": 2}', "must be an integer"),
     (b'{"schema": 1, "type": "ack", "first_seq": true, "last_seq": 2}', "must be an integer"),
+    # an ack must name its outbox: without an epoch it could delete records of any
+    (b'{"schema": 1, "type": "ack", "first_seq": 1, "last_seq": 2}', "missing field 'epoch'"),
+    (b'{"schema": 1, "type": "ack", "first_seq": 1, "last_seq": 2, "epoch": null}',
+     "missing field 'epoch'"),
+    (b'{"schema": 1, "type": "ack", "first_seq": 1, "last_seq": 2, "epoch": -1}', "must be >= 0"),
+    (b'{"schema": 1, "type": "ack", "first_seq": 1, "last_seq": 2, "epoch": 9007199254740992}',
+     "exceeds"),
+    (b'{"schema": 1, "type": "ack", "last_seq": 2, "epoch": 1}', "missing field 'first_seq'"),
 ])
 def test_decode_errors_are_precise(payload: bytes, fragment: str) -> None:
     with pytest.raises(SchemaError, match=fragment):

@@ -51,14 +51,16 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def public_views(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """The default (views open to all), for tests that only read."""
-    yield from _client(tmp_path_factory.mktemp("public"), api_token=ADMIN)
+    """Views opened to all (dashboard_public, an explicit choice), for tests that only read."""
+    yield from _client(tmp_path_factory.mktemp("public"), api_token=ADMIN,
+                       dashboard_public=True)
 
 
 @pytest.fixture
 def public(tmp_path: Path) -> Iterator[TestClient]:
-    """The default: views open to all, changes only with the API token; this test's own."""
-    yield from _client(tmp_path, api_token=ADMIN)
+    """Views open to all (dashboard_public), changes only with the API token; this test's
+    own."""
+    yield from _client(tmp_path, api_token=ADMIN, dashboard_public=True)
 
 
 @pytest.mark.parametrize("path", VIEWS)
