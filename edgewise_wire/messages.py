@@ -224,9 +224,10 @@ def _optional_ref(d: dict[str, Any], key: str) -> ModelRef | None:
     return ModelRef.from_dict(raw, key) if raw is not None else None
 
 
-# "health" (edgewise_wire.health) is newer than the others: a controller from before it refuses
-# a batch holding one, so controllers are upgraded before agents (docs/protocol.md)
-RECORD_KINDS = ("prediction", "feedback", "error", "metrics", "health")
+# "health" (edgewise_wire.health) and "experiment" (edgewise_wire.experiments) are newer than
+# the others: a controller from before them refuses a batch holding one, so controllers are
+# upgraded before agents (docs/protocol.md)
+RECORD_KINDS = ("prediction", "feedback", "error", "metrics", "health", "experiment")
 
 # Epochs are random integers below 2**53, so every JSON reader holds them exactly.
 MAX_EPOCH = 2**53 - 1
