@@ -303,7 +303,7 @@ class EdgeAgent:
         ``features`` is a row or a batch of numbers, or, for a model with an input schema,
         records of named fields (one object, a list of objects, or columns; see
         edgewise_wire/records.py), refused as a whole with every bad row named.
-        ``request_key`` (the application's user or session id, say): during an A/B experiment,
+        ``request_key`` (the application's user or session id, say): during an A/B experiment split by request,
         which arm serves the call (a stable hash of it, so one key sticks to one arm); without
         one the served model answers. During a shadow experiment the answer is always the
         served model's: the candidate sees the rows after the answer is built.
@@ -312,9 +312,10 @@ class EdgeAgent:
         if runtime is None:
             raise NoActiveModel(f"device {self.device_id} has no active model yet")
         experiment = self.experiment
-        if experiment is not None and experiment.mode == "ab" and request_key is not None \
-                and request_arm(experiment.experiment_id, request_key,
-                                experiment.share) == "candidate":
+        if experiment is not None and experiment.mode == "ab" and \
+                experiment.candidate is not None and (experiment.share >= 1.0 or (
+                    request_key is not None and request_arm(
+                        experiment.experiment_id, request_key, experiment.share) == "candidate")):
             try:
                 return self._predict_on(experiment.candidate, features, None)
             except InvalidInput:
@@ -405,9 +406,7 @@ class EdgeAgent:
             self.monitor.observe_feedback(model, version, predicted, label, confidence)
             experiment = self.experiment
             if experiment is not None:
-                candidate = experiment.candidate.manifest
-                arm = "candidate" if (model, version) == (candidate.model, candidate.version) \
-                    else "control"
+                arm = "candidate" if (model, version) == experiment.candidate_ref else "control"
                 number = int(prediction_id.rsplit("-", 1)[1])
                 experiment.observe_label(number, arm, predicted, label)
         else:

@@ -144,6 +144,13 @@ class ExperimentKeeper:
                                 envelope=order.envelope), None, now=self.clock())
         runtime = self.host.runtime
         control_bytes = getattr(runtime, "session_bytes", None)
+        if order.mode == "ab" and order.share == 0.0:
+            # a control device of a split by device: it reports its arm, holds no candidate
+            self._clean(keep=None)
+            return Experiment(order.experiment_id, "ab", None, share=0.0,
+                              started_ts=self.clock(), control_memory=control_bytes,
+                              memory=self.feedback_memory,
+                              candidate_ref=(manifest.model, manifest.version))
         admit(manifest.artifact.size, control_session_bytes=control_bytes,
               max_model_bytes=self.gate.max_model_bytes,
               model_memory_bytes=self.model_memory_bytes)

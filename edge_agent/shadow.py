@@ -33,13 +33,14 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edge_agent.runtime import Features, InferenceRuntime
 from edgewise_monitoring.experiment_test import ArmTally, PairedTally
+from edgewise_monitoring.latency import LatencyHistogram
 from edgewise_wire.experiments import ARMS, EXPERIMENT_KIND, MAX_CONFUSION_CELLS
 
 log = logging.getLogger("edgewise.agent.shadow")
@@ -75,12 +76,14 @@ def admit(candidate_size: int, *, control_session_bytes: int | None,
 class _Arm:
     tally: ArmTally
     errors: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # per call, ms per row
 
     def record(self, memory: int | None) -> dict[str, Any]:
         t = self.tally
         out: dict[str, Any] = {"rows": t.calls, "labelled": t.n, "correct": t.correct,
                                "errors": self.errors, "latency_sum": t.latency_sum,
-                               "latency_sumsq": t.latency_sumsq}
+                               "latency_sumsq": t.latency_sumsq,
+                               "latency": self.latency.to_dict()}
         if memory is not None:
             out["memory_bytes"] = memory
         return out
@@ -94,14 +97,22 @@ class Experiment:
     """One experiment on this device: the candidate's runtime, its worker, the window's tallies.
 
     ``mode`` ``"shadow"`` or ``"ab"``; ``sample`` the share of calls the shadow answers,
-    ``share`` the share of keyed requests A/B serves with the candidate."""
+    ``share`` the share of keyed requests A/B serves with the candidate (1: every call, the
+    candidate's devices of a split by device; 0: none, the control's devices, which then hold
+    no candidate at all)."""
 
-    def __init__(self, experiment_id: str, mode: str, candidate: InferenceRuntime, *,
+    def __init__(self, experiment_id: str, mode: str, candidate: InferenceRuntime | None, *,
                  sample: float = 1.0, share: float = 0.0, started_ts: float,
                  control_memory: int | None = None, queue_size: int = DEFAULT_QUEUE,
                  slow_ms: float = DEFAULT_SLOW_MS, memory: int = 20_000,
-                 draw: Callable[[], float] | None = None) -> None:
+                 draw: Callable[[], float] | None = None,
+                 candidate_ref: tuple[str, int] | None = None) -> None:
+        if candidate is None and (mode == "shadow" or share > 0.0):
+            raise ValueError("only an A/B control device (share 0) runs without the candidate")
         self.experiment_id = experiment_id
+        # (model, version) of the candidate, whether or not this device holds it
+        self.candidate_ref = candidate_ref if candidate_ref is not None else \
+            (candidate.manifest.model, candidate.manifest.version) if candidate else ("", -1)
         self.mode = mode
         self.candidate = candidate
         self.sample = sample
@@ -157,6 +168,7 @@ class Experiment:
                 return
             a.tally.add(ArmTally(calls=rows, latency_sum=per_row * rows,
                                  latency_sumsq=per_row * per_row * rows))
+            a.latency.record(per_row)
 
     def observe_label(self, number: int, arm: str, predicted: Any, truth: Any) -> None:
         """A delayed label for prediction ``number`` that ``arm`` served with ``predicted``.
@@ -189,6 +201,7 @@ class Experiment:
         n = len(served)
         started = time.perf_counter()
         try:
+            assert self.candidate is not None  # a shadow always holds its candidate
             answers = self.candidate.run(rows).labels.tolist()
         except Exception as exc:  # any failure of the candidate is its own, counted
             with self._lock:
@@ -201,6 +214,7 @@ class Experiment:
         with self._lock:
             self.arms["candidate"].tally.add(ArmTally(
                 calls=n, latency_sum=latency_ms, latency_sumsq=per_row * per_row * n))
+            self.arms["candidate"].latency.record(per_row)
             if per_row > self.slow_ms:
                 self.slow += n
             self.compared += n

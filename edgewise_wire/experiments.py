@@ -139,6 +139,8 @@ def validate_window(record: Any, ctx: str = "experiment window") -> dict[str, An
             get_int(a, key, f"{ctx}.arms.{arm}", minimum=0)
         for key in _ARM_FLOATS:
             get_float(a, key, f"{ctx}.arms.{arm}")
+        if not isinstance(a.get("latency", {}), dict):
+            raise SchemaError(f"{ctx}.arms.{arm}.latency must be a latency histogram object")
         if a.get("memory_bytes") is not None:
             get_int(a, "memory_bytes", f"{ctx}.arms.{arm}", minimum=0)
     if mode == "shadow":

@@ -24,6 +24,7 @@ from controller.errors import (
     StorageError,
     ValidationError,
 )
+from controller.experiments.api import experiments_router
 from controller.fleet.api import devices_router, fleet_router, telemetry_router
 from controller.models.api import models_router
 from controller.monitoring.api import alerts_router, metrics_router, retrain_runs_router
@@ -59,6 +60,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(telemetry_router(c.telemetry.count))
     app.include_router(deployments_router(c.deployments, c.deployment_views, admin))
     app.include_router(rollouts_router(c.rollouts, admin))
+    app.include_router(experiments_router(c.experiments, admin))
     app.include_router(audit_router(c.audit))
     app.include_router(alerts_router(c.alerts, c.monitoring.evaluate_now, c.monitoring.settings,
                                     admin))
