@@ -11,6 +11,7 @@ that verify the signed candidate and download it through the chunked path.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any
 
@@ -203,3 +204,39 @@ def test_bad_input_is_refused_before_anything_is_sent(env: ControllerEnv,
     with pytest.raises(ControllerClientError):
         env.client.experiment("exp-00000000")
     assert env.client.experiments() == []
+
+
+def test_a_device_that_cannot_hold_two_sessions_refuses_with_the_reason(
+        env: ControllerEnv, models: Models) -> None:
+    assert env.push(models.good) == 1
+    assert env.push(models.good2) == 2
+
+    async def scenario() -> tuple[dict[str, Any], SimulatedFleet]:
+        fleet = fleet_of(env, 2)
+        small = fleet.agent("sim-0001")
+        # a board whose budget for models is below two sessions (the candidate's artifact alone)
+        fleet.agents = [EdgeAgent(dataclasses.replace(
+            small.config, model_memory_bytes=models.good2.manifest.artifact.size // 2))
+            if a is small else a for a in fleet.agents]
+        await fleet.start()
+        try:
+            await wait_registered(env, {a.device_id for a in fleet.agents})
+            await install(env, fleet, 1)
+            started = await asyncio.to_thread(env.client.start_experiment, {
+                "mode": "shadow", "candidate": "iris:2", "control": "iris:1"})
+            await wait_for_async(lambda: fleet.agent("sim-0000").experiment is not None, 30,
+                                 "the roomy device running the shadow", interval=0.2)
+            view = await wait_for_async(
+                lambda: (v := env.client.experiment(started["id"]))["refused"] and v, 30,
+                "the refusal reported", interval=0.3, in_thread=True)
+            # the refusing device serves its model as before
+            assert runs(fleet.agent("sim-0001"), 1)
+            assert fleet.agent("sim-0001").predict([5.1, 3.5, 1.4, 0.2])[0].version == 1
+        finally:
+            await fleet.stop(drain_timeout=2)
+        return view, fleet
+
+    view, fleet = asyncio.run(scenario())
+    assert list(view["refused"]) == ["sim-0001"]
+    assert "cannot hold two sessions" in view["refused"]["sim-0001"]
+    assert fleet.agent("sim-0001").experiment is None
