@@ -5,7 +5,9 @@ answer is built: it copies nothing the caller gets back, puts the rows on a boun
 queue skips them, counted) and returns. One worker thread runs the candidate on the queued rows
 and compares its answers with the served ones; whatever the candidate does (raise, hang, answer
 slowly) happens in that thread, so the served answer is the control's byte for byte and its
-latency is the control's plus one ``put_nowait``. A candidate slower than ``slow_ms`` per row is
+latency is the control's plus one ``put_nowait`` and the CPU the shadow takes from it: the
+thread runs at the lowest priority (nice 19), so on a busy board the served calls get the CPU
+first and the shadow falls behind (docs/benchmarks.md measures the cost). A candidate slower than ``slow_ms`` per row is
 counted slow; one that cannot keep up fills the queue and its rows are skipped, never waited for.
 The candidate's answers are remembered by prediction number (the last ``memory`` of them), so a
 delayed label scores both versions on the same row (the paired tally of
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -47,6 +50,7 @@ log = logging.getLogger("edgewise.agent.shadow")
 
 DEFAULT_QUEUE = 64  # calls waiting for the shadow; more are skipped
 DEFAULT_SLOW_MS = 250.0  # per row: a shadow slower than this is counted slow
+SHADOW_NICE = 19  # the shadow thread's nice value (the lowest priority)
 OTHER = "*"  # the confusion cell for label pairs past MAX_CONFUSION_CELLS
 
 
@@ -188,6 +192,11 @@ class Experiment:
     # -- the shadow's thread ----------------------------------------------------------------
 
     def _work(self) -> None:
+        # the lowest CPU priority for this thread only (Linux schedules threads as tasks): when
+        # the board is busy, the served calls get the CPU and the shadow falls behind (its rows
+        # are skipped and counted) instead of slowing them
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SHADOW_NICE)
         while True:
             item = self._queue.get()
             try:

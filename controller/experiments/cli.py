@@ -26,7 +26,7 @@ def _ms(x: float | None) -> str:
 
 
 def _bytes(x: int | None) -> str:
-    return "-" if x is None else f"{x / 2**20:.1f} MiB"
+    return "-" if x is None else f"{x / 1e6:.1f} MB"
 
 
 def render_experiment(view: dict[str, Any]) -> str:

@@ -65,7 +65,10 @@ def agent(tmp_path: Path, name: str, control: Threshold) -> EdgeAgent:
 
 
 def shadow(candidate: Threshold, **kwargs: Any) -> Experiment:
-    return Experiment("exp-1", "shadow", candidate, started_ts=0.0, **kwargs)
+    """A shadow whose queue holds every call of a test (none skipped however slow the machine);
+    the stuck-candidate test sets a small one."""
+    return Experiment("exp-1", "shadow", candidate, started_ts=0.0,
+                      **{"queue_size": 10_000, **kwargs})
 
 
 def rows(seed: int, n: int = 300) -> np.ndarray:
