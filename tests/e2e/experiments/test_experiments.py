@@ -4,7 +4,8 @@ that verify the signed candidate and download it through the chunked path.
 - a shadow of a truly better candidate is declared better within the rows its design predicts;
   the shadowed device's served answers equal, row by row, those of a device without the shadow;
   promoting it starts a rollout that completes;
-- an A/B split by device of a truly better candidate is declared the same way;
+- an A/B split by device of a truly better candidate is declared the same way, through a
+  device crash and restart and a controller crash;
 - bad input is refused before anything is sent, with a one-line reason.
 """
 
@@ -143,6 +144,16 @@ def test_an_ab_split_by_device_declares_the_better_candidate(env: ControllerEnv,
             started = await asyncio.to_thread(env.client.start_experiment, {
                 "mode": "ab", "candidate": "iris:2", "control": "iris:1", "share": "50%"})
             workload.start()
+            # a candidate device crashes and comes back: the retained order reaches it again and
+            # it runs the candidate from its slot, without downloading it again
+            crashed = started["devices"]["candidate"][0]
+            await wait_for_async(lambda: fleet.agent(crashed).experiment is not None, 30,
+                                 "the candidate loaded", interval=0.2)
+            fleet.kill(crashed)
+            revived = await fleet.restart(crashed)
+            await wait_for_async(lambda: revived.experiment is not None, 30,
+                                 "the candidate back after the restart", interval=0.2)
+            assert revived.experiments.fetch.download is None  # found verified on disk
             verdict = await wait_verdict(env, started["id"], 90)
             # the experiment survives a controller crash: everything is recomputed from the
             # stored windows
