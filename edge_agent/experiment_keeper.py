@@ -84,8 +84,10 @@ class ExperimentKeeper:
 
     def on_order(self, order: ExperimentOrder) -> None:
         if self.order is not None and order.experiment_id == self.order.experiment_id \
-                and order.mode == self.order.mode:
-            return  # the retained order again after a reconnect: already carried out
+                and order.mode == self.order.mode and self.refused is None:
+            # the retained order again after a reconnect, or re-signed: already carried out.
+            # A refused one is tried again (its signature may have expired, or memory freed)
+            return
         self.order = order
         if self._task is not None:
             self._task.cancel()
