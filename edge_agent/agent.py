@@ -138,6 +138,7 @@ class EdgeAgent:
         # call (expanded into prediction records at flush, off the prediction path)
         self._pending_records: list[dict[str, Any] | CallRecords] = []
         self._boot_id = os.urandom(4).hex()
+        self._columnar = config.telemetry_columnar
         self._recent = RecentPredictions(self._boot_id, config.feedback_memory)
         self._next_prediction = 0
         self._tasks: list[asyncio.Task[Any]] = []
@@ -373,8 +374,9 @@ class EdgeAgent:
             sampled = [i for i in range(n) if draw() < sample_rate]
         if sampled:
             confidences = top.tolist() if top is not None else None
-            self._pending_records.append(CallRecords(self._clock(), model, version, first,
-                                                     per_row_ms, labels, confidences, sampled))
+            self._pending_records.append(CallRecords(
+                self._clock(), model, version, first, per_row_ms, labels, confidences, sampled,
+                rows if self._columnar else None))
         prefix = self._boot_id + "-"
         self.predictions_served += n
         live = self.experiment
@@ -512,7 +514,7 @@ class EdgeAgent:
         if not self._pending_records or self.outbox is None:
             return
         pending, self._pending_records = self._pending_records, []
-        bodies = encode_pending(pending, self._boot_id)
+        bodies = encode_pending(pending, self._boot_id, self._columnar)
         # overflow drops the oldest records not awaiting an ack
         try:
             self.outbox.append_encoded(bodies, in_flight=self.telemetry.sender.in_flight())

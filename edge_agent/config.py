@@ -33,6 +33,9 @@ class AgentConfig:
     outbox_overflow: str = "drop_oldest"
     # an update asks again for missing chunks when none arrived for this long
     chunk_repair_interval_s: float = 3.0
+    # when a signed manifest names an HTTP(S) URL for its artifact (an object store), download
+    # it from there with range requests first, MQTT chunks after that failed; false: MQTT only
+    artifact_http: bool = True
     feedback_memory: int = 20_000  # how many recent predictions feedback can still refer to
     # the largest model artifact this device takes (memory/storage budget of a small board);
     # a larger one fails before any download, reported as a failed activation
@@ -55,6 +58,11 @@ class AgentConfig:
     # probability prediction_sample_rate (the window summaries always count every prediction)
     metrics_window_s: float = 60.0
     prediction_sample_rate: float = 1.0
+    # one "predictions" record per flush and model version (arrays, with the input rows)
+    # instead of one "prediction" record per prediction: far less per prediction on the device
+    # and at the controller, and the inputs for `edgewise data export`. Off by default: only
+    # controllers from the release that added it read it (upgrade them first)
+    telemetry_columnar: bool = False
     # device health (docs/monitoring.md, "Device health"): the process and the board are
     # sampled every health_sample_s and summarised per metrics_window_s into a "health" record;
     # 0 turns sampling off (a shorter metrics window is sampled once). log_ring_lines: recent log lines kept for `edgewise device logs`,
@@ -69,6 +77,8 @@ class AgentConfig:
             raise ConfigError("telemetry_batch_size must be >= 1")
         if self.outbox_overflow not in ("drop_oldest", "refuse_new"):
             raise ConfigError("outbox_overflow must be 'drop_oldest' or 'refuse_new'")
+        if not isinstance(self.artifact_http, bool):
+            raise ConfigError("artifact_http must be true or false")
         if self.max_model_bytes is not None and (
                 isinstance(self.max_model_bytes, bool) or not isinstance(self.max_model_bytes, int)
                 or self.max_model_bytes < 1):

@@ -60,6 +60,10 @@ class ArtifactDownload:
     def received(self) -> int:
         return len(self._have)
 
+    def has(self, index: int) -> bool:
+        """Whether chunk ``index`` is on disk, verified."""
+        return index in self._have
+
     @property
     def complete(self) -> bool:
         return len(self._have) == self.ref.chunk_count

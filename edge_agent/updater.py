@@ -109,7 +109,8 @@ class Updater:
         self.fetch = ArtifactFetch(
             link, device_topic(settings.device_id, DeviceChannel.ARTIFACT_REQUEST),
             settings.data_dir / "download", device_id=settings.device_id, report=host.report,
-            parking=self.parking, repair_interval_s=settings.chunk_repair_interval_s)
+            parking=self.parking, repair_interval_s=settings.chunk_repair_interval_s,
+            use_url=settings.artifact_http)
         self.work = StateWork(self.slots, self.fetch, host,
                               default_probation=ProbationPolicy(settings.probation_s),
                               device_id=settings.device_id)
@@ -391,4 +392,6 @@ class Updater:
                 "previous": str(fields.previous) if fields.previous else None,
                 "target": str(fields.target) if fields.target else None,
                 "rejected_desired": self.rejected,
+                # downloads from a manifest's artifact URL: bytes, interruptions, fallbacks
+                "artifact_url": dict(self.fetch.stats),
                 "trust": "enforcing" if self.gate.enforcing else "development (unsigned accepted)"}

@@ -25,6 +25,7 @@ from edgewise_wire.validation import (
 MANIFEST_SCHEMA = 1
 DEFAULT_CHUNK_SIZE = 64 * 1024
 MAX_ARTIFACT_SIZE = 512 * 1024 * 1024
+MAX_URL_LENGTH = 2048
 
 FORMATS = ("onnx", "tflite")
 TASKS = ("classification", "regression")
@@ -54,12 +55,20 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class ArtifactRef:
-    """Content address of an artifact and the per-chunk hashes used to resume a transfer."""
+    """Content address of an artifact and the per-chunk hashes used to resume a transfer.
+
+    ``url``: where else the same bytes can be fetched over HTTP(S) with range requests (an
+    S3-compatible object store); optional, and no part of the address: two refs with the same
+    hashes are equal wherever they may be fetched from. The chunk hashes verify what comes from
+    the URL exactly as they verify MQTT chunks, so a wrong object there is refused chunk by chunk.
+    Agents that do not know the field ignore it and download over MQTT.
+    """
 
     sha256: str
     size: int
     chunk_size: int
     chunk_sha256: tuple[str, ...]
+    url: str | None = field(default=None, compare=False)
 
     @property
     def chunk_count(self) -> int:
@@ -94,15 +103,37 @@ class ArtifactRef:
             )
         if not all(isinstance(h, str) and SHA256_HEX.fullmatch(h) for h in hashes):
             raise SchemaError(f"{ctx}.chunk_sha256 must hold 64-character hex digests")
-        return cls(sha, size, chunk_size, tuple(hashes))
+        url = get_str(d, "url", ctx, optional=True, max_len=MAX_URL_LENGTH)
+        if url is not None:
+            check_artifact_url(url, f"{ctx}.url")
+        return cls(sha, size, chunk_size, tuple(hashes), url)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "sha256": self.sha256,
             "size": self.size,
             "chunk_size": self.chunk_size,
             "chunk_sha256": list(self.chunk_sha256),
         }
+        if self.url is not None:  # optional: refs without one keep their exact signed form
+            d["url"] = self.url
+        return d
+
+
+def check_artifact_url(url: str, ctx: str = "artifact.url") -> str:
+    """Return ``url`` if it is an absolute http(s) URL with a host and no whitespace or control
+    characters (it goes into an HTTP request line as it is); raise SchemaError otherwise."""
+    if len(url) > MAX_URL_LENGTH:
+        raise SchemaError(f"{ctx} is longer than {MAX_URL_LENGTH} characters")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise SchemaError(f"{ctx} must not hold whitespace or control characters")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise SchemaError(f"{ctx} must be an http:// or https:// URL")
+    host = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    if not host or host.startswith(":"):
+        raise SchemaError(f"{ctx} names no host")
+    return url
 
 
 @dataclass(frozen=True)

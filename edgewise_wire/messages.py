@@ -8,6 +8,7 @@ size bound *before* parsing, then the JSON, then the schema, and raises a precis
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -224,10 +225,12 @@ def _optional_ref(d: dict[str, Any], key: str) -> ModelRef | None:
     return ModelRef.from_dict(raw, key) if raw is not None else None
 
 
-# "health" (edgewise_wire.health) and "experiment" (edgewise_wire.experiments) are newer than
-# the others: a controller from before them refuses a batch holding one, so controllers are
-# upgraded before agents (docs/protocol.md)
-RECORD_KINDS = ("prediction", "feedback", "error", "metrics", "health", "experiment")
+# "health" (edgewise_wire.health) is newer than the others: a controller from before it refuses
+# a batch holding one, so controllers are upgraded before agents (docs/protocol.md)
+# "predictions" (many predictions as arrays, edge_agent/telemetry/records.py) is newer still,
+# and "experiment" (an experiment's window, edgewise_wire.experiments) newer again
+RECORD_KINDS = ("prediction", "feedback", "error", "metrics", "health", "predictions",
+                "experiment")
 
 # Epochs are random integers below 2**53, so every JSON reader holds them exactly.
 MAX_EPOCH = 2**53 - 1
@@ -385,6 +388,12 @@ def encode(message: Message) -> bytes:
     return data
 
 
+# NaN or Infinity where a JSON value starts (after ":", "," or "["): what Python's json writes
+# for a non-finite float. Inside a string (base64 text, a label) it is not a value; a string
+# that happens to hold ":NaN" only sends the batch the slow, record-by-record way.
+_NON_FINITE = re.compile(r"[:,\[]\s*-?(?:NaN|Infinity)")
+
+
 def encode_telemetry_spliced(first_seq: int, last_seq: int, bodies: list[tuple[int, str]],
                               dropped_total: int, epoch: int,
                               ts: float | None = None) -> bytes | None:
@@ -399,7 +408,8 @@ def encode_telemetry_spliced(first_seq: int, last_seq: int, bodies: list[tuple[i
     """
     parts = []
     for seq, body in bodies:
-        if '"seq"' in body or "NaN" in body or "Infinity" in body or body[:1] != "{":
+        if '"seq"' in body or body[:1] != "{" or (
+                ("NaN" in body or "Infinity" in body) and _NON_FINITE.search(body)):
             return None
         parts.append(f'{{"seq":{seq}}}' if body == "{}" else f'{{"seq":{seq},{body[1:]}')
     head = json.dumps({"schema": SCHEMA_VERSION, "type": TelemetryBatch.TYPE,

@@ -19,6 +19,7 @@ from controller.cli.client import ControllerClientError
 from controller.cli.common import DEFAULT_URL, fail, json_option, quiet_option
 from controller.cli.exit_codes import exit_codes_help
 from controller.config import DEFAULT_HTTP_PORT
+from controller.data import cli as data_cli
 from controller.errors import EdgewiseError
 from controller.experiments import cli as experiments_cli
 from controller.fleet import cli as fleet_cli
@@ -90,7 +91,14 @@ def controller() -> None:
               "split the fleet's telemetry between them (docs/scaling.md).")
 @click.option("--artifact-dir", type=click.Path(path_type=Path),
               help="Content-addressed artifact store; replicas must share one "
-                   "(default: DATA_DIR/artifacts).")
+                   "(default: DATA_DIR/artifacts); with --artifact-store, this replica's cache.")
+@click.option("--artifact-store", metavar="s3://BUCKET/PREFIX",
+              help="Keep artifacts in an S3-compatible object store (replicas then share no "
+                   "file system) and have devices download them from it over HTTP(S), MQTT "
+                   "chunks as the fallback. Credentials: AWS_ACCESS_KEY_ID and "
+                   "AWS_SECRET_ACCESS_KEY (boto3's chain); needs the objstore extra.")
+@click.option("--artifact-store-endpoint", metavar="URL",
+              help="The object store's endpoint, e.g. http://minio:9000 (default: AWS S3).")
 @click.option("--auto-migrate/--no-auto-migrate", default=None,
               help="Upgrade the database schema at start (the default, config auto_migrate); "
                    "with --no-auto-migrate a database behind this release is refused and "
@@ -98,7 +106,8 @@ def controller() -> None:
 def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: str | None,
                      broker: str | None, http_host: str | None, http_port: int | None,
                      api_token: str | None, share_group: str | None,
-                     artifact_dir: Path | None, auto_migrate: bool | None) -> None:
+                     artifact_dir: Path | None, artifact_store: str | None,
+                     artifact_store_endpoint: str | None, auto_migrate: bool | None) -> None:
     """Serve the REST API and bridge the MQTT fleet until interrupted.
 
     Example: edgewise controller serve --broker 127.0.0.1:1883 --data-dir /var/lib/edgewise
@@ -113,6 +122,8 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
                                         broker=broker, http_host=http_host,
                                         http_port=http_port, api_token=api_token,
                                         share_group=share_group, artifact_dir=artifact_dir,
+                                        artifact_store=artifact_store,
+                                        artifact_store_endpoint=artifact_store_endpoint,
                                         auto_migrate=auto_migrate)
         # the API is announced once its port is claimed, the database open and the broker
         # reached ("controller API on ..." on stderr)
@@ -203,8 +214,8 @@ def demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float,
 
 
 # every feature's commands, registered one way
-for _feature in (models_cli, fleet_cli, rollouts_cli, experiments_cli, monitoring_cli, audit_cli, cli_tokens,
-                 cli_keys, cli_pki, cli_db):
+for _feature in (models_cli, fleet_cli, rollouts_cli, experiments_cli, monitoring_cli, audit_cli,
+                 cli_tokens, cli_keys, cli_pki, cli_db, data_cli):
     for _command in _feature.COMMANDS:
         cli.add_command(_command)
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 from controller.app.lease import Lease
 from controller.audit.store import AuditLog
 from controller.config import ControllerConfig
+from controller.data.export import EmptyExport, Exporter, ExportQuery
+from controller.data.export import write as write_export
 from controller.device_health.logs import LogsRequester
 from controller.device_health.rules import HealthThresholds
 from controller.device_health.store import HealthStore
@@ -27,11 +31,14 @@ from controller.fleet.queries import FleetViews
 from controller.fleet.store import FleetStore
 from controller.fleet.telemetry_store import TelemetryStore
 from controller.models.artifact_store import ArtifactStore
+from controller.models.object_store import ObjectArtifactStore, StoreLocation, s3_client
 from controller.models.queries import ModelViews
 from controller.models.registry import ModelRegistry
+from controller.monitoring.alert_marks import AlertMarks
 from controller.monitoring.alert_store import AlertStore
 from controller.monitoring.drift_views import DriftViews
 from controller.monitoring.metrics_store import MetricsStore
+from controller.monitoring.notifier import AlertNotifier, NotifySettings
 from controller.monitoring.retrain_runs import RetrainRuns
 from controller.monitoring.service import MonitoringService, MonitoringSettings
 from controller.rollouts.deployment_views import DeploymentViews
@@ -58,10 +65,12 @@ class Controller:
                      ", ".join(applied))
         # every desired state is signed with the active key of {data_dir}/signing-keys (created
         # now if there is none); a rotation applies at the next signature
+        # models: artifact files in a shared directory, or in an object store with each
+        # replica's directory as its verified cache (then devices get a URL to fetch from)
+        self.store = open_artifact_store(config)
+        locate = self.store.url_for if isinstance(self.store, ObjectArtifactStore) else None
         self.signer = DesiredSigner(ensure_signing_key(SigningKeys.for_data_dir(config.data_dir)),
-                                    config.manifest_ttl_s)
-        # models
-        self.store = ArtifactStore(config.artifacts_path)  # replicas share one
+                                    config.manifest_ttl_s, locate=locate)
         self.registry = ModelRegistry(self.db, self.store)
         # fleet and its telemetry; metrics windows are stored in the telemetry's transaction
         self.fleet = FleetStore(self.db)
@@ -92,12 +101,20 @@ class Controller:
         # monitoring: alert evaluation, the retraining hook and its canary
         self.alerts = AlertStore(self.db, self.metrics)
         self.retrain_runs = RetrainRuns(self.db)
+        self.alert_marks = AlertMarks(self.db, config.alert_group_by)
+        self.notifier = AlertNotifier(self.alert_marks, NotifySettings(
+            alertmanager_url=config.alertmanager_url, webhook_url=config.alert_webhook_url,
+            webhook_secret=config.alert_webhook_secret, queue_size=config.alert_notify_queue,
+            resend_s=config.alert_resend_s,
+            generator_url=f"http://{config.http_host}:{config.http_port}/"),
+            is_leader=lambda: self.lease.held)
         self.monitoring = MonitoringService(
             self.alerts, self.retrain_runs, MonitoringSettings.from_config(config),
             is_leader=lambda: self.lease.held,
             register=self.registry.register, manifest_of=self.registry.get_manifest,
             start_rollout=self.rollouts.create, deploy=self.deployments.deploy,
-            device_ids=self.fleet.device_ids)
+            device_ids=self.fleet.device_ids, export_data=self.export_training_data,
+            notifier=self.notifier)
         # experiments: shadow runs and A/B tests; a promotion is a rollout
         self.experiments = ExperimentService(
             self.experiment_store, self.registry.get_manifest, self.devices.rows,
@@ -107,7 +124,8 @@ class Controller:
         self.fleet_views = FleetViews(self.db)
         self.model_views = ModelViews(self.db, self.registry)
         self.deployment_views = DeploymentViews(self.db, self.fleet)
-        self.health = FleetHealth(self.db, self.registry, alerts=lambda: list(self.alerts.alerts()),
+        self.health = FleetHealth(self.db, self.registry, alerts=lambda: self.alert_marks.annotate(
+                                      self.alerts.alerts(), time.time()),
                                   metrics_store=self.metrics)
         self.drift = DriftViews(self.db, self.metrics.profile)
         try:
@@ -153,6 +171,16 @@ class Controller:
         await self.bridge.stop()
         self.db.dispose()
 
+
+    def export_training_data(self, model: str, out: Path, since: float | None) -> int:
+        """The model's predictions (every version) since ``since`` as Parquet at ``out``, for
+        the retraining hook; returns the rows written (0: none, and no file)."""
+        try:
+            exporter = Exporter(self.db, self.registry.get_manifest(model),
+                                ExportQuery(model, since=since))
+            return write_export(exporter, "parquet", out).rows
+        except EmptyExport:
+            return 0
     def push_model(self, manifest: Manifest, artifact: bytes) -> Manifest:
         return self.registry.register(manifest, artifact)
 
@@ -161,3 +189,17 @@ class Controller:
                      probation: ProbationPolicy | None = None) -> dict[str, Any]:
         """Set the desired model of the given devices at once (see :class:`Deployments`)."""
         return await self.deployments.deploy(model, version, device_ids, probation)
+
+
+def open_artifact_store(config: ControllerConfig) -> ArtifactStore | ObjectArtifactStore:
+    """The artifact store the configuration names (``artifact_store`` or ``artifact_dir``)."""
+    cache = ArtifactStore(config.artifacts_path)
+    if not config.artifact_store:
+        return cache
+    location = StoreLocation.parse(config.artifact_store)
+    store = ObjectArtifactStore(
+        location, s3_client(config.artifact_store_endpoint, config.artifact_store_region), cache,
+        public_url=config.artifact_store_public_url,
+        presign_s=min(config.artifact_store_presign_s, config.manifest_ttl_s))
+    log.info("artifacts in %s (local cache %s)", location, config.artifacts_path)
+    return store

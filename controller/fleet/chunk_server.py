@@ -109,10 +109,18 @@ class ChunkServer:
         # let requests from agents that got the desired state at the same moment pile up first
         await asyncio.sleep(self._coalesce_s)
         pending = self._pending[ref.sha256]
+        first = True
         try:
             while pending:
                 index = pending.pop_lowest()
-                data = self._read(ref.sha256, index * ref.chunk_size, ref.chunk_length(index))
+                offset, length = index * ref.chunk_size, ref.chunk_length(index)
+                if first:
+                    # off the loop: with an object store, a replica's first read of an artifact
+                    # downloads and verifies the whole object into its cache
+                    data = await asyncio.to_thread(self._read, ref.sha256, offset, length)
+                    first = False
+                else:
+                    data = self._read(ref.sha256, offset, length)
                 try:
                     # waiting for each PUBACK paces the broadcast to what the broker takes in
                     await self._link.publish_and_wait(chunk_topic(ref.sha256, index), data)

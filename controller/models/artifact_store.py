@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 from controller.errors import NotFoundError, StorageError, ValidationError
 
@@ -24,6 +25,16 @@ def check_sha256(sha: str) -> str:
     if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
         raise ValidationError(f"not a sha256 hex digest: {sha!r}")
     return sha
+
+
+class ArtifactBlobs(Protocol):
+    """What the registry needs of an artifact store: this module's files, or an object store
+    (:mod:`controller.models.object_store`)."""
+
+    def put(self, data: bytes) -> str: ...
+    def get(self, sha: str) -> bytes: ...
+    def open_range(self, sha: str, offset: int, length: int) -> bytes: ...
+    def exists(self, sha: str) -> bool: ...
 
 
 class ArtifactStore:

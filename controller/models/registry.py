@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from controller.errors import ConflictError, NotFoundError, StorageError, ValidationError
-from controller.models.artifact_store import ArtifactStore
+from controller.models.artifact_store import ArtifactBlobs
 from controller.storage.db import Database
 from controller.storage.tables import model_versions, models
 from edgewise_wire import ArtifactRef, Manifest, SchemaError
@@ -26,7 +26,7 @@ _REGISTER_ATTEMPTS = 5
 
 
 class ModelRegistry:
-    def __init__(self, db: Database, store: ArtifactStore) -> None:
+    def __init__(self, db: Database, store: ArtifactBlobs) -> None:
         self.db = db
         self.store = store
 

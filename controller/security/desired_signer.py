@@ -10,7 +10,10 @@ one place that builds such a :class:`~edgewise_wire.Desired`:
 * a rollback order when it is needed (:func:`rollback_target`): the target is the model the
   device runs at a version not above the running one, or the desired state is "no model"; and
   always for the revert of a rollout, since the controller cannot know how far each device got;
-* the rollout's probation policy, if it has one.
+* the rollout's probation policy, if it has one;
+* the artifact's download URL, when the artifacts live in an object store (``locate``: sha256
+  -> URL or None); it is inside the signature, so a device fetches only from where the
+  controller said, and checks every chunk against the signed hashes anyway.
 
 The rest is pure: the clock comes in as ``now``, the key through a callable, so unit tests need
 neither a broker nor a data directory. :class:`ActiveSigningKey` reads the active private key of
@@ -121,11 +124,20 @@ def ensure_signing_key(keys: SigningKeys) -> ActiveSigningKey:
 class DesiredSigner:
     """Builds signed :class:`Desired` messages; ``private_key()`` returns the PEM to sign with."""
 
-    def __init__(self, private_key: Callable[[], bytes], ttl_s: float = DEFAULT_TTL_S) -> None:
+    def __init__(self, private_key: Callable[[], bytes], ttl_s: float = DEFAULT_TTL_S, *,
+                 locate: Callable[[str], str | None] | None = None) -> None:
         if not (math.isfinite(ttl_s) and ttl_s > 0):
             raise ValueError(f"ttl_s must be a positive number of seconds, got {ttl_s!r}")
         self._private_key = private_key
         self.ttl_s = float(ttl_s)
+        self.locate = locate
+
+    def with_url(self, manifest: Manifest) -> Manifest:
+        """``manifest`` with its artifact's download URL, if ``locate`` knows one."""
+        url = self.locate(manifest.artifact.sha256) if self.locate is not None else None
+        if url is None or url == manifest.artifact.url:
+            return manifest
+        return replace(manifest, artifact=replace(manifest.artifact, url=url))
 
     def envelope(self, manifest: Manifest, now: float, pem: bytes | None = None
                  ) -> dict[str, Any]:
@@ -152,6 +164,8 @@ class DesiredSigner:
         The manifest is signed once for all of them; rollback orders are per device.
         """
         pem = self._private_key()
+        if manifest is not None:
+            manifest = self.with_url(manifest)
         envelope = self.envelope(manifest, now, pem) if manifest is not None else None
         # one instance for every device without an order: the bridge encodes it once
         shared = Desired(deployment_id, manifest, ts=now, envelope=envelope, probation=probation)

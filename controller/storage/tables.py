@@ -92,6 +92,9 @@ telemetry = sa.Table(
     sa.Column("correct", sa.Boolean),
     sa.Column("payload_json", sa.Text, nullable=False),
     sa.Column("received_at", sa.Float, nullable=False),
+    # revision 0009: how many predictions the row stands for (a columnar "predictions" record
+    # holds many; every other row 1)
+    sa.Column("n", sa.BigInteger, nullable=False, server_default="1"),
     sa.Index("ix_telemetry_device_kind", "device_id", "kind"),
     sa.Index("ix_telemetry_ts", "ts"),
 )
@@ -208,6 +211,33 @@ alert_events = sa.Table(
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("context_json", sa.Text, nullable=False),
     sa.Index("ix_alert_events_ts", "ts"),
+)
+
+
+# an operator's acknowledgement of the firing of an alert (the event that fired it): a new
+# firing is a new event and needs its own
+alert_acks = sa.Table(
+    "alert_acks", metadata,
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+    sa.Column("acked_at", sa.Float, nullable=False),
+    sa.Column("acked_by", sa.String(256), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False, server_default=""),
+)
+
+
+# silences: alerts whose labels match every matcher are not notified until ends_at
+alert_silences = sa.Table(
+    "alert_silences", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("matchers_json", sa.Text, nullable=False),
+    sa.Column("starts_at", sa.Float, nullable=False),
+    sa.Column("ends_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_alert_silences_ends_at", "ends_at"),
 )
 
 

@@ -61,11 +61,13 @@ class UpdateSettings:
     max_model_bytes: int | None = None
     probation_s: float = 0.0
     chunk_repair_interval_s: float = 3.0
+    artifact_http: bool = True  # fetch from a manifest's artifact URL before MQTT chunks
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> UpdateSettings:
         return cls(config.device_id, config.data_dir, config.trusted_keys, config.device_class,
-                   config.max_model_bytes, config.probation_s, config.chunk_repair_interval_s)
+                   config.max_model_bytes, config.probation_s, config.chunk_repair_interval_s,
+                   config.artifact_http)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from alembic import op
 from controller.storage.migrations.guards import Loss, refuse_loss
 
 revision = "0011"
-down_revision = "0008"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
