@@ -50,6 +50,7 @@ from typing import Any
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.download import ArtifactDownload
+from edge_agent.experiment_keeper import ExperimentKeeper
 from edge_agent.health.agent_health import AgentHealth
 from edge_agent.health.log_ring import LogRing
 from edge_agent.health.sampler import HealthSampler, ReadingSource
@@ -62,6 +63,7 @@ from edge_agent.outbox import (
 )
 from edge_agent.recent import RecentPredictions
 from edge_agent.runtime import InferenceRuntime, InvalidInput, monitor_rows, prepare_features
+from edge_agent.shadow import Experiment
 from edge_agent.slots import Slot
 from edge_agent.small_io import small_io_executor
 from edge_agent.telemetry.records import CallRecords, encode_pending
@@ -84,6 +86,7 @@ from edgewise_wire import (
     decode,
     encode,
 )
+from edgewise_wire.experiments import ExperimentOrder, request_arm
 from edgewise_wire.key_update import KeyUpdateMessage, keys_topic
 from edgewise_wire.topics import (
     ChunkTopic,
@@ -182,6 +185,16 @@ class EdgeAgent:
         # the update path (raises TrustedKeyError for an unreadable trusted key)
         self.updater = Updater(self, self.link, UpdateSettings.from_config(config),
                                small_io=small_io, clock=clock, pause=pause)
+        # an experiment's candidate beside the served model (edge_agent/shadow.py); the keeper
+        # verifies, downloads and loads it with the update path's gate and chunk transfer
+        self.experiment: Experiment | None = None
+        self.experiments = ExperimentKeeper(
+            self, self.link, self.updater.gate, data_dir=config.data_dir,
+            device_id=config.device_id, small_io=small_io, clock=clock,
+            repair_interval_s=config.chunk_repair_interval_s,
+            model_memory_bytes=config.model_memory_bytes,
+            feedback_memory=config.feedback_memory)
+        self._experiment_due = time.monotonic() + config.metrics_window_s
 
     # -- the update path's view (kept as attributes for the simulator, tests and status) -----
 
@@ -232,6 +245,7 @@ class EdgeAgent:
                                   overflow=OverflowPolicy(self.config.outbox_overflow),
                                   tag=str(int(self._clock())), device_id=self.device_id)
         self.updater.start()
+        self.experiments.start()
         if self.log_ring is not None:
             self.log_ring.attach()
         self._tasks.append(asyncio.create_task(self._telemetry_loop()))
@@ -245,6 +259,9 @@ class EdgeAgent:
         self._queue_window(self.monitor.roll(self._clock(), time.monotonic()))
         if self.health is not None:
             self._queue_window(self.health.roll())
+        if self.experiment is not None:
+            self.experiment.drain(timeout=1.0)
+            self._queue_window(self.experiment.roll(self._clock()))
         self.flush()
         deadline = time.monotonic() + drain_timeout
         while drain_timeout and self.outbox and (self.outbox.stats().pending or
@@ -273,6 +290,7 @@ class EdgeAgent:
         for task in self._tasks:
             task.cancel()
         self.updater.close()
+        self.experiments.close()
         if self._owned_small_io is not None:
             # a journal save still running finishes in its thread; nothing new is queued
             self._owned_small_io.shutdown(wait=False)
@@ -282,16 +300,36 @@ class EdgeAgent:
 
     # -- inference ---------------------------------------------------------------------------
 
-    def predict(self, features: Any) -> list[Prediction]:
+    def predict(self, features: Any, request_key: str | None = None) -> list[Prediction]:
         """Predict one row or a batch; raises NoActiveModel or InvalidInput.
 
         ``features`` is a row or a batch of numbers, or, for a model with an input schema,
         records of named fields (one object, a list of objects, or columns; see
         edgewise_wire/records.py), refused as a whole with every bad row named.
+        ``request_key`` (the application's user or session id, say): during an A/B experiment split by request,
+        which arm serves the call (a stable hash of it, so one key sticks to one arm); without
+        one the served model answers. During a shadow experiment the answer is always the
+        served model's: the candidate sees the rows after the answer is built.
         """
         runtime = self.runtime  # one read: a model switch mid-call cannot mix two models
         if runtime is None:
             raise NoActiveModel(f"device {self.device_id} has no active model yet")
+        experiment = self.experiment
+        if experiment is not None and experiment.mode == "ab" and \
+                experiment.candidate is not None and (experiment.share >= 1.0 or (
+                    request_key is not None and request_arm(
+                        experiment.experiment_id, request_key, experiment.share) == "candidate")):
+            try:
+                return self._predict_on(experiment.candidate, features, None)
+            except InvalidInput:
+                raise
+            except RuntimeError:
+                # the candidate failed this call: counted against it, the served model answers
+                experiment.observe_served("candidate", 1, 0.0, failed=True)
+        return self._predict_on(runtime, features, experiment)
+
+    def _predict_on(self, runtime: InferenceRuntime, features: Any,
+                    experiment: Experiment | None) -> list[Prediction]:
         manifest = runtime.manifest
         try:
             rows = prepare_features(features, manifest)
@@ -343,6 +381,14 @@ class EdgeAgent:
                 rows if self._columnar else None))
         prefix = self._boot_id + "-"
         self.predictions_served += n
+        live = self.experiment
+        if live is not None:
+            if experiment is None:  # an A/B call the candidate served
+                live.observe_served("candidate", n, latency_ms)
+            elif live.mode == "shadow":  # after the answer: never changes it, never waits
+                live.offer(first, rows, labels, latency_ms)
+            else:
+                live.observe_served("control", n, latency_ms)
         if scores is None:
             return [Prediction(f"{prefix}{first + i}", label, None, model, version, per_row_ms)
                     for i, label in enumerate(labels)]
@@ -362,6 +408,11 @@ class EdgeAgent:
             # the version that made the prediction, which may not be the one running now
             record["model"], record["version"] = model, version
             self.monitor.observe_feedback(model, version, predicted, label, confidence)
+            experiment = self.experiment
+            if experiment is not None:
+                arm = "candidate" if (model, version) == experiment.candidate_ref else "control"
+                number = int(prediction_id.rsplit("-", 1)[1])
+                experiment.observe_label(number, arm, predicted, label)
         else:
             # a label for a prediction this agent does not know (any more): counted in the
             # window, so the controller sees labels going to waste
@@ -379,6 +430,10 @@ class EdgeAgent:
 
     def _record_error(self, reason: str) -> None:
         self._pending_records.append({"kind": "error", "ts": self._clock(), "reason": reason})
+
+    def queue_record(self, record: dict[str, Any]) -> None:
+        """A record for the outbox with the next flush (an experiment's refusal)."""
+        self._pending_records.append(record)
 
     def _queue_window(self, record: dict[str, Any] | None) -> None:
         """A closed monitoring window goes to the outbox with the next flush, like any record."""
@@ -398,12 +453,14 @@ class EdgeAgent:
         self.link.subscribe(self.topic(DeviceChannel.ACK))
         if self.log_ring is not None:
             self.link.subscribe(self.topic(DeviceChannel.LOGS_REQUEST))
+        self.link.subscribe(self.topic(DeviceChannel.EXPERIMENT))
         self.link.publish(self.topic(DeviceChannel.PRESENCE),
                           encode(Presence(online=True, ts=self._clock(),
                                           agent_version=__version__)), retain=True)
         self.report()
         self.telemetry.sender.reconnected()
         self.updater.on_connected()
+        self.experiments.on_connected()
 
     def _on_disconnect(self) -> None:
         log.info("%s: disconnected from %s", self.device_id, self.config.broker)
@@ -420,6 +477,7 @@ class EdgeAgent:
             parsed = parse_topic(topic)
             if isinstance(parsed, ChunkTopic):
                 self.updater.on_chunk(parsed, payload)
+                self.experiments.on_chunk(parsed, payload)
             elif isinstance(parsed, DeviceTopic) and parsed.device_id == self.device_id:
                 if parsed.channel is DeviceChannel.DESIRED:
                     self.updater.on_desired(decode(payload, Desired))
@@ -433,6 +491,8 @@ class EdgeAgent:
                     self._on_ack(ack)
                 elif parsed.channel is DeviceChannel.LOGS_REQUEST:
                     self._send_logs(decode(payload, LogsRequest))
+                elif parsed.channel is DeviceChannel.EXPERIMENT:
+                    self.experiments.on_order(decode(payload, ExperimentOrder))
                 else:
                     self._drop("unexpected_topic", topic)
             else:
@@ -504,6 +564,11 @@ class EdgeAgent:
                     self._queue_window(self.monitor.roll(self._clock(), time.monotonic()))
                 if self.health is not None:
                     self._queue_window(self.health.tick())
+                mono = time.monotonic()
+                if mono >= self._experiment_due:
+                    self._experiment_due = mono + self.config.metrics_window_s
+                    if self.experiment is not None:
+                        self._queue_window(self.experiment.roll(self._clock()))
                 self.flush()
                 self._send_batches()
             except Exception:

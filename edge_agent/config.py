@@ -40,6 +40,10 @@ class AgentConfig:
     # the largest model artifact this device takes (memory/storage budget of a small board);
     # a larger one fails before any download, reported as a failed activation
     max_model_bytes: int | None = None
+    # the memory the served model and an experiment's candidate may take together (their
+    # measured sessions); a candidate that does not fit is refused with the reason (None: no
+    # limit beyond max_model_bytes)
+    model_memory_bytes: int | None = None
     # localhost HTTP API for applications on the device (predict, feedback, health); None: off
     http_port: int | None = None
     http_host: str = "127.0.0.1"
@@ -79,6 +83,11 @@ class AgentConfig:
                 isinstance(self.max_model_bytes, bool) or not isinstance(self.max_model_bytes, int)
                 or self.max_model_bytes < 1):
             raise ConfigError("max_model_bytes must be a whole number of bytes >= 1 "
+                              "(leave it out for no limit)")
+        if self.model_memory_bytes is not None and (
+                isinstance(self.model_memory_bytes, bool)
+                or not isinstance(self.model_memory_bytes, int) or self.model_memory_bytes < 1):
+            raise ConfigError("model_memory_bytes must be a whole number of bytes >= 1 "
                               "(leave it out for no limit)")
         if not (isinstance(self.probation_s, (int, float)) and 0.0 <= self.probation_s <= 86_400):
             raise ConfigError("probation_s must be within [0, 86400] seconds (0: commit a new "

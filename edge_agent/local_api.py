@@ -7,6 +7,8 @@ stays light (FastAPI and uvicorn would add about 25 MiB to a Pi's resident memor
                        {"features": [[...], [...]]}                   a batch
                        {"records": [{"age": 41, "colour": "red"}]}    named fields (a model
                        {"records": {"age": [41], "colour": ["red"]}}  with an input schema)
+                       any of them with "request_key": "user-17": during an A/B test
+                       split by request, the arm (the same key, the same arm)
     POST /v1/feedback  {"prediction_id": "...", "label": 0}
     GET  /v1/health
 
@@ -89,9 +91,12 @@ class LocalApi:
         if not isinstance(body, dict) or ("features" in body) == ("records" in body):
             raise HttpError(422, 'body must be an object with "features" (a row or a list of '
                                  'rows) or "records" (objects of named fields, or columns)')
+        key = body.get("request_key")
+        if key is not None and (not isinstance(key, str) or len(key) > 256):
+            raise HttpError(422, '"request_key" must be a string of at most 256 characters')
         try:
             predictions = self.agent.predict(body["records"] if "records" in body
-                                             else body["features"])
+                                             else body["features"], request_key=key)
         except InvalidInput as exc:
             raise HttpError(422, str(exc)) from None
         except NoActiveModel as exc:

@@ -7,6 +7,7 @@ both sides and a change to either side never edits it. Documented in ``docs/prot
 """
 
 from edgewise_wire.errors import PayloadTooLarge, ProtocolError, SchemaError, TopicError
+from edgewise_wire.experiments import ExperimentOrder
 from edgewise_wire.manifest import (
     ArtifactRef,
     Manifest,
@@ -35,6 +36,7 @@ __all__ = [
     "ArtifactRef",
     "ArtifactRequest",
     "Desired",
+    "ExperimentOrder",
     "LogsReply",
     "LogsRequest",
     "Manifest",

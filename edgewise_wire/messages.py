@@ -232,8 +232,10 @@ def _optional_ref(d: dict[str, Any], key: str) -> ModelRef | None:
 
 # "health" (edgewise_wire.health) is newer than the others: a controller from before it refuses
 # a batch holding one, so controllers are upgraded before agents (docs/protocol.md)
-# "predictions" (many predictions as arrays, edge_agent/telemetry/records.py) is newer still
-RECORD_KINDS = ("prediction", "feedback", "error", "metrics", "health", "predictions")
+# "predictions" (many predictions as arrays, edge_agent/telemetry/records.py) is newer still,
+# and "experiment" (an experiment's window, edgewise_wire.experiments) newer again
+RECORD_KINDS = ("prediction", "feedback", "error", "metrics", "health", "predictions",
+                "experiment")
 
 # Epochs are random integers below 2**53, so every JSON reader holds them exactly.
 MAX_EPOCH = 2**53 - 1

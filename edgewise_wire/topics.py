@@ -13,6 +13,7 @@ Layout (root ``ew/v1``)::
     ew/v1/dev/{device_id}/art/req      agent -> controller
     ew/v1/dev/{device_id}/logs/req     controller -> agent   (recent log lines, please)
     ew/v1/dev/{device_id}/logs         agent -> controller   (the reply)
+    ew/v1/dev/{device_id}/experiment   controller -> agent   retained (a shadow or A/B order)
     ew/v1/art/{sha256}/{chunk_index}   controller -> agents (broadcast)
 """
 
@@ -42,6 +43,7 @@ class DeviceChannel(str, Enum):
     ARTIFACT_REQUEST = "art/req"
     LOGS_REQUEST = "logs/req"
     LOGS = "logs"
+    EXPERIMENT = "experiment"
 
 
 DEVICE_ID_RULE = ("1-64 characters of letters, digits, '_', '-' or '.', starting with a letter "

@@ -27,6 +27,7 @@ from controller.errors import (
     StorageError,
     ValidationError,
 )
+from controller.experiments.api import experiments_router
 from controller.fleet.api import devices_router, fleet_router, telemetry_router
 from controller.models.api import MAX_ARTIFACT_UPLOAD, models_router
 from controller.monitoring.api import alerts_router, metrics_router, retrain_runs_router
@@ -64,6 +65,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(data_router(c.db, c.registry.get_manifest, admin))
     app.include_router(deployments_router(c.deployments, c.deployment_views, admin))
     app.include_router(rollouts_router(c.rollouts, admin))
+    app.include_router(experiments_router(c.experiments, admin))
     app.include_router(audit_router(c.audit))
     app.include_router(alerts_router(c.alerts, c.monitoring.evaluate_now, c.monitoring.settings,
                                     admin, c.alert_marks))

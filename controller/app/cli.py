@@ -21,6 +21,7 @@ from controller.cli.exit_codes import exit_codes_help
 from controller.config import DEFAULT_HTTP_PORT
 from controller.data import cli as data_cli
 from controller.errors import EdgewiseError
+from controller.experiments import cli as experiments_cli
 from controller.fleet import cli as fleet_cli
 from controller.models import cli as models_cli
 from controller.monitoring import cli as monitoring_cli
@@ -219,8 +220,8 @@ def demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float,
 
 
 # every feature's commands, registered one way
-for _feature in (models_cli, fleet_cli, rollouts_cli, monitoring_cli, audit_cli, cli_tokens,
-                 cli_keys, cli_pki, cli_claims, cli_db, data_cli):
+for _feature in (models_cli, fleet_cli, rollouts_cli, experiments_cli, monitoring_cli, audit_cli,
+                 cli_tokens, cli_keys, cli_pki, cli_claims, cli_db, data_cli):
     for _command in _feature.COMMANDS:
         cli.add_command(_command)
 

@@ -23,6 +23,8 @@ from controller.device_health.rules import HealthThresholds
 from controller.device_health.store import HealthStore
 from controller.device_health.views import DeviceHealthViews
 from controller.errors import ValidationError
+from controller.experiments.service import ExperimentService
+from controller.experiments.store import ExperimentStore
 from controller.fleet.bridge import ControllerBridge
 from controller.fleet.device_registry import DeviceRegistry
 from controller.fleet.queries import FleetViews
@@ -43,6 +45,7 @@ from controller.monitoring.service import MonitoringService, MonitoringSettings
 from controller.rollouts.deployment_views import DeploymentViews
 from controller.rollouts.deployments import Deployments
 from controller.rollouts.runner import RolloutRunner
+from controller.rollouts.store import LIVE
 from controller.security.desired_signer import DesiredSigner, ensure_signing_key
 from controller.security.key_publisher import KeyUpdatePublisher
 from controller.security.signing_keys import SigningKeys
@@ -79,8 +82,11 @@ class Controller:
         self.metrics = MetricsStore(self.db)
         # device health windows, stored in the telemetry's transaction as well
         self.health_store = HealthStore(self.db)
+        # experiment windows, in the telemetry's transaction too
+        self.experiment_store = ExperimentStore(self.db)
         self.telemetry = TelemetryStore(self.db, self.metrics.store_windows,
-                                        self.health_store.store_windows)
+                                        self.health_store.store_windows,
+                                        self.experiment_store.store_windows)
         self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry, self.registry,
                                        share_group=config.share_group)
         # signing keys over the air: the key update, retained, republished on every change
@@ -119,6 +125,11 @@ class Controller:
             start_rollout=self.rollouts.create, deploy=self.deployments.deploy,
             device_ids=self.fleet.device_ids, export_data=self.export_training_data,
             notifier=self.notifier)
+        # experiments: shadow runs and A/B tests; a promotion is a rollout
+        self.experiments = ExperimentService(
+            self.experiment_store, self.registry.get_manifest, self.devices.rows,
+            self._devices_in_live_rollouts, self.bridge.publish_experiment, self.signer.envelope,
+            self.rollouts.create, resign_after_s=config.manifest_ttl_s / 2)
         # read models of the views
         self.fleet_views = FleetViews(self.db)
         self.model_views = ModelViews(self.db, self.registry)
@@ -133,17 +144,38 @@ class Controller:
             raise ValidationError(f"health_alerts: {exc}") from None
         self.device_health = DeviceHealthViews(self.health_store, thresholds)
 
+    def _devices_in_live_rollouts(self) -> dict[str, str]:
+        """Device -> the live rollout that holds it (an experiment refuses these devices)."""
+        held: dict[str, str] = {}
+        for record in self.rollouts.store.query(LIVE):
+            for device in record.state.assignment:
+                held[device] = f"{record.spec.display_name} (#{record.id})"
+        return held
+
+    async def _experiment_loop(self) -> None:
+        """The leader re-signs the orders of running experiments before they expire."""
+        while True:
+            await asyncio.sleep(60.0)
+            if not self.lease.held:
+                continue
+            try:
+                await self.experiments.refresh()
+            except Exception:
+                log.exception("refreshing experiment orders failed")
+
     async def start(self) -> None:
         await self.bridge.start()
         await self.lease.start()
         self.monitoring.start()
         await self.rollouts.start()
         self._key_task = asyncio.create_task(self.key_updates.run())
+        self._experiment_task = asyncio.create_task(self._experiment_loop())
         log.info("controller connected to broker %s, database %s", self.config.broker, self.db)
 
     async def stop(self) -> None:
-        if self._key_task is not None:
-            self._key_task.cancel()
+        for task in (self._key_task, getattr(self, "_experiment_task", None)):
+            if task is not None:
+                task.cancel()
         await self.monitoring.stop()
         await self.rollouts.stop()
         await self.lease.stop()  # hand the lease over at once

@@ -221,6 +221,23 @@ class ControllerClient:
     def rollout_action(self, ref: str, action: str, reason: str = "") -> dict[str, Any]:
         return self._call("POST", f"/rollouts/{ref}/{action}", json={"reason": reason})
 
+    def start_experiment(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/experiments", json=spec)
+
+    def experiments(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self._call("GET", "/experiments", params={"limit": limit})
+
+    def experiment(self, experiment_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/experiments/{experiment_id}")
+
+    def stop_experiment(self, experiment_id: str, reason: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/experiments/{experiment_id}/stop", json={"reason": reason})
+
+    def promote_experiment(self, experiment_id: str, rollout: dict[str, Any],
+                           force: bool = False) -> dict[str, Any]:
+        return self._call("POST", f"/experiments/{experiment_id}/promote",
+                          json={"rollout": rollout, "force": force})
+
     def audit(self, **params: Any) -> dict[str, Any]:
         return self._call("GET", "/audit", params=_params(**params))
 

@@ -42,6 +42,7 @@ from edgewise_wire import (
     decode,
     encode,
 )
+from edgewise_wire.experiments import ExperimentOrder
 from edgewise_wire.manifest import ArtifactRef
 from edgewise_wire.messages import ArtifactRequest
 from edgewise_wire.topics import (
@@ -146,6 +147,14 @@ class ControllerBridge:
         if cached is None or cached[0] is not desired:
             cached = self._encoded_desired = (desired, encode(desired))
         self.link.publish(device_topic(device_id, DeviceChannel.DESIRED), cached[1],
+                          retain=True)
+
+    def publish_experiment(self, device_id: str, order: ExperimentOrder) -> None:
+        """An experiment order, retained on the device's ``experiment`` topic; the candidate's
+        chunks become servable like a rollout's."""
+        if order.candidate is not None:
+            self.chunks.offer(order.candidate.artifact)
+        self.link.publish(device_topic(device_id, DeviceChannel.EXPERIMENT), encode(order),
                           retain=True)
 
     # -- incoming ----------------------------------------------------------------------------

@@ -40,7 +40,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_TEXT = 128  # model and prediction id columns
 _KINDS = frozenset(RECORD_KINDS)
 # the record kinds handed to the window sinks as whole objects
-WINDOW_KINDS = frozenset(("metrics", "health"))
+WINDOW_KINDS = frozenset(("metrics", "health", "experiment"))
 
 Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
@@ -98,6 +98,7 @@ class DecodedBatch:
     rows: list[Row]
     windows: list[dict[str, Any]] = field(default_factory=list)  # kind "metrics"
     health: list[dict[str, Any]] = field(default_factory=list)  # kind "health"
+    experiments: list[dict[str, Any]] = field(default_factory=list)  # kind "experiment"
     rejected: list[str] = field(default_factory=list)  # one line per bad record
 
     @property
@@ -160,7 +161,9 @@ def _add_record(batch: DecodedBatch, raw: msgspec.Raw) -> None:
                _count(r.kind, r.n))
     kind = row[3]
     if kind in WINDOW_KINDS:
-        (batch.windows if kind == "metrics" else batch.health).append(_any_decoder.decode(raw))
+        sink = batch.windows if kind == "metrics" else batch.health if kind == "health" \
+            else batch.experiments
+        sink.append(_any_decoder.decode(raw))
     batch.rows.append(row)
 
 
@@ -223,6 +226,8 @@ def rows_of(device_id: str, batch: TelemetryBatch, received_at: float) -> Decode
             out.windows.append(r)
         elif row[3] == "health":
             out.health.append(r)
+        elif row[3] == "experiment":
+            out.experiments.append(r)
         out.rows.append(row)
     return out
 

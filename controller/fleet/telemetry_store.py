@@ -12,7 +12,9 @@ seq at 1 again under a new epoch, and those records are new, not replays.
 :data:`WindowSink` the store was given (the monitoring feature's
 :func:`controller.monitoring.metrics_store.insert_windows`), so a window is stored exactly when
 its telemetry record is. ``health`` records (device health windows) go the same way to the
-``health`` sink (:meth:`controller.device_health.store.HealthStore.store_windows`).
+``health`` sink (:meth:`controller.device_health.store.HealthStore.store_windows`), and
+``experiment`` records to the ``experiments`` sink
+(:meth:`controller.experiments.store.ExperimentStore.store_windows`).
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ WindowSink = Callable[[sa.Connection, str, int, Sequence[dict[str, Any]], float]
 
 class TelemetryStore:
     def __init__(self, db: Database, windows: WindowSink | None = None,
-                 health: WindowSink | None = None) -> None:
+                 health: WindowSink | None = None,
+                 experiments: WindowSink | None = None) -> None:
         self.db = db
         self.windows = windows
         self.health = health
+        self.experiments = experiments
 
     def store_batch(self, device_id: str, batch: TelemetryBatch, received_at: float) -> int:
         """Store the batch's records; return how many were new (0 for a replayed batch).
@@ -67,6 +71,8 @@ class TelemetryStore:
                     self.windows(conn, b.device_id, b.epoch, b.windows, b.received_at)
                 if b.health and self.health is not None:
                     self.health(conn, b.device_id, b.epoch, b.health, b.received_at)
+                if b.experiments and self.experiments is not None:
+                    self.experiments(conn, b.device_id, b.epoch, b.experiments, b.received_at)
             return inserted
 
     def count(self, device_id: str | None = None, kind: str | None = None) -> int:

@@ -55,6 +55,7 @@ DEVICE_ACCESS: dict[str, str] = {
     "cmd/res": WRITE,
     "logs/req": READ,  # the controller asks for a device's recent log lines
     "logs": WRITE,  # and the device answers
+    "experiment": READ,  # a shadow or A/B order (its windows travel as telemetry)
 }
 
 CONF_NAME = "edgewise.conf"

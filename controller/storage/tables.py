@@ -357,3 +357,38 @@ seal_counters = sa.Table(
     sa.Column("counter", sa.BigInteger, nullable=False),
     sa.Column("issued_at", sa.Float, nullable=False),
 )
+
+
+# -- experiments: shadow runs and A/B tests (controller/experiments) -----------------------------
+
+experiments = sa.Table(
+    "experiments", metadata,
+    sa.Column("experiment_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("candidate_version", sa.Integer, nullable=False),
+    sa.Column("control_version", sa.Integer, nullable=False),
+    sa.Column("spec_json", sa.Text, nullable=False),
+    sa.Column("arms_json", sa.Text, nullable=False),  # device -> "candidate" | "control" | "both"
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("verdict", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("stopped_at", sa.Float),
+    sa.Column("signed_at", sa.Float, nullable=False),  # when its orders were last signed
+    sa.Column("rollout_id", sa.Integer),
+    sa.Index("ix_experiments_status", "status"),
+)
+
+experiment_windows = sa.Table(
+    "experiment_windows", metadata,
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Column("epoch", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("experiment_id", sa.String(64), nullable=False),
+    sa.Column("window_end", sa.Float, nullable=False),
+    sa.Column("record_json", sa.Text, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Index("ix_experiment_windows_experiment_end", "experiment_id", "window_end"),
+)

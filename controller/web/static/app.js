@@ -811,6 +811,103 @@
     return { refresh };
   }
 
+  // -- experiments -----------------------------------------------------------------------------
+
+  function verdictPill(verdict) {
+    const kind = { candidate_better: "ok", control_better: "bad", equivalent: "", inconclusive: "warn", running: "busy" }[verdict];
+    return h("span", { class: `pill ${kind || ""}`, text: (verdict || "running").replace("_", " "), "data-testid": "verdict" });
+  }
+
+  function experimentStatus(status) {
+    return pill(status, { running: "busy", stopped: "", promoted: "ok" }[status]);
+  }
+
+  function experimentsPage(root) {
+    const list = h("div", { "data-testid": "experiments" });
+    fill(root, h("div", { class: "page-head" }, h("h1", { text: "Experiments" })), card("Shadow runs and A/B tests", {}, list));
+    async function refresh() {
+      await guarded(async () => {
+        let rows;
+        try { rows = (await api("/experiments", { limit: 50 })).body; }
+        catch (err) {
+          if (err instanceof ApiError && (err.status === 404 || err.status === 405)) { fill(list, notAvailable("Experiments are not available on this controller.")); return; }
+          throw err;
+        }
+        fill(list, table(["Experiment", "Mode", "Candidate", "Control", "Status", "Verdict", ["Devices", "num"], "Created"], rows.map((e) => h("tr", {},
+          td(link(`#/experiments/${encodeURIComponent(e.id)}`, e.id), "mono"), td(e.mode),
+          td(`${e.model}:${e.candidate}`, "mono"), td(`${e.model}:${e.control}`, "mono"),
+          td(experimentStatus(e.status)), td(verdictPill(e.verdict)), td(e.devices, "num"), td(fmt.ago(e.created_at)))),
+          { empty: "No experiments yet: `edgewise experiment start --shadow MODEL:V --against MODEL:V`." }));
+      });
+    }
+    return { refresh };
+  }
+
+  function experimentPage(root, ref) {
+    const head = h("div", { class: "device-head" });
+    const arms = h("div", { "data-testid": "arms" });
+    const accuracy = h("div", { class: "chart", "data-testid": "experiment-accuracy" });
+    const effect = h("div", { class: "chart", "data-testid": "experiment-effect" });
+    const latency = h("div", { class: "chart", "data-testid": "experiment-latency" });
+    const shadow = h("div", { "data-testid": "experiment-shadow" });
+    fill(root, h("div", { class: "page-head" }, h("div", { class: "crumbs" }, link("#/experiments", "Experiments"), " / ", h("span", { text: ref }))),
+      head, card("Arms", {}, arms),
+      h("div", { class: "row" }, card("Accuracy per arm over time", { class: "span-2" }, accuracy),
+        card("Accuracy difference (candidate − control) with its always-valid interval", { class: "span-2" }, effect)),
+      h("div", { class: "row" }, card("p95 latency per arm", { class: "span-2" }, latency), card("Shadow: agreement and disagreements", { class: "span-2" }, shadow)));
+    async function refresh() {
+      await guarded(async () => {
+        let e;
+        try { e = (await api(`/experiments/${encodeURIComponent(ref)}`)).body; }
+        catch (err) {
+          if (err instanceof ApiError && err.status === 404) { fill(root, card("Experiment not available", {}, notAvailable(err.message))); return; }
+          throw err;
+        }
+        const c = e.comparison;
+        const pts = (key) => e.series.map((p) => [p.t, p[key]]);
+        const start = e.series.length ? e.series[0].t - 60 : e.created_at;
+        const end = e.series.length ? e.series[e.series.length - 1].t : Date.now() / 1000;
+        const devices = e.devices.both.length + e.devices.candidate.length + e.devices.control.length;
+        fill(head, h("div", { class: "device-title" }, h("h1", { text: e.name || e.id }), experimentStatus(e.status), verdictPill(c.verdict)),
+          h("dl", { class: "facts" },
+            h("dt", { text: "Mode" }), h("dd", { text: e.mode === "shadow" ? `shadow, ${fmt.pct(e.spec.sample, 0)} of calls` : `A/B, ${fmt.pct(e.spec.share, 0)} by ${e.spec.split}` }),
+            h("dt", { text: "Arms" }), h("dd", { class: "mono" }, `${e.model}:${e.candidate} (candidate) vs ${e.model}:${e.control} (control)`),
+            h("dt", { text: "Devices" }), h("dd", { text: `${devices} · selector ${(e.spec && e.spec.selector) || "(every device)"}` }),
+            h("dt", { text: "Test" }), h("dd", { "data-testid": "experiment-test" }, c.effect === null ? `no labelled rows yet; the design predicts ${c.predicted_rows} per arm` :
+              `difference ${(c.effect * 100).toFixed(2)} points, always-valid CI [${(c.low * 100).toFixed(2)}, ${(c.high * 100).toFixed(2)}] · ${c.rows} of ${c.predicted_rows} predicted rows${c.paired ? " (paired)" : ""}`),
+            h("dt", { text: "Design" }), h("dd", { text: `MDE ${fmt.pct(e.spec.design.mde)} · α ${e.spec.design.alpha} · β ${e.spec.design.beta}` }),
+            e.rollout_id ? h("dt", { text: "Promoted" }) : null, e.rollout_id ? h("dd", {}, link(`#/rollouts/${e.rollout_id}`, `rollout #${e.rollout_id}`)) : null));
+        fill(arms, table(["Arm", ["Devices", "num"], ["Rows", "num"], ["Labelled", "num"], ["Accuracy", "num"], "Always-valid CI", ["Mean latency", "num"], ["p95 latency", "num"], ["Errors", "num"]],
+          ["control", "candidate"].map((name) => { const a = e.arms[name]; return h("tr", { "data-arm": name },
+            td(name), td(a.devices, "num"), td(a.rows, "num"), td(a.labelled, "num"), td(fmt.pct(a.accuracy), "num"),
+            td(a.accuracy_low === null ? "–" : `[${fmt.pct(a.accuracy_low)}, ${fmt.pct(a.accuracy_high)}]`, "small"),
+            td(fmt.ms(a.latency_mean_ms), "num"), td(fmt.ms(a.latency_p95_ms), "num"), td(a.errors, "num")); })));
+        EwCharts.line(accuracy, { start, end, height: 200, yMin: 0, yMax: 1, yFormat: (v) => fmt.pct(v, 0), left: 44, series: [
+          { name: "control", color: COLORS.gray, points: pts("control_accuracy") },
+          { name: "candidate", color: COLORS.blue, points: pts("candidate_accuracy") }],
+          empty: "No labels came back yet." });
+        EwCharts.line(effect, { start, end, height: 200, yFormat: (v) => `${(v * 100).toFixed(0)} pt`, left: 48, series: [
+          { name: "difference", color: COLORS.blue, points: pts("effect") },
+          { name: "low", color: COLORS.violet, points: pts("low"), dashed: true },
+          { name: "high", color: COLORS.violet, points: pts("high"), dashed: true }],
+          thresholds: [{ value: 0, label: "no difference", color: COLORS.gray }],
+          empty: "No labels came back yet." });
+        EwCharts.line(latency, { start, end, height: 200, yMin: 0, yFormat: (v) => fmt.ms(v), left: 58, series: [
+          { name: "control", color: COLORS.gray, points: pts("control_p95_ms") },
+          { name: "candidate", color: COLORS.blue, points: pts("candidate_p95_ms") }],
+          empty: "No calls timed yet." });
+        const s = e.shadow;
+        const refused = Object.entries(e.refused || {});
+        fill(shadow, s ? h("div", {},
+          h("p", { "data-testid": "agreement", text: `${s.compared} rows compared · agreement ${fmt.pct(s.agreement)} · skipped ${s.skipped} · failed ${s.failed} · slow ${s.slow}` }),
+          table(["Control answered", "Candidate answered", ["Rows", "num"]], s.disagreements.map(([a, b, n]) => h("tr", {}, td(a, "mono"), td(b, "mono"), td(n, "num"))),
+            { empty: "The two versions never disagreed." })) : notAvailable("An A/B test has no shadow: each call is answered by one arm."),
+          refused.length ? table(["Refused on", "Reason"], refused.map(([d, why]) => h("tr", {}, td(link(`#/devices/${encodeURIComponent(d)}`, d), "mono"), td(why, "small")))) : null);
+      });
+    }
+    return { refresh };
+  }
+
   // -- router ----------------------------------------------------------------------------------
 
   function route() {
@@ -823,6 +920,8 @@
     else if (parts[0] === "models") { state.page = modelsPage(root); nav = "models"; }
     else if (parts[0] === "rollouts" && parts[1]) { state.page = rolloutPage(root, parts[1]); nav = "rollouts"; }
     else if (parts[0] === "rollouts") { state.page = rolloutsPage(root); nav = "rollouts"; }
+    else if (parts[0] === "experiments" && parts[1]) { state.page = experimentPage(root, parts[1]); nav = "experiments"; }
+    else if (parts[0] === "experiments") { state.page = experimentsPage(root); nav = "experiments"; }
     else state.page = fleetPage(root);
     for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("on", a.dataset.nav === nav);
     window.scrollTo(0, 0);
