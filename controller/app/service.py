@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from controller.agent_bundles.registry import AgentBundles
+from controller.app.artifact_sources import ArtifactSources
 from controller.app.lease import Lease
 from controller.audit.store import AuditLog
 from controller.config import ControllerConfig
@@ -62,6 +64,8 @@ class Controller:
         self.signer = DesiredSigner(ensure_signing_key(SigningKeys.for_data_dir(config.data_dir)),
                                     config.manifest_ttl_s, locate=locate)
         self.registry = ModelRegistry(self.db, self.store)
+        # agent bundles for the devices' launcher: the same store, the same chunk server
+        self.agent_bundles = AgentBundles(self.db, self.store)
         # fleet and its telemetry; metrics windows are stored in the telemetry's transaction
         self.fleet = FleetStore(self.db)
         self.devices = DeviceRegistry(self.db, self.fleet)
@@ -70,7 +74,8 @@ class Controller:
         self.health_store = HealthStore(self.db)
         self.telemetry = TelemetryStore(self.db, self.metrics.store_windows,
                                         self.health_store.store_windows)
-        self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry, self.registry,
+        self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry,
+                                       ArtifactSources(self.registry, self.agent_bundles),
                                        share_group=config.share_group)
         self.device_logs = LogsRequester(self.bridge.link.publish_threadsafe)
         self.bridge.logs_handler = self.device_logs.on_reply

@@ -34,7 +34,7 @@ from edgewise_wire import (
     decode,
     encode,
 )
-from edgewise_wire.manifest import ArtifactRef
+from edgewise_wire.manifest import AgentManifest, ArtifactRef
 from edgewise_wire.messages import ArtifactRequest
 from edgewise_wire.topics import (
     DeviceChannel,
@@ -61,9 +61,10 @@ class _Work:
 
 
 class ArtifactSource(Protocol):
-    """Where the chunks devices download come from (the model registry and its artifact store)."""
+    """Where the chunks devices download come from (the model registry, the agent bundles, and
+    their artifact store): anything with the ``artifact`` its hash belongs to."""
 
-    def find_by_sha(self, sha: str) -> Manifest | None: ...
+    def find_by_sha(self, sha: str) -> Manifest | AgentManifest | None: ...
 
     def open_range(self, sha: str, offset: int, length: int) -> bytes: ...
 
