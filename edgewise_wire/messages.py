@@ -199,6 +199,9 @@ class Reported(Message):
     # previous slot for an instant rollback (omitted when none)
     staged: ModelRef | None = None
     previous: ModelRef | None = None
+    # agent self-update under the launcher: {"running", "target", "state", "error"} (omitted
+    # when the agent takes no agent bundles)
+    agent_update: dict[str, Any] | None = None
 
     def body(self) -> dict[str, Any]:
         d = {
@@ -216,6 +219,8 @@ class Reported(Message):
             d["staged"] = self.staged.to_dict()
         if self.previous is not None:
             d["previous"] = self.previous.to_dict()
+        if self.agent_update is not None:
+            d["agent_update"] = self.agent_update
         return d
 
     @classmethod
@@ -241,6 +246,7 @@ class Reported(Message):
             ts=get_float(d, "ts"),
             staged=_optional_ref(d, "staged"),
             previous=_optional_ref(d, "previous"),
+            agent_update=get_dict(d, "agent_update", optional=True),
         )
 
 
