@@ -8,7 +8,9 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from pydantic import BaseModel, Field
 
+from controller.agent_bundles.deploy import AgentDeployer
 from controller.agent_bundles.registry import AgentBundles
 from controller.agent_bundles.schemas import AgentVersionOut, PushedAgentVersion
 from controller.models.api import MAX_ARTIFACT_UPLOAD
@@ -17,7 +19,13 @@ from controller.rest import API
 VersionForm = Annotated[str, Form(min_length=1, max_length=64)]
 
 
-def agent_versions_router(bundles: AgentBundles,
+class AgentDeployIn(BaseModel):
+    devices: list[str] | None = Field(
+        default=None, max_length=100_000,
+        description="device ids (all valid or none taken); null: every known device")
+
+
+def agent_versions_router(bundles: AgentBundles, deployer: AgentDeployer,
                           require_admin: Callable[..., Any]) -> APIRouter:
     router = APIRouter(prefix=f"{API}/agent-versions", tags=["agent versions"])
 
@@ -40,5 +48,10 @@ def agent_versions_router(bundles: AgentBundles,
         return {"version": manifest.version, "sha256": manifest.artifact.sha256,
                 "size": manifest.artifact.size, "chunks": manifest.artifact.chunk_count,
                 "new": new}
+
+    @router.post("/{version}/deploy", dependencies=[Depends(require_admin)])
+    async def deploy(version: str, body: AgentDeployIn) -> dict[str, Any]:
+        """Send agent ``version`` (signed) to the devices' ``agent/desired`` channel."""
+        return await deployer.deploy(version, body.devices)
 
     return router

@@ -59,4 +59,24 @@ def agent_list(ctx: click.Context, as_json: bool) -> None:
           time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"]))] for r in rows]))
 
 
+@agent.command("deploy", epilog=exit_codes_help(ExitCode.OK, ExitCode.ERROR, ExitCode.USAGE))
+@click.argument("version")
+@click.option("--device", "devices", multiple=True,
+              help="Device id to send it to (repeatable); default: every known device.")
+@json_option
+@click.pass_context
+def agent_deploy(ctx: click.Context, version: str, devices: tuple[str, ...],
+                 as_json: bool) -> None:
+    """Send agent VERSION, signed, to devices whose agent runs under edgewise-agent-launcher:
+    each verifies it, downloads the archive over the signed chunk path, checks it and stages
+    it; its launcher switches under its health probation and restores the old agent if the new
+    one fails it. No waves or gates: send it to a few devices first.
+
+    Example: edgewise agent deploy 0.2.0 --device pi-berlin-01
+    """
+    sent = client_from(ctx).deploy_agent_version(version, list(devices) or None)
+    emit(sent, as_json, f"agent {sent['version']} sent to {len(sent['devices'])} devices "
+                        f"({sent['rollout_id']})")
+
+
 COMMANDS = (agent,)

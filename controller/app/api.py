@@ -55,7 +55,7 @@ def create_app(controller: Controller) -> FastAPI:
     c = controller
     app.include_router(auth_router(auth))
     app.include_router(models_router(c.registry, c.model_views, c.health.model_summary, admin))
-    app.include_router(agent_versions_router(c.agent_bundles, admin))
+    app.include_router(agent_versions_router(c.agent_bundles, c.agent_deployer, admin))
     app.include_router(devices_router(c.devices, c.fleet_views, c.health, admin))
     app.include_router(fleet_router(c.fleet_views, c.health))
     app.include_router(telemetry_router(c.telemetry.count))

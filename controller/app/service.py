@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from controller.agent_bundles.deploy import AgentDeployer
 from controller.agent_bundles.registry import AgentBundles
 from controller.app.artifact_sources import ArtifactSources
 from controller.app.lease import Lease
@@ -77,6 +78,8 @@ class Controller:
         self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry,
                                        ArtifactSources(self.registry, self.agent_bundles),
                                        share_group=config.share_group)
+        self.agent_deployer = AgentDeployer(self.agent_bundles, self.fleet.device_ids,
+                                            self.signer, self.bridge.publish_desired_agent)
         self.device_logs = LogsRequester(self.bridge.link.publish_threadsafe)
         self.bridge.logs_handler = self.device_logs.on_reply
         # only the holder of the lease runs rollouts and judges alerts (several replicas)

@@ -122,6 +122,9 @@ class ControllerClient:
         return self._call("POST", "/agent-versions", data={"version": version},
                           files={"archive": ("agent.tar.gz", archive, "application/gzip")})
 
+    def deploy_agent_version(self, version: str, devices: list[str] | None) -> dict[str, Any]:
+        return self._call("POST", f"/agent-versions/{version}/deploy", json={"devices": devices})
+
     def list_agent_versions(self) -> list[dict[str, Any]]:
         return self._call("GET", "/agent-versions")
 

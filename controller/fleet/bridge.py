@@ -26,6 +26,7 @@ from edgewise_mqtt.link import BrokerAddress, MqttLink
 from edgewise_wire import (
     Ack,
     Desired,
+    DesiredAgent,
     Manifest,
     Presence,
     ProtocolError,
@@ -130,6 +131,11 @@ class ControllerBridge:
         if cached is None or cached[0] is not desired:
             cached = self._encoded_desired = (desired, encode(desired))
         self.link.publish(device_topic(device_id, DeviceChannel.DESIRED), cached[1],
+                          retain=True)
+
+    def publish_desired_agent(self, device_id: str, desired: DesiredAgent) -> None:
+        """The signed agent version a device's launcher should run (retained)."""
+        self.link.publish(device_topic(device_id, DeviceChannel.AGENT_DESIRED), encode(desired),
                           retain=True)
 
     # -- incoming ----------------------------------------------------------------------------
