@@ -66,6 +66,14 @@ class ControllerConfig:
     # first wave the canary; without one, a deploy to one of the alerting devices
     retrain_rollout_selector: str | None = None
     retrain_rollout_waves: str = "1,10%,50%,100%"
+    # -- alerts out (docs/integrations.md): Prometheus Alertmanager's base URL
+    # (http://alertmanager:9093) and/or a webhook signed with HMAC-SHA256 under the secret;
+    # bodies wait on a bounded queue per receiver and are retried until delivered
+    alertmanager_url: str | None = None
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: str | None = None
+    alert_notify_queue: int = 1000
+    alert_resend_s: float = 60.0  # firing alerts re-sent to Alertmanager this often
     # -- security (docs/security.md): API over HTTPS when both are set; named tokens
     # live in {data_dir}/api-tokens.json (controller/security/auth.py). Without any token the API may
     # only listen on a loopback address, unless allow_open_api.
@@ -126,6 +134,7 @@ def load_controller_config(path: Path | None = None, **overrides: Any) -> Contro
         "db_url": os.environ.get("EDGEWISE_DB_URL"),
         "api_token": os.environ.get("EDGEWISE_API_TOKEN"),
         "data_dir": os.environ.get("EDGEWISE_DATA_DIR"),
+        "alert_webhook_secret": os.environ.get("EDGEWISE_ALERT_WEBHOOK_SECRET"),
     }
     values.update({k: v for k, v in env.items() if v})
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -155,4 +164,11 @@ def load_controller_config(path: Path | None = None, **overrides: Any) -> Contro
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
                             or not 0 < ttl < float("inf")):
         raise ValidationError(f"manifest_ttl_s {ttl!r} must be a positive number of seconds")
+    size = values.get("alert_notify_queue")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValidationError(f"alert_notify_queue {size!r} must be a positive number of bodies")
+    resend = values.get("alert_resend_s")
+    if resend is not None and (isinstance(resend, bool) or not isinstance(resend, (int, float))
+                               or not 0 < resend < float("inf")):
+        raise ValidationError(f"alert_resend_s {resend!r} must be a positive number of seconds")
     return ControllerConfig(**values)

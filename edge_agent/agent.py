@@ -91,6 +91,7 @@ from edgewise_wire import (
     decode,
     encode,
 )
+from edgewise_wire.key_update import KeyUpdateMessage, keys_topic
 from edgewise_wire.topics import (
     ChunkTopic,
     DeviceChannel,
@@ -145,6 +146,7 @@ class EdgeAgent:
         # call (expanded into prediction records at flush, off the prediction path)
         self._pending_records: list[dict[str, Any] | CallRecords] = []
         self._boot_id = os.urandom(4).hex()
+        self._columnar = config.telemetry_columnar
         self._recent = RecentPredictions(self._boot_id, config.feedback_memory)
         self._next_prediction = 0
         self._tasks: list[asyncio.Task[Any]] = []
@@ -359,8 +361,9 @@ class EdgeAgent:
             sampled = [i for i in range(n) if draw() < sample_rate]
         if sampled:
             confidences = top.tolist() if top is not None else None
-            self._pending_records.append(CallRecords(self._clock(), model, version, first,
-                                                     per_row_ms, labels, confidences, sampled))
+            self._pending_records.append(CallRecords(
+                self._clock(), model, version, first, per_row_ms, labels, confidences, sampled,
+                rows if self._columnar else None))
         prefix = self._boot_id + "-"
         self.predictions_served += n
         if scores is None:
@@ -411,6 +414,9 @@ class EdgeAgent:
         return device_topic(self.device_id, channel)
 
     def _on_connect(self) -> None:
+        # the key update first: its retained copy then arrives before the retained desired state,
+        # which a key it brings may have signed
+        self.link.subscribe(keys_topic())
         self.link.subscribe(self.topic(DeviceChannel.DESIRED))
         self.link.subscribe(self.topic(DeviceChannel.ACK))
         if self.self_update is not None:
@@ -435,6 +441,9 @@ class EdgeAgent:
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         try:
+            if topic == keys_topic():
+                self.updater.on_key_update(decode(payload, KeyUpdateMessage))
+                return
             parsed = parse_topic(topic)
             if isinstance(parsed, ChunkTopic):
                 if self.self_update is not None and self.self_update.owns_chunk(parsed):
@@ -488,7 +497,7 @@ class EdgeAgent:
         if not self._pending_records or self.outbox is None:
             return
         pending, self._pending_records = self._pending_records, []
-        bodies = encode_pending(pending, self._boot_id)
+        bodies = encode_pending(pending, self._boot_id, self._columnar)
         # overflow drops the oldest records not awaiting an ack
         try:
             self.outbox.append_encoded(bodies, in_flight=self.telemetry.sender.in_flight())

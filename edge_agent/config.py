@@ -54,6 +54,11 @@ class AgentConfig:
     # probability prediction_sample_rate (the window summaries always count every prediction)
     metrics_window_s: float = 60.0
     prediction_sample_rate: float = 1.0
+    # one "predictions" record per flush and model version (arrays, with the input rows)
+    # instead of one "prediction" record per prediction: far less per prediction on the device
+    # and at the controller, and the inputs for `edgewise data export`. Off by default: only
+    # controllers from the release that added it read it (upgrade them first)
+    telemetry_columnar: bool = False
     # device health (docs/monitoring.md, "Device health"): the process and the board are
     # sampled every health_sample_s and summarised per metrics_window_s into a "health" record;
     # 0 turns sampling off (a shorter metrics window is sampled once). log_ring_lines: recent log lines kept for `edgewise device logs`,

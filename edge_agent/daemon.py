@@ -24,6 +24,7 @@ from pathlib import Path
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, ConfigError, load_config
 from edge_agent.malloc_tuning import fix_malloc_thresholds
+from edge_agent.trust_state import TrustStateError
 from edge_agent.update.pause import UpdatePause
 from edgewise_mqtt.link import BrokerAddress
 from edgewise_wire.version import edgewise_version
@@ -82,9 +83,36 @@ def pause_from_env(environ: Mapping[str, str]) -> UpdatePause | None:
         return None
 
 
-async def run_agent(config: AgentConfig, pause: UpdatePause | None = None) -> None:
-    agent = EdgeAgent(config, pause=pause)
+RENEWAL_CHECK_S = 3600.0
+
+
+async def _renew_periodically(config_dir: Path, stop: asyncio.Event) -> None:
+    """A device enrolled by claim renews its certificate before it expires; the new one takes
+    effect at the next start, so the agent then stops (systemd's Restart=always starts it)."""
+    from edge_agent.enroll import EnrollError, renew_if_due
+
+    while True:
+        await asyncio.sleep(RENEWAL_CHECK_S)
+        try:
+            renewed = await asyncio.to_thread(renew_if_due, config_dir)
+        except (EnrollError, OSError, ValueError, KeyError) as exc:
+            log.error("certificate renewal failed (tried again in an hour): %s", exc)
+            continue
+        if renewed:
+            log.warning("certificate renewed: restarting to connect with it")
+            stop.set()
+            return
+
+
+async def run_agent(config: AgentConfig, pause: UpdatePause | None = None,
+                    config_dir: Path | None = None) -> None:
+    try:
+        agent = EdgeAgent(config, pause=pause)
+    except TrustStateError as exc:  # a damaged trust.json: one line, exit 1
+        raise ConfigError(str(exc)) from None
     stop = asyncio.Event()
+    renewal = (asyncio.create_task(_renew_periodically(config_dir, stop))
+               if config_dir is not None else None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -107,9 +135,22 @@ async def run_agent(config: AgentConfig, pause: UpdatePause | None = None) -> No
     log.info("agent %s started (broker %s, data %s, model %s)", config.device_id, config.broker,
              config.data_dir, agent.active or "none yet")
     await stop.wait()
+    if renewal is not None:
+        renewal.cancel()
     if local_api is not None:
         await local_api.stop()
     await agent.stop(drain_timeout=2.0)
+
+
+def _renew_at_start(config_dir: Path) -> None:
+    """Renew a certificate that is due before connecting (a device enrolled by claim)."""
+    from edge_agent.enroll import EnrollError, renew_if_due
+
+    try:
+        renew_if_due(config_dir)
+    except (EnrollError, OSError, ValueError, KeyError) as exc:
+        log.error("certificate renewal failed (the agent starts with the current one): %s",
+                  exc)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,8 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, ValueError) as exc:
         print(f"edgewise-agent: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    config_dir = args.config.parent if args.config is not None else None
+    if config_dir is not None:
+        _renew_at_start(config_dir)
     try:
-        asyncio.run(run_agent(config, pause_from_env(os.environ)))
+        asyncio.run(run_agent(config, pause_from_env(os.environ), config_dir))
     except ConfigError as exc:
         print(f"edgewise-agent: error: {exc}", file=sys.stderr)
         sys.exit(1)

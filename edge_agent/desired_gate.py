@@ -7,6 +7,16 @@ at all) needs a signed rollback order addressed to this device. Development mode
 keys): unsigned manifests are taken as they are, as Mender does without an ``ArtifactVerifyKey``;
 the agent warns about it at start.
 
+Enforcing also means replay-proof: the desired state's *seal* (:mod:`edgewise_wire.seal`) must be
+for this device id, bound to the envelope and order it travels with, and carry a counter above the
+highest this device accepted (kept in ``trust.json``, :mod:`edge_agent.trust_state`; the caller
+records it before acting). The seal accepted last, delivered again (the broker's retained copy
+after a reconnect), passes without being new. An unsealed desired state passes only while the
+device has never accepted a sealed one (a controller from before seals).
+
+The keys trusted are those of ``agent.toml`` plus those a verified key update added, minus those
+it retired (:meth:`DesiredGate.apply_key_update`).
+
 Either way: the format must be one this agent runs and the artifact must fit ``max_model_bytes``.
 A desired state that fails is *rejected*: nothing is downloaded, the running model keeps serving,
 and the reason is reported in words.
@@ -15,19 +25,24 @@ and the reason is reported in words.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge_agent.config import is_pem_text
+from edge_agent.trust_state import TrustState, TrustStore
 from edgewise_wire import Desired, Manifest, ModelRef
 from edgewise_wire.envelope import (
+    NotForThisDevice,
     RollbackOrder,
     TrustError,
     key_id_of,
     verify_envelope,
     verify_rollback_order,
 )
+from edgewise_wire.key_update import KeyUpdate, KeyUpdateMessage, verify_key_update
+from edgewise_wire.seal import ReplayRefused, Seal, UnsealedRefused, check_fresh, verify_seal
 
 log = logging.getLogger("edgewise.agent.gate")
 
@@ -46,6 +61,8 @@ class TrustedKeyError(ValueError):
 class Accepted:
     manifest: Manifest | None  # None: run no model
     rollback: bool  # allowed as a downgrade (or an unload) by a signed rollback order
+    seal: Seal | None = None
+    fresh: bool = False  # the seal is new: record its counter (DesiredGate.record) before acting
 
 
 def load_trusted_keys(entries: Iterable[str]) -> dict[str, bytes]:
@@ -67,16 +84,99 @@ def load_trusted_keys(entries: Iterable[str]) -> dict[str, bytes]:
 
 
 class DesiredGate:
+    """``trust``: the persisted trust state (None: kept in memory only, as in unit tests)."""
+
     def __init__(self, trusted_keys: dict[str, bytes], *, device_id: str, device_class: str,
-                 max_model_bytes: int | None) -> None:
-        self.trusted_keys = trusted_keys
+                 max_model_bytes: int | None, trust: TrustStore | None = None) -> None:
+        self.configured_keys = dict(trusted_keys)
         self.device_id = device_id
         self.device_class = device_class
         self.max_model_bytes = max_model_bytes
+        self.trust = trust
+        self.state = trust.state if trust is not None else TrustState()
+        # refusals by kind, reported in the agent's status: "replay", "unsealed", "other_device",
+        # "key_update" (a key update refused)
+        self.refusals: Counter[str] = Counter()
+        self.trusted_keys = self._effective_keys()
+
+    def _effective_keys(self) -> dict[str, bytes]:
+        keys = {**self.configured_keys,
+                **{kid: pem.encode() for kid, pem in self.state.added.items()}}
+        return {kid: pem for kid, pem in keys.items() if kid not in self.state.retired}
 
     @property
     def enforcing(self) -> bool:
-        return bool(self.trusted_keys)
+        # from agent.toml alone: a key update can change which keys, never switch enforcing off
+        return bool(self.configured_keys)
+
+    # -- seals ---------------------------------------------------------------------------------
+
+    def record(self, seal: Seal) -> None:
+        """Persist ``seal`` as the highest accepted (blocking: the small-I/O pool). Called
+        before the desired state it came with is acted upon."""
+        if seal.counter < self.state.highest_counter:
+            return  # two checks raced; the higher one stays
+        self._save(replace(self.state, highest_counter=seal.counter,
+                           last_seal=seal.fingerprint))
+
+    def _save(self, state: TrustState) -> None:
+        if self.trust is not None:
+            self.trust.save(state)
+        self.state = state
+
+    def _check_seal(self, desired: Desired) -> tuple[Seal | None, bool]:
+        seal = None
+        try:
+            if desired.seal is not None:
+                seal = verify_seal(desired.seal, self.trusted_keys, device_id=self.device_id,
+                                   envelope=desired.envelope, order=desired.rollback_order)
+            fresh = check_fresh(seal, highest=self.state.highest_counter,
+                                last_fingerprint=self.state.last_seal)
+        except ReplayRefused as exc:
+            self.refusals["replay"] += 1
+            raise Rejected(f"refused {_label(desired)}: {exc}") from None
+        except UnsealedRefused as exc:
+            self.refusals["unsealed"] += 1
+            raise Rejected(f"refused {_label(desired)}: {exc}") from None
+        except NotForThisDevice as exc:
+            self.refusals["other_device"] += 1
+            raise Rejected(f"refused {_label(desired)}: {exc}") from None
+        except TrustError as exc:
+            raise Rejected(f"refused {_label(desired)}: {exc}") from None
+        if seal is None and desired.manifest is not None and self.state.highest_counter == 0:
+            log.warning("%s: accepted an unsealed desired state (a controller from before "
+                        "seals?): it is not protected against replay", self.device_id)
+        return seal, fresh
+
+    # -- key updates -----------------------------------------------------------------------------
+
+    def check_key_update(self, message: KeyUpdateMessage) -> KeyUpdate | None:
+        """The verified update to apply (:meth:`apply_key_update`), None if applied already;
+        raises :class:`Rejected` (counted) if it must not be applied."""
+        try:
+            update = verify_key_update(message, self.trusted_keys,
+                                       last_sequence=self.state.key_sequence)
+        except TrustError as exc:
+            self.refusals["key_update"] += 1
+            raise Rejected(f"refused the key update: {exc}") from None
+        if update is None:
+            return None
+        keys = {**self.configured_keys, **update.trusted}
+        if not any(kid not in update.retired for kid in keys):
+            self.refusals["key_update"] += 1
+            raise Rejected("refused the key update: it would leave this device no trusted key")
+        return update
+
+    def apply_key_update(self, update: KeyUpdate) -> None:
+        """Persist and apply a checked update (blocking: the small-I/O pool)."""
+        added = {kid: pem.decode() for kid, pem in update.trusted.items()
+                 if self.configured_keys.get(kid) != pem}
+        self._save(replace(self.state, key_sequence=update.sequence, added=added,
+                           retired=frozenset(update.retired)))
+        self.trusted_keys = self._effective_keys()
+        log.info("%s: key update %d applied (signed by %s): trusting %s; retired %s",
+                 self.device_id, update.sequence, ", ".join(update.signed_by),
+                 ", ".join(sorted(self.trusted_keys)), ", ".join(sorted(update.retired)) or "none")
 
     def check(self, desired: Desired, running: ModelRef | None, *, now: float) -> Accepted:
         """Accept ``desired`` (given what serves now) or raise :class:`Rejected`."""
@@ -85,14 +185,15 @@ class DesiredGate:
             if manifest is not None:
                 self._check_fits(manifest)
             return Accepted(manifest, rollback=False)
+        seal, fresh = self._check_seal(desired)
         order = self._rollback_order(desired, now)
         if manifest is None:
-            if running is None:
-                return Accepted(None, rollback=False)  # nothing runs: unloading changes nothing
+            if running is None:  # nothing runs: unloading changes nothing
+                return Accepted(None, rollback=False, seal=seal, fresh=fresh)
             if order is None or (order.model, order.to_version) != (running.model, 0):
                 raise Rejected(f"refused to unload {running}: running no model needs a signed "
                                f"rollback order for {running.model} to version 0")
-            return Accepted(None, rollback=True)
+            return Accepted(None, rollback=True, seal=seal, fresh=fresh)
         if desired.envelope is None:
             raise Rejected(f"refused {manifest.model}:{manifest.version}: the manifest is not "
                            "signed and this device only runs signed manifests")
@@ -109,7 +210,7 @@ class DesiredGate:
             raise Rejected(f"refused {manifest.model}:{manifest.version}: {exc}") from None
         self._check_fits(manifest)
         rollback = same_model and running is not None and manifest.version <= running.version
-        return Accepted(manifest, rollback=rollback and not is_running)
+        return Accepted(manifest, rollback=rollback and not is_running, seal=seal, fresh=fresh)
 
     def _rollback_order(self, desired: Desired, now: float) -> RollbackOrder | None:
         if desired.rollback_order is None:
@@ -128,3 +229,10 @@ class DesiredGate:
             raise Rejected(f"model {manifest.model}:{manifest.version} is "
                            f"{manifest.artifact.size} bytes, more than this device takes "
                            f"(max_model_bytes = {limit})")
+
+
+def _label(desired: Desired) -> str:
+    manifest = desired.manifest
+    if manifest is None:
+        return f"desired state {desired.deployment_id} (no model)"
+    return f"{manifest.model}:{manifest.version}"

@@ -10,6 +10,9 @@ stays light (FastAPI and uvicorn would add about 25 MiB to a Pi's resident memor
     POST /v1/feedback  {"prediction_id": "...", "label": 0}
     GET  /v1/health
 
+Beside them, the Open Inference Protocol v2 (``/v2/...``, edge_agent/oip_v2.py) serves the
+active model to standard clients such as ``tritonclient.http``.
+
 Errors are JSON ``{"error": "..."}`` with 400 (not JSON), 404, 405, 411, 413, 422 (input that
 does not match the model's schema) and 503 (no active model yet).
 """
@@ -25,8 +28,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
+from edge_agent import oip_v2
 from edge_agent.agent import EdgeAgent, NoActiveModel
 from edge_agent.runtime import InvalidInput
+from edgewise_wire.version import edgewise_version
 
 log = logging.getLogger("edgewise.agent.http")
 
@@ -44,6 +49,15 @@ class HttpError(Exception):
 
 
 Handler = Callable[[Any], Awaitable[Any] | Any]
+
+
+class RawResponse:
+    """A response whose body is already bytes (v2 binary tensors), with extra headers."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
 
 
 class LocalApi:
@@ -100,6 +114,49 @@ class LocalApi:
         status["serving"] = self.agent.runtime is not None
         return status
 
+    # -- Open Inference Protocol v2 ------------------------------------------------------------
+
+    def _v2(self, method: str, path: str, raw: bytes | None, headers: dict[str, str]) -> Any:
+        """One ``/v2`` request; raises oip_v2.V2Error for the error body."""
+        r = oip_v2.route(method, path)
+        runtime = self.agent.runtime
+        manifest = runtime.manifest if runtime is not None else None
+        if r.kind == "live":
+            return {"live": True}
+        if r.kind == "ready":
+            if manifest is None:
+                raise oip_v2.V2Error(503, "not ready: no active model yet")
+            return {"ready": True}
+        if r.kind == "server":
+            return oip_v2.server_metadata(edgewise_version())
+        manifest = oip_v2.check_model(r, manifest)
+        if r.kind == "model":
+            return oip_v2.model_metadata(manifest)
+        if r.kind == "model_ready":
+            return {"name": manifest.model, "ready": True}
+        body, tail = oip_v2.split_body(raw or b"",
+                                       headers.get("inference-header-content-length"))
+        request = oip_v2.parse_infer(body, tail, manifest)
+        try:
+            predictions = self.agent.predict(request.features)
+        except InvalidInput as exc:
+            raise oip_v2.V2Error(400, str(exc)) from None
+        except NoActiveModel as exc:
+            raise oip_v2.V2Error(503, str(exc)) from None
+        served = predictions[0] if predictions else None
+        if served is not None and (served.model, served.version) != (manifest.model,
+                                                                     manifest.version):
+            raise oip_v2.V2Error(503, "the active model changed during the request; send it "
+                                      "again")
+        scores = [p.scores for p in predictions] if all(p.scores is not None
+                                                        for p in predictions) else None
+        response = oip_v2.infer_response(request, manifest, [p.label for p in predictions],
+                                         scores,  # type: ignore[arg-type]
+                                         [p.prediction_id for p in predictions])
+        extra = {} if response.header_length is None else {
+            "Inference-Header-Content-Length": str(response.header_length)}
+        return RawResponse(200, response.body, extra)
+
     # -- HTTP/1.1, just enough ----------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -128,8 +185,19 @@ class LocalApi:
             method, target, version = parts
             headers = await self._headers(reader)
             keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
-            body = await self._body(reader, method, headers)
-            handler = self._routes.get((method, target.split("?")[0]))
+            raw = await self._raw_body(reader, method, headers)
+            path = target.split("?")[0]
+            if path == "/v2" or path.startswith("/v2/"):
+                try:
+                    result = self._v2(method, path, raw, headers)
+                except oip_v2.V2Error as exc:
+                    result = RawResponse(exc.status, json.dumps({"error": str(exc)}).encode(), {})
+                status, payload = (result.status, result) if isinstance(result, RawResponse) \
+                    else (200, result)
+                await self._write(writer, status, payload, keep_alive)
+                return keep_alive
+            body = self._json(raw) if raw is not None else None
+            handler = self._routes.get((method, path))
             if handler is None:
                 known = [m for (m, p) in self._routes if p == target.split("?")[0]]
                 if known:
@@ -142,13 +210,25 @@ class LocalApi:
         except Exception as exc:  # a bug must answer 500, not kill the agent
             log.exception("local API request failed")
             status, payload = 500, {"error": f"internal error: {exc}"}
-        data = json.dumps(payload, allow_nan=False, default=str).encode()
-        writer.write(
-            f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\nConnection: {'keep-alive' if keep_alive else 'close'}"
-            "\r\n\r\n".encode() + data)
-        await writer.drain()
+        await self._write(writer, status, payload, keep_alive)
         return keep_alive
+
+    @staticmethod
+    async def _write(writer: asyncio.StreamWriter, status: int, payload: Any,
+                     keep_alive: bool) -> None:
+        extra = ""
+        if isinstance(payload, RawResponse):
+            data = payload.body
+            extra = "".join(f"{k}: {v}\r\n" for k, v in payload.headers.items())
+            content_type = "application/octet-stream" if payload.headers else "application/json"
+        else:
+            data = json.dumps(payload, allow_nan=False, default=str).encode()
+            content_type = "application/json"
+        writer.write(
+            f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: {content_type}\r\n"
+            f"{extra}Content-Length: {len(data)}\r\n"
+            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n".encode() + data)
+        await writer.drain()
 
     @staticmethod
     async def _headers(reader: asyncio.StreamReader) -> dict[str, str]:
@@ -164,7 +244,8 @@ class LocalApi:
         raise HttpError(400, "too many header lines")
 
     @staticmethod
-    async def _body(reader: asyncio.StreamReader, method: str, headers: dict[str, str]) -> Any:
+    async def _raw_body(reader: asyncio.StreamReader, method: str,
+                        headers: dict[str, str]) -> bytes | None:
         if method != "POST":
             return None
         if "content-length" not in headers:
@@ -175,7 +256,10 @@ class LocalApi:
             raise HttpError(400, "Content-Length is not a number") from None
         if length < 0 or length > MAX_BODY:
             raise HttpError(413, f"body larger than {MAX_BODY} bytes")
-        raw = await reader.readexactly(length)
+        return await reader.readexactly(length)
+
+    @staticmethod
+    def _json(raw: bytes) -> Any:
         try:
             return json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

@@ -47,6 +47,7 @@ from edge_agent.slots import SlotStore
 from edge_agent.small_io import run_small_io
 from edge_agent.state_work import StateWork
 from edge_agent.state_work import ref_of_manifest as _ref
+from edge_agent.trust_state import TrustStore
 from edge_agent.update import REST_STATES, Event, UpdateState, UpdateStep, advance, idle, resume
 from edge_agent.update.pause import UpdatePause
 from edge_agent.update.plan import (
@@ -72,6 +73,8 @@ from edge_agent.update.ports import ChunkLink, UpdateHost, UpdateReport, UpdateS
 from edge_agent.update.probation import ProbationWatch
 from edge_agent.update_journal import UpdateJournal
 from edgewise_wire import Desired, Manifest, ModelRef, ProbationPolicy
+from edgewise_wire.key_update import KeyUpdateMessage
+from edgewise_wire.seal import Seal
 from edgewise_wire.topics import ChunkTopic, DeviceChannel, device_topic
 
 log = logging.getLogger("edgewise.agent.update")
@@ -91,7 +94,8 @@ class Updater:
     (:mod:`edge_agent.small_io`), owned by whoever runs the agent. ``clock``: the device's wall
     clock (expiry checks, journal times). ``pause``: the test hook, None on a device.
 
-    Raises TrustedKeyError for an unreadable trusted key."""
+    Raises TrustedKeyError for an unreadable trusted key, TrustStateError for a damaged
+    ``trust.json``."""
 
     def __init__(self, host: UpdateHost, link: ChunkLink, settings: UpdateSettings, *,
                  small_io: Executor, clock: Callable[[], float] = time.time,
@@ -103,7 +107,8 @@ class Updater:
         self.journal = UpdateJournal(settings.data_dir / "update.json")
         self.gate = DesiredGate(load_trusted_keys(settings.trusted_keys),
                                 device_id=settings.device_id, device_class=settings.device_class,
-                                max_model_bytes=settings.max_model_bytes)
+                                max_model_bytes=settings.max_model_bytes,
+                                trust=TrustStore(settings.data_dir))
         self.slots = SlotKeeper(SlotStore(settings.data_dir), host, small_io, settings.device_id)
         self.parking = Parking(pause, settings.data_dir / "paused-in", settings.device_id)
         self.fetch = ArtifactFetch(
@@ -120,7 +125,10 @@ class Updater:
         self.last_error: str | None = None
         self.rejected = 0
         self._drive_task: asyncio.Task[None] | None = None
-        self._inbox: asyncio.Queue[Desired] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Desired | KeyUpdateMessage] = asyncio.Queue()
+        self._fresh_seal: Seal | None = None  # set by _offer: record it before acting
+        self._refused: Desired | None = None  # the last desired state refused, offered again
+        # after a key update (it may have been signed by a key that update brings)
         self._tasks: list[asyncio.Task[None]] = []
         self._saves = 0
 
@@ -175,6 +183,11 @@ class Updater:
         """From the MQTT callback: handled in order by the control task."""
         self._inbox.put_nowait(desired)
 
+    def on_key_update(self, message: KeyUpdateMessage) -> None:
+        """From the MQTT callback: in order with the desired states (a desired state signed by a
+        new key comes after the key update that brings it)."""
+        self._inbox.put_nowait(message)
+
     def on_chunk(self, chunk: ChunkTopic, payload: bytes) -> None:
         self.fetch.on_chunk(chunk, payload)
 
@@ -191,25 +204,53 @@ class Updater:
         while True:
             desired = await self._inbox.get()
             try:
-                await self._apply(desired)
+                if isinstance(desired, KeyUpdateMessage):
+                    await self._apply_key_update(desired)
+                else:
+                    await self._apply(desired)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("%s: desired state %s not applied", self.device_id,
-                              desired.deployment_id)
+                log.exception("%s: %s not applied", self.device_id,
+                              "key update" if isinstance(desired, KeyUpdateMessage)
+                              else f"desired state {desired.deployment_id}")
 
     # -- desired states: plan, then carry out ----------------------------------------------------
+
+    async def _apply_key_update(self, message: KeyUpdateMessage) -> None:
+        try:
+            update = self.gate.check_key_update(message)
+        except Rejected as exc:
+            self.rejected += 1
+            self.last_error = str(exc)
+            log.error("%s: %s", self.device_id, exc)
+            self.host.report()
+            return
+        if update is None:
+            return  # the retained copy of the update applied last
+        await run_small_io(self.small_io, self.gate.apply_key_update, update)
+        refused, self._refused = self._refused, None
+        if refused is not None:
+            self.on_desired(refused)  # perhaps signed by a key this update brought
 
     async def _apply(self, desired: Desired) -> None:
         situation = Situation(self.step, self.host.active, ref_of(self.slots.pointer.previous),
                               _desired_ref(self.desired))
-        await self._carry_out(plan(situation, self._offer(desired)), desired)
+        offer = self._offer(desired)
+        seal, self._fresh_seal = self._fresh_seal, None
+        if seal is not None:
+            # durable before anything is done: after a crash the counter is still used up
+            await run_small_io(self.small_io, self.gate.record, seal)
+        self._refused = desired if isinstance(offer, Refused) else None
+        await self._carry_out(plan(situation, offer), desired)
 
     def _offer(self, desired: Desired) -> Offer:
         try:
             accepted = self.gate.check(desired, self.host.active, now=self.clock())
         except Rejected as exc:
             return Refused(desired.deployment_id, str(exc))
+        if accepted.fresh:
+            self._fresh_seal = accepted.seal
         manifest = accepted.manifest
         return DesiredRef(desired.deployment_id, _ref(manifest) if manifest is not None else None)
 
@@ -392,6 +433,10 @@ class Updater:
                 "previous": str(fields.previous) if fields.previous else None,
                 "target": str(fields.target) if fields.target else None,
                 "rejected_desired": self.rejected,
+                "refused": dict(self.gate.refusals),
+                "seal_counter": self.gate.state.highest_counter,
+                "key_sequence": self.gate.state.key_sequence,
+                "trusted_keys": sorted(self.gate.trusted_keys),
                 # downloads from a manifest's artifact URL: bytes, interruptions, fallbacks
                 "artifact_url": dict(self.fetch.stats),
                 "trust": "enforcing" if self.gate.enforcing else "development (unsigned accepted)"}

@@ -104,6 +104,10 @@ class MqttLink:
         self._connected_event: asyncio.Event | None = None
         self._pending_subs: dict[int, asyncio.Future[None]] = {}
         self._pending_pubs: dict[int, asyncio.Future[None]] = {}
+        # subscriptions made with subscribe() (no one waits for them): mid -> (topic, qos, tries)
+        self._fire_subs: dict[int, tuple[str, int, int]] = {}
+        # subscriptions the broker refused (a failure code in SUBACK); subscribe() retries them
+        self.subscribe_refused = 0
         self.connected = False
         self.connect_count = 0
         # why the last attempt to connect failed, for the error a caller sees
@@ -241,8 +245,17 @@ class MqttLink:
             return
         await asyncio.wait_for(fut, timeout)
 
-    def subscribe(self, topic: str, qos: int = 1) -> None:
-        self.client.subscribe(topic, qos)
+    def subscribe(self, topic: str, qos: int = 1, *, _tries: int = 0) -> None:
+        """Subscribe without waiting. A subscription the broker refuses is tried again while
+        connected (1 s, doubling up to 30 s): a clustered broker (NATS) refuses one when it
+        cannot set it up in time, and a device must not stay deaf to its desired state."""
+        rc, mid = self.client.subscribe(topic, qos)
+        if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._fire_subs[mid] = (topic, qos, _tries)
+
+    def _retry_subscribe(self, topic: str, qos: int, tries: int, connection: int) -> None:
+        if self.connected and not self._stopping and self.connect_count == connection:
+            self.subscribe(topic, qos, _tries=tries)
 
     async def subscribe_and_wait(self, topic: str, qos: int = 1, timeout: float = 10.0) -> None:
         assert self._loop is not None
@@ -288,6 +301,7 @@ class MqttLink:
                 fut.set_exception(ConnectionError("disconnected"))
         self._pending_subs.clear()
         self._pending_pubs.clear()
+        self._fire_subs.clear()  # on_connect subscribes again
         self._rtt_probe = None
         if was_connected and self._on_disconnect is not None:
             try:
@@ -308,10 +322,20 @@ class MqttLink:
 
     def _handle_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
                           properties: Any) -> None:
+        failed = [r for r in reasons if getattr(r, "is_failure", False)]
+        if failed:
+            self.subscribe_refused += 1
+        fire = self._fire_subs.pop(mid, None)
+        if fire is not None and failed and self._loop is not None:
+            topic, qos, tries = fire
+            delay = min(1.0 * 2 ** tries, 30.0)
+            log.warning("%s: the broker refused the subscription to %s (%s); trying again in "
+                        "%.0f s", self.client_id, topic, failed[0], delay)
+            self._loop.call_later(delay, self._retry_subscribe, topic, qos, tries + 1,
+                                  self.connect_count)
         fut = self._pending_subs.pop(mid, None)
         if fut is None or fut.done():
             return
-        failed = [r for r in reasons if getattr(r, "is_failure", False)]
         if failed:
             fut.set_exception(PermissionError(f"subscription refused by the broker: {failed[0]}"))
         else:

@@ -22,7 +22,11 @@ as a rollback order (``"edgewise.rollback-order.v1"``) or the other way round. A
 is ``{"order": {model, to_version, device_id, selector, issued_at, expires_at}, "signature"}``.
 
 Key rotation: a device trusts several keys at once (``{key_id: public_pem}``); the envelope names
-its key, so an old key keeps working until it is removed from the trusted set.
+its key, so an old key keeps working until it is removed from the trusted set
+(:mod:`edgewise_wire.key_update` carries additions and retirements over the air).
+
+Replay: an envelope is signed once for the fleet and stays valid until it expires; what makes a
+desired state single-use and addressed to one device is its *seal* (:mod:`edgewise_wire.seal`).
 """
 
 from __future__ import annotations
@@ -154,7 +158,7 @@ def _load_public(public_pem: bytes) -> bytes:
 
 
 
-def _check_signature(what: str, doc: Mapping[str, Any], signed: dict[str, Any],
+def check_signature(what: str, doc: Mapping[str, Any], signed: dict[str, Any],
                      trusted_keys: Mapping[str, bytes]) -> str:
     """Verify ``doc["signature"]`` over ``signed`` plus its key id; returns the key id."""
     block = doc.get("signature")
@@ -247,7 +251,7 @@ def verify_envelope(
     if envelope.get("signature") is None:
         raise UnsignedManifest(f"{what} carries no signature")
     expires_at = _finite(envelope, "expires_at", what)
-    _check_signature(what, envelope,
+    check_signature(what, envelope,
                      manifest_signed_content(manifest, envelope["expires_at"], dev_class), trusted_keys)
 
     model, version = manifest.get("model"), manifest.get("version")
@@ -301,7 +305,7 @@ def verify_agent_envelope(envelope: Any, trusted_keys: Mapping[str, bytes], *, n
     if dev_class is not None and not isinstance(dev_class, str):
         raise MalformedEnvelope(f"{what}: 'device_class' must be a string or null")
     expires_at = _finite(envelope, "expires_at", what)
-    _check_signature(what, envelope, agent_manifest_signed_content(
+    check_signature(what, envelope, agent_manifest_signed_content(
         manifest, envelope["expires_at"], dev_class), trusted_keys)
     label = f"agent manifest {manifest.get('version')}"
     if now >= expires_at:
@@ -338,7 +342,7 @@ def verify_rollback_order(
     if not isinstance(envelope, dict) or not isinstance(envelope.get("order"), dict):
         raise MalformedEnvelope(f"{what} must be an object with an 'order' object")
     order = envelope["order"]
-    key_id = _check_signature(what, envelope, rollback_signed_content(order), trusted_keys)
+    key_id = check_signature(what, envelope, rollback_signed_content(order), trusted_keys)
     model, to_version = order.get("model"), order.get("to_version")
     target_id, selector = order.get("device_id"), order.get("selector")
     if (not isinstance(model, str) or isinstance(to_version, bool)

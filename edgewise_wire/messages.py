@@ -8,6 +8,7 @@ size bound *before* parsing, then the JSON, then the schema, and raises a precis
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -105,7 +106,8 @@ class Desired(Message):
     :attr:`manifest` is parsed from it). ``rollback_order`` is a signed order that allows going
     to a version not above the running one, or to no model. ``probation`` overrides the
     manifest's health window (from the rollout); it is outside the signature and can only
-    change when a verified model is committed, never which model runs.
+    change when a verified model is committed, never which model runs. ``seal`` makes it
+    single-use and names the one device it is for (``edgewise_wire.seal``).
     """
 
     TYPE: ClassVar[str] = "desired"
@@ -115,6 +117,7 @@ class Desired(Message):
     envelope: dict[str, Any] | None = None
     rollback_order: dict[str, Any] | None = None
     probation: ProbationPolicy | None = None
+    seal: dict[str, Any] | None = None
 
     def body(self) -> dict[str, Any]:
         manifest: Any = None
@@ -132,6 +135,8 @@ class Desired(Message):
             d["rollback_order"] = self.rollback_order
         if self.probation is not None:
             d["probation"] = self.probation.to_dict()
+        if self.seal is not None:
+            d["seal"] = self.seal
         return d
 
     @classmethod
@@ -153,7 +158,8 @@ class Desired(Message):
                    envelope=envelope,
                    rollback_order=get_dict(d, "rollback_order", optional=True),
                    probation=(ProbationPolicy.from_dict(probation)
-                              if probation is not None else None))
+                              if probation is not None else None),
+                   seal=get_dict(d, "seal", optional=True))
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,8 @@ def _optional_ref(d: dict[str, Any], key: str) -> ModelRef | None:
 
 # "health" (edgewise_wire.health) is newer than the others: a controller from before it refuses
 # a batch holding one, so controllers are upgraded before agents (docs/protocol.md)
-RECORD_KINDS = ("prediction", "feedback", "error", "metrics", "health")
+# "predictions" (many predictions as arrays, edge_agent/telemetry/records.py) is newer still
+RECORD_KINDS = ("prediction", "feedback", "error", "metrics", "health", "predictions")
 
 # Epochs are random integers below 2**53, so every JSON reader holds them exactly.
 MAX_EPOCH = 2**53 - 1
@@ -415,6 +422,12 @@ def encode(message: Message) -> bytes:
     return data
 
 
+# NaN or Infinity where a JSON value starts (after ":", "," or "["): what Python's json writes
+# for a non-finite float. Inside a string (base64 text, a label) it is not a value; a string
+# that happens to hold ":NaN" only sends the batch the slow, record-by-record way.
+_NON_FINITE = re.compile(r"[:,\[]\s*-?(?:NaN|Infinity)")
+
+
 def encode_telemetry_spliced(first_seq: int, last_seq: int, bodies: list[tuple[int, str]],
                               dropped_total: int, epoch: int,
                               ts: float | None = None) -> bytes | None:
@@ -429,7 +442,8 @@ def encode_telemetry_spliced(first_seq: int, last_seq: int, bodies: list[tuple[i
     """
     parts = []
     for seq, body in bodies:
-        if '"seq"' in body or "NaN" in body or "Infinity" in body or body[:1] != "{":
+        if '"seq"' in body or body[:1] != "{" or (
+                ("NaN" in body or "Infinity" in body) and _NON_FINITE.search(body)):
             return None
         parts.append(f'{{"seq":{seq}}}' if body == "{}" else f'{{"seq":{seq},{body[1:]}')
     head = json.dumps({"schema": SCHEMA_VERSION, "type": TelemetryBatch.TYPE,

@@ -12,6 +12,10 @@ SubjectPublicKeyInfo whose 32 bytes are a canonical point of the main subgroup, 
 order (libsodium's ``crypto_core_ed25519_is_valid_point``): with a small-order key anyone can
 forge signatures. Anything else is refused with a sentence saying what it is instead.
 
+The one exception to "the device only verifies": zero-touch enrollment, where the device makes
+its own Ed25519 key pair (:func:`new_device_key`) and signs its certificate request with it
+(:func:`sign_with_seed`, used by :mod:`edgewise_wire.csr`), so its private key never leaves it.
+
 Which signatures verify: libsodium's ``crypto_sign_verify_detached`` (S below the group order,
 canonical R, small-order R refused).
 """
@@ -26,7 +30,7 @@ import nacl.exceptions
 import nacl.signing
 
 __all__ = ["PUBLIC_KEY_SIZE", "SIGNATURE_SIZE", "MalformedKey", "MalformedSignature",
-           "public_key_from_pem", "verify"]
+           "new_device_key", "public_key_from_pem", "sign_with_seed", "verify"]
 
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
@@ -166,3 +170,22 @@ def _pem_blocks(text: str) -> list[tuple[str, str]]:
         else:
             body.append(line)
     return blocks
+
+
+def new_device_key() -> tuple[bytes, bytes]:
+    """A new Ed25519 key pair from the system's random source: ``(seed, public)``, 32 bytes each
+    (the seed is the private key, RFC 8032)."""
+    key = nacl.signing.SigningKey.generate()
+    return bytes(key), bytes(key.verify_key)
+
+
+def sign_with_seed(seed: bytes, message: bytes) -> bytes:
+    """The 64-byte Ed25519 signature of ``message`` by the key with this 32-byte seed."""
+    raw = _raw(seed, PUBLIC_KEY_SIZE, MalformedKey, "private key seed")
+    return bytes(nacl.signing.SigningKey(raw).sign(bytes(message)).signature)
+
+
+def public_of_seed(seed: bytes) -> bytes:
+    """The 32-byte public key of a seed."""
+    raw = _raw(seed, PUBLIC_KEY_SIZE, MalformedKey, "private key seed")
+    return bytes(nacl.signing.SigningKey(raw).verify_key)

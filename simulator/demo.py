@@ -21,6 +21,7 @@ import click
 
 from controller.cli.client import ControllerClient, ControllerClientError
 from controller.fleet.render import format_fleet_table
+from edgewise_mqtt.link import BrokerAddress
 from simulator.broker import BrokerError, BrokerProcess, free_port, start_broker
 from simulator.fleet import SimulatedFleet
 from simulator.keys import controller_trusted_keys
@@ -33,7 +34,8 @@ def _step(say: Say, text: str) -> None:
     say(click.style("==> ", fg="cyan", bold=True) + text)
 
 
-def start_controller(workdir: Path, broker: BrokerProcess, port: int | None = None,
+def start_controller(workdir: Path, broker: BrokerProcess | BrokerAddress,
+                     port: int | None = None,
                      extra_args: list[str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """Start `edgewise controller serve` as its own process; return it and its URL."""
     port = port or free_port()

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from controller.agent_bundles.api import agent_versions_router
 from controller.app.service import Controller
 from controller.audit.api import audit_router
+from controller.data.api import data_router
 from controller.device_health.api import device_health_router
 from controller.errors import (
     ConflictError,
@@ -32,6 +33,7 @@ from controller.monitoring.drift_api import drift_router
 from controller.rest import API
 from controller.rollouts.api import deployments_router, rollouts_router
 from controller.security.auth import ApiAuth, auth_router, check_exposure
+from controller.security.enroll_api import enroll_router
 from controller.web.pages import pages_router
 from controller.web.prometheus import metrics_router as prometheus_router
 
@@ -59,18 +61,20 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(devices_router(c.devices, c.fleet_views, c.health, admin))
     app.include_router(fleet_router(c.fleet_views, c.health))
     app.include_router(telemetry_router(c.telemetry.count))
+    app.include_router(data_router(c.db, c.registry.get_manifest, admin))
     app.include_router(deployments_router(c.deployments, c.deployment_views, admin))
     app.include_router(rollouts_router(c.rollouts, admin))
     app.include_router(audit_router(c.audit))
     app.include_router(alerts_router(c.alerts, c.monitoring.evaluate_now, c.monitoring.settings,
-                                    admin))
+                                    admin, c.alert_marks))
     app.include_router(retrain_runs_router(c.retrain_runs))
     app.include_router(metrics_router(c.metrics))
     app.include_router(drift_router(c.drift))
     app.include_router(device_health_router(c.device_health, c.device_logs))
+    app.include_router(enroll_router(c.config.data_dir))
     app.include_router(pages_router())
     app.include_router(prometheus_router(c.health, c.metrics, lambda: dict(c.bridge.stats),
-                                         c.drift.latest, c.device_health))
+                                         c.drift.latest, c.device_health, c.notifier.figures))
 
     @app.exception_handler(EdgewiseError)
     async def _edgewise_error(request: Request, exc: EdgewiseError) -> JSONResponse:

@@ -20,12 +20,13 @@ from controller.cli.client import ControllerClientError
 from controller.cli.common import DEFAULT_URL, fail, json_option, quiet_option
 from controller.cli.exit_codes import exit_codes_help
 from controller.config import DEFAULT_HTTP_PORT
+from controller.data import cli as data_cli
 from controller.errors import EdgewiseError
 from controller.fleet import cli as fleet_cli
 from controller.models import cli as models_cli
 from controller.monitoring import cli as monitoring_cli
 from controller.rollouts import cli as rollouts_cli
-from controller.security import cli_keys, cli_pki, cli_tokens
+from controller.security import cli_claims, cli_keys, cli_pki, cli_tokens
 from edgewise_wire.version import edgewise_version
 
 
@@ -213,8 +214,8 @@ def demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float,
 
 
 # every feature's commands, registered one way
-for _feature in (models_cli, agent_cli, fleet_cli, rollouts_cli, monitoring_cli, audit_cli, cli_tokens,
-                 cli_keys, cli_pki, cli_db):
+for _feature in (models_cli, agent_cli, fleet_cli, rollouts_cli, monitoring_cli, audit_cli,
+                 cli_tokens, cli_keys, cli_pki, cli_claims, cli_db, data_cli):
     for _command in _feature.COMMANDS:
         cli.add_command(_command)
 

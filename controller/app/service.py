@@ -7,7 +7,10 @@ tests can drive this class directly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 from controller.agent_bundles.deploy import AgentDeployer
@@ -16,6 +19,8 @@ from controller.app.artifact_sources import ArtifactSources
 from controller.app.lease import Lease
 from controller.audit.store import AuditLog
 from controller.config import ControllerConfig
+from controller.data.export import EmptyExport, Exporter, ExportQuery
+from controller.data.export import write as write_export
 from controller.device_health.logs import LogsRequester
 from controller.device_health.rules import HealthThresholds
 from controller.device_health.store import HealthStore
@@ -24,21 +29,25 @@ from controller.errors import ValidationError
 from controller.fleet.bridge import ControllerBridge
 from controller.fleet.device_registry import DeviceRegistry
 from controller.fleet.queries import FleetViews
+from controller.fleet.seal_counters import SealCounters
 from controller.fleet.store import FleetStore
 from controller.fleet.telemetry_store import TelemetryStore
 from controller.models.artifact_store import ArtifactStore
 from controller.models.object_store import ObjectArtifactStore, StoreLocation, s3_client
 from controller.models.queries import ModelViews
 from controller.models.registry import ModelRegistry
+from controller.monitoring.alert_marks import AlertMarks
 from controller.monitoring.alert_store import AlertStore
 from controller.monitoring.drift_views import DriftViews
 from controller.monitoring.metrics_store import MetricsStore
+from controller.monitoring.notifier import AlertNotifier, NotifySettings
 from controller.monitoring.retrain_runs import RetrainRuns
 from controller.monitoring.service import MonitoringService, MonitoringSettings
 from controller.rollouts.deployment_views import DeploymentViews
 from controller.rollouts.deployments import Deployments
 from controller.rollouts.runner import RolloutRunner
 from controller.security.desired_signer import DesiredSigner, ensure_signing_key
+from controller.security.key_publisher import KeyUpdatePublisher
 from controller.security.signing_keys import SigningKeys
 from controller.storage import Database, migrator
 from controller.web.health import FleetHealth
@@ -56,14 +65,16 @@ class Controller:
         if applied:
             log.info("database upgraded to revision %s (applied %s)", applied[-1],
                      ", ".join(applied))
-        # every desired state is signed with the active key of {data_dir}/signing-keys (created
-        # now if there is none); a rotation applies at the next signature
         # models: artifact files in a shared directory, or in an object store with each
         # replica's directory as its verified cache (then devices get a URL to fetch from)
         self.store = open_artifact_store(config)
         locate = self.store.url_for if isinstance(self.store, ObjectArtifactStore) else None
-        self.signer = DesiredSigner(ensure_signing_key(SigningKeys.for_data_dir(config.data_dir)),
-                                    config.manifest_ttl_s, locate=locate)
+        # every desired state is signed with the active key of {data_dir}/signing-keys (created
+        # now if there is none; a rotation applies at the next signature) and sealed with the
+        # device's next counter (replay protection)
+        signing_keys = SigningKeys.for_data_dir(config.data_dir)
+        self.signer = DesiredSigner(ensure_signing_key(signing_keys), config.manifest_ttl_s,
+                                    locate=locate, counters=SealCounters(self.db).next)
         self.registry = ModelRegistry(self.db, self.store)
         # agent bundles for the devices' launcher: the same store, the same chunk server
         self.agent_bundles = AgentBundles(self.db, self.store)
@@ -80,6 +91,12 @@ class Controller:
                                        share_group=config.share_group)
         self.agent_deployer = AgentDeployer(self.agent_bundles, self.fleet.device_ids,
                                             self.signer, self.bridge.publish_desired_agent)
+        # signing keys over the air: the key update, retained, republished on every change
+        self.key_updates = KeyUpdatePublisher(
+            signing_keys, lambda topic, payload: self.bridge.link.publish(topic, payload,
+                                                                          retain=True),
+            lambda: self.bridge.link.connect_count if self.bridge.link.connected else None)
+        self._key_task: asyncio.Task[None] | None = None
         self.device_logs = LogsRequester(self.bridge.link.publish_threadsafe)
         self.bridge.logs_handler = self.device_logs.on_reply
         # only the holder of the lease runs rollouts and judges alerts (several replicas)
@@ -96,17 +113,26 @@ class Controller:
         # monitoring: alert evaluation, the retraining hook and its canary
         self.alerts = AlertStore(self.db, self.metrics)
         self.retrain_runs = RetrainRuns(self.db)
+        self.alert_marks = AlertMarks(self.db, config.alert_group_by)
+        self.notifier = AlertNotifier(self.alert_marks, NotifySettings(
+            alertmanager_url=config.alertmanager_url, webhook_url=config.alert_webhook_url,
+            webhook_secret=config.alert_webhook_secret, queue_size=config.alert_notify_queue,
+            resend_s=config.alert_resend_s,
+            generator_url=f"http://{config.http_host}:{config.http_port}/"),
+            is_leader=lambda: self.lease.held)
         self.monitoring = MonitoringService(
             self.alerts, self.retrain_runs, MonitoringSettings.from_config(config),
             is_leader=lambda: self.lease.held,
             register=self.registry.register, manifest_of=self.registry.get_manifest,
             start_rollout=self.rollouts.create, deploy=self.deployments.deploy,
-            device_ids=self.fleet.device_ids)
+            device_ids=self.fleet.device_ids, export_data=self.export_training_data,
+            notifier=self.notifier)
         # read models of the views
         self.fleet_views = FleetViews(self.db)
         self.model_views = ModelViews(self.db, self.registry)
         self.deployment_views = DeploymentViews(self.db, self.fleet)
-        self.health = FleetHealth(self.db, self.registry, alerts=lambda: list(self.alerts.alerts()),
+        self.health = FleetHealth(self.db, self.registry, alerts=lambda: self.alert_marks.annotate(
+                                      self.alerts.alerts(), time.time()),
                                   metrics_store=self.metrics)
         self.drift = DriftViews(self.db, self.metrics.profile)
         try:
@@ -120,15 +146,28 @@ class Controller:
         await self.lease.start()
         self.monitoring.start()
         await self.rollouts.start()
+        self._key_task = asyncio.create_task(self.key_updates.run())
         log.info("controller connected to broker %s, database %s", self.config.broker, self.db)
 
     async def stop(self) -> None:
+        if self._key_task is not None:
+            self._key_task.cancel()
         await self.monitoring.stop()
         await self.rollouts.stop()
         await self.lease.stop()  # hand the lease over at once
         await self.bridge.stop()
         self.db.dispose()
 
+
+    def export_training_data(self, model: str, out: Path, since: float | None) -> int:
+        """The model's predictions (every version) since ``since`` as Parquet at ``out``, for
+        the retraining hook; returns the rows written (0: none, and no file)."""
+        try:
+            exporter = Exporter(self.db, self.registry.get_manifest(model),
+                                ExportQuery(model, since=since))
+            return write_export(exporter, "parquet", out).rows
+        except EmptyExport:
+            return 0
     def push_model(self, manifest: Manifest, artifact: bytes) -> Manifest:
         return self.registry.register(manifest, artifact)
 

@@ -177,6 +177,32 @@ class ControllerClient:
     def fleet_devices(self, **params: Any) -> dict[str, Any]:
         return self._call("GET", "/fleet/devices", params=_params(**params))
 
+    def export_data(self, params: dict[str, Any], out: Any) -> int:
+        """Stream ``GET /data/export`` into the binary file ``out``; return the bytes written.
+        An error before the stream starts is raised as one line."""
+        try:
+            with self._http.stream("GET", "/data/export", params=params,
+                                   timeout=httpx.Timeout(30.0, read=None)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    try:
+                        detail = response.json().get("detail", response.text)
+                    except ValueError:
+                        detail = response.text
+                    raise ControllerClientError(f"{response.status_code}: {detail}")
+                written = 0
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    written += len(chunk)
+                return written
+        except httpx.TransportError as exc:
+            raise ControllerClientError(
+                f"cannot reach the controller at {self.base_url} ({exc}); is "
+                "`edgewise controller serve` running? Set --controller or EDGEWISE_URL.") from None
+
+    def apply_retention(self, days: float | None, rows: int | None) -> dict[str, Any]:
+        return self._call("POST", "/data/retention", json={"days": days, "rows": rows})
+
     def telemetry_count(self, device_id: str | None = None) -> int:
         return int(self._call("GET", "/telemetry/count",
                               params=_params(device_id=device_id))["count"])
@@ -226,6 +252,22 @@ class ControllerClient:
 
     def evaluate_alerts(self) -> dict[str, Any]:
         return self._call("POST", "/alerts/evaluate")
+
+    def ack_alert(self, event_id: int, comment: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/alerts/events/{event_id}/ack", json={"comment": comment})
+
+    def silence_alerts(self, *, event_id: int | None = None, matchers: list[str] | None = None,
+                       duration_s: float = 7200.0, comment: str = "") -> dict[str, Any]:
+        return self._call("POST", "/alerts/silences", json={
+            "event_id": event_id, "matchers": matchers or [], "duration_s": duration_s,
+            "comment": comment})
+
+    def silences(self, include_expired: bool = False) -> list[dict[str, Any]]:
+        return self._call("GET", "/alerts/silences",
+                          params={"all": str(include_expired).lower()})
+
+    def expire_silence(self, silence_id: int) -> dict[str, Any]:
+        return self._call("DELETE", f"/alerts/silences/{silence_id}")
 
     def retrain_runs(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._call("GET", "/retrain-runs", params={"limit": limit})

@@ -1,10 +1,18 @@
 """The controller's MQTT side: ingests what devices say, publishes what they should run.
 
-Handlers run on the event loop and only parse; database work happens in a worker thread fed by
-one queue, so a slow commit never stalls the MQTT connection. Telemetry is acknowledged only
-after its transaction committed: an ack that is lost makes the agent send again, and the
-(device, epoch, seq) key makes the second copy a no-op. ``metrics`` records (window summaries)
-are stored in the same transaction by the telemetry store, into the metrics table as well.
+Handlers run on the event loop and only parse (telemetry with msgspec, :mod:`.ingest_wire`);
+database work happens in a worker thread fed by one queue, so a slow commit never stalls the MQTT
+connection.
+
+Group commit: the worker takes what waits in the queue, and waits a little for more (until
+``group_records`` records or ``group_wait_s`` after the first message), and stores the telemetry
+of all those messages in one transaction (:meth:`TelemetryStore.store_group`). Telemetry is
+acknowledged only after that transaction committed: an ack that is lost makes the agent send
+again, and the (device, epoch, seq) key makes the second copy a no-op. If the database refuses
+the group for something in the data (not for being down), the group is stored message by
+message, so one such message holds none of the others back. ``metrics`` records (window
+summaries) are stored in the same transaction by the telemetry store, into the metrics table as
+well.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any, Protocol
 
 from controller.errors import StorageError
 from controller.fleet.chunk_server import ChunkServer
+from controller.fleet.ingest_wire import DecodedBatch, decode_telemetry
 from controller.fleet.store import FleetStore
 from controller.fleet.telemetry_store import TelemetryStore
 from edgewise_mqtt.link import BrokerAddress, MqttLink
@@ -31,7 +40,6 @@ from edgewise_wire import (
     Presence,
     ProtocolError,
     Reported,
-    TelemetryBatch,
     decode,
     encode,
 )
@@ -57,8 +65,13 @@ _INGESTED = (DeviceChannel.REPORTED, DeviceChannel.PRESENCE, DeviceChannel.TELEM
 @dataclass(frozen=True)
 class _Work:
     device_id: str
-    message: Presence | Reported | TelemetryBatch
+    message: Presence | Reported | DecodedBatch
     received_at: float
+
+    @property
+    def records(self) -> int:
+        """What the item weighs in a group: its records (a state update counts one)."""
+        return self.message.records if isinstance(self.message, DecodedBatch) else 1
 
 
 class ArtifactSource(Protocol):
@@ -80,14 +93,18 @@ class ControllerBridge:
         *,
         client_id: str | None = None,
         share_group: str | None = None,
-        batch_limit: int = 200,
+        batch_limit: int = 1000,
+        group_records: int = 5000,
+        group_wait_s: float = 0.005,
     ) -> None:
         self.fleet = fleet
         self.telemetry = telemetry
         self.artifacts = artifacts
         self.share_group = share_group
         self.stats: Counter[str] = Counter()
-        self._batch_limit = batch_limit
+        self._batch_limit = batch_limit  # messages in one group at most
+        self._group_records = group_records  # records in one group: no more are awaited
+        self._group_wait_s = group_wait_s  # how long a group waits for more after its first
         self._queue: asyncio.Queue[_Work] | None = None
         self._worker: asyncio.Task[None] | None = None
         # the last desired state and its encoding: a deployment sends one Desired to many
@@ -167,7 +184,13 @@ class ControllerBridge:
                 self.logs_handler(parsed.device_id, payload)
                 return
             if channel is DeviceChannel.TELEMETRY:
-                message = decode(payload, TelemetryBatch)
+                now = time.time()
+                message = decode_telemetry(payload, parsed.device_id, now)
+                if message.rejected:
+                    self._count_bad_records(message)
+                assert self._queue is not None
+                self._queue.put_nowait(_Work(parsed.device_id, message, now))
+                return
             elif channel is DeviceChannel.REPORTED:
                 message = decode(payload, Reported)
             elif channel is DeviceChannel.PRESENCE:
@@ -183,12 +206,42 @@ class ControllerBridge:
         assert self._queue is not None
         self._queue.put_nowait(_Work(parsed.device_id, message, time.time()))
 
+    def _count_bad_records(self, batch: DecodedBatch) -> None:
+        """Bad records of a batch whose other records are stored: counted and logged; the
+        batch is acknowledged with them (sending them again would not make them good)."""
+        self.stats["dropped_bad_records"] += len(batch.rejected)
+        log.warning("telemetry from %s (epoch %d, seqs %d..%d): %d bad records left out, %d "
+                    "stored: %s", batch.device_id, batch.epoch, batch.first_seq, batch.last_seq,
+                    len(batch.rejected), len(batch.rows), "; ".join(batch.rejected[:3]))
+
+    async def _gather(self) -> list[_Work]:
+        """The next group: what waits in the queue, and what arrives within ``group_wait_s``
+        of the first message, up to ``batch_limit`` messages or ``group_records`` records."""
+        assert self._queue is not None
+        queue = self._queue
+        items = [await queue.get()]
+        weight = items[0].records
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._group_wait_s
+        while len(items) < self._batch_limit and weight < self._group_records:
+            if queue.empty():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                item = queue.get_nowait()
+            items.append(item)
+            weight += item.records
+        return items
+
     async def _work_loop(self) -> None:
         assert self._queue is not None
         while True:
-            items = [await self._queue.get()]
-            while len(items) < self._batch_limit and not self._queue.empty():
-                items.append(self._queue.get_nowait())
+            items = await self._gather()
             acks: list[tuple[str, Ack]] = []
             for attempt in range(1, _STORE_ATTEMPTS + 1):
                 try:
@@ -210,20 +263,14 @@ class ControllerBridge:
 
     def _store(self, items: list[_Work]) -> list[tuple[str, Ack]]:
         """Runs in a worker thread: commit, then return the acks to send."""
-        acks: list[tuple[str, Ack]] = []
+        batches: list[DecodedBatch] = []
         for item in items:
             message = item.message
+            if isinstance(message, DecodedBatch):
+                batches.append(message)
+                continue
             try:
-                if isinstance(message, TelemetryBatch):
-                    inserted = self.telemetry.store_batch(item.device_id, message,
-                                                          item.received_at)
-                    self.stats["records_stored"] += inserted
-                    self.stats["records_duplicate"] += len(message.records) - inserted
-                    self.stats["batches"] += 1
-                    # the epoch goes back too: an agent ignores acks for an outbox it replaced
-                    acks.append((item.device_id,
-                                 Ack(message.first_seq, message.last_seq, message.epoch)))
-                elif isinstance(message, Reported):
+                if isinstance(message, Reported):
                     self.fleet.set_reported(item.device_id, message)
                 elif isinstance(message, Presence):
                     self.fleet.set_presence(item.device_id, message.online, message.ts,
@@ -234,7 +281,42 @@ class ControllerBridge:
                 # this one message can never be stored; the others in the round still are
                 self.stats["dropped_invalid"] += 1
                 log.warning("dropped %s from %s: %s", type(message).__name__, item.device_id, exc)
-        return acks
+        if not batches:
+            return []
+        stored = self._store_telemetry(batches)
+        # the epoch goes back too: an agent ignores acks for an outbox it replaced
+        return [(b.device_id, Ack(b.first_seq, b.last_seq, b.epoch)) for b in stored]
+
+    def _store_telemetry(self, batches: list[DecodedBatch]) -> list[DecodedBatch]:
+        """One transaction for the group; if the database refuses its data, one per batch.
+        Returns the batches committed (to acknowledge)."""
+        stored = batches
+        try:
+            inserted = self.telemetry.store_group(batches)
+        except StorageError:
+            raise  # the database itself: the whole round is retried
+        except Exception as exc:
+            log.warning("a group of %d telemetry batches was refused (%s); storing them one "
+                        "by one", len(batches), exc)
+            self.stats["groups_split"] += 1
+            inserted, stored = 0, []
+            for b in batches:
+                try:
+                    inserted += self.telemetry.store_group([b])
+                except StorageError:
+                    raise
+                except Exception as one:
+                    # this batch can never be stored; the others in the group still are
+                    self.stats["dropped_invalid"] += 1
+                    log.warning("dropped telemetry from %s: %s", b.device_id, one)
+                    continue
+                stored.append(b)
+        rows = sum(len(b.rows) for b in stored)
+        self.stats["records_stored"] += inserted
+        self.stats["records_duplicate"] += rows - inserted
+        self.stats["batches"] += len(stored)
+        self.stats["groups"] += 1
+        return stored
 
     def _resolve_artifact(self, sha256: str) -> ArtifactRef | None:
         manifest = self.artifacts.find_by_sha(sha256)

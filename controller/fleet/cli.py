@@ -357,4 +357,56 @@ def devices_revoke(device_id: str, broker_pid_file: Path | None, as_json: bool,
 
 
 
+@devices.command("pending")
+@json_option
+@data_dir_option
+def devices_pending(as_json: bool, data_dir: Path | None, config_path: Path | None) -> None:
+    """Enrollment requests waiting for an operator (claim tokens with --approval manual).
+
+    Example: edgewise devices pending --json
+    """
+    from controller.security.claims import ClaimStore
+
+    rows = ClaimStore.for_data_dir(resolve_data_dir(data_dir, config_path)).pending()
+    emit(rows, as_json, "\n".join(
+        f"{r['device_id']}  token={r['token']}  group={r['group']}  "
+        f"key sha256 {r['public_key_sha256'][:16]}" for r in rows) or "no pending requests")
+
+
+@devices.command("approve")
+@click.argument("device_id")
+@json_option
+@data_dir_option
+def devices_approve(device_id: str, as_json: bool, data_dir: Path | None,
+                    config_path: Path | None) -> None:
+    """Issue the certificate a pending device asked for; it gets it when it asks again.
+
+    Example: edgewise devices approve pi-berlin-07
+    """
+    from controller.security.claims import ClaimStore
+
+    outcome = ClaimStore.for_data_dir(resolve_data_dir(data_dir, config_path)).approve(device_id)
+    emit({"device_id": device_id, "status": outcome.status}, as_json,
+         f"approved {device_id}: its certificate is issued")
+
+
+@devices.command("reject")
+@click.argument("device_id")
+@click.option("--reason", default="rejected by an operator", show_default=True)
+@json_option
+@data_dir_option
+def devices_reject(device_id: str, reason: str, as_json: bool, data_dir: Path | None,
+                   config_path: Path | None) -> None:
+    """Refuse a pending enrollment request (its place in the token's quota is given back).
+
+    Example: edgewise devices reject pi-unknown-3 --reason "not ours"
+    """
+    from controller.security.claims import ClaimStore
+
+    outcome = ClaimStore.for_data_dir(resolve_data_dir(data_dir, config_path)).reject(
+        device_id, reason)
+    emit({"device_id": device_id, "status": outcome.status, "reason": outcome.reason},
+         as_json, f"rejected {device_id}: {reason}")
+
+
 COMMANDS = (fleet, device, devices)

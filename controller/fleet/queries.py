@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from controller.errors import NotFoundError, ValidationError
+from controller.fleet.prediction_sums import predictions_count
 from controller.fleet.selectors import Selector
 from controller.paging import page
 from controller.storage.db import Database
@@ -157,7 +158,7 @@ class FleetViews:
             chunk = list(ids[i:i + IN_CHUNK])
             agg = (sa.select(
                 t.device_id,
-                sa.func.count(sa.case((t.kind == "prediction", 1))).label("predictions"),
+                predictions_count().label("predictions"),
                 sa.func.count(t.correct).label("feedback"),
                 sa.func.sum(sa.case((t.correct == sa.true(), 1), else_=0)).label("hits"))
                 .where(t.device_id.in_(chunk)).group_by(t.device_id).subquery())

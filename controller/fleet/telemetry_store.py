@@ -1,8 +1,10 @@
 """Telemetry records from the agents' outboxes, stored exactly once per (device, epoch, seq).
 
 The agent resends a batch until it is acknowledged, so the same records arrive more than once
-(and batches overlap after a reconnect). Each record is inserted with ON CONFLICT DO NOTHING in
-one transaction; only once that commits may the controller send the Ack. The epoch identifies
+(and batches overlap after a reconnect). Records are inserted with ON CONFLICT DO NOTHING, many
+batches in one transaction (:meth:`TelemetryStore.store_group`, the bridge's group commit: SQLite
+``executemany``, PostgreSQL ``COPY`` into a staging table then one INSERT ... SELECT); only once
+that commits may the controller send the Acks. The epoch identifies
 one outbox file: a replaced outbox (moved aside as corrupt, device re-provisioned) starts its
 seq at 1 again under a new epoch, and those records are new, not replays.
 
@@ -15,18 +17,18 @@ its telemetry record is. ``health`` records (device health windows) go the same 
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from controller.errors import NotFoundError, ValidationError
-from controller.fleet.store import raise_dropped_total, touch
+from controller.errors import NotFoundError, StorageError, ValidationError
+from controller.fleet.ingest_wire import TELEMETRY_COLUMNS, DecodedBatch, Row, rows_of
+from controller.fleet.prediction_sums import latency_count, latency_sum, predictions_count
 from controller.storage.db import Database
 from controller.storage.tables import devices, telemetry
 from edgewise_wire import TelemetryBatch
+from edgewise_wire.errors import SchemaError
 
 # (connection, device id, epoch, window records, received at): stores metrics windows inside the
 # caller's transaction
@@ -42,23 +44,29 @@ class TelemetryStore:
 
     def store_batch(self, device_id: str, batch: TelemetryBatch, received_at: float) -> int:
         """Store the batch's records; return how many were new (0 for a replayed batch).
-        Also registers the device and raises its dropped_total, in the same transaction."""
-        rows = [_row(device_id, r, received_at, i, batch.epoch)
-                for i, r in enumerate(batch.records)]
-        stmt = self.db.insert_ignore(telemetry).returning(telemetry.c.seq)
-        windows = [r for r in batch.records if r.get("kind") == "metrics"]
-        health = [r for r in batch.records if r.get("kind") == "health"]
+        Also registers the device and raises its dropped_total, in the same transaction.
+        Every record must be good: one that is not refuses the whole batch (ValidationError
+        naming it); the MQTT ingest checks records one by one (:mod:`.ingest_wire`)."""
+        try:
+            decoded = rows_of(device_id, batch, received_at)
+        except SchemaError as exc:
+            raise ValidationError(str(exc)) from None
+        return self.store_group([decoded])
+
+    def store_group(self, batches: Sequence[DecodedBatch]) -> int:
+        """Store many decoded batches (of any devices) in one transaction: the group commit of
+        the MQTT ingest. Registers the devices and raises their dropped_total, inserts every
+        row once per (device, epoch, seq) and hands window records to the sinks; returns how
+        many rows were new. Nothing is stored if anything fails."""
+        rows = [row for b in batches for row in b.rows]
         with self.db.write() as conn:
-            touch(self.db, conn, device_id, received_at)
-            raise_dropped_total(conn, device_id, batch.dropped_total)
-            if not rows:
-                return 0
-            # executemany; RETURNING yields only the rows that were not already there.
-            inserted = len(conn.execute(stmt, rows).all())
-            if windows and self.windows is not None:
-                self.windows(conn, device_id, batch.epoch, windows, received_at)
-            if health and self.health is not None:
-                self.health(conn, device_id, batch.epoch, health, received_at)
+            _register_devices(self.db, conn, batches)
+            inserted = insert_rows(conn, rows) if rows else 0
+            for b in batches:
+                if b.windows and self.windows is not None:
+                    self.windows(conn, b.device_id, b.epoch, b.windows, b.received_at)
+                if b.health and self.health is not None:
+                    self.health(conn, b.device_id, b.epoch, b.health, b.received_at)
             return inserted
 
     def count(self, device_id: str | None = None, kind: str | None = None) -> int:
@@ -90,12 +98,13 @@ class TelemetryStore:
         t = telemetry.c
         q = sa.select(
             sa.func.count().label("records"),
-            sa.func.count(sa.case((t.kind == "prediction", 1))).label("predictions"),
+            predictions_count().label("predictions"),
             sa.func.count(sa.case((t.kind == "feedback", 1))).label("feedback_records"),
             sa.func.count(sa.case((t.kind == "error", 1))).label("errors"),
             sa.func.count(t.correct).label("labelled"),
             sa.func.sum(sa.case((t.correct == sa.true(), 1), else_=0)).label("hits"),
-            sa.func.avg(t.latency_ms).label("mean_latency_ms"),
+            latency_sum().label("latency_sum"),
+            latency_count().label("latency_n"),
             sa.func.min(t.seq).label("first_seq"),
             sa.func.max(t.seq).label("last_seq"),
             sa.func.max(t.ts).label("last_ts"),
@@ -107,7 +116,7 @@ class TelemetryStore:
                 raise NotFoundError("device", device_id)
             m = conn.execute(q).one()._mapping
         labelled = int(m["labelled"])
-        latency = m["mean_latency_ms"]
+        latency = float(m["latency_sum"]) / int(m["latency_n"]) if m["latency_n"] else None
         return {
             "device_id": device_id,
             "records": int(m["records"]),
@@ -123,49 +132,101 @@ class TelemetryStore:
         }
 
 
-# one compact encoder built once (json.dumps with arguments builds one per call: ~2x slower)
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+def _register_devices(db: Database, conn: sa.Connection,
+                      batches: Sequence[DecodedBatch]) -> None:
+    """touch() and raise_dropped_total() for every device of a group, three statements in all
+    (executemany), in device order: two replicas committing overlapping groups lock the rows
+    in the same order and cannot deadlock."""
+    seen: dict[str, tuple[float, int]] = {}
+    for b in batches:
+        at, dropped = seen.get(b.device_id, (b.received_at, b.dropped_total))
+        seen[b.device_id] = (max(at, b.received_at), max(dropped, b.dropped_total))
+    order = sorted(seen.items())
+    d = devices.c
+    conn.execute(db.insert_ignore(devices),
+                 [{"device_id": k, "first_seen": at, "last_seen": at} for k, (at, _) in order])
+    conn.execute(devices.update()
+                 .where(d.device_id == sa.bindparam("k"), d.last_seen < sa.bindparam("at"))
+                 .values(last_seen=sa.bindparam("at")),
+                 [{"k": k, "at": at} for k, (at, _) in order])
+    raised = [{"k": k, "n": n} for k, (_, n) in order if n > 0]
+    if raised:
+        conn.execute(devices.update()
+                     .where(d.device_id == sa.bindparam("k"), d.dropped_total < sa.bindparam("n"))
+                     .values(dropped_total=sa.bindparam("n")), raised)
 
 
-def _row(device_id: str, r: Any, received_at: float, index: int, epoch: int = 0) -> dict[str, Any]:
-    """Columns pulled out of one agent record; a field of the wrong type becomes NULL (the
-    record itself is kept whole in payload_json), a missing seq/kind/ts is refused."""
-    if not isinstance(r, dict):
-        raise ValidationError(f"records[{index}] must be an object")
-    seq, kind, ts = r.get("seq"), r.get("kind"), r.get("ts")
-    if not _is_int(seq) or not isinstance(kind, str) or len(kind) > 32 or _number(ts) is None:
-        raise ValidationError(f"records[{index}] needs an integer seq, a string kind and a "
-                              f"numeric ts (got seq={seq!r}, kind={kind!r}, ts={ts!r})")
+_COLUMNS = ", ".join(TELEMETRY_COLUMNS)
+_SQLITE_INSERT = (f"INSERT INTO telemetry ({_COLUMNS}) VALUES "
+                  f"({', '.join('?' * len(TELEMETRY_COLUMNS))}) ON CONFLICT DO NOTHING")
+# a staging table per session, emptied at every commit: COPY cannot skip duplicates itself
+_PG_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS telemetry_stage "
+             "(LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+_PG_COPY = f"COPY telemetry_stage ({_COLUMNS}) FROM STDIN"
+_PG_COPY_DIRECT = f"COPY telemetry ({_COLUMNS}) FROM STDIN"
+# in key order: two replicas inserting overlapping groups take the key locks in the same order
+_PG_MERGE = (f"INSERT INTO telemetry ({_COLUMNS}) SELECT {_COLUMNS} FROM telemetry_stage "
+             "ORDER BY device_id, epoch, seq ON CONFLICT DO NOTHING")
+
+
+def insert_rows(conn: sa.Connection, rows: Sequence[Row]) -> int:
+    """Insert telemetry rows (in :data:`TELEMETRY_COLUMNS` order) inside ``conn``'s
+    transaction, each (device, epoch, seq) once; return how many were new. SQLite:
+    ``executemany`` of one prepared INSERT ... ON CONFLICT DO NOTHING; PostgreSQL: COPY into
+    the table under a savepoint, and if a key is already there (a resent batch), COPY into a
+    temporary staging table instead, then one INSERT ... SELECT ... ON CONFLICT DO NOTHING."""
+    raw: Any = conn.connection.driver_connection
     try:
-        payload = _encode(r)
-    except (TypeError, ValueError) as e:
-        raise ValidationError(f"records[{index}] is not JSON-serialisable: {e}") from e
-    return {
-        "device_id": device_id,
-        "epoch": epoch,
-        "seq": seq,
-        "kind": kind,
-        "ts": _number(ts),
-        "model": _str(r.get("model")),
-        "version": r.get("version") if _is_int(r.get("version")) else None,
-        "prediction_id": _str(r.get("prediction_id")),
-        "latency_ms": _number(r.get("latency_ms")),
-        "correct": r.get("correct") if isinstance(r.get("correct"), bool) else None,
-        "payload_json": payload,
-        "received_at": received_at,
-    }
+        return _insert_rows(conn.dialect.name, raw, rows)
+    except OverflowError as e:  # a Python int past what the driver binds
+        raise ValidationError(f"a value is out of the database's range: {e}") from None
+    except Exception as e:
+        # the driver's own errors (the statements above bypass SQLAlchemy): a value the
+        # database refuses is the data's fault; anything else is the database's
+        if type(e).__module__.split(".")[0] not in ("sqlite3", "psycopg"):
+            raise
+        if {c.__name__ for c in type(e).__mro__} & {"DataError", "IntegrityError"}:
+            raise ValidationError(f"the database refused a telemetry row: {e}") from None
+        raise StorageError(f"database error: {e!r}") from e
 
 
-def _is_int(v: Any) -> bool:
-    # bounded to BIGINT: a larger number would fail the whole insert, not just this column
-    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
+def _key(row: Row) -> tuple[str, int, int]:
+    return row[0], row[1], row[2]
 
 
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return None
-    return float(v)
+def _copy(cur: Any, sql: str, rows: Sequence[Row]) -> None:
+    with cur.copy(sql) as copy:
+        write = copy.write_row
+        for row in rows:
+            write(row)
 
 
-def _str(v: Any) -> str | None:
-    return v if isinstance(v, str) and len(v) <= 128 else None
+def _insert_rows(dialect: str, raw: Any, rows: Sequence[Row]) -> int:
+    if dialect == "sqlite":
+        cur = raw.cursor()
+        try:
+            cur.executemany(_SQLITE_INSERT, rows)
+            return int(cur.rowcount)
+        finally:
+            cur.close()
+    if dialect == "postgresql":
+        import psycopg  # the PostgreSQL driver: present wherever a PostgreSQL URL is used
+
+        # in key order: two replicas writing overlapping groups lock the keys in the same order
+        ordered = sorted(rows, key=_key)
+        with raw.cursor() as cur:
+            # most groups hold no record already stored: COPY straight into the table, and
+            # only if a key is there already (a resent batch) take the staging table's way
+            cur.execute("SAVEPOINT ew_copy")
+            try:
+                _copy(cur, _PG_COPY_DIRECT, ordered)
+            except psycopg.errors.UniqueViolation:
+                cur.execute("ROLLBACK TO SAVEPOINT ew_copy")
+            else:
+                cur.execute("RELEASE SAVEPOINT ew_copy")
+                return len(ordered)
+            cur.execute(_PG_STAGE)
+            _copy(cur, _PG_COPY, ordered)
+            cur.execute(_PG_MERGE)
+            return int(cur.rowcount)
+    raise StorageError(f"unsupported database dialect {dialect!r}")

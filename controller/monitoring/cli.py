@@ -12,10 +12,13 @@ from typing import Any
 import click
 
 from controller.cli.common import (
+    DURATION_HELP,
     client_from,
     emit,
+    fail,
     format_table,
     json_option,
+    parse_duration,
     parse_since,
 )
 from controller.cli.exit_codes import ExitCode, exit_codes_help
@@ -41,8 +44,8 @@ def _ago(ts: Any) -> str:
 
 # -- alerts ------------------------------------------------------------------------------------
 
-@click.command("alerts", epilog=exit_codes_help(ExitCode.OK, ExitCode.ERROR,
-                                                   ExitCode.ALERTS_FIRING))
+@click.group("alerts", invoke_without_command=True,
+             epilog=exit_codes_help(ExitCode.OK, ExitCode.ERROR, ExitCode.ALERTS_FIRING))
 @click.option("--all", "show_all", is_flag=True, help="Every alert state, cleared ones too.")
 @click.option("--history", is_flag=True, help="Fired/cleared events instead of current states.")
 @click.option("--kind", type=click.Choice(list(ALERT_KINDS)), help="Only this kind of alert.")
@@ -71,7 +74,12 @@ def alerts(ctx: click.Context, show_all: bool, history: bool, kind: str | None,
     Example: edgewise alerts --kind drift --json
 
     Example: edgewise alerts --explain 17
+
+    Acknowledge a firing with `edgewise alerts ack ID`; stop its notifications (Alertmanager,
+    webhooks) for a while with `edgewise alerts silence ID --for 2h` (docs/integrations.md).
     """
+    if ctx.invoked_subcommand is not None:
+        return
     client = client_from(ctx)
     if explain_id is not None:
         emit(client.explain_alert(explain_id), as_json, format_explanation)
@@ -93,7 +101,7 @@ def alerts(ctx: click.Context, show_all: bool, history: bool, kind: str | None,
         click.echo(format_table(["ID", "KIND", "DEVICE", "STATE", "SINCE", "VERSION", "VALUE",
                                  "THRESHOLD", "DETAIL"],
                                 [[r.get("event_id") or "-", r["kind"], r["device_id"],
-                                  "FIRING" if r["firing"] else "ok",
+                                  _state_text(r),
                                   _ago(r["since"]) if r["firing"] else "-",
                                   f"{r['model']}:{r['version']}" if r.get("model") else "-",
                                   _num(r.get("value")), _num(r.get("threshold")), r["detail"]]
@@ -102,6 +110,100 @@ def alerts(ctx: click.Context, show_all: bool, history: bool, kind: str | None,
         click.echo(f"{firing} alert{'s' if firing != 1 else ''} firing"
                    + ("; `edgewise alerts --explain ID` says why" if firing else ""))
     sys.exit(ExitCode.ALERTS_FIRING if any(r["firing"] for r in rows) else ExitCode.OK)
+
+
+def _state_text(r: dict[str, Any]) -> str:
+    if not r["firing"]:
+        return "ok"
+    marks = []
+    if r.get("acked_by"):
+        marks.append(f"acked by {r['acked_by']}")
+    if r.get("silenced_by"):
+        marks.append("silenced (" + ", ".join(f"#{s}" for s in r["silenced_by"]) + ")")
+    return "FIRING" + (f" [{'; '.join(marks)}]" if marks else "")
+
+
+@alerts.command("ack", epilog=exit_codes_help(ExitCode.OK, ExitCode.ERROR))
+@click.argument("event_id", metavar="ID", type=click.IntRange(1))
+@click.option("--comment", default="", help="Why, or who handles it.")
+@json_option
+@click.pass_context
+def alerts_ack(ctx: click.Context, event_id: int, comment: str, as_json: bool) -> None:
+    """Acknowledge the alert whose firing event is ID (the ID column of `edgewise alerts`).
+
+    `edgewise alerts` and the dashboard then show who acknowledged it; Alertmanager receives
+    it as the annotation acknowledged_by. A later firing of the same alert is a new event and
+    needs its own acknowledgement. Needs an admin token.
+
+    Example: edgewise alerts ack 17 --comment "replacing the sensor"
+    """
+    done = client_from(ctx).ack_alert(event_id, comment)
+    emit(done, as_json, lambda d: f"acknowledged {d['kind']} alert on {d['device_id']} "
+                                  f"(event {d['event_id']}) as {d['acked_by']}")
+
+
+def _silence_text(s: dict[str, Any]) -> str:
+    left = float(s["ends_at"]) - time.time()
+    return (f"silence #{s['id']}: {s['text']} until "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(s['ends_at'])))}"
+            f" ({'ended' if left <= 0 else f'{left / 3600:.1f} h left'}) by {s['created_by']}")
+
+
+@alerts.command("silence", epilog=exit_codes_help(ExitCode.OK, ExitCode.ERROR,
+                                                   ExitCode.USAGE))
+@click.argument("event_id", metavar="[ID]", type=click.IntRange(1), required=False)
+@click.option("--matcher", "matchers", multiple=True, metavar="LABEL=VALUE",
+              help="Silence every alert whose labels match (repeat to AND them): label=value, "
+                   "label!=value, label=~regex, label!~regex on alertname, kind, device, group, "
+                   "model, version, severity.")
+@click.option("--for", "duration", default="2h", show_default=True,
+              help=f"How long: {DURATION_HELP}.")
+@click.option("--comment", default="", help="Why.")
+@json_option
+@click.pass_context
+def alerts_silence(ctx: click.Context, event_id: int | None, matchers: tuple[str, ...],
+                   duration: str, comment: str, as_json: bool) -> None:
+    """Stop notifying an alert (ID: its firing event) or every alert the matchers select.
+
+    Silenced alerts are still judged, stored and listed (marked silenced), but not sent to
+    Alertmanager or the webhook until the silence ends. Needs an admin token.
+
+    Example: edgewise alerts silence 17 --for 2h
+
+    Example: edgewise alerts silence --matcher model=iris --matcher group=site=berlin --for 1d
+    """
+    if (event_id is None) == (not matchers):
+        fail("give an alert ID or --matcher, not both and not neither", ExitCode.USAGE)
+    done = client_from(ctx).silence_alerts(event_id=event_id, matchers=list(matchers),
+                                           duration_s=parse_duration(duration, "--for"),
+                                           comment=comment)
+    emit(done, as_json, _silence_text)
+
+
+@alerts.command("silences", epilog=exit_codes_help(ExitCode.OK, ExitCode.ERROR))
+@click.option("--all", "show_all", is_flag=True, help="Ended silences too.")
+@json_option
+@click.pass_context
+def alerts_silences(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """List the silences in force.
+
+    Example: edgewise alerts silences --json
+    """
+    rows = client_from(ctx).silences(include_expired=show_all)
+    emit(rows, as_json, lambda rows: "\n".join(_silence_text(s) for s in rows)
+         or "no silences")
+
+
+@alerts.command("unsilence", epilog=exit_codes_help(ExitCode.OK, ExitCode.ERROR))
+@click.argument("silence_id", metavar="SILENCE_ID", type=click.IntRange(1))
+@json_option
+@click.pass_context
+def alerts_unsilence(ctx: click.Context, silence_id: int, as_json: bool) -> None:
+    """End a silence now (its number in `edgewise alerts silences`). Needs an admin token.
+
+    Example: edgewise alerts unsilence 3
+    """
+    emit(client_from(ctx).expire_silence(silence_id), as_json, _silence_text)
 
 
 def format_explanation(doc: dict[str, Any]) -> str:

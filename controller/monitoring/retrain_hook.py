@@ -6,7 +6,12 @@ The contract (docs/monitoring.md, "Continuous training hook"):
   output directory as working directory). Its stdin is the alert context as JSON; the same
   context is in ``$EDGEWISE_CONTEXT_FILE``, and the main fields are in environment variables:
   ``EDGEWISE_ALERT_KIND``, ``EDGEWISE_MODEL``, ``EDGEWISE_MODEL_VERSION``, ``EDGEWISE_DEVICES``
-  (comma-separated), ``EDGEWISE_OUTPUT_DIR``, ``EDGEWISE_RUN_ID``.
+  (comma-separated), ``EDGEWISE_OUTPUT_DIR``, ``EDGEWISE_RUN_ID``, and
+  ``EDGEWISE_TRAINING_DATA``: the path of ``training_data.parquet`` in the output directory,
+  the model's predictions of the last 30 days as `edgewise data export` writes them (inputs,
+  predictions, labels that came back, devices, versions); empty when there were none. The
+  context's ``training_data`` holds the same path (a webhook's pipeline fetches the data with
+  ``GET /api/v1/data/export`` instead).
   To hand back a model it either writes ``model.joblib`` (or ``model.pkl``) and ``sample.npy``
   (optionally ``labels.npy``) into ``$EDGEWISE_OUTPUT_DIR``, or prints as its last line of
   output a JSON object ``{"model_file": ..., "sample_file": ..., "labels_file": ...}`` (paths
@@ -105,6 +110,8 @@ async def run_command(command: str, context: dict[str, Any], output_dir: Path,
         "EDGEWISE_OUTPUT_DIR": str(output_dir),
         "EDGEWISE_CONTEXT_FILE": str(context_file),
         "EDGEWISE_RUN_ID": str(context["run_id"]),
+        # the fleet's predictions as a training set (Parquet), when there were any
+        "EDGEWISE_TRAINING_DATA": str(context.get("training_data") or ""),
     }
     try:
         proc = await asyncio.create_subprocess_exec(

@@ -36,6 +36,7 @@ from controller.config import ControllerConfig
 from controller.errors import ValidationError
 from controller.monitoring import ALERT_KINDS, FIRED, AlertEvent, AlertRules
 from controller.monitoring.alert_store import AlertStore, DetectionSettings
+from controller.monitoring.notifier import AlertNotifier
 from controller.monitoring.retrain_hook import (
     HookResult,
     ProducedModel,
@@ -128,6 +129,10 @@ class MonitoringSettings:
 
 RegisterModel = Callable[[Manifest, bytes], Manifest]
 ManifestOf = Callable[[str, int | None], Manifest]
+# (model, output file, since): writes the model's predictions as Parquet, returns the rows
+ExportData = Callable[[str, Path, float | None], int]
+TRAINING_DATA_NAME = "training_data.parquet"
+TRAINING_DATA_DAYS = 30.0  # what the hook gets: the fleet's predictions of the last 30 days
 StartRollout = Callable[[dict[str, Any], str], Awaitable[dict[str, Any]]]
 Deploy = Callable[[str, int | None, list[str] | None], Awaitable[dict[str, Any]]]
 
@@ -136,8 +141,12 @@ class MonitoringService:
     def __init__(self, alerts: AlertStore, runs: RetrainRuns, settings: MonitoringSettings, *,
                  is_leader: Callable[[], bool], register: RegisterModel, manifest_of: ManifestOf,
                  start_rollout: StartRollout | None, deploy: Deploy,
-                 device_ids: Callable[[], list[str]]) -> None:
+                 device_ids: Callable[[], list[str]],
+                 export_data: ExportData | None = None,
+                 notifier: AlertNotifier | None = None) -> None:
         self.alerts = alerts
+        self._export_data = export_data
+        self.notifier = notifier
         self.runs = runs
         self.config = settings
         self.rules = settings.rules
@@ -169,8 +178,12 @@ class MonitoringService:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
+        if self.notifier is not None:
+            self.notifier.start()
 
     async def stop(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.stop()
         tasks = [t for t in (self._task, *self._hooks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -198,6 +211,8 @@ class MonitoringService:
             events = await asyncio.to_thread(self.alerts.evaluate, time.time(), self.rules,
                                              self.config.detection)
         self.stats["evaluations"] += 1
+        if self.notifier is not None:
+            self.notifier.wake(events)  # records them; never waits for a receiver
         for event in events:
             self.stats[f"{event.event}_{event.kind.value}"] += 1
             log.warning("alert %s %s on %s (%s:%s): %s", event.kind.value, event.event,
@@ -256,6 +271,7 @@ class MonitoringService:
                                 devices=devices, alerts=[e.to_dict() for e in events],
                                 fired_at=min(e.ts for e in events), output_dir=output_dir,
                                 controller_url=url)
+        context["training_data"] = await self._training_data(model, output_dir)
         log.warning("retraining run %d for %s alerts on %s:%s (%d devices): %s", run_id, kind,
                     model, version, len(devices), " + ".join(actions))
         status, details, new_version = "no_model", [], None
@@ -294,6 +310,22 @@ class MonitoringService:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.runs.finish, run_id, status, detail,
                                         new_version, context)
+
+    async def _training_data(self, model: str, output_dir: Path) -> str | None:
+        """What the fleet saw of ``model`` over the last :data:`TRAINING_DATA_DAYS` days, as
+        ``training_data.parquet`` in the run's directory (`edgewise data export`); its path,
+        or None when there is nothing (or the export failed: the hook runs all the same)."""
+        if self._export_data is None:
+            return None
+        out = output_dir / TRAINING_DATA_NAME
+        since = time.time() - TRAINING_DATA_DAYS * 86_400.0
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            rows = await asyncio.to_thread(self._export_data, model, out, since)
+        except Exception:
+            log.exception("exporting the training data of %s failed", model)
+            return None
+        return str(out) if rows else None
 
     async def _register(self, model: str, version: int | None, produced: ProducedModel) -> int:
         """Convert the produced scikit-learn model (parity-checked) and register it."""

@@ -90,13 +90,14 @@ class TelemetryFigures:
         with self.db.read() as conn:
             for i in range(0, len(ids), _IN_CHUNK):
                 chunk = ids[i:i + _IN_CHUNK]
-                preds = sa.select(t.device_id, t.latency_ms).where(
-                    t.kind == "prediction", t.model == model, t.version == version,
-                    t.ts >= since, t.device_id.in_(chunk))
+                preds = sa.select(t.device_id, t.latency_ms, t.n).where(
+                    t.kind.in_(("prediction", "predictions")), t.model == model,
+                    t.version == version, t.ts >= since, t.device_id.in_(chunk))
                 for r in conn.execute(preds):
-                    counts[r.device_id] += 1
+                    # a columnar row: n predictions at their mean latency
+                    counts[r.device_id] += int(r.n)
                     if r.latency_ms is not None:
-                        latencies[r.device_id].append(float(r.latency_ms))
+                        latencies[r.device_id].extend([float(r.latency_ms)] * int(r.n))
                 fb = (sa.select(t.device_id, sa.func.count(t.correct).label("n"),
                                 sa.func.sum(sa.case((t.correct == sa.true(), 1), else_=0))
                                 .label("hits"))

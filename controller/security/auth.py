@@ -42,7 +42,9 @@ from controller.errors import ConflictError, NotFoundError, ValidationError
 
 SCOPES = ("read", "admin")
 TOKEN_FILE = "api-tokens.json"
-PUBLIC_PATHS = frozenset({"/api/v1/health"})
+# health for load balancers; enrollment, whose credential is the claim token in the body
+# (controller/security/enroll_api.py)
+PUBLIC_PATHS = frozenset({"/api/v1/health", "/api/v1/enroll", "/api/v1/enroll/renew"})
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,8 @@ def device_acl_lines(channels: list[DeviceChannel] | None = None) -> list[str]:
             continue
         lines.append(f"pattern {access} {ROOT}/dev/%u/{channel.value}")
     lines.append(f"pattern read {ROOT}/art/#")
+    # the retained key update (edgewise_wire.key_update): every device reads it, none writes it
+    lines.append(f"pattern read {ROOT}/trust/keys")
     return lines
 
 

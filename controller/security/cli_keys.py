@@ -1,7 +1,9 @@
 """`edgewise keys create|activate|rotate|retire|list`: the controller's manifest-signing keys.
 
 Works on the controller's data directory (:mod:`controller.security.signing_keys`), so it runs on
-the controller host; a running controller picks a newly activated key up at its next signature.
+the controller host; a running controller picks a newly activated key up at its next signature,
+and publishes every change as a key update devices apply over the air
+(:mod:`controller.security.key_publisher`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ def _keys(data_dir: Path | None, config_path: Path | None) -> Any:
     return SigningKeys.for_data_dir(resolve_data_dir(data_dir, config_path))
 
 
-_SAFE_ROTATION = ("the safe rotation: `edgewise keys create` (trusted, not signing), give the "
-                  "devices its public key (re-enroll, or copy the bundle's trusted_keys/ and "
-                  "restart the agent), `edgewise keys activate NEW_ID`, later `edgewise keys "
-                  "retire OLD_ID`")
+_SAFE_ROTATION = ("the safe rotation: `edgewise keys create` (trusted, not signing; the running "
+                  "controller sends devices a key update signed by the keys they trust), wait "
+                  "until the devices trust it (the agent's local /v1/health lists trusted_keys), "
+                  "`edgewise keys activate NEW_ID`, later `edgewise keys retire OLD_ID`")
 
 
 def _key_json(key: Any) -> dict[str, Any]:
@@ -41,7 +43,8 @@ def _key_json(key: Any) -> dict[str, Any]:
 @data_dir_option
 def keys_create(as_json: bool, data_dir: Path | None, config_path: Path | None) -> None:
     """Create a signing key: the active one if there is none yet, else trusted but not signing
-    (new enrollment bundles carry it) until `edgewise keys activate`.
+    (new enrollment bundles carry it, and the running controller sends devices a key update
+    adding it, signed by the keys they trust) until `edgewise keys activate`.
 
     Example: edgewise keys create --data-dir /var/lib/edgewise
     """
@@ -52,9 +55,10 @@ def keys_create(as_json: bool, data_dir: Path | None, config_path: Path | None) 
     if key.active:
         click.echo(f"created signing key {key.key_id} (active)")
         return
-    click.echo(f"created signing key {key.key_id}: trusted, not signing yet. Give the devices "
-               "its public key (re-enroll, or copy the bundle's trusted_keys/ and restart the "
-               f"agent), then `edgewise keys activate {key.key_id}`")
+    click.echo(f"created signing key {key.key_id}: trusted, not signing yet. The running "
+               "controller sends it to the devices over the air within a second (offline "
+               "devices get it when they reconnect); then `edgewise keys activate "
+               f"{key.key_id}`")
 
 
 @keys.command("activate")
@@ -66,7 +70,8 @@ def keys_activate(key_id: str, as_json: bool, data_dir: Path | None,
     """Make an existing, not retired key the one that signs (from the next publish, no restart);
     the previous one stays trusted until `edgewise keys retire`.
 
-    Devices that do not trust KEY_ID yet refuse what it signs: give them its public key first.
+    Devices that do not trust KEY_ID yet refuse what it signs (and take it again once the key
+    update reaches them): create it first and let the key update reach the devices.
 
     Example: edgewise keys activate 3f2a9c0d11e4b5a6 --data-dir /var/lib/edgewise
     """
@@ -87,10 +92,12 @@ def keys_activate(key_id: str, as_json: bool, data_dir: Path | None,
 def keys_rotate(as_json: bool, data_dir: Path | None, config_path: Path | None) -> None:
     """Create a new key and make it sign at once; the old one stays trusted until `keys retire`.
 
-    Devices must already trust the new key, and they cannot (it is new): until each gets its
-    public key (re-enroll, or copy trusted_keys/ and restart the agent) it refuses every new
-    desired state and keeps serving its model. Fine where no device enforces signatures yet;
-    otherwise `keys create`, distribute it, `keys activate NEW_ID`, later `keys retire OLD_ID`.
+    Devices must already trust the new key to take what it signs. They learn it from the key
+    update the running controller publishes at once;
+    an online device applies it before the next desired state, but one that is offline gets
+    both when it reconnects, and until the key update reaches a device it refuses what the
+    new key signs and keeps serving its model. The gentler path: `keys create`, wait until
+    the devices trust it, `keys activate NEW_ID`, later `keys retire OLD_ID`.
 
     Example: edgewise keys rotate --data-dir /var/lib/edgewise
     """
@@ -101,8 +108,8 @@ def keys_rotate(as_json: bool, data_dir: Path | None, config_path: Path | None) 
             if old else ""))
     if old is not None:
         click.echo(click.style("warning: ", fg="yellow", bold=True)
-                   + f"devices that do not trust {new.key_id} yet refuse every new desired "
-                   "state until they get its public key; " + _SAFE_ROTATION, err=True)
+                   + f"devices that do not trust {new.key_id} yet refuse every new desired state "
+                   "until the key update reaches them; " + _SAFE_ROTATION, err=True)
 
 
 @keys.command("retire")
@@ -111,7 +118,9 @@ def keys_rotate(as_json: bool, data_dir: Path | None, config_path: Path | None) 
 @data_dir_option
 def keys_retire(key_id: str, as_json: bool, data_dir: Path | None,
                 config_path: Path | None) -> None:
-    """Stop listing a key as trusted in new bundles.
+    """Stop trusting a key: new bundles leave it out, and the running controller sends devices a
+    key update retiring it (signed by the remaining keys and by this one, so a device that
+    missed earlier updates still follows).
 
     Example: edgewise keys retire 3f2a9c0d11e4b5a6 --data-dir /var/lib/edgewise
     """

@@ -11,6 +11,10 @@ one place that builds such a :class:`~edgewise_wire.Desired`:
   device runs at a version not above the running one, or the desired state is "no model"; and
   always for the revert of a rollout, since the controller cannot know how far each device got;
 * the rollout's probation policy, if it has one;
+* a *seal* per device (``edgewise_wire.seal``) when the signer has a counter source: the
+  device's next counter from the database, bound to the envelope and order, so a captured
+  desired state is refused once the device accepted a newer one (rollback orders become
+  single-use) and a device refuses a desired state sealed for another.
 * the artifact's download URL, when the artifacts live in an object store (``locate``: sha256
   -> URL or None); it is inside the signature, so a device fetches only from where the
   controller said, and checks every chunk against the signed hashes anyway.
@@ -27,7 +31,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -35,6 +39,7 @@ from controller.security.signing import (
     sign_agent_manifest,
     sign_manifest,
     sign_rollback_order,
+    sign_seal,
 )
 from controller.security.signing_keys import SigningKeys
 from edgewise_wire import Desired, DesiredAgent, Manifest, ProbationPolicy
@@ -43,6 +48,9 @@ from edgewise_wire.manifest import AgentManifest
 log = logging.getLogger("edgewise.controller.signing")
 
 DEFAULT_TTL_S = 30 * 86400.0
+
+# (device ids, now) -> the next seal counter of each, stored before it is returned
+Counters = Callable[[Sequence[str], float], Mapping[str, int]]
 
 
 class Versioned(Protocol):
@@ -130,11 +138,13 @@ class DesiredSigner:
     """Builds signed :class:`Desired` messages; ``private_key()`` returns the PEM to sign with."""
 
     def __init__(self, private_key: Callable[[], bytes], ttl_s: float = DEFAULT_TTL_S, *,
-                 locate: Callable[[str], str | None] | None = None) -> None:
+                 locate: Callable[[str], str | None] | None = None,
+                 counters: Counters | None = None) -> None:
         if not (math.isfinite(ttl_s) and ttl_s > 0):
             raise ValueError(f"ttl_s must be a positive number of seconds, got {ttl_s!r}")
         self._private_key = private_key
         self.ttl_s = float(ttl_s)
+        self.counters = counters  # None: no seals (unit tests; agents then skip replay checks)
         self.locate = locate
 
     def with_url(self, manifest: Manifest) -> Manifest:
@@ -184,15 +194,20 @@ class DesiredSigner:
         envelope = self.envelope(manifest, now, pem) if manifest is not None else None
         # one instance for every device without an order: the bridge encodes it once
         shared = Desired(deployment_id, manifest, ts=now, envelope=envelope, probation=probation)
+        counters = self.counters(list(running), now) if self.counters is not None else None
         out = []
         for device_id, ref in running.items():
             target = rollback_target(manifest, ref, revert_of=revert_of,
                                      pending=(pending or {}).get(device_id))
-            if target is None:
-                out.append((device_id, shared))
-                continue
-            order = sign_rollback_order(pem, model=target[0], to_version=target[1],
-                                        issued_at=now, expires_at=now + self.ttl_s,
-                                        device_id=device_id)
-            out.append((device_id, replace(shared, rollback_order=order)))
+            desired = shared
+            if target is not None:
+                order = sign_rollback_order(pem, model=target[0], to_version=target[1],
+                                            issued_at=now, expires_at=now + self.ttl_s,
+                                            device_id=device_id)
+                desired = replace(shared, rollback_order=order)
+            if counters is not None:
+                desired = replace(desired, seal=sign_seal(
+                    pem, device_id=device_id, counter=counters[device_id], issued_at=now,
+                    envelope=desired.envelope, order=desired.rollback_order))
+            out.append((device_id, desired))
         return out

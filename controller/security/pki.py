@@ -40,6 +40,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from controller.errors import ConflictError, EdgewiseError, NotFoundError, ValidationError
@@ -81,6 +82,11 @@ class IssuedCert:
     key_pem: bytes
     cert_pem: bytes
     serial: int
+
+
+def _identity(row: dict[str, Any]) -> Identity:
+    """An identity from its ``state.json`` row (which may list ``superseded`` serials too)."""
+    return Identity(**{k: v for k, v in row.items() if k != "superseded"})
 
 
 def _now() -> dt.datetime:
@@ -222,13 +228,13 @@ class FleetCA:
         """Every credential ever issued, current ones and revoked ones."""
         self._require()
         state = self._load_state()
-        return [Identity(**row) for row in state["identities"].values()] + [
-            Identity(**row) for row in state["revoked"]]
+        return [_identity(row) for row in state["identities"].values()] + [
+            _identity(row) for row in state["revoked"]]
 
     def current(self, name: str) -> Identity | None:
         self._require()
         row = self._load_state()["identities"].get(name)
-        return Identity(**row) if row else None
+        return _identity(row) if row else None
 
     def denied_names(self) -> list[str]:
         """Identities that were revoked and hold no credential now: the broker ACL denies
@@ -248,29 +254,47 @@ class FleetCA:
         An identity that already has a live credential is refused unless ``replace``: then the
         old one is revoked in the same step.
         """
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert_pem, serial = self.issue_for_public_key(name, key.public_key(), days=days,
+                                                     replace=replace)
+        return IssuedCert(_key_pem(key), cert_pem, serial)
+
+    def issue_for_public_key(self, name: str, public_key: CertificatePublicKeyTypes, *,
+                             days: int = DEVICE_DAYS, replace: bool = False,
+                             renewal: bool = False) -> tuple[bytes, int]:
+        """A client certificate for a key the device made itself (zero-touch enrollment: only
+        its public key came here). ``renewal``: the identity's live certificate is replaced
+        without being revoked (same key, the old one simply expires; a lost answer can be
+        asked again); its serial stays listed so `devices revoke` revokes both."""
         validate_identity_name(name)
         if days < 1:
             raise ValidationError("a certificate must be valid for at least 1 day")
         with self._locked():
             ca_key, ca_cert = self._load_ca()
             state = self._load_state()
-            self._retire_locked(state, name, replace)
-            key = ec.generate_private_key(ec.SECP256R1())
+            previous = state["identities"].get(name)
+            if renewal:
+                if previous is None or previous.get("kind") != "cert":
+                    raise NotFoundError("enrolled device", name)
+                del state["identities"][name]
+            else:
+                self._retire_locked(state, name, replace)
             now = _now()
             not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
             serial = x509.random_serial_number()
+            ec_key = isinstance(public_key, ec.EllipticCurvePublicKey)
             cert = (
                 x509.CertificateBuilder()
                 .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
                 .issuer_name(ca_cert.subject)
-                .public_key(key.public_key())
+                .public_key(public_key)
                 .serial_number(serial)
                 .not_valid_before(now - dt.timedelta(minutes=5))
                 .not_valid_after(not_after)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(x509.KeyUsage(
                     digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=True, key_cert_sign=False,
+                    data_encipherment=False, key_agreement=ec_key, key_cert_sign=False,
                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
                                critical=False)
@@ -278,12 +302,17 @@ class FleetCA:
                     ca_key.public_key()), critical=False)
                 .sign(ca_key, hashes.SHA256())
             )
-            state["identities"][name] = asdict(Identity(
-                name=name, kind="cert", issued_at=_iso(now), serial=f"{serial:x}",
-                not_after=_iso(not_after)))
+            superseded = list(previous.get("superseded", [])) if renewal and previous else []
+            if renewal and previous and previous.get("serial"):
+                superseded = [*superseded, previous["serial"]][-4:]
+            row = asdict(Identity(name=name, kind="cert", issued_at=_iso(now),
+                                  serial=f"{serial:x}", not_after=_iso(not_after)))
+            if superseded:
+                row["superseded"] = superseded
+            state["identities"][name] = row
             self._save_state(state)
             self._refresh_locked(state, ca_key, ca_cert)
-            return IssuedCert(_key_pem(key), cert.public_bytes(serialization.Encoding.PEM), serial)
+            return cert.public_bytes(serialization.Encoding.PEM), serial
 
     def issue_password(self, name: str, *, replace: bool = False) -> str:
         """A random password for ``name``; only its hash is kept (in ``passwd``)."""
@@ -382,8 +411,13 @@ class FleetCA:
             raise ConflictError(
                 f"{name!r} is already enrolled ({row['kind']}, issued {row['issued_at']}); "
                 "pass --force to revoke that credential and issue a new one")
+        row = dict(row)
+        superseded = row.pop("superseded", [])
         revoked = Identity(**{**row, "revoked_at": _iso(_now())})
         state["revoked"].append(asdict(revoked))
+        for serial in superseded:  # renewed certificates of the same key, not expired yet
+            state["revoked"].append(asdict(Identity(**{**row, "serial": serial,
+                                                       "revoked_at": revoked.revoked_at})))
         del state["identities"][name]
         state.get("password_hashes", {}).pop(name, None)
         return revoked

@@ -24,6 +24,8 @@ from edgewise_wire.envelope import (
     manifest_signed_content,
     rollback_signed_content,
 )
+from edgewise_wire.key_update import key_update_signed_content
+from edgewise_wire.seal import digest_of, seal_signed_content
 
 
 def generate_keypair() -> tuple[bytes, bytes, str]:
@@ -94,3 +96,24 @@ def sign_rollback_order(private_key_pem: bytes, *, model: str, to_version: int,
              "selector": selector, "issued_at": float(issued_at), "expires_at": float(expires_at)}
     signature = _sign(private_key_pem, rollback_signed_content(order))
     return {"order": order, "signature": signature}
+
+
+def sign_seal(private_key_pem: bytes, *, device_id: str, counter: int, issued_at: float,
+              envelope: Mapping[str, Any] | None,
+              order: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The seal of one device's desired state (``edgewise_wire.seal``): its counter, bound to
+    the envelope and rollback order it travels with."""
+    if isinstance(counter, bool) or not isinstance(counter, int) or counter <= 0:
+        raise ValueError("a seal counter is a positive integer")
+    seal: dict[str, Any] = {"device_id": device_id, "counter": counter,
+                            "issued_at": float(issued_at), "envelope": digest_of(envelope),
+                            "order": digest_of(order)}
+    seal["signature"] = _sign(private_key_pem, seal_signed_content(seal))
+    return seal
+
+
+def sign_key_update(private_key_pems: list[bytes], update: Mapping[str, Any]
+                    ) -> list[dict[str, str]]:
+    """The signatures of a key update (``edgewise_wire.key_update``), one per key given."""
+    content = key_update_signed_content(copy.deepcopy(dict(update)))
+    return [_sign(pem, content) for pem in private_key_pems]

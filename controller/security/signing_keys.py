@@ -2,18 +2,21 @@
 
 Layout under ``{data_dir}/signing-keys/``::
 
-    keys.json        {"active": KEY_ID, "keys": {KEY_ID: {"created_at", "retired_at"}}}
+    keys.json        {"active": KEY_ID, "keys": {KEY_ID: {"created_at", "retired_at"}},
+                      "sequence": N, "changed_at": ISO}   # N: changes so far (key updates)
     KEY_ID.key       private key, PKCS#8 PEM, mode 0600
     KEY_ID.pub       public key, SubjectPublicKeyInfo PEM
 
 Rotation without a flag day, and without a time in which devices refuse updates:
 
 1. ``create`` a second key: trusted (its public key goes into enrollment bundles at once, with
-   every key not retired) but not signing yet;
-2. give the devices its public key (re-enroll, or copy the bundle's ``trusted_keys/`` and
-   restart the agent);
-3. ``activate`` it: the controller signs with it from the next publish;
-4. ``retire`` the old key once no device needs it.
+   every key not retired) but not signing yet; the running controller publishes a *key update*
+   (:meth:`SigningKeys.key_update`, :mod:`edgewise_wire.key_update`) signed by the keys the
+   devices trust, and they add it over the air (an offline device gets the retained update when
+   it reconnects);
+2. ``activate`` it: the controller signs with it from the next publish;
+3. ``retire`` the old key: the next key update (signed by the new key *and* the old one, so a
+   device that missed step 1 still follows) tells devices to stop trusting it.
 
 ``rotate`` is create and activate in one step: a device that does not trust the new key yet
 refuses every new desired state (and keeps serving its model) until it gets the key; it suits
@@ -124,6 +127,27 @@ class SigningKeys:
         keys = {k.key_id: k for k in self.all()}
         return keys[kid], keys.get(old) if old else None
 
+    def key_update(self) -> tuple[dict[str, Any], list[bytes]]:
+        """The key update devices should apply now and the private keys to sign it with.
+
+        ``{"sequence", "issued_at", "trusted": {id: public PEM}, "retired": [ids]}``; the same
+        content for the same ``keys.json`` (replicas publish identical messages). Signed by
+        every key whose private half is here, retired ones included: a device that missed
+        updates still trusts one of them (at most the 32 newest)."""
+        state = self._load()
+        rows = sorted(state["keys"].items(), key=lambda kv: kv[1]["created_at"], reverse=True)
+        trusted = {kid: (self.dir / f"{kid}.pub").read_text() for kid, row in rows
+                   if row.get("retired_at") is None}
+        retired = sorted(kid for kid, row in rows if row.get("retired_at") is not None)
+        changed = state.get("changed_at") or (rows[-1][1]["created_at"] if rows else _now())
+        update = {"sequence": int(state.get("sequence", 0)) + 1,
+                  "issued_at": dt.datetime.fromisoformat(changed.replace("Z", "+00:00"))
+                  .timestamp(),
+                  "trusted": trusted, "retired": retired}
+        pems = [(self.dir / f"{kid}.key").read_bytes() for kid, _ in rows[:32]
+                if (self.dir / f"{kid}.key").exists()]
+        return update, pems
+
     def retire(self, key_id: str) -> SigningKey:
         """Stop trusting ``key_id`` in new bundles (the active key cannot be retired)."""
         with self._locked():
@@ -156,6 +180,9 @@ class SigningKeys:
         return state
 
     def _save(self, state: dict[str, Any]) -> None:
+        # every change is a new key update for the devices (see key_update)
+        state["sequence"] = int(state.get("sequence", 0)) + 1
+        state["changed_at"] = _now()
         _write_private(self.dir / "keys.json", json.dumps(state, indent=2).encode())
 
     @contextlib.contextmanager

@@ -104,6 +104,9 @@ telemetry = sa.Table(
     sa.Column("correct", sa.Boolean),
     sa.Column("payload_json", sa.Text, nullable=False),
     sa.Column("received_at", sa.Float, nullable=False),
+    # revision 0009: how many predictions the row stands for (a columnar "predictions" record
+    # holds many; every other row 1)
+    sa.Column("n", sa.BigInteger, nullable=False, server_default="1"),
     sa.Index("ix_telemetry_device_kind", "device_id", "kind"),
     sa.Index("ix_telemetry_ts", "ts"),
 )
@@ -223,6 +226,33 @@ alert_events = sa.Table(
 )
 
 
+# an operator's acknowledgement of the firing of an alert (the event that fired it): a new
+# firing is a new event and needs its own
+alert_acks = sa.Table(
+    "alert_acks", metadata,
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+    sa.Column("acked_at", sa.Float, nullable=False),
+    sa.Column("acked_by", sa.String(256), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False, server_default=""),
+)
+
+
+# silences: alerts whose labels match every matcher are not notified until ends_at
+alert_silences = sa.Table(
+    "alert_silences", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("matchers_json", sa.Text, nullable=False),
+    sa.Column("starts_at", sa.Float, nullable=False),
+    sa.Column("ends_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_alert_silences_ends_at", "ends_at"),
+)
+
+
 retrain_runs = sa.Table(
     "retrain_runs", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
@@ -327,4 +357,15 @@ health_windows = sa.Table(
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Index("ix_health_windows_device_end", "device_id", "window_end"),
     sa.Index("ix_health_windows_version_end", "model", "version", "window_end"),
+)
+
+
+# the highest seal counter issued to each device (migration 12, controller/fleet/seal_counters.py):
+# each signed desired state carries the next one; devices refuse a counter not above the highest
+# they accepted
+seal_counters = sa.Table(
+    "seal_counters", metadata,
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("counter", sa.BigInteger, nullable=False),
+    sa.Column("issued_at", sa.Float, nullable=False),
 )

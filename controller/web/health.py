@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from controller.errors import NotFoundError
+from controller.fleet.prediction_sums import latency_count, latency_sum, predictions_count
 from controller.fleet.queries import IN_CHUNK, load_labels, operator_labels
 from controller.fleet.selectors import DEFAULT_GROUP_LABEL
 from controller.models.registry import ModelRegistry
@@ -49,9 +50,9 @@ AlertsSource = Callable[[], list[dict[str, Any]] | None]  # firing alerts; None:
 def _sums_columns() -> list[Any]:
     t = telemetry.c
     return [
-        sa.func.count(sa.case((t.kind == "prediction", 1))).label("predictions"),
-        sa.func.sum(t.latency_ms).label("latency_sum"),
-        sa.func.count(t.latency_ms).label("latency_n"),
+        predictions_count().label("predictions"),
+        latency_sum().label("latency_sum"),
+        latency_count().label("latency_n"),
         sa.func.max(t.latency_ms).label("latency_max"),
         sa.func.count(t.correct).label("labelled"),
         sa.func.sum(sa.case((t.correct == sa.true(), 1), else_=0)).label("hits"),

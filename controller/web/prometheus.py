@@ -9,12 +9,15 @@ the value of one device label, ``site`` unless the scrape asks ``/metrics?group_
 - from telemetry, all time (counters): ``edgewise_predictions_total``,
   ``edgewise_labelled_predictions_total``, ``edgewise_correct_predictions_total``,
   ``edgewise_prediction_errors_total``; over the last ``window`` seconds (gauges):
-  ``edgewise_accuracy``, ``edgewise_latency_mean_ms``;
+  ``edgewise_accuracy``, ``edgewise_latency_mean_seconds``;
 - from the agents' metrics windows (merged per group and version by the metrics store):
-  ``edgewise_latency_p95_ms``, ``edgewise_drift_psi``, ``edgewise_drifted_features``; per
+  ``edgewise_latency_p95_seconds``, ``edgewise_drift_psi``, ``edgewise_drifted_features``; per
   feature, summed over the whole fleet (the drift views): ``edgewise_feature_drift_psi``;
 - from the alert store: ``edgewise_alerts_firing``;
 - from the MQTT bridge: ``edgewise_bridge_events_total``;
+- from the alert notifier (Alertmanager, webhooks): ``edgewise_alert_notifications_total`` by
+  receiver and outcome (sent, failed attempts, dropped from a full queue, rejected) and
+  ``edgewise_alert_notification_queue_length``;
 - from the devices' health windows (the newest window of each device that sent one in the last
   ``window`` seconds), per group, never per device: ``edgewise_health_devices``,
   ``edgewise_health_rss_bytes``, ``edgewise_health_cpu_percent``,
@@ -22,7 +25,9 @@ the value of one device label, ``site`` unless the scrape asks ``/metrics?group_
   ``edgewise_health_memory_available_bytes`` (each with ``stat`` min, mean or max), and
   ``edgewise_health_alerts_firing`` by kind.
 
-A figure that was not measured is left out, never reported as 0.
+A figure that was not measured is left out, never reported as 0. Names follow Prometheus'
+conventions: base units in the name (seconds, bytes), ``_total`` on counters, and labels bounded
+by the fleet's groups and model versions, never one series per device.
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ VERSION_LABELS = [GROUP, "model", "version"]
 # (model, version, now, span) -> each histogram's fleet-wide drift over the last span seconds
 # (controller/monitoring/drift_views.py: DriftViews.latest)
 FeatureDrift = Callable[[str, int, float, float], list[dict[str, Any]]]
+# the alert notifier's counters ("alertmanager_sent", ...) and its queue lengths by receiver
+NotifyStats = Callable[[], tuple[Mapping[str, int], Mapping[str, int]]]
+NOTIFY_OUTCOMES = ("sent", "failed_attempts", "dropped", "rejected")
 
 
 class FleetCollector:
@@ -62,8 +70,10 @@ class FleetCollector:
     def __init__(self, health: FleetHealth, metrics_store: Any | None,
                  bridge_stats: Callable[[], Mapping[str, int]], group_by: str,
                  window: float, feature_drift: FeatureDrift | None = None,
-                 device_health: DeviceHealthViews | None = None) -> None:
+                 device_health: DeviceHealthViews | None = None,
+                 notify_stats: NotifyStats | None = None) -> None:
         self.health = health
+        self.notify_stats = notify_stats
         self.device_health = device_health
         self.metrics_store = metrics_store
         self.bridge_stats = bridge_stats
@@ -89,6 +99,24 @@ class FleetCollector:
         for event, n in sorted(self.bridge_stats().items()):
             bridge.add_metric([event], n)
         yield bridge
+        yield from self._notifications()
+
+    def _notifications(self) -> Iterator[Any]:
+        if self.notify_stats is None:
+            return
+        counts, queues = self.notify_stats()
+        sent = CounterMetricFamily("edgewise_alert_notifications", "Alert notification bodies "
+                                   "by receiver and outcome: sent, failed_attempts (retried), "
+                                   "dropped (queue full), rejected (4xx).",
+                                   labels=["receiver", "outcome"])
+        queue = GaugeMetricFamily("edgewise_alert_notification_queue_length", "Bodies waiting "
+                                  "for their receiver.", labels=["receiver"])
+        for receiver in sorted(queues):
+            for outcome in NOTIFY_OUTCOMES:
+                sent.add_metric([receiver, outcome], counts.get(f"{receiver}_{outcome}", 0))
+            queue.add_metric([receiver], queues[receiver])
+        yield sent
+        yield queue
 
     def _devices(self, facts: list[DeviceFacts], group_of: dict[str, str]) -> Iterator[Any]:
         devices = GaugeMetricFamily("edgewise_devices", "Devices the controller knows, by "
@@ -146,15 +174,15 @@ class FleetCollector:
 
         accuracy = GaugeMetricFamily("edgewise_accuracy", f"Accuracy on the predictions labelled "
                                      f"in the last {self.window:.0f} s.", labels=VERSION_LABELS)
-        latency = GaugeMetricFamily("edgewise_latency_mean_ms", f"Mean inference latency in the "
-                                    f"last {self.window:.0f} s.", labels=VERSION_LABELS)
+        latency = GaugeMetricFamily("edgewise_latency_mean_seconds", f"Mean inference latency "
+                                    f"in the last {self.window:.0f} s.", labels=VERSION_LABELS)
         for key, parts in sorted(windowed.items()):
             s = _total(parts)
             labels = [key[0], key[1], str(key[2])]
             if s.accuracy is not None:
                 accuracy.add_metric(labels, s.accuracy)
             if s.mean_latency_ms is not None:
-                latency.add_metric(labels, s.mean_latency_ms)
+                latency.add_metric(labels, s.mean_latency_ms / 1000.0)
         yield from (accuracy, latency)
 
     def _alerts(self, group_of: dict[str, str]) -> Iterator[Any]:
@@ -227,7 +255,7 @@ class FleetCollector:
         """p95 latency and drift per group and version, merged from the metrics windows."""
         if self.metrics_store is None:
             return
-        p95 = GaugeMetricFamily("edgewise_latency_p95_ms", "95th percentile inference latency "
+        p95 = GaugeMetricFamily("edgewise_latency_p95_seconds", "95th percentile inference latency "
                                 "from the agents' metrics windows.", labels=VERSION_LABELS)
         drift = GaugeMetricFamily("edgewise_drift_psi", "Worst PSI (features and prediction) "
                                   "of the merged metrics windows.", labels=VERSION_LABELS)
@@ -245,7 +273,7 @@ class FleetCollector:
                 labels = [value, model, str(version)]
                 latency = figures.get("latency_ms") or {}
                 if latency.get("p95") is not None:
-                    p95.add_metric(labels, latency["p95"])
+                    p95.add_metric(labels, latency["p95"] / 1000.0)
                 if figures.get("drift_psi") is not None:
                     drift.add_metric(labels, figures["drift_psi"])
                 if figures.get("drifted_features") is not None:
@@ -287,7 +315,8 @@ def _total(parts: list[Sums]) -> Sums:
 def metrics_router(health: FleetHealth, metrics_store: Any | None,
                    bridge_stats: Callable[[], Mapping[str, int]],
                    feature_drift: FeatureDrift | None = None,
-                   device_health: DeviceHealthViews | None = None) -> APIRouter:
+                   device_health: DeviceHealthViews | None = None,
+                   notify_stats: NotifyStats | None = None) -> APIRouter:
     router = APIRouter(tags=["metrics"])
 
     @router.get("/metrics", response_class=Response, responses={200: {
@@ -306,7 +335,7 @@ def metrics_router(health: FleetHealth, metrics_store: Any | None,
                                      "pip install '.[controller]' in your Edgewise checkout") from None
         registry = CollectorRegistry(auto_describe=False)
         registry.register(FleetCollector(health, metrics_store, bridge_stats, group_by, window,
-                                         feature_drift, device_health))
+                                         feature_drift, device_health, notify_stats))
         body = await asyncio.to_thread(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from simulator.broker import BrokerProcess, find_mosquitto, mosquitto_broker
+from simulator.nats_cluster import NatsCluster, find_nats_server
+from simulator.tcp_balancer import TcpBalancer
 
 
 def require_mosquitto() -> None:
@@ -41,6 +43,35 @@ def fresh_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     process.start()
     yield process
     process.kill()
+
+
+def require_nats_server() -> None:
+    if find_nats_server() is None:
+        message = "nats-server is not installed (apt-get install nats-server); scripts/test installs it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A 3-node NATS cluster of this test's own (MQTT listener and JetStream on every node, on
+    free ports; the system's nats-server on 4222 is not touched); nodes may be killed."""
+    require_nats_server()
+    cluster = NatsCluster(tmp_path / "nats")
+    cluster.start()
+    yield cluster
+    for node in cluster.nodes:
+        node.process.kill()
+
+
+@pytest.fixture
+def nats_balancer(nats_cluster: NatsCluster) -> Iterator[TcpBalancer]:
+    """A round-robin TCP balancer in front of ``nats_cluster``: the one address a fleet uses."""
+    balancer = TcpBalancer(nats_cluster.addresses)
+    balancer.start()
+    yield balancer
+    balancer.stop()
 
 
 PG_ADMIN_URL = os.environ.get(

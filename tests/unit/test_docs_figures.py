@@ -238,6 +238,12 @@ SIZES: dict[tuple[str, str], Source] = {
                                        "bench/bench_fleet.py in an earlier run",
     ("docs/monitoring.md", "200 MiB"): Constant(_disk_free_alert),
     ("docs/monitoring.md", "1 MiB"): Constant(_leak_per_hour),
+    ("docs/scaling.md", "64 KiB"): Constant(_chunk_size),
+    ("docs/scaling.md", "1 MiB"): Constant(_max_control),
+    ("docs/scaling.md", "8 MiB"): "a payload tests/e2e/broker_cluster/test_nats_differences.py "
+                                  "sends between NATS nodes",
+    ("docs/scaling.md", "64 MiB"): "a payload a NATS 2.9 cluster did not deliver, tried once by "
+                                   "hand (not a test: it takes the node's memory)",
     # -- the code's docstrings and comments
     ("bench/bench_health.py", "2 MiB"): "the health sampler's memory budget, a target",
     ("bench/bench_health.py", "80 MiB"): "the agent's memory target (README.md)",

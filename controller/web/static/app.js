@@ -356,6 +356,8 @@
         else if (!o.alerts.firing.length) fill(alerts, h("p", { class: "all-clear", text: "✓ No alerts firing." }));
         else fill(alerts, h("ul", { class: "alerts" }, o.alerts.firing.slice(0, 12).map((a) => h("li", {},
           pill(a.kind, "bad"), " ", link(`#/devices/${encodeURIComponent(a.device_id)}`, a.device_id),
+          a.acked_by ? [" ", pill(`acked by ${a.acked_by}`, "ok")] : null,
+          a.silenced_by && a.silenced_by.length ? [" ", pill("silenced", "warn")] : null,
           h("div", { class: "muted small", text: `${a.detail || ""} ${a.since ? "since " + fmt.ago(a.since) : ""}` })))),
           o.alerts.firing.length > 12 ? h("p", { class: "muted", text: `and ${o.alerts.firing.length - 12} more` }) : null);
 
@@ -579,7 +581,10 @@
             td(typeof v.parity.label_agreement === "number" ? fmt.pct(v.parity.label_agreement, 2) : "–", "num"),
             td(fmt.pct(typeof v.parity.artifact_accuracy === "number" ? v.parity.artifact_accuracy : null), "num"),
             td(fmt.int(v.parity.n), "num"),
-            td([v.source.estimator, v.source.framework].filter(Boolean).join(" · ") || "–", "small"),
+            td([[v.source.estimator, v.source.framework].filter(Boolean).join(" · ") || "–",
+              v.source.mlflow ? h("div", { class: "muted small", "data-testid": "mlflow-lineage",
+                title: Object.entries(v.source.mlflow.metrics || {}).map(([k, x]) => `${k} ${x}`).join(", "),
+                text: `MLflow ${v.source.mlflow.registered_model ? `${v.source.mlflow.registered_model} v${v.source.mlflow.registered_version}` : v.source.mlflow.uri}${v.source.mlflow.alias ? " @" + v.source.mlflow.alias : ""} · run ${(v.source.mlflow.run_id || "–").slice(0, 8)}` }) : null], "small"),
             td(fmt.int(v.figures.predictions), "num"), td(fmt.pct(v.figures.accuracy), "num"),
             td(estimate(v.figures), "num"),
             td(typeof v.figures.log_loss === "number" ? v.figures.log_loss.toFixed(3) : "–", "num"),

@@ -26,6 +26,8 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 def _commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
     for name, command in group.commands.items():
         if isinstance(command, click.Group):
+            if command.invoke_without_command:  # it runs on its own too (`edgewise alerts`)
+                yield f"{prefix}{name}", command
             yield from _commands(command, f"{prefix}{name} ")
         else:
             yield f"{prefix}{name}", command

@@ -11,7 +11,7 @@ from alembic import op
 from controller.storage.migrations.guards import Loss, refuse_loss
 
 revision = "0015"
-down_revision = "0008"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

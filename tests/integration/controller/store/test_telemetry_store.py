@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -116,3 +117,53 @@ def test_device_summary(tel: TelemetryStore) -> None:
 def test_empty_batch(tel: TelemetryStore) -> None:
     assert tel.store_batch("d1", TelemetryBatch(1, 1, [], ts=1.0), received_at=1.0) == 0
     assert tel.device_summary("d1")["records"] == 0
+
+
+def test_group_commit_stores_each_key_once(db: Database) -> None:
+    """Many batches of several devices in one transaction: overlaps and replays inside the
+    group and against what is stored count once; the devices are registered with the highest
+    dropped_total they reported; window records reach the sink."""
+    from controller.fleet.ingest_wire import decode_telemetry
+
+    windows: list[tuple[str, int, int]] = []
+    tel = TelemetryStore(db, windows=lambda conn, dev, epoch, recs, at: windows.append(
+        (dev, epoch, len(recs))))
+    assert tel.store_batch("d1", batch(1, 10), received_at=1.0) == 10
+
+    def wire(device: str, first: int, last: int, dropped: int = 0, epoch: int = 0) -> Any:
+        recs = records(first, last)
+        if device == "d3":
+            recs[0] = {"seq": first, "kind": "metrics", "ts": 1.0, "summary": {}}
+        return decode_telemetry(encode(TelemetryBatch(first, last, recs, dropped, ts=1.0,
+                                                      epoch=epoch)), device, 5.0)
+
+    group = [wire("d1", 5, 20), wire("d2", 1, 30, dropped=4), wire("d2", 21, 40, dropped=2),
+             wire("d1", 15, 25), wire("d3", 1, 5, epoch=8), wire("d1", 1, 3, epoch=9)]
+    assert tel.store_group(group) == 15 + 40 + 5 + 3
+    assert tel.store_group(group) == 0
+    assert tel.seqs("d1") == sorted(list(range(1, 26)) + [1, 2, 3])
+    assert tel.keys("d1")[-3:] == [(9, 1), (9, 2), (9, 3)]
+    assert tel.seqs("d2") == list(range(1, 41))
+    assert tel.keys("d3") == [(8, s) for s in range(1, 6)]
+    assert FleetStore(db).get("d2")["dropped_total"] == 4
+    assert windows == [("d3", 8, 1), ("d3", 8, 1)]
+
+
+def test_group_with_a_value_the_database_refuses_fails_whole(db: Database) -> None:
+    """Nothing of a group is stored when one row cannot be, and the error says it is the data
+    (ValidationError), not the database (StorageError): the bridge then stores the group batch
+    by batch instead of retrying it."""
+    tel = TelemetryStore(db)
+    ok = rows_batch("d1", 1, 3)
+    bad = rows_batch("d2", 1, 2)
+    bad.rows[1] = bad.rows[1][:6] + (2**64,) + bad.rows[1][7:]  # a version past 64 bits
+    with pytest.raises(ValidationError, match="refused|range"):
+        tel.store_group([ok, bad])
+    assert tel.count() == 0
+    assert tel.store_group([ok]) == 3
+
+
+def rows_batch(device: str, first: int, last: int) -> Any:
+    from controller.fleet.ingest_wire import rows_of
+
+    return rows_of(device, batch(first, last), 1.0)

@@ -206,7 +206,7 @@ def test_metrics_for_prometheus(fleet: Fleet) -> None:
     assert 'edgewise_predictions_total{group="berlin",model="iris",version="1"} 10.0' in text
     assert 'edgewise_correct_predictions_total{group="berlin",model="iris",version="1"} 4.0' in text
     assert 'edgewise_prediction_errors_total{group="berlin"} 1.0' in text
-    assert 'edgewise_latency_mean_ms{group="berlin",model="iris",version="1"} 5.5' in text
+    assert 'edgewise_latency_mean_seconds{group="berlin",model="iris",version="1"} 0.0055' in text
     assert 'edgewise_drift_psi{group="berlin",model="iris",version="1"}' in text
     assert "edgewise_alerts_firing" in text
     # not measured is left out, never 0: oslo sent nothing

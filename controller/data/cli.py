@@ -1,0 +1,114 @@
+"""`edgewise data export` and `edgewise data retention`: the fleet's predictions as a training
+set, and how long telemetry is kept. Both are REST calls (``controller/data/api.py``); the
+export is streamed into the file as the controller reads it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import click
+
+from controller.cli.client import ControllerClientError
+from controller.cli.common import client_from, emit, fail, json_option, parse_since
+from controller.cli.exit_codes import ExitCode
+
+
+def _model_ref(text: str) -> tuple[str, int | None]:
+    name, _, version = text.partition(":")
+    if not name:
+        raise click.BadParameter(f"{text!r}: write MODEL or MODEL:VERSION", param_hint="MODEL")
+    if not version:
+        return name, None
+    try:
+        return name, int(version)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: the version must be a number",
+                                 param_hint="MODEL") from None
+
+
+@click.group("data")
+def data() -> None:
+    """The collected data: export predictions as a training set, apply a retention policy."""
+
+
+@data.command("export")
+@click.argument("model")
+@click.option("--since", help="Only predictions newer than this: a span back from now "
+              "(30m, 6h, 7d) or a Unix time. Default: all.")
+@click.option("--selector", help="Only devices whose labels match, e.g. 'site=berlin'.")
+@click.option("--labelled-only", is_flag=True,
+              help="Only predictions whose true label came back as feedback.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet",
+              show_default=True, help="File format (Parquet: pandas, polars, DuckDB read it).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The file to write (replaced only once the export is complete).")
+@json_option
+@click.pass_context
+def export(ctx: click.Context, model: str, since: str | None, selector: str | None,
+           labelled_only: bool, fmt: str, out: Path, as_json: bool) -> None:
+    """Write MODEL[:VERSION]'s predictions as a training set: one row per prediction with the
+    device, its labels, version, times, prediction, probability, the true label when known and
+    the inputs (one column per feature of the manifest; recorded by agents with
+    telemetry_columnar).
+
+    Example: edgewise data export iris:3 --since 7d --labelled-only --out iris.parquet
+    """
+    name, version = _model_ref(model)
+    since_ts = parse_since(since)
+    params: dict[str, object] = {"model": name, "format": fmt,
+                                 "labelled_only": str(labelled_only).lower()}
+    if version is not None:
+        params["version"] = version
+    if since_ts is not None:
+        params["since"] = since_ts
+    if selector:
+        params["selector"] = selector
+    part = out.with_name(f".{out.name}.part-{os.getpid()}")
+    try:
+        handle = part.open("wb")
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+    client = client_from(ctx, timeout=300.0)
+    try:
+        with handle:
+            written = client.export_data(params, handle)
+        part.replace(out)
+    except ControllerClientError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+    finally:
+        with contextlib.suppress(OSError):
+            part.unlink()
+    emit({"path": str(out), "bytes": written, "format": fmt, "model": name,
+          "version": version}, as_json,
+         lambda d: f"wrote {d['path']} ({d['bytes']:,} bytes, {d['format']})")
+
+
+@data.command("retention")
+@click.option("--days", type=click.FloatRange(0), help="Delete telemetry older than this many "
+              "days (by the device's time).")
+@click.option("--rows", type=click.IntRange(0), help="Then keep at most this many telemetry "
+              "rows, the newest (rows sharing the cutoff time are kept).")
+@json_option
+@click.pass_context
+def retention(ctx: click.Context, days: float | None, rows: int | None, as_json: bool) -> None:
+    """Delete old telemetry now and say exactly how many rows went (metrics and health
+    windows, which the fleet views read, are kept).
+
+    Example: edgewise data retention --days 30 --rows 50000000
+    """
+    if days is None and rows is None:
+        fail("say how much to keep: --days, --rows or both", ExitCode.USAGE)
+    try:
+        result = client_from(ctx).apply_retention(days, rows)
+    except ControllerClientError as exc:
+        fail(str(exc))
+    emit(result, as_json, lambda d: (f"deleted {d['deleted']:,} telemetry rows "
+                                     f"({d['deleted_by_age']:,} by age, {d['deleted_by_rows']:,}"
+                                     f" by count); {d['kept']:,} kept"))
+
+
+COMMANDS = [data]

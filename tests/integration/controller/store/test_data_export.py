@@ -1,0 +1,137 @@
+"""The collected data as a training set, on both backends: an export's rows are exactly the
+predictions the devices produced (per device and seq), in either record form; labels join by
+prediction id; nothing matched is a one-line error; retention deletes exactly what it reports."""
+
+from __future__ import annotations
+
+import io
+import random
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from controller.data.export import EmptyExport, Exporter, ExportQuery, stream, write
+from controller.data.retention import apply_retention
+from controller.errors import NotFoundError
+from controller.fleet.ingest_wire import decode_telemetry
+from controller.fleet.telemetry_store import TelemetryStore
+from controller.models.registry import ModelRegistry
+from controller.storage.db import Database
+from edge_agent.telemetry.records import CallRecords, encode_pending
+from edgewise_wire import Manifest, TelemetryBatch
+from edgewise_wire.messages import encode_telemetry_spliced
+
+
+def produce(store: TelemetryStore, device: str, epoch: int, calls: list[CallRecords],
+            extra: list[dict[str, Any]], columnar: bool, boot: str) -> None:
+    """What an agent would send: its pending records encoded for the outbox, given seqs,
+    spliced into one batch, decoded and stored as the controller's ingest does."""
+    bodies = encode_pending([*calls, *extra], boot, columnar)
+    seqs = list(enumerate(bodies, start=1))
+    payload = encode_telemetry_spliced(1, len(bodies), seqs, 0, epoch, ts=1.0)
+    assert payload is not None
+    store.store_group([decode_telemetry(payload, device, 2.0)])
+
+
+def calls(n_calls: int, model: str, version: int, ts0: float, rng: random.Random
+          ) -> list[CallRecords]:
+    out, first = [], 0
+    for k in range(n_calls):
+        rows = rng.randint(1, 5)
+        x = np.array([[rng.random(), rng.random()] for _ in range(rows)], dtype=np.float32)
+        labels = [rng.randint(0, 1) for _ in range(rows)]
+        out.append(CallRecords(ts0 + k, model, version, first, 0.25, labels,
+                               [0.5 + rng.random() / 2 for _ in range(rows)], range(rows), x))
+        first += rows
+    return out
+
+
+@pytest.fixture
+def pushed(registry: ModelRegistry, make_manifest: Callable[..., Manifest]) -> Manifest:
+    artifact = b"\x08\x07" * 100
+    registry.register(make_manifest(artifact), artifact)
+    return registry.get_manifest("iris")
+
+
+def test_export_rows_equal_what_the_devices_produced(
+        db: Database, registry: ModelRegistry, pushed: Manifest, tmp_path: Path) -> None:
+    store = TelemetryStore(db)
+    rng = random.Random(7)
+    produced: Counter[tuple[str, str]] = Counter()  # (device, prediction id)
+    version = pushed.version
+    for d, columnar in (("dev-a", True), ("dev-b", False), ("dev-c", True)):
+        cs = calls(30, "iris", version, 1000.0, rng)
+        boot = f"b{d[-1]}"
+        fb = [{"kind": "feedback", "ts": 2000.0, "prediction_id": f"{boot}-{i}", "truth": 1,
+               "model": "iris", "version": version, "correct": True} for i in range(0, 20, 2)]
+        produce(store, d, 5, cs, fb, columnar, boot)
+        for c in cs:
+            for i in c.sampled:
+                produced[(d, f"{boot}-{c.first + i}")] += 1
+    # the views count a columnar row as the predictions it holds
+    for d in ("dev-a", "dev-b", "dev-c"):
+        assert store.device_summary(d)["predictions"] == sum(
+            v for (dev, _), v in produced.items() if dev == d)
+    out = tmp_path / "iris.parquet"
+    summary = write(Exporter(db, pushed, ExportQuery("iris")), "parquet", out)
+    table = pq.read_table(out)
+    got = Counter(zip(table.column("device_id").to_pylist(),
+                      table.column("prediction_id").to_pylist(), strict=True))
+    assert got == produced and summary.rows == sum(produced.values())
+    assert summary.devices == 3 and summary.labelled == 30
+    assert table.column_names[-2:] == ["a", "b"]
+    cols = table.to_pydict()
+    inputs_known = [a is not None for a, dev in zip(cols["a"], cols["device_id"], strict=True)
+                    if dev != "dev-b"]
+    assert all(inputs_known)  # columnar records carry the inputs
+    assert all(a is None for a, dev in zip(cols["a"], cols["device_id"], strict=True)
+               if dev == "dev-b")
+    assert set(cols["version"]) == {version}
+    # the same through the stream, as CSV, labelled only
+    data = b"".join(stream(Exporter(db, pushed, ExportQuery("iris", labelled_only=True)), "csv"))
+    csv = pcsv.read_csv(io.BytesIO(data))
+    assert csv.num_rows == 30 and set(csv.column("label").to_pylist()) == {1}
+
+
+def test_selector_since_and_nothing_matched(db: Database, pushed: Manifest) -> None:
+    store = TelemetryStore(db)
+    produce(store, "dev-a", 1, calls(5, "iris", pushed.version, 1000.0, random.Random(1)), [],
+            True, "x")
+    with pytest.raises(EmptyExport, match="no predictions of iris since ts 5000"):
+        write(Exporter(db, pushed, ExportQuery("iris", since=5000.0)), "parquet",
+              io.BytesIO())
+    with pytest.raises(EmptyExport, match="matching 'site=nowhere'"):
+        next(stream(Exporter(db, pushed, ExportQuery("iris", selector="site=nowhere")),
+                    "parquet"))
+
+
+def test_unknown_model_is_not_found(registry: ModelRegistry, pushed: Manifest) -> None:
+    with pytest.raises(NotFoundError):
+        registry.get_manifest("no-such-model")
+    with pytest.raises(NotFoundError):
+        registry.get_manifest("iris", 99)
+
+
+def test_retention_deletes_exactly_what_it_reports(db: Database) -> None:
+    store = TelemetryStore(db)
+    recs = [{"seq": s, "kind": "error", "ts": float(s * 86_400), "reason": "x"}
+            for s in range(1, 41)]
+    store.store_batch("d1", TelemetryBatch(1, 40, recs, ts=1.0), received_at=1.0)
+    now = 41 * 86_400.0
+    # older than 10 days: ts < 31 days -> seqs 1..30
+    r = apply_retention(db, days=10, max_rows=None, now=now)
+    assert (r.deleted_by_age, r.deleted_by_rows, r.kept) == (30, 0, 10)
+    assert store.seqs("d1") == list(range(31, 41))
+    r = apply_retention(db, days=None, max_rows=4, now=now)
+    assert (r.deleted_by_age, r.deleted_by_rows, r.kept) == (0, 6, 4)
+    assert store.seqs("d1") == [37, 38, 39, 40]
+    r = apply_retention(db, days=100, max_rows=4, now=now)
+    assert r.deleted == 0 and r.kept == 4
+    assert apply_retention(db, days=None, max_rows=0, now=now).deleted_by_rows == 4
+    assert store.count() == 0
