@@ -49,6 +49,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
+from edge_agent.desired_gate import load_trusted_keys
 from edge_agent.download import ArtifactDownload
 from edge_agent.experiment_keeper import ExperimentKeeper
 from edge_agent.health.agent_health import AgentHealth
@@ -63,6 +64,11 @@ from edge_agent.outbox import (
 )
 from edge_agent.recent import RecentPredictions
 from edge_agent.runtime import InferenceRuntime, InvalidInput, monitor_rows, prepare_features
+from edge_agent.self_update import (
+    AgentSelfUpdate,
+    launcher_root_from_env,
+    running_version_from_env,
+)
 from edge_agent.shadow import Experiment
 from edge_agent.slots import Slot
 from edge_agent.small_io import small_io_executor
@@ -76,6 +82,7 @@ from edgewise_mqtt.link import MqttLink, Will
 from edgewise_wire import (
     Ack,
     Desired,
+    DesiredAgent,
     LogsReply,
     LogsRequest,
     Manifest,
@@ -129,6 +136,9 @@ class EdgeAgent:
         self._clock = clock
         self.device_id = config.device_id
         self._outbox_path = config.data_dir / "outbox.sqlite"
+        # under edgewise-agent-launcher: the version of the slot it runs from (what it was
+        # staged as); otherwise the installed distribution's version
+        self.agent_version = running_version_from_env(__version__)
         self.runtime: InferenceRuntime | None = None
         self.active: ModelRef | None = None
         self.deployment_id: str | None = None
@@ -171,7 +181,7 @@ class EdgeAgent:
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
             will=Will(self.topic(DeviceChannel.PRESENCE),
-                      encode(Presence(online=False, ts=clock(), agent_version=__version__))),
+                      encode(Presence(online=False, ts=clock(), agent_version=self.agent_version))),
             keepalive=config.keepalive_s,
         )
         self.telemetry = TelemetryUplink(
@@ -195,6 +205,16 @@ class EdgeAgent:
             model_memory_bytes=config.model_memory_bytes,
             feedback_memory=config.feedback_memory)
         self._experiment_due = time.monotonic() + config.metrics_window_s
+        # agent self-update: only when a launcher started this agent and said where its slots are
+        self.self_update: AgentSelfUpdate | None = None
+        launcher_root = launcher_root_from_env()
+        if launcher_root is not None:
+            self.self_update = AgentSelfUpdate(
+                self.link, device_id=self.device_id, data_dir=config.data_dir,
+                launcher_root=launcher_root, running_version=self.agent_version,
+                trusted_keys=load_trusted_keys(config.trusted_keys),
+                device_class=config.device_class, clock=clock, report=self.report,
+                repair_interval_s=config.chunk_repair_interval_s, use_url=config.artifact_http)
 
     # -- the update path's view (kept as attributes for the simulator, tests and status) -----
 
@@ -246,6 +266,8 @@ class EdgeAgent:
                                   tag=str(int(self._clock())), device_id=self.device_id)
         self.updater.start()
         self.experiments.start()
+        if self.self_update is not None:
+            self._tasks.extend(self.self_update.tasks())
         if self.log_ring is not None:
             self.log_ring.attach()
         self._tasks.append(asyncio.create_task(self._telemetry_loop()))
@@ -273,7 +295,7 @@ class EdgeAgent:
             with contextlib.suppress(Exception):
                 await self.link.publish_and_wait(
                     self.topic(DeviceChannel.PRESENCE),
-                    encode(Presence(online=False, ts=self._clock(), agent_version=__version__)),
+                    encode(Presence(online=False, ts=self._clock(), agent_version=self.agent_version)),
                     retain=True, timeout=2.0)
         await self.link.stop()
         self._close()
@@ -291,6 +313,8 @@ class EdgeAgent:
             task.cancel()
         self.updater.close()
         self.experiments.close()
+        if self.self_update is not None:
+            self.self_update.close()
         if self._owned_small_io is not None:
             # a journal save still running finishes in its thread; nothing new is queued
             self._owned_small_io.shutdown(wait=False)
@@ -451,16 +475,20 @@ class EdgeAgent:
         self.link.subscribe(keys_topic())
         self.link.subscribe(self.topic(DeviceChannel.DESIRED))
         self.link.subscribe(self.topic(DeviceChannel.ACK))
+        if self.self_update is not None:
+            self.link.subscribe(self.topic(DeviceChannel.AGENT_DESIRED))
         if self.log_ring is not None:
             self.link.subscribe(self.topic(DeviceChannel.LOGS_REQUEST))
         self.link.subscribe(self.topic(DeviceChannel.EXPERIMENT))
         self.link.publish(self.topic(DeviceChannel.PRESENCE),
                           encode(Presence(online=True, ts=self._clock(),
-                                          agent_version=__version__)), retain=True)
+                                          agent_version=self.agent_version)), retain=True)
         self.report()
         self.telemetry.sender.reconnected()
         self.updater.on_connected()
         self.experiments.on_connected()
+        if self.self_update is not None:
+            self.self_update.on_connected()
 
     def _on_disconnect(self) -> None:
         log.info("%s: disconnected from %s", self.device_id, self.config.broker)
@@ -476,8 +504,11 @@ class EdgeAgent:
                 return
             parsed = parse_topic(topic)
             if isinstance(parsed, ChunkTopic):
-                self.updater.on_chunk(parsed, payload)
-                self.experiments.on_chunk(parsed, payload)
+                if self.self_update is not None and self.self_update.owns_chunk(parsed):
+                    self.self_update.on_chunk(parsed, payload)
+                else:
+                    self.updater.on_chunk(parsed, payload)
+                    self.experiments.on_chunk(parsed, payload)
             elif isinstance(parsed, DeviceTopic) and parsed.device_id == self.device_id:
                 if parsed.channel is DeviceChannel.DESIRED:
                     self.updater.on_desired(decode(payload, Desired))
@@ -489,6 +520,9 @@ class EdgeAgent:
                         self._drop("malformed", f"{topic}: {exc}")
                         return
                     self._on_ack(ack)
+                elif parsed.channel is DeviceChannel.AGENT_DESIRED and \
+                        self.self_update is not None:
+                    self.self_update.on_desired(decode(payload, DesiredAgent))
                 elif parsed.channel is DeviceChannel.LOGS_REQUEST:
                     self._send_logs(decode(payload, LogsRequest))
                 elif parsed.channel is DeviceChannel.EXPERIMENT:
@@ -518,8 +552,10 @@ class EdgeAgent:
         message = Reported(
             state=update.state, active=self.active, target=update.target,
             deployment_id=deployment_id, last_error=update.last_error,
-            progress=update.progress, labels=self.config.labels, agent_version=__version__,
-            ts=self._clock(), staged=update.staged, previous=update.previous)
+            progress=update.progress, labels=self.config.labels, agent_version=self.agent_version,
+            ts=self._clock(), staged=update.staged, previous=update.previous,
+            agent_update=(self.self_update.report_fields()
+                          if self.self_update is not None else None))
         self.link.publish(self.topic(DeviceChannel.REPORTED), encode(message), retain=True)
     # -- telemetry ---------------------------------------------------------------------------
 
@@ -603,4 +639,6 @@ class EdgeAgent:
             "acks_refused": self.acks_refused,
             "connected": self.link.connected,
             **self.updater.status(),
+            "agent_update": (self.self_update.report_fields()
+                             if self.self_update is not None else None),
         }

@@ -47,6 +47,9 @@ from edgewise_wire import public_keys
 ALG = "ed25519"
 MANIFEST_TYPE = "edgewise.manifest.v1"
 ROLLBACK_ORDER_TYPE = "edgewise.rollback-order.v1"
+# an agent bundle's manifest is signed under its own type: a signed model manifest cannot be
+# replayed as an agent bundle (and run as the device's agent), nor the other way round
+AGENT_MANIFEST_TYPE = "edgewise.agent-manifest.v1"
 
 
 class TrustError(Exception):
@@ -270,6 +273,45 @@ def verify_envelope(
         if now >= rollback_order.expires_at:
             raise DowngradeRefused(f"the rollback order to {label} expired at "
                                    f"{_iso(rollback_order.expires_at)}")
+    return copy.deepcopy(manifest)
+
+
+# ------------------------------------------------------------------------------ agent bundles
+
+
+def agent_manifest_signed_content(manifest: Any, expires_at: Any,
+                                  device_class: Any) -> dict[str, Any]:
+    """What the signature of an agent bundle's envelope covers (with the key id)."""
+    return {"type": AGENT_MANIFEST_TYPE, "manifest": manifest, "expires_at": expires_at,
+            "device_class": device_class}
+
+
+def verify_agent_envelope(envelope: Any, trusted_keys: Mapping[str, bytes], *, now: float,
+                          device_class: str | None) -> dict[str, Any]:
+    """The agent manifest inside ``envelope`` if this device may stage it; else a
+    :class:`TrustError`. Same envelope shape as a model's (manifest, expires_at, device_class,
+    signature), checked in the same order: shape, signature, expiry, device class. There is no
+    version order among agent versions (labels, not numbers): the controller names the one
+    version a device should run, and the signature and expiry are what make it trustworthy.
+    """
+    what = "agent manifest envelope"
+    if not isinstance(envelope, dict):
+        raise MalformedEnvelope(f"{what} must be an object")
+    if envelope.get("signature") is None:
+        raise UnsignedManifest(f"{what} carries no signature")
+    manifest, dev_class = envelope.get("manifest"), envelope.get("device_class")
+    if not isinstance(manifest, dict):
+        raise MalformedEnvelope(f"{what}: 'manifest' must be an object")
+    if dev_class is not None and not isinstance(dev_class, str):
+        raise MalformedEnvelope(f"{what}: 'device_class' must be a string or null")
+    expires_at = _finite(envelope, "expires_at", what)
+    check_signature(what, envelope, agent_manifest_signed_content(
+        manifest, envelope["expires_at"], dev_class), trusted_keys)
+    label = f"agent manifest {manifest.get('version')}"
+    if now >= expires_at:
+        raise ExpiredManifest(label, expires_at, now)
+    if dev_class is not None and dev_class != device_class:
+        raise WrongDeviceClass(dev_class, device_class)
     return copy.deepcopy(manifest)
 
 

@@ -7,6 +7,7 @@ registry completes it (version number), and it travels to the agent inside the d
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,14 @@ MAX_ARTIFACT_SIZE = 512 * 1024 * 1024
 MAX_URL_LENGTH = 2048
 
 FORMATS = ("onnx", "tflite")
+# What a manifest describes: a model (the default; model manifests carry no "kind" field, so
+# every manifest signed before agent bundles existed keeps its exact form) or an agent bundle.
+KIND_MODEL = "model"
+KIND_AGENT = "agent"
+KINDS = (KIND_MODEL, KIND_AGENT)
+# agent versions are labels like "0.2.0" or "0.2.0+pi4": they name a launcher slot's version in
+# its journal and in the device's reports, so no whitespace, slashes or control characters
+AGENT_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 TASKS = ("classification", "regression")
 
 Scalar = int | float | str
@@ -296,6 +305,9 @@ class Manifest:
     def from_dict(cls, d: Any, ctx: str = "manifest") -> Manifest:
         if not isinstance(d, dict):
             raise SchemaError(f"{ctx} must be an object")
+        kind = get_str(d, "kind", ctx, optional=True)
+        if kind is not None and kind != KIND_MODEL:
+            raise SchemaError(f"{ctx}.kind {kind!r} is not a model manifest")
         schema = get_int(d, "schema", ctx)
         if schema != MANIFEST_SCHEMA:
             raise SchemaError(f"{ctx}.schema {schema} is not supported (this agent knows {MANIFEST_SCHEMA})")
@@ -363,3 +375,64 @@ def _tflite_ops(d: dict[str, Any], ctx: str) -> dict[str, int]:
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ops.values()):
         raise SchemaError(f"{ctx}.tflite_ops must map op names to version numbers")
     return dict(ops)
+
+
+def check_agent_version(version: str, ctx: str = "version") -> str:
+    """Return ``version`` if it is a usable agent version label; raise SchemaError otherwise."""
+    if not isinstance(version, str) or not AGENT_VERSION.fullmatch(version):
+        raise SchemaError(f"{ctx} {version!r} is not an agent version: use 1-64 letters, digits, "
+                          "'.', '+', '_' or '-', starting with a letter or digit")
+    return version
+
+
+@dataclass(frozen=True)
+class AgentManifest:
+    """An agent bundle: a tar archive of a prepared agent (``bin/edgewise-agent`` and what it
+    runs) that the device's ``edgewise-agent-launcher`` stages into its standby slot.
+
+    Same content address as a model artifact (sha256, size, chunk hashes, optional URL), so it
+    travels over the same signed, resumable chunk path; ``version`` is the label the device
+    reports as its ``agent_version`` once the bundle runs. ``kind`` is always ``"agent"``: a
+    model manifest parser refuses it, and this one refuses a model manifest, so neither can be
+    taken for the other.
+    """
+
+    version: str
+    artifact: ArtifactRef
+    created_at: str = ""
+    kind: str = KIND_AGENT
+    schema: int = MANIFEST_SCHEMA
+
+    ALLOWED_KEYS = frozenset({"kind", "version", "artifact", "created_at", "schema"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "version": self.version, "artifact": self.artifact.to_dict(),
+                "created_at": self.created_at, "schema": self.schema}
+
+    @classmethod
+    def from_dict(cls, d: Any, ctx: str = "manifest") -> AgentManifest:
+        if not isinstance(d, dict):
+            raise SchemaError(f"{ctx} must be an object")
+        kind = get_str(d, "kind", ctx, optional=True)
+        if kind != KIND_AGENT:
+            raise SchemaError(f"{ctx}.kind {kind!r} is not {KIND_AGENT!r}: not an agent manifest")
+        unknown = sorted(str(k) for k in d if k not in cls.ALLOWED_KEYS)
+        if unknown:
+            raise SchemaError(f"{ctx} has fields an agent manifest does not know: {unknown[:5]}")
+        schema = get_int(d, "schema", ctx)
+        if schema != MANIFEST_SCHEMA:
+            raise SchemaError(f"{ctx}.schema {schema} is not supported (this agent knows {MANIFEST_SCHEMA})")
+        version = check_agent_version(get_str(d, "version", ctx, max_len=64), f"{ctx}.version")
+        return cls(version=version,
+                   artifact=ArtifactRef.from_dict(get_dict(d, "artifact", ctx), f"{ctx}.artifact"),
+                   created_at=get_str(d, "created_at", ctx, optional=True, max_len=64) or "",
+                   schema=schema)
+
+
+def manifest_kind(d: Any) -> str:
+    """The kind of a manifest as data: ``"model"`` when it names none (raises SchemaError for a
+    kind this side does not know)."""
+    kind = d.get("kind", KIND_MODEL) if isinstance(d, dict) else KIND_MODEL
+    if kind not in KINDS:
+        raise SchemaError(f"manifest.kind {kind!r} is not one of {KINDS}")
+    return str(kind)

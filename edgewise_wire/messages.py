@@ -163,6 +163,31 @@ class Desired(Message):
 
 
 @dataclass(frozen=True)
+class DesiredAgent(Message):
+    """The agent version the device should run (retained, on ``agent/desired``).
+
+    ``signed``: the controller's signed agent manifest envelope
+    (:func:`edgewise_wire.envelope.verify_agent_envelope`; the manifest is an
+    :class:`~edgewise_wire.manifest.AgentManifest`), None: no agent version is asked for (the
+    device keeps what it runs). ``rollout_id`` names the rollout that sent it, for the reports.
+    Verified by the agent before anything is downloaded; never acted on unsigned.
+    """
+
+    TYPE: ClassVar[str] = "desired_agent"
+    signed: dict[str, Any] | None
+    rollout_id: str | None = None
+    ts: float = field(default_factory=now)
+
+    def body(self) -> dict[str, Any]:
+        return {"signed": self.signed, "rollout_id": self.rollout_id, "ts": self.ts}
+
+    @classmethod
+    def from_body(cls, d: dict[str, Any]) -> DesiredAgent:
+        return cls(get_dict(d, "signed", optional=True),
+                   get_str(d, "rollout_id", optional=True, max_len=128), get_float(d, "ts"))
+
+
+@dataclass(frozen=True)
 class Reported(Message):
     """What the agent runs and where its update stands (retained)."""
 
@@ -180,6 +205,9 @@ class Reported(Message):
     # previous slot for an instant rollback (omitted when none)
     staged: ModelRef | None = None
     previous: ModelRef | None = None
+    # agent self-update under the launcher: {"running", "target", "state", "error"} (omitted
+    # when the agent takes no agent bundles)
+    agent_update: dict[str, Any] | None = None
 
     def body(self) -> dict[str, Any]:
         d = {
@@ -197,6 +225,8 @@ class Reported(Message):
             d["staged"] = self.staged.to_dict()
         if self.previous is not None:
             d["previous"] = self.previous.to_dict()
+        if self.agent_update is not None:
+            d["agent_update"] = self.agent_update
         return d
 
     @classmethod
@@ -222,6 +252,7 @@ class Reported(Message):
             ts=get_float(d, "ts"),
             staged=_optional_ref(d, "staged"),
             previous=_optional_ref(d, "previous"),
+            agent_update=get_dict(d, "agent_update", optional=True),
         )
 
 
@@ -386,7 +417,7 @@ class LogsReply(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (Presence, Desired, Reported, TelemetryBatch, Ack, ArtifactRequest,
+    cls.TYPE: cls for cls in (Presence, Desired, DesiredAgent, Reported, TelemetryBatch, Ack, ArtifactRequest,
                               LogsRequest, LogsReply)
 }
 

@@ -6,6 +6,7 @@ controller call these functions, so a change of layout is a change here only.
 Layout (root ``ew/v1``)::
 
     ew/v1/dev/{device_id}/desired      controller -> agent   retained
+    ew/v1/dev/{device_id}/agent/desired controller -> agent  retained (agent version to run)
     ew/v1/dev/{device_id}/reported     agent -> controller   retained
     ew/v1/dev/{device_id}/presence     agent -> controller   retained, last will
     ew/v1/dev/{device_id}/telemetry    agent -> controller
@@ -36,6 +37,7 @@ class DeviceChannel(str, Enum):
     """The per-device topics, named by what travels on them."""
 
     DESIRED = "desired"
+    AGENT_DESIRED = "agent/desired"
     REPORTED = "reported"
     PRESENCE = "presence"
     TELEMETRY = "telemetry"

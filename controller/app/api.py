@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from controller.agent_bundles.api import agent_versions_router
 from controller.app.body_limits import BodyLimits
 from controller.app.service import Controller
 from controller.audit.api import audit_router
@@ -59,6 +60,7 @@ def create_app(controller: Controller) -> FastAPI:
     c = controller
     app.include_router(auth_router(auth))
     app.include_router(models_router(c.registry, c.model_views, c.health.model_summary, admin))
+    app.include_router(agent_versions_router(c.agent_bundles, c.agent_deployer, admin))
     app.include_router(devices_router(c.devices, c.fleet_views, c.health, admin))
     app.include_router(fleet_router(c.fleet_views, c.health))
     app.include_router(telemetry_router(c.telemetry.count))

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from controller.agent_bundles import cli as agent_cli
 from controller.app import cli_db
 from controller.audit import cli as audit_cli
 from controller.cli.client import ControllerClientError
@@ -220,7 +221,8 @@ def demo(devices: int, workdir: Path, broker_kind: str, serve_seconds: float,
 
 
 # every feature's commands, registered one way
-for _feature in (models_cli, fleet_cli, rollouts_cli, experiments_cli, monitoring_cli, audit_cli,
+for _feature in (models_cli, agent_cli, fleet_cli, rollouts_cli, experiments_cli, monitoring_cli,
+                 audit_cli,
                  cli_tokens, cli_keys, cli_pki, cli_claims, cli_db, data_cli):
     for _command in _feature.COMMANDS:
         cli.add_command(_command)

@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from controller.agent_bundles.deploy import AgentDeployer
+from controller.agent_bundles.registry import AgentBundles
+from controller.app.artifact_sources import ArtifactSources
 from controller.app.lease import Lease
 from controller.audit.store import AuditLog
 from controller.config import ControllerConfig
@@ -76,6 +79,8 @@ class Controller:
         self.signer = DesiredSigner(ensure_signing_key(signing_keys), config.manifest_ttl_s,
                                     locate=locate, counters=SealCounters(self.db).next)
         self.registry = ModelRegistry(self.db, self.store)
+        # agent bundles for the devices' launcher: the same store, the same chunk server
+        self.agent_bundles = AgentBundles(self.db, self.store)
         # fleet and its telemetry; metrics windows are stored in the telemetry's transaction
         self.fleet = FleetStore(self.db)
         self.devices = DeviceRegistry(self.db, self.fleet)
@@ -87,8 +92,11 @@ class Controller:
         self.telemetry = TelemetryStore(self.db, self.metrics.store_windows,
                                         self.health_store.store_windows,
                                         self.experiment_store.store_windows)
-        self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry, self.registry,
+        self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry,
+                                       ArtifactSources(self.registry, self.agent_bundles),
                                        share_group=config.share_group)
+        self.agent_deployer = AgentDeployer(self.agent_bundles, self.fleet.device_ids,
+                                            self.signer, self.bridge.publish_desired_agent)
         # signing keys over the air: the key update, retained, republished on every change
         self.key_updates = KeyUpdatePublisher(
             signing_keys, lambda topic, payload: self.bridge.link.publish(topic, payload,

@@ -118,6 +118,16 @@ class ControllerClient:
             data={"manifest": json.dumps(manifest.to_dict())},
             files={"artifact": ("artifact.bin", artifact, "application/octet-stream")})
 
+    def push_agent_version(self, version: str, archive: bytes) -> dict[str, Any]:
+        return self._call("POST", "/agent-versions", data={"version": version},
+                          files={"archive": ("agent.tar.gz", archive, "application/gzip")})
+
+    def deploy_agent_version(self, version: str, devices: list[str] | None) -> dict[str, Any]:
+        return self._call("POST", f"/agent-versions/{version}/deploy", json={"devices": devices})
+
+    def list_agent_versions(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/agent-versions")
+
     def list_models(self) -> list[dict[str, Any]]:
         return self._call("GET", "/models")
 

@@ -35,6 +35,7 @@ from edgewise_mqtt.link import BrokerAddress, MqttLink
 from edgewise_wire import (
     Ack,
     Desired,
+    DesiredAgent,
     Manifest,
     Presence,
     ProtocolError,
@@ -43,7 +44,7 @@ from edgewise_wire import (
     encode,
 )
 from edgewise_wire.experiments import ExperimentOrder
-from edgewise_wire.manifest import ArtifactRef
+from edgewise_wire.manifest import AgentManifest, ArtifactRef
 from edgewise_wire.messages import ArtifactRequest
 from edgewise_wire.topics import (
     DeviceChannel,
@@ -75,9 +76,10 @@ class _Work:
 
 
 class ArtifactSource(Protocol):
-    """Where the chunks devices download come from (the model registry and its artifact store)."""
+    """Where the chunks devices download come from (the model registry, the agent bundles, and
+    their artifact store): anything with the ``artifact`` its hash belongs to."""
 
-    def find_by_sha(self, sha: str) -> Manifest | None: ...
+    def find_by_sha(self, sha: str) -> Manifest | AgentManifest | None: ...
 
     def open_range(self, sha: str, offset: int, length: int) -> bytes: ...
 
@@ -155,6 +157,11 @@ class ControllerBridge:
         if order.candidate is not None:
             self.chunks.offer(order.candidate.artifact)
         self.link.publish(device_topic(device_id, DeviceChannel.EXPERIMENT), encode(order),
+                          retain=True)
+
+    def publish_desired_agent(self, device_id: str, desired: DesiredAgent) -> None:
+        """The signed agent version a device's launcher should run (retained)."""
+        self.link.publish(device_topic(device_id, DeviceChannel.AGENT_DESIRED), encode(desired),
                           retain=True)
 
     # -- incoming ----------------------------------------------------------------------------

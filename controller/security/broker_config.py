@@ -45,6 +45,7 @@ READ, WRITE = "read", "write"
 # here; a channel missing from this table is left out of the ACL (denied) and logged.
 DEVICE_ACCESS: dict[str, str] = {
     "desired": READ,
+    "agent/desired": READ,  # the signed agent version the device's launcher should run
     "ack": READ,
     "cmd": READ,
     "reported": WRITE,

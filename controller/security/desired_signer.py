@@ -35,9 +35,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from controller.security.signing import sign_manifest, sign_rollback_order, sign_seal
+from controller.security.signing import (
+    sign_agent_manifest,
+    sign_manifest,
+    sign_rollback_order,
+    sign_seal,
+)
 from controller.security.signing_keys import SigningKeys
-from edgewise_wire import Desired, Manifest, ProbationPolicy
+from edgewise_wire import Desired, DesiredAgent, Manifest, ProbationPolicy
+from edgewise_wire.manifest import AgentManifest
 
 log = logging.getLogger("edgewise.controller.signing")
 
@@ -152,6 +158,16 @@ class DesiredSigner:
                  ) -> dict[str, Any]:
         return sign_manifest(manifest.to_dict(), pem or self._private_key(),
                              expires_at=now + self.ttl_s)
+
+    def agent_desired(self, manifest: AgentManifest, *, now: float,
+                      rollout_id: str | None = None) -> DesiredAgent:
+        """The signed agent version for devices' launchers (with the store's URL if known)."""
+        url = self.locate(manifest.artifact.sha256) if self.locate is not None else None
+        if url is not None and url != manifest.artifact.url:
+            manifest = replace(manifest, artifact=replace(manifest.artifact, url=url))
+        envelope = sign_agent_manifest(manifest.to_dict(), self._private_key(),
+                                       expires_at=now + self.ttl_s)
+        return DesiredAgent(envelope, rollout_id, ts=now)
 
     def desired(self, deployment_id: str, manifest: Manifest | None, device_id: str,
                 running: Versioned | None, *, now: float,

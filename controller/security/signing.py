@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgewise_wire.envelope import (
     ALG,
+    agent_manifest_signed_content,
     canonical_bytes,
     key_id_of,
     key_id_of_raw,
@@ -65,6 +66,20 @@ def sign_manifest(manifest_dict: Mapping[str, Any], private_key_pem: bytes, *,
     manifest = copy.deepcopy(dict(manifest_dict))
     expires = float(expires_at)
     signature = _sign(private_key_pem, manifest_signed_content(manifest, expires, device_class))
+    return {"manifest": manifest, "expires_at": expires, "device_class": device_class,
+            "signature": signature}
+
+
+def sign_agent_manifest(manifest_dict: Mapping[str, Any], private_key_pem: bytes, *,
+                        expires_at: float, device_class: str | None = None) -> dict[str, Any]:
+    """Wrap ``manifest_dict`` (``AgentManifest.to_dict()``) in a signed envelope of the agent
+    bundle type (:data:`edgewise_wire.envelope.AGENT_MANIFEST_TYPE`)."""
+    if not math.isfinite(expires_at):
+        raise ValueError("expires_at must be a finite epoch time")
+    manifest = copy.deepcopy(dict(manifest_dict))
+    expires = float(expires_at)
+    signature = _sign(private_key_pem,
+                      agent_manifest_signed_content(manifest, expires, device_class))
     return {"manifest": manifest, "expires_at": expires, "device_class": device_class,
             "signature": signature}
 

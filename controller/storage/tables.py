@@ -32,6 +32,18 @@ model_versions = sa.Table(
 )
 
 
+# agent bundles (controller/agent_bundles): one archive per version label, in the artifact store
+agent_versions = sa.Table(
+    "agent_versions", metadata,
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("manifest_json", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_agent_versions_sha256", "sha256"),
+)
+
+
 devices = sa.Table(
     "devices", metadata,
     sa.Column("device_id", sa.String(128), primary_key=True),

@@ -53,7 +53,7 @@ from edge_agent.launcher.plan import (
     rolling_back,
     switched,
 )
-from edge_agent.launcher.slots import LauncherError, SlotRoot
+from edge_agent.launcher.slots import ROOT_ENV, VERSION_ENV, LauncherError, SlotRoot
 
 log = logging.getLogger("edgewise.launcher")
 
@@ -79,8 +79,15 @@ class Supervisor:
     def start_agent(self, slot: str) -> None:
         command = [str(self.root.agent_command(slot)), *self.agent_args]
         log.info("starting the agent of slot %s: %s", slot, " ".join(command))
+        # the agent learns where its launcher keeps the slots (so it can stage a verified
+        # bundle the controller sent) and which version it runs as (what it reports)
+        env = {k: v for k, v in os.environ.items() if k not in (ROOT_ENV, VERSION_ENV)}
+        env[ROOT_ENV] = str(self.root.root)
+        version = self.root.slot_version(slot)
+        if version is not None:
+            env[VERSION_ENV] = version
         try:
-            self.child = subprocess.Popen(command)
+            self.child = subprocess.Popen(command, env=env)
         except OSError as exc:
             log.error("cannot start the agent of slot %s: %s", slot, exc)
             self.child = None

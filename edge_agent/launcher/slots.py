@@ -25,6 +25,13 @@ from edge_agent.launcher.plan import SLOTS, Journal, Phase, standby
 AGENT_BIN = Path("bin") / "edgewise-agent"
 
 
+# what the launcher tells the agent it starts: where the slots are, and the slot's version
+ROOT_ENV = "EDGEWISE_LAUNCHER_ROOT"
+VERSION_ENV = "EDGEWISE_AGENT_VERSION"
+# in a staged slot: the version it was staged as (absent in a slot prepared by hand)
+VERSION_FILE = ".edgewise-agent-version"
+
+
 class LauncherError(Exception):
     """A one-line reason the launcher cannot do what it was asked."""
 
@@ -43,6 +50,14 @@ class SlotRoot:
         return self.slot_dir(slot) / AGENT_BIN
 
     # -- the journal ---------------------------------------------------------------------------
+
+    def slot_version(self, slot: str) -> str | None:
+        """The version ``slot`` was staged as, or None (prepared by hand, or unreadable)."""
+        try:
+            text = (self.slot_dir(slot) / VERSION_FILE).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return text or None
 
     def load(self) -> Journal:
         try:
@@ -104,6 +119,9 @@ class SlotRoot:
         if not (command.is_file() and os.access(command, os.X_OK)):
             shutil.rmtree(tmp, ignore_errors=True)
             raise LauncherError(f"{archive} has no executable {AGENT_BIN}: not an agent")
+        if version is not None:
+            # what the slot's agent reports as its agent_version (the launcher tells it)
+            (tmp / VERSION_FILE).write_text(version + "\n")
         _fsync_tree(tmp)
         # the journal first: a crash after it leaves 'committed' on the good slot, nothing lost
         self.save(Journal(Phase.COMMITTED, journal.good, last_error=journal.last_error))

@@ -231,6 +231,8 @@ SIZES: dict[tuple[str, str], Source] = {
     ("docs/protocol.md", "1 MiB"): Constant(_max_control),
     ("docs/protocol.md", "4 MiB"): Constant(_max_telemetry),
     ("docs/protocol.md", "64 KiB"): Constant(_chunk_size),
+    ("docs/cli.md", "64 KiB"): Constant(_chunk_size),
+    ("docs/deploy.md", "64 KiB"): Constant(_chunk_size),
     ("docs/protocol.md", "512 MiB"): Constant(_max_artifact),
     ("docs/security.md", "1 MiB"): Constant(_max_control),  # also UPLOAD_BLOCK's size
     ("docs/security.md", "8 MiB"): Constant(_max_json_body),
