@@ -37,6 +37,7 @@ from edgewise_wire.envelope import (
     NotForThisDevice,
     RollbackOrder,
     TrustError,
+    UnknownSigningKey,
     key_id_of,
     verify_envelope,
     verify_rollback_order,
@@ -51,6 +52,12 @@ SUPPORTED_FORMATS = ("onnx", "tflite")
 
 class Rejected(Exception):
     """The desired state must not be acted upon; the message says why, for an operator."""
+
+
+class ForeignKeyUpdate(Rejected):
+    """A key update signed by no key this device ever trusted: another fleet's on the same
+    broker and topic root, or a forgery. Refused and counted like any other, but it says
+    nothing about this device's own trust, so it is not this device's error to report."""
 
 
 class TrustedKeyError(ValueError):
@@ -156,6 +163,9 @@ class DesiredGate:
         try:
             update = verify_key_update(message, self.trusted_keys,
                                        last_sequence=self.state.key_sequence)
+        except UnknownSigningKey as exc:
+            self.refusals["key_update"] += 1
+            raise ForeignKeyUpdate(f"ignored a key update: {exc}") from None
         except TrustError as exc:
             self.refusals["key_update"] += 1
             raise Rejected(f"refused the key update: {exc}") from None
@@ -178,14 +188,20 @@ class DesiredGate:
                  self.device_id, update.sequence, ", ".join(update.signed_by),
                  ", ".join(sorted(self.trusted_keys)), ", ".join(sorted(update.retired)) or "none")
 
-    def check(self, desired: Desired, running: ModelRef | None, *, now: float) -> Accepted:
-        """Accept ``desired`` (given what serves now) or raise :class:`Rejected`."""
+    def check(self, desired: Desired, running: ModelRef | None, *, now: float,
+              sealed: bool = True) -> Accepted:
+        """Accept ``desired`` (given what serves now) or raise :class:`Rejected`.
+
+        ``sealed=False`` checks a manifest that does not arrive as a desired state (an
+        experiment's candidate): signature, expiry, device class and fit, but not the per-device
+        seal, whose counter orders desired states only. Such a manifest is protected against
+        replay by its envelope's expiry alone (docs/security.md)."""
         manifest = desired.manifest
         if not self.enforcing:
             if manifest is not None:
                 self._check_fits(manifest)
             return Accepted(manifest, rollback=False)
-        seal, fresh = self._check_seal(desired)
+        seal, fresh = self._check_seal(desired) if sealed else (None, False)
         order = self._rollback_order(desired, now)
         if manifest is None:
             if running is None:  # nothing runs: unloading changes nothing

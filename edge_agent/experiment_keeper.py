@@ -143,7 +143,8 @@ class ExperimentKeeper:
             raise Rejected(f"the experiment's control is {order.control}, this device serves "
                            f"{active or 'no model'}")
         self.gate.check(Desired(f"experiment-{order.experiment_id}", manifest, ts=order.ts,
-                                envelope=order.envelope), None, now=self.clock())
+                                envelope=order.envelope), None, now=self.clock(),
+                        sealed=False)
         runtime = self.host.runtime
         control_bytes = getattr(runtime, "session_bytes", None)
         if order.mode == "ab" and order.share == 0.0:

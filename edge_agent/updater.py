@@ -39,7 +39,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from edge_agent.artifact_fetch import ArtifactFetch
-from edge_agent.desired_gate import DesiredGate, Rejected, load_trusted_keys
+from edge_agent.desired_gate import DesiredGate, ForeignKeyUpdate, Rejected, load_trusted_keys
 from edge_agent.download import ArtifactDownload
 from edge_agent.parking import Parking
 from edge_agent.slot_keeper import SlotKeeper, ref_of
@@ -220,6 +220,11 @@ class Updater:
     async def _apply_key_update(self, message: KeyUpdateMessage) -> None:
         try:
             update = self.gate.check_key_update(message)
+        except ForeignKeyUpdate as exc:
+            # counted by the gate; another fleet's retained update must not overwrite this
+            # device's last error or its count of refused desired states
+            log.warning("%s: %s", self.device_id, exc)
+            return
         except Rejected as exc:
             self.rejected += 1
             self.last_error = str(exc)
