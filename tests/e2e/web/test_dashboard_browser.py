@@ -76,13 +76,13 @@ def browser_page() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def _wait_for_line(page: Any, chart: str, series: str) -> None:
+def _wait_for_line(page: Any, chart: str, series: str, timeout_s: float = 40.0) -> None:
     """Until the chart's series is a line through at least two points (data accumulates while
     the page polls)."""
     selector = f"[data-testid={chart}] svg .series[data-series='{series}'] path.line"
     page.wait_for_function(
         "s => { const p = document.querySelector(s); return !!p && p.getAttribute('d').includes('L'); }",
-        arg=selector, timeout=40_000)
+        arg=selector, timeout=timeout_s * 1000)
 
 
 def _shot(page: Any, name: str) -> Path:

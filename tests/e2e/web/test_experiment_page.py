@@ -79,7 +79,8 @@ def test_the_experiment_page_shows_both_arms_over_time_and_the_verdict(
                               ("experiment-accuracy", "control"),
                               ("experiment-effect", "difference"),
                               ("experiment-latency", "candidate")):
-            _wait_for_line(page, chart, series)
+            # the charts bucket by the minute: a second point may be a whole minute away
+            _wait_for_line(page, chart, series, timeout_s=150)
         page.wait_for_function(
             "() => document.querySelector('[data-testid=verdict]').textContent.includes('candidate better')",
             timeout=90_000)
