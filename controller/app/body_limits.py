@@ -5,7 +5,10 @@ One ASGI layer in front of every route (``create_app`` installs it):
 - a body larger than its bound is answered 413 without being read further: a multipart upload
   (``multipart/form-data``: a model version's artifact and manifest) up to ``max_upload``
   bytes, any other body up to ``max_body`` bytes. A ``Content-Length`` over the bound is refused
-  before a byte is read; a chunked body is counted as it arrives.
+  before a byte is read; a chunked body is counted as it arrives. A body refused while the
+  client is still sending it is drained and discarded for a bounded time and size after the
+  answer is written (a lingering close, as web servers do): closing a socket with unread data
+  makes the kernel send a reset, which can discard the answer before the client has read it.
 - a body that is not a multipart upload is read whole (it is small, by the bound above) and
   refused with 422 if its arrays/objects nest deeper than ``max_depth``: the JSON parser
   recurses, and a document nested thousands deep would exhaust the stack in the handler.
@@ -18,7 +21,9 @@ The bounds are in ``controller/rest.py`` (``MAX_JSON_BODY``, ``MAX_JSON_DEPTH``,
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -29,6 +34,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# a refused body still arriving is read and discarded at most this long and this far, so the
+# client reads the answer before the connection closes; a client sending on is cut off after
+DRAIN_SECONDS = 5.0
+DRAIN_BYTES = 256 * 1024 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -68,7 +78,8 @@ class BodyLimits:
                 return
             body += message.get("body", b"")
             if len(body) > bound:
-                await _refuse(send, 413, _too_large(bound, upload))
+                await _refuse(send, 413, _too_large(bound, upload),
+                              drain=receive if message.get("more_body", False) else None)
                 return
             if not message.get("more_body", False):
                 break
@@ -85,10 +96,13 @@ class BodyLimits:
         over = False
         started = False
 
+        more = True
+
         async def counting() -> Message:
-            nonlocal seen, over
+            nonlocal seen, over, more
             message = await receive()
             seen += len(message.get("body", b""))
+            more = bool(message.get("more_body", False))
             if seen > bound:
                 over = True
                 raise BodyTooLarge
@@ -107,7 +121,7 @@ class BodyLimits:
             if not over:  # BodyTooLarge, or what the app made of it
                 raise
         if over and not started:
-            await _refuse(send, 413, _too_large(bound, True))
+            await _refuse(send, 413, _too_large(bound, True), drain=receive if more else None)
 
 
 def _too_large(bound: int, upload: bool) -> str:
@@ -128,10 +142,35 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _refuse(send: Send, status: int, detail: str) -> None:
+async def _refuse(send: Send, status: int, detail: str, *, drain: Receive | None = None) -> None:
+    """Answer ``status`` and close. With ``drain`` (the request's body is still arriving) the
+    whole answer is written first, then the rest of the body is read and discarded within
+    ``DRAIN_SECONDS``/``DRAIN_BYTES`` before the response ends and the server closes."""
     payload = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(payload)).encode()),
                             (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": payload})
+    await send({"type": "http.response.body", "body": payload, "more_body": drain is not None})
+    if drain is None:
+        return
+    await _discard(drain)
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _discard(receive: Receive) -> None:
+    deadline = time.monotonic() + DRAIN_SECONDS
+    discarded = 0
+    while discarded < DRAIN_BYTES:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), left)
+        except TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        discarded += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return

@@ -1,7 +1,7 @@
 """The rollout resource gate end to end: a real controller process, real Mosquitto, real agents
-serving real ONNX networks. A version whose session needs three times the memory of the
-previous one is stopped in its first wave and the device goes back; a version of equal cost
-goes through every wave."""
+serving real ONNX networks. A version with five times the weights of the previous one (its
+session costs about three times the memory: a session's fixed cost is shared) is stopped in its
+first wave and the device goes back; a version of equal cost goes through every wave."""
 
 from __future__ import annotations
 
@@ -42,14 +42,14 @@ def runs(agent: EdgeAgent, version: int) -> bool:
         and agent.active.version == version
 
 
-def test_three_times_the_memory_is_stopped_and_equal_cost_completes(
+def test_five_times_the_weights_is_stopped_and_equal_cost_completes(
         env: ControllerEnv, tmp_path: Path) -> None:
     # as the daemon does: large buffers in their own mappings, so a session's memory shows in
     # the resident size instead of reusing what this process freed before
     fix_malloc_thresholds()
     cache = tmp_path / "models"
     light = onnx_mlp_model(8, seed=0, name="mlp", cache_dir=cache)
-    heavy = onnx_mlp_model(24, seed=1, name="mlp", cache_dir=cache)
+    heavy = onnx_mlp_model(40, seed=1, name="mlp", cache_dir=cache)
     equal = onnx_mlp_model(8, seed=2, name="mlp", cache_dir=cache)
     assert [env.push(m) for m in (light, heavy, equal)] == [1, 2, 3]
 
@@ -99,7 +99,9 @@ def test_three_times_the_memory_is_stopped_and_equal_cost_completes(
     aborted = env.client.audit(limit=100, rollout=stopped["id"],
                                action="rollout.aborted")["entries"][0]
     assert aborted["detail"]["gate"] == "memory_increase", aborted
-    assert aborted["detail"]["value"] > 1.0  # about +200%
+    # about +200%: 24 MiB weights measured only +92% once (a session's fixed cost, and other
+    # agents of this process allocating meanwhile, count in the baseline), hence 40 MiB
+    assert aborted["detail"]["value"] > 1.0
     assert len(aborted["devices"]) == 1  # the first wave only
     assert completed["status"] == "completed", (completed["gates"], costs, env.log())
     assert all(runs(a, 3) for a in agents)
