@@ -45,9 +45,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repo importable
 
-from common import (  # noqa: E402
+from bench.common import (  # noqa: E402
     REPO_ROOT,
     SizedModel,
     cited,
@@ -60,8 +60,7 @@ from common import (  # noqa: E402
     stack,
     table,
 )
-from page_cache import drop_library_cache  # noqa: E402
-
+from bench.page_cache import drop_library_cache  # noqa: E402
 from controller.cli.client import ControllerClient  # noqa: E402
 from simulator.broker import free_port  # noqa: E402
 from simulator.workload import Dataset, load_dataset  # noqa: E402

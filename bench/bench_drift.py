@@ -27,14 +27,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repo importable
 
-from edgewise_monitoring import FeatureCounts, MonitoringWindow, merge_summaries
+import numpy as np  # noqa: E402
+
+from bench.common import write_result  # noqa: E402
+from edgewise_monitoring import FeatureCounts, MonitoringWindow, merge_summaries  # noqa: E402
 
 N_FEATURES = 64
 BINS = 10
 LABELS = list(range(10))
-RESULTS = Path(__file__).parent / "results" / "drift.json"
 
 
 def _profile(rng: np.random.Generator) -> dict[str, Any]:
@@ -144,9 +146,7 @@ def main() -> None:
         f"summary(): {summary_us / 1000:.2f} ms; merge of 100 summaries: {merge_us / 1000:.1f} ms; "
         f"summary JSON: {size} bytes ({lean_size} with embed_reference=False)"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_result('drift', results)}")
 
 
 if __name__ == "__main__":

@@ -38,9 +38,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repo importable
 
-from common import (  # noqa: E402
+from bench.common import (  # noqa: E402
     MIB,
     SizedModel,
     cpu_between,
@@ -50,13 +50,13 @@ from common import (  # noqa: E402
     measurement,
     mem_available_mib,
     publish,
+    say,
     sized_model,
     stack,
     table,
     update_doc_section,
 )
-from raw_mqtt import raw_fanout  # noqa: E402
-
+from bench.raw_mqtt import raw_fanout  # noqa: E402
 from controller.cli.client import ControllerClient  # noqa: E402
 from edge_agent.agent import EdgeAgent  # noqa: E402
 from simulator.fleet import SimulatedFleet, sample_process  # noqa: E402
@@ -66,10 +66,6 @@ from simulator.workload import Workload, load_dataset  # noqa: E402
 # the process keeps the high-water mark of loading it (measured: ~1.8 M per device for 10 MB)
 SESSION_FACTOR = 1.9
 SESSION_OVERHEAD_MIB = 0.5
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 def _delivered(agent: EdgeAgent, sha: str) -> bool:

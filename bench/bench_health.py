@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repo importable
 
-from common import REPO_ROOT, fmt, machine, machine_line, measurement, publish, table  # noqa: E402
+from bench.common import REPO_ROOT, fmt, machine, machine_line, measurement, publish, table  # noqa: E402
 
 DEFAULT_INTERVAL_S = 5.0
 

@@ -32,9 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repo importable
 
 from bench.bench_replicas import drop_pg_database, fresh_pg_database, run_setup  # noqa: E402
 from bench.bench_telemetry import BATCH, make_records  # noqa: E402

@@ -37,15 +37,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repo importable
 
 from bench.common import (  # noqa: E402
     fmt,
     load_average,
     machine,
     machine_line,
+    say,
     stack,
     table,
     update_doc_section,
@@ -56,10 +55,6 @@ from simulator.fleet import raise_open_file_limit, sample_process  # noqa: E402
 from simulator.telemetry_load import LoadSpec, TelemetryLoad  # noqa: E402
 
 GOAL_CORES = 0.5
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 async def run_phase(st: Any, spec: LoadSpec, seconds: float, warmup: float,

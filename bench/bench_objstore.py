@@ -45,9 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repo importable
 
 from bench.common import fmt, machine, machine_line, measurement, publish, table  # noqa: E402
 from controller.models.artifact_store import ArtifactStore  # noqa: E402

@@ -32,10 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repo importable
 
+from bench.common import RESULTS_DIR  # noqa: E402
 from edge_agent.outbox import OverflowPolicy, TelemetryOutbox  # noqa: E402
 
 BATCH = 500
@@ -157,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "outbox.json")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR / "outbox.json")
     args = ap.parse_args(argv)
     n = args.rows
     records = make_records(n)

@@ -32,14 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repo importable
 
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    RESULTS_DIR,
     load_average,
     machine,
     machine_line,
@@ -218,8 +217,8 @@ small.
 def _device_side() -> str:
     """The outbox and drift figures from their own scripts' latest results, if present."""
     out = []
-    outbox = REPO_ROOT / "bench" / "results" / "outbox.json"
-    drift = REPO_ROOT / "bench" / "results" / "drift.json"
+    outbox = RESULTS_DIR / "outbox.json"
+    drift = RESULTS_DIR / "drift.json"
     if outbox.exists():
         o = json.loads(outbox.read_text())
         r = o["rows_per_s"]

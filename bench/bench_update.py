@@ -44,9 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repo importable
 
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
@@ -54,6 +52,7 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from bench.common import (  # noqa: E402
     CACHE_DIR,
     MIB,
+    REPO_ROOT,
     SizedModel,
     _mlp_layers,  # noqa: E402
     fmt,

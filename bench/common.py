@@ -115,6 +115,11 @@ def mem_available_mib() -> float:
     return int(value) / 1024 if value.isdigit() else float("inf")
 
 
+def say(text: str) -> None:
+    """A progress line, shown at once even when the output goes to a pipe or a log."""
+    print(text, flush=True)
+
+
 # -- results -------------------------------------------------------------------------------------
 
 def measurement(info: dict[str, Any], **fields: Any) -> dict[str, Any]:

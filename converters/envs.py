@@ -41,6 +41,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import shutil
@@ -50,6 +51,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from converters.errors import ConversionError
 
@@ -186,6 +188,31 @@ def setup(name: str, *, log: object = print) -> Path:
                 shutil.rmtree(old, ignore_errors=True)
                 _say(log, f"{name}: removed superseded {old}")
     return directory / "bin" / "python"
+
+
+def run_in_env(name: str, args: Sequence[str], *, timeout: float,
+               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run environment ``name``'s Python with ``args``, its output captured as text. A missing
+    environment, or a run past ``timeout`` seconds, raises ConversionError; a failed run is the
+    caller's to explain (:func:`stderr_reason`)."""
+    python = require_python(name)
+    try:
+        return subprocess.run([str(python), *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise ConversionError(f"{name} did not finish within {timeout:.0f}s") from exc
+
+
+def worker_report(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The JSON line a worker prints last: the versions that made its result, and more."""
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def stderr_reason(done: subprocess.CompletedProcess[str]) -> str:
+    """Why a worker failed: the last line it wrote on stderr (workers print the reason last)."""
+    lines = [x for x in done.stderr.strip().splitlines() if x.strip()]
+    return lines[-1][:300] if lines else "exit " + str(done.returncode)
 
 
 def _say(log: object, message: str) -> None:

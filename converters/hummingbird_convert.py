@@ -14,9 +14,7 @@ quantize tree thresholds.
 
 from __future__ import annotations
 
-import json
 import pickle
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -85,26 +83,21 @@ def _hummingbird_core(estimator: Any, source: Source, sample: np.ndarray,
                       timeout: float) -> tuple[Any, dict[str, Any], float]:
     """(graph with one flat float32 input and one output: probabilities or values, worker
     info, seconds), made by hummingbird-ml in its side environment."""
-    python = envs.require_python("hummingbird")
+    envs.require_python("hummingbird")  # missing: fail before any work
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgewise-hummingbird-") as tmp:
         work = Path(tmp)
         with open(work / "model.pkl", "wb") as f:
             pickle.dump(without_random_state(estimator), f)
         np.save(work / "sample.npy", sample[:64].astype(np.float32))
-        try:
-            done = subprocess.run([str(python), str(WORKER), str(work / "model.pkl"),
-                                   str(work / "sample.npy"), str(work / "model.onnx")],
-                                  capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise ConversionError(f"hummingbird did not finish within {timeout:.0f}s") from exc
+        done = envs.run_in_env("hummingbird", [str(WORKER), str(work / "model.pkl"),
+                                               str(work / "sample.npy"), str(work / "model.onnx")],
+                               timeout=timeout)
         if done.returncode != 0:
-            lines = [x for x in done.stderr.strip().splitlines() if x.strip()]
             raise UnsupportedModelError(
                 source.description, f"hummingbird-ml cannot convert it "
-                f"({lines[-1][:300] if lines else 'exit ' + str(done.returncode)})",
-                supported=SUPPORTED)
-        info = json.loads(done.stdout.strip().splitlines()[-1])
+                f"({envs.stderr_reason(done)})", supported=SUPPORTED)
+        info = envs.worker_report(done)
         graph = load_model((work / "model.onnx").read_bytes())
     outputs = [o.name for o in graph.graph.output]
     if source.task == "classification":

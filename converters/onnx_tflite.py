@@ -13,7 +13,6 @@ int8-static (``-oiqt``, full integer with int8 input and output, calibrated on t
 from __future__ import annotations
 
 import re
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -57,13 +56,13 @@ def onnx_to_tflite_many(core: bytes, precisions: Sequence[str], sample: np.ndarr
         raise ConversionError(f"onnx2tf input must have one output, got "
                               f"{[o.name for o in model.graph.output]}")
     input_name = real_inputs(model)[0].name
-    python = envs.require_python("onnx2tf")
+    envs.require_python("onnx2tf")  # missing: fail before any work
     started = time.perf_counter()
     results: dict[str, Candidate] = {}
     with tempfile.TemporaryDirectory(prefix="edgewise-onnx2tf-") as tmp:
         work = Path(tmp)
         (work / "model.onnx").write_bytes(core)  # onnx2tf rewrites this copy in place
-        command = [str(python), "-m", "onnx2tf.onnx2tf", "-i", str(work / "model.onnx"),
+        command = ["-m", "onnx2tf.onnx2tf", "-i", str(work / "model.onnx"),
                    "-o", str(work / "out"), "-n", "-kat", input_name]
         if "int8-dynamic" in precisions:
             command.append("-odrqt")
@@ -71,11 +70,7 @@ def onnx_to_tflite_many(core: bytes, precisions: Sequence[str], sample: np.ndarr
             calibration = work / "calibration.npy"
             np.save(calibration, sample[:CALIBRATION_ROWS].astype(np.float32))
             command += ["-oiqt", "-cind", input_name, str(calibration), "[0.0]", "[1.0]"]
-        try:
-            done = subprocess.run(command, cwd=work, capture_output=True, text=True,
-                                  timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise ConversionError(f"onnx2tf did not finish within {timeout:.0f}s") from exc
+        done = envs.run_in_env("onnx2tf", command, cwd=work, timeout=timeout)
         seconds = time.perf_counter() - started
         for precision in precisions:
             result = work / "out" / f"model_{OUTPUT_SUFFIX[precision]}.tflite"

@@ -9,9 +9,7 @@ model; the graph comes back and is verified here like any other candidate.
 
 from __future__ import annotations
 
-import json
 import pickle
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 
 from converters import envs
 from converters.artifact import Candidate
-from converters.errors import ConversionError, UnsupportedModelError
+from converters.errors import UnsupportedModelError
 from converters.hummingbird_convert import without_random_state
 from converters.source import Source
 
@@ -30,24 +28,20 @@ WORKS_WITH = "skl2onnx 1.20.0 with onnx 1.19.1 and protobuf 4.25.5"
 
 def sklearn_to_onnx_in_env(estimator: Any, source: Source, *,
                            timeout: float = 600.0) -> Candidate:
-    python = envs.require_python("skl2onnx")
+    envs.require_python("skl2onnx")  # missing: fail before any work
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgewise-skl2onnx-") as tmp:
         work = Path(tmp)
         with open(work / "model.pkl", "wb") as f:
             pickle.dump(without_random_state(estimator), f)
-        try:
-            done = subprocess.run([str(python), str(WORKER), str(work / "model.pkl"),
-                                   str(source.n_features), str(work / "model.onnx")],
-                                  capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise ConversionError(f"skl2onnx did not finish within {timeout:.0f}s") from exc
+        done = envs.run_in_env("skl2onnx", [str(WORKER), str(work / "model.pkl"),
+                                            str(source.n_features), str(work / "model.onnx")],
+                               timeout=timeout)
         if done.returncode != 0:
-            lines = [x for x in done.stderr.strip().splitlines() if x.strip()]
             raise UnsupportedModelError(
                 source.description, f"skl2onnx in its side environment cannot convert it "
-                f"({lines[-1][:300] if lines else 'exit ' + str(done.returncode)})")
-        info = json.loads(done.stdout.strip().splitlines()[-1])
+                f"({envs.stderr_reason(done)})")
+        info = envs.worker_report(done)
         data = (work / "model.onnx").read_bytes()
     return Candidate("onnx", "float32", data, {
         "converter": "skl2onnx", "converter_version": info["skl2onnx"],

@@ -8,8 +8,6 @@ own scale and zero point) and hands back its single output as float.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -64,23 +62,20 @@ def run_in_tflite_runtime(artifact: bytes, rows: np.ndarray, *,
     """Run ``rows`` through the artifact under tflite-runtime 2.14; (output, "name==version")."""
     from converters import envs  # here: `python -m converters.envs` must not find it loaded
 
-    python = envs.require_python("tflite-runtime")
+    envs.require_python("tflite-runtime")  # missing: fail before any work
     with tempfile.TemporaryDirectory(prefix="edgewise-tflite-") as tmp:
         model, rows_file, out = Path(tmp, "m.tflite"), Path(tmp, "x.npy"), Path(tmp, "y.npy")
         model.write_bytes(artifact)
         np.save(rows_file, np.asarray(rows, dtype=np.float32))
-        try:
-            done = subprocess.run([str(python), str(WORKER), str(model), str(rows_file), str(out),
-                                   "--interpreter", "tflite-runtime"],
-                                  capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise ConversionError(f"tflite-runtime did not finish within {timeout:.0f}s") from exc
+        done = envs.run_in_env("tflite-runtime", [str(WORKER), str(model), str(rows_file),
+                                                  str(out), "--interpreter", "tflite-runtime"],
+                               timeout=timeout)
         if done.returncode != 0:
             reason = _last_line(done.stderr) or f"exit code {done.returncode}"
             raise ConversionError(f"tflite-runtime 2.14 cannot run this artifact: {reason}. "
                                   f"Devices on tflite-runtime need a float32/float16 artifact "
                                   f"or ai-edge-litert")
-        runtime = json.loads(done.stdout.strip().splitlines()[-1])["runtime"]
+        runtime = envs.worker_report(done)["runtime"]
         return np.load(out), str(runtime)
 
 

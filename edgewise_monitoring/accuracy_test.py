@@ -46,6 +46,7 @@ from edgewise_monitoring.evidence import WindowEvidence
 from edgewise_monitoring.sequential import (
     DEFAULT_ALPHA,
     DEFAULT_CLEAR_AFTER,
+    DEFAULT_QUALITY_REFERENCE_ALPHA,
     AlarmState,
     Decision,
     EvidenceCusum,
@@ -55,12 +56,6 @@ from edgewise_monitoring.sequential import (
 )
 
 DEFAULT_DELTAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
-# One reference figure per test (the drift detector has one per histogram and uses 1e-3): 1%
-# of model versions may have a reference more optimistic than the allowance. For them the
-# null hypothesis is off by a fraction of a standard error, which a test needs hundreds of
-# thousands of labels to notice; a smaller value would cost a third more labels to prove a
-# 5-point loss against a reference of 5,000 labelled rows (bench/bench_detection.py).
-DEFAULT_QUALITY_REFERENCE_ALPHA = 0.01
 
 
 @dataclass(frozen=True)

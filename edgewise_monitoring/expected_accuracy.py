@@ -18,13 +18,6 @@ import numpy.typing as npt
 
 from edgewise_monitoring.sequential import normal_quantile
 
-METHODS = ("isotonic", "platt")
-TARGETS = ("positive_class", "top_label")
-MAX_KNOTS = 64
-ISOTONIC_MIN_ROWS = 500
-MIN_ROWS = 100
-_CLIP = 1e-6
-
 
 class ExpectedAccuracy:
     """Additive sums of calibrated correctness probabilities: ``n``, ``sum c``,

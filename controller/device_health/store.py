@@ -23,10 +23,14 @@ import sqlalchemy as sa
 from controller.device_health.rules import HealthPoint
 from controller.storage.db import Database
 from controller.storage.tables import devices, health_windows
+from controller.storage.windows import WindowTable, insert_new_windows
 from edgewise_wire.errors import SchemaError
 from edgewise_wire.health import HealthRecord, parse_health
 
 log = logging.getLogger("edgewise.controller.health")
+
+_WINDOWS = WindowTable(health_windows, "health window", SchemaError,
+                       invalid_stat="health_invalid", stored_stat="health_windows_stored", log=log)
 
 _IN_CHUNK = 500
 MAX_HISTORY = 5000  # windows one history call returns at most (the newest)
@@ -94,27 +98,17 @@ class HealthStore:
     def store_windows(self, conn: sa.Connection, device_id: str, epoch: int,
                       records: Sequence[Mapping[str, Any]], received_at: float) -> int:
         """Insert the batch's ``health`` records (idempotent); return how many were new."""
-        rows = []
-        for record in records:
-            try:
-                parsed = parse_health(dict(record))
-            except SchemaError as exc:
-                self.stats["health_invalid"] += 1
-                log.warning("health window from %s (seq %s) not stored: %s", device_id,
-                            record.get("seq"), exc)
-                continue
+
+        def row(record: Mapping[str, Any]) -> dict[str, Any]:
+            parsed = parse_health(dict(record))
             for reason in parsed.rejected:
                 self.stats[f"health_field_rejected: {reason.split(':')[0]}"] += 1
             if parsed.rejected:
                 log.info("health window from %s (seq %s): left out %s", device_id,
                          record.get("seq"), "; ".join(parsed.rejected))
-            rows.append(window_row(device_id, epoch, int(record["seq"]), parsed, received_at))
-        if not rows:
-            return 0
-        stmt = self.db.insert_ignore(health_windows).returning(health_windows.c.seq)
-        inserted = len(conn.execute(stmt, rows).all())
-        self.stats["health_windows_stored"] += inserted
-        return inserted
+            return window_row(device_id, epoch, int(record["seq"]), parsed, received_at)
+
+        return insert_new_windows(self.db, conn, _WINDOWS, device_id, records, row, self.stats)
 
     # -- reading ---------------------------------------------------------------------------------
 

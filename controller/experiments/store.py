@@ -21,10 +21,15 @@ from controller.audit.store import AuditEntry, write_audit
 from controller.errors import NotFoundError
 from controller.storage.db import Database
 from controller.storage.tables import experiment_windows, experiments
+from controller.storage.windows import WindowTable, insert_new_windows
 from edgewise_wire.errors import SchemaError
 from edgewise_wire.experiments import validate_window
 
 log = logging.getLogger("edgewise.controller.experiments")
+
+_WINDOWS = WindowTable(experiment_windows, "experiment window", SchemaError,
+                       invalid_stat="experiment_window_invalid",
+                       stored_stat="experiment_windows_stored", log=log)
 
 RUNNING, STOPPED, PROMOTED = "running", "stopped", "promoted"
 
@@ -57,25 +62,15 @@ class ExperimentStore:
 
     def store_windows(self, conn: sa.Connection, device_id: str, epoch: int,
                       records: Sequence[Mapping[str, Any]], received_at: float) -> int:
-        rows = []
-        for record in records:
-            try:
-                validate_window(dict(record))
-            except SchemaError as exc:
-                self.stats["experiment_window_invalid"] += 1
-                log.warning("experiment window from %s (seq %s) not stored: %s", device_id,
-                            record.get("seq"), exc)
-                continue
-            rows.append({"device_id": device_id, "epoch": epoch, "seq": int(record["seq"]),
-                         "experiment_id": record["experiment_id"],
-                         "window_end": float(record["ts"]),
-                         "record_json": json.dumps(dict(record)), "received_at": received_at})
-        if not rows:
-            return 0
-        stmt = self.db.insert_ignore(experiment_windows).returning(experiment_windows.c.seq)
-        inserted = len(conn.execute(stmt, rows).all())
-        self.stats["experiment_windows_stored"] += inserted
-        return inserted
+        """Insert the batch's ``experiment`` records (idempotent); return how many were new."""
+
+        def row(record: Mapping[str, Any]) -> dict[str, Any]:
+            validate_window(dict(record))
+            return {"device_id": device_id, "epoch": epoch, "seq": int(record["seq"]),
+                    "experiment_id": record["experiment_id"], "window_end": float(record["ts"]),
+                    "record_json": json.dumps(dict(record)), "received_at": received_at}
+
+        return insert_new_windows(self.db, conn, _WINDOWS, device_id, records, row, self.stats)
 
     # -- experiments ---------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """The controller's database: engine set-up for SQLite or PostgreSQL (:mod:`.db`), the tables every
-store reads and writes (:mod:`.tables`), and the Alembic revisions (:mod:`.migrations`) that
+store reads and writes (:mod:`.tables`), the insert the telemetry window sinks share
+(:mod:`.windows`), and the Alembic revisions (:mod:`.migrations`) that
 :mod:`.migrator` applies to bring a database to those tables, or back."""
 
 from controller.storage.db import Database

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
@@ -35,12 +33,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from controller.app.api import create_app
 from controller.app.service import Controller
-from controller.config import ControllerConfig
 from controller.storage.tables import alert_events, rollouts
 from edgewise_monitoring import MonitoringWindow
 from edgewise_wire import ModelRef, Reported, SmokeTest, TelemetryBatch, TensorSpec
+from tests.harness.app_controller import DATABASES, database_url, populated_app
+from tests.harness.app_controller import make_controller as make_controller
 from tests.harness.profiles import make_profile
 from tests.integration.controller.store.conftest import build_manifest
 
@@ -172,23 +170,13 @@ class DriftFleet:
         return self.client.get(f"/api/v1/drift/{MODEL}", params=params)
 
 
-def make_controller(tmp: Path, db_url: str | None = None) -> Controller:
-    return Controller(ControllerConfig(data_dir=tmp, db_url=db_url))
-
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres",
-                                                               marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=DATABASES)
 def drift_fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                 ) -> Iterator[DriftFleet]:
     """The known drift history, read-only for the tests that use it (module scope)."""
-    tmp = tmp_path_factory.mktemp("drift")
-    url = request.getfixturevalue("pg_module_url") if request.param == "postgres" else None
-    c = make_controller(tmp, url)
-    now = time.time()
-    populate(c, now)
-    with TestClient(create_app(c)) as client:
+    with populated_app(tmp_path_factory.mktemp("drift"), populate,
+                       database_url(request)) as (c, client, now):
         yield DriftFleet(c, client, now)
-    c.db.dispose()
 
 
 def count_windows(c: Controller, version: int) -> int:

@@ -8,7 +8,6 @@ real app (``create_app``) driven in-process. The MQTT bridge is not started.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.app.api import create_app
 from controller.app.service import Controller
-from controller.config import ControllerConfig
 from edgewise_monitoring import MonitoringWindow
 from edgewise_wire import ModelRef, Reported, TelemetryBatch
+from tests.harness.app_controller import DATABASES, database_url, populated_app
+from tests.harness.app_controller import make_controller as make_controller
 from tests.harness.profiles import make_profile
 from tests.integration.controller.store.conftest import build_manifest
 
@@ -149,31 +148,17 @@ def populate_health(c: Controller, now: float) -> None:
         c.health_store.store_windows(conn, "b-2", 6, b2, now)
 
 
-def make_controller(tmp: Path, db_url: str | None = None, **config: Any) -> Controller:
-    return Controller(ControllerConfig(data_dir=tmp, db_url=db_url, **config))
-
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres",
-                                                               marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=DATABASES)
 def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Fleet]:
     """The known fleet, read-only for the tests that use it (module scope)."""
-    tmp = tmp_path_factory.mktemp("views")
-    url = request.getfixturevalue("pg_module_url") if request.param == "postgres" else None
-    c = make_controller(tmp, url)
-    now = time.time()
-    populate(c, now)
-    with TestClient(create_app(c)) as client:
+    with populated_app(tmp_path_factory.mktemp("views"), populate,
+                       database_url(request)) as (c, client, now):
         yield Fleet(c, client, now)
-    c.db.dispose()
 
 
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[Fleet]:
     """A controller of this test's own (SQLite) with the known fleet, free to be changed."""
-    c = make_controller(tmp_path)
-    now = time.time()
-    populate(c, now)
-    with TestClient(create_app(c)) as client:
+    with populated_app(tmp_path, populate) as (c, client, now):
         yield Fleet(c, client, now)
-    c.db.dispose()
