@@ -5,7 +5,7 @@ glibc raises its mmap threshold every time a large block allocated with mmap is 
 the heap, and freed heap memory at the top is only returned past a trim threshold that rises with
 it. The resident memory of a long-running agent then creeps up by the size of its largest
 buffers. Fixing both thresholds (128 KiB) keeps large buffers in their own mappings, returned to
-the system when freed: measured on the agent serving a 1 MiB model, about 10.4 MiB less at
+the system when freed: measured on the agent serving a 1 MiB model, about 12.5 MiB less at
 peak in the latest run (docs/benchmarks.md; the figure moves with the machine's load). The
 environment variables ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` do the same; this does it from inside the daemon so every install gets
 it. Nothing happens off glibc (musl, macOS) or when the call fails.
