@@ -1,7 +1,7 @@
 """The device class a model version is built for, signed, end to end: a real controller process,
 a real Mosquitto, enforcing agents of two classes.
 
-A version registered for class ``camera-v2`` is deployed to a camera and to a ``pi4`` device. The
+A version registered for class ``camera-v2`` (``edgewise models push --device-class``) is deployed to a camera and to a ``pi4`` device. The
 camera installs it; the pi4 device refuses the desired state, although it is validly signed and
 sealed for it (the controller published it there), counts the refusal as ``other_class``, reports
 it to the controller, and keeps serving the version it had.
@@ -10,14 +10,23 @@ it to the controller, and keeps serving the version it had.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import json
 from pathlib import Path
 
+import joblib
+import numpy as np
+from click.testing import CliRunner
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from controller.app.cli import cli
 from controller.cli.client import ControllerClient
 from edge_agent.agent import EdgeAgent
 from simulator.broker import BrokerProcess
 from simulator.fleet import DeviceGroup, SimulatedFleet
 from simulator.keys import controller_trusted_keys
+from simulator.workload import load_dataset
 from tests.e2e.signing.test_signed_updates import (  # noqa: F401 (fixtures)
     TIMEOUT,
     Converted,
@@ -37,8 +46,17 @@ def test_a_version_signed_for_another_device_class_is_refused(
         controller: tuple[Path, ControllerClient]) -> None:  # noqa: F811
     workdir, client = controller
     v1 = client.push_version(models.v1.manifest, models.v1.artifact)["version"]
-    camera_build = dataclasses.replace(models.v2.manifest, device_class="camera-v2")
-    v2 = client.push_version(camera_build, models.v2.artifact)["version"]
+    # the camera build, registered for its class by the operator's CLI
+    data = load_dataset("iris")
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=500))
+    joblib.dump(model.fit(data.features, data.target), tmp_path / "iris.joblib")
+    np.save(tmp_path / "X.npy", data.features[:60])
+    pushed = CliRunner().invoke(cli, ["--controller", client.base_url, "models", "push",
+                                      str(tmp_path / "iris.joblib"), "--sample",
+                                      str(tmp_path / "X.npy"), "--name", "iris",
+                                      "--device-class", "camera-v2", "--json", "--quiet"])
+    assert pushed.exit_code == 0, pushed.output
+    v2 = json.loads(pushed.stdout)["version"]
     stored = client._call("GET", f"/models/iris/versions/{v2}/manifest")
     assert stored["device_class"] == "camera-v2"
 
