@@ -89,9 +89,8 @@ def test_an_operator_approves_and_rejects_pending_enrollments(
     # the read token may not decide: refused with the reason, nothing changes
     row.locator("button.approve").click()
     result = page.locator("[data-testid=enrollment-result]")
-    page.wait_for_function(
-        "document.querySelector('[data-testid=enrollment-result]').textContent"
-        ".includes('needs an admin token')")
+    # (a selector, not wait_for_function: the page's CSP forbids the eval that polling needs)
+    page.wait_for_selector("[data-testid=enrollment-result]:has-text('needs an admin token')")
     assert f"{first} not approved" in result.inner_text()
     assert page.locator(f"{table} tr[data-device]").count() == 2
     assert _enroll(url, claim, first)["status"] == "pending"
@@ -101,12 +100,13 @@ def test_an_operator_approves_and_rejects_pending_enrollments(
     page.wait_for_selector(f"{table} tr[data-device='{first}']")
     page.locator(f"{table} tr[data-device='{first}'] button.approve").click()
     page.wait_for_selector(f"{table} tr[data-device='{first}']", state="detached")
-    assert f"Approved {first}" in result.inner_text()
+    page.wait_for_selector(f"[data-testid=enrollment-result]:has-text('Approved {first}')")
     reject_row = page.locator(f"{table} tr[data-device='{second}']")
     reject_row.locator("input.reason").fill("not on the order list")
     reject_row.locator("button.reject").click()
     page.wait_for_selector(f"{table} tr[data-device='{second}']", state="detached")
-    assert f"Rejected {second}: not on the order list" in result.inner_text()
+    page.wait_for_selector("[data-testid=enrollment-result]"
+                           f":has-text('Rejected {second}: not on the order list')")
     page.wait_for_selector(f"{table} >> text=No enrollment request waits for approval.")
     _shot(page, "enrollments-decided")
 
