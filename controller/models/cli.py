@@ -265,7 +265,9 @@ def format_model(s: dict[str, Any], colour: bool = False) -> str:
         agree = parity.get("label_agreement")
         f = v["figures"]
         rows.append([
-            v["version"], v["format"], f"{v['size'] / 1024:.0f} KiB", v["sha256"][:12],
+            v["version"],
+            f"{v['format']} for {v['device_class']}" if v.get("device_class") else v["format"],
+            f"{v['size'] / 1024:.0f} KiB", v["sha256"][:12],
             time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created_at"])),
             f"{diff:.1e}" if isinstance(diff, (int, float)) else "-",
             pct(agree) if isinstance(agree, (int, float)) else "-",

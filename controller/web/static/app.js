@@ -600,7 +600,7 @@
         await drift.refresh();
         fill(versions, table(["Version", "Format", ["Size", "num"], "SHA-256", "Registered", ["Parity max |Δ|", "num"], ["Label agreement", "num"], ["Accuracy at conversion", "num"], ["Sample rows", "num"], "Source", [`Predictions · ${fmt.span(state.window)}`, "num"], ["Accuracy", "num"], ["Est. accuracy, no labels", "num"], ["Log loss", "num"], ["Drift", "num"]],
           s.versions.slice().reverse().map((v) => h("tr", {},
-            td(h("strong", { text: `v${v.version}` })), td(v.format), td(fmt.bytes(v.size), "num"), td(v.sha256.slice(0, 12), "mono"),
+            td(h("strong", { text: `v${v.version}` })), td(v.device_class ? `${v.format} for ${v.device_class}` : v.format), td(fmt.bytes(v.size), "num"), td(v.sha256.slice(0, 12), "mono"),
             td(fmt.time(v.created_at)),
             td(typeof v.parity.max_abs_diff === "number" ? v.parity.max_abs_diff.toExponential(1) : "–", "num"),
             td(typeof v.parity.label_agreement === "number" ? fmt.pct(v.parity.label_agreement, 2) : "–", "num"),

@@ -59,6 +59,11 @@ def test_a_version_signed_for_another_device_class_is_refused(
     v2 = json.loads(pushed.stdout)["version"]
     stored = client._call("GET", f"/models/iris/versions/{v2}/manifest")
     assert stored["device_class"] == "camera-v2"
+    summary = client._call("GET", "/models/iris/summary")
+    assert [(v["version"], v["device_class"]) for v in summary["versions"]] == [
+        (v1, None), (v2, "camera-v2")]
+    shown = CliRunner().invoke(cli, ["--controller", client.base_url, "models", "show", "iris"])
+    assert shown.exit_code == 0 and "onnx for camera-v2" in shown.output, shown.output
 
     async def scenario() -> None:
         fleet = SimulatedFleet.from_groups(
