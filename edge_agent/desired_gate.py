@@ -1,7 +1,8 @@
 """What a device checks on a desired state before it does anything with it.
 
 Enforcing (the configuration lists trusted keys, as every enrolled device's does): the manifest
-must come in a signed envelope from a trusted key, unexpired, for this device class, with a
+must come in a signed envelope from a trusted key, unexpired, for this device class (neither
+the envelope nor the manifest may name another; absent: any class), with a
 version above the running one of the same model; going back (a version not above it, or no model
 at all) needs a signed rollback order addressed to this device. Development mode (no trusted
 keys): unsigned manifests are taken as they are, as Mender does without an ``ArtifactVerifyKey``;
@@ -38,6 +39,7 @@ from edgewise_wire.envelope import (
     RollbackOrder,
     TrustError,
     UnknownSigningKey,
+    WrongDeviceClass,
     key_id_of,
     verify_envelope,
     verify_rollback_order,
@@ -102,7 +104,7 @@ class DesiredGate:
         self.trust = trust
         self.state = trust.state if trust is not None else TrustState()
         # refusals by kind, reported in the agent's status: "replay", "unsealed", "other_device",
-        # "key_update" (a key update refused)
+        # "other_class" (signed for another device class), "key_update" (a key update refused)
         self.refusals: Counter[str] = Counter()
         self.trusted_keys = self._effective_keys()
 
@@ -222,6 +224,9 @@ class DesiredGate:
                             running_version=(running.version if same_model and not is_running
                                              and running is not None else None),
                             rollback_order=order)
+        except WrongDeviceClass as exc:
+            self.refusals["other_class"] += 1
+            raise Rejected(f"refused {manifest.model}:{manifest.version}: {exc}") from None
         except TrustError as exc:
             raise Rejected(f"refused {manifest.model}:{manifest.version}: {exc}") from None
         self._check_fits(manifest)

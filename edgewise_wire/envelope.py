@@ -17,7 +17,9 @@ A signed manifest travels as an *envelope*::
 
 The signature covers the canonical JSON (:func:`canonical_bytes`) of
 ``{"type": "edgewise.manifest.v1", "manifest", "expires_at", "device_class", "key_id"}``: expiry
-and device class cannot be changed, and the ``type`` keeps a signed manifest from being replayed
+and device class cannot be changed (the controller signs the class the model version is built
+for, its manifest's ``device_class``; a device of another class refuses it:
+:func:`check_class_target`), and the ``type`` keeps a signed manifest from being replayed
 as a rollback order (``"edgewise.rollback-order.v1"``) or the other way round. A rollback order
 is ``{"order": {model, to_version, device_id, selector, issued_at, expires_at}, "signature"}``.
 
@@ -195,6 +197,21 @@ def check_signature(what: str, doc: Mapping[str, Any], signed: dict[str, Any],
     return key_id
 
 
+def check_class_target(signed_for: str | None, built_for: Any, device_class: str | None) -> None:
+    """Raise :class:`WrongDeviceClass` unless a device of ``device_class`` is targeted.
+
+    ``signed_for``: the envelope's ``device_class``, covered by its signature; ``built_for``:
+    the manifest's own ``device_class`` (the model version's, inside the signed manifest).
+    Each is either absent (None: any device class) or must be exactly this device's class: a
+    validly signed version built for another class (an arm64 build, a camera-v2 model) is
+    not taken, whoever publishes it to this device."""
+    if built_for is not None and not isinstance(built_for, str):
+        raise MalformedEnvelope("manifest: 'device_class' must be a string or null")
+    for target in (signed_for, built_for):
+        if target is not None and target != device_class:
+            raise WrongDeviceClass(target, device_class)
+
+
 def _finite(doc: Mapping[str, Any], key: str, what: str) -> float:
     value = doc.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -258,8 +275,7 @@ def verify_envelope(
     label = f"manifest {model}:{version}"
     if now >= expires_at:
         raise ExpiredManifest(label, expires_at, now)
-    if dev_class is not None and dev_class != device_class:
-        raise WrongDeviceClass(dev_class, device_class)
+    check_class_target(dev_class, manifest.get("device_class"), device_class)
     if isinstance(version, bool) or not isinstance(version, int) or not isinstance(model, str):
         raise MalformedEnvelope(f"{what}: manifest needs a string 'model' and an integer 'version'")
     if running_version is not None and version <= running_version:
@@ -310,8 +326,7 @@ def verify_agent_envelope(envelope: Any, trusted_keys: Mapping[str, bytes], *, n
     label = f"agent manifest {manifest.get('version')}"
     if now >= expires_at:
         raise ExpiredManifest(label, expires_at, now)
-    if dev_class is not None and dev_class != device_class:
-        raise WrongDeviceClass(dev_class, device_class)
+    check_class_target(dev_class, None, device_class)
     return copy.deepcopy(manifest)
 
 

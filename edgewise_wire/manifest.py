@@ -38,6 +38,9 @@ KINDS = (KIND_MODEL, KIND_AGENT)
 # agent versions are labels like "0.2.0" or "0.2.0+pi4": they name a launcher slot's version in
 # its journal and in the device's reports, so no whitespace, slashes or control characters
 AGENT_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+# device classes ("pi4", "camera-v2", "jetson-orin.arm64"): a device's is set at enrollment
+# (agent.toml's device_class); a model version's names the one class it is built for
+DEVICE_CLASS = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 TASKS = ("classification", "regression")
 
 Scalar = int | float | str
@@ -248,6 +251,10 @@ class Manifest:
     # the artifact takes one float matrix. Older agents do not know it and fail the smoke test
     # of such a model (its smoke inputs hold strings), so it is never activated there.
     input_schema: InputSchema | None = None
+    # The device class this version is built for (an arm64 build, a camera-v2 model); None:
+    # any. The controller signs it into the envelope's device_class, and a device of another
+    # class refuses the version (edgewise_wire.envelope, docs/security.md).
+    device_class: str | None = None
     schema: int = MANIFEST_SCHEMA
 
     @property
@@ -298,6 +305,8 @@ class Manifest:
             d["probation"] = self.probation.to_dict()
         if self.input_schema is not None:
             d["input_schema"] = self.input_schema.to_dict()
+        if self.device_class is not None:
+            d["device_class"] = self.device_class
         d["schema"] = self.schema
         return d
 
@@ -359,8 +368,22 @@ class Manifest:
                        if d.get("probation") is not None else None),
             input_schema=(InputSchema.from_dict(d["input_schema"], f"{ctx}.input_schema")
                           if d.get("input_schema") is not None else None),
+            device_class=_device_class(d, ctx),
             schema=schema,
         )
+
+
+def check_device_class(value: str, ctx: str = "device_class") -> str:
+    """Return ``value`` if it is a usable device class name; raise SchemaError otherwise."""
+    if not isinstance(value, str) or not DEVICE_CLASS.fullmatch(value):
+        raise SchemaError(f"{ctx} {value!r} is not a device class: use 1-64 letters, digits, "
+                          "'.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+def _device_class(d: dict[str, Any], ctx: str) -> str | None:
+    value = get_str(d, "device_class", ctx, optional=True, max_len=64)
+    return None if value is None else check_device_class(value, f"{ctx}.device_class")
 
 
 def _verified_runtimes(d: dict[str, Any], ctx: str) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from controller.monitoring.api import alerts_router, metrics_router, retrain_run
 from controller.monitoring.drift_api import drift_router
 from controller.rest import API, MAX_FORM_OVERHEAD, MAX_JSON_BODY, MAX_JSON_DEPTH
 from controller.rollouts.api import deployments_router, rollouts_router
+from controller.security.approvals_api import approvals_router
 from controller.security.auth import ApiAuth, auth_router, check_exposure
 from controller.security.enroll_api import enroll_router
 from controller.web.pages import pages_router
@@ -76,6 +77,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(drift_router(c.drift))
     app.include_router(device_health_router(c.device_health, c.device_logs))
     app.include_router(enroll_router(c.config.data_dir))
+    app.include_router(approvals_router(c.config.data_dir, c.audit, admin))
     app.include_router(pages_router())
     app.include_router(prometheus_router(c.health, c.metrics, lambda: dict(c.bridge.stats),
                                          c.drift.latest, c.device_health, c.notifier.figures))

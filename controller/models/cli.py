@@ -7,6 +7,7 @@ and its manifest (``POST /models/{name}/versions``, ``controller/models/api.py``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from controller.cli.render import is_tty, paint, pct, span
 from controller.errors import ValidationError
 from controller.models.cli_convert import convert_command
 from controller.models.names import check_model_name, default_model_name
+from edgewise_wire import SchemaError
+from edgewise_wire.manifest import check_device_class
 
 
 @click.group()
@@ -68,14 +71,18 @@ def models() -> None:
 @click.option("--mlflow-write-back", is_flag=True,
               help="After the upload, tag the MLflow run with the Edgewise version and parity "
                    "and log the conversion report to it (needs write access to the run).")
+@click.option("--device-class", default=None, metavar="CLASS",
+              help="The device class this version is built for (e.g. camera-v2, pi5-arm64), "
+                   "as devices have it in agent.toml: it is signed into every desired state, "
+                   "and devices of another class refuse the version. Default: any class.")
 @json_option
 @quiet_option
 @click.pass_context
 def models_push(ctx: click.Context, model: str, sample_file: Path | None,
                 labels_file: Path | None, name: str | None, tolerances: tuple[str, ...],
                 fmt: str, quantize: str, verify_on: str, tracking_uri: str | None,
-                registry_uri: str | None, mlflow_write_back: bool, as_json: bool,
-                quiet: bool) -> None:
+                registry_uri: str | None, mlflow_write_back: bool, device_class: str | None,
+                as_json: bool, quiet: bool) -> None:
     """Convert a model locally (as `edgewise convert` does), check parity, upload.
 
     MODEL_FILE is a file `edgewise convert` takes; an MLflow URI (models:/NAME/VERSION,
@@ -114,6 +121,11 @@ def models_push(ctx: click.Context, model: str, sample_file: Path | None,
         check_model_name(model_name)
     except ValidationError as exc:
         raise click.BadParameter(str(exc), param_hint="--name") from None
+    if device_class is not None:
+        try:
+            check_device_class(device_class, "--device-class")
+        except SchemaError as exc:
+            raise click.BadParameter(str(exc), param_hint="--device-class") from None
     progress = Progress(quiet)
     client = client_from(ctx)  # a bad --controller URL is refused before the conversion
     lineage: dict[str, Any] | None = None
@@ -152,9 +164,9 @@ def models_push(ctx: click.Context, model: str, sample_file: Path | None,
     result = outcome.result
     manifest = result.manifest
     if lineage is not None:
-        import dataclasses
-
         manifest = dataclasses.replace(manifest, source={**manifest.source, "mlflow": lineage})
+    if device_class is not None:
+        manifest = dataclasses.replace(manifest, device_class=device_class)
     parity = manifest.parity
     progress(f"parity on {parity.get('n')} rows: max |diff| "
              f"{parity.get('max_abs_diff', 0):.2e}, label agreement "
@@ -253,7 +265,9 @@ def format_model(s: dict[str, Any], colour: bool = False) -> str:
         agree = parity.get("label_agreement")
         f = v["figures"]
         rows.append([
-            v["version"], v["format"], f"{v['size'] / 1024:.0f} KiB", v["sha256"][:12],
+            v["version"],
+            f"{v['format']} for {v['device_class']}" if v.get("device_class") else v["format"],
+            f"{v['size'] / 1024:.0f} KiB", v["sha256"][:12],
             time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created_at"])),
             f"{diff:.1e}" if isinstance(diff, (int, float)) else "-",
             pct(agree) if isinstance(agree, (int, float)) else "-",

@@ -24,6 +24,8 @@ class VersionSummary(OpenModel):
     format: str
     created_at: float
     precision: str
+    device_class: str | None = Field(None, description="the device class the version is "
+                                     "built for and signed for; null: any class")
     parity: dict[str, Any] = Field(description="conversion parity figures from the manifest")
     source: dict[str, Any]
     running: int

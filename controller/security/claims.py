@@ -206,8 +206,12 @@ class ClaimStore:
 
     def pending(self) -> list[dict[str, Any]]:
         state = self._load()
+        tokens = state["tokens"]
         return [{"device_id": d, "token": r["token"],
-                 "group": state["tokens"].get(r["token"], {}).get("group"),
+                 "group": tokens.get(r["token"], {}).get("group"),
+                 # what the device gets once approved: an operator decides knowing it
+                 "labels": tokens.get(r["token"], {}).get("labels") or {},
+                 "device_class": tokens.get(r["token"], {}).get("device_class", "generic"),
                  "requested_at": r["requested_at"],
                  "public_key_sha256": hashlib.sha256(bytes.fromhex(r["public_key"])).hexdigest()}
                 for d, r in sorted(state["requests"].items()) if r["status"] == "pending"]

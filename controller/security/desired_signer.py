@@ -5,8 +5,9 @@ goes to a version not above the one it runs (or to no model) only with a signed 
 order* naming exactly that model and version, addressed to it. :class:`DesiredSigner` is the
 one place that builds such a :class:`~edgewise_wire.Desired`:
 
-* the envelope: ``sign_manifest(manifest, active key, expires_at=now + ttl)``, for any device
-  class (the controller has no notion of one yet);
+* the envelope: ``sign_manifest(manifest, active key, expires_at=now + ttl)``, signed for the
+  device class the model version is built for (its manifest's ``device_class``; none: any), so
+  a device of another class refuses it whoever publishes it there;
 * a rollback order when it is needed (:func:`rollback_target`): the target is the model the
   device runs at a version not above the running one, or the desired state is "no model"; and
   always for the revert of a rollout, since the controller cannot know how far each device got;
@@ -157,7 +158,7 @@ class DesiredSigner:
     def envelope(self, manifest: Manifest, now: float, pem: bytes | None = None
                  ) -> dict[str, Any]:
         return sign_manifest(manifest.to_dict(), pem or self._private_key(),
-                             expires_at=now + self.ttl_s)
+                             expires_at=now + self.ttl_s, device_class=manifest.device_class)
 
     def agent_desired(self, manifest: AgentManifest, *, now: float,
                       rollout_id: str | None = None) -> DesiredAgent:

@@ -355,7 +355,8 @@ class FleetHealth:
             key = (name, v["version"])
             where = dict((placement or {}).get(v["version"], {}))
             out.append({
-                **v, "precision": manifest.precision, "parity": dict(manifest.parity),
+                **v, "precision": manifest.precision, "device_class": manifest.device_class,
+                "parity": dict(manifest.parity),
                 "source": dict(manifest.source), "opset": dict(manifest.opset),
                 "manifest_created_at": manifest.created_at,
                 "running": where.get("running", 0), "online": where.get("online", 0),

@@ -1,6 +1,7 @@
 // Edgewise dashboard: a hash-routed page over the controller's REST API, refreshed by polling.
 // Pages: #/ fleet overview, #/devices/ID, #/models, #/models/NAME[/VERSION] (with the version's
-// feature drift), #/rollouts, #/rollouts/ID.
+// feature drift), #/rollouts, #/rollouts/ID, #/experiments[/ID], #/enrollments (pending enrollment
+// requests, approved or rejected with an admin token).
 // Everything from the API is inserted as text (never as HTML).
 "use strict";
 
@@ -97,6 +98,30 @@
       throw new ApiError(response.status, detail);
     }
     return { body, total: Number(response.headers.get("X-Total-Count")) };
+  }
+
+  // A change (POST) with the tab's token; the controller records the token's identity as the
+  // audit actor. A read token is refused (403): the message says an admin token is needed.
+  async function send(path, body) {
+    const headers = { Accept: "application/json", "Content-Type": "application/json" };
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    let response;
+    try {
+      response = await fetch(API + path, { method: "POST", headers, body: JSON.stringify(body || {}), cache: "no-store" });
+    } catch (err) {
+      throw new ApiError(0, "the controller cannot be reached");
+    }
+    let answer = null;
+    try { answer = await response.json(); } catch (err) { answer = null; }
+    if (response.status === 401 || response.status === 403) {
+      showAuth("Approving and rejecting need an admin token.");
+      throw new ApiError(response.status, "this needs an admin token");
+    }
+    if (!response.ok) {
+      const detail = answer && answer.detail ? (typeof answer.detail === "string" ? answer.detail : JSON.stringify(answer.detail)) : response.statusText;
+      throw new ApiError(response.status, detail);
+    }
+    return answer;
   }
 
   function pill(text, kind) { return h("span", { class: `pill ${kind || ""}`, text }); }
@@ -575,7 +600,7 @@
         await drift.refresh();
         fill(versions, table(["Version", "Format", ["Size", "num"], "SHA-256", "Registered", ["Parity max |Δ|", "num"], ["Label agreement", "num"], ["Accuracy at conversion", "num"], ["Sample rows", "num"], "Source", [`Predictions · ${fmt.span(state.window)}`, "num"], ["Accuracy", "num"], ["Est. accuracy, no labels", "num"], ["Log loss", "num"], ["Drift", "num"]],
           s.versions.slice().reverse().map((v) => h("tr", {},
-            td(h("strong", { text: `v${v.version}` })), td(v.format), td(fmt.bytes(v.size), "num"), td(v.sha256.slice(0, 12), "mono"),
+            td(h("strong", { text: `v${v.version}` })), td(v.device_class ? `${v.format} for ${v.device_class}` : v.format), td(fmt.bytes(v.size), "num"), td(v.sha256.slice(0, 12), "mono"),
             td(fmt.time(v.created_at)),
             td(typeof v.parity.max_abs_diff === "number" ? v.parity.max_abs_diff.toExponential(1) : "–", "num"),
             td(typeof v.parity.label_agreement === "number" ? fmt.pct(v.parity.label_agreement, 2) : "–", "num"),
@@ -908,6 +933,64 @@
     return { refresh };
   }
 
+  // -- enrollment approvals --------------------------------------------------------------------
+
+  // Requests of devices enrolling on a manual-approval claim token, as `edgewise devices pending`
+  // lists them; approving issues the device's certificate, rejecting tells it the reason.
+  function enrollmentsPage(root) {
+    const list = h("div", { "data-testid": "enrollments" });
+    const result = h("p", { class: "small", "data-testid": "enrollment-result" });
+    fill(root, h("div", { class: "page-head" }, h("h1", { text: "Enrollment" })),
+      card("Pending enrollment requests", {}, result, list));
+    let shown = null;  // the device ids on screen: a refresh leaves typed reasons alone
+
+    async function decide(deviceId, action, reason) {
+      result.className = "small";
+      result.textContent = `${action === "approve" ? "approving" : "rejecting"} ${deviceId}…`;
+      try {
+        const path = `/enrollments/${encodeURIComponent(deviceId)}/${action}`;
+        const answer = await send(path, action === "reject" && reason ? { reason } : {});
+        result.textContent = action === "approve" ? `Approved ${deviceId}: its certificate is issued.`
+          : `Rejected ${deviceId}: ${answer.reason}.`;
+        result.className = "small ok-text";
+      } catch (err) {
+        result.textContent = `${deviceId} not ${action === "approve" ? "approved" : "rejected"}: ${err.message}`;
+        result.className = "small error-text";
+      }
+      shown = null;
+      await refresh();
+    }
+
+    function row(r) {
+      const reason = h("input", { type: "text", class: "reason", placeholder: "reason (optional)", maxlength: 200, "aria-label": `reason to reject ${r.device_id}` });
+      return h("tr", { "data-device": r.device_id },
+        td(r.device_id, "mono"), td(r.group), td(r.device_class, "mono"),
+        td(Object.entries(r.labels || {}).map(([k, v]) => h("span", { class: "chip", text: `${k}=${v}` }))),
+        td(fmt.ago(r.requested_at)), td(r.public_key_sha256.slice(0, 16), "mono small"),
+        td(h("div", { class: "decide" },
+          h("button", { type: "button", class: "approve", text: "Approve", onclick: () => decide(r.device_id, "approve") }),
+          reason,
+          h("button", { type: "button", class: "reject", text: "Reject", onclick: () => decide(r.device_id, "reject", reason.value.trim()) }))));
+    }
+
+    async function refresh() {
+      await guarded(async () => {
+        let rows;
+        try { rows = (await api("/enrollments/pending")).body; }
+        catch (err) {
+          if (err instanceof ApiError && (err.status === 404 || err.status === 405)) { fill(list, notAvailable("Enrollment approvals are not available on this controller.")); return; }
+          throw err;
+        }
+        const ids = rows.map((r) => r.device_id).join("\n");
+        if (ids === shown) return;
+        shown = ids;
+        fill(list, table(["Device", "Group", "Class", "Labels", "Requested", "Key (sha256)", "Decision"], rows.map(row),
+          { testid: "pending-enrollments", empty: "No enrollment request waits for approval." }));
+      });
+    }
+    return { refresh };
+  }
+
   // -- router ----------------------------------------------------------------------------------
 
   function route() {
@@ -922,6 +1005,7 @@
     else if (parts[0] === "rollouts") { state.page = rolloutsPage(root); nav = "rollouts"; }
     else if (parts[0] === "experiments" && parts[1]) { state.page = experimentPage(root, parts[1]); nav = "experiments"; }
     else if (parts[0] === "experiments") { state.page = experimentsPage(root); nav = "experiments"; }
+    else if (parts[0] === "enrollments") { state.page = enrollmentsPage(root); nav = "enrollments"; }
     else state.page = fleetPage(root);
     for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("on", a.dataset.nav === nav);
     window.scrollTo(0, 0);

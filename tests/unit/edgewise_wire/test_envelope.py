@@ -25,6 +25,7 @@ from edgewise_wire.envelope import (
     verify_envelope,
     verify_rollback_order,
 )
+from edgewise_wire.errors import SchemaError
 from edgewise_wire.manifest import ArtifactRef, Manifest, SmokeTest, TensorSpec
 
 NOW = 1_750_000_000.0
@@ -332,3 +333,67 @@ def test_misconfigured_trusted_key_says_what_it_is(key: tuple[bytes, bytes, str]
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     with pytest.raises(MisconfiguredTrustedKey, match=r"EC \(P-256\) public key"):
         trusted_keys_from([p256])
+
+
+# -- device class: the class a version is built for, signed ------------------------------------
+
+
+@pytest.mark.parametrize(("signed_for", "built_for", "device_class", "refused_for"), [
+    (None, None, "pi4", None),            # any class
+    ("pi4", None, "pi4", None),
+    (None, "pi4", "pi4", None),
+    ("pi4", "pi4", "pi4", None),
+    ("camera-v2", None, "pi4", "camera-v2"),   # the envelope names another class
+    (None, "arm64", "pi4", "arm64"),           # the manifest is built for another
+    ("pi4", "arm64", "pi4", "arm64"),          # one of the two names another: refused
+    ("pi4", None, None, "pi4"),                # a device with no class takes class-free ones only
+    ("Pi4", None, "pi4", "Pi4"),               # names are exact, not case-folded
+])
+def test_class_target_rule(signed_for: str | None, built_for: str | None,
+                           device_class: str | None, refused_for: str | None) -> None:
+    if refused_for is None:
+        trust.check_class_target(signed_for, built_for, device_class)
+        return
+    with pytest.raises(WrongDeviceClass) as caught:
+        trust.check_class_target(signed_for, built_for, device_class)
+    assert (caught.value.signed_for, caught.value.device_class) == (refused_for, device_class)
+    assert f"device class {refused_for!r}" in str(caught.value)
+
+
+def test_a_manifest_class_that_is_no_string_is_malformed() -> None:
+    with pytest.raises(MalformedEnvelope, match="device_class"):
+        trust.check_class_target(None, ["pi4"], "pi4")
+
+
+def test_a_manifest_built_for_another_class_is_refused_inside_an_any_class_envelope(
+        key: tuple[bytes, bytes, str]) -> None:
+    manifest = {**_manifest(), "device_class": "camera-v2"}
+    env = sign_manifest(manifest, key[0], expires_at=LATER)  # envelope: any class
+    with pytest.raises(WrongDeviceClass, match="'camera-v2'"):
+        _verify(env, _trusted(key), device_class="pi4")
+    assert _verify(env, _trusted(key), device_class="camera-v2")["device_class"] == "camera-v2"
+    # the class cannot be taken out: it is inside the signed manifest
+    stripped = copy.deepcopy(env)
+    del stripped["manifest"]["device_class"]
+    with pytest.raises(BadSignature):
+        _verify(stripped, _trusted(key), device_class="pi4")
+
+
+def test_an_envelope_class_cannot_be_changed(key: tuple[bytes, bytes, str]) -> None:
+    env = sign_manifest(_manifest(), key[0], expires_at=LATER, device_class="camera-v2")
+    for forged in ("pi4", None):
+        with pytest.raises(BadSignature):
+            _verify({**env, "device_class": forged}, _trusted(key), device_class="pi4")
+
+
+def test_manifest_device_class_round_trip_and_rule() -> None:
+    plain = _manifest()
+    assert "device_class" not in plain  # manifests without one keep their exact signed form
+    assert Manifest.from_dict(plain).device_class is None
+    built = Manifest.from_dict({**plain, "device_class": "camera-v2"})
+    assert built.device_class == "camera-v2"
+    assert built.to_dict()["device_class"] == "camera-v2"
+    assert Manifest.from_dict(built.to_dict()) == built
+    for bad in ("", "*", "has space", "-lead", "a/b", "x" * 65):
+        with pytest.raises(SchemaError, match="device_class"):
+            Manifest.from_dict({**plain, "device_class": bad})

@@ -25,6 +25,7 @@ from edgewise_wire.envelope import (
     ExpiredManifest,
     NotForThisDevice,
     UnknownSigningKey,
+    WrongDeviceClass,
     trusted_keys_from,
     verify_envelope,
     verify_rollback_order,
@@ -74,6 +75,22 @@ def test_envelope_verifies_with_the_device_code_and_carries_the_manifest(
     assert wire.manifest == m and wire.envelope == desired.envelope
     payload = json.loads(encode(desired))
     assert payload["signed"] == desired.envelope and not isinstance(payload["manifest"], dict)
+
+
+def test_the_envelope_is_signed_for_the_class_the_version_is_built_for(
+        signer: DesiredSigner, keypair: tuple[bytes, dict[str, bytes]]) -> None:
+    any_class = signer.desired("dep-1", manifest(2), "dev-1", None, now=NOW)
+    assert any_class.envelope is not None and any_class.envelope["device_class"] is None
+    camera = dataclasses.replace(manifest(3), device_class="camera-v2")
+    for desired in (signer.desired("dep-2", camera, "dev-1", None, now=NOW),
+                    signer.for_devices("dep-2", camera, {"dev-2": None}, now=NOW)[0][1]):
+        assert desired.envelope is not None and desired.envelope["device_class"] == "camera-v2"
+        assert verify_envelope(desired.envelope, keypair[1], now=NOW, device_class="camera-v2",
+                               running_version=None) == camera.to_dict()
+        with pytest.raises(WrongDeviceClass, match="'camera-v2', this device is 'generic'"):
+            device_accepts(desired, keypair[1], "dev-1", running=None)
+    # experiments sign their candidate through the same method
+    assert signer.envelope(camera, NOW)["device_class"] == "camera-v2"
 
 
 def test_expiry_is_now_plus_the_ttl(signer: DesiredSigner,

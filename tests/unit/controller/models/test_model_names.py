@@ -45,3 +45,20 @@ def test_models_push_refuses_a_bad_name_before_converting(tmp_path: Path) -> Non
     assert result.exit_code == 2, result.output
     assert "invalid model name 'My Model'" in result.output
     assert "converting" not in result.output
+
+
+@pytest.mark.parametrize("device_class", ["camera v2", "*", "-x", "a/b", "c" * 65])
+def test_models_push_refuses_a_bad_device_class_before_converting(
+        tmp_path: Path, device_class: str) -> None:
+    from controller.app.cli import cli
+
+    model = tmp_path / "model.joblib"
+    model.write_bytes(b"not even a model")
+    sample = tmp_path / "x.npy"
+    sample.write_bytes(b"")
+    result = CliRunner().invoke(cli, ["--controller", "http://127.0.0.1:9", "models", "push",
+                                      str(model), "--sample", str(sample), "--name", "iris",
+                                      "--device-class", device_class])
+    assert result.exit_code == 2, result.output
+    assert "is not a device class" in result.output
+    assert "converting" not in result.output

@@ -92,6 +92,23 @@ def test_a_manifest_for_another_device_class_is_refused(gate: DesiredGate, key: 
     with pytest.raises(Rejected, match="device class 'jetson'"):
         gate.check(_signed(_manifest(2), key[0], device_class="jetson"), None, now=NOW)
     assert gate.check(_signed(_manifest(2), key[0], device_class="pi4"), None, now=NOW)
+    assert gate.refusals["other_class"] == 1
+
+
+def test_a_version_built_for_another_class_is_refused_and_counted(
+        gate: DesiredGate, key: tuple) -> None:
+    # what the controller signs for a version registered with a class: the class twice
+    camera = dataclasses.replace(_manifest(2), device_class="camera-v2")
+    with pytest.raises(Rejected, match="refused iris:2: .*device class 'camera-v2', this "
+                                       "device is 'pi4'"):
+        gate.check(_signed(camera, key[0], device_class="camera-v2"), None, now=NOW)
+    # an experiment's candidate (no seal) is held to the same rule
+    with pytest.raises(Rejected, match="camera-v2"):
+        gate.check(_signed(camera, key[0]), None, now=NOW, sealed=False)
+    assert gate.refusals["other_class"] == 2
+    pi4 = dataclasses.replace(_manifest(2), device_class="pi4")
+    assert gate.check(_signed(pi4, key[0], device_class="pi4"), None, now=NOW).manifest == pi4
+    assert gate.refusals["other_class"] == 2
 
 
 @pytest.mark.parametrize("version", [1, 2], ids=["lower", "equal"])
