@@ -92,6 +92,9 @@ def controller() -> None:
               help="Open the dashboard's data, /metrics and every GET of the API to anyone who "
                    "reaches the port, tokens or not (config dashboard_public; default private: "
                    "once a token exists, views need a read or admin token).")
+@click.option("--topic-root", help="MQTT topic root of this controller's fleet (default ew/v1; "
+              "config topic_root, env EDGEWISE_TOPIC_ROOT): several controllers share one "
+              "broker with a root each, and refuse to start on a root another one runs.")
 @click.option("--share-group", help="MQTT shared-subscription group: replicas with the same group "
               "split the fleet's telemetry between them (docs/scaling.md).")
 @click.option("--artifact-dir", type=click.Path(path_type=Path),
@@ -113,7 +116,7 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
                      api_token: str | None, share_group: str | None,
                      artifact_dir: Path | None, artifact_store: str | None,
                      artifact_store_endpoint: str | None, auto_migrate: bool | None,
-                     dashboard_public: bool | None) -> None:
+                     dashboard_public: bool | None, topic_root: str | None) -> None:
     """Serve the REST API and bridge the MQTT fleet until interrupted.
 
     Example: edgewise controller serve --broker 127.0.0.1:1883 --data-dir /var/lib/edgewise
@@ -131,7 +134,8 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
                                         artifact_store=artifact_store,
                                         artifact_store_endpoint=artifact_store_endpoint,
                                         auto_migrate=auto_migrate,
-                                        dashboard_public=dashboard_public)
+                                        dashboard_public=dashboard_public,
+                                        topic_root=topic_root)
         # the API is announced once its port is claimed, the database open and the broker
         # reached ("controller API on ..." on stderr)
         run(config)
