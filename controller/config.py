@@ -33,7 +33,7 @@ class ControllerConfig:
     # retained under it and refuses to run if another controller (another database) is online
     # there, waiting at most controller_presence_wait_s for the retained message
     topic_root: str = ROOT
-    controller_presence_wait_s: float = 1.0
+    controller_presence_wait_s: float = 0.5
     # -- dashboard and read-only views (docs/dashboard.md) --
     # False (the default): once any API token exists, the dashboard's data, /metrics and every
     # GET of the API need "Authorization: Bearer" with an admin or a read token (read_token,
