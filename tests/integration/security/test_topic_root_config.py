@@ -84,3 +84,18 @@ def test_broker_config_writes_the_acl_under_the_topic_root(tmp_path: Path) -> No
                                        "--data-dir", str(tmp_path / "data2")])
     assert refused.exit_code == 1 and "invalid topic root" in refused.output
     assert not (tmp_path / "data2" / "pki").exists()
+
+
+def test_an_enrolled_device_gets_the_topic_root_of_the_broker_config(tmp_path: Path) -> None:
+    from controller.security.enrollment import enroll_device
+
+    data = tmp_path / "data"
+    default = enroll_device(data, "pi-01", tmp_path / "out", broker_host="mqtt.example.net")
+    assert load_config(default.directory / "agent.toml").topic_root == "ew/v1"
+    assert "topic_root" not in (default.directory / "agent.toml").read_text()
+    result = CliRunner().invoke(cli, ["broker", "config", "--out", str(tmp_path / "broker"),
+                                      "--hostname", "127.0.0.1", "--topic-root", "acme/ew/v1",
+                                      "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    bundle = enroll_device(data, "pi-02", tmp_path / "out")
+    assert load_config(bundle.directory / "agent.toml").topic_root == "acme/ew/v1"
