@@ -155,6 +155,8 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
 @click.option("--duration", type=float, default=0.0, help="Seconds to run (0: until Ctrl-C).")
 @click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=60.0,
               show_default=True, help="Seconds to wait for every device to reach the broker.")
+@click.option("--topic-root", default="ew/v1", show_default=True,
+              help="The topic root of the controller the devices follow (its --topic-root).")
 @click.option("--trust-keys-from", type=click.Path(path_type=Path, exists=True),
               help="Trust the manifest-signing keys of this controller data directory (or a PEM "
                    "file, or a bundle's trusted_keys/): the agents then run only models the "
@@ -173,7 +175,7 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
 def simulate(ctx: click.Context, devices: int, broker: str, data_dir: Path, dataset: str,
              rate: float, duration: float, trust_keys_from: Path | None,
              scenario_file: Path | None, external: bool, report_json: Path | None,
-             as_json: bool, quiet: bool, connect_timeout: float) -> None:
+             as_json: bool, quiet: bool, connect_timeout: float, topic_root: str) -> None:
     """Run N real agents in this process against a broker, serving a bundled dataset; or run a
     scenario file (exit code 0 when its checks pass, 8 when one fails).
 
@@ -197,7 +199,7 @@ def simulate(ctx: click.Context, devices: int, broker: str, data_dir: Path, data
 
     sys.exit(run_simulation(devices, broker, data_dir, dataset, rate, duration,
                             trust_keys_from, as_json=as_json, quiet=quiet,
-                            connect_timeout=connect_timeout))
+                            connect_timeout=connect_timeout, topic_root=topic_root))
 
 
 @cli.command("demo")
