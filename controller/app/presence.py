@@ -85,8 +85,8 @@ async def read_presence(broker: BrokerAddress, root: str, wait_s: float,
 
     link = MqttLink(f"ew-controller-check-{os.getpid()}-{os.urandom(3).hex()}", broker,
                     on_message=on_message)
-    await link.start(timeout=timeout_s)
     try:
+        await link.start(timeout=timeout_s)  # BrokerUnreachableError says why it cannot
         await link.subscribe_and_wait(topic, timeout=timeout_s)
         try:
             payload = await asyncio.wait_for(received.get(), wait_s)
