@@ -10,6 +10,8 @@ from typing import Any
 
 from controller.errors import ValidationError
 from edgewise_mqtt.link import BrokerAddress
+from edgewise_wire.errors import TopicError
+from edgewise_wire.topics import ROOT, validate_topic_root
 
 DEFAULT_HTTP_PORT = 8700
 
@@ -26,6 +28,12 @@ class ControllerConfig:
     http_port: int = DEFAULT_HTTP_PORT
     api_token: str | None = None  # when set, mutating REST calls need "Authorization: Bearer"
     share_group: str | None = None  # MQTT shared-subscription group for several replicas
+    # -- several controllers on one broker (docs/deploy.md): every topic of this fleet is under
+    # topic_root (its agents use the same one); at start the controller reads the presence
+    # retained under it and refuses to run if another controller (another database) is online
+    # there, waiting at most controller_presence_wait_s for the retained message
+    topic_root: str = ROOT
+    controller_presence_wait_s: float = 0.5
     # -- dashboard and read-only views (docs/dashboard.md) --
     # False (the default): once any API token exists, the dashboard's data, /metrics and every
     # GET of the API need "Authorization: Bearer" with an admin or a read token (read_token,
@@ -137,6 +145,7 @@ def load_controller_config(path: Path | None = None, **overrides: Any) -> Contro
         "api_token": os.environ.get("EDGEWISE_API_TOKEN"),
         "data_dir": os.environ.get("EDGEWISE_DATA_DIR"),
         "alert_webhook_secret": os.environ.get("EDGEWISE_ALERT_WEBHOOK_SECRET"),
+        "topic_root": os.environ.get("EDGEWISE_TOPIC_ROOT"),
     }
     values.update({k: v for k, v in env.items() if v})
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -160,6 +169,16 @@ def load_controller_config(path: Path | None = None, **overrides: Any) -> Contro
                               or any(c in group for c in "/+#")):
         raise ValidationError(f"share_group {group!r} is not a valid MQTT shared-subscription "
                               "group name: use letters, digits, '-' or '_' (no '/', '+', '#')")
+    if "topic_root" in values:
+        try:
+            validate_topic_root(values["topic_root"])
+        except TopicError as exc:
+            raise ValidationError(f"topic_root: {exc}") from None
+    wait = values.get("controller_presence_wait_s")
+    if wait is not None and (isinstance(wait, bool) or not isinstance(wait, (int, float))
+                             or not 0 < wait <= 60):
+        raise ValidationError(f"controller_presence_wait_s {wait!r} must be a number of seconds "
+                              "within (0, 60]")
     if not isinstance(values.get("dashboard_public", False), bool):
         raise ValidationError(f"dashboard_public {values['dashboard_public']!r} must be true "
                               "or false")

@@ -94,12 +94,13 @@ from edgewise_wire import (
     encode,
 )
 from edgewise_wire.experiments import ExperimentOrder, request_arm
-from edgewise_wire.key_update import KeyUpdateMessage, keys_topic
+from edgewise_wire.key_update import KeyUpdateMessage
 from edgewise_wire.topics import (
     ChunkTopic,
     DeviceChannel,
     DeviceTopic,
     device_topic,
+    keys_topic,
     parse_topic,
 )
 
@@ -135,6 +136,7 @@ class EdgeAgent:
         self.config = config
         self._clock = clock
         self.device_id = config.device_id
+        self._keys_topic = keys_topic(root=config.topic_root)
         self._outbox_path = config.data_dir / "outbox.sqlite"
         # under edgewise-agent-launcher: the version of the slot it runs from (what it was
         # staged as); otherwise the installed distribution's version
@@ -203,7 +205,7 @@ class EdgeAgent:
             device_id=config.device_id, small_io=small_io, clock=clock,
             repair_interval_s=config.chunk_repair_interval_s,
             model_memory_bytes=config.model_memory_bytes,
-            feedback_memory=config.feedback_memory)
+            feedback_memory=config.feedback_memory, root=config.topic_root)
         self._experiment_due = time.monotonic() + config.metrics_window_s
         # agent self-update: only when a launcher started this agent and said where its slots are
         self.self_update: AgentSelfUpdate | None = None
@@ -214,7 +216,8 @@ class EdgeAgent:
                 launcher_root=launcher_root, running_version=self.agent_version,
                 trusted_keys=load_trusted_keys(config.trusted_keys),
                 device_class=config.device_class, clock=clock, report=self.report,
-                repair_interval_s=config.chunk_repair_interval_s, use_url=config.artifact_http)
+                repair_interval_s=config.chunk_repair_interval_s, use_url=config.artifact_http,
+                root=config.topic_root)
 
     # -- the update path's view (kept as attributes for the simulator, tests and status) -----
 
@@ -467,12 +470,12 @@ class EdgeAgent:
     # -- MQTT --------------------------------------------------------------------------------
 
     def topic(self, channel: DeviceChannel) -> str:
-        return device_topic(self.device_id, channel)
+        return device_topic(self.device_id, channel, root=self.config.topic_root)
 
     def _on_connect(self) -> None:
         # the key update first: its retained copy then arrives before the retained desired state,
         # which a key it brings may have signed
-        self.link.subscribe(keys_topic())
+        self.link.subscribe(self._keys_topic)
         self.link.subscribe(self.topic(DeviceChannel.DESIRED))
         self.link.subscribe(self.topic(DeviceChannel.ACK))
         if self.self_update is not None:
@@ -499,10 +502,10 @@ class EdgeAgent:
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         try:
-            if topic == keys_topic():
+            if topic == self._keys_topic:
                 self.updater.on_key_update(decode(payload, KeyUpdateMessage))
                 return
-            parsed = parse_topic(topic)
+            parsed = parse_topic(topic, root=self.config.topic_root)
             if isinstance(parsed, ChunkTopic):
                 if self.self_update is not None and self.self_update.owns_chunk(parsed):
                     self.self_update.on_chunk(parsed, payload)

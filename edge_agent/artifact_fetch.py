@@ -30,7 +30,7 @@ from edge_agent.update.ports import ChunkLink
 from edgewise_wire import encode
 from edgewise_wire.manifest import ArtifactRef
 from edgewise_wire.messages import ArtifactRequest
-from edgewise_wire.topics import ChunkTopic, chunk_wildcard
+from edgewise_wire.topics import ROOT, ChunkTopic, chunk_wildcard
 
 log = logging.getLogger("edgewise.agent.update")
 
@@ -40,9 +40,10 @@ PROGRESS_REPORT_INTERVAL_S = 1.0
 class ArtifactFetch:
     def __init__(self, link: ChunkLink, request_topic: str, download_dir: Path, *,
                  device_id: str, report: Callable[[], None], parking: Parking,
-                 repair_interval_s: float, use_url: bool = True) -> None:
+                 repair_interval_s: float, use_url: bool = True, root: str = ROOT) -> None:
         self.link = link
         self.request_topic = request_topic
+        self.root = root  # the topic root chunks are broadcast under
         self.download_dir = download_dir
         self.device_id = device_id
         self.report = report
@@ -140,7 +141,7 @@ class ArtifactFetch:
         link = self.link
         try:
             # chunks published before the broker confirms the subscription would be missed
-            await link.subscribe_and_wait(chunk_wildcard(sha))
+            await link.subscribe_and_wait(chunk_wildcard(sha, root=self.root))
         except (TimeoutError, ConnectionError, PermissionError) as exc:
             log.warning("%s: cannot subscribe to chunks of %s: %s", self.device_id, sha[:12], exc)
             return
@@ -158,11 +159,11 @@ class ArtifactFetch:
         self.last_chunk_at = time.monotonic()
         if self.parking.due_after_chunks(download.received):
             download.close()
-            self.link.unsubscribe(chunk_wildcard(chunk.sha256))
+            self.link.unsubscribe(chunk_wildcard(chunk.sha256, root=self.root))
             self.parking.park("downloading", f" after {download.received} chunks")
             return
         if download.complete:
-            self.link.unsubscribe(chunk_wildcard(chunk.sha256))
+            self.link.unsubscribe(chunk_wildcard(chunk.sha256, root=self.root))
             self._done.set()
         elif time.monotonic() - self._last_progress_report > PROGRESS_REPORT_INTERVAL_S:
             self._last_progress_report = time.monotonic()
@@ -189,7 +190,7 @@ class ArtifactFetch:
         self._stop_http()
         if download is not None:
             if self.link.connected:
-                self.link.unsubscribe(chunk_wildcard(download.ref.sha256))
+                self.link.unsubscribe(chunk_wildcard(download.ref.sha256, root=self.root))
             with self._write_lock:
                 download.discard()
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from edgewise_mqtt.link import BrokerAddress
-from edgewise_wire.topics import validate_device_id
+from edgewise_wire.errors import TopicError
+from edgewise_wire.topics import ROOT, validate_device_id, validate_topic_root
 
 
 class ConfigError(ValueError):
@@ -20,6 +21,9 @@ class AgentConfig:
     device_id: str
     data_dir: Path
     broker: BrokerAddress = field(default_factory=BrokerAddress)
+    # every topic of this device lives under this root: several fleets (controllers, tenants)
+    # share one broker with a root each; the controller of this device uses the same one
+    topic_root: str = ROOT
     labels: dict[str, str] = field(default_factory=dict)
     device_class: str = "generic"
     keepalive_s: int = 30
@@ -73,6 +77,10 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
+        try:
+            validate_topic_root(self.topic_root)
+        except TopicError as exc:
+            raise ConfigError(f"topic_root: {exc}") from None
         if self.telemetry_batch_size < 1:
             raise ConfigError("telemetry_batch_size must be >= 1")
         if self.outbox_overflow not in ("drop_oldest", "refuse_new"):
@@ -125,6 +133,7 @@ def load_config(path: Path) -> AgentConfig:
         device_id = "pi-berlin-01"
         data_dir = "/var/lib/edgewise-agent"
         device_class = "pi4"
+        topic_root = "ew/v1"        # the same root as this fleet's controller
         [broker]
         host = "mqtt.example.net"
         port = 1883

@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device-id", help="overrides device_id from the file")
     parser.add_argument("--broker", help="MQTT broker HOST:PORT, overrides [broker] from the file")
     parser.add_argument("--data-dir", type=Path, help="overrides data_dir from the file")
+    parser.add_argument("--topic-root", help="MQTT topic root of this device's fleet (default "
+                        "ew/v1), overrides topic_root from the file")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("--version", action="version",
                         version=f"edgewise-agent {edgewise_version()}")
@@ -63,10 +65,15 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
             overrides["data_dir"] = args.data_dir
         if args.broker:
             overrides["broker"] = BrokerAddress.parse(args.broker)
+        if args.topic_root:
+            overrides["topic_root"] = args.topic_root
         return config.with_overrides(**overrides) if overrides else config
     if not (args.device_id and args.data_dir):
         raise ConfigError("give --config FILE, or at least --device-id and --data-dir")
     broker = BrokerAddress.parse(args.broker) if args.broker else BrokerAddress()
+    if args.topic_root:
+        return AgentConfig(device_id=args.device_id, data_dir=args.data_dir, broker=broker,
+                           topic_root=args.topic_root)
     return AgentConfig(device_id=args.device_id, data_dir=args.data_dir, broker=broker)
 
 

@@ -40,7 +40,7 @@ from edge_agent.slots import artifact_name
 from edge_agent.update.ports import ChunkLink
 from edgewise_wire import Desired, Manifest, ModelRef
 from edgewise_wire.experiments import ExperimentOrder
-from edgewise_wire.topics import ChunkTopic, DeviceChannel, device_topic
+from edgewise_wire.topics import ROOT, ChunkTopic, DeviceChannel, device_topic
 
 log = logging.getLogger("edgewise.agent.experiment")
 
@@ -61,7 +61,8 @@ class ExperimentKeeper:
     def __init__(self, host: ExperimentHost, link: ChunkLink, gate: DesiredGate, *,
                  data_dir: Path, device_id: str, small_io: Executor,
                  clock: Callable[[], float], repair_interval_s: float,
-                 model_memory_bytes: int | None, feedback_memory: int) -> None:
+                 model_memory_bytes: int | None, feedback_memory: int,
+                 root: str = ROOT) -> None:
         self.host = host
         self.gate = gate
         self.device_id = device_id
@@ -71,10 +72,10 @@ class ExperimentKeeper:
         self.feedback_memory = feedback_memory
         self.slot_dir = data_dir / "experiment"
         self.fetch = ArtifactFetch(
-            link, device_topic(device_id, DeviceChannel.ARTIFACT_REQUEST),
+            link, device_topic(device_id, DeviceChannel.ARTIFACT_REQUEST, root=root),
             self.slot_dir, device_id=device_id, report=host.report,
             parking=Parking(None, data_dir / "experiment-paused", device_id),
-            repair_interval_s=repair_interval_s)
+            repair_interval_s=repair_interval_s, root=root)
         self.order: ExperimentOrder | None = None
         self.refused: str | None = None
         self._task: asyncio.Task[None] | None = None

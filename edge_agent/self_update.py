@@ -43,7 +43,7 @@ from edgewise_wire.envelope import TrustError, verify_agent_envelope
 from edgewise_wire.errors import SchemaError
 from edgewise_wire.manifest import AgentManifest
 from edgewise_wire.messages import DesiredAgent
-from edgewise_wire.topics import ChunkTopic, DeviceChannel, device_topic
+from edgewise_wire.topics import ROOT, ChunkTopic, DeviceChannel, device_topic
 
 log = logging.getLogger("edgewise.agent.self_update")
 
@@ -115,7 +115,7 @@ class AgentSelfUpdate:
     def __init__(self, link: ChunkLink, *, device_id: str, data_dir: Path, launcher_root: Path,
                  running_version: str, trusted_keys: dict[str, bytes], device_class: str,
                  clock: Callable[[], float], report: Callable[[], None],
-                 repair_interval_s: float, use_url: bool) -> None:
+                 repair_interval_s: float, use_url: bool, root: str = ROOT) -> None:
         self.device_id = device_id
         self.data_dir = data_dir
         self.slots = SlotRoot(launcher_root)
@@ -125,10 +125,10 @@ class AgentSelfUpdate:
         self.clock = clock
         self.report = report
         self.fetch = ArtifactFetch(
-            link, device_topic(device_id, DeviceChannel.ARTIFACT_REQUEST),
+            link, device_topic(device_id, DeviceChannel.ARTIFACT_REQUEST, root=root),
             data_dir / "agent-download", device_id=device_id, report=report,
             parking=Parking(None, data_dir / "paused-in", device_id),
-            repair_interval_s=repair_interval_s, use_url=use_url)
+            repair_interval_s=repair_interval_s, use_url=use_url, root=root)
         self.state = "idle"
         self.target: str | None = None
         self.last_error: str | None = None

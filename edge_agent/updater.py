@@ -112,10 +112,11 @@ class Updater:
         self.slots = SlotKeeper(SlotStore(settings.data_dir), host, small_io, settings.device_id)
         self.parking = Parking(pause, settings.data_dir / "paused-in", settings.device_id)
         self.fetch = ArtifactFetch(
-            link, device_topic(settings.device_id, DeviceChannel.ARTIFACT_REQUEST),
+            link, device_topic(settings.device_id, DeviceChannel.ARTIFACT_REQUEST,
+                               root=settings.topic_root),
             settings.data_dir / "download", device_id=settings.device_id, report=host.report,
             parking=self.parking, repair_interval_s=settings.chunk_repair_interval_s,
-            use_url=settings.artifact_http)
+            use_url=settings.artifact_http, root=settings.topic_root)
         self.work = StateWork(self.slots, self.fetch, host,
                               default_probation=ProbationPolicy(settings.probation_s),
                               device_id=settings.device_id)

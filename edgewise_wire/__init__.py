@@ -18,6 +18,7 @@ from edgewise_wire.manifest import (
 from edgewise_wire.messages import (
     Ack,
     ArtifactRequest,
+    ControllerPresence,
     Desired,
     DesiredAgent,
     LogsReply,
@@ -36,6 +37,7 @@ __all__ = [
     "Ack",
     "ArtifactRef",
     "ArtifactRequest",
+    "ControllerPresence",
     "Desired",
     "DesiredAgent",
     "ExperimentOrder",

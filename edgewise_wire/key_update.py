@@ -1,6 +1,7 @@
 """Key updates over the air: the controller tells devices which signing keys to trust.
 
-One message, retained on the fleet-wide topic ``ew/v1/trust/keys`` (:func:`keys_topic`), states
+One message, retained on the fleet-wide topic ``{root}/trust/keys``
+(:func:`edgewise_wire.topics.keys_topic`), states
 the whole set the controller wants trusted and the keys it retired::
 
     {"schema": 1, "type": "keys",
@@ -43,15 +44,9 @@ from edgewise_wire.envelope import (
 )
 from edgewise_wire.errors import SchemaError
 from edgewise_wire.messages import Message
-from edgewise_wire.topics import ROOT
 
 KEY_UPDATE_TYPE = "edgewise.key-update.v1"
 MAX_KEYS = 32
-
-
-def keys_topic() -> str:
-    """The fleet-wide, retained topic of key updates (devices may only read it)."""
-    return f"{ROOT}/trust/keys"
 
 
 def key_update_signed_content(update: Any) -> dict[str, Any]:
@@ -144,5 +139,5 @@ def verify_key_update(message: KeyUpdateMessage, trusted_keys: Mapping[str, byte
     return KeyUpdate(sequence, float(issued_at), pems, frozenset(retired), tuple(signed_by))
 
 
-__all__ = ["BadSignature", "KeyUpdate", "KeyUpdateMessage", "keys_topic",
+__all__ = ["BadSignature", "KeyUpdate", "KeyUpdateMessage",
            "key_update_signed_content", "verify_key_update"]

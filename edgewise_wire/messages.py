@@ -93,6 +93,30 @@ class Presence(Message):
                    get_str(d, "agent_version", optional=True) or "")
 
 
+@dataclass(frozen=True)
+class ControllerPresence(Message):
+    """Retained on ``{root}/controller/presence``: which controller runs the fleet under this
+    topic root. ``instance`` is the controller's database (replicas of one database share it);
+    ``replica`` the process that wrote this. The offline form is the writer's last will."""
+
+    TYPE: ClassVar[str] = "controller_presence"
+    instance: str
+    online: bool
+    replica: str = ""
+    started_at: float = 0.0
+    ts: float = field(default_factory=now)
+
+    def body(self) -> dict[str, Any]:
+        return {"instance": self.instance, "online": self.online, "replica": self.replica,
+                "started_at": self.started_at, "ts": self.ts}
+
+    @classmethod
+    def from_body(cls, d: dict[str, Any]) -> ControllerPresence:
+        return cls(get_str(d, "instance", max_len=128), get_bool(d, "online"),
+                   get_str(d, "replica", optional=True, max_len=256) or "",
+                   get_float(d, "started_at", optional=True) or 0.0, get_float(d, "ts"))
+
+
 # What a signed desired state carries in "manifest" (the manifest itself is inside "signed").
 SIGNED_MANIFEST = "signed"
 
@@ -417,8 +441,8 @@ class LogsReply(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (Presence, Desired, DesiredAgent, Reported, TelemetryBatch, Ack, ArtifactRequest,
-                              LogsRequest, LogsReply)
+    cls.TYPE: cls for cls in (Presence, ControllerPresence, Desired, DesiredAgent, Reported,
+                              TelemetryBatch, Ack, ArtifactRequest, LogsRequest, LogsReply)
 }
 
 

@@ -15,6 +15,7 @@ import click
 from controller.cli.common import Progress, emit, one_line
 from controller.cli.exit_codes import ExitCode
 from edgewise_mqtt.link import BrokerAddress
+from edgewise_wire.topics import ROOT, validate_topic_root
 from simulator.fleet import FleetError, SimulatedFleet
 from simulator.workload import Workload, load_dataset
 
@@ -24,8 +25,9 @@ PROGRESS_EVERY_S = 5.0  # a progress line this often while the fleet serves
 async def _simulate(devices: int, broker: BrokerAddress, data_dir: Path, dataset: str,
                     rate: float, duration: float, trusted_keys: tuple[str, ...],
                     progress: Progress, every_s: float = PROGRESS_EVERY_S,
-                    connect_timeout: float = 60.0) -> dict[str, Any]:
-    fleet = SimulatedFleet(broker, devices, data_dir, trusted_keys=trusted_keys)
+                    connect_timeout: float = 60.0, topic_root: str = ROOT) -> dict[str, Any]:
+    fleet = SimulatedFleet(broker, devices, data_dir, trusted_keys=trusted_keys,
+                           topic_root=topic_root)
     progress(f"connecting {devices} devices to {broker} "
              + (f"(trusting {len(trusted_keys)} signing key(s): signed models only)"
                 if trusted_keys else "(no trusted keys: development mode, unsigned models "
@@ -66,7 +68,7 @@ async def _simulate(devices: int, broker: BrokerAddress, data_dir: Path, dataset
 def run_simulation(devices: int, broker: str, data_dir: Path, dataset: str, rate: float,
                    duration: float, trust_keys_from: Path | None = None, *,
                    as_json: bool = False, quiet: bool = False,
-                   connect_timeout: float = 60.0) -> int:
+                   connect_timeout: float = 60.0, topic_root: str = ROOT) -> int:
     """``trust_keys_from``: a controller data directory or a PEM file whose manifest-signing
     keys the agents trust (None: development mode). Progress on stderr every few seconds
     (none with ``quiet``), the totals on stdout at the end (JSON with ``as_json``)."""
@@ -75,13 +77,15 @@ def run_simulation(devices: int, broker: str, data_dir: Path, dataset: str, rate
     try:
         address = BrokerAddress.parse(broker)
         trusted = load_trusted_keys(trust_keys_from) if trust_keys_from else ()
+        validate_topic_root(topic_root)
     except (ValueError, KeysError) as exc:
         click.echo(f"error: {one_line(exc)}", err=True)
         return ExitCode.USAGE
     try:
         totals = asyncio.run(_simulate(devices, address, data_dir, dataset, rate, duration,
                                        trusted, Progress(quiet),
-                                       connect_timeout=connect_timeout))
+                                       connect_timeout=connect_timeout,
+                                       topic_root=topic_root))
     except FleetError as exc:
         click.echo(f"error: {one_line(exc)}; set --broker", err=True)
         return ExitCode.ERROR

@@ -35,7 +35,7 @@ from edge_agent.agent import EdgeAgent
 from edgewise_mqtt.link import BrokerAddress, MqttLink
 from edgewise_wire import Desired, ProtocolError, decode
 from edgewise_wire.manifest import ArtifactRef
-from edgewise_wire.topics import DeviceChannel, chunk_topic, device_wildcard
+from edgewise_wire.topics import ROOT, DeviceChannel, chunk_topic, device_wildcard
 from simulator.broker import BrokerProcess, mosquitto_broker
 from simulator.fleet import DeviceGroup, SimulatedFleet, sample_process
 from simulator.keys import controller_trusted_keys
@@ -99,7 +99,8 @@ class _HostilePublisher:
     """A client on the broker that learns artifact hashes from the desired-state messages (as
     anyone allowed to read them could) and floods their chunk topics with garbage."""
 
-    def __init__(self, broker: BrokerAddress, rng: random.Random) -> None:
+    def __init__(self, broker: BrokerAddress, rng: random.Random, *, root: str = ROOT) -> None:
+        self.root = root
         self.refs: dict[str, ArtifactRef] = {}
         self.sent = 0
         self._rng = rng
@@ -109,7 +110,7 @@ class _HostilePublisher:
         self.link = MqttLink(f"ew-hostile-{os.urandom(3).hex()}", broker,
                              on_message=self._on_message,
                              on_connect=lambda: self.link.subscribe(
-                                 device_wildcard(DeviceChannel.DESIRED)))
+                                 device_wildcard(DeviceChannel.DESIRED, root=root)))
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         with contextlib.suppress(ProtocolError):
@@ -134,7 +135,7 @@ class _HostilePublisher:
                 length = ref.chunk_length(index)
                 if self._rng.random() < 0.2:  # some of the wrong length, most of the right one
                     length = max(1, length + self._rng.choice((-7, 13)))
-                self.link.publish(chunk_topic(ref.sha256, index), os.urandom(length))
+                self.link.publish(chunk_topic(ref.sha256, index, root=self.root), os.urandom(length))
                 self.sent += 1
             await asyncio.sleep(1.0 / max(self._rate, 0.1))
 

@@ -3,7 +3,7 @@
 A real agent per device costs the simulator its memory and an outbox file each; ten thousand of
 them do not fit beside a controller on a small machine. What the controller's ingest sees is
 only the wire, so this generator produces exactly that: for every virtual device, ``telemetry``
-messages on its own topic ``ew/v1/dev/{id}/telemetry`` (the agent's wire format, built with
+messages on its own topic ``{root}/dev/{id}/telemetry`` (the agent's wire format, built with
 :mod:`edgewise_wire`), with an outbox epoch per device and gap-free increasing seqs, and it
 listens on each device's ``ack`` topic like an agent. Each device sends like the agent's sender
 (edge_agent/telemetry/sender.py, default settings): at most ``max_inflight`` batches of at most
@@ -35,7 +35,7 @@ from typing import Any
 from edgewise_mqtt.link import BrokerAddress, MqttLink
 from edgewise_wire import Ack, ProtocolError, TelemetryBatch, decode, encode
 from edgewise_wire.messages import MAX_EPOCH
-from edgewise_wire.topics import DeviceChannel, DeviceTopic, device_topic, parse_topic
+from edgewise_wire.topics import ROOT, DeviceChannel, DeviceTopic, device_topic, parse_topic
 
 SUBSCRIBE_TOPICS_PER_PACKET = 200
 
@@ -84,6 +84,7 @@ class LoadSpec:
     prefix: str = "load"
     model: str = "digits-mlp"
     version: int = 3
+    topic_root: str = ROOT  # the fleet's topic root (the controller's topic_root)
 
 
 def prediction_records(device: VirtualDevice, n: int, ts: float, spec: LoadSpec,
@@ -152,7 +153,8 @@ class TelemetryLoad:
 
     def _subscriber(self, link: MqttLink, group: list[VirtualDevice],
                     done: asyncio.Future[None]) -> Callable[[], None]:
-        topics = [device_topic(d.device_id, DeviceChannel.ACK) for d in group]
+        topics = [device_topic(d.device_id, DeviceChannel.ACK, root=self.spec.topic_root)
+                  for d in group]
 
         def subscribe_all() -> None:
             client = link.client
@@ -264,8 +266,9 @@ class TelemetryLoad:
             self.stats.messages_sent += 1
 
     def _send(self, device: VirtualDevice, payload: bytes) -> None:
-        rc = self._link_of(device).publish(device_topic(device.device_id, DeviceChannel.TELEMETRY),
-                                           payload, qos=1)
+        rc = self._link_of(device).publish(
+            device_topic(device.device_id, DeviceChannel.TELEMETRY, root=self.spec.topic_root),
+            payload, qos=1)
         if rc != 0:
             self.stats.publish_refused += 1
 
@@ -285,7 +288,7 @@ class TelemetryLoad:
     # -- acknowledgements ----------------------------------------------------------------
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        parsed = parse_topic(topic)
+        parsed = parse_topic(topic, root=self.spec.topic_root)
         if not isinstance(parsed, DeviceTopic) or parsed.channel is not DeviceChannel.ACK:
             return
         device = self._by_id.get(parsed.device_id)

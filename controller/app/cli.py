@@ -92,6 +92,9 @@ def controller() -> None:
               help="Open the dashboard's data, /metrics and every GET of the API to anyone who "
                    "reaches the port, tokens or not (config dashboard_public; default private: "
                    "once a token exists, views need a read or admin token).")
+@click.option("--topic-root", help="MQTT topic root of this controller's fleet (default ew/v1; "
+              "config topic_root, env EDGEWISE_TOPIC_ROOT): several controllers share one "
+              "broker with a root each, and refuse to start on a root another one runs.")
 @click.option("--share-group", help="MQTT shared-subscription group: replicas with the same group "
               "split the fleet's telemetry between them (docs/scaling.md).")
 @click.option("--artifact-dir", type=click.Path(path_type=Path),
@@ -113,7 +116,7 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
                      api_token: str | None, share_group: str | None,
                      artifact_dir: Path | None, artifact_store: str | None,
                      artifact_store_endpoint: str | None, auto_migrate: bool | None,
-                     dashboard_public: bool | None) -> None:
+                     dashboard_public: bool | None, topic_root: str | None) -> None:
     """Serve the REST API and bridge the MQTT fleet until interrupted.
 
     Example: edgewise controller serve --broker 127.0.0.1:1883 --data-dir /var/lib/edgewise
@@ -131,7 +134,8 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
                                         artifact_store=artifact_store,
                                         artifact_store_endpoint=artifact_store_endpoint,
                                         auto_migrate=auto_migrate,
-                                        dashboard_public=dashboard_public)
+                                        dashboard_public=dashboard_public,
+                                        topic_root=topic_root)
         # the API is announced once its port is claimed, the database open and the broker
         # reached ("controller API on ..." on stderr)
         run(config)
@@ -151,6 +155,8 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
 @click.option("--duration", type=float, default=0.0, help="Seconds to run (0: until Ctrl-C).")
 @click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=60.0,
               show_default=True, help="Seconds to wait for every device to reach the broker.")
+@click.option("--topic-root", default="ew/v1", show_default=True,
+              help="The topic root of the controller the devices follow (its --topic-root).")
 @click.option("--trust-keys-from", type=click.Path(path_type=Path, exists=True),
               help="Trust the manifest-signing keys of this controller data directory (or a PEM "
                    "file, or a bundle's trusted_keys/): the agents then run only models the "
@@ -169,7 +175,7 @@ def controller_serve(config_path: Path | None, data_dir: Path | None, db_url: st
 def simulate(ctx: click.Context, devices: int, broker: str, data_dir: Path, dataset: str,
              rate: float, duration: float, trust_keys_from: Path | None,
              scenario_file: Path | None, external: bool, report_json: Path | None,
-             as_json: bool, quiet: bool, connect_timeout: float) -> None:
+             as_json: bool, quiet: bool, connect_timeout: float, topic_root: str) -> None:
     """Run N real agents in this process against a broker, serving a bundled dataset; or run a
     scenario file (exit code 0 when its checks pass, 8 when one fails).
 
@@ -193,7 +199,7 @@ def simulate(ctx: click.Context, devices: int, broker: str, data_dir: Path, data
 
     sys.exit(run_simulation(devices, broker, data_dir, dataset, rate, duration,
                             trust_keys_from, as_json=as_json, quiet=quiet,
-                            connect_timeout=connect_timeout))
+                            connect_timeout=connect_timeout, topic_root=topic_root))
 
 
 @cli.command("demo")

@@ -16,6 +16,7 @@ import socket
 import uvicorn
 
 from controller.app.api import create_app
+from controller.app.presence import RootTaken
 from controller.app.service import Controller
 from controller.config import ControllerConfig
 from controller.errors import EdgewiseError, StorageError
@@ -84,6 +85,9 @@ async def serve(config: ControllerConfig) -> None:
                                                timeout_graceful_shutdown=5))
         try:
             await controller.start()
+        except RootTaken:
+            controller.db.dispose()
+            raise
         except BrokerUnreachableError as exc:
             with contextlib.suppress(Exception):
                 await controller.bridge.stop()

@@ -16,7 +16,8 @@ from typing import Any
 from controller.agent_bundles.deploy import AgentDeployer
 from controller.agent_bundles.registry import AgentBundles
 from controller.app.artifact_sources import ArtifactSources
-from controller.app.lease import Lease
+from controller.app.lease import Lease, new_holder_id
+from controller.app.presence import claim_root, instance_id
 from controller.audit.store import AuditLog
 from controller.config import ControllerConfig
 from controller.data.export import EmptyExport, Exporter, ExportQuery
@@ -54,7 +55,7 @@ from controller.security.key_publisher import KeyUpdatePublisher
 from controller.security.signing_keys import SigningKeys
 from controller.storage import Database, migrator
 from controller.web.health import FleetHealth
-from edgewise_wire import Manifest, ProbationPolicy
+from edgewise_wire import ControllerPresence, Manifest, ProbationPolicy
 
 log = logging.getLogger("edgewise.controller")
 
@@ -92,21 +93,30 @@ class Controller:
         self.telemetry = TelemetryStore(self.db, self.metrics.store_windows,
                                         self.health_store.store_windows,
                                         self.experiment_store.store_windows)
+        # one controller instance (database) per topic root: this one's identity on the broker
+        self.instance = instance_id(self.db)
+        self.replica = new_holder_id()
         self.bridge = ControllerBridge(config.broker, self.fleet, self.telemetry,
                                        ArtifactSources(self.registry, self.agent_bundles),
-                                       share_group=config.share_group)
+                                       share_group=config.share_group, root=config.topic_root,
+                                       presence=ControllerPresence(
+                                           self.instance, online=True, replica=self.replica,
+                                           started_at=time.time()))
         self.agent_deployer = AgentDeployer(self.agent_bundles, self.fleet.device_ids,
                                             self.signer, self.bridge.publish_desired_agent)
         # signing keys over the air: the key update, retained, republished on every change
         self.key_updates = KeyUpdatePublisher(
             signing_keys, lambda topic, payload: self.bridge.link.publish(topic, payload,
                                                                           retain=True),
-            lambda: self.bridge.link.connect_count if self.bridge.link.connected else None)
+            lambda: self.bridge.link.connect_count if self.bridge.link.connected else None,
+            root=config.topic_root)
         self._key_task: asyncio.Task[None] | None = None
-        self.device_logs = LogsRequester(self.bridge.link.publish_threadsafe)
+        self.device_logs = LogsRequester(self.bridge.link.publish_threadsafe,
+                                         root=config.topic_root)
         self.bridge.logs_handler = self.device_logs.on_reply
         # only the holder of the lease runs rollouts and judges alerts (several replicas)
-        self.lease = Lease(self.db, lease_s=config.lease_s, renew_s=config.lease_renew_s)
+        self.lease = Lease(self.db, holder=self.replica, lease_s=config.lease_s,
+                           renew_s=config.lease_renew_s)
         self.audit = AuditLog(self.db)
         self.rollouts = RolloutRunner(
             self.db, self.registry, self.fleet, self.bridge.publish_desired,
@@ -172,6 +182,9 @@ class Controller:
                 log.exception("refreshing experiment orders failed")
 
     async def start(self) -> None:
+        # refuses (RootTaken) before anything is subscribed or published for the fleet
+        await claim_root(self.config.broker, self.config.topic_root, self.instance,
+                         self.config.controller_presence_wait_s)
         await self.bridge.start()
         await self.lease.start()
         self.monitoring.start()

@@ -16,7 +16,7 @@ from typing import Any
 
 from controller.errors import EdgewiseError
 from edgewise_wire import LogsReply, LogsRequest, ProtocolError, decode, encode
-from edgewise_wire.topics import DeviceChannel, device_topic
+from edgewise_wire.topics import ROOT, DeviceChannel, device_topic
 
 log = logging.getLogger("edgewise.controller.health")
 
@@ -28,8 +28,9 @@ class DeviceUnreachable(EdgewiseError):
 class LogsRequester:
     """``publish(topic, payload)``: the bridge's MQTT link (qos 1, not retained)."""
 
-    def __init__(self, publish: Callable[[str, bytes], object]) -> None:
+    def __init__(self, publish: Callable[[str, bytes], object], *, root: str = ROOT) -> None:
         self.publish = publish
+        self.root = root
         self._waiting: dict[str, tuple[str, asyncio.Future[LogsReply]]] = {}
         self.dropped = 0
 
@@ -54,7 +55,7 @@ class LogsRequester:
         self._waiting[request_id] = (device_id, fut)
         try:
             try:
-                self.publish(device_topic(device_id, DeviceChannel.LOGS_REQUEST),
+                self.publish(device_topic(device_id, DeviceChannel.LOGS_REQUEST, root=self.root),
                              encode(LogsRequest(request_id, since_ts, max_lines)))
             except (ConnectionError, OSError) as exc:
                 raise DeviceUnreachable(f"cannot ask device {device_id} for its logs: the "

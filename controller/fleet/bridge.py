@@ -13,6 +13,11 @@ the group for something in the data (not for being down), the group is stored me
 message, so one such message holds none of the others back. ``metrics`` records (window
 summaries) are stored in the same transaction by the telemetry store, into the metrics table as
 well.
+
+Topic root: every topic is under ``root`` (one fleet per root on a shared broker). With a
+``presence`` (the controller's, :mod:`controller.app.presence`), the link's last will marks it
+offline, every (re)connection publishes it online, retained, and a clean stop offline; when a
+replica of the same instance (same database) stops or dies, the others publish it online again.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from controller.errors import StorageError
@@ -31,9 +36,10 @@ from controller.fleet.chunk_server import ChunkServer
 from controller.fleet.ingest_wire import DecodedBatch, decode_telemetry
 from controller.fleet.store import FleetStore
 from controller.fleet.telemetry_store import TelemetryStore
-from edgewise_mqtt.link import BrokerAddress, MqttLink
+from edgewise_mqtt.link import BrokerAddress, MqttLink, Will
 from edgewise_wire import (
     Ack,
+    ControllerPresence,
     Desired,
     DesiredAgent,
     Manifest,
@@ -47,8 +53,10 @@ from edgewise_wire.experiments import ExperimentOrder
 from edgewise_wire.manifest import AgentManifest, ArtifactRef
 from edgewise_wire.messages import ArtifactRequest
 from edgewise_wire.topics import (
+    ROOT,
     DeviceChannel,
     DeviceTopic,
+    controller_presence_topic,
     device_topic,
     device_wildcard,
     parse_topic,
@@ -94,6 +102,8 @@ class ControllerBridge:
         *,
         client_id: str | None = None,
         share_group: str | None = None,
+        root: str = ROOT,
+        presence: ControllerPresence | None = None,
         batch_limit: int = 1000,
         group_records: int = 5000,
         group_wait_s: float = 0.005,
@@ -102,6 +112,10 @@ class ControllerBridge:
         self.telemetry = telemetry
         self.artifacts = artifacts
         self.share_group = share_group
+        self.root = root
+        self.presence = presence
+        self._presence_topic = controller_presence_topic(root=root)
+        self._stopping = False
         self.stats: Counter[str] = Counter()
         self._batch_limit = batch_limit  # messages in one group at most
         self._group_records = group_records  # records in one group: no more are awaited
@@ -119,9 +133,12 @@ class ControllerBridge:
             broker,
             on_message=self._on_message,
             on_connect=self._on_connect,
+            will=None if presence is None else Will(
+                self._presence_topic, encode(replace(presence, online=False))),
             max_inflight=1000,
         )
-        self.chunks = ChunkServer(self.link, artifacts.open_range, self._resolve_artifact)
+        self.chunks = ChunkServer(self.link, artifacts.open_range, self._resolve_artifact,
+                                  root=root)
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -129,6 +146,7 @@ class ControllerBridge:
         await self.link.start()
 
     async def stop(self) -> None:
+        self._stopping = True
         await self.chunks.stop()
         if self._queue is not None:
             # finish what was received, so nothing acknowledged by the broker is forgotten
@@ -138,6 +156,15 @@ class ControllerBridge:
                 await asyncio.sleep(0.05)
         if self._worker is not None:
             self._worker.cancel()
+        if self.presence is not None and self.link.connected:
+            try:  # a clean stop: the broker will not send the last will
+                await self.link.publish_and_wait(
+                    self._presence_topic,
+                    encode(replace(self.presence, online=False, ts=time.time())), retain=True,
+                    timeout=2.0)
+            except (TimeoutError, ConnectionError) as exc:
+                log.warning("could not mark this controller offline on %s: %s",
+                            self._presence_topic, exc)
         await self.link.stop()
 
     # -- outgoing --------------------------------------------------------------------------
@@ -148,7 +175,8 @@ class ControllerBridge:
         cached = self._encoded_desired
         if cached is None or cached[0] is not desired:
             cached = self._encoded_desired = (desired, encode(desired))
-        self.link.publish(device_topic(device_id, DeviceChannel.DESIRED), cached[1],
+        self.link.publish(device_topic(device_id, DeviceChannel.DESIRED, root=self.root),
+                          cached[1],
                           retain=True)
 
     def publish_experiment(self, device_id: str, order: ExperimentOrder) -> None:
@@ -156,31 +184,64 @@ class ControllerBridge:
         chunks become servable like a rollout's."""
         if order.candidate is not None:
             self.chunks.offer(order.candidate.artifact)
-        self.link.publish(device_topic(device_id, DeviceChannel.EXPERIMENT), encode(order),
-                          retain=True)
+        self.link.publish(device_topic(device_id, DeviceChannel.EXPERIMENT, root=self.root),
+                          encode(order), retain=True)
 
     def publish_desired_agent(self, device_id: str, desired: DesiredAgent) -> None:
         """The signed agent version a device's launcher should run (retained)."""
-        self.link.publish(device_topic(device_id, DeviceChannel.AGENT_DESIRED), encode(desired),
-                          retain=True)
+        self.link.publish(device_topic(device_id, DeviceChannel.AGENT_DESIRED, root=self.root),
+                          encode(desired), retain=True)
 
     # -- incoming ----------------------------------------------------------------------------
 
     def _on_connect(self) -> None:
+        if self.presence is not None:
+            self._publish_presence()
+            # never shared: every replica keeps its instance marked online
+            self.link.subscribe(self._presence_topic)
         for channel in _INGESTED:
-            topic = device_wildcard(channel)
+            topic = device_wildcard(channel, root=self.root)
             self.link.subscribe(shared(self.share_group, topic) if self.share_group else topic)
         if self.logs_handler is not None:
             # never shared: the replica that asked a device for its logs waits for the reply
-            self.link.subscribe(device_wildcard(DeviceChannel.LOGS), qos=0)
+            self.link.subscribe(device_wildcard(DeviceChannel.LOGS, root=self.root), qos=0)
+
+    def _publish_presence(self) -> None:
+        assert self.presence is not None
+        self.link.publish(self._presence_topic,
+                          encode(replace(self.presence, online=True, ts=time.time())),
+                          retain=True)
+
+    def _on_controller_presence(self, payload: bytes) -> None:
+        """The retained controller presence changed: a replica of this instance that stopped
+        or died marked the instance offline (mark it online again); another instance online
+        means a second controller started on this root within the start-up check's window."""
+        if self.presence is None or self._stopping:
+            return
+        try:
+            seen = decode(payload, ControllerPresence) if payload else None
+        except ProtocolError as exc:
+            self._drop("malformed", f"{self._presence_topic}: {exc}")
+            return
+        if seen is None or (seen.instance == self.presence.instance and not seen.online):
+            self._publish_presence()
+        elif seen.instance != self.presence.instance and seen.online:
+            self.stats["foreign_controller"] += 1
+            log.error("another controller (instance %s, replica %s) announced itself under "
+                      "topic root %r, which this controller (instance %s) runs: two fleets "
+                      "now share these devices; stop one of them", seen.instance,
+                      seen.replica or "?", self.root, self.presence.instance)
 
     def _drop(self, reason: str, detail: str) -> None:
         self.stats[f"dropped_{reason}"] += 1
         log.warning("dropped message (%s): %s", reason, detail)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == self._presence_topic:
+            self._on_controller_presence(payload)
+            return
         try:
-            parsed = parse_topic(topic)
+            parsed = parse_topic(topic, root=self.root)
             if not isinstance(parsed, DeviceTopic):
                 self._drop("unexpected_topic", topic)
                 return
@@ -268,7 +329,8 @@ class ControllerBridge:
                 # with the next report
                 self.stats["dropped_store_failed"] += len(items)
             for device_id, ack in acks:
-                self.link.publish(device_topic(device_id, DeviceChannel.ACK), encode(ack))
+                self.link.publish(device_topic(device_id, DeviceChannel.ACK, root=self.root),
+                                  encode(ack))
 
     def _store(self, items: list[_Work]) -> list[tuple[str, Ack]]:
         """Runs in a worker thread: commit, then return the acks to send."""

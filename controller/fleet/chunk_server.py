@@ -1,6 +1,6 @@
 """Serves artifact chunks over MQTT: broadcast once per wave, repair on request.
 
-Agents subscribe to ``ew/v1/art/{sha}/+`` first, then ask for the ranges they miss. Requests for
+Agents subscribe to ``{root}/art/{sha}/+`` first, then ask for the ranges they miss. Requests for
 one artifact are merged into a single *pending* set, and a broadcaster publishes each pending
 chunk once on the shared topic, so a thousand agents asking at about the same time cost one
 broadcast, and an agent that joined late or lost chunks gets exactly what it asked for.
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from edgewise_mqtt.link import MqttLink
 from edgewise_wire.manifest import ArtifactRef
 from edgewise_wire.messages import ArtifactRequest
-from edgewise_wire.topics import chunk_topic
+from edgewise_wire.topics import ROOT, chunk_topic
 
 log = logging.getLogger("edgewise.controller.chunks")
 
@@ -61,8 +61,9 @@ class PendingChunks:
 
 class ChunkServer:
     def __init__(self, link: MqttLink, read_chunk: ReadChunk, resolve: ResolveRef, *,
-                 coalesce_s: float = 0.2) -> None:
+                 coalesce_s: float = 0.2, root: str = ROOT) -> None:
         self._link = link
+        self._root = root
         self._read = read_chunk
         self._resolve = resolve
         self._coalesce_s = coalesce_s
@@ -123,7 +124,7 @@ class ChunkServer:
                     data = self._read(ref.sha256, offset, length)
                 try:
                     # waiting for each PUBACK paces the broadcast to what the broker takes in
-                    await self._link.publish_and_wait(chunk_topic(ref.sha256, index), data)
+                    await self._link.publish_and_wait(chunk_topic(ref.sha256, index, root=self._root), data)
                 except (TimeoutError, ConnectionError) as exc:
                     pending.add(index)
                     log.warning("chunk broadcast of %s paused: %s", ref.sha256[:12], exc)

@@ -106,11 +106,14 @@ def broker() -> None:
 @click.option("--group", default=None,
               help="Group owning the broker's files, e.g. mosquitto (it must read them after "
                    "dropping root).")
+@click.option("--topic-root", default="ew/v1", show_default=True,
+              help="The fleet's MQTT topic root (the controller's and agents' topic_root): "
+                   "the ACL confines devices and the controller to topics under it.")
 @json_option
 @data_dir_option
 def broker_config(out_dir: Path, hostnames: tuple[str, ...], cert_port: int,
                   password_port: int | None, bind: str, reload_command: str | None,
-                  controller_replicas: int, group: str | None, as_json: bool,
+                  controller_replicas: int, group: str | None, topic_root: str, as_json: bool,
                   data_dir: Path | None, config_path: Path | None) -> None:
     """Write Mosquitto's TLS listener(s), ACL, CA, server certificate, CRL and password file,
     and the controller's own client certificate(s) (in OUT/controller/).
@@ -125,14 +128,16 @@ def broker_config(out_dir: Path, hostnames: tuple[str, ...], cert_port: int,
     )
     from controller.security.pki import FleetCA
 
+    # checked (the topic root) before the CA is created
+    settings = BrokerSettings(out_dir=str(out_dir.resolve()), hostnames=list(hostnames),
+                              cert_port=cert_port, password_port=password_port, bind=bind,
+                              reload_command=reload_command,
+                              controller_replicas=controller_replicas, group=group,
+                              topic_root=topic_root)
     ca = FleetCA.for_data_dir(resolve_data_dir(data_dir, config_path))
     created_ca = ca.init()
     if created_ca and not as_json:
         click.echo(f"created the fleet CA in {ca.dir}")
-    settings = BrokerSettings(out_dir=str(out_dir.resolve()), hostnames=list(hostnames),
-                              cert_port=cert_port, password_port=password_port, bind=bind,
-                              reload_command=reload_command,
-                              controller_replicas=controller_replicas, group=group)
     write_broker_dir(ca, settings)
     out = out_dir.resolve()
     if as_json:

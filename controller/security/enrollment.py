@@ -30,7 +30,7 @@ from controller.security.broker_config import (
 )
 from controller.security.pki import FleetCA, _write_private, _write_public, validate_identity_name
 from controller.security.signing_keys import SigningKeys
-from edgewise_wire.topics import validate_device_id
+from edgewise_wire.topics import ROOT, validate_device_id
 
 MODES = ("cert", "password")
 DEFAULT_AGENT_DATA_DIR = "/var/lib/edgewise-agent"
@@ -53,7 +53,7 @@ def _toml_str(value: str) -> str:
 def render_agent_toml(device_id: str, *, broker_host: str, broker_port: int, mode: str,
                       trusted_key_files: list[str], device_class: str,
                       labels: dict[str, str], data_dir: str,
-                      password: str | None = None) -> str:
+                      password: str | None = None, topic_root: str = ROOT) -> str:
     lines = [
         f"# Edgewise agent configuration for {device_id}, written by `edgewise devices enroll`.",
         "# Paths are relative to this file. Keep this directory readable by the agent only.",
@@ -61,6 +61,8 @@ def render_agent_toml(device_id: str, *, broker_host: str, broker_port: int, mod
         f"data_dir = {_toml_str(data_dir)}",
         f"device_class = {_toml_str(device_class)}",
         "trusted_keys = [" + ", ".join(_toml_str(k) for k in trusted_key_files) + "]",
+        # the fleet's topic root, as `edgewise broker config --topic-root` wrote the ACL for
+        *([f"topic_root = {_toml_str(topic_root)}"] if topic_root != ROOT else []),
         "",
         "[broker]",
         f"host = {_toml_str(broker_host)}",
@@ -138,7 +140,8 @@ def enroll_device(
         _write_private(bundle_dir / "device.key", issued.key_pem)
     toml = render_agent_toml(device_id, broker_host=host, broker_port=port, mode=mode,
                              trusted_key_files=trusted_files, device_class=device_class,
-                             labels=labels or {}, data_dir=agent_data_dir, password=password)
+                             labels=labels or {}, data_dir=agent_data_dir, password=password,
+                             topic_root=settings.topic_root if settings else ROOT)
     _write_private(bundle_dir / "agent.toml", toml.encode())
 
     archive = out_dir / f"{device_id}.tar.gz"

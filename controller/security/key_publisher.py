@@ -1,5 +1,5 @@
 """Publishes the controller's key update (:mod:`edgewise_wire.key_update`), retained, on the
-fleet-wide topic ``ew/v1/trust/keys``: at every (re)connection to the broker and within a second
+fleet-wide topic ``{root}/trust/keys``: at every (re)connection to the broker and within a second
 of any change to ``signing-keys/keys.json`` (``edgewise keys create|activate|retire|rotate``
 on the controller host), so devices add and retire signing keys over the air.
 
@@ -20,7 +20,8 @@ from collections.abc import Callable
 from controller.security.signing import sign_key_update
 from controller.security.signing_keys import SigningKeys
 from edgewise_wire import encode
-from edgewise_wire.key_update import KeyUpdateMessage, keys_topic
+from edgewise_wire.key_update import KeyUpdateMessage
+from edgewise_wire.topics import ROOT, keys_topic
 
 log = logging.getLogger("edgewise.controller.signing")
 
@@ -32,8 +33,9 @@ class KeyUpdatePublisher:
     ``connection()``: a number that changes at each (re)connection, None while disconnected."""
 
     def __init__(self, keys: SigningKeys, publish: Callable[[str, bytes], object],
-                 connection: Callable[[], int | None]) -> None:
+                 connection: Callable[[], int | None], *, root: str = ROOT) -> None:
         self.keys = keys
+        self.topic = keys_topic(root=root)
         self._publish = publish
         self._connection = connection
         self._published: tuple[tuple[int, int, int] | None, int] | None = None
@@ -56,7 +58,7 @@ class KeyUpdatePublisher:
         if self._published == (stamp, connection) or stamp is None:
             return False
         message = self.message()
-        self._publish(keys_topic(), encode(message))
+        self._publish(self.topic, encode(message))
         self._published = (stamp, connection)
         if self.sequence != message.update["sequence"]:
             log.info("published key update %d: trusted %s, retired %s",

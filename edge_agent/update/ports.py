@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from edgewise_wire.messages import ModelRef
+from edgewise_wire.topics import ROOT
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
@@ -62,12 +63,13 @@ class UpdateSettings:
     probation_s: float = 0.0
     chunk_repair_interval_s: float = 3.0
     artifact_http: bool = True  # fetch from a manifest's artifact URL before MQTT chunks
+    topic_root: str = ROOT
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> UpdateSettings:
         return cls(config.device_id, config.data_dir, config.trusted_keys, config.device_class,
                    config.max_model_bytes, config.probation_s, config.chunk_repair_interval_s,
-                   config.artifact_http)
+                   config.artifact_http, config.topic_root)
 
 
 @dataclass(frozen=True)
