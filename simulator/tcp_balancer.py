@@ -32,6 +32,7 @@ class TcpBalancer:
         self.host = host
         self.port = 0
         self.handed: Counter[int] = Counter()  # backend index -> connections handed to it
+        self.handed_order: list[int] = []  # backend index of each connection, in accept order
         self.refused = 0  # connections no backend would take
         self._next = itertools.cycle(range(len(self.backends)))
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -101,6 +102,7 @@ class TcpBalancer:
             client_w.close()
             return
         self.handed[index] += 1
+        self.handed_order.append(index)
         self._open.update((client_w, backend_w))
         try:
             await asyncio.gather(self._pipe(client_r, backend_w), self._pipe(backend_r, client_w))

@@ -165,10 +165,12 @@ def test_rollout_and_telemetry_with_clients_on_every_node(
 def test_a_node_killed_mid_rollout_and_mid_ingest_loses_nothing(
         nats_cluster: NatsCluster, nats_balancer: TcpBalancer, tmp_path: Path,
         iris_models: tuple[Any, Any]) -> None:
-    # the controller connects first through the balancer, so it sits on the node handed first
+    # the controller connects first through the balancer: its presence check's short-lived
+    # connection, then the bridge's, so it sits on the node of the last connection handed
     controller = Controller(tmp_path / "controller", nats_balancer.address)
     try:
-        (controller_node,) = list(nats_balancer.handed)
+        assert len(nats_balancer.handed_order) == 2, nats_balancer.handed_order
+        controller_node = nats_balancer.handed_order[-1]
         push_two_versions(controller, iris_models)
         fleet = fleet_on(lambda _: nats_balancer.address, nats_balancer.address, tmp_path)
         handed_before: dict[int, int] = {}
