@@ -8,8 +8,8 @@ a confidence), decoded and stored by ``TelemetryStore.store_group``, plus one fe
 10 predictions. Timed, in the same run:
 
 * ``export``: :class:`controller.data.export.Exporter` -> Parquet (zstd), the whole model;
-* ``raw write``: pyarrow writing the very same table, already in memory as Arrow columns
-  (the Parquet writer's own speed: the ceiling of any export).
+* ``raw write``: pyarrow writing the very same table, already in memory as Arrow columns,
+  with the export's writer options (the Parquet writer's own speed: the ceiling of any export).
 
 Goal: >= 1 million records/s. Results: ``bench/results/export.json`` and the ``export`` section
 of ``docs/benchmarks.md``.
@@ -39,7 +39,7 @@ from bench.common import (  # noqa: E402
     update_doc_section,
     write_result,
 )
-from controller.data.export import Exporter, ExportQuery, write  # noqa: E402
+from controller.data.export import Exporter, ExportQuery, parquet_options, write  # noqa: E402
 from controller.fleet.ingest_wire import decode_telemetry  # noqa: E402
 from controller.fleet.telemetry_store import TelemetryStore  # noqa: E402
 from controller.storage import migrator  # noqa: E402
@@ -107,7 +107,7 @@ def main() -> None:
         assert table_.num_rows == summary.rows == args.predictions // args.devices * args.devices
         # the ceiling: the same table from memory
         t0 = time.perf_counter()
-        pq.write_table(table_, work / "raw.parquet", compression="zstd")
+        pq.write_table(table_, work / "raw.parquet", **parquet_options(table_.schema))
         raw_s = time.perf_counter() - t0
         size = out.stat().st_size
         db.dispose()
