@@ -97,6 +97,28 @@ class Sampling:
 _U64 = (1 << 64) - 1
 
 
+def parse_sampling(share: float | None, by: str | None, group_shares: Sequence[str],
+                   seed: int = 0) -> Sampling | None:
+    """The sampling asked for by ``--sample SHARE [--sample-by LABEL] [--sample-share
+    GROUP=SHARE ...] [--seed N]`` (and the REST parameters of the same names); None when
+    nothing is sampled."""
+    if share is None and not group_shares:
+        return None
+    shares: list[tuple[str, float]] = []
+    for item in group_shares:
+        group, sep, value = item.rpartition("=")
+        try:
+            shares.append((group, float(value)))
+        except ValueError:
+            sep = ""
+        if not sep or not group:
+            raise ValidationError(f"sample share {item!r}: write GROUP=SHARE, e.g. canary=0.5")
+    if shares and not by:
+        raise ValidationError("a share per group needs the label that names the groups "
+                              "(sample_by, e.g. --sample-by group)")
+    return Sampling(1.0 if share is None else share, by or None, tuple(shares), seed)
+
+
 @dataclass(frozen=True)
 class ExportSummary:
     rows: int
