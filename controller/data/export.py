@@ -321,8 +321,15 @@ class Exporter:
         if self.query.sampling is not None:
             sampled = self.query.sampling.keep(r.device_id, int(r.epoch), int(r.seq), n, share)
             keep = sampled if keep is None else keep & sampled
-        prediction = self._labels_array(labels)
-        label = self._labels_array(known)
+        ints = _ints(labels) if self.label_type == pa.int64() else None
+        prediction = pa.array(ints) if ints is not None else self._labels_array(labels)
+        if not isinstance(known, np.ndarray):
+            label = self._labels_array(known)
+        elif self.label_type == pa.int64():
+            label = pa.array(known, mask=~found)
+        else:  # int labels for a column of another type: converted as the row path does
+            label = self._labels_array([v if f else None for v, f in
+                                        zip(known.tolist(), found.tolist(), strict=True)])
         if keep is not None and not keep.all():
             index = np.flatnonzero(keep)
             p, t, lat, conf = p[index], t[index], lat[index], conf[index]
@@ -524,8 +531,8 @@ def _per_row_arrays(calls: Any, n: int, ts: float, latency: float | None) -> tup
 
 
 def _by_boot(truth: dict[str, Any]) -> dict[str, tuple[Any, list[Any]]]:
-    """prediction id ``<boot>-<n>`` -> label, regrouped as boot -> (sorted n, labels), for
-    the columnar records' look-up by array."""
+    """prediction id ``<boot>-<n>`` -> label, regrouped as boot -> (sorted n, labels) for
+    the columnar records' look-up by array (labels as an int64 array when all are ints)."""
     grouped: dict[str, dict[int, Any]] = {}
     for pid, value in truth.items():
         boot, _, number = pid.rpartition("-")
@@ -534,20 +541,33 @@ def _by_boot(truth: dict[str, Any]) -> dict[str, tuple[Any, list[Any]]]:
     out = {}
     for boot, labels in grouped.items():
         keys = np.array(sorted(labels), dtype=np.int64)
-        out[boot] = (keys, [labels[int(k)] for k in keys])
+        values: Any = [labels[int(k)] for k in keys]
+        ints = _ints(values)
+        out[boot] = (keys, ints if ints is not None else values)
     return out
 
 
-def _known(boot_truth: tuple[Any, list[Any]] | None, pids: Any) -> tuple[list[Any], Any]:
-    """The true label of each prediction number (None where none came back), and the mask
-    of those that have one."""
+def _ints(values: list[Any]) -> Any:
+    """``values`` as an int64 array when every one is an int (not a bool), else None."""
+    array = np.array(values)
+    return array.astype(np.int64) if array.ndim == 1 and array.dtype.kind == "i" else None
+
+
+def _known(boot_truth: tuple[Any, Any] | None, pids: Any) -> tuple[Any, Any]:
+    """The true label of each prediction number, and the mask of those that have one: an
+    int64 array (zero where unknown) when the labels are ints, else a list (None where
+    unknown)."""
     n = len(pids)
     if boot_truth is None or n == 0:
-        return [None] * n, np.zeros(n, dtype=bool)
+        return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
     keys, values = boot_truth
     at = np.searchsorted(keys, pids)
     found = at < len(keys)
     found[found] = keys[at[found]] == pids[found]
+    if isinstance(values, np.ndarray):
+        known_ints = np.zeros(n, dtype=np.int64)
+        known_ints[found] = values[at[found]]
+        return known_ints, found
     known: list[Any] = [None] * n
     for i in np.flatnonzero(found).tolist():
         known[i] = values[int(at[i])]
