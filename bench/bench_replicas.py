@@ -105,6 +105,7 @@ def run_setup(workdir: Path, name: str, replicas: int, db_url: str | None, agent
             await asyncio.gather(*(a.stop() for a in fleet))
             return elapsed
 
+        assert broker.proc is not None
         watched = [p.pid for p in procs] + [broker.proc.pid]
         before = [sample_process(pid) for pid in watched]
         agents_cpu = time.process_time()
