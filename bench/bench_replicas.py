@@ -221,6 +221,8 @@ speed-up. Machine: {machine_line(info)}; load average {info['load_average_1m_at_
 start, {result['load_average_1m_at_end']} at end.
 
 {table(header, cells)}
+
+Two PostgreSQL replicas / one: **{ratio:.2f}x** (goal {GOAL_RATIO}x).
 """)
 
 
