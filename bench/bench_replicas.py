@@ -5,7 +5,9 @@ fresh controller process(es) (``--share-group`` for the replicas); N agents with
 outboxes drain into the controller(s). The clock stops when every outbox is empty (every record
 committed and acknowledged); the stored count per device is checked. Controller CPU is read
 from /proc for every replica process. "CPU s per 1,000 records" is also the number of cores
-the controllers need per 1,000 devices that each send one record per second.
+the controllers need per 1,000 devices that each send one record per second. The ratio of two
+PostgreSQL replicas to one is printed against the goal (1.7x); "cores busy" per process
+(controllers, broker, the agents in this process) shows what limits the rate.
 
 Writes ``bench/results/replicas.json`` and the ``replicas`` section of ``docs/benchmarks.md``.
 PostgreSQL: ``EDGEWISE_PG_ADMIN_URL`` (default postgresql+psycopg://postgres@127.0.0.1:5432/test);
