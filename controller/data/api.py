@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from controller.data.export import FORMATS, Exporter, ExportQuery, stream
+from controller.data.export import FORMATS, Exporter, ExportQuery, parse_sampling, stream
 from controller.data.retention import apply_retention
 from controller.errors import ValidationError
 from controller.rest import API
@@ -33,14 +33,20 @@ def data_router(db: Database, manifest_of: Callable[[str, int | None], Manifest]
     @router.get("/export")
     def export(model: str, version: int | None = None, since: float | None = None,
                selector: str | None = None, labelled_only: bool = False,
-               format: str = Query("parquet")) -> StreamingResponse:  # noqa: A002
+               format: str = Query("parquet"),  # noqa: A002
+               sample: float | None = None, sample_by: str | None = None,
+               sample_share: list[str] = Query(default=[]),  # noqa: B008
+               seed: int = 0) -> StreamingResponse:
         """The model's predictions as a training set (docs/cli.md, `edgewise data export`),
-        streamed record batch by record batch. 404: unknown model or version; 422: nothing
-        matched, a bad selector or format."""
+        streamed record batch by record batch; ``sample`` (and a ``sample_share`` of
+        ``GROUP=SHARE`` per group of the device label ``sample_by``) keeps that share of each
+        group's predictions, the same rows for the same ``seed``. 404: unknown model or
+        version; 422: nothing matched, a bad selector, format or share."""
         if format not in FORMATS:
             raise ValidationError(f"format {format!r} is not one of {', '.join(FORMATS)}")
+        sampling = parse_sampling(sample, sample_by, sample_share, seed)
         manifest = manifest_of(model, version)
-        q = ExportQuery(model, version, since, selector, labelled_only)
+        q = ExportQuery(model, version, since, selector, labelled_only, sampling)
         chunks = stream(Exporter(db, manifest, q), format)
         first = next(chunks)  # errors (nothing matched) before the response starts
 

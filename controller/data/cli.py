@@ -40,6 +40,18 @@ def data() -> None:
 @click.option("--selector", help="Only devices whose labels match, e.g. 'site=berlin'.")
 @click.option("--labelled-only", is_flag=True,
               help="Only predictions whose true label came back as feedback.")
+@click.option("--sample", type=click.FloatRange(0, 1, min_open=True),
+              help="Keep this share of the predictions (0.1: one in ten), per group with "
+              "--sample-by; the file gains a sample_share column (a row stands for "
+              "1/share predictions).")
+@click.option("--sample-by", metavar="LABEL",
+              help="The device label whose values are the sampling groups, e.g. 'group': "
+              "each group keeps its own share.")
+@click.option("--sample-share", "sample_shares", multiple=True, metavar="GROUP=SHARE",
+              help="A group's own share (repeatable), e.g. canary=1.0; the other groups "
+              "keep --sample (default 1).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="The sample's seed: the same seed gives the same rows.")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet",
               show_default=True, help="File format (Parquet: pandas, polars, DuckDB read it).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -47,13 +59,18 @@ def data() -> None:
 @json_option
 @click.pass_context
 def export(ctx: click.Context, model: str, since: str | None, selector: str | None,
-           labelled_only: bool, fmt: str, out: Path, as_json: bool) -> None:
+           labelled_only: bool, sample: float | None, sample_by: str | None,
+           sample_shares: tuple[str, ...], seed: int, fmt: str, out: Path,
+           as_json: bool) -> None:
     """Write MODEL[:VERSION]'s predictions as a training set: one row per prediction with the
     device, its labels, version, times, prediction, probability, the true label when known and
     the inputs (one column per feature of the manifest; recorded by agents with
     telemetry_columnar).
 
     Example: edgewise data export iris:3 --since 7d --labelled-only --out iris.parquet
+
+    Example: edgewise data export iris --sample 0.1 --sample-by group --sample-share canary=1
+    --out iris-sample.parquet
     """
     name, version = _model_ref(model)
     since_ts = parse_since(since)
@@ -65,6 +82,14 @@ def export(ctx: click.Context, model: str, since: str | None, selector: str | No
         params["since"] = since_ts
     if selector:
         params["selector"] = selector
+    if sample is not None:
+        params["sample"] = sample
+    if sample_by:
+        params["sample_by"] = sample_by
+    if sample_shares:
+        params["sample_share"] = list(sample_shares)
+    if sample is not None or sample_shares:
+        params["seed"] = seed
     part = out.with_name(f".{out.name}.part-{os.getpid()}")
     try:
         handle = part.open("wb")

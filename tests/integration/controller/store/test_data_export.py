@@ -4,8 +4,11 @@ prediction id; nothing matched is a one-line error; retention deletes exactly wh
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -16,13 +19,22 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from controller.data.export import EmptyExport, Exporter, ExportQuery, stream, write
+from controller.data.export import (
+    EmptyExport,
+    Exporter,
+    ExportQuery,
+    Sampling,
+    parse_sampling,
+    stream,
+    write,
+)
 from controller.data.retention import apply_retention
-from controller.errors import NotFoundError
+from controller.errors import NotFoundError, ValidationError
 from controller.fleet.ingest_wire import decode_telemetry
 from controller.fleet.telemetry_store import TelemetryStore
 from controller.models.registry import ModelRegistry
 from controller.storage.db import Database
+from controller.storage.tables import devices
 from edge_agent.telemetry.records import CallRecords, encode_pending
 from edgewise_wire import Manifest, TelemetryBatch
 from edgewise_wire.messages import encode_telemetry_spliced
@@ -135,3 +147,81 @@ def test_retention_deletes_exactly_what_it_reports(db: Database) -> None:
     assert r.deleted == 0 and r.kept == 4
     assert apply_retention(db, days=None, max_rows=0, now=now).deleted_by_rows == 4
     assert store.count() == 0
+
+
+def _label_devices(db: Database, labels: dict[str, dict[str, str]]) -> None:
+    with db.write() as conn:
+        for device, own in labels.items():
+            conn.execute(devices.update().where(devices.c.device_id == device)
+                         .values(labels_json=json.dumps(own)))
+
+
+def test_sampling_keeps_each_groups_share_the_same_rows_for_the_same_seed(
+        db: Database, pushed: Manifest) -> None:
+    store = TelemetryStore(db)
+    rng = random.Random(3)
+    produced: dict[str, set[str]] = {}
+    groups = {"c-1": "canary", "c-2": "canary", "s-1": "stable", "s-2": "stable", "s-3": "stable"}
+    for i, device in enumerate(groups):
+        cs = calls(300, "iris", pushed.version, 1000.0, rng)  # ~900 predictions each
+        boot = f"boot{i}"
+        # both record forms: the columnar path and the row path must sample alike
+        produce(store, device, 1, cs, [], columnar=i % 2 == 0, boot=boot)
+        produced[device] = {f"{boot}-{c.first + j}" for c in cs for j in c.sampled}
+    _label_devices(db, {d: {"group": g} for d, g in groups.items()})
+
+    def export(sampling: Sampling) -> Any:
+        out = io.BytesIO()
+        write(Exporter(db, pushed, ExportQuery("iris", sampling=sampling)), "parquet", out)
+        return pq.read_table(io.BytesIO(out.getvalue()))
+
+    sampling = parse_sampling(0.2, "group", ["canary=1"], seed=11)
+    assert sampling is not None
+    table = export(sampling)
+    rows = list(zip(table.column("device_id").to_pylist(),
+                    table.column("prediction_id").to_pylist(),
+                    table.column("sample_share").to_pylist(), strict=True))
+    kept: dict[str, set[str]] = {d: set() for d in groups}
+    for device, pid, share in rows:
+        assert pid not in kept[device]  # nothing doubled
+        kept[device].add(pid)
+        assert share == (1.0 if groups[device] == "canary" else 0.2)
+    for device, group in groups.items():
+        assert kept[device] <= produced[device]
+        if group == "canary":
+            assert kept[device] == produced[device]  # its own share: every prediction
+    stable = [d for d, g in groups.items() if g == "stable"]
+    stable_kept = sum(len(kept[d]) for d in stable)
+    stable_made = sum(len(produced[d]) for d in stable)
+    # a fifth, within 6 standard deviations of a binomial draw (seeded: the same every run)
+    sd = (stable_made * 0.2 * 0.8) ** 0.5
+    assert abs(stable_kept - 0.2 * stable_made) < 6 * sd
+    assert all(0 < len(kept[d]) < len(produced[d]) for d in stable)  # both forms sampled
+    # scaled by 1/share, the sample estimates the count
+    assert abs(sum(1 / s for _, _, s in rows) - sum(map(len, produced.values()))) < 6 * sd / 0.2
+    # the same seed: the same rows; another seed: other rows
+    assert export(sampling).column("prediction_id").to_pylist() == [r[1] for r in rows]
+    other = export(dataclasses.replace(sampling, seed=12))
+    assert other.column("prediction_id").to_pylist() != [r[1] for r in rows]
+    # without sampling the column is absent
+    assert "sample_share" not in export_all(db, pushed).column_names
+
+
+def export_all(db: Database, pushed: Manifest) -> Any:
+    out = io.BytesIO()
+    write(Exporter(db, pushed, ExportQuery("iris")), "parquet", out)
+    return pq.read_table(io.BytesIO(out.getvalue()))
+
+
+@pytest.mark.parametrize(("share", "by", "shares", "message"), [
+    (0.0, None, [], "within (0, 1]"),
+    (1.5, None, [], "within (0, 1]"),
+    (0.1, "group", ["canary"], "write GROUP=SHARE"),
+    (0.1, "group", ["canary=x"], "write GROUP=SHARE"),
+    (0.1, "group", ["canary=2"], "within (0, 1]"),
+    (0.1, None, ["canary=1"], "needs the label"),
+])
+def test_bad_sampling_is_one_error(share: float, by: str | None, shares: list[str],
+                                   message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        parse_sampling(share, by, shares)

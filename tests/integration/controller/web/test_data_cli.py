@@ -35,6 +35,28 @@ def test_export_writes_the_predictions(fresh: Fleet, tmp_path: Path) -> None:
         assert (tmp_path / "v2.csv").read_text().count("\n") == 6  # header + 5 rows
 
 
+def test_export_samples_per_group(fresh: Fleet, tmp_path: Path) -> None:
+    with serving(fresh.controller) as url:
+        # berlin's own share keeps every one of its predictions; the column says the share
+        out = tmp_path / "berlin.parquet"
+        r = run(url, "data", "export", "iris", "--sample", "0.01", "--sample-by", "site",
+                "--sample-share", "berlin=1", "--out", str(out))
+        assert r.exit_code == 0, r.output
+        table = pq.read_table(out)
+        assert table.num_rows == 15 and set(table.column("sample_share").to_pylist()) == {1.0}
+        # a half, the same rows for the same seed
+        pids = []
+        for name in ("half-1", "half-2"):
+            out = tmp_path / f"{name}.parquet"
+            r = run(url, "data", "export", "iris", "--sample", "0.5", "--seed", "4", "--out",
+                    str(out))
+            assert r.exit_code == 0, r.output
+            half = pq.read_table(out)
+            assert set(half.column("sample_share").to_pylist()) <= {0.5}
+            pids.append(half.column("prediction_id").to_pylist())
+        assert pids[0] == pids[1] and len(pids[0]) < 15
+
+
 def test_export_errors_are_one_line(fresh: Fleet, tmp_path: Path) -> None:
     with serving(fresh.controller) as url:
         cases = {
@@ -42,6 +64,8 @@ def test_export_errors_are_one_line(fresh: Fleet, tmp_path: Path) -> None:
             "unknown version": (["iris:9"], "404"),
             "empty range": (["iris", "--since", "9000000000"], "no predictions of iris since"),
             "bad selector": (["iris", "--selector", "site=="], "422"),
+            "bad share": (["iris", "--sample-by", "site", "--sample-share", "berlin"],
+                          "write GROUP=SHARE"),
         }
         for name, (args, expected) in cases.items():
             out = tmp_path / f"{name.replace(' ', '-')}.parquet"
