@@ -26,7 +26,12 @@ from controller.cli.common import (
     parse_duration,
 )
 from controller.cli.exit_codes import ExitCode, exit_codes_help
-from controller.rollouts.render import change_signature, outcome_lines, render_rollout
+from controller.rollouts.render import (
+    change_signature,
+    outcome_lines,
+    render_rollout,
+    target_text,
+)
 
 # how `rollout start|status|abort --wait` ends (controller/cli/exit_codes.py)
 EXIT_CODES_HELP = exit_codes_help(ExitCode.OK, ExitCode.ERROR, ExitCode.TIMED_OUT,
@@ -239,7 +244,7 @@ def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None
         if as_json:
             emit(view, True)
         else:
-            click.echo(f"rollout #{view['id']} started: {view['model']}:{view['version']} to "
+            click.echo(f"rollout #{view['id']} started: {target_text(view)} to "
                        f"{view['targets']} devices in {view['wave_count']} waves; "
                        f"follow it with `edgewise rollout status {view['id']} --wait`")
         return
@@ -280,7 +285,7 @@ def rollout_list(ctx: click.Context, include_finished: bool, limit: int, as_json
     Example: edgewise rollout list --live
     """
     views = client_from(ctx).rollouts(include_finished, limit)
-    rows = [[v["id"], v["name"], f"{v['model']}:{v['version']}", v["status"],
+    rows = [[v["id"], v["name"], target_text(v), v["status"],
              f"{v['wave']}/{v['wave_count']}", f"{v['active']}/{v['targets']}",
              v["spec"]["selector"] or "-", time.strftime("%Y-%m-%d %H:%M",
                                                          time.localtime(v["created_at"]))]
