@@ -191,14 +191,14 @@ def spec_from_dict(d: Mapping[str, Any]) -> RolloutSpec:
     _no_unknown(d, _TOP_KEYS, "rollout spec")
     kind = _typed(d, "kind", str, "a string", "model")
     if kind == "agent":
-        given = sorted(k for k in ("model", "version", "probation") if k in d)
+        given = sorted(k for k in ("model", "version", "probation") if d.get(k) is not None)
         if given:
             raise SpecError(f"{', '.join(given)}: not for an agent rollout (it names "
                             "agent_version; the launcher keeps its own probation)")
         model, version = "", 0
         agent_version = _typed(d, "agent_version", str, "a string")
     elif kind == "model":
-        if "agent_version" in d:
+        if d.get("agent_version") is not None:
             raise SpecError("agent_version: only for kind 'agent'")
         model = _typed(d, "model", str, "a string")
         version = _typed(d, "version", int, "an integer")

@@ -40,6 +40,8 @@ def test_decisions() -> None:
     assert decide("3.0", "1.0", staged, {}) is Action.STAGE  # a newer order replaces it
     probation = Journal(Phase.PROBATION, "a", trial="b", trial_version="2.0")
     assert decide("3.0", "1.0", probation, {}) is Action.BUSY
+    # the new agent itself, before its launcher committed it: not "current" yet
+    assert decide("2.0", "2.0", probation, {}) is Action.ON_PROBATION
 
 
 def test_a_staged_version_that_does_not_run_at_rest_failed_its_probation() -> None:
