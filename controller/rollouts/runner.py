@@ -234,7 +234,9 @@ class RolloutRunner:
 
         Called whenever the broker connection (re)starts: a save that committed just before a
         crash or a disconnect may not have been published. Devices already on their desired
-        model are skipped, and an agent ignores a desired state it already follows.
+        model are skipped, and an agent ignores a desired state it already follows. Agent
+        rollouts record no desired model: their orders are worked out from their state
+        (:meth:`_agent_orders_again`).
         """
         async with self._lock:
             rows = await asyncio.to_thread(self.devices.rows)
@@ -245,7 +247,7 @@ class RolloutRunner:
             for row in sorted(todo, key=lambda r: r.device_id):
                 assert row.desired_deployment_id is not None
                 groups[(row.desired_deployment_id, row.desired)][row.device_id] = row.active
-            messages: list[tuple[str, Desired]] = []
+            messages: list[Outgoing] = list(await self._agent_orders_again(rows))
             records: dict[int, RolloutRecord | None] = {}
             for (deployment, wanted), running in groups.items():
                 manifest = None
@@ -270,6 +272,30 @@ class RolloutRunner:
                 log.info("published the desired state of %d rollout devices again", len(messages))
             self.orders.send(messages)
             return len(messages)
+
+    async def _agent_orders_again(self, rows: Mapping[str, DeviceRow]) -> list[Outgoing]:
+        """The ``desired_agent`` of every device an agent rollout moved that has not got there:
+        the rollout's version (neither running it nor failed on it), or while it aborts, the
+        version it ran before. Signed afresh, so an order that expired unread is renewed."""
+        agents = self.orders.agents
+        if agents is None:
+            return []
+        out: list[Outgoing] = []
+        for record in await asyncio.to_thread(self.store.query, OWNING):
+            state = record.state
+            if record.spec.kind != "agent" or not state.previous:
+                continue
+            target = AgentVersion(record.spec.agent_version)
+            seen = observe_agents(rows, list(state.previous), target)
+            if state.status is Status.ABORTING:
+                back = {d: p for d, p in state.previous.items()
+                        if (o := seen.get(d)) is None or o.active != p}
+                out += (await agents.reverts(record, back))[0]
+            else:
+                todo = [d for d in sorted(state.previous) if (o := seen.get(d)) is None
+                        or not (o.runs(target) or o.failed_on(target))]
+                out += await agents.wave(record, todo) if todo else []
+        return out
 
     async def _record_of(self, deployment: str, cache: dict[int, RolloutRecord | None]
                          ) -> RolloutRecord | None:

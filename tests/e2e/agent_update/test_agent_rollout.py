@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import pytest
 
 from controller.security.signing_keys import SigningKeys
 from edge_agent import __version__
+from edge_agent.launcher.slots import ROOT_ENV
 from simulator.broker import BrokerProcess, free_port
 from tests.e2e.agent_update.test_agent_delivery import reported_version
 from tests.e2e.agent_update.test_self_update import (
@@ -58,13 +60,20 @@ def fleet(tmp_path: Path, broker: BrokerProcess,
             launcher.start()
         for device_id, launcher in launchers.items():
             wait_committed(launcher, "a", f"{device_id} runs v1")
-            wait_for(lambda d=device_id: reported_version(env, d) == __version__, 60,
-                     f"the controller sees {device_id}'s first agent")
+            wait_for(lambda: all(reported_version(env, d) == __version__ for d in launchers),
+                     60, "the controller sees each device's first agent")
         yield env, launchers
     finally:
         for launcher in launchers.values():
             launcher.kill()
         env.stop()
+
+
+def bundle_script(version: str, extra: str = "") -> str:
+    """One archive for every device: it records its start in the root of the launcher that
+    runs it (the launcher tells its agent where that is)."""
+    return (f"#!/bin/sh\necho {version} >> \"${ROOT_ENV}/started\"\n"
+            f"exec {sys.executable} -m edge_agent.daemon \"$@\" {extra}\n")
 
 
 def cli(env: ControllerEnv, *args: str) -> str:
@@ -83,7 +92,7 @@ def start_rollout(env: ControllerEnv, archive: Path, version: str) -> dict[str, 
 def test_an_agent_version_goes_out_wave_by_wave_to_completion(
         broker: BrokerProcess, tmp_path: Path) -> None:
     with fleet(tmp_path, broker) as (env, launchers):
-        archive, _ = make_archive(tmp_path, agent_script("v2", tmp_path))
+        archive, _ = make_archive(tmp_path, bundle_script("v2"))
         view = start_rollout(env, archive, "2.0.0")
         assert view["kind"] == "agent" and view["agent_version"] == "2.0.0"
         assert [w["devices"] for w in view["waves"]] == [1, 1]
@@ -97,6 +106,7 @@ def test_an_agent_version_goes_out_wave_by_wave_to_completion(
         for device_id, launcher in launchers.items():
             status = wait_committed(launcher, "b", f"{device_id} committed the new agent")
             assert status["last_error"] is None
+            assert launcher.started() == ["v1", "v2"]
             assert reported_version(env, device_id) == "2.0.0"
 
 
@@ -104,7 +114,7 @@ def test_an_agent_that_fails_its_probation_on_the_canary_stops_the_rollout(
         broker: BrokerProcess, tmp_path: Path) -> None:
     with fleet(tmp_path, broker) as (env, launchers):
         # runs and serves its local API, but never reaches the broker
-        bad = agent_script("v2-bad", tmp_path, extra=f"--broker 127.0.0.1:{free_port()}")
+        bad = bundle_script("v2-bad", extra=f"--broker 127.0.0.1:{free_port()}")
         archive, _ = make_archive(tmp_path, bad)
         view = start_rollout(env, archive, "2.0.0-bad")
         done = asyncio.run(wait_status(env, view["id"], {"completed", "aborted", "failed",
