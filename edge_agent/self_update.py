@@ -234,15 +234,18 @@ class AgentSelfUpdate:
             return
         finally:
             self.fetch.keep(None)
+        # remembered before the launcher can see it: once staged, the launcher stops this agent
+        # within a second, and an agent that did not remember what it staged would stage a
+        # version that failed its probation again when the old agent is restored
+        await asyncio.to_thread(self._save_memory, Memory(manifest.version, memory.failed))
         try:
             await asyncio.to_thread(self.slots.stage, archive, ref.sha256, manifest.version)
         except LauncherError as exc:
+            await asyncio.to_thread(self._save_memory, memory)
             self._refuse(manifest.version, f"the launcher did not stage {manifest.version}: {exc}")
             return
         finally:
             archive.unlink(missing_ok=True)
-        memory_after = Memory(manifest.version, memory.failed)
-        await asyncio.to_thread(self._save_memory, memory_after)
         log.warning("%s: agent %s verified and staged; the launcher switches to it",
                     self.device_id, manifest.version)
         self._set("staged", None)

@@ -26,7 +26,7 @@ from controller.security.signing_keys import SigningKeys
 from edge_agent import __version__
 from edge_agent.launcher.slots import ROOT_ENV
 from simulator.broker import BrokerProcess, free_port
-from tests.e2e.agent_update.test_agent_delivery import reported_version
+from tests.e2e.agent_update.test_agent_delivery import agent_update, reported_version
 from tests.e2e.agent_update.test_self_update import (
     Launcher,
     agent_script,
@@ -120,9 +120,10 @@ def test_an_agent_that_fails_its_probation_on_the_canary_stops_the_rollout(
         done = asyncio.run(wait_status(env, view["id"], {"completed", "aborted", "failed",
                                                          "paused"}, 300))
         assert done["status"] == "aborted", done["reasons"]
-        assert any(r.startswith("abort (failed_activations") for r in done["reasons"]), \
-            done["reasons"]
         (canary,) = done["reverted"]
+        assert any(r.startswith("abort (failed_activations") for r in done["reasons"]), (
+            done["reasons"], env.client.device(canary), agent_update(launchers[canary]),
+            launchers[canary].started(), launchers[canary].log_text()[-3000:])
         assert done["reverted"][canary] == f"agent {__version__}"
         (other,) = set(launchers) - {canary}
         status = wait_committed(launchers[canary], "a", "the canary back on its old agent")

@@ -148,6 +148,27 @@ def test_a_signed_bundle_is_downloaded_verified_and_staged(
     assert memory == {"staged": "2.0", "failed": {}}
 
 
+def test_what_it_staged_is_remembered_before_the_launcher_can_switch(
+        tmp_path: Path, key: tuple[bytes, bytes, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher stops this agent within a second of ``staged``: if the agent had not yet
+    written down what it staged, the restored old agent would not know the version failed
+    and would stage it again and again."""
+    data = bundle("v2")
+    signed, ref = signed_bundle(key, data)
+    memory_file = tmp_path / "data" / "agent-update.json"
+    seen: list[Any] = []
+    real_stage = SlotRoot.stage
+
+    def stage(self: SlotRoot, *args: Any) -> Any:
+        seen.append(json.loads(memory_file.read_text()) if memory_file.exists() else None)
+        return real_stage(self, *args)
+
+    monkeypatch.setattr(SlotRoot, "stage", stage)
+    update, _ = run(tmp_path, key, signed, data, ref)
+    assert update.state == "staged", update.last_error
+    assert seen == [{"staged": "2.0", "failed": {}}]
+
+
 def test_the_running_version_is_not_staged_again(tmp_path: Path,
                                                  key: tuple[bytes, bytes, str]) -> None:
     data = bundle("v2")
