@@ -32,10 +32,15 @@ _COLUMNS = """name VARCHAR(128) NOT NULL,
 
 
 def _sqlite_rebuild(nullable: bool) -> None:
-    """SQLite cannot change a column's NOT NULL: build the table again and copy the rows. The
-    audit log refers to rollouts by id; its foreign key is checked at commit (deferred), when
-    every id is back."""
-    op.execute("PRAGMA defer_foreign_keys = ON")
+    """SQLite cannot change a column's NOT NULL: build the table again and copy the rows.
+
+    The audit log refers to rollouts by id, and with foreign keys on (they cannot be switched
+    off inside the migration's transaction) dropping a table that audit rows refer to fails:
+    the references are set aside in a temporary table while the rollouts table is replaced,
+    then put back, to the same ids."""
+    op.execute("CREATE TEMPORARY TABLE audit_refs_0018 AS "
+               "SELECT id, rollout_id FROM audit_log WHERE rollout_id IS NOT NULL")
+    op.execute("UPDATE audit_log SET rollout_id = NULL WHERE rollout_id IS NOT NULL")
     op.execute(f"""CREATE TABLE rollouts_0018 (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             {_COLUMNS.format(null='' if nullable else ' NOT NULL')})""")
@@ -44,6 +49,9 @@ def _sqlite_rebuild(nullable: bool) -> None:
     op.execute("DROP TABLE rollouts")
     op.execute("ALTER TABLE rollouts_0018 RENAME TO rollouts")
     op.execute("CREATE INDEX ix_rollouts_status ON rollouts (status)")
+    op.execute("UPDATE audit_log SET rollout_id = (SELECT r.rollout_id FROM audit_refs_0018 r "
+               "WHERE r.id = audit_log.id) WHERE id IN (SELECT id FROM audit_refs_0018)")
+    op.execute("DROP TABLE audit_refs_0018")
 
 
 def upgrade() -> None:
