@@ -392,7 +392,7 @@ class RolloutRunner:
                 new_state, decision = change(record.state, now)
             except TransitionError as exc:
                 raise ConflictError(f"rollout {record.label}: {exc}"
-                                    + _hint(record.status, action)) from None
+                                    + _hint(record.status, action, record.spec.kind)) from None
             desired: list[DesiredChange] = []
             messages: list[Outgoing] = []
             detail: dict[str, Any] = {"reason": reason}
@@ -478,7 +478,10 @@ def _observe(rows: Mapping[str, DeviceRow], devices: Sequence[str],
     return observe(rows, devices, ModelVersion(spec.model, spec.version))
 
 
-def _hint(status: Status, action: str) -> str:
+def _hint(status: Status, action: str, kind: str = "model") -> str:
+    if action == "rollout.aborted" and status is Status.COMPLETED and kind == "agent":
+        return ("; a completed rollout is not reverted: roll the previous agent version out "
+                "with `edgewise agent rollout VERSION`")
     if action == "rollout.aborted" and status is Status.COMPLETED:
         return ("; a completed rollout is not reverted: roll the previous version out "
                 "with `edgewise rollout start MODEL:VERSION`")

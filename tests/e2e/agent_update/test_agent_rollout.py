@@ -40,6 +40,8 @@ from tests.harness.waiting import holds_for, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(420)]
 
+FLEET = "agent-rollout"
+
 
 @contextlib.contextmanager
 def fleet(tmp_path: Path, broker: BrokerProcess,
@@ -62,6 +64,8 @@ def fleet(tmp_path: Path, broker: BrokerProcess,
             wait_committed(launcher, "a", f"{device_id} runs v1")
             wait_for(lambda: all(reported_version(env, d) == __version__ for d in launchers),
                      60, "the controller sees each device's first agent")
+        for device_id in launchers:  # the broker may hold other tests' devices: select ours
+            env.client.set_labels(device_id, {"fleet": FLEET}, [])
         yield env, launchers
     finally:
         for launcher in launchers.values():
@@ -84,7 +88,7 @@ def cli(env: ControllerEnv, *args: str) -> str:
 
 def start_rollout(env: ControllerEnv, archive: Path, version: str) -> dict[str, Any]:
     cli(env, "agent", "push", str(archive), "--version", version, "--json")
-    out = cli(env, "agent", "rollout", version, "--waves", "1,100%",
+    out = cli(env, "agent", "rollout", version, "--selector", f"fleet={FLEET}", "--waves", "1,100%",
               "--soak", "1s", "--wave-timeout", "4m", "--json")
     return dict(json.loads(out))
 
