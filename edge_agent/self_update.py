@@ -51,7 +51,8 @@ MEMORY_FILE = "agent-update.json"
 
 
 class Action(enum.Enum):
-    CURRENT = "current"  # this version runs already
+    CURRENT = "current"  # this version runs already, committed
+    ON_PROBATION = "on_probation"  # this version runs, under the launcher's probation
     IN_FLIGHT = "in_flight"  # the launcher has it staged or on probation
     BUSY = "busy"  # another version is on probation: wait for its outcome
     FAILED_BEFORE = "failed_before"  # it failed its probation here; a new version is needed
@@ -92,7 +93,8 @@ def learn_outcome(memory: Memory, running: str, journal: Journal) -> Memory:
 
 def decide(version: str, running: str, journal: Journal, failed: Mapping[str, str]) -> Action:
     if version == running:
-        return Action.CURRENT
+        on_trial = journal.phase is Phase.PROBATION and journal.trial_version == running
+        return Action.ON_PROBATION if on_trial else Action.CURRENT
     if journal.phase is not Phase.COMMITTED and journal.trial_version == version:
         return Action.IN_FLIGHT
     if journal.phase in (Phase.PROBATION, Phase.ROLLING_BACK):
@@ -135,6 +137,7 @@ class AgentSelfUpdate:
         self.refused = 0
         self._inbox: asyncio.Queue[DesiredAgent] = asyncio.Queue()
         self._memory_path = data_dir / MEMORY_FILE
+        self._commit_watch: asyncio.Task[None] | None = None
 
     # -- the agent's calls ---------------------------------------------------------------------
 
@@ -160,6 +163,8 @@ class AgentSelfUpdate:
 
     def close(self) -> None:
         self.fetch.close()
+        if self._commit_watch is not None:
+            self._commit_watch.cancel()
 
     # -- the work ------------------------------------------------------------------------------
 
@@ -197,6 +202,12 @@ class AgentSelfUpdate:
         self.target = manifest.version
         if action is Action.CURRENT:
             self._set("current", None)
+        elif action is Action.ON_PROBATION:
+            # "current" only once the launcher committed it: a controller rolling agents out
+            # in waves counts a device as done then, not while it may still be restored
+            self._set("probation", None)
+            if self._commit_watch is None or self._commit_watch.done():
+                self._commit_watch = asyncio.create_task(self._await_commit(manifest.version))
         elif action is Action.IN_FLIGHT:
             self._set("staged", None)
         elif action is Action.BUSY:
@@ -223,18 +234,32 @@ class AgentSelfUpdate:
             return
         finally:
             self.fetch.keep(None)
+        # remembered before the launcher can see it: once staged, the launcher stops this agent
+        # within a second, and an agent that did not remember what it staged would stage a
+        # version that failed its probation again when the old agent is restored
+        await asyncio.to_thread(self._save_memory, Memory(manifest.version, memory.failed))
         try:
             await asyncio.to_thread(self.slots.stage, archive, ref.sha256, manifest.version)
         except LauncherError as exc:
+            await asyncio.to_thread(self._save_memory, memory)
             self._refuse(manifest.version, f"the launcher did not stage {manifest.version}: {exc}")
             return
         finally:
             archive.unlink(missing_ok=True)
-        memory_after = Memory(manifest.version, memory.failed)
-        await asyncio.to_thread(self._save_memory, memory_after)
         log.warning("%s: agent %s verified and staged; the launcher switches to it",
                     self.device_id, manifest.version)
         self._set("staged", None)
+
+    async def _await_commit(self, version: str, poll_s: float = 1.0) -> None:
+        """Report ``current`` once the launcher committed this agent (if it restores the old
+        one instead, it stops this one first: nothing to report from here)."""
+        while True:
+            await asyncio.sleep(poll_s)
+            journal = await asyncio.to_thread(self.slots.load)
+            if journal.phase is Phase.COMMITTED:
+                if self.target == version:
+                    self._set("current", None)
+                return
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """`edgewise agent ...`: register agent bundles (prepared agent archives for the devices'
-``edgewise-agent-launcher``) and list them (``/agent-versions``, ``api.py``)."""
+``edgewise-agent-launcher``), list them (``/agent-versions``, ``api.py``), send one to devices
+at once. ``edgewise agent rollout`` (waves, a rollout of kind ``agent``) is the rollout
+engine's command, ``controller/rollouts/cli.py``, added to this group by the app."""
 
 from __future__ import annotations
 

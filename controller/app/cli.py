@@ -232,6 +232,8 @@ for _feature in (models_cli, agent_cli, fleet_cli, rollouts_cli, experiments_cli
                  cli_tokens, cli_keys, cli_pki, cli_claims, cli_db, data_cli):
     for _command in _feature.COMMANDS:
         cli.add_command(_command)
+# agent versions in waves: the rollout engine's command, under `edgewise agent`
+agent_cli.agent.add_command(rollouts_cli.agent_rollout)
 
 
 def main() -> None:

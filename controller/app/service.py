@@ -122,7 +122,8 @@ class Controller:
             self.db, self.registry, self.fleet, self.bridge.publish_desired,
             lambda: self.bridge.link.connect_count if self.bridge.link.connected else None,
             metrics=self.metrics, leader=self.lease.current_term, signer=self.signer,
-            devices=self.devices, costs=self.health_store)
+            devices=self.devices, costs=self.health_store,
+            agent_bundles=self.agent_bundles, publish_agent=self.bridge.publish_desired_agent)
         self.deployments = Deployments(self.registry, self.fleet, self.signer,
                                        self.rollouts.claim_for_deployment,
                                        self.bridge.publish_desired)

@@ -58,6 +58,10 @@ class DeviceRow:
     desired: ModelVersion | None
     desired_deployment_id: str | None
     last_seen: float
+    # the agent it runs and its self-update as last reported (what agent rollouts judge)
+    agent_version: str = ""
+    agent_update_target: str | None = None
+    agent_update_state: str | None = None
 
 
 def effective_labels(own: Mapping[str, str], operator: Mapping[str, str]) -> dict[str, str]:
@@ -77,7 +81,8 @@ class DeviceRegistry:
         d = devices.c
         q = sa.select(d.device_id, d.online, d.labels_json, d.state, d.active_model,
                       d.active_version, d.target_model, d.target_version, d.desired_model,
-                      d.desired_version, d.desired_deployment_id, d.last_seen)
+                      d.desired_version, d.desired_deployment_id, d.last_seen,
+                      d.agent_version, d.agent_update_target, d.agent_update_state)
         with self.db.read() as conn:
             operator = self._operator_labels(conn)
             result = conn.execute(q).all()
@@ -92,7 +97,9 @@ class DeviceRegistry:
                 target=_mv(r.target_model, r.target_version),
                 desired=_mv(r.desired_model, r.desired_version),
                 desired_deployment_id=r.desired_deployment_id,
-                last_seen=float(r.last_seen))
+                last_seen=float(r.last_seen), agent_version=r.agent_version or "",
+                agent_update_target=r.agent_update_target,
+                agent_update_state=r.agent_update_state)
         return out
 
     # -- the operator's view ---------------------------------------------------------------------

@@ -117,6 +117,11 @@ class FleetStore:
         }
         if reported.agent_version:
             values["agent_version"] = reported.agent_version
+        update = reported.agent_update or {}
+        # an agent outside a launcher reports none: it takes no agent version, nothing to keep
+        target, where = update.get("target"), update.get("state")
+        values["agent_update_target"] = target[:64] if isinstance(target, str) else None
+        values["agent_update_state"] = where[:32] if isinstance(where, str) else None
         with self.db.write() as conn:
             touch(self.db, conn, device_id, reported.ts)
             # replicas of a share group may store two reports out of order; an

@@ -18,6 +18,19 @@ class ModelVersion(NamedTuple):
         return f"{self.model}:{self.version}"
 
 
+class AgentVersion(NamedTuple):
+    """An agent version a device runs (its reported ``agent_version``); what an agent rollout
+    sends and what its abort restores. A one-field tuple: never equal to a ``ModelVersion``."""
+
+    version: str
+
+    def __str__(self) -> str:
+        return f"agent {self.version}"
+
+
+# what a rollout moves a device to (and back from): a model version, or an agent version
+Version = ModelVersion | AgentVersion
+
 
 def parse_model_ref(text: str) -> tuple[str, int | None]:
     """``iris`` or ``iris:2`` -> (name, version or None); ValidationError otherwise."""

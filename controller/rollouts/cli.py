@@ -26,7 +26,12 @@ from controller.cli.common import (
     parse_duration,
 )
 from controller.cli.exit_codes import ExitCode, exit_codes_help
-from controller.rollouts.render import change_signature, outcome_lines, render_rollout
+from controller.rollouts.render import (
+    change_signature,
+    outcome_lines,
+    render_rollout,
+    target_text,
+)
 
 # how `rollout start|status|abort --wait` ends (controller/cli/exit_codes.py)
 EXIT_CODES_HELP = exit_codes_help(ExitCode.OK, ExitCode.ERROR, ExitCode.TIMED_OUT,
@@ -239,7 +244,7 @@ def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None
         if as_json:
             emit(view, True)
         else:
-            click.echo(f"rollout #{view['id']} started: {view['model']}:{view['version']} to "
+            click.echo(f"rollout #{view['id']} started: {target_text(view)} to "
                        f"{view['targets']} devices in {view['wave_count']} waves; "
                        f"follow it with `edgewise rollout status {view['id']} --wait`")
         return
@@ -280,7 +285,7 @@ def rollout_list(ctx: click.Context, include_finished: bool, limit: int, as_json
     Example: edgewise rollout list --live
     """
     views = client_from(ctx).rollouts(include_finished, limit)
-    rows = [[v["id"], v["name"], f"{v['model']}:{v['version']}", v["status"],
+    rows = [[v["id"], v["name"], target_text(v), v["status"],
              f"{v['wave']}/{v['wave_count']}", f"{v['active']}/{v['targets']}",
              v["spec"]["selector"] or "-", time.strftime("%Y-%m-%d %H:%M",
                                                          time.localtime(v["created_at"]))]
@@ -351,6 +356,78 @@ def _increase_text(text: str | None) -> float | str | None:
         return float(text)
     except ValueError:
         fail(f"{text!r} is not an increase: write 0.25 or 25%")
+
+
+# -- agent rollout ------------------------------------------------------------------------------
+# `edgewise agent rollout`: the app adds it to the `agent` group (controller/agent_bundles/cli.py)
+
+@click.command("rollout", epilog=EXIT_CODES_HELP)
+@click.argument("version")
+@click.option("--selector", default="", help="Which devices, by label: 'site=berlin,!canary' "
+              "(default: every device).")
+@click.option("--waves", default="1,10%,50%,100%", show_default=True,
+              help="Cumulative wave sizes, device counts or percentages.")
+@click.option("--soak", default="10m", show_default=True,
+              help="Time each wave must stay healthy before the next: 10m, or one per wave: "
+                   "30m,10m,10m.")
+@click.option("--min-reporting", help="Share of a wave that must run VERSION, committed after "
+              "the launcher's probation: 0.9 or 90% (default 0.9).")
+@click.option("--max-failed", help="Failed updates a wave tolerates (the launcher restored the "
+              "old agent, or the bundle was refused): a count (2), a share (0.05) or 5% "
+              "(default 0).")
+@click.option("--wave-timeout", help="How long a wave may take to report before that counts as "
+              "a failure: 1h (default).")
+@click.option("--on-gate-failure", type=click.Choice(["pause", "abort"]), default="abort",
+              show_default=True, help="Send every moved device back to the agent version it "
+              "ran before (abort), or stop and wait for a human (pause).")
+@click.option("--priority", type=int, default=0, show_default=True,
+              help="Overlapping a live agent rollout of lower priority takes its devices over.")
+@click.option("--name", default="", help="A name for the rollout (default 'agent VERSION').")
+@click.option("--dry-run", is_flag=True, help="Validate and show the wave plan; send nothing.")
+@click.option("--wait/--no-wait", default=False, help="Show live progress until it ends.")
+@click.option("--timeout", default="0", show_default=True,
+              help="Stop waiting after this long (0: no limit); the rollout goes on.")
+@json_option
+@click.pass_context
+def agent_rollout(ctx: click.Context, version: str, selector: str, waves: str, soak: str,
+                  min_reporting: str | None, max_failed: str | None, wave_timeout: str | None,
+                  on_gate_failure: str, priority: int, name: str, dry_run: bool, wait: bool,
+                  timeout: str, as_json: bool) -> None:
+    """Roll agent VERSION (registered with `edgewise agent push`) out to the devices a
+    selector picks, wave by wave, like a model rollout: each wave's devices get the signed
+    agent bundle, and a device counts once it runs VERSION after its launcher's probation. A
+    device whose launcher restores the old agent (the new one failed its probation) counts as
+    a failed update. On a gate failure (by default), `edgewise rollout abort ID`, or a pause
+    followed by an abort, the devices already moved are sent the agent version each ran
+    before (it must be registered too). Follow and steer it with `edgewise rollout status ID`
+    (and pause, resume, abort); it runs beside model rollouts (a device has one of each).
+
+    Example: edgewise agent rollout 0.3.0 --selector site=berlin --waves 1,10%,100% --soak 15m --wait
+    """
+    client = client_from(ctx)
+    gates: dict[str, Any] = {}
+    if min_reporting is not None:
+        gates["min_reporting_share"] = _share(min_reporting)
+    if max_failed is not None:
+        gates["max_failed_activations"] = _budget(max_failed)
+    spec: dict[str, Any] = {
+        "kind": "agent", "agent_version": version, "selector": selector, "waves": waves,
+        "soak_seconds": _durations(soak), "on_gate_failure": on_gate_failure,
+        "priority": priority, "name": name, "gates": gates}
+    if wave_timeout:
+        spec["wave_timeout_seconds"] = parse_duration(wave_timeout)
+    view = client.create_rollout(spec, dry_run=dry_run)
+    if dry_run or not wait:
+        if as_json:
+            emit(view, True)
+            return
+        click.echo("\n".join(render_rollout(view)))
+        click.echo("dry run: nothing was stored or sent" if dry_run else
+                   f"follow it with `edgewise rollout status {view['id']} --wait`")
+        return
+    if not as_json:
+        click.echo(f"rollout #{view['id']} started")
+    sys.exit(follow(client, str(view["id"]), parse_duration(timeout), as_json))
 
 
 COMMANDS = (rollout,)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from controller.fleet.versions import ModelVersion
+from controller.fleet.versions import Version
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Advance:
 
     wave: int
     devices: tuple[str, ...]
-    previous: Mapping[str, ModelVersion | None]
+    previous: Mapping[str, Version | None]
     kind: ClassVar[str] = "advance"
 
 
@@ -58,13 +58,14 @@ class Pause:
 
 @dataclass(frozen=True)
 class Abort:
-    """Stop and put every moved device back: ``revert`` maps device -> its previous model."""
+    """Stop and put every moved device back: ``revert`` maps device -> what it ran before (a
+    model version, or an agent version in an agent rollout)."""
 
     gate: str
     value: float | None
     threshold: float | None
     detail: str
-    revert: Mapping[str, ModelVersion | None]
+    revert: Mapping[str, Version | None]
     kind: ClassVar[str] = "abort"
 
 

@@ -32,6 +32,7 @@ from enum import Enum
 from typing import Any
 
 from controller.errors import EdgewiseError, ValidationError
+from controller.fleet.versions import AgentVersion, Version
 from controller.rollouts.decisions import Abort, Advance, Complete, Decision, Fail, Pause, Wait
 from controller.rollouts.gates import (
     REPORTING,
@@ -74,7 +75,7 @@ class RolloutState:
     soak_started_at: float | None = None
     wave_count: int = 0
     assignment: Mapping[str, int] = field(default_factory=dict)
-    previous: Mapping[str, ModelVersion | None] = field(default_factory=dict)
+    previous: Mapping[str, Version | None] = field(default_factory=dict)
     reasons: tuple[str, ...] = ()
     abort_started_at: float | None = None
 
@@ -235,7 +236,10 @@ def release_devices(state: RolloutState, devices: Collection[str], why: str) -> 
                    reasons=state.reasons + (f"{len(gone)} devices released: {why}",))
 
 
-def target_of(spec: RolloutSpec) -> ModelVersion:
+def target_of(spec: RolloutSpec) -> Version:
+    """What the rollout moves its devices to: its model version, or its agent version."""
+    if spec.kind == "agent":
+        return AgentVersion(spec.agent_version)
     return ModelVersion(spec.model, spec.version)
 
 
@@ -335,7 +339,8 @@ def _judge_revert(spec: RolloutSpec, state: RolloutState, observations: Observat
                          if (o := observations.get(d)) is None or o.active != prev)
     total = len(state.previous)
     if not unconfirmed:
-        return Complete(f"abort complete: {total} devices back on their previous models")
+        what = "agents" if spec.kind == "agent" else "models"
+        return Complete(f"abort complete: {total} devices back on their previous {what}")
     started = state.abort_started_at if state.abort_started_at is not None else now
     if now - started >= spec.wave_timeout_seconds:
         return Fail(f"abort incomplete after {spec.wave_timeout_seconds:g}s: "
@@ -351,15 +356,21 @@ def _gate_text(d: Pause | Abort) -> str:
 
 
 def _salt(spec: RolloutSpec) -> str:
-    return f"{spec.model}:{spec.version}"
+    return f"agent:{spec.agent_version}" if spec.kind == "agent" else f"{spec.model}:{spec.version}"
 
 
-def _mv_out(mv: ModelVersion | None) -> dict[str, Any] | None:
+def _mv_out(mv: Version | None) -> dict[str, Any] | None:
+    if isinstance(mv, AgentVersion):
+        return {"agent": mv.version}
     return None if mv is None else {"model": mv.model, "version": mv.version}
 
 
-def _mv_in(v: Any) -> ModelVersion | None:
-    return None if v is None else ModelVersion(str(v["model"]), int(v["version"]))
+def _mv_in(v: Any) -> Version | None:
+    if v is None:
+        return None
+    if "agent" in v:
+        return AgentVersion(str(v["agent"]))
+    return ModelVersion(str(v["model"]), int(v["version"]))
 
 
 def _opt_float(v: Any) -> float | None:

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controller.fleet.versions import ModelVersion
+from controller.fleet.versions import ModelVersion as ModelVersion
+from controller.fleet.versions import Version
 from controller.rollouts.spec import Gates
 
 # FAILED_UPDATE_STATES: states that may mean "this device tried the version and gave up on
@@ -44,7 +45,7 @@ class DeviceObservation:
     ``accuracy`` is over ``labelled`` samples with ground truth.
     """
 
-    active: ModelVersion | None = None
+    active: Version | None = None
     update_state: str = "idle"
     online: bool = True
     accuracy: float | None = None
@@ -60,12 +61,12 @@ class DeviceObservation:
     baseline_session_bytes: float | None = None
     baseline_cpu_ms_per_prediction: float | None = None
 
-    def runs(self, target: ModelVersion) -> bool:
+    def runs(self, target: Version) -> bool:
         """Whether the device reports ``target`` active and committed (not staged, not in
         probation, not failed), or is back on it after a rollback."""
         return runs(self.update_state, self.active, target)
 
-    def failed_on(self, target: ModelVersion) -> bool:
+    def failed_on(self, target: Version) -> bool:
         """Whether the device gave up on ``target``: ``failed``, or ``rolled_back`` while
         ``target`` is not active (``observe`` leaves out failures of other versions)."""
         return gave_up_on(self.update_state, self.active, target)
@@ -95,7 +96,7 @@ class GateResult:
 
 
 def evaluate_gates(gates: Gates, wave_devices: Sequence[str], observations: Observations,
-                   target: ModelVersion) -> list[GateResult]:
+                   target: Version) -> list[GateResult]:
     """Judge one wave's devices; gates switched off (``None``) are left out.
 
     Order: failed activations, reporting, accuracy drop, p95 latency, drift: the engine acts on

@@ -26,9 +26,10 @@ import sqlalchemy as sa
 
 from controller.fleet.device_registry import DeviceRow
 from controller.fleet.selectors import Selector, SelectorError, parse_selector
+from controller.fleet.versions import AgentVersion
 from controller.monitoring.figures import VersionFigures
 from controller.rollouts.decisions import Abort, Advance, Decision, Pause, decision_to_dict
-from controller.rollouts.engine import RolloutState, Status, late_joiners
+from controller.rollouts.engine import RolloutState, Status, late_joiners, target_of
 from controller.rollouts.gates import (
     FAILED_UPDATE_STATES,
     DeviceObservation,
@@ -204,6 +205,37 @@ def observe(rows: Mapping[str, DeviceRow], device_ids: Sequence[str], target: Mo
     return out
 
 
+def observe_agents(rows: Mapping[str, DeviceRow], device_ids: Sequence[str],
+                   target: AgentVersion) -> dict[str, DeviceObservation]:
+    """The engine's view of ``device_ids`` in an agent rollout: ``active`` is the agent version
+    each reports, and its self-update state is read into the update states the gates know:
+
+    * done (``active``): it runs ``target`` and its agent reports it ``current`` for ``target``
+      (the launcher committed it after its probation);
+    * gave up (``failed``): its agent reports ``target`` ``failed`` (the launcher restored the
+      old agent after the new one failed its probation, or it failed here before) or
+      ``refused`` (the bundle did not verify, download or stage);
+    * in progress otherwise (``probation`` while it runs ``target`` uncommitted).
+    """
+    out = {}
+    for d in device_ids:
+        row = rows.get(d)
+        if row is None:
+            continue
+        asked = row.agent_update_target == target.version
+        where = row.agent_update_state if asked else None
+        if where in ("failed", "refused"):
+            state = "failed"
+        elif row.agent_version == target.version:
+            state = "active" if where == "current" else "probation"
+        else:
+            state = "idle"
+        out[d] = DeviceObservation(
+            active=AgentVersion(row.agent_version) if row.agent_version else None,
+            update_state=state, online=row.online)
+    return out
+
+
 # -- ownership: one rollout per device -------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -213,6 +245,15 @@ class Ownership:
 
 
 def plan_ownership(records: Sequence[RolloutRecord], rows: Mapping[str, DeviceRow]) -> Ownership:
+    """:func:`plan_ownership_of_kind` for model rollouts and for agent rollouts apart: a device
+    has one model owner and one agent owner (they send different orders)."""
+    models = plan_ownership_of_kind([r for r in records if r.spec.kind != "agent"], rows, True)
+    agents = plan_ownership_of_kind([r for r in records if r.spec.kind == "agent"], rows, False)
+    return Ownership({**models.releases, **agents.releases}, {**models.joiners, **agents.joiners})
+
+
+def plan_ownership_of_kind(records: Sequence[RolloutRecord], rows: Mapping[str, DeviceRow],
+                           model_orders: bool) -> Ownership:
     """Keep one owner per device and hand unowned matching devices to the right rollout.
 
     * A device planned by several owning rollouts (a newer one took it from a completed one)
@@ -220,7 +261,8 @@ def plan_ownership(records: Sequence[RolloutRecord], rows: Mapping[str, DeviceRo
     * A device no owning rollout planned is a late joiner of the newest matching rollout
       (highest priority first) that is newer than whatever ordered its desired state last,
       unless that was an all-at-once deployment (``dep-...``): an explicit order stands
-      until a rollout started after it plans the device.
+      until a rollout started after it plans the device. (``model_orders`` False: agent
+      rollouts, which the devices' recorded model orders say nothing about.)
     """
     owning = sorted((r for r in records if r.status in OWNING), key=lambda r: r.id)
     holder: set[str] = set()
@@ -245,8 +287,8 @@ def plan_ownership(records: Sequence[RolloutRecord], rows: Mapping[str, DeviceRo
     for device, row in rows.items():
         if device in holder:
             continue
-        owner = rollout_of(row.desired_deployment_id)
-        if row.desired_deployment_id is not None and owner is None:
+        owner = rollout_of(row.desired_deployment_id) if model_orders else None
+        if model_orders and row.desired_deployment_id is not None and owner is None:
             continue  # an all-at-once deployment put it there
         best: RolloutRecord | None = None
         for record in takers:
@@ -272,7 +314,7 @@ def rollout_view(record: RolloutRecord, observations: Mapping[str, DeviceObserva
     """Everything ``rollout status`` shows: waves with counts, gates against thresholds
     (``device_lists``: each wave's devices too, as a dry run shows the canaries)."""
     spec, state = record.spec, record.state
-    target = record.target
+    target = target_of(spec)
     waves = []
     for w in range(state.wave_count):
         planned = sorted(d for d, wave in state.assignment.items() if wave == w)
@@ -294,6 +336,7 @@ def rollout_view(record: RolloutRecord, observations: Mapping[str, DeviceObserva
             spec.gates, state.sent_in(state.wave), observations, target)]
     view: dict[str, Any] = {
         "id": record.id, "name": record.name, "model": spec.model, "version": spec.version,
+        "kind": spec.kind, "agent_version": spec.agent_version or None,
         "status": state.status.value, "priority": spec.priority,
         "live": state.status in LIVE, "finished": state.status in FINISHED,
         "created_at": record.created_at, "updated_at": record.updated_at,

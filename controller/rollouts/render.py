@@ -35,6 +35,13 @@ def _gate_text(gate: dict[str, Any]) -> str:
             f"{_gate_value(gate, gate['threshold'])} {mark}")
 
 
+def target_text(view: dict[str, Any]) -> str:
+    """``iris:2``, or ``agent 2.0.0`` for an agent rollout."""
+    if view.get("kind") == "agent":
+        return f"agent {view['agent_version']}"
+    return f"{view['model']}:{view['version']}"
+
+
 def render_rollout(view: dict[str, Any]) -> list[str]:
     """The status block: header, one bar per wave, gates of the current wave, the state."""
     spec = view["spec"]
@@ -42,7 +49,7 @@ def render_rollout(view: dict[str, Any]) -> list[str]:
     soak_text = ",".join(f"{s:g}s" for s in soak) if isinstance(soak, list) else f"{soak:g}s"
     selector = spec["selector"] or "all devices"
     ident = f"#{view['id']} " if view.get("id") else ""
-    lines = [f"rollout {ident}{view['name']}: {view['model']}:{view['version']} to "
+    lines = [f"rollout {ident}{view['name']}: {target_text(view)} to "
              f"{view['targets']} devices ({selector}); waves {spec['waves']}, soak {soak_text}, "
              f"on gate failure: {spec['on_gate_failure']}"
              + (f", probation {spec['probation']['duration_s']:g}s" if spec.get("probation")
@@ -74,7 +81,7 @@ def outcome_lines(view: dict[str, Any]) -> list[str]:
     status, ref = view["status"], view["id"]
     if status == "completed":
         return [f"completed: {view['active']} of {view['targets']} devices run "
-                f"{view['model']}:{view['version']}"]
+                f"{target_text(view)}"]
     if status in ("aborted", "failed", "aborting"):
         reverted = view.get("reverted") or {}
         why = next((r for r in reversed(view["reasons"]) if r.startswith("abort (")), "")

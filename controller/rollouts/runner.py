@@ -32,12 +32,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from controller.agent_bundles.registry import AgentBundles
 from controller.audit.store import AuditLog
 from controller.errors import ConflictError, NotFoundError, ValidationError
 from controller.fleet.device_registry import DeviceRegistry, DeviceRow
 from controller.fleet.selectors import parse_selector
 from controller.fleet.store import FleetStore
+from controller.fleet.versions import AgentVersion
 from controller.models.registry import ModelRegistry
+from controller.rollouts.agent_orders import AgentOrders, PublishAgent
 from controller.rollouts.conflicts import check_conflict
 from controller.rollouts.decisions import (
     Abort,
@@ -58,7 +61,7 @@ from controller.rollouts.engine import (
     release_devices,
     resume,
 )
-from controller.rollouts.gates import ModelVersion
+from controller.rollouts.gates import DeviceObservation, ModelVersion
 from controller.rollouts.observations import (
     CostSource,
     FiguresSource,
@@ -66,11 +69,12 @@ from controller.rollouts.observations import (
     Ownership,
     TelemetryFigures,
     observe,
+    observe_agents,
     plan_ownership,
     rollout_view,
 )
-from controller.rollouts.orders import RolloutOrders
-from controller.rollouts.spec import spec_from_dict, spec_to_dict, validate
+from controller.rollouts.orders import Outgoing, RolloutOrders
+from controller.rollouts.spec import RolloutSpec, spec_from_dict, spec_to_dict, validate
 from controller.rollouts.store import (
     LIVE,
     OWNING,
@@ -99,7 +103,9 @@ class RolloutRunner:
                  interval: float = 0.5, leader: Callable[[], int | None] | None = None,
                  signer: DesiredSigner | None = None,
                  devices: DeviceRegistry | None = None,
-                 costs: CostSource | None = None) -> None:
+                 costs: CostSource | None = None,
+                 agent_bundles: AgentBundles | None = None,
+                 publish_agent: PublishAgent | None = None) -> None:
         """``connection()``: a number that changes with every (re)connection to the broker,
         None while disconnected. ``metrics``: the monitoring store (figures from agent windows,
         drift included); devices without windows fall back to raw telemetry. ``figures``
@@ -108,7 +114,9 @@ class RolloutRunner:
         signs every desired state; without one they go out unsigned (devices in development
         mode only: the controller always passes one). ``costs``: each version's resource cost
         per device (device health windows), for the resource gates; without it they stay
-        pending."""
+        pending. ``agent_bundles`` and ``publish_agent``: what agent rollouts send (a
+        ``desired_agent`` on the device's ``agent/desired`` channel); without them agent
+        rollouts are refused."""
         self.store = RolloutStore(db)
         self.devices = devices or DeviceRegistry(db, fleet)
         self.audit = AuditLog(db)
@@ -124,6 +132,9 @@ class RolloutRunner:
         # the (connection, lease term) whose orders were published again
         self._synced: tuple[int, int | None] | None = None
         self.orders = RolloutOrders(registry, publish, signer, self.stats)
+        if agent_bundles is not None and publish_agent is not None:
+            self.orders.agents = AgentOrders(agent_bundles, publish_agent,
+                                             lambda: self.orders.signer)
         self.observer = WaveObserver(self.figures, self.orders.reference_accuracy, costs)
 
     @property
@@ -223,7 +234,9 @@ class RolloutRunner:
 
         Called whenever the broker connection (re)starts: a save that committed just before a
         crash or a disconnect may not have been published. Devices already on their desired
-        model are skipped, and an agent ignores a desired state it already follows.
+        model are skipped, and an agent ignores a desired state it already follows. Agent
+        rollouts record no desired model: their orders are worked out from their state
+        (:meth:`_agent_orders_again`).
         """
         async with self._lock:
             rows = await asyncio.to_thread(self.devices.rows)
@@ -234,7 +247,7 @@ class RolloutRunner:
             for row in sorted(todo, key=lambda r: r.device_id):
                 assert row.desired_deployment_id is not None
                 groups[(row.desired_deployment_id, row.desired)][row.device_id] = row.active
-            messages: list[tuple[str, Desired]] = []
+            messages: list[Outgoing] = list(await self._agent_orders_again(rows))
             records: dict[int, RolloutRecord | None] = {}
             for (deployment, wanted), running in groups.items():
                 manifest = None
@@ -260,6 +273,30 @@ class RolloutRunner:
             self.orders.send(messages)
             return len(messages)
 
+    async def _agent_orders_again(self, rows: Mapping[str, DeviceRow]) -> list[Outgoing]:
+        """The ``desired_agent`` of every device an agent rollout moved that has not got there:
+        the rollout's version (neither running it nor failed on it), or while it aborts, the
+        version it ran before. Signed afresh, so an order that expired unread is renewed."""
+        agents = self.orders.agents
+        if agents is None:
+            return []
+        out: list[Outgoing] = []
+        for record in await asyncio.to_thread(self.store.query, OWNING):
+            state = record.state
+            if record.spec.kind != "agent" or not state.previous:
+                continue
+            target = AgentVersion(record.spec.agent_version)
+            seen = observe_agents(rows, list(state.previous), target)
+            if state.status is Status.ABORTING:
+                back = {d: p for d, p in state.previous.items()
+                        if (o := seen.get(d)) is None or o.active != p}
+                out += (await agents.reverts(record, back))[0]
+            else:
+                todo = [d for d in sorted(state.previous) if (o := seen.get(d)) is None
+                        or not (o.runs(target) or o.failed_on(target))]
+                out += await agents.wave(record, todo) if todo else []
+        return out
+
     async def _record_of(self, deployment: str, cache: dict[int, RolloutRecord | None]
                          ) -> RolloutRecord | None:
         rollout_id = rollout_of(deployment)
@@ -283,8 +320,12 @@ class RolloutRunner:
         with a live rollout of equal or higher priority (``ConflictError``, 409).
         """
         spec = spec_from_dict(body)
-        target = ModelVersion(spec.model, spec.version)
-        await self.orders.manifest(target)
+        if spec.kind == "agent":
+            agents = self.orders.agent_orders()
+            agents.check_can_sign()
+            await agents.manifest(spec.agent_version)  # registered, or 404 before anything
+        else:
+            await self.orders.manifest(ModelVersion(spec.model, spec.version))
         async with self._lock:
             now = time.time()
             rows = await asyncio.to_thread(self.devices.rows)
@@ -292,7 +333,9 @@ class RolloutRunner:
             targets = sorted(d for d, r in rows.items() if selector.matches(r.labels))
             validate(spec, len(targets))
             records = await asyncio.to_thread(self.store.query, OWNING)
-            named = {f"{r.spec.display_name} (#{r.id})": r for r in records if r.status in LIVE}
+            # a device has one model owner and one agent owner: only rollouts of a kind conflict
+            named = {f"{r.spec.display_name} (#{r.id})": r for r in records
+                     if r.status in LIVE and r.spec.kind == spec.kind}
             preemption = check_conflict(spec, targets, [
                 (replace(r.spec, name=name), r.state.assignment.keys())
                 for name, r in named.items()])
@@ -306,7 +349,7 @@ class RolloutRunner:
             preempted = {named[n].id: len(d) for n, d in preemption.moves.items()}
             if dry_run:
                 draft = RolloutRecord(0, spec.display_name, spec, state, 0, now, now, actor)
-                observations = observe(rows, targets, target)
+                observations = _observe(rows, targets, spec)
                 view = rollout_view(draft, observations, now,
                                     decide(spec, state, observations, now), device_lists=True)
                 return {**view, "dry_run": True, "preempts": preempted}
@@ -349,9 +392,9 @@ class RolloutRunner:
                 new_state, decision = change(record.state, now)
             except TransitionError as exc:
                 raise ConflictError(f"rollout {record.label}: {exc}"
-                                    + _hint(record.status, action)) from None
+                                    + _hint(record.status, action, record.spec.kind)) from None
             desired: list[DesiredChange] = []
-            messages: list[tuple[str, Desired]] = []
+            messages: list[Outgoing] = []
             detail: dict[str, Any] = {"reason": reason}
             if isinstance(decision, Abort):
                 rows = await asyncio.to_thread(self.devices.rows)
@@ -374,7 +417,8 @@ class RolloutRunner:
         async with self._lock:
             now = time.time()
             wanted = set(device_ids)
-            records = await asyncio.to_thread(self.store.query, OWNING)
+            records = [r for r in await asyncio.to_thread(self.store.query, OWNING)
+                       if r.spec.kind == "model"]  # agent rollouts order no model
             blocking = [(r, sorted(wanted & set(r.state.assignment))) for r in records
                         if r.status in LIVE]
             blocking = [(r, devices) for r, devices in blocking if devices]
@@ -418,15 +462,26 @@ class RolloutRunner:
         now = time.time()
         out = []
         for record in reversed(records):  # newest first
-            view = rollout_view(record, observe(rows, list(record.state.assignment),
-                                                record.target), now)
+            view = rollout_view(record, _observe(rows, list(record.state.assignment),
+                                                 record.spec), now)
             for wave in view["waves"]:
                 wave.pop("failed_devices", None)
             out.append(view)
         return out
 
 
-def _hint(status: Status, action: str) -> str:
+def _observe(rows: Mapping[str, DeviceRow], devices: Sequence[str],
+             spec: RolloutSpec) -> dict[str, DeviceObservation]:
+    """Devices' reported state as the engine reads it, without figures."""
+    if spec.kind == "agent":
+        return observe_agents(rows, devices, AgentVersion(spec.agent_version))
+    return observe(rows, devices, ModelVersion(spec.model, spec.version))
+
+
+def _hint(status: Status, action: str, kind: str = "model") -> str:
+    if action == "rollout.aborted" and status is Status.COMPLETED and kind == "agent":
+        return ("; a completed rollout is not reverted: roll the previous agent version out "
+                "with `edgewise agent rollout VERSION`")
     if action == "rollout.aborted" and status is Status.COMPLETED:
         return ("; a completed rollout is not reverted: roll the previous version out "
                 "with `edgewise rollout start MODEL:VERSION`")

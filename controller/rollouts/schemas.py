@@ -36,8 +36,15 @@ class RolloutSpecBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="the registered model's name")
-    version: int = Field(description="the version to roll out (the CLI fills in the latest)")
+    kind: Literal["model", "agent"] = Field(
+        "model", description="what the rollout moves devices to: a model version (model, "
+        "version) or an agent version (agent_version; gates min_reporting_share and "
+        "max_failed_activations only)")
+    model: str | None = Field(None, description="the registered model's name (kind model)")
+    version: int | None = Field(None, description="the version to roll out (kind model; the "
+                                "CLI fills in the latest)")
+    agent_version: str | None = Field(None, description="a registered agent version (kind "
+                                      "agent, `edgewise agent push`)")
     selector: str = Field("", description="which devices, by label: 'site=berlin,hw in "
                           "(pi4,pi5),!canary'; empty: every device")
     waves: str | list[str | int] = Field("1,10%,50%,100%", description="cumulative wave sizes, "

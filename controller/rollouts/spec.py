@@ -24,8 +24,10 @@ from typing import Any, Literal
 from controller.errors import ValidationError
 from controller.fleet.selectors import SelectorError, parse_selector
 from edgewise_wire import ProbationPolicy, SchemaError
+from edgewise_wire.manifest import check_agent_version
 
 GateFailurePolicy = Literal["pause", "abort"]
+RolloutKind = Literal["model", "agent"]
 MAX_INT32 = 2**31 - 1  # versions and priorities are stored as 32-bit integers
 
 
@@ -111,6 +113,12 @@ class RolloutSpec:
     ``probation``: the health window each device keeps the new version under before
     it commits it (sent with the desired state; None: the agent's own default). The wave
     counts a device as done only once it committed.
+
+    ``kind`` ``"agent"``: the rollout moves devices to agent ``agent_version`` (a registered
+    agent bundle) instead of a model version; ``model`` and ``version`` stay empty. Its device
+    is done once it reports that agent version after the launcher's probation; a device whose
+    launcher restored the old agent counts as a failed activation. Metric gates and
+    ``probation`` are model-only (the launcher keeps its own probation).
     """
 
     model: str
@@ -124,11 +132,17 @@ class RolloutSpec:
     wave_timeout_seconds: float = 3600.0
     name: str = ""
     probation: ProbationPolicy | None = None
+    kind: RolloutKind = "model"
+    agent_version: str = ""
 
     @property
     def display_name(self) -> str:
-        """The name, or ``model:version`` when none was given; used in errors and logs."""
-        return self.name or f"{self.model}:{self.version}"
+        """The name, or ``model:version`` (``agent VERSION``) when none was given; used in
+        errors and logs."""
+        if self.name:
+            return self.name
+        return f"agent {self.agent_version}" if self.kind == "agent" \
+            else f"{self.model}:{self.version}"
 
     def soak_for(self, wave: int) -> float:
         if isinstance(self.soak_seconds, tuple):
@@ -161,7 +175,7 @@ def parse_waves(text: str) -> tuple[WaveSize, ...]:
 
 
 _TOP_KEYS = {"model", "version", "selector", "waves", "soak_seconds", "gates", "on_gate_failure",
-             "priority", "wave_timeout_seconds", "name", "probation"}
+             "priority", "wave_timeout_seconds", "name", "probation", "kind", "agent_version"}
 _PROBATION_KEYS = {"duration_s", "max_error_rate", "max_p95_latency_ms", "min_predictions"}
 _GATE_KEYS = {"min_reporting_share", "max_failed_activations", "max_accuracy_drop",
               "max_p95_latency_ms", "max_drift_psi", "min_labelled", "max_memory_increase",
@@ -175,8 +189,22 @@ def spec_from_dict(d: Mapping[str, Any]) -> RolloutSpec:
     fleet; :func:`validate` repeats them alongside the fleet-dependent ones.
     """
     _no_unknown(d, _TOP_KEYS, "rollout spec")
-    model = _typed(d, "model", str, "a string")
-    version = _typed(d, "version", int, "an integer")
+    kind = _typed(d, "kind", str, "a string", "model")
+    if kind == "agent":
+        given = sorted(k for k in ("model", "version", "probation") if d.get(k) is not None)
+        if given:
+            raise SpecError(f"{', '.join(given)}: not for an agent rollout (it names "
+                            "agent_version; the launcher keeps its own probation)")
+        model, version = "", 0
+        agent_version = _typed(d, "agent_version", str, "a string")
+    elif kind == "model":
+        if d.get("agent_version") is not None:
+            raise SpecError("agent_version: only for kind 'agent'")
+        model = _typed(d, "model", str, "a string")
+        version = _typed(d, "version", int, "an integer")
+        agent_version = ""
+    else:
+        raise SpecError(f"kind: expected 'model' or 'agent', got {kind!r}")
     raw_waves = d.get("waves", None)
     if raw_waves is None:
         waves = DEFAULT_WAVES
@@ -201,6 +229,7 @@ def spec_from_dict(d: Mapping[str, Any]) -> RolloutSpec:
         wave_timeout_seconds=_number(d.get("wave_timeout_seconds", 3600.0), "wave_timeout_seconds"),
         name=_typed(d, "name", str, "a string", ""),
         probation=_probation_from_dict(d.get("probation")),
+        kind="agent" if kind == "agent" else "model", agent_version=agent_version,
     )
     problems = _static_problems(spec)
     if problems:
@@ -226,10 +255,13 @@ def spec_to_dict(spec: RolloutSpec) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if spec.probation is not None:  # left out when unset: older stored specs read back equal
         extra["probation"] = {k: v for k, v in spec.probation.to_dict().items() if v is not None}
+    if spec.kind == "agent":  # model rollouts leave kind out: older stored specs read back equal
+        target: dict[str, Any] = {"kind": "agent", "agent_version": spec.agent_version}
+    else:
+        target = {"model": spec.model, "version": spec.version}
     return {
         "name": spec.name,
-        "model": spec.model,
-        "version": spec.version,
+        **target,
         "selector": spec.selector,
         "waves": ",".join(_wave_text(w) for w in spec.waves),
         "soak_seconds": list(soak) if isinstance(soak, tuple) else soak,
@@ -286,7 +318,9 @@ def plan_waves(device_ids: Sequence[str], waves: Sequence[WaveSize],
 
 def _static_problems(spec: RolloutSpec) -> list[str]:
     problems = []
-    if not spec.model:
+    if spec.kind == "agent":
+        problems += _agent_problems(spec)
+    elif not spec.model:
         problems.append("model: must not be empty")
     if not 0 <= spec.version <= MAX_INT32:
         problems.append(f"version: must be between 0 and {MAX_INT32}, got {spec.version}")
@@ -372,6 +406,27 @@ def _wave_plan_problems(waves: Sequence[WaveSize], total: int) -> list[str]:
     if len(waves) > total:
         problems.append(f"{len(waves)} waves need at least {len(waves)} devices, "
                         f"the selector matches {total}")
+    return problems
+
+
+def _agent_problems(spec: RolloutSpec) -> list[str]:
+    """What an agent rollout cannot ask for: its gates are reporting and failed activations
+    (the launcher restoring the old agent is a failed activation); the metric gates judge a
+    model version's figures, which an agent version has none of."""
+    problems = []
+    try:
+        check_agent_version(spec.agent_version, "agent_version")
+    except SchemaError as exc:
+        problems.append(str(exc))
+    g = spec.gates
+    metric = [key for key in ("max_accuracy_drop", "max_p95_latency_ms", "max_drift_psi",
+                              "max_memory_increase", "max_cpu_increase")
+              if getattr(g, key) is not None]
+    if metric:
+        problems.append(f"gates {', '.join(metric)}: model gates, not for an agent rollout "
+                        "(its gates are min_reporting_share and max_failed_activations)")
+    if spec.probation is not None:
+        problems.append("probation: not for an agent rollout (the launcher keeps its own)")
     return problems
 
 

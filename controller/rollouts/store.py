@@ -117,7 +117,10 @@ class RolloutStore:
                 self._save(conn, record, new_state, now)
                 write_audit(conn, now, entries, record.id)
             result = conn.execute(rollouts.insert().values(
-                name=spec.display_name[:128], model=spec.model, version=spec.version,
+                name=spec.display_name[:128],
+                # an agent rollout names no model version (its agent version is in the spec)
+                model=spec.model if spec.kind == "model" else None,
+                version=spec.version if spec.kind == "model" else None,
                 spec_json=json.dumps(spec_to_dict(spec), sort_keys=True),
                 state_json=json.dumps(state.to_dict(), sort_keys=True),
                 status=state.status.value, priority=spec.priority, revision=0,

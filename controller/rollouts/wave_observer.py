@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from controller.fleet.device_registry import DeviceRow
-from controller.fleet.versions import ModelVersion
+from controller.fleet.versions import AgentVersion, ModelVersion
 from controller.rollouts.engine import RolloutState, Status
 from controller.rollouts.gates import DeviceObservation
 from controller.rollouts.observations import (
@@ -18,6 +18,7 @@ from controller.rollouts.observations import (
     CostSource,
     FiguresSource,
     observe,
+    observe_agents,
 )
 from controller.rollouts.store import RolloutRecord
 
@@ -35,6 +36,9 @@ class WaveObserver:
                        for_view: bool = False) -> dict[str, DeviceObservation]:
         """Reported state of every planned device; figures only for the current wave, only
         for the gates the spec switches on (and, for a view, of a paused rollout too)."""
+        if record.spec.kind == "agent":  # no model figures: its gates read the reported state
+            return observe_agents(rows, list(state.assignment),
+                                  AgentVersion(record.spec.agent_version))
         gates = record.spec.gates
         figures = baselines = None
         costs: Mapping[str, CostLike] | None = None
@@ -84,7 +88,8 @@ class WaveObserver:
         """
         groups: dict[ModelVersion | None, list[str]] = defaultdict(list)
         for d in devices:
-            groups[state.previous.get(d)].append(d)
+            previous = state.previous.get(d)
+            groups[previous if isinstance(previous, ModelVersion) else None].append(d)
         out: dict[str, float | None] = {}
         for previous, group in groups.items():
             reference = await self._reference_accuracy(previous or record.target)

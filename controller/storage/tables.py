@@ -74,6 +74,10 @@ devices = sa.Table(
     sa.Column("previous_model", sa.String(128)),
     sa.Column("previous_version", sa.Integer),
     sa.Column("previous_sha256", sa.String(64)),
+    # revision 0018: the agent's self-update as last reported (``agent_update``): the agent
+    # version it was last asked for and where that stands (probation, current, failed, ...)
+    sa.Column("agent_update_target", sa.String(64)),
+    sa.Column("agent_update_state", sa.String(32)),
 )
 
 
@@ -117,8 +121,9 @@ rollouts = sa.Table(
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
               autoincrement=True),
     sa.Column("name", sa.String(128), nullable=False),
-    sa.Column("model", sa.String(128), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
+    # revision 0018: NULL for an agent rollout (its agent version is in spec_json)
+    sa.Column("model", sa.String(128)),
+    sa.Column("version", sa.Integer),
     sa.Column("spec_json", sa.Text, nullable=False),
     sa.Column("state_json", sa.Text, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),

@@ -769,7 +769,7 @@
           throw err;
         }
         fill(rollouts, table(["Rollout", "Version", "Status", ["Wave", "num"], "Progress", ["Active", "num"], "Created"], list.map((r) => h("tr", {},
-          td(link(`#/rollouts/${encodeURIComponent(r.id)}`, r.name || `#${r.id}`)), td(`${r.model}:${r.version}`, "mono"),
+          td(link(`#/rollouts/${encodeURIComponent(r.id)}`, r.name || `#${r.id}`)), td(r.kind === "agent" ? `agent ${r.agent_version}` : `${r.model}:${r.version}`, "mono"),
           td(rolloutStatus(r.status)), td(`${Math.max(r.wave, 0)}/${r.wave_count}`, "num"),
           td(progressBar([[r.active, "ok"], [Math.max(0, r.sent - r.active), "busy"]], r.targets)),
           td(`${r.active}/${r.targets}`, "num"), td(fmt.ago(r.created_at)))), { empty: "No rollouts yet: `edgewise rollout start`." }));
@@ -809,7 +809,7 @@
         }
         fill(head, h("div", { class: "device-title" }, h("h1", { text: r.name || `rollout ${r.id}` }), rolloutStatus(r.status)),
           h("dl", { class: "facts" },
-            h("dt", { text: "Version" }), h("dd", { class: "mono" }, link(`#/models/${encodeURIComponent(r.model)}`, `${r.model}:${r.version}`)),
+            h("dt", { text: "Version" }), h("dd", { class: "mono" }, r.kind === "agent" ? `agent ${r.agent_version}` : link(`#/models/${encodeURIComponent(r.model)}`, `${r.model}:${r.version}`)),
             h("dt", { text: "Progress" }), h("dd", { "data-testid": "rollout-progress" }, progressBar([[r.active, "ok"], [Math.max(0, r.sent - r.active), "busy"]], r.targets), ` ${r.active}/${r.targets} devices run it · wave ${Math.max(r.wave, 0)} of ${r.wave_count}`),
             h("dt", { text: "Selector" }), h("dd", { class: "mono", text: (r.spec && r.spec.selector) || "(every device)" }),
             h("dt", { text: "Created" }), h("dd", { text: `${fmt.time(r.created_at)} by ${r.created_by || "–"}` }),

@@ -40,6 +40,8 @@ def test_decisions() -> None:
     assert decide("3.0", "1.0", staged, {}) is Action.STAGE  # a newer order replaces it
     probation = Journal(Phase.PROBATION, "a", trial="b", trial_version="2.0")
     assert decide("3.0", "1.0", probation, {}) is Action.BUSY
+    # the new agent itself, before its launcher committed it: not "current" yet
+    assert decide("2.0", "2.0", probation, {}) is Action.ON_PROBATION
 
 
 def test_a_staged_version_that_does_not_run_at_rest_failed_its_probation() -> None:
@@ -144,6 +146,27 @@ def test_a_signed_bundle_is_downloaded_verified_and_staged(
     assert root.slot_version("b") == "2.0"
     memory = json.loads((tmp_path / "data" / "agent-update.json").read_text())
     assert memory == {"staged": "2.0", "failed": {}}
+
+
+def test_what_it_staged_is_remembered_before_the_launcher_can_switch(
+        tmp_path: Path, key: tuple[bytes, bytes, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher stops this agent within a second of ``staged``: if the agent had not yet
+    written down what it staged, the restored old agent would not know the version failed
+    and would stage it again and again."""
+    data = bundle("v2")
+    signed, ref = signed_bundle(key, data)
+    memory_file = tmp_path / "data" / "agent-update.json"
+    seen: list[Any] = []
+    real_stage = SlotRoot.stage
+
+    def stage(self: SlotRoot, *args: Any) -> Any:
+        seen.append(json.loads(memory_file.read_text()) if memory_file.exists() else None)
+        return real_stage(self, *args)
+
+    monkeypatch.setattr(SlotRoot, "stage", stage)
+    update, _ = run(tmp_path, key, signed, data, ref)
+    assert update.state == "staged", update.last_error
+    assert seen == [{"staged": "2.0", "failed": {}}]
 
 
 def test_the_running_version_is_not_staged_again(tmp_path: Path,
