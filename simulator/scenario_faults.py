@@ -41,7 +41,7 @@ async def rollout(run: ScenarioRun, e: Event, ids: list[str], what: str) -> None
     await run._deploy(model, version, ids)
     run.say(f"rollout of {model}:{version} ({result.report['estimator']}) to {len(ids)} "
              f"devices ({what})")
-    run.spawn(_watch_rollout(run, model, version, ids, run.t()))
+    run.spawn(_watch_rollout(run, model, version, ids, run.t()), settle_awaits=True)
 
 
 async def _watch_rollout(run: ScenarioRun, model: str, version: int, ids: list[str], since: float) -> None:

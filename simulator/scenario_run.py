@@ -179,6 +179,7 @@ class ScenarioRun:
         self.t0_wall = 0.0
         self._warnings = _WarningCounter()
         self._background: set[asyncio.Task[Any]] = set()
+        self._watches: set[asyncio.Task[Any]] = set()  # rollouts awaited by settle()
         self._full_disk: set[str] = set()
         self.device_clock = SkewedClock()
 
@@ -189,10 +190,15 @@ class ScenarioRun:
         self.report.note(self.t(), text)
         self.o.progress(f"t={self.t():7.2f}s  {text}")
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any, *, settle_awaits: bool = False) -> None:
+        """Run ``coro`` beside the timeline; with ``settle_awaits`` the run's settling waits for
+        it too (within the settle timeout), so a rollout deployed late still reports."""
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        if settle_awaits:
+            self._watches.add(task)
+            task.add_done_callback(self._watches.discard)
 
     @property
     def live(self) -> list[EdgeAgent]:
@@ -401,6 +407,8 @@ class ScenarioRun:
             await asyncio.sleep(0.2)
         # acknowledged means committed at the controller: nothing more to wait for
         drained = await self.fleet.wait_delivered(max(1.0, deadline - time.monotonic()))
+        if self._watches:  # a rollout still converging (a loaded machine): it reports when done
+            await asyncio.wait(set(self._watches), timeout=max(0.1, deadline - time.monotonic()))
         if drained:
             self.say("fleet settled: every record made during the timeline acknowledged")
             return

@@ -317,10 +317,13 @@ def test_valid_traffic_after_garbage_is_stored_acknowledged_and_served(
 
 
 def test_unstorable_messages_are_dropped_and_do_not_block_other_devices(
-        broker: BrokerProcess, tmp_path: Path, iris_models: IrisModels) -> None:
+        fresh_broker: BrokerProcess, tmp_path: Path, iris_models: IrisModels) -> None:
     """Integers past SQL's 64-bit range: in protocol fields (seq, versions) they are malformed
     and dropped; in a free-form record field the record is kept with that column empty (the
-    value stays in its JSON payload). Neither is retried forever nor blocks other devices."""
+    value stays in its JSON payload). Neither is retried forever nor blocks other devices.
+    A broker of its own: this module's controller still runs the fleet on the shared one, and a
+    second controller (another database) on its topic root refuses to start."""
+    broker = fresh_broker
     ctl = _start(broker, tmp_path / "controller", iris_models)
     probe = MqttProbe(broker)
     try:

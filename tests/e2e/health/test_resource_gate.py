@@ -25,7 +25,10 @@ from tests.harness.waiting import wait_for_async
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-GATES = {"max_memory_increase": "50%", "min_reporting_share": 1.0}
+# three agents share this process, so a session's measured cost includes what the others
+# allocated meanwhile: an equal-cost version once measured +58% in a full run. The bound sits
+# between that noise and the heavy version's +150-250%.
+GATES = {"max_memory_increase": "100%", "min_reporting_share": 1.0}
 
 
 @pytest.fixture
