@@ -203,9 +203,10 @@ class ControllerClient:
     def apply_retention(self, days: float | None, rows: int | None) -> dict[str, Any]:
         return self._call("POST", "/data/retention", json={"days": days, "rows": rows})
 
-    def telemetry_count(self, device_id: str | None = None) -> int:
+    def telemetry_count(self, device_id: str | None = None, kind: str | None = None) -> int:
+        """Telemetry records stored (of one device, of one kind); records, not predictions."""
         return int(self._call("GET", "/telemetry/count",
-                              params=_params(device_id=device_id))["count"])
+                              params=_params(device_id=device_id, kind=kind))["count"])
 
     # -- deployments and rollouts ------------------------------------------------------------------
 

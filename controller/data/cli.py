@@ -65,7 +65,7 @@ def export(ctx: click.Context, model: str, since: str | None, selector: str | No
     """Write MODEL[:VERSION]'s predictions as a training set: one row per prediction with the
     device, its labels, version, times, prediction, probability, the true label when known and
     the inputs (one column per feature of the manifest; recorded by agents with
-    telemetry_columnar).
+    telemetry_columnar, the default).
 
     Example: edgewise data export iris:3 --since 7d --labelled-only --out iris.parquet
 

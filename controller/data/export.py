@@ -7,7 +7,7 @@ at the controller), ``prediction_id``, ``ts`` (when the device predicted, Unix s
 the model gives scores), ``label`` (the true label from feedback, when it came back), then one
 column per input feature, named as in the manifest (``feature_names``, or the input schema's
 fields). Inputs are known for predictions recorded columnar (agents with
-``telemetry_columnar``); for the others those columns are empty.
+``telemetry_columnar``, the default); for the others those columns are empty.
 
 Both forms of prediction records are read: a ``prediction`` row is one prediction; a
 ``predictions`` row holds many as arrays (edge_agent/telemetry/records.py) and becomes as many

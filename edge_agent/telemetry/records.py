@@ -6,8 +6,9 @@ bodies at the next flush, off the prediction path.
 
 Two forms of prediction records:
 
-- one ``prediction`` record per prediction (the default, what every controller reads);
-- ``columnar``: one ``predictions`` record per flush and model version, its predictions as
+- one ``prediction`` record per prediction (``telemetry_columnar = false``, what every
+  controller reads);
+- ``columnar`` (the agent's default): one ``predictions`` record per flush and model version, its predictions as
   arrays (one outbox row, one seq and one controller row for many predictions), with the
   input rows the model saw, so the collected data can be exported as a training set::
 
@@ -23,7 +24,8 @@ Two forms of prediction records:
   ``confidence_f32`` is left out for a model without scores; a model with an input schema has
   ``inputs`` (the rows as JSON, in field order) instead of ``inputs_f32``; neither when the
   inputs cannot be written.
-  Controllers read this kind from the release that added it on (upgrade them first).
+  Controllers read this kind from the release that added it on (an older one's devices record
+  per prediction).
 """
 
 from __future__ import annotations
