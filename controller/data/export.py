@@ -7,7 +7,9 @@ at the controller), ``prediction_id``, ``ts`` (when the device predicted, Unix s
 the model gives scores), ``label`` (the true label from feedback, when it came back), then one
 column per input feature, named as in the manifest (``feature_names``, or the input schema's
 fields). Inputs are known for predictions recorded columnar (agents with
-``telemetry_columnar``, the default); for the others those columns are empty.
+``telemetry_columnar``, the default); for the others those columns are empty. A
+``sample_share`` column follows ``label`` when the export samples or a record was sampled on its
+device (its ``share``): a row stands for 1/sample_share predictions.
 
 Both forms of prediction records are read: a ``prediction`` row is one prediction; a
 ``predictions`` row holds many as arrays (edge_agent/telemetry/records.py) and becomes as many
