@@ -167,7 +167,10 @@ def sampling_set(ctx: click.Context, selector: str, share: float, as_json: bool)
 @json_option
 @click.pass_context
 def sampling_list(ctx: click.Context, as_json: bool) -> None:
-    """The shares set, oldest first."""
+    """The shares set, oldest first.
+
+    Example: edgewise data sampling list
+    """
     try:
         rules = client_from(ctx).sampling_shares()
     except ControllerClientError as exc:
@@ -181,7 +184,10 @@ def sampling_list(ctx: click.Context, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def sampling_clear(ctx: click.Context, selector: str, as_json: bool) -> None:
-    """Remove a group's share: its devices go back to their own prediction_sample_rate."""
+    """Remove a group's share: its devices go back to their own prediction_sample_rate.
+
+    Example: edgewise data sampling clear --selector group=berlin
+    """
     try:
         result = client_from(ctx).clear_sampling_share(selector)
     except ControllerClientError as exc:
