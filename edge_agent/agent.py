@@ -90,6 +90,7 @@ from edgewise_wire import (
     Presence,
     ProtocolError,
     Reported,
+    SamplingOrder,
     decode,
     encode,
 )
@@ -160,6 +161,9 @@ class EdgeAgent:
         # -- monitoring
         self.monitor = ModelMonitor(config.metrics_window_s, config.device_id)
         self._sampler = random.Random()
+        # the share of prediction records this device's group keeps, set from the controller
+        # (its retained "sampling" order); None: the local prediction_sample_rate applies
+        self.sample_share: float | None = None
         # -- device health: sampled in the telemetry loop, one "health" record per window;
         # health_sources: a test's or the simulator's fake /proc and /sys
         self.health: AgentHealth | None = None
@@ -395,7 +399,8 @@ class EdgeAgent:
         # the probability of each predicted label, kept for the feedback's log loss and Brier
         top = out.scores.max(axis=1) if out.scores is not None else None
         self._recent.remember(first, labels, model, version, top)
-        sample_rate = self.config.prediction_sample_rate
+        sample_rate = self.sample_share if self.sample_share is not None \
+            else self.config.prediction_sample_rate
         if sample_rate >= 1.0:
             sampled: range | list[int] = range(n)
         else:
@@ -405,7 +410,7 @@ class EdgeAgent:
             confidences = top.tolist() if top is not None else None
             self._pending_records.append(CallRecords(
                 self._clock(), model, version, first, per_row_ms, labels, confidences, sampled,
-                rows if self._columnar else None))
+                rows if self._columnar else None, sample_rate))
         prefix = self._boot_id + "-"
         self.predictions_served += n
         live = self.experiment
@@ -483,6 +488,7 @@ class EdgeAgent:
         if self.log_ring is not None:
             self.link.subscribe(self.topic(DeviceChannel.LOGS_REQUEST))
         self.link.subscribe(self.topic(DeviceChannel.EXPERIMENT))
+        self.link.subscribe(self.topic(DeviceChannel.SAMPLING))
         self.link.publish(self.topic(DeviceChannel.PRESENCE),
                           encode(Presence(online=True, ts=self._clock(),
                                           agent_version=self.agent_version)), retain=True)
@@ -530,12 +536,21 @@ class EdgeAgent:
                     self._send_logs(decode(payload, LogsRequest))
                 elif parsed.channel is DeviceChannel.EXPERIMENT:
                     self.experiments.on_order(decode(payload, ExperimentOrder))
+                elif parsed.channel is DeviceChannel.SAMPLING:
+                    self._on_sampling(decode(payload, SamplingOrder))
                 else:
                     self._drop("unexpected_topic", topic)
             else:
                 self._drop("unexpected_topic", topic)
         except ProtocolError as exc:
             self._drop("malformed", f"{topic}: {exc}")
+
+    def _on_sampling(self, order: SamplingOrder) -> None:
+        if order.share != self.sample_share:
+            log.info("%s: prediction records kept: %s (%s)", self.device_id,
+                     "local rate" if order.share is None else order.share,
+                     order.selector or "controller")
+        self.sample_share = order.share
 
     def _send_logs(self, request: LogsRequest) -> None:
         """Reply with the recent log lines asked for (qos 0: a lost reply is asked again)."""

@@ -64,9 +64,9 @@ class AgentConfig:
     prediction_sample_rate: float = 1.0
     # one "predictions" record per flush and model version (arrays, with the input rows)
     # instead of one "prediction" record per prediction: far less per prediction on the device
-    # and at the controller, and the inputs for `edgewise data export`. Off by default: only
-    # controllers from the release that added it read it (upgrade them first)
-    telemetry_columnar: bool = False
+    # and at the controller, and the inputs for `edgewise data export`. false keeps the
+    # per-prediction form, for a controller older than the release that reads "predictions"
+    telemetry_columnar: bool = True
     # device health (docs/monitoring.md, "Device health"): the process and the board are
     # sampled every health_sample_s and summarised per metrics_window_s into a "health" record;
     # 0 turns sampling off (a shorter metrics window is sampled once). log_ring_lines: recent log lines kept for `edgewise device logs`,

@@ -440,9 +440,34 @@ class LogsReply(Message):
                    get_int(d, "dropped", minimum=0))
 
 
+@dataclass(frozen=True)
+class SamplingOrder(Message):
+    """Controller -> agent, retained on the device's ``sampling`` topic: the share of its
+    predictions whose records the device keeps, set by the operator for a group of devices
+    (``edgewise data sampling set``). ``share`` None: the agent's own
+    ``prediction_sample_rate`` applies again. ``selector``: the group it was set for (shown
+    only)."""
+
+    TYPE: ClassVar[str] = "sampling"
+    share: float | None
+    selector: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {"share": self.share, "selector": self.selector}
+
+    @classmethod
+    def from_body(cls, d: dict[str, Any]) -> SamplingOrder:
+        share = get_float(d, "share", optional=True)
+        if share is not None and not 0.0 < share <= 1.0:
+            raise SchemaError(f"field 'share' must be within (0, 1], got {share!r}")
+        selector = d.get("selector", "")
+        return cls(share, get_str(d, "selector", max_len=1024) if selector else "")
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls for cls in (Presence, ControllerPresence, Desired, DesiredAgent, Reported,
-                              TelemetryBatch, Ack, ArtifactRequest, LogsRequest, LogsReply)
+                              TelemetryBatch, Ack, ArtifactRequest, LogsRequest, LogsReply,
+                              SamplingOrder)
 }
 
 
@@ -523,6 +548,7 @@ __all__ = [
     "Desired",
     "LogsReply",
     "LogsRequest",
+    "SamplingOrder",
     "Manifest",
     "Message",
     "ModelRef",

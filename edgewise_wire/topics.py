@@ -16,6 +16,8 @@ by ``topic_root`` on both sides and checked by :func:`validate_topic_root`)::
     {root}/dev/{device_id}/logs/req     controller -> agent   (recent log lines, please)
     {root}/dev/{device_id}/logs         agent -> controller   (the reply)
     {root}/dev/{device_id}/experiment   controller -> agent   retained (a shadow or A/B order)
+    {root}/dev/{device_id}/sampling     controller -> agent   retained (the share of prediction
+                                        records its group keeps)
     {root}/art/{sha256}/{chunk_index}   controller -> agents (broadcast)
     {root}/trust/keys                   controller -> agents  retained (signing keys to trust)
     {root}/controller/presence          controller -> controllers  retained, last will (which
@@ -55,6 +57,7 @@ class DeviceChannel(str, Enum):
     LOGS_REQUEST = "logs/req"
     LOGS = "logs"
     EXPERIMENT = "experiment"
+    SAMPLING = "sampling"
 
 
 DEVICE_ID_RULE = ("1-64 characters of letters, digits, '_', '-' or '.', starting with a letter "

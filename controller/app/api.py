@@ -35,6 +35,7 @@ from controller.monitoring.api import alerts_router, metrics_router, retrain_run
 from controller.monitoring.drift_api import drift_router
 from controller.rest import API, MAX_FORM_OVERHEAD, MAX_JSON_BODY, MAX_JSON_DEPTH
 from controller.rollouts.api import deployments_router, rollouts_router
+from controller.sampling.api import sampling_router
 from controller.security.approvals_api import approvals_router
 from controller.security.auth import ApiAuth, auth_router, check_exposure
 from controller.security.enroll_api import enroll_router
@@ -66,6 +67,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(fleet_router(c.fleet_views, c.health))
     app.include_router(telemetry_router(c.telemetry.count))
     app.include_router(data_router(c.db, c.registry.get_manifest, admin))
+    app.include_router(sampling_router(c.sampling, admin))
     app.include_router(deployments_router(c.deployments, c.deployment_views, admin))
     app.include_router(rollouts_router(c.rollouts, admin))
     app.include_router(experiments_router(c.experiments, admin))

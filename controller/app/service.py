@@ -50,6 +50,8 @@ from controller.rollouts.deployment_views import DeploymentViews
 from controller.rollouts.deployments import Deployments
 from controller.rollouts.runner import RolloutRunner
 from controller.rollouts.store import LIVE
+from controller.sampling.publisher import SamplingPublisher
+from controller.sampling.store import SamplingStore
 from controller.security.desired_signer import DesiredSigner, ensure_signing_key
 from controller.security.key_publisher import KeyUpdatePublisher
 from controller.security.signing_keys import SigningKeys
@@ -58,6 +60,9 @@ from controller.web.health import FleetHealth
 from edgewise_wire import ControllerPresence, Manifest, ProbationPolicy
 
 log = logging.getLogger("edgewise.controller")
+# how often the leader compares each device's sampling order with its group's share (a rule
+# set, a new device or changed labels reach the devices within this)
+SAMPLING_RECONCILE_S = 1.0
 
 
 class Controller:
@@ -149,6 +154,11 @@ class Controller:
             self.experiment_store, self.registry.get_manifest, self.devices.rows,
             self._devices_in_live_rollouts, self.bridge.publish_experiment, self.signer.envelope,
             self.rollouts.create, resign_after_s=config.manifest_ttl_s / 2)
+        # per-group sampling on the devices: the shares set per selector, each device's order
+        self.sampling = SamplingStore(self.db)
+        self.sampling_publisher = SamplingPublisher(
+            self.sampling, lambda: {d: row.labels for d, row in self.devices.rows().items()},
+            self.bridge.publish_sampling)
         # read models of the views
         self.fleet_views = FleetViews(self.db)
         self.model_views = ModelViews(self.db, self.registry)
@@ -182,6 +192,19 @@ class Controller:
             except Exception:
                 log.exception("refreshing experiment orders failed")
 
+    async def _sampling_loop(self) -> None:
+        """The leader sends each device the sampling share of its group when it changes."""
+        while True:
+            if self.lease.held and self.bridge.link.connected:
+                try:
+                    publisher = self.sampling_publisher
+                    publisher.send(await asyncio.to_thread(publisher.changes))
+                except Exception:
+                    log.exception("publishing sampling orders failed")
+            else:
+                self.sampling_publisher.forget()  # send them all again once leading
+            await asyncio.sleep(SAMPLING_RECONCILE_S)
+
     async def start(self) -> None:
         # refuses (RootTaken) before anything is subscribed or published for the fleet
         await claim_root(self.config.broker, self.config.topic_root, self.instance,
@@ -192,10 +215,12 @@ class Controller:
         await self.rollouts.start()
         self._key_task = asyncio.create_task(self.key_updates.run())
         self._experiment_task = asyncio.create_task(self._experiment_loop())
+        self._sampling_task = asyncio.create_task(self._sampling_loop())
         log.info("controller connected to broker %s, database %s", self.config.broker, self.db)
 
     async def stop(self) -> None:
-        for task in (self._key_task, getattr(self, "_experiment_task", None)):
+        for task in (self._key_task, getattr(self, "_experiment_task", None),
+                     getattr(self, "_sampling_task", None)):
             if task is not None:
                 task.cancel()
         await self.monitoring.stop()

@@ -200,12 +200,23 @@ class ControllerClient:
                 f"cannot reach the controller at {self.base_url} ({exc}); is "
                 "`edgewise controller serve` running? Set --controller or EDGEWISE_URL.") from None
 
+    def sampling_shares(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/data/sampling"))
+
+    def set_sampling_share(self, selector: str, share: float) -> dict[str, Any]:
+        return dict(self._call("PUT", "/data/sampling",
+                               json={"selector": selector, "share": share}))
+
+    def clear_sampling_share(self, selector: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", "/data/sampling", params={"selector": selector}))
+
     def apply_retention(self, days: float | None, rows: int | None) -> dict[str, Any]:
         return self._call("POST", "/data/retention", json={"days": days, "rows": rows})
 
-    def telemetry_count(self, device_id: str | None = None) -> int:
+    def telemetry_count(self, device_id: str | None = None, kind: str | None = None) -> int:
+        """Telemetry records stored (of one device, of one kind); records, not predictions."""
         return int(self._call("GET", "/telemetry/count",
-                              params=_params(device_id=device_id))["count"])
+                              params=_params(device_id=device_id, kind=kind))["count"])
 
     # -- deployments and rollouts ------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""`edgewise data export` and `edgewise data retention`: the fleet's predictions as a training
-set, and how long telemetry is kept. Both are REST calls (``controller/data/api.py``); the
+"""`edgewise data export`, `edgewise data retention` and `edgewise data sampling`: the fleet's
+predictions as a training set, how long telemetry is kept, and the share of prediction records
+each group of devices keeps. Both are REST calls (``controller/data/api.py``); the
 export is streamed into the file as the controller reads it."""
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def export(ctx: click.Context, model: str, since: str | None, selector: str | No
     """Write MODEL[:VERSION]'s predictions as a training set: one row per prediction with the
     device, its labels, version, times, prediction, probability, the true label when known and
     the inputs (one column per feature of the manifest; recorded by agents with
-    telemetry_columnar).
+    telemetry_columnar, the default).
 
     Example: edgewise data export iris:3 --since 7d --labelled-only --out iris.parquet
 
@@ -134,6 +135,64 @@ def retention(ctx: click.Context, days: float | None, rows: int | None, as_json:
     emit(result, as_json, lambda d: (f"deleted {d['deleted']:,} telemetry rows "
                                      f"({d['deleted_by_age']:,} by age, {d['deleted_by_rows']:,}"
                                      f" by count); {d['kept']:,} kept"))
+
+
+@data.group("sampling")
+def sampling() -> None:
+    """The share of prediction records each group of devices keeps, set here and delivered to
+    the devices (over their own prediction_sample_rate). Exports scale counts by it."""
+
+
+@sampling.command("set")
+@click.option("--selector", required=True, help="The group: a label selector, e.g. "
+              "'group=berlin' ('' for every device).")
+@click.option("--share", required=True, type=click.FloatRange(0, 1, min_open=True),
+              help="The share of predictions whose records the devices keep (0.1: one in ten).")
+@json_option
+@click.pass_context
+def sampling_set(ctx: click.Context, selector: str, share: float, as_json: bool) -> None:
+    """Set a group's share; where several groups match a device, the one set last applies.
+
+    Example: edgewise data sampling set --selector group=berlin --share 0.1
+    """
+    try:
+        rule = client_from(ctx).set_sampling_share(selector, share)
+    except ControllerClientError as exc:
+        fail(str(exc))
+    emit(rule, as_json, lambda d: f"devices matching {d['selector'] or '(all)'!s} keep "
+                                  f"{d['share']:g} of their prediction records")
+
+
+@sampling.command("list")
+@json_option
+@click.pass_context
+def sampling_list(ctx: click.Context, as_json: bool) -> None:
+    """The shares set, oldest first.
+
+    Example: edgewise data sampling list
+    """
+    try:
+        rules = client_from(ctx).sampling_shares()
+    except ControllerClientError as exc:
+        fail(str(exc))
+    emit(rules, as_json, lambda rs: "\n".join(
+        f"{r['selector'] or '(all)'}\t{r['share']:g}" for r in rs) or "no sampling shares set")
+
+
+@sampling.command("clear")
+@click.option("--selector", required=True, help="The group whose share to remove.")
+@json_option
+@click.pass_context
+def sampling_clear(ctx: click.Context, selector: str, as_json: bool) -> None:
+    """Remove a group's share: its devices go back to their own prediction_sample_rate.
+
+    Example: edgewise data sampling clear --selector group=berlin
+    """
+    try:
+        result = client_from(ctx).clear_sampling_share(selector)
+    except ControllerClientError as exc:
+        fail(str(exc))
+    emit(result, as_json, lambda d: f"cleared the sampling share of {d['selector'] or '(all)'}")
 
 
 COMMANDS = [data]

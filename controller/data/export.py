@@ -7,7 +7,9 @@ at the controller), ``prediction_id``, ``ts`` (when the device predicted, Unix s
 the model gives scores), ``label`` (the true label from feedback, when it came back), then one
 column per input feature, named as in the manifest (``feature_names``, or the input schema's
 fields). Inputs are known for predictions recorded columnar (agents with
-``telemetry_columnar``); for the others those columns are empty.
+``telemetry_columnar``, the default); for the others those columns are empty. A
+``sample_share`` column follows ``label`` when the export samples or a record was sampled on its
+device (its ``share``): a row stands for 1/sample_share predictions.
 
 Both forms of prediction records are read: a ``prediction`` row is one prediction; a
 ``predictions`` row holds many as arrays (edge_agent/telemetry/records.py) and becomes as many
@@ -181,7 +183,10 @@ class Exporter:
                    ("received_at", pa.float64()), ("latency_ms", pa.float64()),
                    ("prediction", self.label_type), ("probability", pa.float64()),
                    ("label", self.label_type)]
-        if query.sampling is not None:
+        # a row stands for 1/sample_share predictions: the export's sampling times the
+        # device's (a columnar record sampled on the device states its "share")
+        self.with_share = query.sampling is not None or self._sampled_on_devices()
+        if self.with_share:
             fields.append(("sample_share", pa.float64()))
         taken = {name for name, _ in fields}
         fields += [(f if f not in taken else f"input.{f}", t)
@@ -221,6 +226,16 @@ class Exporter:
                 out[str(pid)] = truth
         return out
 
+    def _sampled_on_devices(self) -> bool:
+        """Whether any of the model's columnar records was sampled on its device."""
+        t = telemetry.c
+        q = sa.select(t.seq).where(t.kind == "predictions", t.model == self.query.model,
+                                   t.payload_json.like('%"share":%')).limit(1)
+        if self.query.version is not None:
+            q = q.where(t.version == self.query.version)
+        with self.db.read() as conn:
+            return conn.execute(q).first() is not None
+
     def _records(self) -> Iterator[Any]:
         t = telemetry.c
         q = sa.select(t.device_id, t.epoch, t.seq, t.kind, t.ts, t.model, t.version,
@@ -257,7 +272,7 @@ class Exporter:
                 continue
             if not isinstance(body, dict):
                 continue
-            share = 1.0
+            share = 1.0  # the export's sampling of this device's group
             if sampling is not None:
                 share = sampling.share_of(self._device_labels.get(r.device_id, {}))
             if r.kind == "prediction":
@@ -270,9 +285,10 @@ class Exporter:
                     continue
                 cols.add_one(r, pid, body, label, body.get("inputs"), share)
             else:
-                fast = self._columnar(r, body, share) if self.numeric_inputs else None
+                kept = share * _device_share(body)
+                fast = self._columnar(r, body, share, kept) if self.numeric_inputs else None
                 if fast is None:
-                    cols.add_many(r, body, truth, labelled_only, sampling, share)
+                    cols.add_many(r, body, truth, labelled_only, sampling, share, kept)
                 elif fast.num_rows:
                     if cols.n:
                         built.append(self._batch(cols))
@@ -294,7 +310,7 @@ class Exporter:
         table = self.pa.Table.from_batches(built, schema=self.schema).combine_chunks()
         return table.to_batches()[0]
 
-    def _columnar(self, r: Any, body: dict[str, Any], share: float) -> Any:
+    def _columnar(self, r: Any, body: dict[str, Any], share: float, kept: float) -> Any:
         """A ``predictions`` record with float32 inputs (or none) as a record batch, or None
         for a record this path does not read (the row path then reads what it can)."""
         pa = self.pa
@@ -348,8 +364,8 @@ class Exporter:
                    _repeat(pa, float(r.received_at), k, pa.float64()),
                    pa.array(lat, pa.float64(), from_pandas=True), prediction,
                    pa.array(conf, pa.float64(), from_pandas=True), label]
-        if self.query.sampling is not None:
-            arrays.append(_repeat(pa, share, k, pa.float64()))
+        if self.with_share:
+            arrays.append(_repeat(pa, kept, k, pa.float64()))
         for i in range(len(self.features)):
             arrays.append(pa.array(x[:, i], pa.float64(), from_pandas=True) if x is not None
                           else pa.nulls(k, pa.float64()))
@@ -370,7 +386,7 @@ class Exporter:
                    self._labels_array(c.prediction),
                    _float_array(pa, c.probability),
                    self._labels_array(c.label)]
-        if self.query.sampling is not None:
+        if self.with_share:
             arrays.append(pa.array(c.share, pa.float64()))
         for i, t in enumerate(self.feature_types):
             column = c.inputs[i]
@@ -441,7 +457,10 @@ class _Columns:
             self.inputs[i].append(row[i] if row is not None else None)
 
     def add_many(self, r: Any, body: dict[str, Any], truth: dict[str, Any],
-                 labelled_only: bool, sampling: Sampling | None, share: float) -> None:
+                 labelled_only: bool, sampling: Sampling | None, share: float,
+                 kept: float) -> None:
+        """``share``: the export's sampling; ``kept``: the share a row stands for (the
+        export's times the device's)."""
         pids: Any = body.get("pid")
         labels = body.get("labels")
         n = len(pids) if isinstance(pids, list) else 0
@@ -478,7 +497,7 @@ class _Columns:
             cols = [[c[i] for i in keep] for c in cols]
         k = len(keep)
         self._keys(r, k)
-        self.share.extend([share] * k)
+        self.share.extend([kept] * k)
         self.pid.extend(ids)
         self.ts.extend(t)
         self.latency.extend(lat)
@@ -700,3 +719,12 @@ def stream(exporter: Exporter, fmt: str) -> Iterator[bytes]:
     writer.close()
     if chunks:
         yield b"".join(chunks)
+
+
+def _device_share(body: dict[str, Any]) -> float:
+    """The share of predictions the device kept records of when it wrote this columnar record
+    (its group's sampling, set from the controller, or its own prediction_sample_rate)."""
+    share = body.get("share", 1.0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 < share <= 1.0:
+        return 1.0
+    return float(share)

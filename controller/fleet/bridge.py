@@ -46,6 +46,7 @@ from edgewise_wire import (
     Presence,
     ProtocolError,
     Reported,
+    SamplingOrder,
     decode,
     encode,
 )
@@ -185,6 +186,11 @@ class ControllerBridge:
         if order.candidate is not None:
             self.chunks.offer(order.candidate.artifact)
         self.link.publish(device_topic(device_id, DeviceChannel.EXPERIMENT, root=self.root),
+                          encode(order), retain=True)
+
+    def publish_sampling(self, device_id: str, order: SamplingOrder) -> None:
+        """The share of prediction records the device's group keeps (retained)."""
+        self.link.publish(device_topic(device_id, DeviceChannel.SAMPLING, root=self.root),
                           encode(order), retain=True)
 
     def publish_desired_agent(self, device_id: str, desired: DesiredAgent) -> None:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from controller.errors import ConflictError, NotFoundError
+from controller.fleet.prediction_sums import predictions_count
 from controller.fleet.versions import ModelVersion
 from controller.storage.db import Database
 from controller.storage.tables import (
@@ -221,7 +222,7 @@ class FleetStore:
         agg = (
             sa.select(
                 t.device_id,
-                sa.func.count(sa.case((t.kind == "prediction", 1))).label("predictions"),
+                predictions_count().label("predictions"),
                 sa.func.count(t.correct).label("feedback"),
                 sa.func.sum(sa.case((t.correct == sa.true(), 1), else_=0)).label("hits"),
             )

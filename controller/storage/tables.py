@@ -44,6 +44,16 @@ agent_versions = sa.Table(
 )
 
 
+# revision 0017: the share of prediction records each group of devices keeps
+# (controller/sampling), one row per label selector
+sampling_shares = sa.Table(
+    "sampling_shares", metadata,
+    sa.Column("selector", sa.String(1024), primary_key=True),
+    sa.Column("share", sa.Float, nullable=False),
+    sa.Column("set_at", sa.Float, nullable=False),
+)
+
+
 devices = sa.Table(
     "devices", metadata,
     sa.Column("device_id", sa.String(128), primary_key=True),

@@ -6,8 +6,9 @@ bodies at the next flush, off the prediction path.
 
 Two forms of prediction records:
 
-- one ``prediction`` record per prediction (the default, what every controller reads);
-- ``columnar``: one ``predictions`` record per flush and model version, its predictions as
+- one ``prediction`` record per prediction (``telemetry_columnar = false``, what every
+  controller reads);
+- ``columnar`` (the agent's default): one ``predictions`` record per flush and model version, its predictions as
   arrays (one outbox row, one seq and one controller row for many predictions), with the
   input rows the model saw, so the collected data can be exported as a training set::
 
@@ -18,12 +19,16 @@ Two forms of prediction records:
      "confidence_f32": "<base64 float32 x n>",
      "n_features": 4, "inputs_f32": "<base64 float32, n rows x n_features, row-major>"}
 
+  ``share`` (left out when 1): the share of the predictions whose records were kept when these
+  ran (the device's group sampling, or its ``prediction_sample_rate``); a run of calls under
+  another share is another record.
   A prediction's id is ``<boot>-<pid>``, as in the per-prediction form; ``calls`` gives each
   call's row count, time and latency per row, in order (their counts add up to ``n``).
   ``confidence_f32`` is left out for a model without scores; a model with an input schema has
   ``inputs`` (the rows as JSON, in field order) instead of ``inputs_f32``; neither when the
   inputs cannot be written.
-  Controllers read this kind from the release that added it on (upgrade them first).
+  Controllers read this kind from the release that added it on (an older one's devices record
+  per prediction).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class CallRecords:
     confidences: list[float] | None
     sampled: range | list[int]  # the rows whose records are kept
     inputs: Any = None  # the rows the model saw (a float32 array or a RecordBatch); columnar
+    share: float = 1.0  # the share of predictions whose records were kept when it ran
 
 
 _json = json.JSONEncoder(separators=(",", ":")).encode  # what the outbox stores records as
@@ -103,7 +109,8 @@ def _encode_columnar(pending: list[dict[str, Any] | CallRecords], boot_id: str) 
     run: list[CallRecords] = []
     for item in pending:
         if isinstance(item, CallRecords):
-            if run and (run[0].model, run[0].version) != (item.model, item.version):
+            if run and (run[0].model, run[0].version, run[0].share) != \
+                    (item.model, item.version, item.share):
                 bodies.append(_columnar(run, boot_id))
                 run = []
             run.append(item)
@@ -160,6 +167,8 @@ def _columnar(calls: list[CallRecords], boot_id: str) -> str:
         "kind": "predictions", "ts": last.ts, "model": last.model, "version": last.version,
         "n": n, "boot": boot_id, "pid": pid, "calls": segments,
         "latency_ms": total_ms / n if n else 0.0, "labels": labels}
+    if last.share < 1.0:  # a sample: each record kept stands for 1/share predictions
+        record["share"] = last.share
     if conf is not None:
         record["confidence_f32"] = _f32(np.asarray(conf, dtype="<f4"))
     if arrays:

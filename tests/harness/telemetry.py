@@ -1,5 +1,6 @@
 """Helpers for the monitoring tests: a converted iris model, a model installed in an agent's data
-directory, a TCP proxy that cuts a device's network, and reading what an outbox holds."""
+directory, a TCP proxy that cuts a device's network, reading what an outbox holds and the
+predictions its records stand for."""
 
 from __future__ import annotations
 
@@ -52,6 +53,19 @@ def outbox_records(path: Path) -> list[dict[str, Any]]:
             if not batch:
                 return out
             out.extend(batch)
+
+
+def prediction_ids(records: list[dict[str, Any]]) -> list[str]:
+    """The ids of the predictions telemetry records stand for, in both forms: a ``prediction``
+    record names one, a columnar ``predictions`` record ``n`` (``<boot>-<pid>`` each)."""
+    ids: list[str] = []
+    for r in records:
+        if r.get("kind") == "prediction":
+            ids.append(r["prediction_id"])
+        elif r.get("kind") == "predictions":
+            assert len(r["pid"]) == r["n"], "a columnar record's n must count its pids"
+            ids.extend(f"{r['boot']}-{p}" for p in r["pid"])
+    return ids
 
 
 

@@ -79,7 +79,7 @@ def test_ten_agents_receive_v1_and_every_record_is_stored_once(
     assert workload.stats["feedback"] > 50
 
     devices = {d["device_id"]: d for d in client.list_devices()}
-    total_produced = 0
+    total_produced = prediction_records = predictions = 0
     for agent in fleet.agents:
         # each agent's outbox numbered its records 1..N with no gaps (nothing dropped), and the
         # controller holds exactly that set: nothing lost, nothing doubled
@@ -97,8 +97,13 @@ def test_ten_agents_receive_v1_and_every_record_is_stored_once(
         row = devices[agent.device_id]
         assert row["active_model"] == "iris" and row["active_version"] == 1
         assert row["predictions"] > 0
+        predictions += row["predictions"]  # the fleet view weighs a columnar record by its n
+        # the agents record predictions columnar (the default): one record per flush
+        assert client.telemetry_count(agent.device_id, "prediction") == 0
+        prediction_records += client.telemetry_count(agent.device_id, "predictions")
         assert row["accuracy"] is not None and row["accuracy"] > 0.8
     # plus one "metrics" window summary per device at its clean stop
     windows = sum(agent.monitor.stats["windows"] for agent in fleet.agents)
     assert windows == len(fleet.agents)
-    assert total_produced == workload.stats["predictions"] + workload.stats["feedback"] + windows
+    assert total_produced == prediction_records + workload.stats["feedback"] + windows
+    assert predictions == workload.stats["predictions"]  # every prediction, once

@@ -17,13 +17,18 @@ from edgewise_wire import Ack, encode
 from edgewise_wire.topics import DeviceChannel, device_topic
 from simulator.broker import BrokerProcess, free_port
 from simulator.workload import load_dataset
-from tests.harness.telemetry import install_model, iris_conversion, outbox_records
+from tests.harness.telemetry import (
+    install_model,
+    iris_conversion,
+    outbox_records,
+    prediction_ids,
+)
 from tests.harness.waiting import wait_for_async
 
 ROWS = load_dataset("iris").features
 
 
-def offline_agent(tmp_path: Path, **overrides: float) -> EdgeAgent:
+def offline_agent(tmp_path: Path, **overrides: float | bool) -> EdgeAgent:
     """An agent with iris:1 installed and no reachable broker (a closed port)."""
     data_dir = tmp_path / "dev"
     install_model(data_dir, iris_conversion())
@@ -45,7 +50,8 @@ def test_sampled_raw_records_but_complete_window(tmp_path: Path) -> None:
 
     records = asyncio.run(scenario())
     kinds = [r["kind"] for r in records]
-    assert kinds.count("prediction") == 0  # sample rate 0: no raw prediction records
+    assert prediction_ids(records) == []  # sample rate 0: no raw prediction records
+    assert "prediction" not in kinds and "predictions" not in kinds
     assert kinds.count("feedback") == 30
     (window,) = [r for r in records if r["kind"] == "metrics"]
     summary = window["summary"]
@@ -59,9 +65,12 @@ def test_sampled_raw_records_but_complete_window(tmp_path: Path) -> None:
     assert "expected" not in summary["features"][0]  # the controller has the profile
 
 
-def test_windows_roll_on_time_and_add_up_to_every_prediction(tmp_path: Path) -> None:
+@pytest.mark.parametrize("columnar", [True, False], ids=["columnar", "per-row"])
+def test_windows_roll_on_time_and_add_up_to_every_prediction(tmp_path: Path,
+                                                             columnar: bool) -> None:
     async def scenario() -> tuple[int, list[dict]]:
-        agent = offline_agent(tmp_path, metrics_window_s=0.3, telemetry_flush_interval_s=0.05)
+        agent = offline_agent(tmp_path, metrics_window_s=0.3, telemetry_flush_interval_s=0.05,
+                              telemetry_columnar=columnar)
         await agent.start(wait_connected=False)
         served = 0
         for i in range(24):
@@ -77,7 +86,10 @@ def test_windows_roll_on_time_and_add_up_to_every_prediction(tmp_path: Path) -> 
     assert sum(w["count"] for w in windows) == served
     for a, b in zip(windows, windows[1:], strict=False):  # contiguous, non-overlapping
         assert a["end_ts"] <= b["start_ts"] + 1e-6
-    assert sum(1 for r in records if r["kind"] == "prediction") == served
+    ids = prediction_ids(records)  # every prediction recorded once, in whichever form
+    assert len(ids) == len(set(ids)) == served
+    assert {r["kind"] for r in records} & {"prediction", "predictions"} == \
+        {"predictions" if columnar else "prediction"}
 
 
 def test_bad_sample_rate_is_refused_with_the_key_named(tmp_path: Path) -> None:

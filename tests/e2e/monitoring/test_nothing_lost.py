@@ -17,6 +17,7 @@ interval of records, and the open monitoring window) was never produced (docs/mo
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -39,7 +40,7 @@ from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
 from simulator.fleet import SimulatedFleet
 from simulator.workload import Workload, load_dataset
-from tests.harness.telemetry import TcpProxy, iris_conversion
+from tests.harness.telemetry import TcpProxy, iris_conversion, prediction_ids
 from tests.harness.waiting import wait_for_async
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -68,16 +69,17 @@ def produced(data_dir: Path) -> tuple[set[tuple[int, int]], int, int]:
 
 
 def stored(db_path: Path, device_id: str) -> tuple[list[tuple[int, int]], int, int]:
-    """The controller's keys for a device, its prediction ids (all, and distinct)."""
+    """The controller's keys for a device, its prediction ids (all, and distinct), counted in
+    both record forms (a columnar row holds ``n`` of them)."""
     db = Database(str(db_path))
     try:
         keys = TelemetryStore(db).keys(device_id)
         with db.read() as conn:
-            q = sa.select(sa.func.count(telemetry.c.prediction_id),
-                          sa.func.count(sa.distinct(telemetry.c.prediction_id))).where(
-                telemetry.c.device_id == device_id, telemetry.c.kind == "prediction")
-            total, distinct = conn.execute(q).one()
-        return keys, int(total), int(distinct)
+            q = sa.select(telemetry.c.payload_json).where(
+                telemetry.c.device_id == device_id,
+                telemetry.c.kind.in_(("prediction", "predictions")))
+            ids = prediction_ids([json.loads(text) for (text,) in conn.execute(q)])
+        return keys, len(ids), len(set(ids))
     finally:
         db.dispose()
 
@@ -106,8 +108,11 @@ def test_kill_restart_and_cut_lose_and_double_nothing(fresh_broker: BrokerProces
                 await proxy.stop()
 
         async def setup() -> tuple[SimulatedFleet, SimulatedFleet]:
+            # both record forms through the faults: the cut agent per prediction, the others
+            # columnar (the default)
             cut = SimulatedFleet(BrokerAddress(broker.host, proxy.port), 1,
-                                 tmp_path / "cut-fleet", prefix=cut_prefix, **FAST)
+                                 tmp_path / "cut-fleet", prefix=cut_prefix,
+                                 telemetry_columnar=False, **FAST)
             direct = SimulatedFleet(broker.address, 1, tmp_path / "direct-fleet",
                                     prefix=direct_prefix, **FAST)
             await cut.start()
@@ -189,7 +194,7 @@ def test_kill_restart_and_cut_lose_and_double_nothing(fresh_broker: BrokerProces
 
     dirs = {a.device_id: a.config.data_dir for a in agents}
     dirs.update({f"{proc_prefix}-{i:04d}": proc_dir / f"{proc_prefix}-{i:04d}" for i in (0, 1)})
-    total = 0
+    stored_predictions = {}
     for device_id, data_dir in sorted(dirs.items()):
         expected, dropped, pending = produced(data_dir)
         keys, predictions, distinct = stored(ctl_dir / "controller.sqlite", device_id)
@@ -198,13 +203,20 @@ def test_kill_restart_and_cut_lose_and_double_nothing(fresh_broker: BrokerProces
         missing, extra = expected - set(keys), set(keys) - expected
         assert not missing and not extra, (device_id, sorted(missing)[:10], sorted(extra)[:10])
         assert predictions == distinct > 0, f"{device_id}: a prediction stored twice"
-        total += len(keys)
-    assert total > 2 * stats["predictions"]  # the process fleet produced its share as well
+        stored_predictions[device_id] = predictions
+    # every prediction the workloads made is at the controller (the agents record all of them)
+    assert sum(stored_predictions[a.device_id] for a in agents) == stats["predictions"]
+    # the process fleet (two devices at the same rate, killed once) produced its share as well
+    process_fleet = sum(stored_predictions[f"{proc_prefix}-{i:04d}"] for i in (0, 1))
+    assert process_fleet > stats["predictions"] / 2
 
 
+@pytest.mark.parametrize("columnar", [True, False], ids=["columnar", "per-row"])
 @pytest.mark.parametrize("policy", ["drop_oldest", "refuse_new"])
 def test_overflow_drops_are_counted_exactly(broker: BrokerProcess, tmp_path: Path,
-                                            policy: str) -> None:
+                                            policy: str, columnar: bool) -> None:
+    """Records are what the outbox bounds and drops: columnar, each prediction here is flushed
+    on its own so that it is one record, as a prediction is in the per-row form."""
     ctl_dir = tmp_path / "controller"
     controller, url = start_controller(ctl_dir, broker)
     proxy = TcpProxy(broker.host, broker.port)
@@ -228,6 +240,7 @@ def test_overflow_drops_are_counted_exactly(broker: BrokerProcess, tmp_path: Pat
                 device_id=device_id, data_dir=tmp_path / device_id,
                 broker=BrokerAddress(broker.host, proxy.port), outbox_max_records=bound,
                 outbox_overflow=policy, ack_timeout_s=2.0, telemetry_flush_interval_s=0.1,
+                telemetry_columnar=columnar,
                 health_sample_s=0))  # health records would share the bound this test counts
             await agent.start()
             await wait_for_async(lambda: device_id in {d["device_id"] for d in client.list_devices()},
@@ -238,6 +251,8 @@ def test_overflow_drops_are_counted_exactly(broker: BrokerProcess, tmp_path: Pat
             for i in range(10):
                 agent.predict(rows[i])
                 made += 1
+                if columnar:
+                    agent.flush()  # one record per prediction
             agent.flush()
             await wait_for_async(lambda: agent.outbox is not None and
                              agent.outbox.stats().pending == 0,
@@ -247,7 +262,7 @@ def test_overflow_drops_are_counted_exactly(broker: BrokerProcess, tmp_path: Pat
             for i in range(offline_predictions):
                 agent.predict(rows[i % len(rows)])
                 made += 1
-                if i % 10 == 9:
+                if columnar or i % 10 == 9:
                     agent.flush()  # overflow happens on the way into the outbox
             agent.flush()
             assert agent.outbox is not None
@@ -317,6 +332,7 @@ def test_a_replaced_outbox_is_not_taken_for_a_replay(broker: BrokerProcess,
                 await wait_for_async(lambda: agent.active is not None, 30, "iris:1 to be active")
                 for i in range(predictions):
                     agent.predict(rows[i])
+                    agent.flush()  # one record per prediction, in either record form
             finally:
                 await agent.stop(drain_timeout=20)
             assert agent.status()["outbox_pending"] is None  # closed

@@ -50,3 +50,14 @@ def test_default_stays_one_record_per_prediction() -> None:
 
 def f32(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4")
+
+
+def test_a_record_states_the_share_it_was_sampled_under() -> None:
+    sampled = call(1.0, 1, 0, 4, sampled=[2])
+    sampled.share = 0.1
+    whole = call(2.0, 1, 4, 2)
+    bodies = encode_pending([call(0.5, 1, 10, 1), sampled, whole], "b", columnar=True)
+    recs = [json.loads(b) for b in bodies]
+    # a change of share ends the run: a record stands for 1/share predictions throughout
+    assert [(r["pid"], r.get("share")) for r in recs] == [([10], None), ([2], 0.1),
+                                                          ([4, 5], None)]

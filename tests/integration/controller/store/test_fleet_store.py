@@ -115,6 +115,19 @@ def test_list_aggregates(db: Database, fleet: FleetStore) -> None:
     assert fleet.get("d1")["accuracy"] == pytest.approx(2 / 3)
 
 
+def test_list_counts_a_columnar_record_as_its_predictions(db: Database,
+                                                         fleet: FleetStore) -> None:
+    tel = TelemetryStore(db)
+    tel.store_batch("d1", batch([
+        {"seq": 1, "kind": "predictions", "ts": 1.0, "model": "iris", "version": 1, "n": 3,
+         "boot": "b", "pid": [0, 1, 2], "latency_ms": 1.0, "labels": [0, 1, 0]},
+        {"seq": 2, "kind": "prediction", "ts": 2.0, "prediction_id": "b-3"},
+        {"seq": 3, "kind": "feedback", "ts": 3.0, "prediction_id": "b-1", "correct": True},
+    ]), received_at=10.0)
+    row = fleet.get("d1")
+    assert (row["predictions"], row["feedback"]) == (4, 1)
+
+
 def test_dropped_total_is_monotonic(fleet: FleetStore) -> None:
     fleet.touch("d1", 1.0)
     fleet.set_dropped_total("d1", 5)
