@@ -13,7 +13,7 @@ from alembic import op
 from controller.storage.migrations.guards import Loss, refuse_loss
 
 revision = "0018"
-down_revision = "0015"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
