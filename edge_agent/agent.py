@@ -221,7 +221,7 @@ class EdgeAgent:
                 trusted_keys=load_trusted_keys(config.trusted_keys),
                 device_class=config.device_class, clock=clock, report=self.report,
                 repair_interval_s=config.chunk_repair_interval_s, use_url=config.artifact_http,
-                root=config.topic_root)
+                root=config.topic_root, gate=self.updater.gate)
 
     # -- the update path's view (kept as attributes for the simulator, tests and status) -----
 

@@ -15,6 +15,11 @@ records it before acting). The seal accepted last, delivered again (the broker's
 after a reconnect), passes without being new. An unsealed desired state passes only while the
 device has never accepted a sealed one (a controller from before seals).
 
+Agent orders (``desired_agent``, :mod:`edge_agent.self_update`) are sealed the same way and
+checked here too (:meth:`DesiredGate.check_agent_order`), against a high-water mark of their own
+(``agent_counter`` in ``trust.json``): the two streams share the controller's counter sequence,
+and one must not make the other's redelivered retained message look like a replay.
+
 The keys trusted are those of ``agent.toml`` plus those a verified key update added, minus those
 it retired (:meth:`DesiredGate.apply_key_update`).
 
@@ -26,6 +31,7 @@ and the reason is reported in words.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -33,7 +39,7 @@ from pathlib import Path
 
 from edge_agent.config import is_pem_text
 from edge_agent.trust_state import TrustState, TrustStore
-from edgewise_wire import Desired, Manifest, ModelRef
+from edgewise_wire import Desired, DesiredAgent, Manifest, ModelRef
 from edgewise_wire.envelope import (
     NotForThisDevice,
     RollbackOrder,
@@ -103,6 +109,9 @@ class DesiredGate:
         self.max_model_bytes = max_model_bytes
         self.trust = trust
         self.state = trust.state if trust is not None else TrustState()
+        # the update path and agent self-update record from different threads: each change
+        # of the state is read, modified and written under this lock, so none is lost
+        self._lock = threading.Lock()
         # refusals by kind, reported in the agent's status: "replay", "unsealed", "other_device",
         # "other_class" (signed for another device class), "key_update" (a key update refused)
         self.refusals: Counter[str] = Counter()
@@ -123,10 +132,52 @@ class DesiredGate:
     def record(self, seal: Seal) -> None:
         """Persist ``seal`` as the highest accepted (blocking: the small-I/O pool). Called
         before the desired state it came with is acted upon."""
-        if seal.counter < self.state.highest_counter:
-            return  # two checks raced; the higher one stays
-        self._save(replace(self.state, highest_counter=seal.counter,
-                           last_seal=seal.fingerprint))
+        with self._lock:
+            if seal.counter < self.state.highest_counter:
+                return  # two checks raced; the higher one stays
+            self._save(replace(self.state, highest_counter=seal.counter,
+                               last_seal=seal.fingerprint))
+
+    def record_agent(self, seal: Seal) -> None:
+        """Persist ``seal`` as the highest accepted agent order (blocking), before the agent
+        order it came with is acted upon."""
+        with self._lock:
+            if seal.counter < self.state.agent_counter:
+                return
+            self._save(replace(self.state, agent_counter=seal.counter,
+                               agent_seal=seal.fingerprint))
+
+    def check_agent_order(self, message: DesiredAgent) -> tuple[Seal | None, bool]:
+        """The verified seal of a signed agent order and whether it is new (record it with
+        :meth:`record_agent` before acting), or :class:`Rejected` (counted like a desired
+        state's): a seal for another device or another envelope, below the highest agent order
+        accepted, or equal to it but not the same seal; no seal once a sealed one was taken."""
+        seal = None
+        label = "agent order"
+        try:
+            if message.seal is not None:
+                seal = verify_seal(message.seal, self.trusted_keys, device_id=self.device_id,
+                                   envelope=message.signed, order=None)
+            fresh = check_fresh(seal, highest=self.state.agent_counter,
+                                last_fingerprint=self.state.agent_seal)
+        except ReplayRefused as exc:
+            self.refusals["replay"] += 1
+            raise Rejected(f"refused the {label}: {exc}") from None
+        except UnsealedRefused:
+            self.refusals["unsealed"] += 1
+            raise Rejected(f"refused the unsealed {label}: this device has accepted sealed "
+                           f"ones (up to counter {self.state.agent_counter}), so one without a "
+                           "seal may be a captured old message") from None
+        except NotForThisDevice as exc:
+            self.refusals["other_device"] += 1
+            raise Rejected(f"refused the {label}: {exc}") from None
+        except TrustError as exc:
+            raise Rejected(f"refused the {label}: {exc}") from None
+        if seal is None and self.state.agent_counter == 0:
+            log.warning("%s: accepted an unsealed agent order (a controller from before "
+                        "sealed agent orders?): it is not protected against replay",
+                        self.device_id)
+        return seal, fresh
 
     def _save(self, state: TrustState) -> None:
         if self.trust is not None:
@@ -183,8 +234,9 @@ class DesiredGate:
         """Persist and apply a checked update (blocking: the small-I/O pool)."""
         added = {kid: pem.decode() for kid, pem in update.trusted.items()
                  if self.configured_keys.get(kid) != pem}
-        self._save(replace(self.state, key_sequence=update.sequence, added=added,
-                           retired=frozenset(update.retired)))
+        with self._lock:
+            self._save(replace(self.state, key_sequence=update.sequence, added=added,
+                               retired=frozenset(update.retired)))
         self.trusted_keys = self._effective_keys()
         log.info("%s: key update %d applied (signed by %s): trusting %s; retired %s",
                  self.device_id, update.sequence, ", ".join(update.signed_by),

@@ -10,6 +10,14 @@ each refusal is logged, counted and reported (``agent_update`` in the reported s
    expiry, device class); an agent without trusted keys takes no agent bundle at all, signed or
    not (a model may be tried unsigned in development; code that replaces the agent may not);
 2. the manifest must be an agent manifest (``kind: "agent"``);
+   and the order's *seal* (:mod:`edgewise_wire.seal`) must be for this device and this envelope,
+   with a counter above the highest agent order this device accepted, or the very seal accepted
+   last (the retained copy delivered again): a captured older order is refused once a newer one
+   was taken (:meth:`DesiredGate.check_agent_order`; unsealed: only while no sealed one was
+   taken). A new seal is recorded in ``trust.json`` before anything else is done. A refused seal
+   leaves the state and target as they were (the device stays where it is; reporting
+   ``refused`` for the current target would count it as failed in an agent rollout): the
+   reason goes to ``error``, and the refusal is counted;
 3. nothing happens if that version already runs, is already staged or on probation, or failed
    its probation on this device before (the launcher restored the old agent; retrying the same
    bundle would loop) -- a new version is needed;
@@ -34,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.artifact_fetch import ArtifactFetch
+from edge_agent.desired_gate import DesiredGate, Rejected
 from edge_agent.download import ArtifactVerificationError
 from edge_agent.launcher.plan import Journal, Phase
 from edge_agent.launcher.slots import ROOT_ENV, VERSION_ENV, LauncherError, SlotRoot
@@ -117,13 +126,18 @@ class AgentSelfUpdate:
     def __init__(self, link: ChunkLink, *, device_id: str, data_dir: Path, launcher_root: Path,
                  running_version: str, trusted_keys: dict[str, bytes], device_class: str,
                  clock: Callable[[], float], report: Callable[[], None],
-                 repair_interval_s: float, use_url: bool, root: str = ROOT) -> None:
+                 repair_interval_s: float, use_url: bool, root: str = ROOT,
+                 gate: DesiredGate | None = None) -> None:
+        """``gate``: the update path's, which holds the trust state (``trust.json``) where the
+        highest agent order's seal is kept; None: one of its own, in memory (unit tests)."""
         self.device_id = device_id
         self.data_dir = data_dir
         self.slots = SlotRoot(launcher_root)
         self.running_version = running_version
         self.trusted_keys = trusted_keys
         self.device_class = device_class
+        self.gate = gate if gate is not None else DesiredGate(
+            trusted_keys, device_id=device_id, device_class=device_class, max_model_bytes=None)
         self.clock = clock
         self.report = report
         self.fetch = ArtifactFetch(
@@ -193,6 +207,16 @@ class AgentSelfUpdate:
         except (TrustError, SchemaError) as exc:
             self._refuse(None, f"agent bundle refused: {exc}")
             return
+        try:
+            seal, fresh = self.gate.check_agent_order(message)
+        except Rejected as exc:
+            self.refused += 1
+            log.error("%s: agent %s: %s", self.device_id, manifest.version, exc)
+            self._set(self.state, f"agent {manifest.version}: {exc}")
+            return
+        if fresh and seal is not None:
+            # durable before anything is done: after a crash the counter is still used up
+            await asyncio.to_thread(self.gate.record_agent, seal)
         journal = await asyncio.to_thread(self.slots.load)
         remembered = await asyncio.to_thread(self._load_memory)
         memory = learn_outcome(remembered, self.running_version, journal)

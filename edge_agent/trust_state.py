@@ -3,6 +3,10 @@
 * ``highest_counter`` and ``last_seal``: the highest seal counter it accepted and the fingerprint
   of that seal (:mod:`edgewise_wire.seal`), so a captured desired state is refused after a
   restart as before it;
+* ``agent_counter`` and ``agent_seal``: the same for agent orders (``desired_agent``), kept apart:
+  the controller draws both from one counter sequence, so a model desired state redelivered by
+  the broker carries a counter below the agent order accepted since, and must still pass (and
+  the other way round);
 * ``key_sequence``, ``added`` and ``retired``: the last key update it applied
   (:mod:`edgewise_wire.key_update`), and the keys that update added to, or retired from, the
   ones ``agent.toml`` lists.
@@ -40,11 +44,14 @@ class TrustState:
     key_sequence: int = 0
     added: dict[str, str] = field(default_factory=dict)  # key id -> public PEM text
     retired: frozenset[str] = frozenset()
+    agent_counter: int = 0  # the highest seal counter of an agent order accepted
+    agent_seal: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"highest_counter": self.highest_counter, "last_seal": self.last_seal,
                 "key_sequence": self.key_sequence, "added": dict(sorted(self.added.items())),
-                "retired": sorted(self.retired)}
+                "retired": sorted(self.retired), "agent_counter": self.agent_counter,
+                "agent_seal": self.agent_seal}
 
     @classmethod
     def from_dict(cls, d: Any) -> TrustState:
@@ -52,17 +59,20 @@ class TrustState:
             raise ValueError("not a JSON object")
         highest, seq = d.get("highest_counter", 0), d.get("key_sequence", 0)
         last, added, retired = d.get("last_seal"), d.get("added", {}), d.get("retired", [])
+        agent_counter, agent_seal = d.get("agent_counter", 0), d.get("agent_seal")
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                   for n in (highest, seq)):
-            raise ValueError("'highest_counter' and 'key_sequence' must be integers >= 0")
-        if last is not None and not isinstance(last, str):
-            raise ValueError("'last_seal' must be a string or null")
+                   for n in (highest, seq, agent_counter)):
+            raise ValueError("'highest_counter', 'key_sequence' and 'agent_counter' must be "
+                             "integers >= 0")
+        if not all(s is None or isinstance(s, str) for s in (last, agent_seal)):
+            raise ValueError("'last_seal' and 'agent_seal' must be strings or null")
         if not (isinstance(added, dict)
                 and all(isinstance(k, str) and isinstance(v, str) for k, v in added.items())):
             raise ValueError("'added' must map key ids to PEM text")
         if not (isinstance(retired, list) and all(isinstance(k, str) for k in retired)):
             raise ValueError("'retired' must be a list of key ids")
-        return cls(highest, last, seq, dict(added), frozenset(retired))
+        return cls(highest, last, seq, dict(added), frozenset(retired), agent_counter,
+                   agent_seal)
 
 
 class TrustStore:

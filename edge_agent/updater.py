@@ -441,6 +441,7 @@ class Updater:
                 "rejected_desired": self.rejected,
                 "refused": dict(self.gate.refusals),
                 "seal_counter": self.gate.state.highest_counter,
+                "agent_seal_counter": self.gate.state.agent_counter,
                 "key_sequence": self.gate.state.key_sequence,
                 "trusted_keys": sorted(self.gate.trusted_keys),
                 # downloads from a manifest's artifact URL: bytes, interruptions, fallbacks

@@ -194,6 +194,9 @@ class DesiredAgent(Message):
     (:func:`edgewise_wire.envelope.verify_agent_envelope`; the manifest is an
     :class:`~edgewise_wire.manifest.AgentManifest`), None: no agent version is asked for (the
     device keeps what it runs). ``rollout_id`` names the rollout that sent it, for the reports.
+    ``seal``: the per-device freshness seal (:mod:`edgewise_wire.seal`) naming the digest of
+    ``signed``, so a captured older agent order is refused once the device took a newer one
+    (omitted when None: a controller from before sealed agent orders).
     Verified by the agent before anything is downloaded; never acted on unsigned.
     """
 
@@ -201,14 +204,19 @@ class DesiredAgent(Message):
     signed: dict[str, Any] | None
     rollout_id: str | None = None
     ts: float = field(default_factory=now)
+    seal: dict[str, Any] | None = None
 
     def body(self) -> dict[str, Any]:
-        return {"signed": self.signed, "rollout_id": self.rollout_id, "ts": self.ts}
+        d = {"signed": self.signed, "rollout_id": self.rollout_id, "ts": self.ts}
+        if self.seal is not None:
+            d["seal"] = self.seal
+        return d
 
     @classmethod
     def from_body(cls, d: dict[str, Any]) -> DesiredAgent:
         return cls(get_dict(d, "signed", optional=True),
-                   get_str(d, "rollout_id", optional=True, max_len=128), get_float(d, "ts"))
+                   get_str(d, "rollout_id", optional=True, max_len=128), get_float(d, "ts"),
+                   get_dict(d, "seal", optional=True))
 
 
 @dataclass(frozen=True)

@@ -48,10 +48,11 @@ class AgentDeployer:
         if not device_ids:
             raise ConflictError("no devices to send the agent version to")
         rollout_id = f"agent-{version}-{os.urandom(3).hex()}"
-        # signed before anything is sent: a key that cannot sign sends nothing
-        message = await asyncio.to_thread(self.signer.agent_desired, manifest, now=time.time(),
-                                          rollout_id=rollout_id)
-        for device_id in device_ids:
+        # signed (and sealed per device) before anything is sent: a key that cannot sign sends
+        # nothing
+        messages = await asyncio.to_thread(self.signer.agent_desired, manifest, device_ids,
+                                           now=time.time(), rollout_id=rollout_id)
+        for device_id, message in messages:
             self._publish(device_id, message)
         return {"rollout_id": rollout_id, "version": version, "sha256": manifest.artifact.sha256,
                 "devices": device_ids}

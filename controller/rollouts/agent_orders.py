@@ -43,10 +43,10 @@ class AgentOrders:
 
     async def wave(self, record: RolloutRecord,
                    devices: Sequence[str]) -> list[tuple[str, DesiredAgent]]:
-        """The rollout's agent version, signed once, for each of ``devices``."""
-        message = await self._signed(await self.manifest(record.spec.agent_version),
-                                     record.deployment_id)
-        return [(d, message) for d in devices]
+        """The rollout's agent version, signed once and sealed per device, for each of
+        ``devices``."""
+        return await self._signed(await self.manifest(record.spec.agent_version), devices,
+                                  record.deployment_id)
 
     async def reverts(self, record: RolloutRecord, revert: Mapping[str, Version | None]
                       ) -> tuple[list[tuple[str, DesiredAgent]], list[str]]:
@@ -70,18 +70,19 @@ class AgentOrders:
                 log.error("rollout %s: cannot send %d devices back to agent %s: it is not "
                           "registered (edgewise agent push)", record.label, len(devices), version)
                 continue
-            message = await self._signed(manifest, record.revert_deployment_id)
-            messages += [(d, message) for d in devices]
+            messages += await self._signed(manifest, devices, record.revert_deployment_id)
         return messages, sorted(missing)
 
     def send(self, messages: Sequence[tuple[str, DesiredAgent]]) -> None:
         for device, message in messages:
             self.publish(device, message)
 
-    async def _signed(self, manifest: AgentManifest, rollout_id: str) -> DesiredAgent:
+    async def _signed(self, manifest: AgentManifest, devices: Sequence[str],
+                      rollout_id: str) -> list[tuple[str, DesiredAgent]]:
         signer = self._signer()
         if signer is None:
             raise ConflictError("agent rollouts need the controller's signing key")
-        # the wall clock: devices judge the envelope's expiry by theirs
-        return await asyncio.to_thread(signer.agent_desired, manifest, now=time.time(),
+        # the wall clock: devices judge the envelope's expiry by theirs; each device's seal
+        # takes its next counter, so an order sent again (a reconnect) supersedes the last
+        return await asyncio.to_thread(signer.agent_desired, manifest, devices, now=time.time(),
                                        rollout_id=rollout_id)

@@ -15,7 +15,8 @@ one place that builds such a :class:`~edgewise_wire.Desired`:
 * a *seal* per device (``edgewise_wire.seal``) when the signer has a counter source: the
   device's next counter from the database, bound to the envelope and order, so a captured
   desired state is refused once the device accepted a newer one (rollback orders become
-  single-use) and a device refuses a desired state sealed for another.
+  single-use) and a device refuses a desired state sealed for another. Agent orders
+  (:meth:`DesiredSigner.agent_desired`) are sealed the same way, from the same counters.
 * the artifact's download URL, when the artifacts live in an object store (``locate``: sha256
   -> URL or None); it is inside the signature, so a device fetches only from where the
   controller said, and checks every chunk against the signed hashes anyway.
@@ -160,15 +161,25 @@ class DesiredSigner:
         return sign_manifest(manifest.to_dict(), pem or self._private_key(),
                              expires_at=now + self.ttl_s, device_class=manifest.device_class)
 
-    def agent_desired(self, manifest: AgentManifest, *, now: float,
-                      rollout_id: str | None = None) -> DesiredAgent:
-        """The signed agent version for devices' launchers (with the store's URL if known)."""
+    def agent_desired(self, manifest: AgentManifest, device_ids: Sequence[str], *, now: float,
+                      rollout_id: str | None = None) -> list[tuple[str, DesiredAgent]]:
+        """The signed agent version for each of ``device_ids`` (with the store's URL if known):
+        the envelope signed once, and a seal per device (when the signer has a counter source)
+        from the same counter sequence as model desired states, naming the envelope's digest."""
         url = self.locate(manifest.artifact.sha256) if self.locate is not None else None
         if url is not None and url != manifest.artifact.url:
             manifest = replace(manifest, artifact=replace(manifest.artifact, url=url))
-        envelope = sign_agent_manifest(manifest.to_dict(), self._private_key(),
-                                       expires_at=now + self.ttl_s)
-        return DesiredAgent(envelope, rollout_id, ts=now)
+        pem = self._private_key()
+        envelope = sign_agent_manifest(manifest.to_dict(), pem, expires_at=now + self.ttl_s)
+        shared = DesiredAgent(envelope, rollout_id, ts=now)
+        ids = list(dict.fromkeys(device_ids))
+        if self.counters is None or not ids:
+            return [(d, shared) for d in ids]
+        counters = self.counters(ids, now)
+        return [(d, replace(shared, seal=sign_seal(pem, device_id=d, counter=counters[d],
+                                                   issued_at=now, envelope=envelope,
+                                                   order=None)))
+                for d in ids]
 
     def desired(self, deployment_id: str, manifest: Manifest | None, device_id: str,
                 running: Versioned | None, *, now: float,

@@ -15,6 +15,7 @@ import pytest
 
 from controller.agent_bundles.registry import AgentBundles
 from controller.errors import NotFoundError
+from controller.fleet.seal_counters import SealCounters
 from controller.fleet.store import FleetStore
 from controller.models.artifact_store import ArtifactStore
 from controller.models.registry import ModelRegistry
@@ -26,6 +27,7 @@ from controller.security.signing import generate_keypair
 from controller.storage.db import Database
 from edgewise_wire import Desired, DesiredAgent, Reported
 from edgewise_wire.envelope import trusted_keys_from, verify_agent_envelope
+from edgewise_wire.seal import verify_seal
 from tests.integration.controller.rollouts.test_runner_and_stores import db as db  # noqa: F401
 
 OLD, NEW = "1.0.0", "2.0.0"
@@ -55,7 +57,8 @@ class Fleet:
         self.agents: list[tuple[str, DesiredAgent, str]] = []
         self.runner = RolloutRunner(
             db, ModelRegistry(db, store), self.fleet, lambda d, m: self.models.append((d, m)),
-            lambda: 1, signer=DesiredSigner(lambda: private, ttl_s=600.0),
+            lambda: 1, signer=DesiredSigner(lambda: private, ttl_s=600.0,
+                                            counters=SealCounters(db).next),
             agent_bundles=bundles, publish_agent=self._publish_agent)
         for device in DEVICES:
             self.report(device, OLD)
@@ -74,11 +77,17 @@ class Fleet:
 
     def sent(self) -> list[tuple[str, str]]:
         """(device, agent version) of every desired_agent published, verified as a device
-        would verify it."""
+        would verify it: the envelope, and a seal for that device and envelope whose counter is
+        above the one of the device's previous order."""
         out = []
+        last: dict[str, int] = {}
         for device, message, _ in self.agents:
             manifest = verify_agent_envelope(message.signed, self.trusted, now=time.time(),
                                              device_class=None)
+            seal = verify_seal(message.seal, self.trusted, device_id=device,
+                               envelope=message.signed, order=None)
+            assert seal.counter > last.get(device, 0)
+            last[device] = seal.counter
             out.append((device, str(manifest["version"])))
         return out
 

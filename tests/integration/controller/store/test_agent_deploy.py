@@ -4,12 +4,14 @@ a signed agent manifest of the registered version."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from controller.agent_bundles.deploy import AgentDeployer
 from controller.agent_bundles.registry import AgentBundles
 from controller.errors import NotFoundError, ValidationError
+from controller.fleet.seal_counters import SealCounters
 from controller.models.artifact_store import ArtifactStore
 from controller.security.desired_signer import DesiredSigner
 from controller.security.signing import generate_keypair
@@ -17,6 +19,7 @@ from controller.storage.db import Database
 from edgewise_wire import DesiredAgent, decode, encode
 from edgewise_wire.envelope import verify_agent_envelope
 from edgewise_wire.manifest import AgentManifest
+from edgewise_wire.seal import verify_seal
 from tests.integration.controller.store.test_agent_bundles import V1
 
 
@@ -60,3 +63,29 @@ def test_an_unknown_version_sends_nothing(db: Database, store: ArtifactStore) ->
     with pytest.raises(NotFoundError):
         asyncio.run(deploy.deploy("9.9.9", ["dev-a"]))
     assert sent == []
+
+
+def test_each_device_gets_a_seal_from_the_same_counters_as_model_desired_states(
+        db: Database, store: ArtifactStore) -> None:
+    private, public, key_id = generate_keypair()
+    bundles = AgentBundles(db, store)
+    bundles.register("0.2.0", V1)
+    counters = SealCounters(db)
+    sent: list[tuple[str, DesiredAgent]] = []
+    deploy = AgentDeployer(bundles, lambda: ["dev-a", "dev-b"],
+                           DesiredSigner(lambda: private, 3600.0, counters=counters.next),
+                           lambda d, m: sent.append((d, m)))
+    asyncio.run(deploy.deploy("0.2.0"))
+    first = {d: decode(encode(m), DesiredAgent) for d, m in sent}
+    seals = {}
+    for device, message in first.items():
+        seals[device] = verify_seal(message.seal, {key_id: public}, device_id=device,
+                                    envelope=message.signed, order=None)
+        assert seals[device].counter == counters.highest(device)
+    # a model desired state in between draws from the same sequence
+    model_counter = counters.next(["dev-a"], time.time())["dev-a"]
+    assert model_counter > seals["dev-a"].counter
+    sent.clear()
+    asyncio.run(deploy.deploy("0.2.0", ["dev-a"]))
+    again = decode(encode(sent[0][1]), DesiredAgent)
+    assert again.seal is not None and again.seal["counter"] > model_counter
