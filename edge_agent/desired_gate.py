@@ -33,9 +33,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from edge_agent.config import is_pem_text
 from edge_agent.trust_state import TrustState, TrustStore
@@ -56,6 +57,10 @@ from edgewise_wire.seal import ReplayRefused, Seal, UnsealedRefused, check_fresh
 log = logging.getLogger("edgewise.agent.gate")
 
 SUPPORTED_FORMATS = ("onnx", "tflite")
+
+# a seal refused for these reasons is counted under the kind (the others are refused uncounted)
+_SEAL_REFUSALS: tuple[tuple[type[TrustError], str], ...] = (
+    (ReplayRefused, "replay"), (UnsealedRefused, "unsealed"), (NotForThisDevice, "other_device"))
 
 
 class Rejected(Exception):
@@ -152,31 +157,34 @@ class DesiredGate:
         :meth:`record_agent` before acting), or :class:`Rejected` (counted like a desired
         state's): a seal for another device or another envelope, below the highest agent order
         accepted, or equal to it but not the same seal; no seal once a sealed one was taken."""
-        seal = None
-        label = "agent order"
-        try:
-            if message.seal is not None:
-                seal = verify_seal(message.seal, self.trusted_keys, device_id=self.device_id,
-                                   envelope=message.signed, order=None)
-            fresh = check_fresh(seal, highest=self.state.agent_counter,
-                                last_fingerprint=self.state.agent_seal)
-        except ReplayRefused as exc:
-            self.refusals["replay"] += 1
-            raise Rejected(f"refused the {label}: {exc}") from None
-        except UnsealedRefused:
-            self.refusals["unsealed"] += 1
-            raise Rejected(f"refused the unsealed {label}: this device has accepted sealed "
-                           f"ones (up to counter {self.state.agent_counter}), so one without a "
-                           "seal may be a captured old message") from None
-        except NotForThisDevice as exc:
-            self.refusals["other_device"] += 1
-            raise Rejected(f"refused the {label}: {exc}") from None
-        except TrustError as exc:
-            raise Rejected(f"refused the {label}: {exc}") from None
+        seal, fresh = self._verify_seal(
+            message.seal, envelope=message.signed, order=None, highest=self.state.agent_counter,
+            last_fingerprint=self.state.agent_seal, what="agent order", label="the agent order")
         if seal is None and self.state.agent_counter == 0:
             log.warning("%s: accepted an unsealed agent order (a controller from before "
                         "sealed agent orders?): it is not protected against replay",
                         self.device_id)
+        return seal, fresh
+
+    def _verify_seal(self, seal_doc: dict[str, Any] | None, *,
+                     envelope: Mapping[str, Any] | None, order: Mapping[str, Any] | None,
+                     highest: int,
+                     last_fingerprint: str | None, what: str,
+                     label: str) -> tuple[Seal | None, bool]:
+        """One stream's seal check (desired states and agent orders keep their own high-water
+        marks): the verified seal and whether it is new, or :class:`Rejected`, counted by kind."""
+        seal = None
+        try:
+            if seal_doc is not None:
+                seal = verify_seal(seal_doc, self.trusted_keys, device_id=self.device_id,
+                                   envelope=envelope, order=order)
+            fresh = check_fresh(seal, highest=highest, last_fingerprint=last_fingerprint,
+                                what=what)
+        except TrustError as exc:
+            kind = next((k for t, k in _SEAL_REFUSALS if isinstance(exc, t)), None)
+            if kind is not None:
+                self.refusals[kind] += 1
+            raise Rejected(f"refused {label}: {exc}") from None
         return seal, fresh
 
     def _save(self, state: TrustState) -> None:
@@ -185,24 +193,10 @@ class DesiredGate:
         self.state = state
 
     def _check_seal(self, desired: Desired) -> tuple[Seal | None, bool]:
-        seal = None
-        try:
-            if desired.seal is not None:
-                seal = verify_seal(desired.seal, self.trusted_keys, device_id=self.device_id,
-                                   envelope=desired.envelope, order=desired.rollback_order)
-            fresh = check_fresh(seal, highest=self.state.highest_counter,
-                                last_fingerprint=self.state.last_seal)
-        except ReplayRefused as exc:
-            self.refusals["replay"] += 1
-            raise Rejected(f"refused {_label(desired)}: {exc}") from None
-        except UnsealedRefused as exc:
-            self.refusals["unsealed"] += 1
-            raise Rejected(f"refused {_label(desired)}: {exc}") from None
-        except NotForThisDevice as exc:
-            self.refusals["other_device"] += 1
-            raise Rejected(f"refused {_label(desired)}: {exc}") from None
-        except TrustError as exc:
-            raise Rejected(f"refused {_label(desired)}: {exc}") from None
+        seal, fresh = self._verify_seal(
+            desired.seal, envelope=desired.envelope, order=desired.rollback_order,
+            highest=self.state.highest_counter, last_fingerprint=self.state.last_seal,
+            what="desired state", label=_label(desired))
         if seal is None and desired.manifest is not None and self.state.highest_counter == 0:
             log.warning("%s: accepted an unsealed desired state (a controller from before "
                         "seals?): it is not protected against replay", self.device_id)

@@ -118,14 +118,16 @@ def verify_seal(seal: Any, trusted_keys: Mapping[str, bytes], *, device_id: str,
     return Seal(target, counter, float(issued_at), key_id, digest_of(seal) or "")
 
 
-def check_fresh(seal: Seal | None, *, highest: int, last_fingerprint: str | None) -> bool:
-    """Whether ``seal`` may be acted upon given the device's trust state; raises
-    :class:`ReplayRefused` or :class:`UnsealedRefused` if not. True: it is new (the caller
-    records its counter before acting); False: it is the seal accepted last, delivered again."""
+def check_fresh(seal: Seal | None, *, highest: int, last_fingerprint: str | None,
+                what: str = "desired state") -> bool:
+    """Whether ``seal`` may be acted upon given the device's trust state (``highest`` and
+    ``last_fingerprint`` of the stream ``what`` belongs to); raises :class:`ReplayRefused` or
+    :class:`UnsealedRefused` if not. True: it is new (the caller records its counter before
+    acting); False: it is the seal accepted last, delivered again."""
     if seal is None:
         if highest > 0:
             raise UnsealedRefused(
-                "refused an unsealed desired state: this device has accepted sealed ones (up "
+                f"refused an unsealed {what}: this device has accepted sealed ones (up "
                 f"to counter {highest}), so one without a seal may be a captured old message")
         return False
     if seal.counter > highest:
