@@ -58,6 +58,7 @@ DEVICE_ACCESS: dict[str, str] = {
     "logs/req": READ,  # the controller asks for a device's recent log lines
     "logs": WRITE,  # and the device answers
     "experiment": READ,  # a shadow or A/B order (its windows travel as telemetry)
+    "sampling": READ,  # the share of predictions the device records, set per group
 }
 
 CONF_NAME = "edgewise.conf"
