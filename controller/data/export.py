@@ -639,15 +639,12 @@ def write(exporter: Exporter, fmt: str, sink: BinaryIO | Path) -> ExportSummary:
     :class:`EmptyExport` (after writing nothing) when no row matched."""
     if fmt not in FORMATS:
         raise ValidationError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
-    batches = exporter.batches()
-    first = next(batches, None)
-    if first is None:
-        raise EmptyExport(describe(exporter.query))
+    batches = _nonempty_batches(exporter)
     rows = labelled = 0
     devices_seen: set[str] = set()
     writer = _writer(exporter, fmt, sink)
     try:
-        for batch in _chain(first, batches):
+        for batch in batches:
             writer.write_batch(batch)
             rows += batch.num_rows
             labelled += batch.num_rows - batch.column("label").null_count
@@ -655,6 +652,16 @@ def write(exporter: Exporter, fmt: str, sink: BinaryIO | Path) -> ExportSummary:
     finally:
         writer.close()
     return ExportSummary(rows, len(devices_seen), labelled, exporter.schema.names)
+
+
+def _nonempty_batches(exporter: Exporter) -> Iterator[Any]:
+    """The export's record batches; raises :class:`EmptyExport` at once, before a writer is
+    opened, when no row matched."""
+    batches = exporter.batches()
+    first = next(batches, None)
+    if first is None:
+        raise EmptyExport(describe(exporter.query))
+    return _chain(first, batches)
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
@@ -706,12 +713,9 @@ def stream(exporter: Exporter, fmt: str) -> Iterator[bytes]:
             self.closed = True
 
     sink = pa.PythonFile(_Sink(), mode="w")
-    batches = exporter.batches()
-    first = next(batches, None)
-    if first is None:
-        raise EmptyExport(describe(exporter.query))
+    batches = _nonempty_batches(exporter)
     writer = _writer(exporter, fmt, sink)
-    for batch in _chain(first, batches):
+    for batch in batches:
         writer.write_batch(batch)
         if chunks:
             yield b"".join(chunks)
