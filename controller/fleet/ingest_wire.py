@@ -181,7 +181,7 @@ def _lenient_row(batch: DecodedBatch, r: Any, text: str, lo: int | None = None,
     seq: int = seq_value  # type: ignore[assignment]  # _is_int checked it
     if not lo <= seq <= hi:
         raise SchemaError(f"seq {seq} is outside [{lo}, {hi}]")
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:  # a list or object is unhashable
         raise SchemaError(f"kind {kind!r:.40} is not one of {RECORD_KINDS}")
     tsf = _number(ts)
     if tsf is None:

@@ -114,3 +114,12 @@ def test_rows_of_refuses_a_bad_record_by_index() -> None:
     batch = TelemetryBatch(1, 2, [good(1), {"seq": 2, "kind": "error", "ts": float("nan")}])
     with pytest.raises(SchemaError, match=r"records\[1\]"):
         rows_of("d", batch, 1.0)
+
+
+def test_a_kind_of_the_wrong_type_is_a_bad_record_not_a_crash() -> None:
+    """A list or object as ``kind`` cannot be looked up among the kinds (unhashable): found by
+    the bridge's fuzz test, it is refused like any other bad kind."""
+    records = [good(1), {"seq": 2, "kind": [], "ts": 1.0}, {"seq": 3, "kind": {}, "ts": 1.0}]
+    b = decode_telemetry(body(records), "d1", 1.0)
+    assert [r[2] for r in b.rows] == [1]
+    assert len(b.rejected) == 2 and all("kind" in reason for reason in b.rejected), b.rejected
