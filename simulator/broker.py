@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,7 +26,44 @@ class BrokerError(RuntimeError):
     """The broker could not be started; the message says why and what to install."""
 
 
+# Ports are picked below the kernel's ephemeral range: a port the kernel hands out for bind(0)
+# comes from that range, and so does the local port of every outgoing connection, which can take
+# the port between now and the broker's bind, or while a test has the broker stopped for a
+# restart on the same port (a NATS node once failed to start in CI that way).
+_PORT_FLOOR = 10000
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_port_random = random.Random()  # private: a test seeding `random` must not make workers collide
+_ports_handed_out: set[int] = set()
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now, outside the ephemeral range when there is room
+    below it, and not handed out before by this process (the caller binds it later)."""
+    ceiling = _ephemeral_range_start()
+    if ceiling - _PORT_FLOOR >= 1000:
+        if len(_ports_handed_out) > (ceiling - _PORT_FLOOR) // 2:
+            _ports_handed_out.clear()
+        for _ in range(200):
+            port = _port_random.randrange(_PORT_FLOOR, ceiling)
+            if port not in _ports_handed_out and _bindable(port):
+                _ports_handed_out.add(port)
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -72,9 +110,17 @@ class BrokerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                      cwd=self.workdir, start_new_session=True)
-        if not wait_for_port(self.host, self.port):
+        if not wait_for_port(self.host, self.port, timeout=30.0):
             self.stop()
-            raise BrokerError(f"{self.kind} did not open port {self.port}; see {self.log_path}")
+            raise BrokerError(f"{self.kind} did not open port {self.port} in 30 s; see "
+                              f"{self.log_path}, which ends:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop gracefully (SIGTERM: Mosquitto saves retained messages first)."""
