@@ -11,27 +11,25 @@ that trusts the controller's signing key.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from controller.security.signing_keys import SigningKeys
 from edge_agent import __version__
 from simulator.broker import BrokerProcess, free_port
-from tests.e2e.agent_update.test_self_update import (
+from tests.e2e.agent_update.launchers import (
     Launcher,
     agent_script,
+    agent_update,
     make_archive,
-    make_slot,
+    push_and_deploy,
+    reported_version,
+    trusting_fleet,
     wait_committed,
 )
-from tests.harness.agents import AgentProcess, unique_device_id
-from tests.harness.controller_env import ControllerEnv, run_cli
+from tests.harness.controller_env import ControllerEnv
 from tests.harness.waiting import holds_for, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
@@ -39,54 +37,16 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
 @contextlib.contextmanager
 def fleet(tmp_path: Path, broker: BrokerProcess) -> Iterator[tuple[ControllerEnv, Launcher]]:
-    env = ControllerEnv(broker, tmp_path)
-    key, _ = SigningKeys.for_data_dir(tmp_path / "controller").ensure()
-    agent = AgentProcess(tmp_path / "device", unique_device_id("deliver"), broker.address, None,
-                         trusted_keys=[key.public_pem.decode()])
-    root = tmp_path / "device" / "agent-slots"
-    make_slot(root / "slots" / "a", agent_script("v1", root))
-    launcher = Launcher(root, agent)
-    env.start()
-    try:
+    """One device running agent v1, seen by the controller."""
+    with trusting_fleet(tmp_path, broker, "deliver") as (env, launchers):
+        (launcher,) = launchers.values()
         yield env, launcher
-    finally:
-        launcher.kill()
-        env.stop()
-
-
-def agent_update(launcher: Launcher) -> dict[str, Any] | None:
-    try:
-        body = httpx.get(f"http://127.0.0.1:{launcher.agent.http_port}/v1/health",
-                         timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return None
-    return body.get("agent_update") if isinstance(body, dict) else None
-
-
-def reported_version(env: ControllerEnv, device_id: str) -> str | None:
-    try:
-        return str(env.client.device(device_id).get("agent_version") or "")
-    except Exception:  # restarting or not registered yet
-        return None
-
-
-def push_and_deploy(env: ControllerEnv, launcher: Launcher, archive: Path, version: str) -> None:
-    code, out = asyncio.run(run_cli(env.url, "agent", "push", str(archive), "--version", version,
-                                    "--json"))
-    assert code == 0, out
-    code, out = asyncio.run(run_cli(env.url, "agent", "deploy", version, "--device",
-                                    launcher.agent.device_id, "--json"))
-    assert code == 0, out
 
 
 def test_a_pushed_agent_version_is_delivered_and_committed(
         broker: BrokerProcess, tmp_path: Path) -> None:
     with fleet(tmp_path, broker) as (env, launcher):
-        launcher.start()
-        wait_committed(launcher, "a", "v1 running")
         device_id = launcher.agent.device_id
-        wait_for(lambda: reported_version(env, device_id) == __version__, 60,
-                 "the controller sees the first agent")
         archive, _ = make_archive(tmp_path, agent_script("v2", launcher.root))
         push_and_deploy(env, launcher, archive, "2.0.0")
         status = wait_committed(launcher, "b", "the delivered agent committed")
@@ -103,11 +63,7 @@ def test_a_pushed_agent_version_is_delivered_and_committed(
 def test_an_agent_that_fails_its_probation_is_restored_and_not_staged_again(
         broker: BrokerProcess, tmp_path: Path) -> None:
     with fleet(tmp_path, broker) as (env, launcher):
-        launcher.start()
-        wait_committed(launcher, "a", "v1 running")
         device_id = launcher.agent.device_id
-        wait_for(lambda: reported_version(env, device_id) == __version__, 60,
-                 "the controller sees the first agent")
         # runs and serves its local API, but never reaches the broker
         bad = agent_script("v2-bad", launcher.root, extra=f"--broker 127.0.0.1:{free_port()}")
         archive, _ = make_archive(tmp_path, bad)

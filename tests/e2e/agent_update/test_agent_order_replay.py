@@ -12,9 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -22,16 +20,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edgewise_wire import DesiredAgent, decode
 from edgewise_wire.topics import DeviceChannel, device_topic
 from simulator.broker import BrokerProcess
-from tests.e2e.agent_update.test_agent_delivery import (
+from tests.e2e.agent_update.launchers import (
+    agent_health,
+    agent_script,
     agent_update,
-    fleet,
+    make_archive,
     push_and_deploy,
     reported_version,
-)
-from tests.e2e.agent_update.test_self_update import (
-    Launcher,
-    agent_script,
-    make_archive,
+    trusting_fleet,
     wait_committed,
 )
 from tests.harness.waiting import holds_for, wait_for
@@ -73,23 +69,12 @@ def publish_retained(broker: BrokerProcess, topic: str, payload: bytes) -> None:
         client.disconnect()
 
 
-def health(launcher: Launcher) -> dict[str, Any]:
-    try:
-        body = httpx.get(f"http://127.0.0.1:{launcher.agent.http_port}/v1/health",
-                         timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 def test_a_captured_older_agent_order_is_refused_and_the_device_stays(
         broker: BrokerProcess, tmp_path: Path) -> None:
-    with fleet(tmp_path, broker) as (env, launcher):
-        launcher.start()
-        wait_committed(launcher, "a", "v1 running")
+    with trusting_fleet(tmp_path, broker, "replay") as (env, launchers):
+        (launcher,) = launchers.values()
         device_id = launcher.agent.device_id
         topic = device_topic(device_id, DeviceChannel.AGENT_DESIRED)
-        wait_for(lambda: reported_version(env, device_id), 60, "the controller sees the agent")
 
         archive2, _ = make_archive(tmp_path, agent_script("v2", launcher.root))
         push_and_deploy(env, launcher, archive2, "2.0.0")
@@ -105,14 +90,14 @@ def test_a_captured_older_agent_order_is_refused_and_the_device_stays(
                  and u.get("running") == "3.0.0", 60, "agent 3.0.0 reports current")
         order3 = decode(retained(broker, topic), DesiredAgent)
         assert order3.seal is not None and order3.seal["counter"] > order2.seal["counter"]
-        assert health(launcher).get("agent_seal_counter") == order3.seal["counter"]
+        assert agent_health(launcher).get("agent_seal_counter") == order3.seal["counter"]
         assert launcher.started() == ["v1", "v2", "v3"]
 
         # the attacker republishes the captured order for 2.0.0: signed, unexpired, and not the
         # version that runs (without the seal the agent would stage it: a downgrade)
         publish_retained(broker, topic, captured)
-        status = wait_for(lambda: (h := health(launcher)) and h.get("refused", {}).get("replay")
-                          and h, 60, lambda: f"the replay refused; {health(launcher)}; "
+        status = wait_for(lambda: (h := agent_health(launcher)) and h.get("refused", {}).get("replay")
+                          and h, 60, lambda: f"the replay refused; {agent_health(launcher)}; "
                                              f"{launcher.log_text()[-2000:]}")
         assert status["refused"]["replay"] == 1
         update = status["agent_update"]

@@ -22,21 +22,20 @@ from typing import Any
 
 import pytest
 
-from controller.security.signing_keys import SigningKeys
 from edge_agent import __version__
 from edge_agent.launcher.slots import ROOT_ENV
 from simulator.broker import BrokerProcess, free_port
-from tests.e2e.agent_update.test_agent_delivery import agent_update, reported_version
-from tests.e2e.agent_update.test_self_update import (
+from tests.e2e.agent_update.launchers import (
     Launcher,
-    agent_script,
+    agent_update,
+    cli,
     make_archive,
-    make_slot,
+    reported_version,
+    trusting_fleet,
     wait_committed,
 )
-from tests.harness.agents import AgentProcess, unique_device_id
-from tests.harness.controller_env import ControllerEnv, run_cli, wait_status
-from tests.harness.waiting import holds_for, wait_for
+from tests.harness.controller_env import ControllerEnv, wait_status
+from tests.harness.waiting import holds_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(420)]
 
@@ -46,31 +45,10 @@ FLEET = "agent-rollout"
 @contextlib.contextmanager
 def fleet(tmp_path: Path, broker: BrokerProcess,
           count: int = 2) -> Iterator[tuple[ControllerEnv, dict[str, Launcher]]]:
-    env = ControllerEnv(broker, tmp_path)
-    key, _ = SigningKeys.for_data_dir(tmp_path / "controller").ensure()
-    launchers: dict[str, Launcher] = {}
-    for i in range(count):
-        home = tmp_path / f"device-{i}"
-        agent = AgentProcess(home, unique_device_id("roll"), broker.address, None,
-                             trusted_keys=[key.public_pem.decode()])
-        root = home / "agent-slots"
-        make_slot(root / "slots" / "a", agent_script("v1", root))
-        launchers[agent.device_id] = Launcher(root, agent)
-    env.start()
-    try:
-        for launcher in launchers.values():
-            launcher.start()
-        for device_id, launcher in launchers.items():
-            wait_committed(launcher, "a", f"{device_id} runs v1")
-            wait_for(lambda: all(reported_version(env, d) == __version__ for d in launchers),
-                     60, "the controller sees each device's first agent")
+    with trusting_fleet(tmp_path, broker, "roll", count) as (env, launchers):
         for device_id in launchers:  # the broker may hold other tests' devices: select ours
             env.client.set_labels(device_id, {"fleet": FLEET}, [])
         yield env, launchers
-    finally:
-        for launcher in launchers.values():
-            launcher.kill()
-        env.stop()
 
 
 def bundle_script(version: str, extra: str = "") -> str:
@@ -78,12 +56,6 @@ def bundle_script(version: str, extra: str = "") -> str:
     runs it (the launcher tells its agent where that is)."""
     return (f"#!/bin/sh\necho {version} >> \"${ROOT_ENV}/started\"\n"
             f"exec {sys.executable} -m edge_agent.daemon \"$@\" {extra}\n")
-
-
-def cli(env: ControllerEnv, *args: str) -> str:
-    code, out = asyncio.run(run_cli(env.url, *args))
-    assert code == 0, out
-    return out
 
 
 def start_rollout(env: ControllerEnv, archive: Path, version: str) -> dict[str, Any]:
