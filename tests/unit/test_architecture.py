@@ -39,6 +39,7 @@ PURE = ("controller/rollouts/spec.py", "controller/rollouts/gates.py",
         "controller/experiments/results.py",
         "controller/fleet/versions.py", "controller/web/rollup.py", "controller/paging.py",
         "controller/timebuckets.py", "controller/device_health/rules.py",
+        "controller/data/export_query.py", "controller/data/export_fields.py",
         "edge_agent/update/", "edge_agent/health/window.py", "edge_agent/health/readings.py", "edgewise_monitoring/", "edgewise_wire/")
 CLOCK_AND_IO = {"time", "socket", "sqlite3", "asyncio", "threading", "subprocess", "os"}
 # deliberate exceptions, each with its reason
