@@ -37,7 +37,9 @@ from bench.common import (  # noqa: E402
     update_doc_section,
     write_result,
 )
-from controller.data.export import Exporter, ExportQuery, parquet_options, write  # noqa: E402
+from controller.data.export import Exporter  # noqa: E402
+from controller.data.export_query import ExportQuery  # noqa: E402
+from controller.data.export_writers import parquet_options, write  # noqa: E402
 from controller.fleet.ingest_wire import decode_telemetry  # noqa: E402
 from controller.fleet.telemetry_store import TelemetryStore  # noqa: E402
 from controller.storage import migrator  # noqa: E402

@@ -56,6 +56,7 @@ from edge_agent.health.agent_health import AgentHealth
 from edge_agent.health.log_ring import LogRing
 from edge_agent.health.sampler import HealthSampler, ReadingSource
 from edge_agent.health.sources import HealthSources
+from edge_agent.message_router import MessageRouter
 from edge_agent.model_monitor import ModelMonitor
 from edge_agent.outbox import (
     OutboxError,
@@ -81,28 +82,19 @@ from edge_agent.updater import Updater
 from edgewise_mqtt.link import MqttLink, Will
 from edgewise_wire import (
     Ack,
-    Desired,
-    DesiredAgent,
     LogsReply,
     LogsRequest,
     Manifest,
     ModelRef,
     Presence,
-    ProtocolError,
     Reported,
     SamplingOrder,
-    decode,
     encode,
 )
-from edgewise_wire.experiments import ExperimentOrder, request_arm
-from edgewise_wire.key_update import KeyUpdateMessage
+from edgewise_wire.experiments import request_arm
 from edgewise_wire.topics import (
-    ChunkTopic,
     DeviceChannel,
-    DeviceTopic,
     device_topic,
-    keys_topic,
-    parse_topic,
 )
 
 log = logging.getLogger("edgewise.agent")
@@ -137,7 +129,6 @@ class EdgeAgent:
         self.config = config
         self._clock = clock
         self.device_id = config.device_id
-        self._keys_topic = keys_topic(root=config.topic_root)
         self._outbox_path = config.data_dir / "outbox.sqlite"
         # under edgewise-agent-launcher: the version of the slot it runs from (what it was
         # staged as); otherwise the installed distribution's version
@@ -147,7 +138,6 @@ class EdgeAgent:
         self.deployment_id: str | None = None
         self.outbox: TelemetryOutbox | None = None
         self.dropped_messages: Counter[str] = Counter()
-        self._malformed_acks = 0  # of dropped_messages["malformed"], those on the ack topic
         self.predictions_served = 0
         # records for the outbox, in order: dicts, and one CallRecords per sampled inference
         # call (expanded into prediction records at flush, off the prediction path)
@@ -183,7 +173,8 @@ class EdgeAgent:
         self.link = MqttLink(
             f"ew-agent-{self.device_id}",
             config.broker,
-            on_message=self._on_message,
+            # the router hands messages to parts built on this link, so it comes after them
+            on_message=lambda topic, payload: self.messages.on_message(topic, payload),
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
             will=Will(self.topic(DeviceChannel.PRESENCE),
@@ -222,6 +213,10 @@ class EdgeAgent:
                 device_class=config.device_class, clock=clock, report=self.report,
                 repair_interval_s=config.chunk_repair_interval_s, use_url=config.artifact_http,
                 root=config.topic_root, gate=self.updater.gate)
+        self.messages = MessageRouter(
+            self.device_id, root=config.topic_root, on_key_update=self.updater.on_key_update,
+            model_chunks=(self.updater.on_chunk, self.experiments.on_chunk),
+            agent_chunks=self.self_update, handlers=self._message_handlers(), drop=self._drop)
 
     # -- the update path's view (kept as attributes for the simulator, tests and status) -----
 
@@ -480,7 +475,7 @@ class EdgeAgent:
     def _on_connect(self) -> None:
         # the key update first: its retained copy then arrives before the retained desired state,
         # which a key it brings may have signed
-        self.link.subscribe(self._keys_topic)
+        self.link.subscribe(self.messages.keys_topic)
         self.link.subscribe(self.topic(DeviceChannel.DESIRED))
         self.link.subscribe(self.topic(DeviceChannel.ACK))
         if self.self_update is not None:
@@ -506,44 +501,18 @@ class EdgeAgent:
         self.dropped_messages[reason] += 1
         log.warning("%s: dropped message (%s): %s", self.device_id, reason, detail)
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        try:
-            if topic == self._keys_topic:
-                self.updater.on_key_update(decode(payload, KeyUpdateMessage))
-                return
-            parsed = parse_topic(topic, root=self.config.topic_root)
-            if isinstance(parsed, ChunkTopic):
-                if self.self_update is not None and self.self_update.owns_chunk(parsed):
-                    self.self_update.on_chunk(parsed, payload)
-                else:
-                    self.updater.on_chunk(parsed, payload)
-                    self.experiments.on_chunk(parsed, payload)
-            elif isinstance(parsed, DeviceTopic) and parsed.device_id == self.device_id:
-                if parsed.channel is DeviceChannel.DESIRED:
-                    self.updater.on_desired(decode(payload, Desired))
-                elif parsed.channel is DeviceChannel.ACK:
-                    try:
-                        ack = decode(payload, Ack)
-                    except ProtocolError as exc:  # no epoch, no range: it deletes nothing
-                        self._malformed_acks += 1
-                        self._drop("malformed", f"{topic}: {exc}")
-                        return
-                    self._on_ack(ack)
-                elif parsed.channel is DeviceChannel.AGENT_DESIRED and \
-                        self.self_update is not None:
-                    self.self_update.on_desired(decode(payload, DesiredAgent))
-                elif parsed.channel is DeviceChannel.LOGS_REQUEST:
-                    self._send_logs(decode(payload, LogsRequest))
-                elif parsed.channel is DeviceChannel.EXPERIMENT:
-                    self.experiments.on_order(decode(payload, ExperimentOrder))
-                elif parsed.channel is DeviceChannel.SAMPLING:
-                    self._on_sampling(decode(payload, SamplingOrder))
-                else:
-                    self._drop("unexpected_topic", topic)
-            else:
-                self._drop("unexpected_topic", topic)
-        except ProtocolError as exc:
-            self._drop("malformed", f"{topic}: {exc}")
+    def _message_handlers(self) -> dict[DeviceChannel, Callable[[Any], None]]:
+        """Who handles the messages of each device channel (the router decodes them)."""
+        handlers: dict[DeviceChannel, Callable[[Any], None]] = {
+            DeviceChannel.DESIRED: self.updater.on_desired,
+            DeviceChannel.ACK: self._on_ack,
+            DeviceChannel.LOGS_REQUEST: self._send_logs,
+            DeviceChannel.EXPERIMENT: self.experiments.on_order,
+            DeviceChannel.SAMPLING: self._on_sampling,
+        }
+        if self.self_update is not None:  # without a launcher, agent orders are not for us
+            handlers[DeviceChannel.AGENT_DESIRED] = self.self_update.on_desired
+        return handlers
 
     def _on_sampling(self, order: SamplingOrder) -> None:
         if order.share != self.sample_share:
@@ -603,7 +572,7 @@ class EdgeAgent:
     def acks_refused(self) -> int:
         """Acks that deleted nothing because they did not name this outbox's epoch and a range
         (a gauge of every health sample, and in :meth:`status`)."""
-        return (self._malformed_acks + self.dropped_messages["ack_refused"]
+        return (self.messages.malformed_acks + self.dropped_messages["ack_refused"]
                 + self.dropped_messages["ack_other_epoch"])
 
     def _on_ack(self, ack: Ack) -> None:

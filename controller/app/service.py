@@ -20,8 +20,9 @@ from controller.app.lease import Lease, new_holder_id
 from controller.app.presence import claim_root, instance_id
 from controller.audit.store import AuditLog
 from controller.config import ControllerConfig
-from controller.data.export import EmptyExport, Exporter, ExportQuery
-from controller.data.export import write as write_export
+from controller.data.export import Exporter
+from controller.data.export_query import EmptyExport, ExportQuery
+from controller.data.export_writers import write as write_export
 from controller.device_health.logs import LogsRequester
 from controller.device_health.rules import HealthThresholds
 from controller.device_health.store import HealthStore

@@ -11,7 +11,9 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from controller.data.export import FORMATS, Exporter, ExportQuery, parse_sampling, stream
+from controller.data.export import Exporter
+from controller.data.export_query import ExportQuery, parse_sampling
+from controller.data.export_writers import FORMATS, stream
 from controller.data.retention import apply_retention
 from controller.errors import ValidationError
 from controller.rest import API

@@ -43,18 +43,10 @@ from controller.rollouts.gates import (
     Observations,
     evaluate_gates,
 )
-from controller.rollouts.spec import (
-    FailureBudget,
-    Gates,
-    RolloutSpec,
-    SpecError,
-    WaveSize,
-    parse_waves,
-    plan_waves,
-    spec_from_dict,
-    spec_to_dict,
-    validate,
-)
+from controller.rollouts.spec import FailureBudget, Gates, RolloutSpec, SpecError, WaveSize
+from controller.rollouts.spec_checks import validate
+from controller.rollouts.spec_parse import parse_waves, spec_from_dict, spec_to_dict
+from controller.rollouts.wave_plan import plan_waves
 
 __all__ = [
     "Abort", "Advance", "Complete", "ConflictError", "Decision", "DeviceObservation", "Fail",

@@ -26,6 +26,14 @@ from controller.cli.common import (
     parse_duration,
 )
 from controller.cli.exit_codes import ExitCode, exit_codes_help
+from controller.rollouts.cli_options import (
+    increase_text,
+    launch_options,
+    plan_fields,
+    steering_options,
+    wave_gates,
+    wave_options,
+)
 from controller.rollouts.render import (
     change_signature,
     outcome_lines,
@@ -40,34 +48,6 @@ EXIT_CODES_HELP = exit_codes_help(ExitCode.OK, ExitCode.ERROR, ExitCode.TIMED_OU
 
 _FINAL = {"completed": ExitCode.OK, "aborted": ExitCode.ROLLOUT_ABORTED,
           "failed": ExitCode.ROLLOUT_FAILED, "paused": ExitCode.ROLLOUT_PAUSED}
-
-
-def _durations(text: str) -> float | list[float]:
-    parts = [parse_duration(p) for p in text.split(",")]
-    return parts[0] if len(parts) == 1 else parts
-
-
-def _share(text: str) -> float:
-    """``0.9`` or ``90%``."""
-    try:
-        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: write a share like 0.9 or 90%") from None
-
-
-def _budget(text: str) -> int | float | str:
-    """``2`` (devices), ``0.05`` (a share of the wave) or ``5%``."""
-    text = text.strip()
-    if text.endswith("%"):
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            raise click.BadParameter(f"{text!r}: write a device count (2), a share (0.05) "
-                                     "or a percentage (5%)") from None
 
 
 def load_spec_file(path: Path) -> dict[str, Any]:
@@ -133,16 +113,17 @@ def rollout() -> None:
 @click.argument("target", metavar="[NAME[:VERSION]]", required=False)
 @click.option("--spec", "spec_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Rollout spec file (TOML or JSON, keys in docs/rollouts.md); flags override it.")
-@click.option("--selector", help="Which devices, by label: 'site=berlin,hw in (pi4,pi5),!canary' "
-              "(default: every device).")
-@click.option("--waves", help="Cumulative wave sizes, counts or percentages: 1,10%,50%,100% "
-              "(default without --spec: 100%, all at once).")
-@click.option("--soak", help="Time each wave must stay healthy before the next: 10m, or one per "
-              "wave: 30m,10m,10m (default without --spec: 0).")
-@click.option("--min-reporting", type=str, help="Share of a wave that must report the version "
-              "active: 0.9 or 90% (default 0.9).")
-@click.option("--max-failed", type=str, help="Failed activations a wave tolerates: a count (2), "
-              "a share (0.05) or 5% (default 0).")
+@wave_options(
+    selector_help="Which devices, by label: 'site=berlin,hw in (pi4,pi5),!canary' "
+                  "(default: every device).",
+    waves_help="Cumulative wave sizes, counts or percentages: 1,10%,50%,100% "
+               "(default without --spec: 100%, all at once).",
+    soak_help="Time each wave must stay healthy before the next: 10m, or one per wave: "
+              "30m,10m,10m (default without --spec: 0).",
+    min_reporting_help="Share of a wave that must report the version active: 0.9 or 90% "
+                       "(default 0.9).",
+    max_failed_help="Failed activations a wave tolerates: a count (2), a share (0.05) or 5% "
+                    "(default 0).")
 @click.option("--max-accuracy-drop", type=float, help="Largest accuracy drop against the version "
               "each device ran before, from labelled feedback, e.g. 0.02 (default: off).")
 @click.option("--min-labelled", type=int, help="Labels a wave needs before the accuracy gate can "
@@ -156,22 +137,18 @@ def rollout() -> None:
               "(0.25 or 25%; median over the wave; default: off; needs agents that send device "
               "health).")
 @click.option("--max-cpu-increase", help="The same for CPU time per prediction (0.25 or 25%).")
-@click.option("--wave-timeout", help="How long a wave may take to report, or a gate to gather "
-              "evidence, before that counts as a failure: 1h (default).")
-@click.option("--on-gate-failure", type=click.Choice(["pause", "abort"]),
-              help="Stop and wait for a human (pause, default), or send every moved device back "
-              "to its previous version (abort).")
-@click.option("--priority", type=int, help="Overlapping a live rollout of lower priority takes "
-              "its devices over; equal or higher refuses the start (default 0).")
-@click.option("--name", help="A name for the rollout (default MODEL:VERSION).")
+@steering_options(
+    wave_timeout_help="How long a wave may take to report, or a gate to gather evidence, before "
+                      "that counts as a failure: 1h (default).",
+    on_gate_failure_help="Stop and wait for a human (pause, default), or send every moved "
+                         "device back to its previous version (abort).",
+    priority_help="Overlapping a live rollout of lower priority takes its devices over; equal "
+                  "or higher refuses the start (default 0).",
+    name_help="A name for the rollout (default MODEL:VERSION).")
 @click.option("--probation-s", type=click.FloatRange(0, 86400), help="How long each device serves "
               "the new version under watch (errors, latency) before it commits it, in seconds; "
               "[probation] in --spec for the thresholds (default: the agent's probation_s).")
-@click.option("--dry-run", is_flag=True, help="Validate and show the wave plan; send nothing.")
-@click.option("--wait/--no-wait", default=False, help="Show live progress until it ends.")
-@click.option("--timeout", default="0", show_default=True,
-              help="Stop waiting after this long (0: no limit); the rollout goes on.")
-@json_option
+@launch_options
 @click.pass_context
 def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None,
                   selector: str | None, waves: str | None, soak: str | None,
@@ -208,19 +185,14 @@ def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None
         spec.setdefault("waves", "100%")
         spec.setdefault("soak_seconds", 0)
     gates = dict(spec.get("gates") or {})
-    flags: dict[str, Any] = {
-        "selector": selector, "waves": waves,
-        "soak_seconds": _durations(soak) if soak is not None else None,
-        "wave_timeout_seconds": parse_duration(wave_timeout) if wave_timeout else None,
-        "on_gate_failure": on_gate_failure, "priority": priority, "name": name}
-    spec.update({k: v for k, v in flags.items() if v is not None})
+    spec.update(plan_fields(selector=selector, waves=waves, soak=soak, wave_timeout=wave_timeout,
+                            on_gate_failure=on_gate_failure, priority=priority, name=name))
     gate_flags: dict[str, Any] = {
-        "min_reporting_share": _share(min_reporting) if min_reporting is not None else None,
-        "max_failed_activations": _budget(max_failed) if max_failed is not None else None,
+        **wave_gates(min_reporting=min_reporting, max_failed=max_failed),
         "max_accuracy_drop": max_accuracy_drop, "min_labelled": min_labelled,
         "max_p95_latency_ms": max_p95_latency_ms, "max_drift_psi": max_drift_psi,
-        "max_memory_increase": _increase_text(max_memory_increase),
-        "max_cpu_increase": _increase_text(max_cpu_increase)}
+        "max_memory_increase": increase_text(max_memory_increase),
+        "max_cpu_increase": increase_text(max_cpu_increase)}
     gates.update({k: v for k, v in gate_flags.items() if v is not None})
     if gates:
         spec["gates"] = gates
@@ -348,46 +320,30 @@ def rollout_abort(ctx: click.Context, ref: str, reason: str, wait: bool, timeout
     emit(view, as_json, "\n".join(render_rollout(view)))
 
 
-def _increase_text(text: str | None) -> float | str | None:
-    """``25%`` stays text (the spec reads it); ``0.25`` becomes a number."""
-    if text is None or text.strip().endswith("%"):
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        fail(f"{text!r} is not an increase: write 0.25 or 25%")
-
-
 # -- agent rollout ------------------------------------------------------------------------------
 # `edgewise agent rollout`: the app adds it to the `agent` group (controller/agent_bundles/cli.py)
 
 @click.command("rollout", epilog=EXIT_CODES_HELP)
 @click.argument("version")
-@click.option("--selector", default="", help="Which devices, by label: 'site=berlin,!canary' "
-              "(default: every device).")
-@click.option("--waves", default="1,10%,50%,100%", show_default=True,
-              help="Cumulative wave sizes, device counts or percentages.")
-@click.option("--soak", default="10m", show_default=True,
-              help="Time each wave must stay healthy before the next: 10m, or one per wave: "
-                   "30m,10m,10m.")
-@click.option("--min-reporting", help="Share of a wave that must run VERSION, committed after "
-              "the launcher's probation: 0.9 or 90% (default 0.9).")
-@click.option("--max-failed", help="Failed updates a wave tolerates (the launcher restored the "
-              "old agent, or the bundle was refused): a count (2), a share (0.05) or 5% "
-              "(default 0).")
-@click.option("--wave-timeout", help="How long a wave may take to report before that counts as "
-              "a failure: 1h (default).")
-@click.option("--on-gate-failure", type=click.Choice(["pause", "abort"]), default="abort",
-              show_default=True, help="Send every moved device back to the agent version it "
-              "ran before (abort), or stop and wait for a human (pause).")
-@click.option("--priority", type=int, default=0, show_default=True,
-              help="Overlapping a live agent rollout of lower priority takes its devices over.")
-@click.option("--name", default="", help="A name for the rollout (default 'agent VERSION').")
-@click.option("--dry-run", is_flag=True, help="Validate and show the wave plan; send nothing.")
-@click.option("--wait/--no-wait", default=False, help="Show live progress until it ends.")
-@click.option("--timeout", default="0", show_default=True,
-              help="Stop waiting after this long (0: no limit); the rollout goes on.")
-@json_option
+@wave_options(
+    selector_help="Which devices, by label: 'site=berlin,!canary' (default: every device).",
+    waves_help="Cumulative wave sizes, device counts or percentages.",
+    soak_help="Time each wave must stay healthy before the next: 10m, or one per wave: "
+              "30m,10m,10m.",
+    min_reporting_help="Share of a wave that must run VERSION, committed after the launcher's "
+                       "probation: 0.9 or 90% (default 0.9).",
+    max_failed_help="Failed updates a wave tolerates (the launcher restored the old agent, or "
+                    "the bundle was refused): a count (2), a share (0.05) or 5% (default 0).",
+    selector_default="", waves_default="1,10%,50%,100%", soak_default="10m")
+@steering_options(
+    wave_timeout_help="How long a wave may take to report before that counts as a failure: 1h "
+                      "(default).",
+    on_gate_failure_help="Send every moved device back to the agent version it ran before "
+                         "(abort), or stop and wait for a human (pause).",
+    priority_help="Overlapping a live agent rollout of lower priority takes its devices over.",
+    name_help="A name for the rollout (default 'agent VERSION').",
+    on_gate_failure_default="abort", priority_default=0, name_default="")
+@launch_options
 @click.pass_context
 def agent_rollout(ctx: click.Context, version: str, selector: str, waves: str, soak: str,
                   min_reporting: str | None, max_failed: str | None, wave_timeout: str | None,
@@ -405,17 +361,12 @@ def agent_rollout(ctx: click.Context, version: str, selector: str, waves: str, s
     Example: edgewise agent rollout 0.3.0 --selector site=berlin --waves 1,10%,100% --soak 15m --wait
     """
     client = client_from(ctx)
-    gates: dict[str, Any] = {}
-    if min_reporting is not None:
-        gates["min_reporting_share"] = _share(min_reporting)
-    if max_failed is not None:
-        gates["max_failed_activations"] = _budget(max_failed)
+    gates = wave_gates(min_reporting=min_reporting, max_failed=max_failed)
     spec: dict[str, Any] = {
-        "kind": "agent", "agent_version": version, "selector": selector, "waves": waves,
-        "soak_seconds": _durations(soak), "on_gate_failure": on_gate_failure,
-        "priority": priority, "name": name, "gates": gates}
-    if wave_timeout:
-        spec["wave_timeout_seconds"] = parse_duration(wave_timeout)
+        "kind": "agent", "agent_version": version,
+        **plan_fields(selector=selector, waves=waves, soak=soak, wave_timeout=wave_timeout,
+                      on_gate_failure=on_gate_failure, priority=priority, name=name),
+        "gates": gates}
     view = client.create_rollout(spec, dry_run=dry_run)
     if dry_run or not wait:
         if as_json:

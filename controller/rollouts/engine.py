@@ -41,7 +41,8 @@ from controller.rollouts.gates import (
     Observations,
     evaluate_gates,
 )
-from controller.rollouts.spec import RolloutSpec, plan_waves
+from controller.rollouts.spec import RolloutSpec
+from controller.rollouts.wave_plan import plan_waves
 
 STATE_SCHEMA = 1
 

@@ -36,7 +36,7 @@ from controller.rollouts.gates import (
     ModelVersion,
     evaluate_gates,
 )
-from controller.rollouts.spec import spec_to_dict
+from controller.rollouts.spec_parse import spec_to_dict
 from controller.rollouts.store import FINISHED, LIVE, OWNING, RolloutRecord, rollout_of
 from controller.storage.db import Database
 from controller.storage.tables import telemetry

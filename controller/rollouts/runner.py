@@ -74,7 +74,9 @@ from controller.rollouts.observations import (
     rollout_view,
 )
 from controller.rollouts.orders import Outgoing, RolloutOrders
-from controller.rollouts.spec import RolloutSpec, spec_from_dict, spec_to_dict, validate
+from controller.rollouts.spec import RolloutSpec
+from controller.rollouts.spec_checks import validate
+from controller.rollouts.spec_parse import spec_from_dict, spec_to_dict
 from controller.rollouts.store import (
     LIVE,
     OWNING,

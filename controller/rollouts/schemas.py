@@ -29,7 +29,7 @@ class DeploymentProgress(OpenModel):
 class RolloutSpecBody(BaseModel):
     """The body of ``POST /rollouts``: the keys of a rollout spec file (docs/rollouts.md).
 
-    It documents the request in the OpenAPI schema; :func:`controller.rollouts.spec.spec_from_dict`
+    It documents the request in the OpenAPI schema; :func:`controller.rollouts.spec_parse.spec_from_dict`
     is the one place that checks it (types, unknown keys, ranges, the waves against the fleet),
     so a refusal names the key and the rule in words, the same for a file, a flag and a request.
     """

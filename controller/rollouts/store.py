@@ -24,7 +24,8 @@ from controller.audit.store import AuditEntry, write_audit
 from controller.errors import ConflictError, NotFoundError, ValidationError
 from controller.fleet.versions import ModelVersion
 from controller.rollouts.engine import RolloutState, Status
-from controller.rollouts.spec import RolloutSpec, spec_from_dict, spec_to_dict
+from controller.rollouts.spec import RolloutSpec
+from controller.rollouts.spec_parse import spec_from_dict, spec_to_dict
 from controller.storage import MAX_ID
 from controller.storage.db import Database
 from controller.storage.tables import devices, rollouts

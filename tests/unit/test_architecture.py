@@ -29,7 +29,9 @@ NOT_ON_DEVICE = {"controller", "converters", "simulator", "fastapi", "uvicorn", 
                  "skl2onnx", "sqlalchemy", "alembic", "click", "httpx", "scipy", "cryptography"}
 # pure cores: no database, MQTT, HTTP or clock; they may import these (and each other)
 PURE_MAY_IMPORT = {"numpy", "scipy", "edgewise_wire", "edgewise_monitoring", "controller.errors"}
-PURE = ("controller/rollouts/spec.py", "controller/rollouts/gates.py",
+PURE = ("controller/rollouts/spec.py", "controller/rollouts/spec_parse.py",
+        "controller/rollouts/spec_checks.py", "controller/rollouts/wave_plan.py",
+        "controller/rollouts/gates.py",
         "controller/rollouts/engine.py", "controller/rollouts/decisions.py",
         "controller/rollouts/conflicts.py", "controller/monitoring/rules.py",
         "controller/monitoring/hysteresis.py", "controller/monitoring/drift_series.py",
@@ -39,6 +41,7 @@ PURE = ("controller/rollouts/spec.py", "controller/rollouts/gates.py",
         "controller/experiments/results.py",
         "controller/fleet/versions.py", "controller/web/rollup.py", "controller/paging.py",
         "controller/timebuckets.py", "controller/device_health/rules.py",
+        "controller/data/export_query.py", "controller/data/export_fields.py",
         "edge_agent/update/", "edge_agent/health/window.py", "edge_agent/health/readings.py", "edgewise_monitoring/", "edgewise_wire/")
 CLOCK_AND_IO = {"time", "socket", "sqlite3", "asyncio", "threading", "subprocess", "os"}
 # deliberate exceptions, each with its reason

@@ -104,7 +104,7 @@ def test_agent_survives_random_input_on_its_topics(broker: BrokerProcess, tmp_pa
             def direct(topic: str, payload: bytes) -> None:
                 # what MqttLink does with every message, minus its safety net: an exception
                 # here fails the test with the (shrunk) input
-                agent._on_message(topic, payload)
+                agent.messages.on_message(topic, payload)
 
             direct()
             await asyncio.sleep(0.5)  # tasks the inputs started (downloads) run now

@@ -20,7 +20,7 @@ from controller.rollouts.deployment_views import DeploymentViews
 from controller.rollouts.gates import FAILED_ACTIVATIONS, Gates, ModelVersion, evaluate_gates
 from controller.rollouts.observations import observe
 from controller.rollouts.runner import RolloutRunner
-from controller.rollouts.spec import spec_from_dict, spec_to_dict
+from controller.rollouts.spec_parse import spec_from_dict, spec_to_dict
 from controller.security.desired_signer import DesiredSigner
 from controller.security.signing import generate_keypair
 from controller.storage import migrator

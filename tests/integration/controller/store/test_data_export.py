@@ -19,15 +19,9 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from controller.data.export import (
-    EmptyExport,
-    Exporter,
-    ExportQuery,
-    Sampling,
-    parse_sampling,
-    stream,
-    write,
-)
+from controller.data.export import Exporter
+from controller.data.export_query import EmptyExport, ExportQuery, Sampling, parse_sampling
+from controller.data.export_writers import stream, write
 from controller.data.retention import apply_retention
 from controller.errors import NotFoundError, ValidationError
 from controller.fleet.ingest_wire import decode_telemetry

@@ -22,7 +22,8 @@ from controller.rollouts.engine import (
 )
 from controller.rollouts.gates import FAILED_ACTIVATIONS
 from controller.rollouts.observations import observe_agents, plan_ownership
-from controller.rollouts.spec import SpecError, spec_from_dict, spec_to_dict
+from controller.rollouts.spec import SpecError
+from controller.rollouts.spec_parse import spec_from_dict, spec_to_dict
 from controller.rollouts.store import RolloutRecord
 
 OLD, NEW = "1.0.0", "2.0.0"

@@ -3,7 +3,8 @@ import pytest
 from controller import errors
 from controller.rollouts.conflicts import ConflictError, check_conflict
 from controller.rollouts.engine import initial_state, release_devices
-from controller.rollouts.spec import RolloutSpec, parse_waves
+from controller.rollouts.spec import RolloutSpec
+from controller.rollouts.spec_parse import parse_waves
 
 BERLIN = {f"ber-{i}" for i in range(5)}
 MUNICH = {f"muc-{i}" for i in range(5)}

@@ -28,7 +28,8 @@ from controller.rollouts.engine import (
     resume,
 )
 from controller.rollouts.gates import ACCURACY_DROP, DRIFT, FAILED_ACTIVATIONS, P95_LATENCY
-from controller.rollouts.spec import Gates, RolloutSpec, parse_waves
+from controller.rollouts.spec import Gates, RolloutSpec
+from controller.rollouts.spec_parse import parse_waves
 from tests.harness.fleet_sim import NEW, OLD, Behaviour, FakeFleet, Run
 
 DEVICES = [f"pi-{i:03d}" for i in range(100)]

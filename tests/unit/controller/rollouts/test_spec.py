@@ -12,11 +12,10 @@ from controller.rollouts.spec import (
     RolloutSpec,
     SpecError,
     WaveSize,
-    parse_waves,
-    plan_waves,
-    spec_from_dict,
-    validate,
 )
+from controller.rollouts.spec_checks import validate
+from controller.rollouts.spec_parse import parse_waves, spec_from_dict
+from controller.rollouts.wave_plan import plan_waves
 
 W, P = WaveSize.devices, WaveSize.percent
 DEVICES = [f"dev-{i:03d}" for i in range(100)]
@@ -245,7 +244,7 @@ def test_spec_from_dict_errors(doc: dict[str, object], message: str) -> None:
     RolloutSpec(model="cam", version=4, gates=Gates(max_failed_activations=FailureBudget(2))),
 ])
 def test_spec_to_dict_round_trips_through_json_and_toml(spec: RolloutSpec) -> None:
-    from controller.rollouts.spec import spec_to_dict
+    from controller.rollouts.spec_parse import spec_to_dict
 
     doc = spec_to_dict(spec)
     assert spec_from_dict(json.loads(json.dumps(doc))) == spec
@@ -255,17 +254,18 @@ def test_spec_to_dict_round_trips_through_json_and_toml(spec: RolloutSpec) -> No
 
 
 def test_the_documented_request_body_names_exactly_the_keys_the_parser_takes() -> None:
-    from controller.rollouts import spec as spec_module
+    from controller.rollouts import spec_parse
     from controller.rollouts.schemas import RolloutSpecBody
 
-    assert set(RolloutSpecBody.model_fields) == spec_module._TOP_KEYS
+    assert set(RolloutSpecBody.model_fields) == spec_parse._TOP_KEYS
     # and every example a reader could copy from the schema's defaults parses
     defaults = RolloutSpecBody(model="iris", version=1).model_dump()
     assert spec_from_dict(defaults).model == "iris"
 
 
 def test_resource_gates_take_a_share_or_a_percentage() -> None:
-    from controller.rollouts.spec import SpecError, spec_from_dict, spec_to_dict
+    from controller.rollouts.spec import SpecError
+    from controller.rollouts.spec_parse import spec_from_dict, spec_to_dict
 
     spec = spec_from_dict({"model": "m", "version": 2, "gates": {
         "max_memory_increase": "25%", "max_cpu_increase": 0.5}})
