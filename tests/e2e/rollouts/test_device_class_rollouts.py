@@ -2,8 +2,9 @@
 real Mosquitto, real agents that report their class.
 
 Only the version's class is sent it (checked on the wire); the devices of the other class are
-listed as skipped with the reason, never counted as failed, and the rollout completes. A rollout
-or a deployment that selects nothing but the other class is refused before anything is sent.
+listed as skipped with the reason, never counted as failed, and the rollout completes; late
+joiners of either class are sent it or skipped likewise. A rollout or a deployment that selects
+nothing but the other class is refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -16,12 +17,18 @@ from typing import Any
 import pytest
 
 from controller.cli.client import ControllerClientError
+from edge_agent.agent import EdgeAgent
 from simulator.fleet import DeviceGroup, SimulatedFleet
 from tests.e2e.rollouts.conftest import Models
 from tests.harness.controller_env import ControllerEnv, DesiredRecorder, run_cli, wait_registered
 from tests.harness.waiting import wait_for_async
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def runs_one(agent: EdgeAgent) -> bool:
+    return agent.state == "active" and agent.active is not None \
+        and (agent.active.model, agent.active.version) == ("iris", 1)
 
 PI, CAMERA = "pi4", "camera-v2"
 GROUPS = [DeviceGroup("pi", 3, {"hw": "pi"}, device_class=PI),
@@ -60,6 +67,20 @@ def test_a_class_specific_version_goes_only_to_its_class(env: ControllerEnv,
             await wait_for_async(lambda: all(a.state == "active" and a.active is not None
                                              for a in pis), 20, "every pi4 device on iris:1",
                                  interval=0.2, in_thread=True)
+            # late joiners: the completed rollout sends the new pi4 device the version and
+            # records the new camera as skipped
+            late = SimulatedFleet.from_groups(env.broker.address, [
+                dataclasses.replace(g, count=1) for g in GROUPS], env.workdir / "late",
+                prefix="late")
+            await late.start()
+            try:
+                await wait_for_async(
+                    lambda: runs_one(late.agent("late-pi-0000")) and "late-cam-0000" in
+                    {s["device_id"] for s in env.view(1)["skipped"]}, 30,
+                    "the late pi4 device on iris:1 and the late camera skipped", interval=0.2,
+                    in_thread=True)
+            finally:
+                await late.stop(drain_timeout=2)
             devices = await asyncio.to_thread(env.client.devices)
         finally:
             await fleet.stop(drain_timeout=2)
@@ -70,7 +91,8 @@ def test_a_class_specific_version_goes_only_to_its_class(env: ControllerEnv,
     pis = {a.device_id for a in fleet.agents if a.config.device_class == PI}
     cameras = {a.device_id for a in fleet.agents if a.config.device_class == CAMERA}
     assert {d["device_id"]: d["device_class"] for d in devices} == {
-        **{d: PI for d in pis}, **{d: CAMERA for d in cameras}}
+        **{d: PI for d in pis}, **{d: CAMERA for d in cameras},
+        "late-pi-0000": PI, "late-cam-0000": CAMERA}
     code, out = outputs["list"]
     assert code == 0 and "CLASS" in out and CAMERA in out, out
 
@@ -92,17 +114,24 @@ def test_a_class_specific_version_goes_only_to_its_class(env: ControllerEnv,
     assert view["targets"] == 3 and view["active"] == 3
     assert sum(w["failed"] for w in view["waves"]) == 0
     assert [(s["device_id"], s["device_class"]) for s in view["skipped"]] == \
-        [(d, CAMERA) for d in sorted(cameras)]
+        [(d, CAMERA) for d in sorted(cameras)]  # as it completed, before the late joiners
     assert all(s["reason"].startswith("other_class: ") for s in view["skipped"])
     assert [r["id"] for r in env.client.rollouts()] == [1]  # the refused one was never stored
 
     # on the wire: only the pi4 devices were ever told iris:1; the cameras run nothing
-    assert recorder.devices_sent("iris", 1) == pis
+    assert recorder.devices_sent("iris", 1) == pis | {"late-pi-0000"}
     assert all(a.active is None for a in fleet.agents if a.device_id in cameras)
+    skips = env.client.audit(rollout=1, action="rollout.devices_skipped")["entries"]
+    assert [(e["devices"], e["detail"]["skipped"]) for e in skips] == [
+        (["late-cam-0000"], {"late-cam-0000": CAMERA})]
+    final = env.view(1)
+    assert final["status"] == "completed" and final["active"] == 4
+    assert sum(w["failed"] for w in final["waves"]) == 0
 
     # a deployment skips the cameras too, and one of cameras only is refused
     deployed = env.client.deploy("iris", 1)
-    assert sorted(deployed["devices"]) == sorted(pis) and deployed["device_class"] == PI
-    assert [s["device_id"] for s in deployed["skipped"]] == sorted(cameras)
+    assert sorted(deployed["devices"]) == sorted(pis | {"late-pi-0000"})
+    assert deployed["device_class"] == PI
+    assert [s["device_id"] for s in deployed["skipped"]] == sorted(cameras | {"late-cam-0000"})
     with pytest.raises(ControllerClientError, match="every one of the 3 selected devices"):
         env.client.deploy("iris", 1, sorted(cameras))
