@@ -178,7 +178,8 @@ class EdgeAgent:
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
             will=Will(self.topic(DeviceChannel.PRESENCE),
-                      encode(Presence(online=False, ts=clock(), agent_version=self.agent_version))),
+                      encode(Presence(online=False, ts=clock(), agent_version=self.agent_version,
+                                      device_class=config.device_class))),
             keepalive=config.keepalive_s,
         )
         self.telemetry = TelemetryUplink(
@@ -297,7 +298,9 @@ class EdgeAgent:
             with contextlib.suppress(Exception):
                 await self.link.publish_and_wait(
                     self.topic(DeviceChannel.PRESENCE),
-                    encode(Presence(online=False, ts=self._clock(), agent_version=self.agent_version)),
+                    encode(Presence(online=False, ts=self._clock(),
+                                    agent_version=self.agent_version,
+                                    device_class=self.config.device_class)),
                     retain=True, timeout=2.0)
         await self.link.stop()
         self._close()
@@ -486,7 +489,8 @@ class EdgeAgent:
         self.link.subscribe(self.topic(DeviceChannel.SAMPLING))
         self.link.publish(self.topic(DeviceChannel.PRESENCE),
                           encode(Presence(online=True, ts=self._clock(),
-                                          agent_version=self.agent_version)), retain=True)
+                                          agent_version=self.agent_version,
+                                          device_class=self.config.device_class)), retain=True)
         self.report()
         self.telemetry.sender.reconnected()
         self.updater.on_connected()
@@ -540,7 +544,8 @@ class EdgeAgent:
             state=update.state, active=self.active, target=update.target,
             deployment_id=deployment_id, last_error=update.last_error,
             progress=update.progress, labels=self.config.labels, agent_version=self.agent_version,
-            ts=self._clock(), staged=update.staged, previous=update.previous,
+            device_class=self.config.device_class, ts=self._clock(), staged=update.staged,
+            previous=update.previous,
             agent_update=(self.self_update.report_fields()
                           if self.self_update is not None else None))
         self.link.publish(self.topic(DeviceChannel.REPORTED), encode(message), retain=True)

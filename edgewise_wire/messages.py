@@ -83,14 +83,18 @@ class Presence(Message):
     online: bool
     ts: float = field(default_factory=now)
     agent_version: str = ""
+    # the agent's configured device class; "" from an agent too old to report it (unknown)
+    device_class: str = ""
 
     def body(self) -> dict[str, Any]:
-        return {"online": self.online, "ts": self.ts, "agent_version": self.agent_version}
+        return {"online": self.online, "ts": self.ts, "agent_version": self.agent_version,
+                "device_class": self.device_class}
 
     @classmethod
     def from_body(cls, d: dict[str, Any]) -> Presence:
         return cls(get_bool(d, "online"), get_float(d, "ts"),
-                   get_str(d, "agent_version", optional=True) or "")
+                   get_str(d, "agent_version", optional=True) or "",
+                   _device_class(d))
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,8 @@ class Reported(Message):
     labels: dict[str, str] = field(default_factory=dict)
     agent_version: str = ""
     ts: float = field(default_factory=now)
+    # the agent's configured device class (agent.toml); "" from an agent too old to report it
+    device_class: str = ""
     # the verified artifact waiting in the standby slot, and the model kept in the
     # previous slot for an instant rollback (omitted when none)
     staged: ModelRef | None = None
@@ -252,6 +258,7 @@ class Reported(Message):
             "labels": self.labels,
             "agent_version": self.agent_version,
             "ts": self.ts,
+            "device_class": self.device_class,
         }
         if self.staged is not None:
             d["staged"] = self.staged.to_dict()
@@ -285,7 +292,16 @@ class Reported(Message):
             staged=_optional_ref(d, "staged"),
             previous=_optional_ref(d, "previous"),
             agent_update=get_dict(d, "agent_update", optional=True),
+            device_class=_device_class(d),
         )
+
+
+def _device_class(d: dict[str, Any]) -> str:
+    """The reported device class as the agent has it configured, "" when not reported. Not
+    checked against the class-name rule: the controller compares it as the agent does
+    (``edgewise_wire.envelope.check_class_target``), so a name no version can carry stays one
+    of another class than every class-specific version."""
+    return get_str(d, "device_class", optional=True, max_len=64) or ""
 
 
 def _optional_ref(d: dict[str, Any], key: str) -> ModelRef | None:

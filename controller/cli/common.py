@@ -150,6 +150,14 @@ def data_dir_option(func: F) -> F:
                              "./edgewise-data).")(func)
 
 
+def resolve_database_url(data_dir: Path | None, config_path: Path | None) -> str:
+    """The controller database a host command writes to: the config's ``db_url`` (or
+    EDGEWISE_DB_URL), else the SQLite file in the data directory, as `controller serve` opens."""
+    from controller.config import load_controller_config
+
+    return load_controller_config(config_path, data_dir=data_dir).database_url
+
+
 def resolve_data_dir(data_dir: Path | None, config_path: Path | None) -> Path:
     if data_dir is not None:
         return data_dir

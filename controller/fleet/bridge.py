@@ -351,7 +351,7 @@ class ControllerBridge:
                     self.fleet.set_reported(item.device_id, message)
                 elif isinstance(message, Presence):
                     self.fleet.set_presence(item.device_id, message.online, message.ts,
-                                            message.agent_version)
+                                            message.agent_version, message.device_class)
             except StorageError:
                 raise  # the database itself: the whole round is retried
             except Exception as exc:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from controller.cli.client import ControllerClient, ControllerClientError
+from controller.audit.store import AuditLog
+from controller.cli.client import ControllerClient, ControllerClientError, local_actor
 from controller.cli.common import (
     client_from,
     data_dir_option,
@@ -26,11 +28,15 @@ from controller.cli.common import (
     format_table,
     json_option,
     resolve_data_dir,
+    resolve_database_url,
 )
 from controller.cli.exit_codes import ExitCode
 from controller.cli.render import is_tty, labels_text, paint
 from controller.device_health.cli import device_health, device_logs
 from controller.fleet.render import format_device, format_fleet_table, recent_figures
+
+if TYPE_CHECKING:
+    from controller.security.claims import ClaimStore
 
 
 @click.command("fleet")
@@ -171,8 +177,10 @@ def devices_list(ctx: click.Context, selector: str | None, as_json: bool) -> Non
     table = [[d["device_id"], "online" if d["online"] else ("never seen" if not d.get("seen", True)
                                                            else "offline"),
               f"{d['active_model']}:{d['active_version']}" if d.get("active_model") else "-",
-              d.get("state") or "-", labels_text(d.get("labels") or {})] for d in rows]
-    emit(rows, as_json, format_table(["DEVICE", "ONLINE", "MODEL", "STATE", "LABELS"], table)
+              d.get("state") or "-", d.get("device_class") or "-",
+              labels_text(d.get("labels") or {})] for d in rows]
+    emit(rows, as_json, format_table(["DEVICE", "ONLINE", "MODEL", "STATE", "CLASS", "LABELS"],
+                                     table)
           + f"\n{len(rows)} devices" + (f" match {selector!r}" if selector else ""))
 
 
@@ -190,6 +198,8 @@ def devices_show(ctx: click.Context, device_id: str, as_json: bool) -> None:
              "online        " + ("online" if d["online"] else "offline")
              + ("" if d.get("seen", True) else " (never connected)"),
              f"state         {d.get('state') or '-'}",
+             "class         " + (d.get("device_class") or "- (not reported: an older agent, or "
+                                 "never connected)"),
              "active        " + (f"{d['active_model']}:{d['active_version']}"
                                   if d.get("active_model") else "-"),
              "desired       " + (f"{d['desired_model']}:{d['desired_version']}"
@@ -373,6 +383,35 @@ def devices_pending(as_json: bool, data_dir: Path | None, config_path: Path | No
         f"key sha256 {r['public_key_sha256'][:16]}" for r in rows) or "no pending requests")
 
 
+@contextmanager
+def _enrollment_decisions(data_dir: Path | None, config_path: Path | None
+                          ) -> Iterator[tuple[ClaimStore, AuditLog]]:
+    """The claims and the controller's audit log, for a decision made on the controller host.
+    The database is opened before anything is decided, so no decision goes unaudited."""
+    from sqlalchemy.engine import make_url
+
+    from controller.errors import NotFoundError
+    from controller.security.claims import ClaimStore
+    from controller.storage.db import Database, normalize_url
+
+    url = resolve_database_url(data_dir, config_path)
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() == "sqlite" and parsed.database \
+            and not Path(parsed.database).exists():
+        raise NotFoundError("controller database for the audit log (check --data-dir or "
+                            "--config)", parsed.database)
+    db = Database(url)
+    try:
+        yield ClaimStore.for_data_dir(resolve_data_dir(data_dir, config_path)), AuditLog(db)
+    finally:
+        db.dispose()
+
+
+def _host_actor() -> str:
+    """Who decided, for the audit log: the user on the controller host (no API token)."""
+    return f"host:{local_actor()}"
+
+
 @devices.command("approve")
 @click.argument("device_id")
 @json_option
@@ -380,12 +419,14 @@ def devices_pending(as_json: bool, data_dir: Path | None, config_path: Path | No
 def devices_approve(device_id: str, as_json: bool, data_dir: Path | None,
                     config_path: Path | None) -> None:
     """Issue the certificate a pending device asked for; it gets it when it asks again.
+    Written to the audit log (enrollment.approved) as host:USER@HOST.
 
     Example: edgewise devices approve pi-berlin-07
     """
-    from controller.security.claims import ClaimStore
+    from controller.security.approvals import approve_enrollment
 
-    outcome = ClaimStore.for_data_dir(resolve_data_dir(data_dir, config_path)).approve(device_id)
+    with _enrollment_decisions(data_dir, config_path) as (claims, audit):
+        outcome = approve_enrollment(claims, audit, device_id, _host_actor())
     emit({"device_id": device_id, "status": outcome.status}, as_json,
          f"approved {device_id}: its certificate is issued")
 
@@ -398,13 +439,14 @@ def devices_approve(device_id: str, as_json: bool, data_dir: Path | None,
 def devices_reject(device_id: str, reason: str, as_json: bool, data_dir: Path | None,
                    config_path: Path | None) -> None:
     """Refuse a pending enrollment request (its place in the token's quota is given back).
+    Written to the audit log (enrollment.rejected) as host:USER@HOST.
 
     Example: edgewise devices reject pi-unknown-3 --reason "not ours"
     """
-    from controller.security.claims import ClaimStore
+    from controller.security.approvals import reject_enrollment
 
-    outcome = ClaimStore.for_data_dir(resolve_data_dir(data_dir, config_path)).reject(
-        device_id, reason)
+    with _enrollment_decisions(data_dir, config_path) as (claims, audit):
+        outcome = reject_enrollment(claims, audit, device_id, reason, _host_actor())
     emit({"device_id": device_id, "status": outcome.status, "reason": outcome.reason},
          as_json, f"rejected {device_id}: {reason}")
 

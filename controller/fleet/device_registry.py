@@ -62,6 +62,7 @@ class DeviceRow:
     agent_version: str = ""
     agent_update_target: str | None = None
     agent_update_state: str | None = None
+    device_class: str | None = None  # as the agent reports it; None: unknown (an older agent)
 
 
 def effective_labels(own: Mapping[str, str], operator: Mapping[str, str]) -> dict[str, str]:
@@ -82,7 +83,8 @@ class DeviceRegistry:
         q = sa.select(d.device_id, d.online, d.labels_json, d.state, d.active_model,
                       d.active_version, d.target_model, d.target_version, d.desired_model,
                       d.desired_version, d.desired_deployment_id, d.last_seen,
-                      d.agent_version, d.agent_update_target, d.agent_update_state)
+                      d.agent_version, d.agent_update_target, d.agent_update_state,
+                      d.device_class)
         with self.db.read() as conn:
             operator = self._operator_labels(conn)
             result = conn.execute(q).all()
@@ -99,7 +101,7 @@ class DeviceRegistry:
                 desired_deployment_id=r.desired_deployment_id,
                 last_seen=float(r.last_seen), agent_version=r.agent_version or "",
                 agent_update_target=r.agent_update_target,
-                agent_update_state=r.agent_update_state)
+                agent_update_state=r.agent_update_state, device_class=r.device_class)
         return out
 
     # -- the operator's view ---------------------------------------------------------------------
@@ -272,7 +274,7 @@ def _never_seen(device_id: str, operator: Mapping[str, str], registration: Any) 
     return {
         "device_id": device_id, "online": False, "first_seen": None, "last_seen": None,
         "labels": dict(operator), "device_labels": {}, "operator_labels": dict(operator),
-        "state": None, "agent_version": "", "active_model": None, "active_version": None,
+        "state": None, "agent_version": "", "device_class": None, "active_model": None, "active_version": None,
         "active_sha256": None, "target_model": None, "target_version": None,
         "staged_model": None, "staged_version": None, "staged_sha256": None,
         "previous_model": None, "previous_version": None, "previous_sha256": None,

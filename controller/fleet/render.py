@@ -75,7 +75,7 @@ def format_device(view: dict[str, Any], window: float, colour: bool = False) -> 
         f"labels      {labels}",
         f"runs        {version_text(d.get('active_model'), d.get('active_version'))}  state "
         f"{paint(state, colour, fg=STATE_COLOURS.get(state))}  agent "
-        f"{d.get('agent_version') or '-'}",
+        f"{d.get('agent_version') or '-'}  class {d.get('device_class') or '-'}",
         f"desired     {version_text(d.get('desired_model'), d.get('desired_version'))}"
         + (f"  ({d['desired_deployment_id']})" if d.get("desired_deployment_id") else ""),
     ]

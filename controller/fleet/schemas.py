@@ -23,6 +23,9 @@ class DeviceOut(OpenModel):
     labels: dict[str, str] = Field(description="effective labels: the operator's over the device's")
     state: str | None = Field(description="update state the agent last reported")
     agent_version: str
+    device_class: str | None = Field(None, description="the class the agent reports "
+                                     "(agent.toml's device_class); null until a device "
+                                     "reports one (older agents do not)")
     active_model: str | None
     active_version: int | None
     active_sha256: str | None

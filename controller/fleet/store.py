@@ -89,12 +89,15 @@ class FleetStore:
         with self.db.write() as conn:
             touch(self.db, conn, device_id, ts)
 
-    def set_presence(self, device_id: str, online: bool, ts: float, agent_version: str = "") -> None:
+    def set_presence(self, device_id: str, online: bool, ts: float, agent_version: str = "",
+                     device_class: str = "") -> None:
         with self.db.write() as conn:
             touch(self.db, conn, device_id, ts)
             values: dict[str, Any] = {"online": online}
             if agent_version:
                 values["agent_version"] = agent_version
+            if device_class:
+                values["device_class"] = device_class
             conn.execute(devices.update().where(devices.c.device_id == device_id).values(**values))
 
     def set_reported(self, device_id: str, reported: Reported) -> None:
@@ -118,6 +121,8 @@ class FleetStore:
         }
         if reported.agent_version:
             values["agent_version"] = reported.agent_version
+        if reported.device_class:  # an older agent reports none: the class stays as known
+            values["device_class"] = reported.device_class
         update = reported.agent_update or {}
         # an agent outside a launcher reports none: it takes no agent version, nothing to keep
         target, where = update.get("target"), update.get("state")
@@ -207,6 +212,18 @@ class FleetStore:
             raise NotFoundError("device", device_id)
         return rows[0]
 
+    def device_classes(self, device_ids: Sequence[str]) -> dict[str, str]:
+        """``{device: its reported class}`` for those of ``device_ids`` whose class is known."""
+        d = devices.c
+        ids = list(device_ids)
+        out: dict[str, str] = {}
+        with self.db.read() as conn:
+            for i in range(0, len(ids), _IN_CHUNK):
+                out.update((r.device_id, r.device_class) for r in conn.execute(sa.select(
+                    d.device_id, d.device_class).where(d.device_id.in_(ids[i:i + _IN_CHUNK]),
+                                                       d.device_class.is_not(None))))
+        return out
+
     def device_ids(self) -> list[str]:
         """Every registered device, without the telemetry aggregates of :meth:`list_devices`."""
         with self.db.read() as conn:
@@ -262,6 +279,7 @@ def _device_dict(m: Any) -> dict[str, Any]:
         "labels": json.loads(m["labels_json"] or "{}"),
         "state": m["state"],
         "agent_version": m["agent_version"],
+        "device_class": m["device_class"],
         "active_model": m["active_model"],
         "active_version": m["active_version"],
         "active_sha256": m["active_sha256"],

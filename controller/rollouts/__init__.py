@@ -35,6 +35,7 @@ from controller.rollouts.engine import (
     operator_pause,
     release_devices,
     resume,
+    skip_devices,
 )
 from controller.rollouts.gates import (
     DeviceObservation,
@@ -55,5 +56,5 @@ __all__ = [
     "Status", "TransitionError", "Wait", "WaveSize", "admit_late_joiners", "apply",
     "check_conflict", "decide", "decision_to_dict", "evaluate_gates", "initial_state", "late_joiners",
     "operator_abort", "operator_pause", "parse_selector", "parse_waves", "plan_waves",
-    "release_devices", "resume", "spec_from_dict", "spec_to_dict", "validate", "validate_labels",
+    "release_devices", "resume", "skip_devices", "spec_from_dict", "spec_to_dict", "validate", "validate_labels",
 ]

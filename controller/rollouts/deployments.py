@@ -3,6 +3,8 @@
 The quick path for development and for the retraining hook's canary; operators roll out with
 :mod:`controller.rollouts.runner`. A deployment still respects rollouts: it is refused while a
 live rollout holds one of its devices (and it takes devices a completed rollout let go of).
+A version for one device class skips the devices known to be of another
+(:mod:`.device_classes`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from controller.errors import ConflictError, ValidationError
 from controller.fleet.store import FleetStore
 from controller.models.registry import ModelRegistry
+from controller.rollouts.device_classes import skipped_text, skipped_view, split_by_class
 from controller.security.desired_signer import DesiredSigner
 from edgewise_wire import Desired, ProbationPolicy
 from edgewise_wire.errors import TopicError
@@ -56,6 +59,13 @@ class Deployments:
         if not device_ids:
             raise ConflictError("no devices are registered yet: start the agents (or "
                                 "`edgewise simulate`) so they connect, then roll out")
+        # a version for one device class is not sent to devices known to be of another
+        split = split_by_class(device_ids, await asyncio.to_thread(
+            self.fleet.device_classes, device_ids), manifest.device_class)
+        refusal = split.refusal(f"{manifest.model}:{manifest.version}")
+        if refusal is not None:
+            raise ConflictError(refusal)
+        device_ids = [d for d in device_ids if d not in split.skipped]
         deployment_id = f"dep-{manifest.model}-{manifest.version}-{os.urandom(3).hex()}"
         # signed before anything is recorded: a key that cannot sign must not leave devices
         # with a desired state that was never sent
@@ -72,11 +82,15 @@ class Deployments:
         for device_id, desired in messages:
             self._publish(device_id, desired)
         orders = sum(1 for _, desired in messages if desired.rollback_order is not None)
-        log.info("deployment %s: %s:%s to %d devices%s", deployment_id, manifest.model,
+        log.info("deployment %s: %s:%s to %d devices%s%s", deployment_id, manifest.model,
                  manifest.version, len(device_ids),
-                 f" ({orders} with a rollback order)" if orders else "")
+                 f" ({orders} with a rollback order)" if orders else "",
+                 f"; {skipped_text(split.version_class, split.skipped)}" if split.skipped
+                 else "")
         return {"deployment_id": deployment_id, "model": manifest.model,
-                "version": manifest.version, "devices": device_ids}
+                "version": manifest.version, "devices": device_ids,
+                "device_class": manifest.device_class,
+                "skipped": skipped_view(split.version_class, split.skipped)}
 
 
 def check_device_ids(device_ids: Sequence[str]) -> None:

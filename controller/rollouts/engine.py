@@ -67,7 +67,9 @@ class RolloutState:
     """Everything the engine remembers between ticks; persisted as :meth:`to_dict`.
 
     ``assignment`` maps every target device to its wave; ``previous`` holds the devices already
-    sent the version (the "moved" ones) with what they ran before.
+    sent the version (the "moved" ones) with what they ran before. ``device_class``: the class
+    the version is for (None: any device); ``skipped`` the selected devices known to be of
+    another class (device -> its class), which are not targets (:mod:`.device_classes`).
     """
 
     status: Status = Status.PENDING
@@ -79,6 +81,8 @@ class RolloutState:
     previous: Mapping[str, Version | None] = field(default_factory=dict)
     reasons: tuple[str, ...] = ()
     abort_started_at: float | None = None
+    device_class: str | None = None
+    skipped: Mapping[str, str] = field(default_factory=dict)
 
     def sent_in(self, wave: int) -> list[str]:
         return sorted(d for d, w in self.assignment.items() if w == wave and d in self.previous)
@@ -99,6 +103,8 @@ class RolloutState:
             "previous": {d: _mv_out(mv) for d, mv in self.previous.items()},
             "reasons": list(self.reasons),
             "abort_started_at": self.abort_started_at,
+            "device_class": self.device_class,
+            "skipped": dict(self.skipped),
         }
 
     @classmethod
@@ -117,6 +123,9 @@ class RolloutState:
                 previous={str(k): _mv_in(v) for k, v in d["previous"].items()},
                 reasons=tuple(str(r) for r in d["reasons"]),
                 abort_started_at=_opt_float(d["abort_started_at"]),
+                # a state stored before device classes has neither: any device, none skipped
+                device_class=_opt_str(d.get("device_class")),
+                skipped={str(k): str(v) for k, v in (d.get("skipped") or {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, ValidationError):
@@ -124,11 +133,16 @@ class RolloutState:
             raise ValidationError(f"corrupt rollout state: {exc!r}") from exc
 
 
-def initial_state(spec: RolloutSpec, targets: Iterable[str]) -> RolloutState:
-    """Plan the waves for the matched devices (call :func:`validate` first)."""
+def initial_state(spec: RolloutSpec, targets: Iterable[str], *,
+                  device_class: str | None = None,
+                  skipped: Mapping[str, str] | None = None) -> RolloutState:
+    """Plan the waves for the matched devices (call :func:`validate` first). ``device_class``:
+    the class the version is for; ``skipped``: the matched devices known to be of another
+    class, left out of the plan (:func:`~controller.rollouts.device_classes.split_by_class`)."""
     plan = plan_waves(sorted(set(targets)), spec.waves, salt=_salt(spec))
     return RolloutState(wave_count=len(plan),
-                        assignment={d: w for w, devices in enumerate(plan) for d in devices})
+                        assignment={d: w for w, devices in enumerate(plan) for d in devices},
+                        device_class=device_class, skipped=dict(skipped or {}))
 
 
 def decide(spec: RolloutSpec, state: RolloutState, observations: Observations,
@@ -222,8 +236,30 @@ def admit_late_joiners(state: RolloutState, devices: Collection[str]) -> Rollout
     if not new or state.status in (Status.ABORTING, Status.ABORTED, Status.FAILED):
         return state
     wave = state.wave if state.status is Status.COMPLETED else state.wave_count - 1
+    # a device skipped for its class that now reports the version's class is a target again
     return replace(state, assignment={**state.assignment, **{d: wave for d in new}},
+                   skipped={d: c for d, c in state.skipped.items() if d not in new},
                    reasons=state.reasons + (f"{len(new)} late joiners assigned to wave {wave + 1}",))
+
+
+def skip_devices(state: RolloutState, devices: Mapping[str, str]) -> RolloutState:
+    """Record ``devices`` (device -> its class) as skipped: of another class than the version.
+
+    A planned device not sent the version yet leaves the plan; one already sent it stays (its
+    agent has decided). Skips are recorded while the rollout takes devices (not once it
+    aborts or ended by an abort)."""
+    if state.status in (Status.ABORTING, Status.ABORTED, Status.FAILED):
+        return state
+    new = {d: c for d, c in devices.items()
+           if d not in state.previous and state.skipped.get(d) != c}
+    if not new:
+        return state
+    return replace(state,
+                   assignment={d: w for d, w in state.assignment.items() if d not in new},
+                   skipped={**state.skipped, **new},
+                   reasons=state.reasons + (
+                       f"{len(new)} devices skipped: of another class than "
+                       f"{state.device_class!r}",))
 
 
 def release_devices(state: RolloutState, devices: Collection[str], why: str) -> RolloutState:
@@ -376,3 +412,7 @@ def _mv_in(v: Any) -> Version | None:
 
 def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)
+
+
+def _opt_str(v: Any) -> str | None:
+    return None if v is None else str(v)

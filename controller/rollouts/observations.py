@@ -19,7 +19,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -29,6 +29,7 @@ from controller.fleet.selectors import Selector, SelectorError, parse_selector
 from controller.fleet.versions import AgentVersion
 from controller.monitoring.figures import VersionFigures
 from controller.rollouts.decisions import Abort, Advance, Decision, Pause, decision_to_dict
+from controller.rollouts.device_classes import of_other_class, skipped_view
 from controller.rollouts.engine import RolloutState, Status, late_joiners, target_of
 from controller.rollouts.gates import (
     FAILED_UPDATE_STATES,
@@ -242,6 +243,9 @@ def observe_agents(rows: Mapping[str, DeviceRow], device_ids: Sequence[str],
 class Ownership:
     releases: Mapping[int, Mapping[int, list[str]]]  # rollout -> {taker: devices to let go}
     joiners: Mapping[int, list[str]]  # rollout id -> late joiners it takes
+    # rollout id -> devices it matches that are known to be of another class than its version
+    # (device -> class), not yet recorded as skipped: planned ones not sent yet, late joiners
+    skips: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
 
 
 def plan_ownership(records: Sequence[RolloutRecord], rows: Mapping[str, DeviceRow]) -> Ownership:
@@ -249,7 +253,8 @@ def plan_ownership(records: Sequence[RolloutRecord], rows: Mapping[str, DeviceRo
     has one model owner and one agent owner (they send different orders)."""
     models = plan_ownership_of_kind([r for r in records if r.spec.kind != "agent"], rows, True)
     agents = plan_ownership_of_kind([r for r in records if r.spec.kind == "agent"], rows, False)
-    return Ownership({**models.releases, **agents.releases}, {**models.joiners, **agents.joiners})
+    return Ownership({**models.releases, **agents.releases}, {**models.joiners, **agents.joiners},
+                     models.skips)
 
 
 def plan_ownership_of_kind(records: Sequence[RolloutRecord], rows: Mapping[str, DeviceRow],
@@ -263,6 +268,9 @@ def plan_ownership_of_kind(records: Sequence[RolloutRecord], rows: Mapping[str, 
       unless that was an all-at-once deployment (``dep-...``): an explicit order stands
       until a rollout started after it plans the device. (``model_orders`` False: agent
       rollouts, which the devices' recorded model orders say nothing about.)
+    * A rollout whose version is for one device class takes no device known to be of another
+      (it may join a rollout it fits); such a device, late joiner or planned and not sent yet,
+      is a skip of that rollout (:func:`~controller.rollouts.engine.skip_devices`).
     """
     owning = sorted((r for r in records if r.status in OWNING), key=lambda r: r.id)
     holder: set[str] = set()
@@ -283,7 +291,14 @@ def plan_ownership_of_kind(records: Sequence[RolloutRecord], rows: Mapping[str, 
         except SelectorError:  # stored specs were validated; never crash the loop on one
             continue
     candidates: dict[int, list[str]] = defaultdict(list)
+    skips: dict[int, dict[str, str]] = defaultdict(dict)
     takers = [r for r in owning if r.status is not Status.ABORTING]
+    for record in takers:
+        for device in record.state.assignment:
+            row = rows.get(device)
+            if row is not None and device not in record.state.previous \
+                    and _skips(record, row.device_class):
+                skips[record.id][device] = str(row.device_class)
     for device, row in rows.items():
         if device in holder:
             continue
@@ -293,17 +308,27 @@ def plan_ownership_of_kind(records: Sequence[RolloutRecord], rows: Mapping[str, 
         best: RolloutRecord | None = None
         for record in takers:
             if record.id in selectors and (owner is None or record.id > owner) \
-                    and selectors[record.id].matches(row.labels) \
-                    and (best is None or (record.spec.priority, record.id)
-                         > (best.spec.priority, best.id)):
-                best = record
+                    and selectors[record.id].matches(row.labels):
+                if _skips(record, row.device_class):
+                    skips[record.id][device] = str(row.device_class)
+                elif best is None or (record.spec.priority, record.id) \
+                        > (best.spec.priority, best.id):
+                    best = record
         if best is not None:
             candidates[best.id].append(device)
     by_id = {r.id: r for r in owning}
     joiners = {rid: late_joiners(by_id[rid].spec, by_id[rid].state, devices)
                for rid, devices in candidates.items()}
     return Ownership({k: dict(v) for k, v in releases.items()},
-                     {k: v for k, v in joiners.items() if v})
+                     {k: v for k, v in joiners.items() if v},
+                     {rid: new for rid, found in skips.items()
+                      if (new := {d: c for d, c in found.items()
+                                  if by_id[rid].state.skipped.get(d) != c})})
+
+
+def _skips(record: RolloutRecord, device_class: str | None) -> bool:
+    """Whether ``record``'s version is for a class a device of ``device_class`` is not."""
+    return of_other_class(record.state.device_class, device_class)
 
 
 # -- the operator's view -------------------------------------------------------------------------
@@ -345,6 +370,9 @@ def rollout_view(record: RolloutRecord, observations: Mapping[str, DeviceObserva
         "spec": spec_to_dict(spec),
         "wave": state.wave + 1, "wave_count": state.wave_count,
         "targets": len(state.assignment), "sent": len(state.previous),
+        # the version's device class (null: any) and the devices left out for theirs
+        "device_class": state.device_class,
+        "skipped": skipped_view(state.device_class, state.skipped),
         "active": sum(1 for d in state.assignment
                       if (o := observations.get(d)) is not None and o.runs(target)),
         "waves": waves, "gates": gates, "soak": _soak(record, state, now),

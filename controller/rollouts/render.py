@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 _BAR = 30
+_SHOWN = 10
 
 
 def _bar(done: int, total: int) -> str:
@@ -60,6 +61,7 @@ def render_rollout(view: dict[str, Any]) -> list[str]:
         failed = f", {w['failed']} failed" if w["failed"] else ""
         lines.append(f"  wave {w['wave']}/{count} {w['size']:>6} {_bar(w['active'], w['devices'])} "
                      f"{counts:>14}{failed}  {w['phase']}")
+    lines += skipped_lines(view)
     if view["gates"] and view["status"] in ("running", "soaking", "paused"):
         lines.append(f"  gates of wave {view['wave']}: "
                      + " | ".join(_gate_text(g) for g in view["gates"]))
@@ -68,6 +70,18 @@ def render_rollout(view: dict[str, Any]) -> list[str]:
         view.get("message") or last
     lines.append(f"  {view['status']}: {message}")
     return lines
+
+
+def skipped_lines(view: dict[str, Any]) -> list[str]:
+    """The devices a class-specific version leaves out, a few by name (all with --json)."""
+    skipped = view.get("skipped") or []
+    if not skipped:
+        return []
+    shown = ", ".join(f"{s['device_id']} ({s['device_class']})" for s in skipped[:_SHOWN])
+    more = len(skipped) - _SHOWN
+    return [f"  skipped {len(skipped)} devices of another class (other_class: the version is "
+            f"for {view.get('device_class')!r}): {shown}"
+            + (f" and {more} more" if more > 0 else "")]
 
 
 def change_signature(view: dict[str, Any]) -> Any:
@@ -80,8 +94,10 @@ def change_signature(view: dict[str, Any]) -> Any:
 def outcome_lines(view: dict[str, Any]) -> list[str]:
     status, ref = view["status"], view["id"]
     if status == "completed":
+        skipped = len(view.get("skipped") or [])
         return [f"completed: {view['active']} of {view['targets']} devices run "
-                f"{target_text(view)}"]
+                f"{target_text(view)}"
+                + (f"; {skipped} devices of another class skipped" if skipped else "")]
     if status in ("aborted", "failed", "aborting"):
         reverted = view.get("reverted") or {}
         why = next((r for r in reversed(view["reasons"]) if r.startswith("abort (")), "")

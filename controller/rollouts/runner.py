@@ -48,6 +48,7 @@ from controller.rollouts.decisions import (
     Wait,
     decision_to_dict,
 )
+from controller.rollouts.device_classes import skipped_text, split_by_class
 from controller.rollouts.engine import (
     RolloutState,
     Status,
@@ -60,6 +61,7 @@ from controller.rollouts.engine import (
     operator_pause,
     release_devices,
     resume,
+    skip_devices,
 )
 from controller.rollouts.gates import DeviceObservation, ModelVersion
 from controller.rollouts.observations import (
@@ -74,7 +76,7 @@ from controller.rollouts.observations import (
     rollout_view,
 )
 from controller.rollouts.orders import Outgoing, RolloutOrders
-from controller.rollouts.spec import RolloutSpec
+from controller.rollouts.spec import RolloutSpec, SpecError
 from controller.rollouts.spec_checks import validate
 from controller.rollouts.spec_parse import spec_from_dict, spec_to_dict
 from controller.rollouts.store import (
@@ -218,6 +220,15 @@ class RolloutRunner:
                 state = admitted
                 audit.append(AuditEntry("rollout.late_joiners", devices=joiners, detail={
                     "wave": state.assignment[joiners[0]] + 1}))
+        skipped = ownership.skips.get(record.id)
+        if skipped:
+            after = skip_devices(state, skipped)
+            if after is not state:
+                state = after
+                audit.append(AuditEntry(
+                    "rollout.devices_skipped", devices=sorted(skipped), detail={
+                        "why": skipped_text(state.device_class, skipped),
+                        "device_class": state.device_class, "skipped": dict(skipped)}))
         observations = await self.observer.observe(record, state, rows)
         decision = decide(record.spec, state, observations, now)
         new_state = apply(state, decision, now)
@@ -322,17 +333,24 @@ class RolloutRunner:
         with a live rollout of equal or higher priority (``ConflictError``, 409).
         """
         spec = spec_from_dict(body)
+        version_class: str | None = None  # an agent version is for any class
         if spec.kind == "agent":
             agents = self.orders.agent_orders()
             agents.check_can_sign()
             await agents.manifest(spec.agent_version)  # registered, or 404 before anything
         else:
-            await self.orders.manifest(ModelVersion(spec.model, spec.version))
+            version_class = (await self.orders.manifest(
+                ModelVersion(spec.model, spec.version))).device_class
         async with self._lock:
             now = time.time()
             rows = await asyncio.to_thread(self.devices.rows)
             selector = parse_selector(spec.selector)
-            targets = sorted(d for d, r in rows.items() if selector.matches(r.labels))
+            split = split_by_class((d for d, r in rows.items() if selector.matches(r.labels)),
+                                   {d: r.device_class for d, r in rows.items()}, version_class)
+            refusal = split.refusal(f"{spec.model}:{spec.version}")
+            if refusal is not None:
+                raise SpecError(refusal)
+            targets = list(split.targets)
             validate(spec, len(targets))
             records = await asyncio.to_thread(self.store.query, OWNING)
             # a device has one model owner and one agent owner: only rollouts of a kind conflict
@@ -341,7 +359,8 @@ class RolloutRunner:
             preemption = check_conflict(spec, targets, [
                 (replace(r.spec, name=name), r.state.assignment.keys())
                 for name, r in named.items()])
-            state = initial_state(spec, targets)
+            state = initial_state(spec, targets, device_class=version_class,
+                                  skipped=split.skipped)
             releases = []
             why = f"preempted by rollout {spec.display_name!r} (priority {spec.priority})"
             for name, devices in preemption.moves.items():
@@ -357,13 +376,15 @@ class RolloutRunner:
                 return {**view, "dry_run": True, "preempts": preempted}
             audit = [AuditEntry("rollout.created", actor=actor, detail={
                 "spec": spec_to_dict(spec), "targets": len(targets),
+                "device_class": version_class, "skipped": dict(split.skipped),
                 "wave_sizes": [len(state.sent_in(w)) + len(state.unsent_in(w))
                                for w in range(state.wave_count)],
                 "preempted": preempted})]
             record = await asyncio.to_thread(self.store.create, spec, state, actor, audit,
                                              releases, now)
-        log.info("rollout %s created by %s: %d devices in %d waves", record.label, actor,
-                 len(targets), state.wave_count)
+        log.info("rollout %s created by %s: %d devices in %d waves%s", record.label, actor,
+                 len(targets), state.wave_count,
+                 f"; {skipped_text(version_class, split.skipped)}" if split.skipped else "")
         return await self.view(str(record.id))
 
     async def pause(self, ref: str, actor: str, reason: str = "") -> dict[str, Any]:

@@ -68,8 +68,19 @@ class RolloutSpecBody(BaseModel):
         "health window each device keeps the new version under before it commits it")
 
 
+class SkippedDevice(BaseModel):
+    device_id: str
+    device_class: str = Field(description="the class the device reports")
+    reason: str = Field(description="'other_class: ...'")
+
+
 class DeploymentCreated(BaseModel):
     deployment_id: str
     model: str
     version: int
     devices: list[str] = Field(description="the devices whose desired model was set")
+    device_class: str | None = Field(None, description="the device class the version is for "
+                                     "(null: any)")
+    skipped: list[SkippedDevice] = Field(
+        default_factory=list, description="devices left out: known to be of another class "
+        "than the version's")

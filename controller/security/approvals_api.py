@@ -11,8 +11,8 @@
 
 Each decision is written to the audit log (``enrollment.approved``, ``enrollment.rejected``)
 with the actor of the token that made it (``controller.rest.actor_of``), after the decision is
-stored: the claims live in ``claims.json``, not in the database, so the two cannot share a
-transaction. A request that is no longer pending answers 409, an unknown one 404.
+stored (:mod:`.approvals`, as the host's CLI does). A request that is no longer pending
+answers 409, an unknown one 404.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from controller.audit.store import AuditEntry, AuditLog
+from controller.audit.store import AuditLog
 from controller.rest import API, Actor
+from controller.security.approvals import approve_enrollment, reject_enrollment
 from controller.security.claims import ClaimStore
 
 
@@ -47,18 +48,13 @@ def approvals_router(data_dir: Path, audit: AuditLog,
     @router.post("/{device_id}/approve", dependencies=admin)
     def approve(device_id: str, actor: Actor) -> dict[str, Any]:
         """Issue the device's certificate; it collects it when it asks again."""
-        outcome = claims.approve(device_id)
-        audit.append([AuditEntry("enrollment.approved", actor=actor, devices=[device_id],
-                                 detail={"labels": outcome.labels or {},
-                                         "device_class": outcome.device_class})])
+        outcome = approve_enrollment(claims, audit, device_id, actor)
         return {"device_id": device_id, "status": outcome.status}
 
     @router.post("/{device_id}/reject", dependencies=admin)
     def reject(device_id: str, body: RejectBody, actor: Actor) -> dict[str, Any]:
         """Refuse the request; the device is told the reason when it asks again."""
-        outcome = claims.reject(device_id, body.reason)
-        audit.append([AuditEntry("enrollment.rejected", actor=actor, devices=[device_id],
-                                 detail={"reason": outcome.reason})])
+        outcome = reject_enrollment(claims, audit, device_id, body.reason, actor)
         return {"device_id": device_id, "status": outcome.status, "reason": outcome.reason}
 
     return router

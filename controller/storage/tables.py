@@ -88,6 +88,9 @@ devices = sa.Table(
     # version it was last asked for and where that stands (probation, current, failed, ...)
     sa.Column("agent_update_target", sa.String(64)),
     sa.Column("agent_update_state", sa.String(32)),
+    # revision 0019: the device class the agent reports (its agent.toml's); NULL until an agent
+    # that reports one has (older agents do not: their class is unknown)
+    sa.Column("device_class", sa.String(64)),
 )
 
 

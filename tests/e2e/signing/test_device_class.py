@@ -1,15 +1,19 @@
 """The device class a model version is built for, signed, end to end: a real controller process,
 a real Mosquitto, enforcing agents of two classes.
 
-A version registered for class ``camera-v2`` (``edgewise models push --device-class``) is deployed to a camera and to a ``pi4`` device. The
-camera installs it; the pi4 device refuses the desired state, although it is validly signed and
-sealed for it (the controller published it there), counts the refusal as ``other_class``, reports
-it to the controller, and keeps serving the version it had.
+A version registered for class ``camera-v2`` (``edgewise models push --device-class``) is
+deployed to a camera and to a device the controller takes for a camera too: it was one when it
+last reported, and was reconfigured as ``pi4`` while offline (a controller skips devices it
+knows to be of another class; docs/rollouts.md). The camera installs it; the pi4 device refuses
+the desired state, although it is validly signed and sealed for it (the controller published it
+there), counts the refusal as ``other_class``, reports it to the controller, and keeps serving
+the version it had.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -66,13 +70,14 @@ def test_a_version_signed_for_another_device_class_is_refused(
     assert shown.exit_code == 0 and "onnx for camera-v2" in shown.output, shown.output
 
     async def scenario() -> None:
+        # the pi4 device still has the camera configuration it was enrolled with
         fleet = SimulatedFleet.from_groups(
-            fresh_broker.address, [DeviceGroup("pi", 1, device_class="pi4"),
+            fresh_broker.address, [DeviceGroup("pi", 1, device_class="camera-v2"),
                                    DeviceGroup("cam", 1, device_class="camera-v2")],
             tmp_path / "devices", prefix="dc", trusted_keys=controller_trusted_keys(workdir))
         await fleet.start()
-        pi, cam = fleet.agents
-        ids = [pi.device_id, cam.device_id]
+        old_pi, cam = fleet.agents
+        ids = [old_pi.device_id, cam.device_id]
         try:
             await wait_for_async(lambda: len(client.list_devices()) >= 2, TIMEOUT,
                                  "2 devices known", in_thread=True)
@@ -80,10 +85,18 @@ def test_a_version_signed_for_another_device_class_is_refused(
             await asyncio.to_thread(client.deploy, "iris", v1, ids)
             assert await fleet.wait_for_version("iris", v1, TIMEOUT), _where(fleet.agents)
             features = models.v1.manifest.smoke_tests[0].inputs[:1]
-            before = pi.predict(features)
+            before = old_pi.predict(features)
+            await old_pi.stop(drain_timeout=0)
+            assert client.device(old_pi.device_id)["device_class"] == "camera-v2"
 
-            # the camera build, published to both by the controller itself
-            await asyncio.to_thread(client.deploy, "iris", v2, ids, {"duration_s": 0.5})
+            # the camera build, published to both by the controller itself: it knows no better
+            deployed = await asyncio.to_thread(client.deploy, "iris", v2, ids,
+                                               {"duration_s": 0.5})
+            assert sorted(deployed["devices"]) == sorted(ids) and deployed["skipped"] == []
+            # the device comes back reconfigured as pi4; the retained desired state waits for it
+            pi = EdgeAgent(dataclasses.replace(old_pi.config, device_class="pi4"))
+            fleet.agents[0] = pi
+            await pi.start(wait_connected=True)
             await wait_for_async(lambda: cam.active is not None and cam.active.version == v2,
                                  TIMEOUT, lambda: f"the camera on v2: {_where([cam])}")
             await wait_for_async(
@@ -106,6 +119,7 @@ def test_a_version_signed_for_another_device_class_is_refused(
                 (d.get("last_error") or "") and d, TIMEOUT,
                 "the controller to see the refusal", in_thread=True)
             assert (device["active_model"], device["active_version"]) == ("iris", v1)
+            assert device["device_class"] == "pi4"  # and knows its class from now on
         finally:
             await fleet.stop()
 

@@ -44,6 +44,20 @@ def test_presence(fleet: FleetStore) -> None:
     assert (d["online"], d["agent_version"], d["last_seen"]) == (False, "0.1.0", 6.0)
 
 
+def test_device_class_is_kept_as_reported_and_unknown_until_then(fleet: FleetStore) -> None:
+    fleet.set_presence("old", True, 5.0, "0.1.0")  # an agent from before device classes
+    assert fleet.get("old")["device_class"] is None
+    fleet.set_presence("cam", True, 5.0, "0.2.0", "camera-v2")
+    assert fleet.get("cam")["device_class"] == "camera-v2"
+    fleet.set_reported("pi", Reported(state="idle", active=None, device_class="pi4", ts=6.0))
+    # a report without a class (the agent went back to an older release) keeps the known one
+    fleet.set_reported("pi", Reported(state="idle", active=None, ts=7.0))
+    assert fleet.get("pi")["device_class"] == "pi4"
+    fleet.set_reported("pi", Reported(state="idle", active=None, device_class="pi5", ts=8.0))
+    assert fleet.device_classes(["old", "cam", "pi", "nobody"]) == {"cam": "camera-v2",
+                                                                    "pi": "pi5"}
+
+
 def test_reported_state_stored(fleet: FleetStore) -> None:
     fleet.set_reported("d1", Reported(
         state="downloading",

@@ -73,8 +73,10 @@ def test_revision_6_adds_the_slot_columns_to_a_v5_database(db_url: str) -> None:
         assert migrator.upgrade(db) == []
         with db.read() as conn:
             after = {c["name"] for c in sa.inspect(conn).get_columns("devices")}
-        # revision 0018 adds the agent's self-update columns on the way to head
-        assert after == before | SLOT_COLUMNS | {"agent_update_target", "agent_update_state"}
+        # revision 0018 adds the agent's self-update columns on the way to head, 0019 the
+        # device class
+        assert after == before | SLOT_COLUMNS | {"agent_update_target", "agent_update_state",
+                                                 "device_class"}
         fleet = FleetStore(db)
         old = fleet.get("old")
         assert (old["active_model"], old["active_version"]) == ("iris", 1)
