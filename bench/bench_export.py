@@ -46,7 +46,7 @@ from controller.storage import migrator  # noqa: E402
 from controller.storage.db import Database  # noqa: E402
 from edge_agent.telemetry.records import CallRecords, encode_pending  # noqa: E402
 from edgewise_wire import ArtifactRef, Manifest, TensorSpec  # noqa: E402
-from edgewise_wire.messages import encode_telemetry_spliced  # noqa: E402
+from edgewise_wire.codec import encode_telemetry_spliced  # noqa: E402
 
 
 def manifest() -> Manifest:

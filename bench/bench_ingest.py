@@ -48,7 +48,7 @@ from controller.fleet.ingest_wire import TELEMETRY_COLUMNS, DecodedBatch, decode
 from controller.fleet.telemetry_store import TelemetryStore  # noqa: E402
 from controller.storage import migrator  # noqa: E402
 from controller.storage.db import Database  # noqa: E402
-from edgewise_wire.messages import encode_telemetry_spliced  # noqa: E402
+from edgewise_wire.codec import encode_telemetry_spliced  # noqa: E402
 
 RAW_CHUNK = 5000
 GROUP = 10  # messages per transaction in the ingest-core run

@@ -54,7 +54,7 @@ from edge_agent.download import ArtifactDownload  # noqa: E402
 from edge_agent.http_fetch import HttpOutcome, HttpStats, fetch_over_http  # noqa: E402
 from edgewise_mqtt.link import MqttLink  # noqa: E402
 from edgewise_wire.manifest import DEFAULT_CHUNK_SIZE, ArtifactRef  # noqa: E402
-from edgewise_wire.messages import ArtifactRequest  # noqa: E402
+from edgewise_wire.request_messages import ArtifactRequest  # noqa: E402
 from edgewise_wire.topics import chunk_wildcard, parse_topic  # noqa: E402
 from simulator.broker import free_port, mosquitto_broker, wait_for_port  # noqa: E402
 from simulator.fleet import sample_process  # noqa: E402

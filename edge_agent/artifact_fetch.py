@@ -29,7 +29,7 @@ from edge_agent.parking import Parking
 from edge_agent.update.ports import ChunkLink
 from edgewise_wire import encode
 from edgewise_wire.manifest import ArtifactRef
-from edgewise_wire.messages import ArtifactRequest
+from edgewise_wire.request_messages import ArtifactRequest
 from edgewise_wire.topics import ROOT, ChunkTopic, chunk_wildcard
 
 log = logging.getLogger("edgewise.agent.update")

@@ -64,7 +64,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from edgewise_wire.messages import MAX_EPOCH  # the largest epoch the wire carries
+from edgewise_wire.telemetry_messages import MAX_EPOCH  # the largest epoch the wire carries
 
 log = logging.getLogger("edgewise.agent.outbox")
 

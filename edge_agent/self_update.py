@@ -51,7 +51,7 @@ from edge_agent.update.ports import ChunkLink
 from edgewise_wire.envelope import TrustError, verify_agent_envelope
 from edgewise_wire.errors import SchemaError
 from edgewise_wire.manifest import AgentManifest
-from edgewise_wire.messages import DesiredAgent
+from edgewise_wire.order_messages import DesiredAgent
 from edgewise_wire.topics import ROOT, ChunkTopic, DeviceChannel, device_topic
 
 log = logging.getLogger("edgewise.agent.self_update")

@@ -6,6 +6,7 @@ only, except PyNaCl in :mod:`edgewise_wire.public_keys` (``tests/unit/test_archi
 both sides and a change to either side never edits it. Documented in ``docs/protocol.md``.
 """
 
+from edgewise_wire.codec import decode, encode
 from edgewise_wire.errors import PayloadTooLarge, ProtocolError, SchemaError, TopicError
 from edgewise_wire.experiments import ExperimentOrder
 from edgewise_wire.manifest import (
@@ -15,23 +16,11 @@ from edgewise_wire.manifest import (
     SmokeTest,
     TensorSpec,
 )
-from edgewise_wire.messages import (
-    Ack,
-    ArtifactRequest,
-    ControllerPresence,
-    Desired,
-    DesiredAgent,
-    LogsReply,
-    LogsRequest,
-    Message,
-    ModelRef,
-    Presence,
-    Reported,
-    SamplingOrder,
-    TelemetryBatch,
-    decode,
-    encode,
-)
+from edgewise_wire.message_base import Message, ModelRef
+from edgewise_wire.order_messages import Desired, DesiredAgent, SamplingOrder
+from edgewise_wire.request_messages import ArtifactRequest, LogsReply, LogsRequest
+from edgewise_wire.status_messages import ControllerPresence, Presence, Reported
+from edgewise_wire.telemetry_messages import Ack, TelemetryBatch
 from edgewise_wire.update_states import UpdateState
 
 __all__ = [

@@ -31,7 +31,8 @@ from typing import Any, ClassVar
 
 from edgewise_wire.errors import SchemaError
 from edgewise_wire.manifest import Manifest
-from edgewise_wire.messages import MESSAGE_TYPES, SIGNED_MANIFEST, Message, ModelRef, now
+from edgewise_wire.message_base import Message, ModelRef, now
+from edgewise_wire.order_messages import SIGNED_MANIFEST
 from edgewise_wire.validation import get_dict, get_float, get_int, get_str
 
 EXPERIMENT_KIND = "experiment"
@@ -100,10 +101,6 @@ class ExperimentOrder(Message):
             raise SchemaError(f"a {mode} order needs a control and a candidate")
         return cls(experiment_id, mode, control, candidate, envelope,
                    _share(d, "sample", "order"), _share(d, "share", "order"), get_float(d, "ts"))
-
-
-# one table of message types for every receiver (edgewise_wire/__init__.py imports this module)
-MESSAGE_TYPES[ExperimentOrder.TYPE] = ExperimentOrder
 
 
 def request_arm(experiment_id: str, key: str, share: float) -> str:

@@ -43,7 +43,7 @@ from edgewise_wire.envelope import (
     key_id_of,
 )
 from edgewise_wire.errors import SchemaError
-from edgewise_wire.messages import Message
+from edgewise_wire.message_base import Message
 
 KEY_UPDATE_TYPE = "edgewise.key-update.v1"
 MAX_KEYS = 32

@@ -34,7 +34,7 @@ from typing import Any
 
 from edgewise_mqtt.link import BrokerAddress, MqttLink
 from edgewise_wire import Ack, ProtocolError, TelemetryBatch, decode, encode
-from edgewise_wire.messages import MAX_EPOCH
+from edgewise_wire.telemetry_messages import MAX_EPOCH
 from edgewise_wire.topics import ROOT, DeviceChannel, DeviceTopic, device_topic, parse_topic
 
 SUBSCRIBE_TOPICS_PER_PACKET = 200

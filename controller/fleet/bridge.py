@@ -52,7 +52,7 @@ from edgewise_wire import (
 )
 from edgewise_wire.experiments import ExperimentOrder
 from edgewise_wire.manifest import AgentManifest, ArtifactRef
-from edgewise_wire.messages import ArtifactRequest
+from edgewise_wire.request_messages import ArtifactRequest
 from edgewise_wire.topics import (
     ROOT,
     DeviceChannel,

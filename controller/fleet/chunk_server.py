@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from edgewise_mqtt.link import MqttLink
 from edgewise_wire.manifest import ArtifactRef
-from edgewise_wire.messages import ArtifactRequest
+from edgewise_wire.request_messages import ArtifactRequest
 from edgewise_wire.topics import ROOT, chunk_topic
 
 log = logging.getLogger("edgewise.controller.chunks")

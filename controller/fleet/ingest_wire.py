@@ -26,14 +26,10 @@ from typing import Annotated, Any
 
 import msgspec
 
+from edgewise_wire.codec import SCHEMA_VERSION
 from edgewise_wire.errors import PayloadTooLarge, SchemaError
-from edgewise_wire.messages import (
-    MAX_EPOCH,
-    MAX_TELEMETRY_BYTES,
-    RECORD_KINDS,
-    SCHEMA_VERSION,
-    TelemetryBatch,
-)
+from edgewise_wire.message_base import MAX_TELEMETRY_BYTES
+from edgewise_wire.telemetry_messages import MAX_EPOCH, RECORD_KINDS, TelemetryBatch
 
 MAX_RECORDS = 10_000  # per batch, as edgewise_wire.TelemetryBatch allows
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

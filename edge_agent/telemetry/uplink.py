@@ -16,8 +16,8 @@ from typing import Any, Protocol
 from edge_agent.outbox import OutboxCorruptError, OverflowPolicy, TelemetryOutbox, move_aside
 from edge_agent.telemetry.sender import ApplyAck, ReportDrops, SendBatches, TelemetrySender
 from edgewise_wire import Ack, TelemetryBatch, encode
+from edgewise_wire.codec import encode_telemetry_spliced
 from edgewise_wire.errors import PayloadTooLarge
-from edgewise_wire.messages import encode_telemetry_spliced
 
 log = logging.getLogger("edgewise.agent")
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge_agent.update.state_machine import REST_STATES, Event, UpdateState, UpdateStep
-from edgewise_wire.messages import ModelRef
+from edgewise_wire.message_base import ModelRef
 
 # The states whose work can be dropped without touching what serves: nothing was switched yet.
 PRE_ACTIVATION = frozenset({UpdateState.DOWNLOADING, UpdateState.VERIFYING, UpdateState.STAGED})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from edgewise_wire.messages import ModelRef
+from edgewise_wire.message_base import ModelRef
 from edgewise_wire.topics import ROOT
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from edgewise_wire.messages import ModelRef
+from edgewise_wire.message_base import ModelRef
 
 
 class RollbackTo(Enum):

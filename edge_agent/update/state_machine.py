@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Any
 
 from edgewise_wire.errors import SchemaError
-from edgewise_wire.messages import ModelRef
+from edgewise_wire.message_base import ModelRef
 from edgewise_wire.update_states import REST_STATES, UpdateState
 from edgewise_wire.validation import get_dict, get_float, get_str
 

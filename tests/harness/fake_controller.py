@@ -25,7 +25,7 @@ from edgewise_wire import (
     decode,
     encode,
 )
-from edgewise_wire.messages import ArtifactRequest
+from edgewise_wire.request_messages import ArtifactRequest
 from edgewise_wire.topics import (
     DeviceChannel,
     DeviceTopic,

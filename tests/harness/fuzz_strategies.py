@@ -10,7 +10,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from edgewise_wire.messages import MAX_CONTROL_BYTES
+from edgewise_wire.message_base import MAX_CONTROL_BYTES
 from edgewise_wire.topics import DeviceChannel, chunk_topic, device_topic
 
 JSON_SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=2**62)

@@ -49,7 +49,7 @@ CLOCK_AND_IO = {"time", "socket", "sqlite3", "asyncio", "threading", "subprocess
 PURE_EXCEPTIONS = {
     # a message the sender builds without a timestamp gets the wall clock's (the agent and the
     # controller pass their own clock's time where it matters)
-    "edgewise_wire.messages": {"time"},
+    "edgewise_wire.message_base": {"time"},
     # Ed25519 verification is libsodium's (pure computation, no I/O)
     "edgewise_wire.public_keys": {"nacl.bindings", "nacl.exceptions", "nacl.signing"},
 }

@@ -196,13 +196,13 @@ def _form_overhead() -> int:
 
 
 def _max_control() -> int:
-    from edgewise_wire.messages import MAX_CONTROL_BYTES
+    from edgewise_wire.message_base import MAX_CONTROL_BYTES
 
     return MAX_CONTROL_BYTES
 
 
 def _max_telemetry() -> int:
-    from edgewise_wire.messages import MAX_TELEMETRY_BYTES
+    from edgewise_wire.message_base import MAX_TELEMETRY_BYTES
 
     return MAX_TELEMETRY_BYTES
 
@@ -280,8 +280,8 @@ SIZES: dict[tuple[str, str], Source] = {
     ("edge_agent/malloc_tuning.py", "128 KiB"): Constant(_malloc_threshold),
     ("edge_agent/malloc_tuning.py", "1 MiB"): "the size of the benchmark's model",
     ("edge_agent/malloc_tuning.py", "12.5 MiB"): Benchmark(r"peaked ([\d.]+) MiB higher"),
-    ("edgewise_wire/messages.py", "100 KiB"): "an estimate: 500 records of about 200 bytes "
-                                              "(docs/benchmarks.md, telemetry)",
+    ("edgewise_wire/message_base.py", "100 KiB"): "an estimate: 500 records of about 200 "
+                                                  "bytes (docs/benchmarks.md, telemetry)",
     ("edgewise_wire/public_keys.py", "8.5 MiB"): Benchmark(r"cryptography's import had added "
                                                            r"([\d.]+) MiB"),
     ("edgewise_monitoring/__init__.py", "0.0 MiB"): ImportCost(

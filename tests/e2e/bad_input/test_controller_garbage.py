@@ -22,12 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from controller.cli.client import ControllerClient
 from edgewise_wire import Ack, Presence, Reported, TelemetryBatch, decode, encode
-from edgewise_wire.messages import (
-    MAX_CONTROL_BYTES,
-    MAX_TELEMETRY_BYTES,
-    ArtifactRequest,
-    ModelRef,
-)
+from edgewise_wire.message_base import MAX_CONTROL_BYTES, MAX_TELEMETRY_BYTES, ModelRef
+from edgewise_wire.request_messages import ArtifactRequest
 from edgewise_wire.topics import chunk_topic, chunk_wildcard
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process

@@ -21,7 +21,7 @@ import pytest
 from edge_agent.agent import EdgeAgent
 from edgewise_wire import Desired, encode
 from edgewise_wire.manifest import MAX_ARTIFACT_SIZE
-from edgewise_wire.messages import MAX_CONTROL_BYTES
+from edgewise_wire.message_base import MAX_CONTROL_BYTES
 from edgewise_wire.topics import DeviceChannel, chunk_topic
 from simulator.broker import BrokerProcess
 from tests.harness.fake_controller import (

@@ -25,9 +25,10 @@ from controller.app.service import Controller
 from controller.cli.client import ControllerClient
 from controller.config import ControllerConfig
 from edgewise_wire import Ack, Desired, Presence, Reported, TelemetryBatch, decode, encode
-from edgewise_wire import messages as messages_module
+from edgewise_wire import codec as codec_module
 from edgewise_wire.errors import PayloadTooLarge
-from edgewise_wire.messages import ArtifactRequest, Message, ModelRef
+from edgewise_wire.message_base import Message, ModelRef
+from edgewise_wire.request_messages import ArtifactRequest
 from edgewise_wire.topics import DeviceChannel, device_topic
 from simulator.broker import BrokerProcess
 from simulator.demo import start_controller, stop_process
@@ -75,17 +76,17 @@ MESSAGE_TYPES = sorted(Message.__subclasses__(), key=lambda c: c.__name__)
 def test_oversized_payloads_are_refused_before_parsing(kind: type[Message], extra: int,
                                                        head: bytes) -> None:
     payload = (head + b"x" * (kind.MAX_BYTES + extra))[: kind.MAX_BYTES + extra]
-    original = messages_module.json.loads
+    original = codec_module.json.loads
 
     def must_not_parse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("an oversized payload reached the JSON parser")
 
-    messages_module.json.loads = must_not_parse  # type: ignore[assignment]
+    codec_module.json.loads = must_not_parse  # type: ignore[assignment]
     try:
         with pytest.raises(PayloadTooLarge):
             decode(payload, kind)
     finally:
-        messages_module.json.loads = original  # type: ignore[assignment]
+        codec_module.json.loads = original  # type: ignore[assignment]
 
 
 # -- the agent ---------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from edge_agent.launcher.slots import VERSION_FILE, SlotRoot
 from edge_agent.self_update import Action, AgentSelfUpdate, Memory, decide, learn_outcome
 from edgewise_wire import decode
 from edgewise_wire.manifest import AgentManifest, ArtifactRef
-from edgewise_wire.messages import ArtifactRequest, DesiredAgent
+from edgewise_wire.order_messages import DesiredAgent
+from edgewise_wire.request_messages import ArtifactRequest
 from edgewise_wire.topics import ChunkTopic
 from tests.unit.edgewise_wire.test_envelope import _manifest as model_manifest
 

@@ -24,7 +24,7 @@ from edge_agent.update.plan import (
     recheck_on_resume,
     settles,
 )
-from edgewise_wire.messages import ModelRef
+from edgewise_wire.message_base import ModelRef
 
 V1 = ModelRef("iris", 1, "1" * 64)
 V2 = ModelRef("iris", 2, "2" * 64)

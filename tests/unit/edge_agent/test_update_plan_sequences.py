@@ -42,7 +42,7 @@ from edge_agent.update.plan import (
     settles,
 )
 from edge_agent.update.rollback import RollbackTo, rollback_to
-from edgewise_wire.messages import ModelRef
+from edgewise_wire.message_base import ModelRef
 
 MODELS = [ModelRef("iris", v, f"{v:064x}") for v in range(1, 5)]
 DEPLOYMENTS = ["dep-a", "dep-b", "dep-c"]

@@ -11,7 +11,7 @@ from edge_agent.daemon import PAUSE_ENV, pause_from_env
 from edge_agent.update import UpdateState
 from edge_agent.update.pause import UpdatePause
 from edge_agent.update.rollback import RollbackTo, rollback_to
-from edgewise_wire.messages import ModelRef
+from edgewise_wire.message_base import ModelRef
 
 V1 = ModelRef("iris", 1, "1" * 64)
 V2 = ModelRef("iris", 2, "2" * 64)

@@ -24,7 +24,7 @@ from edgewise_wire import (
     decode,
     encode,
 )
-from edgewise_wire.messages import MAX_CONTROL_BYTES
+from edgewise_wire.message_base import MAX_CONTROL_BYTES
 from edgewise_wire.topics import (
     ChunkTopic,
     DeviceChannel,
@@ -209,7 +209,8 @@ def test_a_spliced_telemetry_batch_decodes_like_an_encoded_one() -> None:
     record); the controller must read exactly what encode() would have given it."""
     import json
 
-    from edgewise_wire.messages import TelemetryBatch, encode_telemetry_spliced
+    from edgewise_wire.codec import encode_telemetry_spliced
+    from edgewise_wire.telemetry_messages import TelemetryBatch
 
     records = [{"kind": "prediction", "ts": 1.5, "model": "iris", "version": 2,
                 "prediction_id": "b-1", "latency_ms": 0.25, "label": "ü", "confidence": 0.9},

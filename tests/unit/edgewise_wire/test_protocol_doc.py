@@ -13,14 +13,10 @@ import re
 import pytest
 
 from edgewise_wire import decode, encode
+from edgewise_wire.codec import MESSAGE_TYPES, SCHEMA_VERSION
 from edgewise_wire.manifest import DEFAULT_CHUNK_SIZE, MANIFEST_SCHEMA, MAX_ARTIFACT_SIZE
-from edgewise_wire.messages import (
-    MAX_CONTROL_BYTES,
-    MAX_TELEMETRY_BYTES,
-    MESSAGE_TYPES,
-    RECORD_KINDS,
-    SCHEMA_VERSION,
-)
+from edgewise_wire.message_base import MAX_CONTROL_BYTES, MAX_TELEMETRY_BYTES
+from edgewise_wire.telemetry_messages import RECORD_KINDS
 from edgewise_wire.topics import ROOT, DeviceChannel
 from edgewise_wire.update_states import UPDATE_STATE_NAMES as UPDATE_STATES
 from tests.harness.paths import REPO_ROOT

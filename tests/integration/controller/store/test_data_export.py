@@ -31,7 +31,7 @@ from controller.storage.db import Database
 from controller.storage.tables import devices
 from edge_agent.telemetry.records import CallRecords, encode_pending
 from edgewise_wire import Manifest, TelemetryBatch
-from edgewise_wire.messages import encode_telemetry_spliced
+from edgewise_wire.codec import encode_telemetry_spliced
 
 
 def produce(store: TelemetryStore, device: str, epoch: int, calls: list[CallRecords],

@@ -18,7 +18,7 @@ from edge_agent.agent import EdgeAgent
 from edge_agent.update import UpdateState, UpdateStep
 from edge_agent.update_journal import UpdateJournal
 from edgewise_wire import ModelRef, ProbationPolicy, decode
-from edgewise_wire.messages import Desired
+from edgewise_wire.order_messages import Desired
 from simulator.broker import BrokerProcess
 from tests.harness.agents import Signer
 from tests.harness.fake_controller import (

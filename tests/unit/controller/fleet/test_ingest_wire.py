@@ -10,7 +10,7 @@ import pytest
 from controller.fleet.ingest_wire import TELEMETRY_COLUMNS, decode_telemetry, rows_of
 from edgewise_wire import TelemetryBatch, encode
 from edgewise_wire.errors import PayloadTooLarge, SchemaError
-from edgewise_wire.messages import MAX_TELEMETRY_BYTES
+from edgewise_wire.message_base import MAX_TELEMETRY_BYTES
 
 
 def body(records: list[Any], **changes: Any) -> bytes:

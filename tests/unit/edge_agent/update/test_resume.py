@@ -15,7 +15,7 @@ from edge_agent.update.state_machine import (
     advance,
     idle,
 )
-from edgewise_wire.messages import ModelRef
+from edgewise_wire.message_base import ModelRef
 from tests.harness.paths import REPO_ROOT
 
 ROOT = REPO_ROOT

@@ -19,7 +19,7 @@ from edge_agent.update.state_machine import (
     on_restart,
 )
 from edgewise_wire.errors import SchemaError
-from edgewise_wire.messages import ModelRef
+from edgewise_wire.message_base import ModelRef
 
 OLD = ModelRef("churn", 3, "a" * 64)
 NEW = ModelRef("churn", 4, "b" * 64)
