@@ -40,6 +40,7 @@ from controller.rollouts.render import (
     render_rollout,
     target_text,
 )
+from controller.rollouts.spec_parse import rollout_kind
 
 # how `rollout start|status|abort --wait` ends (controller/cli/exit_codes.py)
 EXIT_CODES_HELP = exit_codes_help(ExitCode.OK, ExitCode.ERROR, ExitCode.TIMED_OUT,
@@ -164,10 +165,17 @@ def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None
 
     Without --spec and --waves the version goes to every selected device at once (one wave).
 
+    A --spec file that names `agent_version` instead of `model` starts an agent rollout, as
+    `edgewise agent rollout` does (no NAME, and no model gates or probation).
+
     Example: edgewise rollout start iris:2 --selector site=berlin --waves 5%,25%,100% --soak 10m --max-accuracy-drop 0.02 --on-gate-failure abort --wait
     """
     client = client_from(ctx)
     spec: dict[str, Any] = load_spec_file(spec_file) if spec_file else {}
+    agent = spec_file is not None and rollout_kind(spec) == "agent"
+    if target and agent:
+        fail(f"{spec_file} names agent_version {spec.get('agent_version')!r} (an agent rollout): "
+             f"name no model ({target!r}) beside it", ExitCode.USAGE)
     if target:
         model, _, version_text = target.partition(":")
         if version_text and not version_text.isdigit():
@@ -177,9 +185,10 @@ def rollout_start(ctx: click.Context, target: str | None, spec_file: Path | None
             spec["version"] = int(version_text)
         else:
             spec.pop("version", None)
-    if "model" not in spec:
-        fail("name the model: `edgewise rollout start NAME[:VERSION]`, or `model` in --spec", ExitCode.USAGE)
-    if "version" not in spec:
+    if not agent and "model" not in spec:
+        fail("name the model: `edgewise rollout start NAME[:VERSION]`, or `model` (or "
+             "`agent_version`) in --spec", ExitCode.USAGE)
+    if not agent and "version" not in spec:
         spec["version"] = client.latest_version(str(spec["model"]))
     if not spec_file:
         spec.setdefault("waves", "100%")

@@ -36,10 +36,11 @@ class RolloutSpecBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["model", "agent"] = Field(
-        "model", description="what the rollout moves devices to: a model version (model, "
+    kind: Literal["model", "agent"] | None = Field(
+        None, description="what the rollout moves devices to: a model version (model, "
         "version) or an agent version (agent_version; gates min_reporting_share and "
-        "max_failed_activations only)")
+        "max_failed_activations only); left out, the target named says it (agent_version: "
+        "agent, model: model; naming both or neither is refused)")
     model: str | None = Field(None, description="the registered model's name (kind model)")
     version: int | None = Field(None, description="the version to roll out (kind model; the "
                                 "CLI fills in the latest)")

@@ -59,10 +59,13 @@ def spec_from_dict(d: Mapping[str, Any]) -> RolloutSpec:
     """Build a spec from a parsed TOML/JSON document, checking types and unknown keys.
 
     Range checks that need no fleet run here too, so a bad file fails before it reaches the
-    fleet; :func:`validate` repeats them alongside the fleet-dependent ones.
+    fleet; :func:`validate` repeats them alongside the fleet-dependent ones. Without ``kind``
+    the document names one target, ``model`` or ``agent_version`` (:func:`rollout_kind`).
     """
     _no_unknown(d, _TOP_KEYS, "rollout spec")
-    kind = _typed(d, "kind", str, "a string", "model")
+    kind = rollout_kind(d)
+    if d.get("kind") is None:
+        _one_target(d)
     if kind == "agent":
         given = sorted(k for k in ("model", "version", "probation") if d.get(k) is not None)
         if given:
@@ -108,6 +111,26 @@ def spec_from_dict(d: Mapping[str, Any]) -> RolloutSpec:
     if problems:
         raise SpecError(problems)
     return spec
+
+
+def rollout_kind(d: Mapping[str, Any]) -> str:
+    """What a spec document rolls out: its ``kind`` when given (not null), else ``agent`` when it names an
+    ``agent_version`` instead of a ``model``, else ``model``. (Whether that kind's target is
+    complete is :func:`spec_from_dict`'s to check.)"""
+    if d.get("kind") is not None:
+        return str(_typed(d, "kind", str, "a string"))
+    return "agent" if d.get("agent_version") is not None and d.get("model") is None else "model"
+
+
+def _one_target(d: Mapping[str, Any]) -> None:
+    """A document without ``kind`` says what it rolls out by naming one target."""
+    model, agent = d.get("model") is not None, d.get("agent_version") is not None
+    if model and agent:
+        raise SpecError("model and agent_version: name one, model (and version) for a model "
+                        "rollout or agent_version for an agent rollout, not both")
+    if not model and not agent:
+        raise SpecError("nothing to roll out: name model (and version) for a model rollout, "
+                        "or agent_version for an agent rollout")
 
 
 def spec_to_dict(spec: RolloutSpec) -> dict[str, Any]:

@@ -313,13 +313,13 @@
         : [td("–", "num"), td("–", "num"), td("–", "num"), td("–", "num")];
       const rows = items.map((d) => h("tr", {},
         td(link(`#/devices/${encodeURIComponent(d.device_id)}`, d.device_id), "mono"),
-        td(presencePill(d.online)), td(fmt.version(d.active_model, d.active_version), "mono"),
+        td(presencePill(d.online)), td(d.device_class, "mono"), td(fmt.version(d.active_model, d.active_version), "mono"),
         td(statePill(d.state)), td(fmt.ago(d.last_seen)),
         td(Object.entries(d.labels || {}).map(([k, v]) => h("span", { class: "chip", text: `${k}=${v}` }))),
         td(fmt.int(d.predictions), "num"), td(fmt.pct(d.accuracy), "num"),
         ...(showHealth ? healthCells(health[d.device_id]) : [])));
       const healthHead = showHealth ? [["Memory", "num"], ["CPU", "num"], ["Temp", "num"], ["Disk free", "num"]] : [];
-      fill(devices, table(["Device", "Status", "Model", "State", "Last seen", "Labels", ["Predictions", "num"], ["Accuracy", "num"], ...healthHead], rows,
+      fill(devices, table(["Device", "Status", "Class", "Model", "State", "Last seen", "Labels", ["Predictions", "num"], ["Accuracy", "num"], ...healthHead], rows,
         { testid: "devices", empty: total ? "No device on this page." : "No devices match." }));
       const last = Math.min(f.offset + items.length, total);
       fill(pager,
@@ -791,13 +791,22 @@
     return pill(status, kind);
   }
 
+  // the device class the rolled-out version is for; an agent version, or a model version
+  // whose manifest names no class, goes to any class
+  function rolloutClass(r) {
+    if (r.kind === "agent") return "any (an agent version)";
+    return r.device_class || "any (the version names none)";
+  }
+
   function rolloutPage(root, ref) {
     const head = h("div", { class: "device-head" });
     const waves = h("div", { "data-testid": "waves" });
     const gates = h("div", { "data-testid": "gates" });
     const audit = h("div", { "data-testid": "audit" });
+    const skipped = h("div", { "data-testid": "rollout-skipped" });
     fill(root, h("div", { class: "page-head" }, h("div", { class: "crumbs" }, link("#/rollouts", "Rollouts"), " / ", h("span", { text: ref }))),
       head, h("div", { class: "row" }, card("Waves", { class: "span-2" }, waves), card("Gates of the current wave", { class: "span-2" }, gates)),
+      card("Skipped (another device class)", {}, skipped),
       card("Audit trail", {}, audit));
     async function refresh() {
       await guarded(async () => {
@@ -810,10 +819,20 @@
         fill(head, h("div", { class: "device-title" }, h("h1", { text: r.name || `rollout ${r.id}` }), rolloutStatus(r.status)),
           h("dl", { class: "facts" },
             h("dt", { text: "Version" }), h("dd", { class: "mono" }, r.kind === "agent" ? `agent ${r.agent_version}` : link(`#/models/${encodeURIComponent(r.model)}`, `${r.model}:${r.version}`)),
+            h("dt", { text: "Device class" }), h("dd", { class: "mono", "data-testid": "rollout-device-class", text: rolloutClass(r) }),
             h("dt", { text: "Progress" }), h("dd", { "data-testid": "rollout-progress" }, progressBar([[r.active, "ok"], [Math.max(0, r.sent - r.active), "busy"]], r.targets), ` ${r.active}/${r.targets} devices run it · wave ${Math.max(r.wave, 0)} of ${r.wave_count}`),
             h("dt", { text: "Selector" }), h("dd", { class: "mono", text: (r.spec && r.spec.selector) || "(every device)" }),
             h("dt", { text: "Created" }), h("dd", { text: `${fmt.time(r.created_at)} by ${r.created_by || "–"}` }),
             r.message ? h("dt", { text: "Next" }) : null, r.message ? h("dd", { text: r.message }) : null));
+        // a version built for one class leaves out the devices known to be of another: not
+        // targets, not failures (docs/rollouts.md)
+        const skips = r.skipped || [];
+        fill(skipped, h("p", { class: "small", "data-testid": "rollout-skipped-count", text: skips.length
+          ? `${fmt.int(skips.length)} device${skips.length === 1 ? "" : "s"} of another class skipped: the version is for ${r.device_class}.`
+          : "No device skipped." }),
+          skips.length ? table(["Device", "Class", "Reason"], skips.map((s) => h("tr", { "data-device": s.device_id },
+            td(link(`#/devices/${encodeURIComponent(s.device_id)}`, s.device_id), "mono"), td(s.device_class, "mono"), td(s.reason, "small"))),
+            { testid: "rollout-skipped-devices" }) : null);
         fill(waves, table(["Wave", "Size", "Phase", "Progress", ["Sent", "num"], ["Active", "num"], ["Failed", "num"]], r.waves.map((w) => h("tr", { class: w.phase === "current" ? "current" : "" },
           td(`#${w.wave}`), td(w.size), td(pill(w.phase, w.phase === "done" ? "ok" : w.phase === "current" ? "busy" : "")),
           td(progressBar([[w.active, "ok"], [Math.max(0, w.sent - w.active - w.failed), "busy"], [w.failed, "bad"]], w.devices)),

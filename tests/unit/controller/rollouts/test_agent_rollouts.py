@@ -23,7 +23,7 @@ from controller.rollouts.engine import (
 from controller.rollouts.gates import FAILED_ACTIVATIONS
 from controller.rollouts.observations import observe_agents, plan_ownership
 from controller.rollouts.spec import SpecError
-from controller.rollouts.spec_parse import spec_from_dict, spec_to_dict
+from controller.rollouts.spec_parse import rollout_kind, spec_from_dict, spec_to_dict
 from controller.rollouts.store import RolloutRecord
 
 OLD, NEW = "1.0.0", "2.0.0"
@@ -68,9 +68,39 @@ def test_an_agent_spec_refuses_what_only_a_model_rollout_has(extra: dict[str, ob
 
 def test_a_model_spec_refuses_an_agent_version_and_kinds_are_two() -> None:
     with pytest.raises(SpecError, match="only for kind 'agent'"):
-        spec_from_dict({"model": "iris", "version": 2, "agent_version": NEW})
+        spec_from_dict({"kind": "model", "model": "iris", "version": 2, "agent_version": NEW})
     with pytest.raises(SpecError, match="kind: expected 'model' or 'agent'"):
         spec_from_dict({"kind": "firmware", "model": "iris", "version": 2})
+
+
+def test_a_spec_naming_an_agent_version_instead_of_a_model_is_an_agent_rollout() -> None:
+    without_kind = {k: v for k, v in agent_spec().items() if k != "kind"}
+    assert rollout_kind(without_kind) == "agent"
+    spec = spec_from_dict(without_kind)
+    assert spec == spec_from_dict(agent_spec()) and spec.kind == "agent"
+    assert spec.agent_version == NEW and (spec.model, spec.version) == ("", 0)
+    assert rollout_kind({"model": "iris"}) == rollout_kind({}) == "model"
+    assert rollout_kind({"kind": "agent", "model": "iris"}) == "agent"
+
+
+@pytest.mark.parametrize("doc, reason", [
+    ({"model": "iris", "version": 2, "agent_version": NEW},
+     "model and agent_version: name one, model (and version) for a model rollout or "
+     "agent_version for an agent rollout, not both"),
+    ({"waves": "100%"}, "nothing to roll out: name model (and version) for a model rollout, "
+                        "or agent_version for an agent rollout"),
+    ({"agent_version": NEW, "version": 2},
+     "version: not for an agent rollout (it names agent_version; the launcher keeps its own "
+     "probation)"),
+    ({"agent_version": NEW, "gates": {"max_accuracy_drop": 0.02, "max_cpu_increase": "25%"}},
+     "gates max_accuracy_drop, max_cpu_increase: model gates, not for an agent rollout (its "
+     "gates are min_reporting_share and max_failed_activations)"),
+])
+def test_a_spec_without_kind_is_refused_in_one_line_for_both_targets_neither_or_model_parts(
+        doc: dict[str, object], reason: str) -> None:
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(doc)
+    assert info.value.problems == [reason]
 
 
 def test_the_waves_split_the_devices_once_each_reproducibly() -> None:

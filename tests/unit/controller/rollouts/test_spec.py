@@ -212,7 +212,9 @@ def test_spec_from_json_defaults() -> None:
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"version": 1}, "model: missing"),
+        ({"version": 1}, "nothing to roll out: name model (and version) for a model rollout, "
+                         "or agent_version for an agent rollout"),
+        ({"kind": "model", "version": 1}, "model: missing"),
         ({"model": "cam", "version": "4"}, "version: expected an integer, got '4'"),
         ({"model": "cam", "version": 1, "wvaes": "1"}, "unknown key(s) 'wvaes' in rollout spec"),
         ({"model": "cam", "version": 1, "gates": {"max_latency": 3}}, "unknown key(s) 'max_latency'"),
