@@ -136,7 +136,7 @@ class ControllerBridge:
             on_connect=self._on_connect,
             will=None if presence is None else Will(
                 self._presence_topic, encode(replace(presence, online=False))),
-            max_inflight=1000,
+            max_inflight=0,  # no window: an ack per telemetry message (MqttLink says why)
         )
         self.chunks = ChunkServer(self.link, artifacts.open_range, self._resolve_artifact,
                                   root=root)
