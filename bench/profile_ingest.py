@@ -12,7 +12,8 @@ then ``--messages`` more, spread over the devices, as fast as it can (``--rate 0
 ``--rate`` messages/s, and waits until every one is acknowledged.
 
 Measured over that second part: the controller process's CPU (all threads, ``/proc``) per
-message, the messages per group commit, and the rows stored (each exactly once). With
+message (also above the idle CPU measured just before, with nothing sent), the messages per
+group commit, and the rows stored (each exactly once). With
 ``--profile DIR``, cProfile runs on the event loop's thread and on the storage worker; the
 top functions go to ``DIR/loop.txt`` and ``DIR/worker.txt`` (profiling inflates the CPU
 figures: measure without it).
@@ -175,6 +176,9 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
         try:
             assert (await gen.stdout.readline()).strip() == b"contact-done"
             await asyncio.sleep(2.0)  # the sampling orders of the new devices go out
+            idle0, idle_t0 = sample_process().cpu_s, time.monotonic()
+            await asyncio.sleep(args.idle_seconds)  # the controller's background loops alone
+            idle_cores = (sample_process().cpu_s - idle0) / (time.monotonic() - idle_t0)
             stats0 = dict(controller.bridge.stats)
             gen.stdin.write(b"go\n")
             await gen.stdin.drain()
@@ -209,7 +213,10 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
         "rate": args.rate or "burst", "wall_s": round(t1 - t0, 2),
         "messages_per_s": round(messages / (t1 - t0), 1),
         "controller_cpu_s": round(cpu, 2), "cores": round(cpu / (t1 - t0), 3),
+        "idle_cores": round(idle_cores, 4),
         "ms_cpu_per_message": round(1000 * cpu / messages, 3),
+        "ms_cpu_per_message_above_idle": round(
+            1000 * (cpu - idle_cores * (t1 - t0)) / messages, 3),
         "ms_storage_worker_per_message": round(1000 * (w1 - w0) / messages, 3),
         "messages_per_group": round(stats.get("batches", 0) / max(stats.get("groups", 1), 1), 1),
         "records_stored_total": stored, "acks": generated["acks"],
@@ -225,6 +232,7 @@ def main() -> None:
     parser.add_argument("--predictions", type=int, default=1, help="per message")
     parser.add_argument("--rate", type=float, default=0.0, help="messages/s (0: a burst)")
     parser.add_argument("--profile", help="directory for the cProfile summaries")
+    parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=random.randrange(1, 10**6))
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
