@@ -23,6 +23,7 @@ replica of the same instance (same database) stops or dies, the others publish i
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -55,6 +56,7 @@ from edgewise_wire.manifest import AgentManifest, ArtifactRef
 from edgewise_wire.messages import ArtifactRequest
 from edgewise_wire.topics import (
     ROOT,
+    ChunkTopic,
     DeviceChannel,
     DeviceTopic,
     controller_presence_topic,
@@ -67,6 +69,21 @@ from edgewise_wire.topics import (
 log = logging.getLogger("edgewise.controller.bridge")
 
 _STORE_ATTEMPTS = 30
+
+# topics parsed and built once per device, not once per message: a fleet's devices each send
+# and are acknowledged over and over (the bound keeps a flood of made-up ids from growing them)
+_TOPIC_CACHE = 65_536
+
+
+@functools.lru_cache(maxsize=_TOPIC_CACHE)
+def _parse(topic: str, root: str) -> DeviceTopic | ChunkTopic:
+    return parse_topic(topic, root=root)
+
+
+@functools.lru_cache(maxsize=_TOPIC_CACHE)
+def _ack_topic(device_id: str, root: str) -> str:
+    return device_topic(device_id, DeviceChannel.ACK, root=root)
+
 
 _INGESTED = (DeviceChannel.REPORTED, DeviceChannel.PRESENCE, DeviceChannel.TELEMETRY,
              DeviceChannel.ARTIFACT_REQUEST)
@@ -247,7 +264,7 @@ class ControllerBridge:
             self._on_controller_presence(payload)
             return
         try:
-            parsed = parse_topic(topic, root=self.root)
+            parsed = _parse(topic, self.root)
             if not isinstance(parsed, DeviceTopic):
                 self._drop("unexpected_topic", topic)
                 return
@@ -339,8 +356,7 @@ class ControllerBridge:
                 # with the next report
                 self.stats["dropped_store_failed"] += len(items)
             for device_id, ack in acks:
-                self.link.publish(device_topic(device_id, DeviceChannel.ACK, root=self.root),
-                                  encode(ack))
+                self.link.publish(_ack_topic(device_id, self.root), encode(ack))
 
     def _store(self, items: list[_Work]) -> list[tuple[str, Ack]]:
         """Runs in a worker thread: commit, then return the acks to send."""
