@@ -71,7 +71,8 @@ log = logging.getLogger("edgewise.controller.bridge")
 _STORE_ATTEMPTS = 30
 
 # topics parsed and built once per device, not once per message: a fleet's devices each send
-# and are acknowledged over and over (the bound keeps a flood of made-up ids from growing them)
+# and are acknowledged over and over. The bound keeps a flood of made-up ids from growing them
+# (a few tens of MiB at most); a replica hearing from more devices than this gains nothing.
 _TOPIC_CACHE = 65_536
 
 
