@@ -216,7 +216,7 @@ def _driver_errors() -> Iterator[None]:
         if type(e).__module__.split(".")[0] not in ("sqlite3", "psycopg"):
             raise
         if {c.__name__ for c in type(e).__mro__} & {"DataError", "IntegrityError"}:
-            raise ValidationError(f"the database refused a telemetry row: {e}") from None
+            raise ValidationError(f"the database refused a row of the telemetry group: {e}") from None
         raise StorageError(f"database error: {e!r}") from e
 
 
