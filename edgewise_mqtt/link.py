@@ -71,6 +71,12 @@ class MqttLink:
 
     ``on_message(topic, payload)`` runs on the loop for every message; ``on_connect()`` runs after
     every successful (re)connect, which is where subscriptions and retained state are (re)sent.
+
+    ``max_inflight`` bounds the QoS 1 publishes awaiting their PUBACK; 0 is no bound. A
+    high-rate publisher (the controller's acks, a load generator) wants 0: with a bound, paho
+    walks every unacknowledged message on each PUBACK to find queued ones, so n messages out
+    cost O(n) per PUBACK (a quarter of the controller's event loop at 2,000 acks/s). MQTT 3.1.1
+    has no flow control of its own; TCP's paces the socket either way.
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class MqttLink:
         self._reconnect_task: asyncio.Task[None] | None = None
         self._sock: Any = None
         self._write_scheduled = False
+        self._writer_added = False  # the socket waits in the loop for writability
         self._stopping = False
         self._connected_event: asyncio.Event | None = None
         self._pending_subs: dict[int, asyncio.Future[None]] = {}
@@ -367,6 +374,7 @@ class MqttLink:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(sock)
                 self._loop.remove_writer(sock)
+        self._writer_added = False
         if self._sock is sock:
             self._sock = None
 
@@ -390,10 +398,15 @@ class MqttLink:
         self.client.loop_write()
         if self._sock is sock and self.client.want_write():
             self._loop.add_writer(sock, self.client.loop_write)
+            self._writer_added = True
 
     def _socket_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        assert self._loop is not None
-        self._loop.remove_writer(sock)
+        # paho calls this after every write that emptied its queue: only a socket that waited
+        # for writability (rare) is in the loop's writers, and removing it costs a lookup
+        if self._writer_added:
+            assert self._loop is not None
+            self._loop.remove_writer(sock)
+            self._writer_added = False
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -405,6 +418,7 @@ class MqttLink:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._sock)
                 self._loop.remove_writer(self._sock)
+        self._writer_added = False
 
     async def _misc_loop(self) -> None:
         # keepalive pings and retry timers; paho returns an error once the socket is gone

@@ -145,7 +145,7 @@ class TelemetryLoad:
                 hook[0]()
 
             link = MqttLink(f"ew-load-{os.getpid()}-{k}", self.broker, on_message=self._on_message,
-                            on_connect=on_connect, max_inflight=1000)
+                            on_connect=on_connect, max_inflight=0)
             hook.append(self._subscriber(link, group, done))
             self.links.append(link)
         await asyncio.gather(*(link.start(timeout=30) for link in self.links))

@@ -158,7 +158,7 @@ class Controller:
         # per-group sampling on the devices: the shares set per selector, each device's order
         self.sampling = SamplingStore(self.db)
         self.sampling_publisher = SamplingPublisher(
-            self.sampling, lambda: {d: row.labels for d, row in self.devices.rows().items()},
+            self.sampling, self.devices.labels,
             self.bridge.publish_sampling)
         # read models of the views
         self.fleet_views = FleetViews(self.db)

@@ -23,6 +23,7 @@ replica of the same instance (same database) stops or dies, the others publish i
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -55,6 +56,7 @@ from edgewise_wire.manifest import AgentManifest, ArtifactRef
 from edgewise_wire.request_messages import ArtifactRequest
 from edgewise_wire.topics import (
     ROOT,
+    ChunkTopic,
     DeviceChannel,
     DeviceTopic,
     controller_presence_topic,
@@ -67,6 +69,22 @@ from edgewise_wire.topics import (
 log = logging.getLogger("edgewise.controller.bridge")
 
 _STORE_ATTEMPTS = 30
+
+# topics parsed and built once per device, not once per message: a fleet's devices each send
+# and are acknowledged over and over. The bound keeps a flood of made-up ids from growing them
+# (a few tens of MiB at most); a replica hearing from more devices than this gains nothing.
+_TOPIC_CACHE = 65_536
+
+
+@functools.lru_cache(maxsize=_TOPIC_CACHE)
+def _parse(topic: str, root: str) -> DeviceTopic | ChunkTopic:
+    return parse_topic(topic, root=root)
+
+
+@functools.lru_cache(maxsize=_TOPIC_CACHE)
+def _ack_topic(device_id: str, root: str) -> str:
+    return device_topic(device_id, DeviceChannel.ACK, root=root)
+
 
 _INGESTED = (DeviceChannel.REPORTED, DeviceChannel.PRESENCE, DeviceChannel.TELEMETRY,
              DeviceChannel.ARTIFACT_REQUEST)
@@ -136,7 +154,7 @@ class ControllerBridge:
             on_connect=self._on_connect,
             will=None if presence is None else Will(
                 self._presence_topic, encode(replace(presence, online=False))),
-            max_inflight=1000,
+            max_inflight=0,  # no window: an ack per telemetry message (MqttLink says why)
         )
         self.chunks = ChunkServer(self.link, artifacts.open_range, self._resolve_artifact,
                                   root=root)
@@ -247,7 +265,7 @@ class ControllerBridge:
             self._on_controller_presence(payload)
             return
         try:
-            parsed = parse_topic(topic, root=self.root)
+            parsed = _parse(topic, self.root)
             if not isinstance(parsed, DeviceTopic):
                 self._drop("unexpected_topic", topic)
                 return
@@ -292,27 +310,31 @@ class ControllerBridge:
 
     async def _gather(self) -> list[_Work]:
         """The next group: what waits in the queue, and what arrives within ``group_wait_s``
-        of the first message, up to ``batch_limit`` messages or ``group_records`` records."""
+        of the first message, up to ``batch_limit`` messages or ``group_records`` records.
+
+        One sleep to the deadline, then what came meanwhile: a ``wait_for`` per arriving
+        message (a task and a timer each) cost more of the event loop than the message's own
+        decoding. A full group does not wait."""
+        assert self._queue is not None
+        first = await self._queue.get()
+        items = [first]
+        weight = self._take_waiting(items, first.records)
+        if len(items) < self._batch_limit and weight < self._group_records:
+            await asyncio.sleep(self._group_wait_s)
+            self._take_waiting(items, weight)
+        return items
+
+    def _take_waiting(self, items: list[_Work], weight: int) -> int:
+        """Move what waits in the queue into ``items`` while the group has room; returns the
+        group's weight in records."""
         assert self._queue is not None
         queue = self._queue
-        items = [await queue.get()]
-        weight = items[0].records
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._group_wait_s
-        while len(items) < self._batch_limit and weight < self._group_records:
-            if queue.empty():
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(queue.get(), remaining)
-                except TimeoutError:
-                    break
-            else:
-                item = queue.get_nowait()
+        while len(items) < self._batch_limit and weight < self._group_records \
+                and not queue.empty():
+            item = queue.get_nowait()
             items.append(item)
             weight += item.records
-        return items
+        return weight
 
     async def _work_loop(self) -> None:
         assert self._queue is not None
@@ -335,8 +357,7 @@ class ControllerBridge:
                 # with the next report
                 self.stats["dropped_store_failed"] += len(items)
             for device_id, ack in acks:
-                self.link.publish(device_topic(device_id, DeviceChannel.ACK, root=self.root),
-                                  encode(ack))
+                self.link.publish(_ack_topic(device_id, self.root), encode(ack))
 
     def _store(self, items: list[_Work]) -> list[tuple[str, Ack]]:
         """Runs in a worker thread: commit, then return the acks to send."""

@@ -77,6 +77,25 @@ class DeviceRegistry:
 
     # -- the runner's view -----------------------------------------------------------------------
 
+    def labels(self) -> dict[str, dict[str, str]]:
+        """Every device that has connected at least once -> its effective labels: what
+        :meth:`rows` gives as ``labels``, for a reader that needs nothing else and runs often
+        (the sampling reconcile, every second: building whole rows cost ~0.3 s of CPU per pass
+        over 10,000 devices). Devices share few distinct label texts, each parsed once."""
+        d = devices.c
+        with self.db.read() as conn:
+            operator = self._operator_labels(conn)
+            result = conn.execute(sa.select(d.device_id, d.labels_json)).all()
+        parsed: dict[str | None, dict[str, str]] = {}
+        out = {}
+        for device_id, text in result:
+            own = parsed.get(text)
+            if own is None:
+                own = parsed[text] = _own_labels(text)
+            extra = operator.get(device_id)
+            out[device_id] = effective_labels(own, extra) if extra else dict(own)
+        return out
+
     def rows(self) -> dict[str, DeviceRow]:
         """Every device that has connected at least once, with effective labels; no telemetry."""
         d = devices.c

@@ -34,10 +34,15 @@ class SamplingPublisher:
         may run in a worker thread)."""
         rules = self.store.rules()
         out = []
+        # devices share few distinct label sets: each is matched against the rules once
+        orders: dict[frozenset[tuple[str, str]], SamplingOrder] = {}
         for device_id, labels in self.device_labels().items():
-            rule = share_for(labels, rules)
-            order = SamplingOrder(rule.share, str(rule.selector)) if rule is not None \
-                else SamplingOrder(None)
+            key = frozenset(labels.items())
+            order = orders.get(key)
+            if order is None:
+                rule = share_for(labels, rules)
+                order = orders[key] = SamplingOrder(rule.share, str(rule.selector)) \
+                    if rule is not None else SamplingOrder(None)
             if self._sent.get(device_id) != order:
                 out.append((device_id, order))
         return out

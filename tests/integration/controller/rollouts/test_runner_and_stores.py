@@ -384,6 +384,10 @@ def test_operator_labels_override_the_devices_own(h: Harness) -> None:
     assert shown["labels"] == {"site": "berlin", "hw": "pi4", "canary": "true"}
     assert [d["device_id"] for d in registry.list("site=berlin,canary")] == ["pi-1"]
     assert registry.rows()["pi-1"].labels["site"] == "berlin"
+    h.report("pi-2", 1, labels={"site": "oslo", "hw": "pi4"})  # the same labels' text
+    # the labels alone (the sampling reconcile's read) are the rows' labels
+    assert registry.labels() == {d: row.labels for d, row in registry.rows().items()}
+    assert registry.labels()["pi-2"] == {"site": "oslo", "hw": "pi4"}
     back = registry.set_labels("pi-1", {}, ["site", "nothing"], "operator:t")
     assert back["labels"]["site"] == "oslo" and back["not_set"] == ["nothing"]
     with pytest.raises(ConflictError, match="come from the device's own configuration"):
@@ -402,10 +406,12 @@ def test_pre_registered_devices_are_listed_and_keep_their_labels(h: Harness) -> 
     listed = {d["device_id"]: d for d in registry.list()}
     assert listed["pi-new"]["seen"] is False and listed["pi-new"]["labels"] == {"site": "berlin"}
     assert "pi-new" not in registry.rows()  # not a rollout target until it connects
+    assert "pi-new" not in registry.labels()
     with pytest.raises(ConflictError, match="already registered"):
         registry.register("pi-new", {}, "operator:t")
     h.report("pi-new", None, labels={"site": "oslo"})
     assert registry.rows()["pi-new"].labels == {"site": "berlin"}
+    assert registry.labels()["pi-new"] == {"site": "berlin"}
     with pytest.raises(ConflictError, match="has already connected"):
         registry.register("pi-new", {}, "operator:t")
     with pytest.raises(ValidationError, match="invalid device id"):

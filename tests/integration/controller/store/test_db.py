@@ -57,3 +57,27 @@ def test_write_rolls_back_on_error(db: Database) -> None:
         raise RuntimeError("boom")
     with db.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(devices)).scalar_one() == 0
+
+
+def test_a_write_that_finds_sqlite_locked_is_a_storage_error(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE goes to the driver directly: a database locked past the busy timeout is
+    still the database's fault (StorageError, retried by the ingest), not the data's."""
+    import sqlite3
+
+    from controller.errors import StorageError
+
+    path = tmp_path / "locked.db"
+    db = Database(str(path))
+    with db.read() as conn:  # the pool's one connection: give up on a lock quickly
+        conn.exec_driver_sql("PRAGMA busy_timeout=50")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StorageError, match="locked"), db.write():
+            pass
+    finally:
+        holder.rollback()
+        holder.close()
+    with db.write() as conn:  # and the connection is usable again
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    db.dispose()

@@ -167,3 +167,28 @@ def rows_batch(device: str, first: int, last: int) -> Any:
     from controller.fleet.ingest_wire import rows_of
 
     return rows_of(device, batch(first, last), 1.0)
+
+
+def test_groups_advance_last_seen_and_never_lower_a_mark(db: Database) -> None:
+    """A device's row (one statement per group registers or updates it): first_seen stays its
+    first contact, last_seen and dropped_total only ever rise, whatever order groups commit in."""
+    from controller.fleet.ingest_wire import rows_of
+
+    tel, fleet = TelemetryStore(db), FleetStore(db)
+
+    def at(first: int, received_at: float, dropped: int) -> Any:
+        return rows_of("d1", TelemetryBatch(first, first, records(first, first), dropped, ts=1.0),
+                       received_at)
+
+    def marks() -> tuple[float, float, int]:
+        d = fleet.get("d1")
+        return d["first_seen"], d["last_seen"], d["dropped_total"]
+
+    tel.store_group([at(1, 10.0, 5)])
+    assert marks() == (10.0, 10.0, 5)
+    tel.store_group([at(2, 20.0, 3)])  # later, fewer dropped reported: last_seen only
+    assert marks() == (10.0, 20.0, 5)
+    tel.store_group([at(3, 15.0, 9)])  # an earlier receipt committed late: dropped_total only
+    assert marks() == (10.0, 20.0, 9)
+    tel.store_group([at(2, 12.0, 1)])  # a replay of nothing new: nothing moves
+    assert marks() == (10.0, 20.0, 9)
