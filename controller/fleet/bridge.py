@@ -12,7 +12,9 @@ again, and the (device, epoch, seq) key makes the second copy a no-op. If the da
 the group for something in the data (not for being down), the group is stored message by
 message, so one such message holds none of the others back. ``metrics`` records (window
 summaries) are stored in the same transaction by the telemetry store, into the metrics table as
-well.
+well. The queue holds at most ``max_queued_records`` telemetry records: past that, a batch is
+shed (counted, left unacknowledged, so its agent sends it again), which bounds the controller's
+memory when the database falls behind.
 
 Topic root: every topic is under ``root`` (one fleet per root on a shared broker). With a
 ``presence`` (the controller's, :mod:`controller.app.presence`), the link's last will marks it
@@ -69,6 +71,13 @@ from edgewise_wire.topics import (
 log = logging.getLogger("edgewise.controller.bridge")
 
 _STORE_ATTEMPTS = 30
+# Telemetry records waiting for the storage worker, at most. Past it, a telemetry message is shed
+# (counted, not acknowledged): its agent keeps it in its outbox and sends it again after its
+# ack timeout (10 s by default). A controller that far behind would store the batch only after
+# the agent had sent it again anyway, and an unbounded queue grew to 1.1 GiB in a 10,000-device
+# run on a starved machine. 100,000 records is about ten seconds of the 10,000-device load.
+MAX_QUEUED_RECORDS = 100_000
+_SHED_LOG_INTERVAL_S = 10.0
 
 # topics parsed and built once per device, not once per message: a fleet's devices each send
 # and are acknowledged over and over. The bound keeps a flood of made-up ids from growing them
@@ -126,6 +135,7 @@ class ControllerBridge:
         batch_limit: int = 1000,
         group_records: int = 5000,
         group_wait_s: float = 0.005,
+        max_queued_records: int = MAX_QUEUED_RECORDS,
     ) -> None:
         self.fleet = fleet
         self.telemetry = telemetry
@@ -140,6 +150,9 @@ class ControllerBridge:
         self._group_records = group_records  # records in one group: no more are awaited
         self._group_wait_s = group_wait_s  # how long a group waits for more after its first
         self._queue: asyncio.Queue[_Work] | None = None
+        self._max_queued_records = max_queued_records
+        self._queued_records = 0  # records in the queue (a state update counts one)
+        self._shed_logged_at = 0.0
         self._worker: asyncio.Task[None] | None = None
         # the last desired state and its encoding: a deployment sends one Desired to many
         # devices, and encoding its manifest costs ~2 ms (2 s for a thousand devices)
@@ -280,10 +293,13 @@ class ControllerBridge:
             if channel is DeviceChannel.TELEMETRY:
                 now = time.time()
                 message = decode_telemetry(payload, parsed.device_id, now)
+                if self._queued_records + message.records > self._max_queued_records \
+                        and self._queued_records > 0:
+                    self._shed(message, now)
+                    return
                 if message.rejected:
                     self._count_bad_records(message)
-                assert self._queue is not None
-                self._queue.put_nowait(_Work(parsed.device_id, message, now))
+                self._enqueue(_Work(parsed.device_id, message, now))
                 return
             elif channel is DeviceChannel.REPORTED:
                 message = decode(payload, Reported)
@@ -297,8 +313,24 @@ class ControllerBridge:
         except ProtocolError as exc:
             self._drop("malformed", f"{topic}: {exc}")
             return
+        self._enqueue(_Work(parsed.device_id, message, time.time()))
+
+    def _enqueue(self, item: _Work) -> None:
         assert self._queue is not None
-        self._queue.put_nowait(_Work(parsed.device_id, message, time.time()))
+        self._queue.put_nowait(item)
+        self._queued_records += item.records
+
+    def _shed(self, batch: DecodedBatch, now: float) -> None:
+        """Too much waits for the database: leave this batch unacknowledged, so its agent
+        sends it again after its ack timeout; counted, and logged at most every 10 s."""
+        self.stats["shed_messages"] += 1
+        self.stats["shed_records"] += batch.records
+        if now - self._shed_logged_at >= _SHED_LOG_INTERVAL_S:
+            self._shed_logged_at = now
+            log.warning("storage is behind (%d records wait, at most %d): telemetry is left "
+                        "unacknowledged for the agents to send again (%d messages so far, "
+                        "shed_messages in /metrics)", self._queued_records,
+                        self._max_queued_records, self.stats["shed_messages"])
 
     def _count_bad_records(self, batch: DecodedBatch) -> None:
         """Bad records of a batch whose other records are stored: counted and logged; the
@@ -317,6 +349,7 @@ class ControllerBridge:
         decoding. A full group does not wait."""
         assert self._queue is not None
         first = await self._queue.get()
+        self._queued_records -= first.records
         items = [first]
         weight = self._take_waiting(items, first.records)
         if len(items) < self._batch_limit and weight < self._group_records:
@@ -332,6 +365,7 @@ class ControllerBridge:
         while len(items) < self._batch_limit and weight < self._group_records \
                 and not queue.empty():
             item = queue.get_nowait()
+            self._queued_records -= item.records
             items.append(item)
             weight += item.records
         return weight

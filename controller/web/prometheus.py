@@ -94,7 +94,8 @@ class FleetCollector:
         yield from self._alerts(group_of)
         yield from self._device_health(group_of, now)
         bridge = CounterMetricFamily("edgewise_bridge_events", "MQTT bridge events: records "
-                                     "stored, duplicates, messages dropped by reason.",
+                                     "stored, duplicates, messages dropped by reason, "
+                                     "telemetry shed (unacknowledged) while storage is behind.",
                                      labels=["event"])
         for event, n in sorted(self.bridge_stats().items()):
             bridge.add_metric([event], n)

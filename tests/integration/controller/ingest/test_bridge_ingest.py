@@ -151,3 +151,74 @@ def test_many_messages_share_a_transaction(broker: BrokerProcess, tmp_path: Path
     finally:
         probe.close()
         db.dispose()
+
+
+class _HeldStore(TelemetryStore):
+    """A telemetry store whose first group waits until the test lets it go: the database as
+    seen from a controller that has fallen behind."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def store_group(self, batches: Any) -> int:
+        self.entered.set()
+        assert self.release.wait(60), "the test never released the store"
+        return int(super().store_group(batches))
+
+
+def test_telemetry_past_the_queue_bound_is_shed_unacknowledged_and_stored_when_sent_again(
+        broker: BrokerProcess, tmp_path: Path) -> None:
+    db = Database(str(tmp_path / "c.db"))
+    migrator.upgrade(db)
+    tel = _HeldStore(db)
+    bridge = ControllerBridge(broker.address, FleetStore(db), tel, _NoArtifacts(),
+                              max_queued_records=10)
+    probe = Probe(broker)
+    device = f"shed-{uuid.uuid4().hex[:6]}"
+
+    def batch(first: int) -> bytes:
+        return encode(TelemetryBatch(first, first + 4, [rec(s) for s in range(first, first + 5)],
+                                     epoch=1))
+
+    acked: list[tuple[int, int]] = []
+
+    def take_acks() -> None:
+        acked.extend((a.first_seq, a.last_seq) for _, a in probe.got())
+
+    async def scenario() -> None:
+        await bridge.start()
+        try:
+            await wait_for_async(lambda: bridge.link.connected, 10, "the bridge connected")
+            for _ in range(5):  # the bridge's subscription may still be on its way
+                probe.publish(device, batch(1))
+                if await asyncio.to_thread(tel.entered.wait, 10):
+                    break
+            assert tel.entered.is_set(), "the first batch never reached the store"
+            for first in (6, 11, 16):  # 5 + 5 records wait; the third batch would make 15
+                probe.publish(device, batch(first))
+            await wait_for_async(lambda: bridge.stats["shed_messages"] == 1, 10,
+                                 "the batch past the bound shed")
+            assert bridge.stats["shed_records"] == 5
+            tel.release.set()
+            await wait_for_async(lambda: take_acks() or len(acked) >= 3, 10,
+                                 "the queued batches acknowledged")
+            assert sorted(acked) == [(1, 5), (6, 10), (11, 15)]
+            assert tel.seqs(device) == list(range(1, 16))
+            # the agent sends the shed batch again after its ack timeout: now it is stored
+            probe.publish(device, batch(16))
+            await wait_for_async(lambda: take_acks() or len(acked) >= 4, 10,
+                                 "the batch sent again acknowledged")
+        finally:
+            tel.release.set()
+            await bridge.stop()
+
+    try:
+        asyncio.run(scenario())
+        assert sorted(acked) == [(1, 5), (6, 10), (11, 15), (16, 20)]
+        assert tel.seqs(device) == list(range(1, 21))
+        assert bridge.stats["shed_messages"] == 1
+    finally:
+        probe.close()
+        db.dispose()
