@@ -26,19 +26,11 @@ from controller.fleet.telemetry_store import TelemetryStore
 from controller.storage import migrator
 from controller.storage.db import Database
 from edgewise_mqtt.link import BrokerAddress
-from edgewise_wire import Manifest
-
-
-class _NoArtifacts:
-    def find_by_sha(self, sha: str) -> Manifest | None:
-        return None
-
-    def open_range(self, sha: str, offset: int, length: int) -> bytes:
-        raise KeyError(sha)
+from tests.harness.bridges import NoArtifacts
 
 
 async def _serve(db: Database, broker: BrokerAddress) -> None:
-    bridge = ControllerBridge(broker, FleetStore(db), TelemetryStore(db), _NoArtifacts(),
+    bridge = ControllerBridge(broker, FleetStore(db), TelemetryStore(db), NoArtifacts(),
                               client_id=f"ew-ingest-test-{time.time_ns()}")
     await bridge.start()
     await asyncio.Event().wait()

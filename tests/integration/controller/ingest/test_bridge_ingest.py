@@ -20,19 +20,12 @@ from controller.fleet.store import FleetStore
 from controller.fleet.telemetry_store import TelemetryStore
 from controller.storage import migrator
 from controller.storage.db import Database
-from edgewise_wire import Ack, Manifest, TelemetryBatch, decode, encode
+from edgewise_wire import Ack, TelemetryBatch, decode, encode
 from simulator.broker import BrokerProcess
+from tests.harness.bridges import NoArtifacts
 from tests.harness.waiting import wait_for_async
 
 pytestmark = [pytest.mark.broker]
-
-
-class _NoArtifacts:
-    def find_by_sha(self, sha: str) -> Manifest | None:
-        return None
-
-    def open_range(self, sha: str, offset: int, length: int) -> bytes:
-        raise KeyError(sha)
 
 
 class Probe:
@@ -73,7 +66,7 @@ def test_bad_record_is_counted_and_the_rest_stored_and_acknowledged(
     db = Database(str(tmp_path / "c.db"))
     migrator.upgrade(db)
     tel = TelemetryStore(db)
-    bridge = ControllerBridge(broker.address, FleetStore(db), tel, _NoArtifacts())
+    bridge = ControllerBridge(broker.address, FleetStore(db), tel, NoArtifacts())
     probe = Probe(broker)
     device = f"bi-{uuid.uuid4().hex[:6]}"
     body = json.loads(encode(TelemetryBatch(1, 4, [rec(1), rec(2), rec(3), rec(4)], epoch=3)))
@@ -114,7 +107,7 @@ def test_many_messages_share_a_transaction(broker: BrokerProcess, tmp_path: Path
     db = Database(str(tmp_path / "c.db"))
     migrator.upgrade(db)
     tel = TelemetryStore(db)
-    bridge = ControllerBridge(broker.address, FleetStore(db), tel, _NoArtifacts(),
+    bridge = ControllerBridge(broker.address, FleetStore(db), tel, NoArtifacts(),
                               group_wait_s=0.2)
     probe = Probe(broker)
     prefix = f"bg{uuid.uuid4().hex[:5]}"
@@ -173,7 +166,7 @@ def test_telemetry_past_the_queue_bound_is_shed_unacknowledged_and_stored_when_s
     db = Database(str(tmp_path / "c.db"))
     migrator.upgrade(db)
     tel = _HeldStore(db)
-    bridge = ControllerBridge(broker.address, FleetStore(db), tel, _NoArtifacts(),
+    bridge = ControllerBridge(broker.address, FleetStore(db), tel, NoArtifacts(),
                               max_queued_records=10)
     probe = Probe(broker)
     device = f"shed-{uuid.uuid4().hex[:6]}"

@@ -19,24 +19,17 @@ from controller.fleet.telemetry_store import TelemetryStore
 from controller.storage import migrator
 from controller.storage.db import Database
 from edgewise_mqtt.link import MqttLink
-from edgewise_wire import ControllerPresence, Manifest, encode
+from edgewise_wire import ControllerPresence, encode
 from edgewise_wire.topics import controller_presence_topic
 from simulator.broker import BrokerProcess
+from tests.harness.bridges import NoArtifacts
 
 pytestmark = [pytest.mark.broker]
 
 
-class _NoArtifacts:
-    def find_by_sha(self, sha: str) -> Manifest | None:
-        return None
-
-    def open_range(self, sha: str, offset: int, length: int) -> bytes:
-        raise KeyError(sha)
-
-
 def _bridge(broker: BrokerProcess, db: Database, root: str,
             presence: ControllerPresence) -> ControllerBridge:
-    return ControllerBridge(broker.address, FleetStore(db), TelemetryStore(db), _NoArtifacts(),
+    return ControllerBridge(broker.address, FleetStore(db), TelemetryStore(db), NoArtifacts(),
                             root=root, presence=presence)
 
 
