@@ -3,44 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import httpx
 import pytest
 
-from converters import convert_sklearn
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
 from edge_agent.local_api import LocalApi
 from edgewise_mqtt.link import BrokerAddress
 from simulator.broker import free_port
-from simulator.workload import load_dataset
-
-
-@pytest.fixture(scope="module")
-def iris_artifact():  # type: ignore[no-untyped-def]
-    from sklearn.linear_model import LogisticRegression
-
-    data = load_dataset("iris")
-    model = LogisticRegression(max_iter=500).fit(data.features, data.target)
-    return convert_sklearn(model, data.features, name="iris"), data
-
-
-def _install(data_dir: Path, result) -> None:  # type: ignore[no-untyped-def]
-    """Lay the model out as the agent leaves it after an update: models/ plus active.json."""
-    manifest = result.manifest
-    (data_dir / "models").mkdir(parents=True)
-    name = f"{manifest.artifact.sha256}.onnx"
-    (data_dir / "models" / name).write_bytes(result.artifact)
-    (data_dir / "active.json").write_text(json.dumps({"manifest": manifest.to_dict(), "file": name}))
+from tests.harness.telemetry import install_model
 
 
 async def _with_api(tmp_path: Path, result, body) -> None:  # type: ignore[no-untyped-def]
     config = AgentConfig(device_id="pi-http", data_dir=tmp_path / "agent",
                          broker=BrokerAddress("127.0.0.1", free_port()))  # no broker: offline
     if result is not None:
-        _install(config.data_dir, result)
+        install_model(config.data_dir, result, version=result.manifest.version)
     agent = EdgeAgent(config)
     await agent.start(wait_connected=False)
     api = LocalApi(agent, port=0)

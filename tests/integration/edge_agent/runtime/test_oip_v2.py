@@ -14,33 +14,15 @@ import httpx
 import numpy as np
 import pytest
 
-from converters import convert_sklearn
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig
 from edge_agent.local_api import LocalApi
 from edgewise_mqtt.link import BrokerAddress
 from simulator.broker import free_port
-from simulator.workload import load_dataset
+from tests.harness.telemetry import install_model
 
 triton_http = pytest.importorskip(
     "tritonclient.http", reason="tritonclient[http] is not installed (pip install -e '.[dev]')")
-
-
-@pytest.fixture(scope="module")
-def iris_artifact():  # type: ignore[no-untyped-def]
-    from sklearn.linear_model import LogisticRegression
-
-    data = load_dataset("iris")
-    model = LogisticRegression(max_iter=500).fit(data.features, data.target)
-    return convert_sklearn(model, data.features, name="iris"), data
-
-
-def _install(data_dir: Path, result) -> None:  # type: ignore[no-untyped-def]
-    manifest = result.manifest
-    (data_dir / "models").mkdir(parents=True)
-    name = f"{manifest.artifact.sha256}.onnx"
-    (data_dir / "models" / name).write_bytes(result.artifact)
-    (data_dir / "active.json").write_text(json.dumps({"manifest": manifest.to_dict(), "file": name}))
 
 
 def _serve(tmp_path: Path, result: Any, client_side: Callable[[int], None]) -> None:
@@ -51,7 +33,7 @@ def _serve(tmp_path: Path, result: Any, client_side: Callable[[int], None]) -> N
         config = AgentConfig(device_id="pi-v2", data_dir=tmp_path / "agent",
                              broker=BrokerAddress("127.0.0.1", free_port()))
         if result is not None:
-            _install(config.data_dir, result)
+            install_model(config.data_dir, result, version=result.manifest.version)
         agent = EdgeAgent(config)
         await agent.start(wait_connected=False)
         api = LocalApi(agent, port=0)

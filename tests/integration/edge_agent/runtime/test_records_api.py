@@ -19,6 +19,7 @@ from edge_agent.runtime import InvalidInput
 from edgewise_mqtt.link import BrokerAddress
 from simulator.broker import free_port
 from tests.harness.tabular import mixed_frame, mixed_pipeline
+from tests.harness.telemetry import install_model
 
 pytest.importorskip("pandas")
 
@@ -34,19 +35,10 @@ def served():  # type: ignore[no-untyped-def]
     return convert_one(model, frame, name="mixed", labels=labels), model, frame
 
 
-def _install(data_dir: Path, result: Any) -> None:
-    manifest = result.manifest
-    (data_dir / "models").mkdir(parents=True)
-    name = f"{manifest.artifact.sha256}.onnx"
-    (data_dir / "models" / name).write_bytes(result.artifact)
-    (data_dir / "active.json").write_text(json.dumps({"manifest": manifest.to_dict(),
-                                                      "file": name}))
-
-
 async def _with_api(tmp_path: Path, result: Any, body: Any) -> None:
     config = AgentConfig(device_id="pi-records", data_dir=tmp_path / "agent",
                          broker=BrokerAddress("127.0.0.1", free_port()))  # offline
-    _install(config.data_dir, result)
+    install_model(config.data_dir, result, version=result.manifest.version)
     agent = EdgeAgent(config)
     await agent.start(wait_connected=False)
     api = LocalApi(agent, port=0)
